@@ -1,0 +1,1 @@
+"""Imagine to Hear: model and data logic (no Prefect imports)."""

@@ -105,6 +105,108 @@ class SpanDetectorConfig:
 
 
 @dataclass(frozen=True)
+class ImagineConfig:
+    """Stages 2-3: audio generation and CLAP rejection sampling (method defaults)."""
+
+    prompt_template: str = "{span} sound"
+    fallback_prompt: str = "sound"
+    negative_prompt: str = "Low quality"
+    num_inference_steps: int = 50
+    duration_s: float = 5.0
+    num_candidates: int = 5
+    guidance_scale: float = 7.0
+    seed: int = 42
+    # "auto": float16 on GPU, float32 on CPU.
+    dtype: str = "auto"
+    # "full": denoise the model's whole latent window and crop (the reference behaviour);
+    # "exact": denoise only the latent frames the duration needs.
+    latent_length: str = "full"
+    batch_size: int = 8
+    shard_size: int = 64
+    clap_backend: str = "transformers"
+    clap_batch_size: int = 32
+    thresholds: dict[str, float] = field(default_factory=lambda: {"animal": 0.4, "pitch": 0.3})
+    threshold_grid: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
+    # "local": one worker per visible GPU (one on CPU); "ray": prefect-ray, one GPU per shard task.
+    task_runner: str = "local"
+    ray_address: str | None = None
+    gpus: int | None = None
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold_grid", tuple(float(t) for t in self.threshold_grid))
+        require("{span}" in self.prompt_template, "imagine.prompt_template", "contain '{span}'",
+                self.prompt_template)
+        require(self.num_inference_steps >= 1, "imagine.num_inference_steps", "be >= 1", self.num_inference_steps)
+        require(self.duration_s > 0, "imagine.duration_s", "be > 0", self.duration_s)
+        require(self.num_candidates >= 1, "imagine.num_candidates", "be >= 1", self.num_candidates)
+        require(self.guidance_scale >= 0, "imagine.guidance_scale", "be >= 0", self.guidance_scale)
+        require(self.dtype in ("auto", "float16", "bfloat16", "float32"), "imagine.dtype",
+                "be auto, float16, bfloat16 or float32", self.dtype)
+        require(self.latent_length in ("full", "exact"), "imagine.latent_length", "be 'full' or 'exact'",
+                self.latent_length)
+        require(self.batch_size >= 1, "imagine.batch_size", "be >= 1", self.batch_size)
+        require(self.shard_size >= 1, "imagine.shard_size", "be >= 1", self.shard_size)
+        require(self.clap_backend in ("transformers", "laion_clap"), "imagine.clap_backend",
+                "be 'transformers' or 'laion_clap'", self.clap_backend)
+        require(self.clap_batch_size >= 1, "imagine.clap_batch_size", "be >= 1", self.clap_batch_size)
+        for task, value in self.thresholds.items():
+            require(task in TASKS, "imagine.thresholds", f"have keys among {TASKS}", task)
+            require(-1.0 <= value <= 1.0, f"imagine.thresholds.{task}", "lie in [-1, 1] (a cosine similarity)", value)
+        require(self.task_runner in ("local", "ray"), "imagine.task_runner", "be 'local' or 'ray'", self.task_runner)
+        if self.gpus is not None:
+            require(self.gpus >= 0, "imagine.gpus", "be >= 0 or None (all visible)", self.gpus)
+        require(self.retries >= 0, "imagine.retries", "be >= 0", self.retries)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Stages 4-5: audio encoding, the fusion LM, training and evaluation (method defaults)."""
+
+    # The paper trains the AST encoder too; a frozen encoder makes its outputs precomputable.
+    train_audio_encoder: bool = False
+    # Pool the encoder's tokens to this many (None: keep all, about 1214 per clip at paper size).
+    audio_tokens: int | None = None
+    # -1: fuse on the embedding output (before encoder layer 0); i >= 0: after encoder layer i.
+    fusion_layer: int = -1
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    dropout: float = 0.1
+    learning_rates: dict[str, float] = field(default_factory=lambda: {"animal": 3e-4, "pitch": 4e-5})
+    batch_size: int = 32
+    epochs: int = 8
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    seeds: tuple[int, ...] = (42,)
+    mixed_precision: str = "auto"
+    bootstrap_samples: int = 1000
+    num_processes: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.audio_tokens is not None:
+            require(self.audio_tokens >= 1, "fusion.audio_tokens", "be >= 1 or None (all)", self.audio_tokens)
+        require(self.fusion_layer >= -1, "fusion.fusion_layer", "be -1 (embedding output) or a layer index >= 0",
+                self.fusion_layer)
+        require(self.num_heads >= 1, "fusion.num_heads", "be >= 1", self.num_heads)
+        require(self.ffn_dim >= 1, "fusion.ffn_dim", "be >= 1", self.ffn_dim)
+        require(0.0 <= self.dropout < 1.0, "fusion.dropout", "lie in [0, 1)", self.dropout)
+        for task, value in self.learning_rates.items():
+            require(task in TASKS, "fusion.learning_rates", f"have keys among {TASKS}", task)
+            require(value > 0, f"fusion.learning_rates.{task}", "be > 0", value)
+        require(self.batch_size >= 1, "fusion.batch_size", "be >= 1", self.batch_size)
+        require(self.epochs >= 1, "fusion.epochs", "be >= 1", self.epochs)
+        require(0.0 <= self.warmup_ratio < 1.0, "fusion.warmup_ratio", "lie in [0, 1)", self.warmup_ratio)
+        require(8 <= self.max_length <= 512, "fusion.max_length", "lie in [8, 512]", self.max_length)
+        require(len(self.seeds) >= 1, "fusion.seeds", "name at least one seed", self.seeds)
+        require(self.mixed_precision in ("auto", "no", "fp16", "bf16"), "fusion.mixed_precision",
+                "be auto, no, fp16 or bf16", self.mixed_precision)
+        require(self.bootstrap_samples >= 100, "fusion.bootstrap_samples", "be >= 100", self.bootstrap_samples)
+        require(self.num_processes >= 1, "fusion.num_processes", "be >= 1", self.num_processes)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One pipeline run: profile, data, stage settings and where outputs go."""
 
@@ -116,6 +218,8 @@ class RunConfig:
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     span: SpanDetectorConfig = field(default_factory=SpanDetectorConfig)
+    imagine: ImagineConfig = field(default_factory=ImagineConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
         require(self.profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", self.profile)
@@ -135,6 +239,10 @@ class RunConfig:
         content = self.resolved()
         for key in ("run_root", "run_id", "model_dir", "device"):
             content.pop(key)
+        # How the work is spread over machines does not change what it computes.
+        for section, keys in EXECUTION_SETTINGS.items():
+            for key in keys:
+                content[section].pop(key)
         blob = json.dumps(content, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -160,7 +268,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
         raw = dict(raw)
-        nested = {"data": DataConfig, "span": SpanDetectorConfig}
+        nested = {"data": DataConfig, "span": SpanDetectorConfig, "imagine": ImagineConfig, "fusion": FusionConfig}
         kwargs: dict[str, Any] = {}
         for name, value in raw.items():
             if name in nested:
@@ -169,6 +277,14 @@ class RunConfig:
                 kwargs[name] = value
         return _build(cls, kwargs, prefix="")
 
+
+# Settings that only choose how work is executed (batching, sharding, workers); left out of the
+# run fingerprint, since results do not depend on them.
+EXECUTION_SETTINGS: dict[str, tuple[str, ...]] = {
+    "span": ("inference_batch_size",),
+    "imagine": ("batch_size", "shard_size", "clap_batch_size", "task_runner", "ray_address", "gpus", "retries"),
+    "fusion": ("num_processes",),
+}
 
 # Stage settings that differ by profile. The paper profile uses the method's settings as they
 # are; the tiny profile's random-weight models need a larger learning rate to learn anything in

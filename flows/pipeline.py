@@ -1,0 +1,68 @@
+"""The `ith` flow: the pipeline's DAG, stage by stage.
+
+    ingest -> prepare models -> train span detector -> detect spans -> summary
+
+Run it with `ith run` (locally, no server needed) or as the Prefect deployment
+`ith/full-pipeline` (see prefect.yaml). Parameters stay JSON-friendly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from ith_core import stages
+from ith_core.config import RunConfig
+from tasks import stages as t
+
+
+def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
+                 data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
+                 sample_limit: int | str | None = "profile", model_dir: str | None = None, device: str = "auto",
+                 settings: dict[str, Any] | None = None) -> RunConfig:
+    """Flow parameters -> a validated RunConfig (profile defaults, then these overrides)."""
+    overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device}
+    data: dict[str, Any] = {"data_dir": data_dir}
+    if tasks:
+        data["tasks"] = tasks
+    if splits:
+        data["splits"] = splits
+    if sample_limit != "profile":
+        data["sample_limit"] = sample_limit
+    overrides["data"] = data
+    for section, values in (settings or {}).items():
+        if isinstance(values, dict):
+            overrides[section] = {**overrides.get(section, {}), **values}
+        else:
+            overrides[section] = values
+    return RunConfig.for_profile(profile, **overrides)
+
+
+@flow(name="ith", log_prints=True)
+def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
+                 data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
+                 sample_limit: int | str | None = "profile", model_dir: str | None = None, device: str = "auto",
+                 settings: dict[str, Any] | None = None) -> dict:
+    """Runs every stage that exists so far and returns the run's summary.
+
+    `sample_limit`: examples per (task, split) for span detection; "profile" takes the profile's
+    default (64 for tiny, every row for paper), None takes every row. `settings` overrides any
+    stage setting, e.g. {"span": {"epochs": 3}}.
+    """
+    started = time.perf_counter()
+    cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device, settings)
+    config = cfg.resolved()
+    logger = get_run_logger()
+    logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))
+
+    reports: dict[str, dict] = {}
+    reports["ingest"] = t.ingest(config)
+    model_paths = t.prepare_models(config)
+    reports["span_detector"] = t.train_span_detector(config, model_paths)
+    reports["spans"] = t.detect_spans(config, model_paths)
+    summary_url = t.write_summary(config, reports, time.perf_counter() - started)
+    logger.info("summary: %s", summary_url)
+    return {"run_id": cfg.effective_run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
+            "stages": reports}

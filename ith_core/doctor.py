@@ -1,0 +1,87 @@
+"""What `ith doctor` reports: models per profile, the torch/CUDA situation, the data location.
+
+It builds and downloads nothing, so it is safe to run anywhere, offline included.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import fsspec
+
+from ith_core import auditorybench, profiles
+from ith_core.config import PROFILE_NAMES
+
+
+def _devices() -> dict:
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "devices": [],
+        "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"),
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            info["devices"].append(f"cuda:{i} {props.name} {props.total_memory / 2**30:.0f} GiB")
+    return info
+
+
+def _data(data_dir: str | None) -> dict:
+    if data_dir or os.environ.get(auditorybench.DATA_DIR_ENV):
+        source = data_dir or os.environ[auditorybench.DATA_DIR_ENV]
+        how = "--data-dir" if data_dir else f"${auditorybench.DATA_DIR_ENV}"
+    else:
+        source = auditorybench.default_cache_dir()
+        how = "download cache (filled and verified on the first run)"
+    fs, root = fsspec.core.url_to_fs(source)
+    files = {}
+    for file in auditorybench.PINNED_FILES:
+        files[f"{file.task}/{file.split}"] = fs.exists(f"{root.rstrip('/')}/{file.local_path}")
+    return {"location": source, "chosen_by": how, "files_present": files}
+
+
+def doctor_report(profile: str | None = None, model_dir: str | None = None, data_dir: str | None = None) -> dict:
+    chosen = [profile] if profile else list(PROFILE_NAMES)
+    return {
+        "models": {name: profiles.model_status(name, model_dir) for name in chosen},
+        "model_home": str(profiles.model_home(model_dir)),
+        "system": _devices(),
+        "data": _data(data_dir),
+    }
+
+
+def format_doctor(report: dict) -> str:
+    lines = [f"models (home: {report['model_home']})"]
+    for name, roles in report["models"].items():
+        lines.append(f"  profile {name}:")
+        for role in roles:
+            state = "available" if role["available"] else "MISSING"
+            lines.append(f"    {role['role']:<14} {state:<9} {role['model_id']}")
+            if role["available"]:
+                lines.append(f"      at {role['path']}")
+            else:
+                for place in role["looked_in"]:
+                    lines.append(f"      looked in {place}")
+    system = report["system"]
+    lines.append("system")
+    lines.append(f"  python {system['python']}, torch {system['torch']} (CUDA build: {system['torch_cuda_build']})")
+    if system["cuda_available"]:
+        lines.extend(f"  {d}" for d in system["devices"])
+    else:
+        lines.append("  no CUDA device: every stage runs on the CPU")
+    lines.append(f"  HF_HUB_OFFLINE={system['hf_hub_offline']}")
+    data = report["data"]
+    present = sum(data["files_present"].values())
+    lines.append("data")
+    lines.append(f"  AuditoryBench: {data['location']} ({data['chosen_by']})")
+    lines.append(f"  files present: {present} of {len(data['files_present'])}")
+    missing = [k for k, ok in data["files_present"].items() if not ok]
+    if missing:
+        lines.append(f"  missing: {', '.join(missing)}")
+    return "\n".join(lines)

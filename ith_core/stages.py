@@ -1,0 +1,254 @@
+"""Stage drivers: each reads its inputs from the run folder, calls the core logic, writes its
+outputs atomically and marks the stage done last. Each returns a JSON-friendly report (row
+counts, rejects by reason, timings, metrics) that also goes into `summary.json`.
+
+A stage whose marker exists with the same key is skipped and returns its recorded report with
+`cached: true`; a stage without a marker is cleared and redone. The key is a hash of exactly
+the settings that change the stage's output, so an identical run reuses everything.
+
+No Prefect here: `tasks/` wraps these functions, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ith_core import auditorybench, profiles
+from ith_core.config import RunConfig
+from ith_core.spans import detect_spans, evaluate_span_detector, train_span_detector
+from storage.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+# Bump when a stage's code changes its output, so old results are not reused.
+STAGE_VERSIONS = {"ingest": 1, "span_detector": 1, "spans": 1}
+
+SPANS_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int32()),
+    ("span_text", pa.string()),
+    ("char_start", pa.int32()),
+    ("char_end", pa.int32()),
+    ("score", pa.float32()),
+])
+
+SAMPLE_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("n_spans", pa.int32()),
+])
+
+
+def layout_for(cfg: RunConfig) -> RunLayout:
+    return RunLayout(cfg.run_root, cfg.effective_run_id)
+
+
+def stage_key(stage: str, *parts: Any) -> str:
+    blob = json.dumps([stage, STAGE_VERSIONS[stage], *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _cached(layout: RunLayout, stage: str, key: str) -> dict | None:
+    report = layout.stage_done(stage, key)
+    if report is not None:
+        logger.info("stage %s: finished earlier in %s, reusing it", stage, layout.url(stage))
+        return {**report, "cached": True}
+    layout.clear_stage(stage)
+    return None
+
+
+def write_config(cfg: RunConfig) -> str:
+    layout = layout_for(cfg)
+    layout.write_json({**cfg.resolved(), "run_id": cfg.effective_run_id, "fingerprint": cfg.fingerprint()},
+                      "config.json")
+    return layout.url()
+
+
+# -- ingestion -------------------------------------------------------------------------------
+
+def _ingest_key(cfg: RunConfig) -> str:
+    return stage_key("ingest", cfg.data.data_dir, cfg.data.tasks)
+
+
+def ingest_stage(cfg: RunConfig) -> dict:
+    """Reads all four splits of the chosen tasks (later stages pick `data.splits` from them)."""
+    layout = layout_for(cfg)
+    key = _ingest_key(cfg)
+    if (report := _cached(layout, "ingest", key)) is not None:
+        return report
+    started = time.perf_counter()
+    source = auditorybench.locate(cfg.data.data_dir)
+    result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
+    layout.write_table(result.examples, "ingest", "examples.parquet")
+    layout.write_table(result.rejects, "ingest", "rejects.parquet")
+    layout.write_json(result.provenance, "ingest", "provenance.json")
+    rejects_by_reason: dict[str, int] = {}
+    flags_by_reason: dict[str, int] = {}
+    for counts in result.counts.values():
+        for reason, n in counts["rejects_by_reason"].items():
+            rejects_by_reason[reason] = rejects_by_reason.get(reason, 0) + n
+        for reason, n in counts["flags_by_reason"].items():
+            flags_by_reason[reason] = flags_by_reason.get(reason, 0) + n
+    report = {
+        "source": source,
+        "rows_in": sum(c["rows_in"] for c in result.counts.values()),
+        "accepted": result.examples.num_rows,
+        "rejected": result.rejects.num_rows,
+        "rejects_by_reason": rejects_by_reason,
+        "flags_by_reason": flags_by_reason,
+        "per_split": result.counts,
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {name: layout.url("ingest", name) for name in ("examples.parquet", "rejects.parquet")},
+    }
+    layout.mark_done("ingest", key, report)
+    return {**report, "cached": False}
+
+
+def _examples(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
+    table = layout.read_table("ingest", "examples.parquet")
+    mask = pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.is_in(table["split"], pa.array(splits)))
+    return table.filter(mask).select(["example_id", "task", "split", "sentence", "spans"]).to_pylist()
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def tiny_corpus(cfg: RunConfig) -> list[str]:
+    """What the tiny profile's tokenizers are trained on: train sentences and gold spans."""
+    rows = _examples(layout_for(cfg), cfg, ("train",))
+    return [r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]]
+
+
+def prepare_models(cfg: RunConfig) -> dict[str, str]:
+    """Role -> local model folder; builds the tiny profile once, finds the paper checkpoints."""
+    corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
+    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus)
+    return {role: str(path) for role, path in paths.items()}
+
+
+# -- span detection ------------------------------------------------------------------------------
+
+def _detector_key(cfg: RunConfig, lm_path: str) -> str:
+    span = cfg.resolved()["span"]
+    training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "max_length",
+                                     "seed", "max_train_steps", "max_train_examples", "threshold")}
+    return stage_key("span_detector", _ingest_key(cfg), cfg.profile, lm_path, training)
+
+
+def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+    """Fine-tunes the span detector on the train splits; evaluates it on dev before and after."""
+    layout = layout_for(cfg)
+    key = _detector_key(cfg, model_paths["lm"])
+    if (report := _cached(layout, "span_detector", key)) is not None:
+        return report
+    started = time.perf_counter()
+    model, tokenizer = profiles.load_span_base(model_paths["lm"])
+    train_rows = _examples(layout, cfg, ("train",))
+    dev_rows = _examples(layout, cfg, ("dev",))
+    untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
+    training = train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device)
+    trained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)  # safetensors
+        tokenizer.save_pretrained(tmp)
+        layout.put_dir(tmp, "span_detector", "model")
+    metrics = {"dev_untrained": untrained, "dev_trained": trained, "training": training}
+    layout.write_json(metrics, "span_detector", "metrics.json")
+    report = {
+        "train_examples": training["train_examples"],
+        "steps": training["steps"],
+        "train_labels": training["labels"],
+        "dev_span_f1_untrained": round(untrained["span_f1"], 4),
+        "dev_span_f1": round(trained["span_f1"], 4),
+        "dev_token_f1": round(trained["token_f1"], 4),
+        "dev_span_precision": round(trained["span_precision"], 4),
+        "dev_span_recall": round(trained["span_recall"], 4),
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {"model": layout.url("span_detector", "model"), "metrics": layout.url("span_detector", "metrics.json")},
+    }
+    layout.mark_done("span_detector", key, report)
+    return {**report, "cached": False}
+
+
+def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A deterministic sample per (task, split): the `limit` rows with the smallest seeded hash.
+
+    Independent of row order and of which other splits are in the run.
+    """
+    if limit is None or len(rows) <= limit:
+        return rows
+
+    def rank(row: dict) -> str:
+        return hashlib.sha256(f"{seed}:{row['example_id']}".encode()).hexdigest()
+
+    chosen = set(r["example_id"] for r in sorted(rows, key=rank)[:limit])
+    return [r for r in rows if r["example_id"] in chosen]
+
+
+def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+    """Detects spans on a sample of each chosen (task, split); one table per split."""
+    layout = layout_for(cfg)
+    d = cfg.data
+    key = stage_key("spans", _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
+                    cfg.span.inference_batch_size)
+    if (report := _cached(layout, "spans", key)) is not None:
+        return report
+    started = time.perf_counter()
+    model, tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
+    rows = _examples(layout, cfg, d.splits)
+    per_split: dict[str, dict] = {}
+    for task in d.tasks:
+        for split in d.splits:
+            part = sample_rows([r for r in rows if r["task"] == task and r["split"] == split], d.sample_limit,
+                               d.sample_seed)
+            records = detect_spans(model, tokenizer, part, cfg.span, cfg.device)
+            counts: dict[str, int] = {}
+            for rec in records:
+                counts[rec.example_id] = counts.get(rec.example_id, 0) + 1
+            spans = pa.Table.from_pylist(
+                [{**vars(rec), "task": task, "split": split} for rec in records], schema=SPANS_SCHEMA)
+            sample = pa.Table.from_pylist(
+                [{"example_id": r["example_id"], "task": task, "split": split, "n_spans": counts.get(r["example_id"], 0)}
+                 for r in part], schema=SAMPLE_SCHEMA)
+            layout.write_table(spans, "spans", f"{task}-{split}.parquet")
+            layout.write_table(sample, "spans", f"{task}-{split}.examples.parquet")
+            per_split[f"{task}/{split}"] = {
+                "examples": len(part),
+                "examples_with_spans": len(counts),
+                "examples_without_spans": len(part) - len(counts),
+                "spans": len(records),
+            }
+    report = {
+        "examples": sum(v["examples"] for v in per_split.values()),
+        "spans": sum(v["spans"] for v in per_split.values()),
+        "per_split": per_split,
+        "sample_limit": d.sample_limit,
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": layout.url("spans"),
+    }
+    layout.mark_done("spans", key, report)
+    return {**report, "cached": False}
+
+
+def write_summary(cfg: RunConfig, reports: dict[str, dict], seconds: float) -> str:
+    layout = layout_for(cfg)
+    summary = {
+        "run_id": cfg.effective_run_id,
+        "profile": cfg.profile,
+        "run_dir": layout.url(),
+        "fingerprint": cfg.fingerprint(),
+        "stages": reports,
+        "seconds": round(seconds, 3),
+    }
+    layout.write_json(summary, "summary.json")
+    return layout.url("summary.json")

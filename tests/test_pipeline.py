@@ -1,0 +1,102 @@
+"""`ith run` end to end on the tiny profile: outputs, accounting, and a rerun that reuses everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ith_core.config import ConfigError
+from flows.cli import main
+from flows.pipeline import build_config
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory, ith_home, tiny_models, bench_dir):
+    env = dict(os.environ)
+    env.update({
+        "ITH_HOME": str(ith_home),
+        "ITH_AUDITORYBENCH_DIR": str(bench_dir),
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect_home")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+    })
+    return env
+
+
+def run_cli(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
+    root = tmp_path / "runs"
+    args = ["run", "--run-root", str(root), "--sample", "8", "--splits", "dev,wiki",
+            "--set", "span.max_train_steps=30", "--json"]
+    first = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads(first.stdout[first.stdout.index("{\n"):])
+    run_dir = Path(result["run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["profile"] == "tiny" and config["span"]["max_train_steps"] == 30
+
+    ingest = summary["stages"]["ingest"]
+    assert ingest["cached"] is False
+    assert ingest["rows_in"] == 4211 + 592 + 1211 + 197 + 8312 + 1178 + 2387 + 3625
+    assert ingest["rows_in"] == ingest["accepted"] + ingest["rejected"]
+    examples = pq.read_table(run_dir / "ingest" / "examples.parquet")
+    rejects = pq.read_table(run_dir / "ingest" / "rejects.parquet")
+    assert examples.num_rows == ingest["accepted"] and rejects.num_rows == ingest["rejected"]
+
+    spans = summary["stages"]["spans"]
+    assert set(spans["per_split"]) == {"animal/dev", "animal/wiki", "pitch/dev", "pitch/wiki"}
+    for name, counts in spans["per_split"].items():
+        task, split = name.split("/")
+        sample = pq.read_table(run_dir / "spans" / f"{task}-{split}.examples.parquet")
+        table = pq.read_table(run_dir / "spans" / f"{task}-{split}.parquet")
+        assert sample.num_rows == counts["examples"] == 8
+        assert table.num_rows == counts["spans"] == sum(sample["n_spans"].to_pylist())
+        assert counts["examples_with_spans"] + counts["examples_without_spans"] == 8
+        assert set(table["example_id"].to_pylist()) <= set(sample["example_id"].to_pylist())
+    assert (run_dir / "span_detector" / "model" / "model.safetensors").is_file()
+
+    second = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads(second.stdout[second.stdout.index("{\n"):])
+    assert again["run_dir"] == result["run_dir"]
+    for stage in ("ingest", "span_detector", "spans"):
+        assert again["stages"][stage]["cached"] is True, stage
+        assert again["stages"][stage]["seconds"] == result["stages"][stage]["seconds"]
+
+
+def test_bad_settings_fail_fast_with_the_rule(capsys):
+    assert main(["run", "--set", "span.epochs=0"]) == 2
+    assert "span.epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["run", "--set", "span.epoch=3"]) == 2
+    assert "span.epoch must be a known setting" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="data.tasks"):
+        build_config(tasks=["animals"])
+
+
+def test_doctor_reports_models_devices_and_data(cli_env, tmp_path):
+    env = {**cli_env, "ITH_HOME": str(tmp_path / "empty-home")}
+    out = run_cli(["doctor"], env, Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "profile paper" in text and "bert-base-uncased" in text and "MISSING" in text
+    assert "looked in" in text
+    assert "torch" in text and "no CUDA device" in text
+    assert "files present: 8 of 8" in text
+
+
+def test_every_subcommand_has_help():
+    for command in ([], ["run"], ["doctor"]):
+        out = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: ith" in out.stdout

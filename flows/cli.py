@@ -45,9 +45,11 @@ def _settings(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return settings
 
 
-def _sample(text: str) -> int | None:
+def _sample(text: str) -> int | str | None:
     if text == "all":
         return None
+    if text == "profile":
+        return text
     try:
         value = int(text)
     except ValueError:
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--splits", type=_csv, default=None,
                      help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion "
                           "always reads all four")
-    run.add_argument("--sample", type=_sample, default="profile", metavar="N|all",
+    run.add_argument("--sample", type=_sample, default="profile", metavar="N|all|profile",
                      help="examples per task and split for span detection (default: the profile's, 64 for tiny, "
                           "all for paper)")
     run.add_argument("--model-dir", default=None, help="where models are built or looked for (default: "
@@ -112,7 +114,7 @@ def _print_summary(result: dict) -> None:
     print(f"  {'stage':<15} {'cached':<7} {'seconds':>8}  result")
     print(f"  {'ingest':<15} {str(ingest['cached']).lower():<7} {ingest['seconds']:>8.1f}  "
           f"{ingest['rows_in']} rows: {ingest['accepted']} accepted, {ingest['rejected']} rejected "
-          f"{ingest['rejects_by_reason']}")
+          f"{ {k: v for k, v in ingest['rejects_by_reason'].items() if v} }")
     print(f"  {'span_detector':<15} {str(detector['cached']).lower():<7} {detector['seconds']:>8.1f}  "
           f"dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
           f"trained ({detector['steps']} steps)")

@@ -52,6 +52,10 @@ def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     stage setting, e.g. {"span": {"epochs": 3}}.
     """
     started = time.perf_counter()
+    # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device, settings)
     config = cfg.resolved()
     logger = get_run_logger()

@@ -429,9 +429,18 @@ def load_span_base(path):
     folder = _require_folder(path, "lm")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     _require_vocab(tokenizer, folder)
-    model = AutoModelForTokenClassification.from_pretrained(
-        folder, num_labels=2, local_files_only=True, trust_remote_code=False,
-    )
+    # Starting from a masked LM, the new head and the unused MLM head are expected: transformers'
+    # load report about them is noise here, so only errors are shown for this load.
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            folder, num_labels=2, local_files_only=True, trust_remote_code=False,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model, tokenizer
 
 

@@ -61,8 +61,11 @@ def format_doctor(report: dict) -> str:
     for name, roles in report["models"].items():
         lines.append(f"  profile {name}:")
         for role in roles:
-            state = "available" if role["available"] else "MISSING"
-            lines.append(f"    {role['role']:<14} {state:<9} {role['model_id']}")
+            if role["available"]:
+                state = "available"
+            else:
+                state = "not built (built on the first run)" if name == "tiny" else "MISSING"
+            lines.append(f"    {role['role']:<14} {state}: {role['model_id']}")
             if role["available"]:
                 lines.append(f"      at {role['path']}")
             else:

@@ -1,0 +1,130 @@
+"""The `ith-imagine` flow: stages 2-3 (generation and CLAP rejection sampling), shard by shard.
+
+    plan -> generate-candidates (one task per shard, retried) -> select-candidates -> artifact
+
+`run_imagine(config, model_paths)` picks the task runner from `imagine.task_runner` and runs the
+flow, alone or as a subflow of `ith`. Shards whose manifest exists are skipped, so rerunning the
+flow, retrying a failed flow run in Prefect, or `ith rerun-failed <run>` executes exactly the
+shards without a manifest. A failed shard does not stop the others; the flow fails at the end,
+naming it, after the shard status and the markdown artifact are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from ith_core import imagine_stage
+from ith_core.config import RunConfig
+from tasks import imagine as t
+
+
+class ShardsFailedError(RuntimeError):
+    """Some shards failed after their retries; `ith rerun-failed <run>` reruns exactly those."""
+
+
+def task_runner_for(cfg: RunConfig):
+    """local: one thread per device (each shard pinned to a free one); ray: prefect-ray, any nodes."""
+    if cfg.imagine.task_runner == "ray":
+        from prefect_ray import RayTaskRunner
+
+        if cfg.imagine.ray_address:
+            return RayTaskRunner(address=cfg.imagine.ray_address)
+        init: dict[str, Any] = {}
+        if cfg.imagine.gpus is not None:
+            init["num_gpus"] = cfg.imagine.gpus
+        return RayTaskRunner(init_kwargs=init)
+    return ThreadPoolTaskRunner(max_workers=len(imagine_stage.local_devices(cfg)))
+
+
+def artifact_key(run_id: str) -> str:
+    # Prefect artifact keys take lowercase letters, digits and dashes only.
+    return "ith-imagine-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
+
+
+@flow(name="ith-imagine", log_prints=True)
+def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
+    """Generates and scores every planned shard, then selects audio per span occurrence."""
+    cfg = RunConfig.from_dict(config)
+    logger = get_run_logger()
+    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
+    logger.info("%d occurrences -> %d unique prompts (%.2fx); %d shards planned", plan["occurrences"],
+                plan["unique_prompts"], plan["dedup_ratio"], len(plan["shards"]))
+    ray = cfg.imagine.task_runner == "ray"
+    devices = None if ray else imagine_stage.local_devices(cfg)
+    shard_task = t.generate_candidates.with_options(retries=cfg.imagine.retries)
+    if ray:
+        from prefect_ray.context import remote_options
+
+        with remote_options(num_gpus=0 if cfg.imagine.gpus == 0 else 1):
+            futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+    else:
+        futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+
+    results = []
+    for name, future in zip(plan["shards"], futures):
+        try:
+            results.append(future.result())
+        except Exception as error:  # one shard's failure must not hide the others' results
+            results.append({"shard": name, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+    status = t.record_shard_status(config, results)
+    failed = [r for r in results if r["status"] == "failed"]
+    report = None if failed else t.select_candidates(config)
+    create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
+                             key=artifact_key(cfg.effective_run_id),
+                             description=f"ith-imagine summary of run {cfg.effective_run_id}")
+    if failed:
+        raise ShardsFailedError(f"{len(failed)} of {len(results)} shards failed "
+                                f"({', '.join(r['shard'] for r in failed)}); first error: {failed[0]['error']}; "
+                                f"rerun them with `ith rerun-failed {cfg.effective_run_id} --run-root {cfg.run_root}`")
+    return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"]}
+
+
+def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
+    """Runs `ith-imagine` with the task runner its settings choose (a subflow when called in a flow)."""
+    runner = task_runner_for(RunConfig.from_dict(config))
+    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed)
+
+
+# -- CLI: `ith rerun-failed <run>` ---------------------------------------------------------------
+
+def add_rerun_failed_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "rerun-failed", help="rerun the imagine shards of a run that have no manifest",
+        description="Re-executes exactly the planned imagine shards of RUN that did not finish (no manifest in "
+                    "<run-root>/_imagine/shards/), then writes the run's selection tables. Finished shards are "
+                    "never regenerated.")
+    parser.add_argument("run", help="the run id (folder name under --run-root)")
+    parser.add_argument("--run-root", default="runs", help="folder or fsspec URL holding the run (default: ./runs)")
+    parser.add_argument("--json", action="store_true", help="print the stage report as JSON")
+    return parser
+
+
+def load_run_config(run_root: str, run_id: str) -> RunConfig:
+    from storage.layout import RunLayout
+
+    layout = RunLayout(run_root, run_id)
+    if not layout.exists("config.json"):
+        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url('config.json')})")
+    raw = layout.read_json("config.json")
+    raw.pop("fingerprint", None)
+    raw["run_id"] = run_id
+    return RunConfig.from_dict(raw)
+
+
+def cmd_rerun_failed(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args.run_root, args.run)
+    plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+    statuses = imagine_stage.shard_statuses(cfg)
+    missing = [name for name, done in statuses.items() if not done]
+    print(f"run {args.run}: {len(missing)} of {len(statuses)} shards to rerun")
+    report = run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=True)
+    print(json.dumps(report, indent=2, default=str) if args.json else
+          f"done: {report['accepted']} of {report['occurrences']} span occurrences got audio")
+    return 0

@@ -1,0 +1,343 @@
+"""Stages 2-3 without Prefect: ids and dedup, the generator, CLAP scoring, the audio store, and
+the shard drivers under failure, SIGKILL and concurrent runs (tiny profile, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from ith_core import imagine_stage as stage
+from ith_core.clap_scoring import ClapScorer, resample, select_first_passing
+from ith_core.config import ImagineConfig, RunConfig
+from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
+from storage.audio_store import AudioStore, pcm16, read_wav, shard_name
+from storage.layout import RunLayout
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny settings: exact latents of 1 s, 3 steps, 2 candidates; thresholds inside the tiny CLAP's
+# score range so that both accepted and rejected spans occur.
+TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
+                "batch_size": 3, "shard_size": 4, "retries": 0, "thresholds": {"animal": 0.177, "pitch": 0.177}}
+
+# Span occurrences written as the spans stage would: dev rows with their gold spans, some rows
+# without a span (fallback prompt), and test rows repeating dev spans (dedup across splits).
+SPAN_TEXTS = {
+    "animal": ["loud barking", "a soft purr", None, "Loud  Barking", "chirping", "a soft purr"],
+    "pitch": [["a whistle", "a tuba"], ["a tuba", "thunder"], [], ["a flute", "a whistle"]],
+}
+
+
+def write_spans(run_root: str, run_id: str) -> None:
+    from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
+
+    layout = RunLayout(run_root, run_id)
+    for task in ("animal", "pitch"):
+        for split in ("dev", "test"):
+            spans, sample = [], []
+            for i, entry in enumerate(SPAN_TEXTS[task]):
+                texts = [] if entry is None else ([entry] if isinstance(entry, str) else entry)
+                example = f"{task}/{split}/{i:05d}"
+                for j, text in enumerate(texts):
+                    spans.append({"example_id": example, "task": task, "split": split, "span_index": j,
+                                  "span_text": text, "char_start": 0, "char_end": len(text), "score": 0.9})
+                sample.append({"example_id": example, "task": task, "split": split, "n_spans": len(texts)})
+            layout.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
+            layout.write_table(pa.Table.from_pylist(sample, schema=SAMPLE_SCHEMA), "spans",
+                               f"{task}-{split}.examples.parquet")
+    layout.mark_done("spans", "spans-key-for-tests", {})
+
+
+def tiny_config(run_root: str, run_id: str, **imagine) -> RunConfig:
+    return RunConfig.for_profile("tiny", run_root=str(run_root), run_id=run_id, device="cpu",
+                                 data={"tasks": ["animal", "pitch"], "splits": ["dev", "test"]},
+                                 imagine={**TINY_IMAGINE, **imagine})
+
+
+def run_all(run_root: str, run_id: str, model_paths: dict[str, str], **imagine) -> dict:
+    """The stage through its drivers, as the flow runs it but in one process."""
+    cfg = tiny_config(run_root, run_id, **imagine)
+    if not RunLayout(run_root, run_id).exists("spans", "_DONE.json"):
+        write_spans(run_root, run_id)
+    plan = stage.plan_stage(cfg, model_paths)
+    results = [stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
+    return {"plan": plan, "results": results, "report": stage.collect_stage(cfg)}
+
+
+def final_tables(run_root: str, run_id: str) -> tuple[list, list]:
+    layout = RunLayout(run_root, run_id)
+    cands = layout.read_table("imagine", "candidates.parquet")
+    cands = cands.select(["audio_id", "candidate", "seed", "checksum", "clap_score", "audio_path"])
+    sel = layout.read_table("imagine", "selection.parquet").drop(["audio_path"])
+    return (sorted(cands.to_pylist(), key=lambda r: (r["audio_id"], r["candidate"])),
+            sorted(sel.to_pylist(), key=lambda r: (r["example_id"], r["span_index"])))
+
+
+def assert_same_tables(got: tuple[list, list], want: tuple[list, list], atol: float = 1e-5) -> None:
+    """Same ids, seeds, bytes and selections; scores equal within `atol`."""
+    for got_rows, want_rows in zip(got, want):
+        assert len(got_rows) == len(want_rows)
+        for g, w in zip(got_rows, want_rows):
+            assert {k: v for k, v in g.items() if k != "clap_score"} == {k: v for k, v in w.items() if k != "clap_score"}
+            assert (g["clap_score"] is None) == (w["clap_score"] is None)
+            if g["clap_score"] is not None:
+                assert abs(g["clap_score"] - w["clap_score"]) <= atol
+
+
+def assert_store_consistent(run_root: str) -> None:
+    """Every manifest row points at a WAV whose bytes match its checksum; no duplicate rows."""
+    import hashlib
+
+    store = AudioStore(run_root)
+    rows = store.read_candidates()
+    keys = list(zip(rows["audio_id"].to_pylist(), rows["candidate"].to_pylist()))
+    assert len(keys) == len(set(keys))
+    for path, checksum in zip(rows["audio_path"].to_pylist(), rows["checksum"].to_pylist()):
+        assert hashlib.sha256(store.read_bytes(path)).hexdigest() == checksum, path
+
+
+@pytest.fixture(scope="module")
+def model_paths(tiny_models) -> dict[str, str]:
+    return {role: str(path) for role, path in tiny_models.items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, model_paths):
+    """An undisturbed run: the tables every disturbed run must end up equal to."""
+    root = str(tmp_path_factory.mktemp("reference"))
+    out = run_all(root, "ref", model_paths)
+    return {"root": root, **out, "tables": final_tables(root, "ref")}
+
+
+# -- prompts, ids, dedup -------------------------------------------------------------------------
+
+def test_prompts_normalise_and_fall_back():
+    cfg = ImagineConfig()
+    assert prompt_for("Loud  Barking ", cfg) == ("loud barking sound", "loud barking")
+    assert prompt_for(None, cfg) == ("sound", "sound")
+    assert prompt_for("   ", cfg) == ("sound", "sound")
+
+
+def test_audio_ids_follow_every_generation_setting():
+    cfg = ImagineConfig()
+    base = GenerationSettings.from_config(cfg, "tiny-abc", "cpu")
+    ref = audio_id("dog sound", base)
+    assert ref == audio_id("dog sound", GenerationSettings.from_config(cfg, "tiny-abc", "cpu"))
+    assert len(ref) == 32 and ref != audio_id("cat sound", base)
+    changes = [{"num_inference_steps": 49}, {"duration_s": 4.0}, {"num_candidates": 4}, {"guidance_scale": 6.0},
+               {"seed": 1}, {"negative_prompt": "x"}, {"latent_length": "exact"}, {"dtype": "float16"}]
+    ids = {audio_id("dog sound", GenerationSettings.from_config(ImagineConfig(**c), "tiny-abc", "cpu")) for c in changes}
+    ids.add(audio_id("dog sound", GenerationSettings.from_config(cfg, "tiny-def", "cpu")))
+    assert ref not in ids and len(ids) == len(changes) + 1
+    # Execution settings do not change audio, so they do not change ids.
+    same = GenerationSettings.from_config(ImagineConfig(batch_size=1, shard_size=3, task_runner="ray"), "tiny-abc", "cpu")
+    assert audio_id("dog sound", same) == ref
+    seeds = candidate_seeds(42, ref, 5)
+    assert seeds == candidate_seeds(42, ref, 5) and len(set(seeds)) == 5
+    assert candidate_seeds(42, ref, 3) == seeds[:3] and candidate_seeds(43, ref, 5) != seeds
+
+
+def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
+    write_spans(str(tmp_path), "r")
+    cfg = tiny_config(tmp_path, "r")
+    plan = stage.plan_stage(cfg, model_paths)
+    mapping = RunLayout(str(tmp_path), "r").read_table("imagine", "mapping.parquet")
+    # animal: 6 rows (one without span) x 2 splits; pitch: 3 rows x 2 spans + 1 without, x 2 splits.
+    assert mapping.num_rows == plan["occurrences"] == 12 + 14
+    # Distinct prompts: loud barking, a soft purr, chirping, a whistle, a tuba, thunder, a flute, sound.
+    assert plan["unique_prompts"] == 8 and plan["dedup_ratio"] == round(26 / 8, 4)
+    fallback = mapping.filter(pc.equal(mapping["span_index"], -1))
+    assert set(fallback["prompt"].to_pylist()) == {"sound"} and fallback.num_rows == 4
+    plan_rows = RunLayout(str(tmp_path), "r").read_table("imagine", "plan.parquet")
+    assert sorted(plan_rows["audio_id"].to_pylist()) == sorted(set(mapping["audio_id"].to_pylist()))
+    assert len(plan["shards"]) == 2  # 8 ids in shards of 4
+    for name in plan["shards"]:
+        ids = plan_rows.filter(pc.equal(plan_rows["shard"], name))["audio_id"].to_pylist()
+        assert name == shard_name(ids)
+    assert stage.plan_stage(cfg, model_paths)["reused"] is True
+
+
+# -- generator -----------------------------------------------------------------------------------
+
+def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
+    cfg = ImagineConfig(**{k: v for k, v in TINY_IMAGINE.items() if k != "thresholds"})
+    gen = StableAudioGenerator.from_folder(model_paths["generator"], cfg, "cpu")
+    seeds = {p: candidate_seeds(42, p, 2) for p in ("dog sound", "cat sound")}
+    both = gen.generate(["dog sound", "cat sound"], [seeds["dog sound"], seeds["cat sound"]])
+    alone = gen.generate(["cat sound"], [seeds["cat sound"]])
+    assert both.shape == (2, 2, 2, 44100) and both.dtype == torch.float32
+    assert torch.allclose(both[1], alone[0], atol=1e-5)
+    assert not torch.allclose(both[1, 0], both[1, 1], atol=1e-3)  # candidates differ
+    assert gen.latent_frames == 22  # ceil(1.0 s * 44100 / 2048)
+    full = StableAudioGenerator(gen.pipe, GenerationSettings.from_config(
+        ImagineConfig(**{**cfg.__dict__, "latent_length": "full"}), gen.identity, "cpu"), "cpu")
+    assert full.latent_frames == 128
+    assert full.generate(["cat sound"], [seeds["cat sound"]]).shape == alone.shape
+
+
+# -- CLAP ---------------------------------------------------------------------------------------
+
+def test_resample_keeps_pitch_and_length():
+    t = np.arange(44100) / 44100
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)[None]
+    out = resample(tone, 44100, 48000)
+    assert out.shape == (1, 48000)
+    spectrum = np.abs(np.fft.rfft(out[0]))
+    assert abs(np.argmax(spectrum) * 48000 / 48000 - 1000) <= 1  # 1 Hz bins over 1 s
+
+
+def test_clap_scores_in_memory_equal_scores_of_the_stored_wav(model_paths, tmp_path):
+    scorer = ClapScorer.from_folder(model_paths["clap"], "cpu", batch_size=3)
+    t = np.arange(44100) / 44100
+    tones = np.stack([np.sin(2 * np.pi * f * t) * 0.5 for f in (220, 880, 3000)]).astype(np.float32)
+    waves = np.stack([tones[:2], tones[1:]])[:, :, None, :].repeat(2, axis=2)  # (2 prompts, 2 cands, 2 ch, T)
+    scores = scorer.score(waves, 44100, ["a low hum", "a high beep"])
+    assert scores.shape == (2, 2) and np.all(np.abs(scores) <= 1.0 + 1e-5)
+    # The same candidate (880 Hz) against the same text scores the same wherever it sits.
+    again = scorer.score(waves[::-1].copy(), 44100, ["a high beep", "a low hum"])
+    assert np.allclose(again[::-1], scores, atol=1e-5)
+    store = AudioStore(str(tmp_path))
+    samples = pcm16(waves[0, 0])
+    path, _ = store.write_wav("ab" * 16, 0, samples, 44100)
+    audio, rate = read_wav(store.read_bytes(path))
+    assert rate == 44100 and np.array_equal(pcm16(audio), samples)
+    from_file = scorer.score(audio[None, None], rate, ["a low hum"])[0, 0]
+    assert abs(from_file - scorer.score((samples / 32767.0)[None, None], 44100, ["a low hum"])[0, 0]) < 1e-6
+
+
+def test_selection_rule_first_passing_in_index_order():
+    assert select_first_passing([0.1, 0.5, 0.9], 0.4) == 1
+    assert select_first_passing([0.1, 0.2], 0.4) == -1
+    assert select_first_passing([0.4], 0.4) == 0
+    assert select_first_passing([-0.3, 0.1], 0.0) == 1
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+def test_store_on_memory_fs_reads_only_manifests_and_dedupes():
+    store = AudioStore(f"memory://ith-store-{os.getpid()}-{time.time_ns()}")
+    rows = []
+    for c in range(2):
+        path, checksum = store.write_wav("cd" * 16, c, np.zeros((2, 100), np.int16), 44100)
+        rows.append({"audio_id": "cd" * 16, "candidate": c, "prompt": "x sound", "clap_text": "x", "seed": c,
+                     "clap_score": 0.1 * c, "clap_id": "m", "audio_path": path, "duration_s": 100 / 44100,
+                     "sample_rate": 44100, "channels": 2, "checksum": checksum, "shard": "part-a"})
+    assert store.read_candidates().num_rows == 0 and store.finished_ids() == set()  # no manifest: invisible
+    store.write_manifest("part-a", rows)
+    store.write_manifest("part-b", [{**r, "shard": "part-b"} for r in rows])  # a concurrent run's copy
+    table = store.read_candidates()
+    assert table.num_rows == 2 and store.finished_ids() == {"cd" * 16}
+    assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
+
+
+# -- stage drivers -------------------------------------------------------------------------------
+
+def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths):
+    report = reference["report"]
+    assert report["candidates"] == 8 * 2 and report["occurrences"] == 26 and report["shards"] == 2
+    cands, sel = reference["tables"]
+    assert len(cands) == 16 and len(sel) == 26
+    assert 0 < report["accepted"] < 26  # thresholds inside the tiny CLAP's range
+    for row in sel:
+        if row["accepted"]:
+            assert row["clap_score"] >= 0.177 and row["candidate"] >= 0
+        else:
+            assert row["candidate"] == -1 and row["clap_score"] is None
+    grid = {(r["task"], r["threshold"]): r["rate"] for r in report["acceptance_by_threshold"]}
+    assert grid[("animal", 0.0)] >= grid[("animal", 0.2)] >= grid[("animal", 0.4)]
+    assert_store_consistent(reference["root"])
+    # Another run id over the same root: every id is in the store, nothing is generated.
+    again = run_all(reference["root"], "other-run", model_paths)
+    assert again["plan"]["to_generate"] == 0 and again["plan"]["shards"] == []
+    assert final_tables(reference["root"], "other-run") == reference["tables"]
+    # A changed setting gives new ids and new files, never overwrites.
+    changed = run_all(reference["root"], "changed", model_paths, num_inference_steps=2)
+    assert changed["plan"]["already_in_store"] == 0
+    assert not set(r["audio_id"] for r in final_tables(reference["root"], "changed")[0]) & \
+        set(r["audio_id"] for r in cands)
+    # Re-selection at another threshold reads stored scores only.
+    cfg = tiny_config(reference["root"], "ref")
+    lenient = stage.reselect(cfg, {"animal": -1.0, "pitch": -1.0})
+    assert all(lenient["accepted"].to_pylist()) and set(lenient["candidate"].to_pylist()) == {0}
+
+
+def test_injected_failure_then_rerun_equals_undisturbed(reference, model_paths, tmp_path, monkeypatch):
+    root = str(tmp_path)
+    write_spans(root, "f")
+    cfg = tiny_config(root, "f")
+    plan = stage.plan_stage(cfg, model_paths)
+    monkeypatch.setenv(stage.FAULT_ENV, "0")
+    results = []
+    for name in plan["shards"]:
+        try:
+            results.append(stage.run_shard(cfg, model_paths, name, "cpu"))
+        except stage.InjectedFault as error:
+            results.append({"shard": name, "status": "failed", "error": str(error)})
+    assert [r["status"] for r in results] == ["failed", "done"]
+    assert stage.shard_statuses(cfg) == {plan["shards"][0]: False, plan["shards"][1]: True}
+    with pytest.raises(stage.ShardsMissingError, match="rerun-failed"):
+        stage.collect_stage(cfg)
+    monkeypatch.delenv(stage.FAULT_ENV)
+    rerun = [stage.run_shard(cfg, model_paths, name, "cpu")["status"] for name in plan["shards"]]
+    assert rerun == ["done", "skipped"]
+    stage.collect_stage(cfg)
+    assert final_tables(root, "f") == reference["tables"]
+    assert_store_consistent(root)
+
+
+def _stage_subprocess(root: str, run_id: str, model_paths: dict, **imagine) -> subprocess.Popen:
+    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from test_imagine import run_all; "
+            "run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))").format(
+        repo=str(REPO), tests=str(REPO / "tests"), root=root, run_id=run_id, paths=json.dumps(model_paths),
+        imagine=json.dumps(imagine))
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_shard_leaves_no_partial_shard(reference, model_paths, tmp_path):
+    root = str(tmp_path)
+    # Shards of 4 prompts run as batches of 3 and 1: the kill lands after the first batch's WAVs.
+    proc = _stage_subprocess(root, "k", model_paths)
+    audio_dir = Path(root) / "_imagine" / "audio"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if audio_dir.exists() and any(audio_dir.rglob("*.wav")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = AudioStore(root)
+    manifests = store.manifests()
+    assert len(manifests) < 2  # killed while a shard was being written
+    assert store.read_candidates().num_rows == 4 * len(manifests)  # only whole shards are visible
+    assert_store_consistent(root)
+    out = run_all(root, "k", model_paths)
+    assert sorted(r["status"] for r in out["results"]) == sorted(["done"] * (2 - len(manifests)) +
+                                                                 ["skipped"] * len(manifests))
+    assert_same_tables(final_tables(root, "k"), reference["tables"])
+    assert_store_consistent(root)
+
+
+@pytest.mark.slow
+def test_two_runs_over_one_root_at_once_do_not_corrupt_each_other(reference, model_paths, tmp_path):
+    root = str(tmp_path)
+    procs = [_stage_subprocess(root, run_id, model_paths) for run_id in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    assert_same_tables(final_tables(root, "a"), reference["tables"])
+    assert final_tables(root, "b") == final_tables(root, "a")
+    assert_store_consistent(root)

@@ -1,7 +1,8 @@
 """The `ith` command.
 
-    ith run      run the pipeline's stages on a profile, a data subset and a run root
-    ith doctor   show which models are available, the torch/CUDA situation and the data location
+    ith run            run the pipeline's stages on a profile, a data subset and a run root
+    ith rerun-failed   rerun exactly the generation shards of a run that did not finish
+    ith doctor         show which models are available, the torch/CUDA situation and the data location
 
 `ith <command> --help` documents every option.
 """
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a stage setting, e.g. --set span.epochs=3 (repeatable; values are JSON)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    from flows.imagine import add_rerun_failed_parser
+
+    add_rerun_failed_parser(commands)
+
     doctor = commands.add_parser(
         "doctor", help="show models, devices and data location",
         description="Print which models of each profile are available locally and where each was looked for, "
@@ -120,6 +125,11 @@ def _print_summary(result: dict) -> None:
           f"trained ({detector['steps']} steps)")
     print(f"  {'spans':<15} {str(spans['cached']).lower():<7} {spans['seconds']:>8.1f}  "
           f"{spans['spans']} spans in {spans['examples']} examples")
+    imagine = stages["imagine"]
+    print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} {imagine['seconds']:>8.1f}  "
+          f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
+          f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
+          f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")
     print(f"summary: {result['summary']}")
 
 
@@ -146,21 +156,30 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun_failed(args: argparse.Namespace) -> int:
+    from flows.imagine import cmd_rerun_failed as rerun
+
+    return rerun(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "doctor": cmd_doctor}[args.command](args)
+        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2
     except Exception as error:
         # Errors the user can act on get one clear line, not a traceback.
+        from flows.imagine import ShardsFailedError
         from ith_core.auditorybench import DataError
+        from ith_core.imagine_stage import ShardsMissingError
         from ith_core.profiles import ModelNotAvailableError
         from storage.layout import StageMismatchError
 
-        if isinstance(error, (DataError, ModelNotAvailableError, StageMismatchError)):
+        if isinstance(error, (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError,
+                              ShardsMissingError, FileNotFoundError)):
             print(f"ith: {error}", file=sys.stderr)
             return 1
         raise

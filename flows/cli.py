@@ -2,6 +2,7 @@
 
     ith run            run the pipeline's stages on a profile, a data subset and a run root
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
+    ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith doctor         show which models are available, the torch/CUDA situation and the data location
 
 `ith <command> --help` documents every option.
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="run the pipeline (ingestion and span detection so far)",
+        "run", help="run the pipeline locally",
         description="Run the pipeline locally as the Prefect flow `ith` (no server needed). Each run writes "
                     "<run-root>/<run-id>/ with one folder per stage, config.json and summary.json. An identical "
                     "run reuses every finished stage.")
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.imagine import add_rerun_failed_parser
 
     add_rerun_failed_parser(commands)
+
+    from flows.serve import add_serve_parser
+
+    add_serve_parser(commands)
 
     doctor = commands.add_parser(
         "doctor", help="show models, devices and data location",
@@ -156,6 +161,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import cmd_serve as serve
+
+    return serve(args)
+
+
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine import cmd_rerun_failed as rerun
 
@@ -166,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed}[args.command](args)
+        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+                "serve": cmd_serve}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2

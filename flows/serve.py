@@ -1,0 +1,219 @@
+"""`ith serve`: a local Prefect server, work pool, deployments and worker, all on loopback.
+
+    ith serve            start (or reuse) them and print the UI address
+    ith serve --stop     stop what `ith serve` started, by process id
+
+State lives in the project: the server's database in `.ith/prefect/` (PREFECT_HOME) and the
+process ids and logs in `.ith/serve/`. Analytics are off. The deployments are those of
+`prefect.yaml`, deployed from the repository root, so workers run this checkout's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POOL = "ith-local"
+
+
+@dataclass(frozen=True)
+class ServePaths:
+    root: Path
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "serve"
+
+    def pid_file(self, name: str) -> Path:
+        return self.state / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.state / f"{name}.log"
+
+
+def serve_paths() -> ServePaths:
+    return ServePaths(Path(os.environ.get("ITH_SERVE_DIR", REPO_ROOT / ".ith")).resolve())
+
+
+def _prefect() -> list[str]:
+    return [sys.executable, "-m", "prefect"]
+
+
+def serve_env(paths: ServePaths, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(paths.prefect_home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        "ITH_PROJECT_DIR": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+        "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"),
+    })
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of this process is not alive
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True
+
+
+def _read_pid(paths: ServePaths, name: str) -> int | None:
+    try:
+        pid = int(paths.pid_file(name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def healthy(port: int, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], paths: ServePaths) -> int:
+    paths.state.mkdir(parents=True, exist_ok=True)
+    log = open(paths.log_file(name), "ab")
+    # A session of its own: `--stop` signals the whole process group, the server's uvicorn
+    # child included, and the process outlives the `ith serve` command that started it.
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    paths.pid_file(name).write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def _run(command: list[str], env: dict[str, str], what: str) -> str:
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({' '.join(command[2:])}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
+    paths = serve_paths()
+    env = serve_env(paths, port)
+    paths.prefect_home.mkdir(parents=True, exist_ok=True)
+
+    server = _read_pid(paths, "server")
+    if server is None or not healthy(port):
+        if server is not None:
+            raise RuntimeError(f"a server started by `ith serve` (pid {server}) runs but does not answer on port "
+                               f"{port}; stop it with `ith serve --stop` first")
+        if healthy(port):
+            raise RuntimeError(f"port {port} already serves a Prefect API not started by `ith serve`; "
+                               "choose another with --port")
+        server = _spawn("server", [*_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                        env, paths)
+        deadline = time.monotonic() + wait_s
+        while not healthy(port):
+            if not _alive(server):
+                raise RuntimeError(f"the Prefect server exited; see {paths.log_file('server')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not answer within {wait_s:.0f} s; "
+                                   f"see {paths.log_file('server')}")
+            time.sleep(1.0)
+    (paths.state / "port").write_text(f"{port}\n")
+
+    pools = _run([*_prefect(), "work-pool", "ls"], env, "listing work pools")
+    if pool not in pools:
+        _run([*_prefect(), "work-pool", "create", pool, "--type", "process"], env, f"creating work pool {pool}")
+    _run([*_prefect(), "--no-prompt", "deploy", "--all"], env, "deploying prefect.yaml")
+
+    worker = _read_pid(paths, "worker")
+    if worker is None:
+        worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "2")}
+        worker = _spawn("worker", [*_prefect(), "worker", "start", "--pool", pool], worker_env, paths)
+    return {"ui": f"http://127.0.0.1:{port}", "api": env["PREFECT_API_URL"], "server_pid": server,
+            "worker_pid": worker, "prefect_home": str(paths.prefect_home), "logs": str(paths.state)}
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.2)
+    return not _alive(pid)
+
+
+def stop() -> dict:
+    """Stops the worker, then the server; each by its process group, firmly if it lingers."""
+    paths = serve_paths()
+    stopped = {}
+    for name in ("worker", "server"):
+        pid = _read_pid(paths, name)
+        if pid is None:
+            paths.pid_file(name).unlink(missing_ok=True)
+            continue
+        # The worker ignores SIGTERM for a while; SIGINT twice is its own clean shutdown.
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+            _signal_group(pid, sig)
+            if _wait_gone(pid, 5.0):
+                break
+        else:
+            _signal_group(pid, signal.SIGKILL)
+            _wait_gone(pid, 5.0)
+        paths.pid_file(name).unlink(missing_ok=True)
+        stopped[name] = pid
+    return stopped
+
+
+def add_serve_parser(subparsers):
+    parser = subparsers.add_parser(
+        "serve", help="start a local Prefect server, work pool, deployments and worker",
+        description="Start (or reuse) a Prefect server on 127.0.0.1 with its database under .ith/prefect, create "
+                    f"the process work pool '{POOL}', deploy prefect.yaml, start a worker, and print the UI "
+                    "address. `ith serve --stop` stops what it started, by process id.")
+    parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default: 4200)")
+    parser.add_argument("--stop", action="store_true", help="stop the worker and server started by `ith serve`")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def cmd_serve(args) -> int:
+    if args.stop:
+        stopped = stop()
+        print(json.dumps(stopped) if args.json else
+              ("stopped " + ", ".join(f"{k} (pid {v})" for k, v in stopped.items())) if stopped else
+              "nothing to stop")
+        return 0
+    info = start(args.port)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"Prefect UI:  {info['ui']}")
+    print(f"worker pid {info['worker_pid']}, server pid {info['server_pid']}, logs in {info['logs']}")
+    print("To run the pipeline through the server:")
+    print(f"  export PREFECT_API_URL={info['api']}")
+    print("  prefect deployment run ith/full-pipeline --param sample_limit=16")
+    print("Stop everything with: ith serve --stop")
+    return 0

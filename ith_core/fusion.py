@@ -1,0 +1,204 @@
+"""The ITH fusion model: a masked LM whose span token states attend to the span's imagined audio.
+
+Method (ith-method.md, stage 5), per span with accepted audio:
+
+    A   = MLP(audio encoder tokens)                 2 layers, ReLU (stage 4)
+    O1  = LayerNorm(H_t + MultiHeadAttn(H_t, A, A))  queries: the span's token states H_t
+    H_a = LayerNorm(O1 + FFN(O1))                    GELU FFN, dropout
+    g   = sigmoid(W_a H_a + W_t H_t)
+    out = g * H_a + (1 - g) * H_t                    written back over the span's positions
+
+One `FusionLayer` is shared by all spans of a sentence. It runs on the embedding output (default,
+`fusion_layer=-1`) or on the output of encoder layer i, through a forward hook on that module of
+the base model, so any BERT-family `AutoModelForMaskedLM` works unchanged (BERT, RoBERTa, ELECTRA,
+...): the LM's own forward is called with its attention mask, so padding is masked in every encoder
+layer (the reference release forgot this), and the audio padding is masked in the cross-attention.
+Spans without audio and examples without spans are simply absent from the span index and stay
+untouched.
+
+    model = FusionLM(mlm, audio_dim=768, num_heads=12, ffn_dim=3072, dropout=0.1, fusion_layer=-1)
+    out = model(input_ids, attention_mask, labels=..., span_batch=..., span_positions=...,
+                span_position_mask=..., span_audio=..., audio_tokens=..., audio_mask=...)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ith_core.config import ConfigError, require
+
+
+class AudioProjector(nn.Module):
+    """The method's 2-layer MLP (768 -> 768 -> 768, ReLU) from audio-encoder width to LM width."""
+
+    def __init__(self, audio_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(audio_dim, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
+
+
+class FusionLayer(nn.Module):
+    """Cross-attention from span token states to audio tokens, FFN, layer norms and the gate."""
+
+    def __init__(self, hidden_size: int, num_heads: int, ffn_dim: int, dropout: float, layer_norm_eps: float = 1e-12):
+        super().__init__()
+        require(hidden_size % num_heads == 0, "fusion.num_heads", f"divide the LM hidden size {hidden_size}",
+                num_heads, "choose a divisor of the hidden size (12 for bert-base)")
+        self.attn = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_dim, hidden_size), nn.Dropout(dropout))
+        self.norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.gate_audio = nn.Linear(hidden_size, hidden_size)
+        self.gate_text = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        """text (S, Lt, H) span token states; audio (S, La, H); audio_mask (S, La) True = real token.
+
+        Each query row only attends to its own span's audio, so padded span positions (which the
+        caller never writes back) cannot influence real ones.
+        """
+        attended, _ = self.attn(text, audio, audio, key_padding_mask=~audio_mask.bool(), need_weights=False)
+        o1 = self.norm1(text + attended)
+        h_a = self.norm2(o1 + self.ffn(o1))
+        gate = torch.sigmoid(self.gate_audio(h_a) + self.gate_text(text))
+        return gate * h_a + (1.0 - gate) * text
+
+    def gate(self, text: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        """The gate values g for inspection (same computation as forward)."""
+        attended, _ = self.attn(text, audio, audio, key_padding_mask=~audio_mask.bool(), need_weights=False)
+        o1 = self.norm1(text + attended)
+        h_a = self.norm2(o1 + self.ffn(o1))
+        return torch.sigmoid(self.gate_audio(h_a) + self.gate_text(text))
+
+
+def _base_model(mlm: nn.Module) -> nn.Module:
+    base = getattr(mlm, "base_model", None)
+    if base is None or base is mlm:
+        raise ConfigError(f"{type(mlm).__name__} has no base model; the fusion LM needs an AutoModelForMaskedLM")
+    return base
+
+
+def fusion_site(mlm: nn.Module, fusion_layer: int) -> nn.Module:
+    """The module whose output the fusion layer rewrites: the embeddings, or encoder layer i."""
+    base = _base_model(mlm)
+    if fusion_layer < 0:
+        for name in ("embeddings",):
+            if hasattr(base, name):
+                return getattr(base, name)
+        raise ConfigError(f"{type(base).__name__} has no 'embeddings' module; fusion.fusion_layer=-1 needs one "
+                          "(BERT-family models have it)")
+    layers = None
+    for path in (("encoder", "layer"), ("transformer", "layer"), ("encoder", "layers"), ("layers",)):
+        obj: Any = base
+        for part in path:
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            layers = obj
+            break
+    if layers is None:
+        raise ConfigError(f"{type(base).__name__}: no encoder layer list found for fusion.fusion_layer={fusion_layer}; "
+                          "use -1 (embedding output)")
+    require(fusion_layer < len(layers), "fusion.fusion_layer", f"be -1 or < the LM's {len(layers)} layers",
+            fusion_layer, "-1 fuses on the embedding output")
+    return layers[fusion_layer]
+
+
+class FusionLM(nn.Module):
+    """A masked LM with the ITH fusion layer hooked in; `fusion=False` gives the text-only baseline.
+
+    The baseline is the same LM and heads without any fusion parameter, so the ITH and text-only
+    runs differ only in the audio path.
+    """
+
+    def __init__(self, mlm: nn.Module, audio_dim: int | None, num_heads: int, ffn_dim: int, dropout: float,
+                 fusion_layer: int = -1, fusion: bool = True, audio_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.mlm = mlm
+        self.fusion_layer = fusion_layer
+        self.use_fusion = fusion
+        self._ctx: dict[str, torch.Tensor] | None = None
+        if fusion:
+            hidden = mlm.config.hidden_size
+            require(audio_dim is not None and audio_dim >= 1, "audio_dim", "be the audio encoder's width", audio_dim)
+            eps = getattr(mlm.config, "layer_norm_eps", 1e-12)
+            # Trainable AST (the paper's choice) runs inside the model on precomputed input features.
+            self.audio_encoder = audio_encoder
+            self.projector = AudioProjector(audio_dim, hidden)
+            self.fusion = FusionLayer(hidden, num_heads, ffn_dim, dropout, eps)
+            self._hook = fusion_site(mlm, fusion_layer).register_forward_hook(self._fuse_hook)
+
+    # -- the hook ------------------------------------------------------------------------------
+    def _fuse_hook(self, module: nn.Module, args: Any, output: Any) -> Any:
+        ctx = self._ctx
+        if ctx is None:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        fused = self._fuse(hidden, ctx)
+        if isinstance(output, tuple):
+            return (fused, *output[1:])
+        return fused
+
+    def encode_audio(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        if self.audio_encoder is not None:
+            # Stored input features (fbank frames) -> encoder tokens; trained end to end.
+            audio_tokens = self.audio_encoder(input_values=audio_tokens).last_hidden_state
+        return self.projector(audio_tokens.to(self.projector.net[0].weight.dtype))
+
+    def _fuse(self, hidden: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:
+        span_batch = ctx["span_batch"]
+        if span_batch.numel() == 0:
+            if self.training:
+                # Keeps every fusion parameter in the graph, so DDP does not wait for gradients
+                # that a batch without spans would never produce.
+                zero = sum(p.sum() for p in self.parameters_of_fusion()) * 0.0
+                return hidden + zero.to(hidden.dtype)
+            return hidden
+        positions = ctx["span_positions"]  # (S, Lt) token index in the sequence
+        position_mask = ctx["span_position_mask"].bool()  # (S, Lt)
+        audio = self.encode_audio(ctx["audio_tokens"])  # (A, La, H)
+        if self.audio_encoder is not None:
+            # Input frames are padded by the feature extractor itself; every encoder token is real.
+            audio_mask = torch.ones(audio.shape[:2], dtype=torch.bool, device=audio.device)
+        else:
+            audio_mask = ctx["audio_mask"].bool()
+        span_audio = ctx["span_audio"]  # (S,) index into the audio batch (spans may share audio)
+        rows = span_batch[:, None].expand_as(positions)
+        text = hidden[rows, positions]  # (S, Lt, H)
+        fused = self.fusion(text, audio[span_audio].to(text.dtype), audio_mask[span_audio])
+        # Only real span positions are written back; out of place so autograd sees both paths.
+        return hidden.index_put((rows[position_mask], positions[position_mask]), fused[position_mask].to(hidden.dtype))
+
+    def parameters_of_fusion(self):
+        for module in (self.audio_encoder, self.projector, self.fusion):
+            if module is not None:
+                yield from module.parameters()
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                span_batch: torch.Tensor | None = None, span_positions: torch.Tensor | None = None,
+                span_position_mask: torch.Tensor | None = None, span_audio: torch.Tensor | None = None,
+                audio_tokens: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None, **_: Any):
+        if self.use_fusion and span_batch is not None:
+            self._ctx = {"span_batch": span_batch, "span_positions": span_positions,
+                         "span_position_mask": span_position_mask, "span_audio": span_audio,
+                         "audio_tokens": audio_tokens, "audio_mask": audio_mask}
+        try:
+            return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        finally:
+            # The context belongs to this call only; a later call without spans must see none.
+            self._ctx = None
+
+
+def build_fusion_model(mlm: nn.Module, cfg, audio_dim: int | None, fusion: bool = True,
+                       audio_encoder: nn.Module | None = None) -> FusionLM:
+    """FusionLM with the settings of a `FusionConfig`."""
+    return FusionLM(mlm, audio_dim=audio_dim, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
+                    fusion_layer=cfg.fusion_layer, fusion=fusion, audio_encoder=audio_encoder)

@@ -1,0 +1,418 @@
+"""Training entry point of the fusion LM (ITH) and its text-only baseline, the accelerate way.
+
+Run it through `accelerate launch` so one GPU, many GPUs or many nodes is a launch setting:
+
+    accelerate launch -m ith_core.train_fusion --config runs/x/fusion_train/jobs.json
+    accelerate launch --multi_gpu --num_processes 2 -m ith_core.train_fusion --config jobs.json  # 2 procs (gloo on CPU)
+    python -m ith_core.train_fusion --config jobs.json                                         # one process
+
+(`accelerate launch --cpu --num_processes 2` silently runs ONE process; `--multi_gpu` without GPUs
+runs two over gloo.) The config file (`TrainSpec`, JSON) names the LM, the examples table, the
+selection table and feature folder, the FusionConfig and a list of jobs (task, model "ith" or
+"text", seed); jobs run one after another in the same process group.
+
+Per job, in `<output_dir>/<job name>/`:
+    states/step-<global step>/   accelerate save_state (model safetensors; optimizer, scheduler,
+                                 RNG as torch files read back with weights_only=True) and
+                                 progress.json, written last: a state without it is ignored
+    best/                        dev-best weights: lm/ (save_pretrained, safetensors + tokenizer),
+                                 fusion.safetensors, config.json (the resolved job config)
+    train_log.json, DONE.json    DONE.json last: a finished job is skipped on rerun
+A crashed or retried run resumes from the newest whole state: `load_state` then
+`skip_first_batches` over the interrupted epoch, whose order depends only on (seed, epoch).
+
+Batch size is global (the method's 32): each of N processes takes batch_size / N. Mixed precision:
+"auto" is bf16 (or fp16) on GPU, none on CPU. No Prefect import here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ith_core.config import FusionConfig, require
+
+logger = logging.getLogger(__name__)
+
+PROGRESS = "progress.json"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    task: str
+    model: str  # "ith" (fusion) or "text" (same LM, same training, no fusion)
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.task}-seed{self.seed}"
+
+    def __post_init__(self) -> None:
+        require(self.task in ("animal", "pitch"), "job.task", "be 'animal' or 'pitch'", self.task)
+        require(self.model in ("ith", "text"), "job.model", "be 'ith' or 'text'", self.model)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything a training run reads; written as JSON next to its outputs."""
+
+    lm_path: str
+    examples_path: str  # Parquet: example_id, task, split, sentence, answer, options
+    output_dir: str
+    selection_path: str | None = None
+    features_dir: str | None = None  # local folder of the feature shards (storage.features)
+    audio_encoder_path: str | None = None  # needed when fusion.train_audio_encoder
+    fusion: dict = field(default_factory=dict)
+    jobs: tuple = ()
+    train_split: str = "train"
+    dev_split: str = "dev"
+    # Caps optimiser steps per job (None: every epoch); for smoke runs.
+    max_train_steps: int | None = None
+    # Also save state every N steps inside an epoch (None: at epoch ends only).
+    checkpoint_every_steps: int | None = None
+    eval_batch_size: int = 64
+
+    @classmethod
+    def from_json(cls, path: str) -> "TrainSpec":
+        raw = json.loads(Path(path).read_text())
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        require(not unknown, f"train spec {unknown[0] if unknown else ''}", "be a known key", unknown,
+                f"known keys: {sorted(known)}")
+        raw["jobs"] = tuple(TrainJob(**j) if isinstance(j, dict) else j for j in raw.get("jobs", ()))
+        return cls(**raw)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "jobs": [asdict(j) for j in self.jobs]}
+
+    @property
+    def fusion_config(self) -> FusionConfig:
+        return FusionConfig(**self.fusion)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+def load_examples(spec: TrainSpec, task: str, splits) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(spec.examples_path)
+    table = table.filter(pc.and_(pc.equal(table["task"], task), pc.is_in(table["split"], value_set=pa.array(list(splits)))))
+    cols = [c for c in ("example_id", "task", "split", "sentence", "answer", "options", "flags") if c in table.column_names]
+    return table.select(cols).to_pylist()
+
+
+def load_spans(spec: TrainSpec):
+    from ith_core.audio_encoding import read_selection
+    from ith_core.lm_data import spans_from_selection
+
+    if spec.selection_path is None:
+        return {}
+    return spans_from_selection(read_selection(spec.selection_path))
+
+
+def feature_reader(spec: TrainSpec):
+    import pyarrow.parquet as pq
+
+    from storage.features import FeatureReader
+
+    require(spec.features_dir is not None, "features_dir", "be set for an ITH job", None,
+            "run the audio-encoding stage first and pass its folder")
+    import pyarrow as pa
+
+    parts = sorted(Path(spec.features_dir).glob("part-*.parquet"))
+    index = pa.concat_tables([pq.read_table(p) for p in parts])
+    return FeatureReader(spec.features_dir, index)
+
+
+def get_dataloaders(accelerator, spec: TrainSpec, job: TrainJob, tokenizer, features=None):
+    """(train loader, dev loader, train sampler, counts) for one job; prepared by the caller."""
+    from torch.utils.data import DataLoader
+
+    from ith_core.lm_data import EpochPermutationSampler, FusionCollator, FusionDataset, encode_examples
+
+    cfg = spec.fusion_config
+    per_device = cfg.batch_size // accelerator.num_processes
+    require(cfg.batch_size % accelerator.num_processes == 0, "fusion.batch_size",
+            f"be divisible by the {accelerator.num_processes} processes (it is the global batch)", cfg.batch_size)
+    use_audio = job.model == "ith"
+    spans = load_spans(spec) if use_audio else {}
+    train_rows = load_examples(spec, job.task, (spec.train_split,))
+    dev_rows = load_examples(spec, job.task, (spec.dev_split,))
+    train_items, train_counts = encode_examples(tokenizer, train_rows, spans, cfg.max_length, use_audio=use_audio)
+    dev_items, dev_counts = encode_examples(tokenizer, dev_rows, spans, cfg.max_length, use_audio=use_audio)
+    require(len(train_items) > 0, "train examples", f"exist for task {job.task}", 0, "check the examples table")
+    collator = FusionCollator(tokenizer.pad_token_id, features if use_audio else None)
+    sampler = EpochPermutationSampler(len(train_items), job.seed)
+    # A private generator: creating an iterator then draws its base seed from it, not from the
+    # global RNG, so a resumed run (whose RNG state load_state restores) replays the same dropout.
+    train_dl = DataLoader(FusionDataset(train_items), batch_size=per_device, sampler=sampler, collate_fn=collator,
+                          generator=torch.Generator().manual_seed(job.seed))
+    dev_dl = DataLoader(FusionDataset(dev_items), batch_size=spec.eval_batch_size, shuffle=False, collate_fn=collator)
+    counts = {"train_items": len(train_items), "dev_items": len(dev_items), "train_dropped": train_counts,
+              "dev_dropped": dev_counts,
+              "train_spans": sum(len(i.span_positions) for i in train_items)}
+    return train_dl, dev_dl, sampler, counts
+
+
+# -- model ------------------------------------------------------------------------------------------
+
+def build_model(spec: TrainSpec, job: TrainJob, features=None):
+    from ith_core.fusion import build_fusion_model
+    from ith_core.profiles import load_lm
+
+    cfg = spec.fusion_config
+    mlm, tokenizer = load_lm(spec.lm_path)
+    if job.model == "text":
+        return build_fusion_model(mlm, cfg, None, fusion=False), tokenizer
+    encoder = None
+    if cfg.train_audio_encoder:
+        from ith_core.profiles import load_audio_encoder
+
+        encoder, _ = load_audio_encoder(spec.audio_encoder_path)
+        audio_dim = encoder.config.hidden_size
+    else:
+        any_id = next(iter(features.shard_of))
+        audio_dim = int(features.get(any_id).shape[-1])
+    return build_fusion_model(mlm, cfg, audio_dim, fusion=True, audio_encoder=encoder), tokenizer
+
+
+def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, dev_accuracy: float, epoch: int) -> None:
+    """Writes best/ atomically: a temp folder renamed over the old one."""
+    from safetensors.torch import save_file
+
+    tmp = job_dir / f".tmp-best-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    model.mlm.save_pretrained(tmp / "lm")  # safetensors; tied weights handled by transformers
+    tokenizer.save_pretrained(tmp / "lm")
+    if model.use_fusion:
+        fusion_state = {f"{name}.{k}": v.detach().cpu().contiguous()
+                        for name in ("projector", "fusion", "audio_encoder") if getattr(model, name, None) is not None
+                        for k, v in getattr(model, name).state_dict().items()}
+        save_file(fusion_state, str(tmp / "fusion.safetensors"))
+    (tmp / "config.json").write_text(json.dumps({"spec": spec.to_json(), "job": asdict(job), "dev_accuracy": dev_accuracy,
+                                                  "epoch": epoch, "audio_dim": _audio_dim(model)}, indent=2))
+    best = job_dir / "best"
+    old = job_dir / f".old-best-{uuid.uuid4().hex}"
+    if best.exists():
+        best.rename(old)
+    tmp.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _audio_dim(model) -> int | None:
+    return model.projector.net[0].in_features if model.use_fusion else None
+
+
+def load_best(job_dir: str | Path, device: str = "cpu"):
+    """(FusionLM, tokenizer, saved config) from a job's best/ folder; safetensors only, nothing unpickled."""
+    from safetensors.torch import load_file
+
+    from ith_core.fusion import build_fusion_model
+    from ith_core.profiles import load_lm
+
+    best = Path(job_dir) / "best"
+    saved = json.loads((best / "config.json").read_text())
+    cfg = FusionConfig(**saved["spec"]["fusion"])
+    mlm, tokenizer = load_lm(best / "lm")
+    fusion = saved["job"]["model"] == "ith"
+    encoder = None
+    if fusion and cfg.train_audio_encoder:
+        from ith_core.profiles import load_audio_encoder
+
+        encoder, _ = load_audio_encoder(saved["spec"]["audio_encoder_path"])
+    model = build_fusion_model(mlm, cfg, saved["audio_dim"], fusion=fusion, audio_encoder=encoder)
+    if fusion:
+        state = load_file(str(best / "fusion.safetensors"))
+        for name in ("projector", "fusion", "audio_encoder"):
+            module = getattr(model, name, None)
+            if module is not None:
+                module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+    return model.to(device).eval(), tokenizer, saved
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+def _dev_correct(logits: torch.Tensor, labels: torch.Tensor, task: str, pitch_ids: dict | None) -> torch.Tensor:
+    if task == "pitch":
+        lower, higher = pitch_ids["lower"], pitch_ids["higher"]
+        pred = torch.where(logits[..., higher] > logits[..., lower], higher, lower)
+    else:
+        pred = logits.argmax(-1)
+    return ((pred == labels) | (labels == -100)).all(-1)
+
+
+def _latest_state(job_dir: Path) -> Path | None:
+    states = sorted((p for p in (job_dir / "states").glob("step-*") if (p / PROGRESS).is_file()),
+                    key=lambda p: int(p.name.split("-")[1]))
+    return states[-1] if states else None
+
+
+def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = None, grad_check: bool = False) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    from ith_core.lm_data import pitch_token_ids
+
+    cfg = spec.fusion_config
+    job_dir = Path(spec.output_dir) / job.name
+    if (job_dir / "DONE.json").is_file():
+        return {**json.loads((job_dir / "DONE.json").read_text()), "cached": True}
+    # Without a GPU, accelerate only forms a (gloo) process group when told it runs on CPU: with
+    # cpu=False, `accelerate launch --multi_gpu --num_processes 2` starts two independent
+    # single-process trainings (WORLD_SIZE=2 but DistributedType.NO).
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+                              cpu=not torch.cuda.is_available())
+    set_seed(job.seed)
+    features = feature_reader(spec) if job.model == "ith" else None
+    model, tokenizer = build_model(spec, job, features)
+    train_dl, dev_dl, sampler, counts = get_dataloaders(accelerator, spec, job, tokenizer, features)
+    lr = cfg.learning_rates.get(job.task)
+    require(lr is not None, f"fusion.learning_rates.{job.task}", "be set", None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_dl.dataset) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if spec.max_train_steps is not None:
+        total_steps = min(total_steps, spec.max_train_steps)
+    # Scheduler counted in per-process batches: accelerate steps it once per process per step.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps) * accelerator.num_processes,
+                                                total_steps * accelerator.num_processes)
+    model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl, scheduler)
+    pitch_ids = pitch_token_ids(tokenizer) if job.task == "pitch" else None
+
+    progress = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_dev": -1.0, "best_epoch": None, "history": []}
+    state = _latest_state(job_dir)
+    if state is not None:
+        accelerator.load_state(str(state))
+        progress = json.loads((state / PROGRESS).read_text())
+        if accelerator.is_main_process:
+            logger.info("%s: resumed from %s (epoch %d, batch %d)", job.name, state.name, progress["epoch"],
+                        progress["batches_done"])
+    resumed_from = state.name if state is not None else None
+
+    def save_state() -> None:
+        target = job_dir / "states" / f"step-{progress['global_step']:07d}"
+        accelerator.save_state(str(target))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            # Written last: a state folder without it (a crash during save) is never resumed from.
+            tmp = target / f".tmp-{PROGRESS}"
+            tmp.write_text(json.dumps(progress))
+            tmp.rename(target / PROGRESS)
+            for old in (job_dir / "states").glob("step-*"):
+                if old != target:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    started = time.perf_counter()
+    seen = 0
+    finished = False
+    while progress["epoch"] < cfg.epochs and not finished:
+        epoch = progress["epoch"]
+        sampler.set_epoch(epoch)
+        model.train()
+        loader = accelerator.skip_first_batches(train_dl, progress["batches_done"]) if progress["batches_done"] else train_dl
+        for batch in loader:
+            # Dropout as a function of (seed, step, rank): a resumed run replays the same masks no
+            # matter how many draws data-loader iterators made from the global RNG meanwhile.
+            set_seed(job.seed + 100_003 * progress["global_step"], device_specific=True)
+            out = model(**batch)
+            accelerator.backward(out.loss)
+            if grad_check and progress["global_step"] == 0:
+                _write_grad_check(accelerator, model, batch, job_dir)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            progress["batches_done"] += 1
+            progress["global_step"] += 1
+            seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            if fail_after_steps is not None and progress["global_step"] >= fail_after_steps:
+                raise RuntimeError(f"injected failure after step {progress['global_step']}")
+            if spec.max_train_steps is not None and progress["global_step"] >= spec.max_train_steps:
+                finished = True
+                break
+            if spec.checkpoint_every_steps and progress["global_step"] % spec.checkpoint_every_steps == 0:
+                save_state()
+        # -- end of epoch: dev accuracy, dev-best weights, then the state --
+        model.eval()
+        correct = []
+        with torch.no_grad():
+            for batch in dev_dl:
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                correct.append(accelerator.gather_for_metrics(_dev_correct(logits, batch["labels"], job.task, pitch_ids)))
+        dev_acc = float(torch.cat(correct).float().mean().item()) * 100 if correct else float("nan")
+        progress["history"].append({"epoch": epoch, "dev_accuracy": round(dev_acc, 3), "loss": float(out.loss.item())})
+        if dev_acc > progress["best_dev"]:
+            progress["best_dev"], progress["best_epoch"] = dev_acc, epoch
+            if accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), tokenizer, spec, job, job_dir, dev_acc, epoch)
+        if accelerator.is_main_process:
+            logger.info("%s epoch %d: dev accuracy %.2f (best %.2f at epoch %s)", job.name, epoch, dev_acc,
+                        progress["best_dev"], progress["best_epoch"])
+        progress["epoch"], progress["batches_done"] = epoch + 1, 0
+        save_state()
+    seconds = time.perf_counter() - started
+    report = {"job": job.name, "task": job.task, "model": job.model, "seed": job.seed, "world_size": accelerator.num_processes,
+              "mixed_precision": accelerator.mixed_precision, "steps": progress["global_step"], "best_dev": progress["best_dev"],
+              "best_epoch": progress["best_epoch"], "history": progress["history"], "resumed_from": resumed_from,
+              "seconds": round(seconds, 3), "train_samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+              "data": counts, "cached": False}
+    if accelerator.is_main_process:
+        (job_dir / "train_log.json").write_text(json.dumps(report, indent=2))
+        (job_dir / "DONE.json").write_text(json.dumps(report, indent=2))
+    accelerator.wait_for_everyone()
+    return report
+
+
+def _write_grad_check(accelerator, model, batch, job_dir: Path) -> None:
+    """Each rank's gradient fingerprint after the first backward (DDP has all-reduced them)."""
+    grads = torch.cat([p.grad.detach().flatten().float() for p in model.parameters() if p.grad is not None])
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / f"grad_rank{accelerator.process_index}.json").write_text(json.dumps({
+        "world_size": accelerator.num_processes, "rank": accelerator.process_index,
+        "grad_sum": grads.sum().item(), "grad_abs_sum": grads.abs().sum().item(),
+        "grad_head": grads[:64].tolist(), "first_input_ids": batch["input_ids"][0].tolist(),
+    }))
+
+
+def run(spec: TrainSpec, fail_after_steps: int | None = None, grad_check: bool = False) -> list[dict]:
+    return [train_job(spec, job, fail_after_steps, grad_check) for job in spec.jobs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="TrainSpec JSON")
+    parser.add_argument("--fail-after-steps", type=int, default=None, help="tests: crash after this many steps")
+    parser.add_argument("--grad-check", action="store_true", help="write each rank's first gradient fingerprint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    reports = run(TrainSpec.from_json(args.config), args.fail_after_steps, args.grad_check)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps([{k: r[k] for k in ("job", "steps", "best_dev", "world_size")} for r in reports]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,238 @@
+"""Audio precompute shards, the accelerate training entry point (resume, dev-best, 2 processes), scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_fusion_synthetic import make_task, synthetic_fusion_settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_task(tmp_path_factory, tiny_models):
+    from ith_core.audio_encoding import precompute_audio_features, read_selection
+    from ith_core.profiles import load_audio_encoder
+    from storage.features import FeatureStore
+    from storage.layout import RunLayout
+
+    root = tmp_path_factory.mktemp("fusion_small")
+    task = make_task(root, n_train_names=24, n_heldout_names=6, duration_s=1.0)
+    encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
+    store = FeatureStore(RunLayout(str(root), "run"), "audio_features")
+    report = precompute_audio_features(read_selection(task["selection"]), encoder, extractor, store,
+                                       trainable_encoder=False, audio_tokens=8, batch_size=4, shard_size=4)
+    return {**task, "root": root, "features_dir": str(root / "run" / "audio_features"), "report": report}
+
+
+def _spec(task, tiny_models, out, **kw):
+    from ith_core.train_fusion import TrainJob, TrainSpec
+
+    fusion = synthetic_fusion_settings(epochs=2, batch_size=16, audio_tokens=8, **kw.pop("fusion", {}))
+    return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
+                     selection_path=task["selection"], features_dir=task["features_dir"], fusion=fusion,
+                     jobs=kw.pop("jobs", (TrainJob("pitch", "ith", 7),)), **kw)
+
+
+# -- precompute ---------------------------------------------------------------------------------------
+
+def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models, tmp_path):
+    from ith_core.audio_encoding import precompute_audio_features, read_selection
+    from ith_core.profiles import load_audio_encoder
+    from storage.features import FeatureStore
+    from storage.layout import RunLayout
+
+    rows = read_selection(small_task["selection"])
+    distinct = {r["audio_id"] for r in rows if r["audio_id"]}
+    assert len(distinct) == 30 and sum(r["audio_id"] is not None for r in rows) == 4 * len(distinct)
+    report = small_task["report"]
+    assert report["audios_encoded"] == 30 and report["shards"] == 8
+    store = FeatureStore(RunLayout(str(small_task["root"]), "run"), "audio_features")
+    index = store.index()
+    assert sorted(index["audio_id"].to_pylist()) == sorted(distinct)  # once each, no duplicates
+    reader = store.reader()
+    t = reader.get(sorted(distinct)[0])
+    assert t.dtype == torch.float16 and tuple(t.shape) == (8, 32)
+
+    # Crash in the third shard, then rerun: finished shards are skipped, the output is complete.
+    encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
+    fresh = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_features")
+    victim = sorted(distinct)[9]
+    with pytest.raises(RuntimeError, match="injected"):
+        precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
+                                  batch_size=4, shard_size=4, fail_on={victim})
+    assert len(fresh.index()) == 8  # two whole shards, nothing partial
+    assert not list(Path(tmp_path, "run", "audio_features").glob(".tmp-*"))
+    again = precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
+                                      batch_size=4, shard_size=4)
+    assert again["shards_skipped"] == 2 and again["shards_written"] == 6 and again["audios_encoded"] == 22
+    assert sorted(fresh.index()["audio_id"].to_pylist()) == sorted(distinct)
+    torch.testing.assert_close(fresh.reader().get(victim), reader.get(victim))
+    # Trainable encoder: the AST input features are stored instead (1024 frames x 128 mel bins).
+    inputs = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_inputs")
+    precompute_audio_features(rows[:2], encoder, extractor, inputs, trainable_encoder=True, audio_tokens=None)
+    assert tuple(inputs.reader().get(rows[0]["audio_id"]).shape) == (1024, 128)
+
+
+def test_wav_formats_and_resampling(tmp_path):
+    from scipy.io import wavfile
+
+    from ith_core.audio_encoding import load_wav, to_mono_16k
+
+    t = np.arange(44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    wavfile.write(tmp_path / "a.wav", 44100, (np.stack([tone, tone], 1) * 32767).astype(np.int16))
+    wavfile.write(tmp_path / "b.wav", 44100, tone.astype(np.float32))
+    for name in ("a.wav", "b.wav"):
+        samples, rate = load_wav(str(tmp_path / name))
+        out = to_mono_16k(samples, rate)
+        assert rate == 44100 and out.shape == (16000,) and out.dtype == np.float32
+        spectrum = np.abs(np.fft.rfft(out))
+        assert abs(np.argmax(spectrum) - 440) <= 1  # 1 s at 16 kHz: bin = Hz
+        assert 0.45 < np.abs(out[1000:-1000]).max() < 0.55
+
+
+def test_selection_contract_errors(small_task):
+    import pyarrow as pa
+
+    from ith_core.audio_encoding import read_selection
+
+    table = pq.read_table(small_task["selection"])
+    with pytest.raises(ValueError, match="missing columns \\['sample_rate'\\]"):
+        read_selection(table.drop(["sample_rate"]))
+    bad = table.to_pylist()[:1]
+    bad[0]["audio_path"] = None
+    with pytest.raises(ValueError, match="audio_id and audio_path"):
+        read_selection(pa.Table.from_pylist(bad))
+
+
+def test_storage_estimate_paper_size():
+    from ith_core.audio_encoding import ast_token_count, storage_estimate
+
+    assert ast_token_count() == 1214
+    est = storage_estimate(21321, trainable_encoder=False, audio_tokens=None)
+    assert est["bytes_per_audio"] == 1214 * 768 * 2 and est["total_bytes"] == 21321 * 1214 * 768 * 2
+    assert storage_estimate(1, trainable_encoder=True, audio_tokens=None)["bytes_per_audio"] == 1024 * 128 * 2
+
+
+# -- scoring --------------------------------------------------------------------------------------------
+
+def test_bootstrap_interval_and_animal_heads(tiny_models):
+    from ith_core.evaluate import accuracy_table, bootstrap_ci, predict
+    from ith_core.fusion import FusionLM
+    from ith_core.lm_data import FusionCollator, encode_examples
+    from ith_core.profiles import load_lm
+
+    lo, hi = bootstrap_ci(np.array([1.0] * 70 + [0.0] * 30), 1000, 0)
+    assert 60 < lo < 70 < hi < 80
+    mlm, tok = load_lm(tiny_models["lm"])
+    model = FusionLM(mlm, None, 4, 64, 0.0, fusion=False).eval()
+    row = {"example_id": "a/1", "task": "animal", "split": "test", "sentence": "A [MASK] barks.", "answer": "dog",
+           "options": ["cat", "dog", "hippopotamus", "cow"], "flags": ["answer_letter_mismatch"]}
+    items, _ = encode_examples(tok, [row], {}, 32, use_audio=False, mc=True)
+    # One item per distinct option length; the gold item has one mask per gold wordpiece.
+    assert len(items[0].mask_positions) == len(tok.tokenize("dog"))
+    assert {len(i.mask_positions) for i in items} == {len(tok.tokenize(o)) for o in row["options"]}
+    # Make the LM say "dog" at every position: exact match and MC both right.
+    dog = tok.convert_tokens_to_ids(tok.tokenize("dog"))[0]
+    with torch.no_grad():
+        model.mlm.get_output_embeddings().bias.zero_()
+        model.mlm.get_output_embeddings().bias[dog] = 1e4
+    preds = predict(model, tok, items, FusionCollator(tok.pad_token_id, None), {"a/1": row}, model_name="text")
+    assert preds[0]["correct"] and preds[0]["prediction"] == "dog" and preds[0]["mc_prediction"] == "dog"
+    table = accuracy_table(preds, n_boot=100)
+    assert {r["metric"] for r in table} == {"exact_match", "mc4_accuracy"}
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+def _state_dict(job_dir):
+    from safetensors.torch import load_file
+
+    best = Path(job_dir) / "best"
+    return {**load_file(best / "lm" / "model.safetensors"), **load_file(best / "fusion.safetensors")}
+
+
+@pytest.mark.slow
+def test_resume_after_crash_matches_uninterrupted_run(small_task, tiny_models, tmp_path):
+    from ith_core.train_fusion import run
+
+    clean = _spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2)
+    [ref] = run(clean)
+    assert ref["steps"] == 12 and ref["resumed_from"] is None and ref["best_epoch"] is not None
+    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
+    with pytest.raises(RuntimeError, match="injected failure after step 9"):
+        run(crashed, fail_after_steps=9)
+    [resumed] = run(crashed)
+    # Step 8 was saved mid-epoch 1 (6 batches per epoch): resume skips its first 2 batches.
+    assert resumed["resumed_from"] == "step-0000008" and resumed["steps"] == 12
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    assert resumed["history"][0] == ref["history"][0]  # epoch 0 came from the saved progress
+    a, b = _state_dict(tmp_path / "clean" / "ith-pitch-seed7"), _state_dict(tmp_path / "crash" / "ith-pitch-seed7")
+    assert a.keys() == b.keys()
+    # A finished job is skipped; its checkpoint is safetensors + the resolved config, nothing pickled.
+    assert run(crashed)[0]["cached"] is True
+    best = tmp_path / "crash" / "ith-pitch-seed7" / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["config.json", "fusion.safetensors", "lm"]
+    assert not list(best.rglob("*.bin")) and not list(best.rglob("*.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known open problem: after a mid-epoch resume the epoch-1 loss differs from the "
+                   "uninterrupted run by ~1e-3 relative (not dropout RNG, not tied weights); cause not found yet")
+def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path):
+    from ith_core.train_fusion import run
+
+    [ref] = run(_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2))
+    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
+    with pytest.raises(RuntimeError):
+        run(crashed, fail_after_steps=9)
+    [resumed] = run(crashed)
+    # The last training loss of epoch 1 (after the resume point) must be the uninterrupted one.
+    assert resumed["history"][1]["loss"] == pytest.approx(ref["history"][1]["loss"], rel=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp_path, ith_home):
+    from ith_core.train_fusion import TrainJob
+
+    spec = _spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2,
+                 jobs=(TrainJob("pitch", "ith", 3),))
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps(spec.to_json()))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ITH_HOME": str(ith_home),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "ith_core.train_fusion", "--config", str(config), "--grad-check"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    job_dir = tmp_path / "ddp" / "ith-pitch-seed3"
+    ranks = [json.loads((job_dir / f"grad_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # Different data on each rank, identical gradients after DDP's all-reduce.
+    assert ranks[0]["first_input_ids"] != ranks[1]["first_input_ids"]
+    assert ranks[0]["grad_head"] == pytest.approx(ranks[1]["grad_head"], rel=1e-5, abs=1e-7)
+    assert ranks[0]["grad_sum"] == pytest.approx(ranks[1]["grad_sum"], rel=1e-4, abs=1e-6)
+    log = json.loads((job_dir / "train_log.json").read_text())
+    assert log["world_size"] == 2 and log["steps"] == 2
+    assert (job_dir / "best" / "fusion.safetensors").is_file()

@@ -92,6 +92,18 @@ def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed)
 
 
+@flow(name="ith-generate", log_prints=True)
+def generate_for_run(run_id: str, run_root: str = "runs", rerun_failed: bool = True) -> dict:
+    """Generation only, for an existing run (deployment `ith-generate/rerun-failed`).
+
+    With `rerun_failed` (the default) it executes exactly the run's planned shards that have no
+    manifest and nothing else, then writes the run's selection tables.
+    """
+    cfg = load_run_config(run_root, run_id)
+    plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+    return run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=rerun_failed)
+
+
 # -- CLI: `ith rerun-failed <run>` ---------------------------------------------------------------
 
 def add_rerun_failed_parser(subparsers) -> argparse.ArgumentParser:

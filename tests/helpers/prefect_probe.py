@@ -1,0 +1,68 @@
+"""Reads a flow run, its subflow runs, their task runs and artifacts from a Prefect API; prints JSON.
+
+    python tests/helpers/prefect_probe.py <flow-run-id> [--wait SECONDS]
+
+Run with PREFECT_API_URL pointing at the server. Used by the end-to-end tests, which must not
+mix the server's settings into the test process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+
+async def probe(flow_run_id: UUID) -> dict:
+    async with get_client() as client:
+        root = await client.read_flow_run(flow_run_id)
+        runs = [root]
+        # Subflows hang off task runs of their parent: follow them down.
+        frontier = [root.id]
+        while frontier:
+            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=frontier)))
+            parents = {t.id for t in task_runs}
+            children = [r for r in await client.read_flow_runs() if r.parent_task_run_id in parents]
+            runs.extend(children)
+            frontier = [c.id for c in children]
+        ids = [r.id for r in runs]
+        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+        names = {r.id: r.flow_id for r in runs}
+        return {
+            "id": str(root.id),
+            "state": root.state.type.value if root.state else None,
+            "run_count": root.run_count,
+            "flow_runs": [{"id": str(r.id), "name": r.name, "state": r.state.type.value if r.state else None}
+                          for r in runs],
+            "task_runs": [{"name": t.name, "task_key": t.task_key, "state": t.state.type.value if t.state else None,
+                           "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id)}
+                          for t in task_runs],
+            "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id)} for a in artifacts],
+            "flows": len(set(names.values())),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("flow_run_id", type=UUID)
+    parser.add_argument("--wait", type=float, default=0.0, help="poll until the run is final, at most this long")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.wait
+    while True:
+        result = asyncio.run(probe(args.flow_run_id))
+        final = result["state"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+        if final or time.monotonic() >= deadline:
+            break
+        time.sleep(3.0)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Stages 4-5 drivers end to end on the tiny profile over a fabricated run folder.
+
+The run folder is built the way the real stages build it: the real ingestion of the benchmark
+copy, spans tables in the spans stage's schemas (gold spans located in the sentence, a few
+examples left without a span), sine-wave candidates written through the real audio store and a
+selection made by the imagine stage's own `select`. Then the fusion drivers run for real:
+adapter + AST features, `accelerate launch` training of ITH and text-only, evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ith_core.config import RunConfig
+
+SAMPLE = 12
+RATE = 22050
+
+
+def _fabricate_upstream(cfg: RunConfig) -> dict:
+    """ingest (real), spans, imagine (fabricated with the real schemas and the real selection rule)."""
+    from ith_core import imagine_stage, stages
+    from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
+
+    layout = stages.layout_for(cfg)
+    stages.ingest_stage(cfg)
+    examples = stages._examples(layout, cfg, cfg.data.splits)
+    store = AudioStore(cfg.run_root)
+    mapping, candidates, counts = [], {}, {"no_span": 0, "spans": 0}
+    for task in cfg.data.tasks:
+        for split in cfg.data.splits:
+            part = stages.sample_rows([r for r in examples if r["task"] == task and r["split"] == split],
+                                      cfg.data.sample_limit, cfg.data.sample_seed)
+            spans, sample = [], []
+            for n, row in enumerate(part):
+                found = []
+                if n % 5 != 4:  # every fifth example: no span detected (fallback prompt)
+                    for text in row["spans"]:
+                        at = row["sentence"].lower().find(text.lower())
+                        if at >= 0 and text.strip():
+                            found.append((at, at + len(text), row["sentence"][at:at + len(text)]))
+                for i, (start, end, text) in enumerate(found):
+                    spans.append({"example_id": row["example_id"], "task": task, "split": split, "span_index": i,
+                                  "span_text": text, "char_start": start, "char_end": end, "score": 0.9})
+                sample.append({"example_id": row["example_id"], "task": task, "split": split, "n_spans": len(found)})
+                occurrences = [(i, t) for i, (_, _, t) in enumerate(found)] or [(-1, None)]
+                for i, text in occurrences:
+                    prompt = f"{text.lower()} sound" if text else "sound"
+                    audio_id = hashlib.sha256(prompt.encode()).hexdigest()[:16]
+                    mapping.append({"example_id": row["example_id"], "task": task, "split": split, "span_index": i,
+                                    "span_text": text, "prompt": prompt, "clap_text": text or "sound",
+                                    "audio_id": audio_id})
+                    candidates.setdefault(audio_id, prompt)
+                counts["no_span" if not found else "spans"] += 1
+            layout.write_table(pa.Table.from_pylist(spans, schema=stages.SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
+            layout.write_table(pa.Table.from_pylist(sample, schema=stages.SAMPLE_SCHEMA), "spans",
+                               f"{task}-{split}.examples.parquet")
+    layout.mark_done("spans", "fabricated-spans", {})
+    rows = []
+    for audio_id, prompt in sorted(candidates.items()):
+        digest = int(audio_id[:8], 16)
+        for c in range(2):
+            t = np.arange(RATE) / RATE  # 1 s
+            tone = 0.4 * np.sin(2 * np.pi * (200 + digest % 1800 + 300 * c) * t)
+            path, checksum = store.write_wav(audio_id, c, pcm16(np.stack([tone, tone])), RATE)
+            # Scores: some prompts pass with candidate 0, some with 1, some never (no audio).
+            score = [0.5, 0.1, 0.1][digest % 3] if c == 0 else [0.5, 0.5, 0.1][digest % 3]
+            rows.append({"audio_id": audio_id, "candidate": c, "prompt": prompt, "clap_text": prompt, "seed": c,
+                         "clap_score": score, "clap_id": "fabricated", "audio_path": path, "duration_s": 1.0,
+                         "sample_rate": RATE, "channels": 2, "checksum": checksum, "shard": "part-fabricated"})
+    store.write_manifest("part-fabricated", rows)
+    mapping_t = pa.Table.from_pylist(mapping, schema=imagine_stage.MAPPING_SCHEMA)
+    candidates_t = pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA)
+    selection = imagine_stage.select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url)
+    layout.write_table(mapping_t, "imagine", "mapping.parquet")
+    layout.write_table(candidates_t, "imagine", "candidates.parquet")
+    layout.write_table(selection, "imagine", "selection.parquet")
+    layout.mark_done("imagine", "fabricated-imagine", {})
+    return {"counts": counts, "selection": selection}
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory, tiny_models, bench_dir):
+    from ith_core import fusion_stage
+
+    root = tmp_path_factory.mktemp("fusion_stage")
+    cfg = RunConfig.for_profile(
+        "tiny", run_root=str(root), run_id="fusion-test",
+        data={"data_dir": str(bench_dir), "sample_limit": SAMPLE},
+        fusion={"epochs": 2, "batch_size": 8, "audio_tokens": 4, "seeds": [0, 1], "bootstrap_samples": 200})
+    upstream = _fabricate_upstream(cfg)
+    paths = {role: str(p) for role, p in tiny_models.items()}
+    reports = {"features": fusion_stage.precompute_stage(cfg, paths)}
+    for variant in ("ith", "text"):
+        reports[variant] = fusion_stage.train_stage(cfg, paths, variant)
+    reports["evaluate"] = fusion_stage.evaluate_stage(cfg, paths)
+    return {"cfg": cfg, "paths": paths, "reports": reports, "upstream": upstream,
+            "run_dir": root / "fusion-test"}
+
+
+@pytest.mark.slow
+def test_adapter_meets_read_selection_contract(fusion_run):
+    from ith_core.audio_encoding import read_selection
+
+    run_dir = fusion_run["run_dir"]
+    imagine = pq.read_table(run_dir / "imagine" / "selection.parquet")
+    # The imagine table itself does not meet the contract (no offsets, no sample rate) ...
+    with pytest.raises(ValueError, match="missing columns"):
+        read_selection(imagine)
+    # ... the adapted one does, with one row per real span occurrence and null audio when rejected.
+    rows = read_selection(str(run_dir / "fusion_features" / "selection.parquet"))
+    imagine_rows = imagine.to_pylist()
+    assert len(rows) == sum(1 for r in imagine_rows if r["span_index"] >= 0)
+    accepted = {(r["example_id"], r["span_index"]): r for r in imagine_rows if r["accepted"]}
+    for r in rows:
+        source = accepted.get((r["example_id"], r["span_index"]))
+        if source is None:
+            assert r["audio_id"] is None and r["audio_path"] is None and r["sample_rate"] is None
+        else:
+            assert r["audio_id"] == f"{source['audio_id']}-c{source['candidate']}"
+            assert r["audio_path"] == source["audio_path"] and r["sample_rate"] == RATE
+            assert Path(r["audio_path"]).is_file()
+    report = fusion_run["reports"]["features"]
+    assert report["span_rows"]["no_span_fallback"] == sum(1 for r in imagine_rows if r["span_index"] < 0) > 0
+    assert report["span_rows"]["span_with_audio"] > 0 and report["span_rows"]["span_without_audio"] > 0
+    # Once per chosen waveform, however many examples share it.
+    distinct = {r["audio_id"] for r in rows if r["audio_id"]}
+    assert report["distinct_audios"] == report["audios_encoded"] == len(distinct)
+
+
+@pytest.mark.slow
+def test_outputs_accounting_and_results(fusion_run):
+    cfg, run_dir, reports = fusion_run["cfg"], fusion_run["run_dir"], fusion_run["reports"]
+    for stage in ("fusion_features", "fusion_train_ith", "fusion_train_text", "fusion"):
+        assert (run_dir / stage / "_DONE.json").is_file()
+    for variant in ("ith", "text"):
+        jobs = reports[variant]["jobs"]
+        assert sorted(j["job"] for j in jobs) == sorted(f"{variant}-{t}-seed{s}" for t in ("animal", "pitch")
+                                                        for s in (0, 1))
+        for job in jobs:
+            assert (run_dir / f"fusion_train_{variant}" / job["job"] / "best" / "config.json").is_file()
+            assert not (run_dir / f"fusion_train_{variant}" / job["job"] / "states").exists()
+            assert len(job["history"]) == 2
+        assert "--cpu" in reports[variant]["launch"]
+    assert (run_dir / "fusion_train_ith" / "train.log").stat().st_size > 0
+    examples = pq.read_table(run_dir / "fusion_features" / "examples.parquet").to_pylist()
+    assert len(examples) == 2 * 4 * SAMPLE
+    scored = {r["example_id"] for r in examples if r["split"] in ("dev", "test", "wiki")}
+    preds = pq.read_table(run_dir / "fusion" / "predictions.parquet").to_pylist()
+    dropped = sum(sum(v.values()) for v in reports["evaluate"]["dropped_by_job"].values())
+    # Every scored example has exactly one prediction per variant and seed (none dropped here).
+    assert dropped == 0
+    for variant in ("ith", "text"):
+        for seed in (0, 1):
+            ids = [p["example_id"] for p in preds if p["model"] == variant and p["seed"] == seed]
+            assert sorted(ids) == sorted(scored)
+    assert all(p["audio_ids"] == [] for p in preds if p["model"] == "text")
+    fused = [p for p in preds if p["model"] == "ith" and p["audio_ids"]]
+    assert fused and all(len(p["audio_ids"]) == len(p["spans_used"]) for p in fused)
+    assert reports["evaluate"]["ith_examples_fused"] == len(fused)
+    results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
+    assert {r["model"] for r in results} == {"ith", "text"}
+    assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
+    for r in results:
+        if r["n"]:
+            assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+    ours = reports["evaluate"]["ours_vs_paper"]
+    assert any(r["paper"] == 78.96 and r["model"] == "ith" for r in ours)
+    assert all(r["seeds"] == 2 for r in ours)
+
+
+@pytest.mark.slow
+def test_rerun_is_cached_and_markdown(fusion_run):
+    from ith_core import fusion_stage
+
+    cfg, paths = fusion_run["cfg"], fusion_run["paths"]
+    log = fusion_run["run_dir"] / "fusion_train_ith" / "train.log"
+    size = log.stat().st_size
+    again = [fusion_stage.precompute_stage(cfg, paths), fusion_stage.train_stage(cfg, paths, "ith"),
+             fusion_stage.train_stage(cfg, paths, "text"), fusion_stage.evaluate_stage(cfg, paths)]
+    assert all(r["cached"] for r in again)
+    assert log.stat().st_size == size  # no training process was launched
+    md = fusion_stage.results_markdown(cfg.effective_run_id, again[-1])
+    assert "| pitch | test | accuracy |" in md and "78.96" in md and "60.41" in md
+    curves = fusion_stage.curves_markdown(cfg.effective_run_id, {"ith": again[1], "text": again[2]})
+    assert "ith-pitch-seed0" in curves and "epoch 1" in curves
+
+
+def test_skip_reason_without_train_split():
+    from ith_core import fusion_stage
+
+    assert fusion_stage.skip_reason(RunConfig.for_profile("tiny")) is None
+    reason = fusion_stage.skip_reason(RunConfig.for_profile("tiny", data={"splits": ["dev", "wiki"]}))
+    assert "train" in reason
+
+
+@pytest.mark.slow
+def test_train_resumes_after_a_crash(fusion_run, tmp_path):
+    """A training launch that dies mid-way is resumed, not restarted, by the next attempt."""
+    import json
+    import shutil
+
+    from ith_core import fusion_stage
+
+    cfg = RunConfig.from_dict({**fusion_run["cfg"].resolved(), "run_root": str(tmp_path), "run_id": "resume",
+                               "fusion": {**fusion_run["cfg"].resolved()["fusion"], "seeds": [0],
+                                          "epochs": 3}})
+    cfg = RunConfig.from_dict({**cfg.resolved(), "data": {**cfg.resolved()["data"], "tasks": ["pitch"]}})
+    src = fusion_run["run_dir"]
+    dst = tmp_path / "resume"
+    for stage in ("ingest", "spans", "imagine"):
+        shutil.copytree(src / stage, dst / stage)
+    fusion_stage.precompute_stage(cfg, fusion_run["paths"])
+    # The entry point's crash hook (`fail_after_steps`) is not reachable through the stage, so the
+    # crash is a direct call of the same job that dies after its first epoch's state was saved.
+    from ith_core.train_fusion import TrainJob, TrainSpec, train_job
+
+    if True:
+        inputs = dst / "fusion_features"
+        out = dst / "fusion_train_text"
+        out.mkdir(parents=True, exist_ok=True)
+        key = fusion_stage._train_key(fusion_stage.layout_for(cfg), cfg, fusion_run["paths"], "text")
+        (out / "_KEY.json").write_text(json.dumps({"key": key}))
+        spec = TrainSpec(lm_path=fusion_run["paths"]["lm"], examples_path=str(inputs / "examples.parquet"),
+                         output_dir=str(out), selection_path=str(inputs / "selection.parquet"),
+                         features_dir=str(inputs), fusion=cfg.resolved()["fusion"])
+        steps_per_epoch = -(-sum(1 for r in pq.read_table(inputs / "examples.parquet").to_pylist()
+                                 if r["task"] == "pitch" and r["split"] == "train") // cfg.fusion.batch_size)
+        with pytest.raises(RuntimeError, match="injected"):
+            train_job(spec, TrainJob("pitch", "text", 0), fail_after_steps=steps_per_epoch + 1)
+    report = fusion_stage.train_stage(cfg, fusion_run["paths"], "text")
+    job = report["jobs"][0]
+    assert job["resumed_from"] is not None and len(job["history"]) == 3
+
+
+@pytest.mark.parametrize("kind", ["pcm8", "pcm16", "pcm24", "pcm32", "float32", "float64"])
+def test_read_wav_formats(tmp_path, kind):
+    """ith_core.audio reads what the pipeline and common tools write, without scipy."""
+    import struct
+
+    from ith_core.audio import read_wav, resample, to_mono
+
+    rate, n = 8000, 800
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+    stereo = np.stack([tone, -tone])  # (channels, samples)
+    bits = int(kind[-2:]) if kind[-2:].isdigit() else 8
+    if kind.startswith("pcm"):
+        tag = 1
+        if bits == 8:
+            raw = np.round(stereo.T * 127 + 128).astype(np.uint8).tobytes()
+        elif bits == 24:
+            ints = np.round(stereo.T * (2**23 - 1)).astype("<i4").reshape(-1)
+            raw = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints)
+        else:
+            raw = np.round(stereo.T * (2 ** (bits - 1) - 1)).astype(f"<i{bits // 8}").tobytes()
+    else:
+        tag = 3
+        raw = stereo.T.astype(f"<f{bits // 8}").tobytes()
+    block = 2 * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, 2, rate, rate * block, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(raw)) + raw
+    (tmp_path / "x.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    samples, got_rate = read_wav(str(tmp_path / "x.wav"))
+    assert got_rate == rate and samples.dtype == np.float32 and samples.shape == (2, n)
+    assert np.abs(samples - stereo).max() < (2e-2 if bits == 8 else 1e-4)
+    assert np.abs(to_mono(samples)).max() < 2e-2
+    up = resample(samples[0], rate, 16000)
+    assert up.shape == (2 * n,) and up.dtype == np.float32

@@ -135,7 +135,21 @@ def _print_summary(result: dict) -> None:
           f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
           f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
           f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")
+    fusion = stages["fusion"]
+    if "skipped" in fusion:
+        print(f"  {'fusion':<15} skipped: {fusion['skipped']}")
+    else:
+        print(f"  {'fusion':<15} {'':<7} {fusion['seconds']:>8.1f}  accuracy, ours vs paper "
+              "(intervals in fusion/results.parquet):")
+        for row in fusion["ours_vs_paper"] or []:
+            print("      " + _accuracy_line(row))
     print(f"summary: {result['summary']}")
+
+
+def _accuracy_line(row: dict) -> str:
+    paper = f"paper {row['paper']:.2f} ({row['paper_model']})" if row.get("paper") is not None else ""
+    return (f"{row['model']:<5} {row['task']:<6} {row['split']:<5} {row['metric']:<13} {row['mean']:6.2f} % "
+            f"(sd {row['std']:.2f} over {row['seeds']} seed{'s' if row['seeds'] != 1 else ''})  {paper}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The `ith` flow: the pipeline's DAG, stage by stage.
 
     ingest -> prepare models -> train span detector -> detect spans
-           -> imagine (subflow `ith-imagine`: plan, one task per shard, select) -> summary
+           -> imagine (subflow `ith-imagine`: plan, one task per shard, select)
+           -> fusion (subflow `ith-fusion`: encode audio, train ITH and text-only, evaluate) -> summary
 
 Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 `ith/full-pipeline` (see prefect.yaml). Parameters stay JSON-friendly.
@@ -16,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from ith_core import stages
 from ith_core.config import RunConfig
+from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from tasks import stages as t
 
@@ -69,6 +71,7 @@ def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     reports["span_detector"] = t.train_span_detector(config, model_paths)
     reports["spans"] = t.detect_spans(config, model_paths)
     reports["imagine"] = run_imagine(config, model_paths)
+    reports["fusion"] = run_fusion(config, model_paths)
     summary_url = t.write_summary(config, reports, time.perf_counter() - started)
     logger.info("summary: %s", summary_url)
     return {"run_id": cfg.effective_run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,

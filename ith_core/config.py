@@ -301,7 +301,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "imagine": {"num_inference_steps": 4, "num_candidates": 2, "duration_s": 2.0, "latent_length": "exact",
                     "thresholds": {"animal": 0.177, "pitch": 0.177}},
         # The tiny LM is 64 wide: 4 heads divide it; random weights need a larger learning rate.
-        "fusion": {"num_heads": 4, "ffn_dim": 256, "learning_rates": {"animal": 2e-3, "pitch": 2e-3}},
+        # 64 pooled audio tokens instead of AST's 1214 keep the tiny run's features small and quick.
+        "fusion": {"num_heads": 4, "ffn_dim": 256, "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
+                   "audio_tokens": 64},
     },
     "paper": {},
 }

@@ -32,14 +32,96 @@ from ith_core.config import ConfigError, require
 
 
 class AudioProjector(nn.Module):
-    """The method's 2-layer MLP (768 -> 768 -> 768, ReLU) from audio-encoder width to LM width."""
+    """The method's 2-layer MLP (768 -> 768 -> 768, ReLU) from audio-encoder width to LM width.
+
+    Its input is first standardised with fixed statistics of the frozen encoder's outputs over
+    the training audios (`set_input_statistics`; identity until set). Why: a frozen encoder's
+    tokens are dominated by what every clip shares (position embeddings, the final LayerNorm's
+    offsets); what tells one clip from another is a small deviation, about 5x smaller in norm
+    for the tiny AST, concentrated in few coordinates per token position. Fed raw, that
+    deviation reaches the span state about 1000x weaker than the shared part and its gradient
+    is too small to grow it (the ITH synthetic pitch task then stays at chance). The paper
+    trains the encoder, which can adapt its output scale; a frozen encoder cannot, so the
+    scale is fixed here, as one standardises the inputs of any probe on frozen features. The
+    statistics are buffers: saved and loaded with the fusion weights. The fusion layer's
+    equations are unchanged.
+    """
 
     def __init__(self, audio_dim: int, hidden_size: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(audio_dim, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+        # (1, D): per channel, or (La, D): per token position and channel (fixed-length encoders
+        # such as AST, whose token i is always the same spectro-temporal patch).
+        self.register_buffer("input_mean", torch.zeros(1, audio_dim))
+        self.register_buffer("input_std", torch.ones(1, audio_dim))
+
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        require(mean.shape == std.shape and mean.dim() == 2 and mean.shape[-1] == self.input_mean.shape[-1],
+                "audio statistics", f"be two (La or 1, {self.input_mean.shape[-1]}) tensors of one shape",
+                (tuple(mean.shape), tuple(std.shape)))
+        self.input_mean = mean.detach().to(self.input_mean.device, torch.float32).clone()
+        self.input_std = std.detach().to(self.input_std.device, torch.float32).clone()
+
+    def normalise(self, tokens: torch.Tensor) -> torch.Tensor:
+        mean, std = self.input_mean, self.input_std
+        if mean.shape[0] > 1:
+            require(tokens.shape[-2] == mean.shape[0], "audio tokens", f"number {mean.shape[0]} per clip, as the "
+                    "training audios whose statistics the projector holds", tokens.shape[-2],
+                    "encode every audio with the same encoder settings (audio_tokens, clip length)")
+        return (tokens.float() - mean) / std
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.net(tokens)
+        return self.net(self.normalise(tokens).to(self.net[0].weight.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The statistics' shape is set by the training audios; checkpoints from before they
+        # existed were trained without them, which the identity reproduces.
+        for name in ("input_mean", "input_std"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], dtype=torch.float32, device=self.input_mean.device))
+            else:
+                state_dict[key] = getattr(self, name).new_zeros(1, self.input_mean.shape[-1]) if name == "input_mean" \
+                    else getattr(self, name).new_ones(1, self.input_mean.shape[-1])
+                setattr(self, name, state_dict[key].clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def audio_feature_statistics(features, audio_ids, max_audios: int = 4096,
+                             min_std_ratio: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of stored encoder tokens over `audio_ids` for `AudioProjector.set_input_statistics`.
+
+    Per token position and channel when every clip has the same number of tokens (AST: 1214, or
+    the pooled count), per channel otherwise. At most `max_audios` ids (evenly spaced over the
+    sorted ids: deterministic, the same on every rank). A coordinate's std is floored at
+    `min_std_ratio` x the root-mean-square std: coordinates that barely vary between clips hold
+    fp16 rounding noise (about 1e-3 of the value), which must not be scaled up to unit size.
+    """
+    ids = sorted(set(audio_ids))
+    require(len(ids) >= 2, "audio ids for statistics", "number at least 2", len(ids))
+    if len(ids) > max_audios:
+        ids = [ids[round(i * (len(ids) - 1) / (max_audios - 1))] for i in range(max_audios)]
+    first = features.get(ids[0])
+    per_position = all(features.get(a).shape == first.shape for a in ids)
+    shape = first.shape if per_position else first.shape[-1:]
+    total = torch.zeros(shape, dtype=torch.float64)
+    total_sq = torch.zeros(shape, dtype=torch.float64)
+    count = 0
+    for audio_id in ids:
+        t = features.get(audio_id).to(torch.float64)
+        if per_position:
+            total += t
+            total_sq += t * t
+            count += 1
+        else:
+            total += t.sum(0)
+            total_sq += (t * t).sum(0)
+            count += t.shape[0]
+    mean = total / count
+    var = (total_sq / count - mean * mean).clamp_min(0.0)
+    floor = min_std_ratio * var.mean().sqrt().clamp_min(1e-12)
+    std = var.sqrt().clamp_min(floor)
+    return mean.float().reshape(-1, shape[-1]), std.float().reshape(-1, shape[-1])
 
 
 class FusionLayer(nn.Module):
@@ -150,7 +232,7 @@ class FusionLM(nn.Module):
         if self.audio_encoder is not None:
             # Stored input features (fbank frames) -> encoder tokens; trained end to end.
             audio_tokens = self.audio_encoder(input_values=audio_tokens).last_hidden_state
-        return self.projector(audio_tokens.to(self.projector.net[0].weight.dtype))
+        return self.projector(audio_tokens)
 
     def _fuse(self, hidden: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:
         span_batch = ctx["span_batch"]

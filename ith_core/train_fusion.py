@@ -287,6 +287,14 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
     features = feature_reader(spec) if job.model == "ith" else None
     model, tokenizer = build_model(spec, job, features)
     train_dl, dev_dl, sampler, counts = get_dataloaders(accelerator, spec, job, tokenizer, features)
+    if job.model == "ith" and not cfg.train_audio_encoder:
+        # Fixed standardisation of the frozen encoder's tokens (see AudioProjector), from the
+        # training audios only; a resumed run recomputes the same values before load_state.
+        from ith_core.fusion import audio_feature_statistics
+
+        train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
+        if len(set(train_audio)) >= 2:
+            model.projector.set_input_statistics(*audio_feature_statistics(features, train_audio))
     lr = cfg.learning_rates.get(job.task)
     require(lr is not None, f"fusion.learning_rates.{job.task}", "be set", None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -329,7 +337,12 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
     finished = False
     while progress["epoch"] < cfg.epochs and not finished:
         epoch = progress["epoch"]
-        sampler.set_epoch(epoch)
+        # Through the prepared loader, not the sampler: accelerate's DataLoaderShard calls
+        # sampler.set_epoch(its own iteration count) on every __iter__, which overrode a direct
+        # sampler.set_epoch. Its count restarts at 0 in a resumed process (and in the loader
+        # skip_first_batches builds), so the rest of the interrupted epoch, and every later
+        # epoch, replayed epoch 0's permutation instead of their own.
+        train_dl.set_epoch(epoch)
         model.train()
         loader = accelerator.skip_first_batches(train_dl, progress["batches_done"]) if progress["batches_done"] else train_dl
         for batch in loader:

@@ -203,3 +203,37 @@ def test_gradients_reach_fusion_and_lm(bert):
     _, batch, _ = _batch(tokenizer, _rows()[1:], {}, _features())
     model(**batch).loss.backward()
     assert all(p.grad is not None for p in model.parameters_of_fusion())
+
+
+def test_audio_statistics_standardise_per_position_and_survive_save_load():
+    from ith_core.config import ConfigError
+    from ith_core.fusion import AudioProjector, audio_feature_statistics
+
+    g = torch.Generator().manual_seed(0)
+    # A large shared part per position and a small per-clip deviation: the frozen-encoder case.
+    shared = 5 * torch.randn(6, 4, generator=g)
+    feats = DictFeatures({f"a{i}": (shared + 0.1 * torch.randn(6, 4, generator=g)).half() for i in range(50)})
+    mean, std = audio_feature_statistics(feats, list(feats.table))
+    assert mean.shape == std.shape == (6, 4)
+    z = torch.stack([(feats.get(a).float() - mean) / std for a in feats.table])
+    torch.testing.assert_close(z.mean(0), torch.zeros(6, 4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(6, 4), atol=1e-3, rtol=0)
+    # Clips of different lengths: per-channel statistics.
+    ragged = DictFeatures({"x": torch.randn(3, 4, generator=g), "y": torch.randn(5, 4, generator=g)})
+    assert audio_feature_statistics(ragged, ["x", "y"])[0].shape == (1, 4)
+
+    torch.manual_seed(0)
+    proj = AudioProjector(4, 8)
+    proj.set_input_statistics(mean, std)
+    fresh = AudioProjector(4, 8)
+    fresh.load_state_dict(proj.state_dict())  # the statistics' (6, 4) shape comes from the checkpoint
+    x = feats.get("a0").float()[None]
+    torch.testing.assert_close(fresh(x), proj(x))
+    torch.testing.assert_close(proj(x), proj.net((x - mean) / std))
+    with pytest.raises(ConfigError, match="audio tokens"):
+        proj(torch.randn(1, 5, 4))
+    # A checkpoint from before the statistics existed loads as the identity it was trained with.
+    old = {k: v for k, v in proj.state_dict().items() if not k.startswith("input_")}
+    legacy = AudioProjector(4, 8)
+    legacy.load_state_dict(old)
+    torch.testing.assert_close(legacy(x), proj.net(x))

@@ -7,6 +7,13 @@ contract. Dev and test use names never seen in training, half above and half bel
 whistle's 1 kHz, so text alone cannot beat 50 %. Everything runs through the real code:
 WAV reading and resampling, AST encoding into feature shards, the fusion LM, the accelerate
 training loop with dev-best selection, the saved checkpoint, and the scorer.
+
+What made it pass (it sat at exactly 50 % before): the frozen tiny AST's tokens are dominated by
+what every clip shares; the tone's pitch lives in a deviation about 5x smaller, in few
+coordinates. Fed raw to the projector it moved the logits by < 1e-3 and training never grew it.
+The projector now standardises its input per token position and channel with the training
+audios' statistics (`AudioProjector`, `audio_feature_statistics`); with identity statistics
+this very setup stays at 50.0 % on test (seed 42), with them it reaches 87-94 % (seeds 42, 1, 7).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ TEMPLATES = ("The sound of a {a} is [MASK] than the sound of a whistle.",
 REFERENCE_HZ = 1000.0
 
 
-def make_task(root: Path, n_train_names: int = 48, n_heldout_names: int = 24, seed: int = 0,
+def make_task(root: Path, n_train_names: int = 96, n_heldout_names: int = 48, seed: int = 0,
               duration_s: float = 4.0) -> dict:
     """Writes WAVs, examples.parquet and selection.parquet; returns their paths and the split sizes.
 
@@ -113,9 +120,13 @@ def make_task(root: Path, n_train_names: int = 48, n_heldout_names: int = 24, se
 
 
 def synthetic_fusion_settings(**overrides) -> dict:
-    """Tiny-suitable settings (the tiny LM has hidden 64 and 4 heads); everything else as the method."""
+    """Tiny-suitable settings (the tiny LM has hidden 64 and 4 heads); everything else as the method.
+
+    20 epochs of 12 steps: the random-init LM first spends ~80 steps learning to answer
+    lower/higher at all, and only then reads the span; 8 epochs stopped before that.
+    """
     return {"num_heads": 4, "ffn_dim": 256, "audio_tokens": 24, "learning_rates": {"pitch": 2e-3},
-            "epochs": 8, "batch_size": 32, "mixed_precision": "no", "bootstrap_samples": 200, **overrides}
+            "epochs": 20, "batch_size": 32, "mixed_precision": "no", "bootstrap_samples": 200, **overrides}
 
 
 def precompute(task: dict, tiny_models, out_root: Path, audio_tokens: int | None) -> str:
@@ -134,8 +145,6 @@ def precompute(task: dict, tiny_models, out_root: Path, audio_tokens: int | None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known open problem: with the tiny random-weight AST the fusion LM does not yet "
-                   "learn the tone pitch (dev stays at 50 %); see the fusion report")
 def test_ith_beats_text_only_on_audio_only_task(tmp_path, tiny_models):
     from ith_core.evaluate import accuracy_table, predict
     from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
@@ -169,5 +178,9 @@ def test_ith_beats_text_only_on_audio_only_task(tmp_path, tiny_models):
     # Every ITH prediction used its name's audio (the whistle has none); the text-only model used none.
     assert all(len(p["audio_ids"]) == 1 for p in preds if p["model"] == "ith")
     assert all(not p["audio_ids"] for p in preds if p["model"] == "text")
-    assert table["ith"]["accuracy"] >= table["text"]["accuracy"] + 25, table
+    # Every test name is [UNK] to the tokenizer and the splits are balanced: the text-only model
+    # can only give one answer everywhere (50 %). ITH scored 89.1 / 93.8 / 87.5 % (seeds 42 / 1 / 7)
+    # when this bound was set, so 25 points is the issue's requirement with ~12 points of slack.
     assert 35 <= table["text"]["accuracy"] <= 65, table
+    assert table["ith"]["accuracy"] >= table["text"]["accuracy"] + 25, table
+    assert table["ith"]["ci_low"] > table["text"]["ci_high"], table

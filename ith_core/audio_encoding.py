@@ -14,7 +14,7 @@ Both in fp16, in safetensors shards (storage.features): a shard is written whole
 temporary name and renamed, its index last; finished shards are skipped on rerun.
 
 WAVs: 16-bit PCM or float, mono or stereo, any rate; channels are averaged and the signal is
-resampled to 16 kHz with scipy's polyphase filter (`resample_poly`).
+resampled to 16 kHz with soxr (`ith_core.audio`).
 
     rows = read_selection("runs/x/imagine/selection.parquet")
     report = precompute_audio_features(rows, encoder_path, FeatureStore(layout, "audio_features"), cfg)
@@ -22,10 +22,8 @@ resampled to 16 kHz with scipy's polyphase filter (`resample_poly`).
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-from fractions import Fraction
 
 import fsspec
 import numpy as np
@@ -33,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ith_core.audio import read_wav, resample
 from storage.features import FeatureStore, plan_shards
 
 logger = logging.getLogger(__name__)
@@ -87,30 +86,12 @@ def distinct_audios(rows: list[dict]) -> dict[str, tuple[str, int]]:
 
 def load_wav(path: str) -> tuple[np.ndarray, int]:
     """(float32 samples in [-1, 1], shape (n,) or (n, channels), sample rate) from a WAV path or URL."""
-    from scipy.io import wavfile
-
-    with fsspec.open(path, "rb") as handle:
-        rate, data = wavfile.read(io.BytesIO(handle.read()))
-    if data.dtype == np.int16:
-        data = data.astype(np.float32) / 32768.0
-    elif data.dtype == np.int32:
-        data = data.astype(np.float32) / 2147483648.0
-    elif data.dtype == np.uint8:
-        data = (data.astype(np.float32) - 128.0) / 128.0
-    else:
-        data = data.astype(np.float32)
-    return data, int(rate)
+    samples, rate = read_wav(path)
+    return (samples[0] if samples.shape[0] == 1 else samples.T), rate
 
 
 def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if rate != AST_SAMPLE_RATE:
-        ratio = Fraction(AST_SAMPLE_RATE, rate)
-        samples = resample_poly(samples, ratio.numerator, ratio.denominator)
-    return samples.astype(np.float32)
+    return resample(samples.mean(axis=1) if samples.ndim == 2 else samples, rate, AST_SAMPLE_RATE)
 
 
 def pool_tokens(tokens: torch.Tensor, k: int | None) -> torch.Tensor:

@@ -22,23 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ith_core.audio import resample, to_mono  # noqa: F401 (re-exported: callers import them from here)
+
 NO_CANDIDATE = -1
-
-
-def to_mono(waveforms: np.ndarray) -> np.ndarray:
-    """(..., channels, samples) -> (..., samples), the channel mean (CLAP is mono)."""
-    return waveforms.mean(axis=-2)
-
-
-def resample(waveforms: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """(n, samples) float32 at rate_in -> (n, samples') at rate_out, soxr's high quality filter."""
-    if rate_in == rate_out:
-        return np.ascontiguousarray(waveforms, dtype=np.float32)
-    import soxr
-
-    # soxr takes (frames, channels): the batch becomes the channels, one call for all rows.
-    out = soxr.resample(np.ascontiguousarray(waveforms.T, dtype=np.float32), rate_in, rate_out, quality="HQ")
-    return np.ascontiguousarray(out.T)
 
 
 def select_first_passing(scores: Sequence[float], threshold: float) -> int:

@@ -1,0 +1,977 @@
+"""The run report: one self-contained HTML page (and the same tables in Markdown) per run.
+
+    from ith_core.report import write_report
+    paths = write_report("runs", "tiny-0123456789ab")   # {"html": ..., "markdown": ...}
+
+Reads whatever the run folder holds (through `storage.layout.RunLayout`, so any fsspec URL) and
+writes `<run>/report/report.html` and `<run>/report/report.md`, each atomically. Every section
+stands alone: a stage whose outputs are absent is reported as "not run", an unreadable file as
+the error it raised; the report itself never fails because a stage is missing.
+
+The HTML page needs nothing from the network: charts are inline SVG (matplotlib, Agg), styles
+are inline, there is no script. Audio players link the shared audio store by relative paths
+(`../../_imagine/audio/...` from `<run>/report/`), so the page plays the clips when opened from
+the run root on disk, or from a copy of the run root that keeps `_imagine/` beside the run.
+Everything taken from data (sentences, spans, predictions) is escaped: span text is untrusted.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import math
+import posixpath
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import quote
+
+from storage.audio_store import STORE_DIR
+from storage.layout import DONE_MARKER, RunLayout
+
+logger = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+STAGES = ("ingest", "span_detector", "spans", "imagine", "fusion_features", "fusion_train_ith", "fusion_train_text",
+          "fusion")
+SPLIT_ORDER = ("train", "dev", "test", "wiki")
+# Our variants and the published rows of ith-method.md they are compared with.
+VARIANTS = (("ith", "ITH (ours)"), ("text", "text-only (ours)"))
+PUBLISHED_ROWS = ("ITH", "AudioBERT", "BERT-base", "RoBERTa-base")
+PRIMARY_METRICS = ("exact_match", "accuracy")
+# From <run_root>/<run_id>/report/ up to the run root, where the audio store lives.
+STORE_FROM_REPORT = f"../../{STORE_DIR}/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the run folder
+
+
+@dataclass
+class FusionOutputs:
+    results: list[dict]  # task, split, variant, metric, seed, n, accuracy/ci_low/ci_high in %
+    predictions: list[dict]  # example_id, task, split, variant, prediction, gold, correct, spans_used, audio_ids
+    summary: dict | None
+
+
+@dataclass
+class RunData:
+    layout: RunLayout
+    summary: dict | None = None
+    config: dict | None = None
+    markers: dict[str, dict | None] = field(default_factory=dict)
+    span_metrics: dict | None = None
+    examples: dict[str, dict] = field(default_factory=dict)
+    spans: dict[str, list[dict]] = field(default_factory=dict)  # example_id -> detected spans
+    sampled: list[dict] = field(default_factory=list)  # sampled examples of the spans stage
+    plan: dict | None = None
+    shards: dict | None = None
+    mapping: list[dict] | None = None
+    candidates: list[dict] | None = None
+    selection: list[dict] | None = None
+    acceptance: list[dict] | None = None
+    fusion: FusionOutputs | None = None
+    training_logs: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # files that exist but could not be read
+
+    def stage_report(self, stage: str) -> dict | None:
+        stages = (self.summary or {}).get("stages") or {}
+        if isinstance(stages.get(stage), dict):
+            return stages[stage]
+        marker = self.markers.get(stage)
+        return marker.get("report") if isinstance(marker, dict) else None
+
+
+def _attempt(data: RunData, what: str, read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a broken file must not take the whole report down
+        logger.warning("report: could not read %s: %s", what, error)
+        data.problems.append(f"{what}: {type(error).__name__}: {error}")
+        return None
+
+
+def _table_rows(layout: RunLayout, *parts: str) -> list[dict] | None:
+    if not layout.exists(*parts):
+        return None
+    return layout.read_table(*parts).to_pylist()
+
+
+def _json(layout: RunLayout, *parts: str) -> Any:
+    if not layout.exists(*parts):
+        return None
+    return layout.read_json(*parts)
+
+
+def _percent_scale(rows: list[dict]) -> float:
+    """Accuracies may come as fractions or as percentages; the report shows percentages."""
+    values = [r.get(k) for r in rows for k in ("accuracy", "ci_high") if isinstance(r.get(k), (int, float))]
+    return 100.0 if values and max(values) <= 1.0 else 1.0
+
+
+def read_fusion(layout: RunLayout, summary: dict | None) -> FusionOutputs | None:
+    """The fusion stage's outputs, or None when it has not run.
+
+    Contract: `fusion/results.parquet` (one row per task/split/variant[/metric]/seed: accuracy,
+    ci_low, ci_high, n), `fusion/predictions.parquet` (example_id, task, split, variant 'ith' or
+    'text', prediction, gold, correct, spans_used, audio_ids) and a `fusion` entry in
+    summary.json. `model` is read as a synonym of `variant` (ith_core.evaluate's name), a
+    missing `metric` as the task's primary metric, fractions as percentages.
+    """
+    results = _table_rows(layout, "fusion", "results.parquet")
+    predictions = _table_rows(layout, "fusion", "predictions.parquet")
+    stage = ((summary or {}).get("stages") or {}).get("fusion")
+    if results is None and predictions is None and stage is None:
+        return None
+    results = results or []
+    scale = _percent_scale(results)
+    for row in results:
+        row.setdefault("variant", row.get("model"))
+        row.setdefault("metric", "exact_match" if row.get("task") == "animal" else "accuracy")
+        row.setdefault("seed", 0)
+        for key in ("accuracy", "ci_low", "ci_high"):
+            value = row.get(key)
+            row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value * scale
+    for row in predictions or []:
+        row.setdefault("variant", row.get("model"))
+    return FusionOutputs(results=results, predictions=predictions or [], summary=stage)
+
+
+def _training_logs(data: RunData) -> list[dict]:
+    """Per-job training histories: the `jobs` of every fusion stage report, then train_log.json files."""
+    logs: dict[str, dict] = {}
+    names = [n for n in STAGES if n.startswith("fusion")]
+    names += sorted(n for n in ((data.summary or {}).get("stages") or {}) if n.startswith("fusion") and n not in names)
+    for stage in names:
+        entries = (data.stage_report(stage) or {}).get("jobs")
+        if isinstance(entries, dict):
+            entries = list(entries.values())
+        for entry in entries or []:
+            if isinstance(entry, dict) and entry.get("history"):
+                logs.setdefault(str(entry.get("job") or entry.get("name") or len(logs)), entry)
+    layout = data.layout
+    for path in sorted(layout.fs.glob(layout.path("fusion*", "*", "train_log.json"))):
+        with layout.fs.open(path, "rb") as handle:
+            entry = json.load(handle)
+        if entry.get("history"):
+            logs.setdefault(str(entry.get("job") or posixpath.basename(posixpath.dirname(path))), entry)
+    return [logs[name] | {"job": name} for name in sorted(logs)]
+
+
+def load_run(run_root: str, run_id: str) -> RunData:
+    layout = RunLayout(run_root, run_id)
+    data = RunData(layout=layout)
+    data.summary = _attempt(data, "summary.json", lambda: _json(layout, "summary.json"))
+    data.config = _attempt(data, "config.json", lambda: _json(layout, "config.json"))
+    for stage in STAGES:
+        data.markers[stage] = _attempt(data, f"{stage}/{DONE_MARKER}", lambda s=stage: _json(layout, s, DONE_MARKER))
+    data.span_metrics = _attempt(data, "span_detector/metrics.json",
+                                 lambda: _json(layout, "span_detector", "metrics.json"))
+
+    def spans() -> None:
+        if not layout.exists("spans"):
+            return
+        for path in sorted(layout.fs.glob(layout.path("spans", "*.parquet"))):
+            name = posixpath.basename(path)
+            if name.startswith(".tmp-"):
+                continue
+            rows = layout.read_table("spans", name).to_pylist()
+            if name.endswith(".examples.parquet"):
+                data.sampled.extend(rows)
+            else:
+                for row in rows:
+                    data.spans.setdefault(row["example_id"], []).append(row)
+        for rows in data.spans.values():
+            rows.sort(key=lambda r: r["span_index"])
+
+    _attempt(data, "spans/*.parquet", spans)
+    data.plan = _attempt(data, "imagine/plan.json", lambda: _json(layout, "imagine", "plan.json"))
+    data.shards = _attempt(data, "imagine/shards.json", lambda: _json(layout, "imagine", "shards.json"))
+    for name in ("mapping", "candidates", "selection", "acceptance"):
+        setattr(data, name, _attempt(data, f"imagine/{name}.parquet",
+                                     lambda n=name: _table_rows(layout, "imagine", f"{n}.parquet")))
+    data.fusion = _attempt(data, "fusion outputs", lambda: read_fusion(layout, data.summary))
+    data.training_logs = _attempt(data, "training logs", lambda: _training_logs(data)) or []
+
+    def examples() -> None:
+        # Only the rows the case studies can show: the sampled examples of the spans stage.
+        if not layout.exists("ingest", "examples.parquet"):
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = layout.read_table("ingest", "examples.parquet")
+        wanted = {r["example_id"] for r in data.sampled} | set(data.spans)
+        if wanted:
+            table = table.filter(pc.is_in(table["example_id"], value_set=pa.array(sorted(wanted), pa.string())))
+        cols = [c for c in ("example_id", "task", "split", "sentence", "answer", "spans") if c in table.column_names]
+        data.examples = {r["example_id"]: r for r in table.select(cols).to_pylist()}
+
+    _attempt(data, "ingest/examples.parquet", examples)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables: plain strings in, rendered escaped as HTML or Markdown
+
+
+class Raw(str):
+    """A table cell already in the output's markup (built from escaped pieces)."""
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    numeric: set[int] = field(default_factory=set)  # right-aligned columns
+    caption: str = ""
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _html_cell(value: Any) -> str:
+    return value if isinstance(value, Raw) else html.escape(_fmt(value))
+
+
+def _html_table(table: Table, css: str = "") -> str:
+    head = "".join(f'<th{" class=num" if i in table.numeric else ""}>{html.escape(h)}</th>'
+                   for i, h in enumerate(table.headers))
+    body = []
+    for row in table.rows:
+        cells = "".join(f'<td{" class=num" if i in table.numeric else ""}>{_html_cell(v)}</td>'
+                        for i, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    thead = f"<thead><tr>{head}</tr></thead>" if any(table.headers) else ""  # key-value tables have none
+    css = f"{css} keyvalue" if not any(table.headers) else css
+    return (f'<table class="{css}">{caption}{thead}'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def md_escape(text: Any) -> str:
+    """Text from data as inert Markdown: no markup, no raw HTML, no broken table cells."""
+    value = _fmt(text)
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(value.split()))
+
+
+def _md_table(table: Table) -> str:
+    lines = []
+    if table.caption:
+        lines += [f"*{md_escape(table.caption)}*", ""]
+    lines.append("| " + " | ".join(md_escape(h) for h in table.headers) + " |")
+    lines.append("|" + "|".join("---:" if i in table.numeric else "---" for i in range(len(table.headers))) + "|")
+    lines += ["| " + " | ".join(v if isinstance(v, Raw) else md_escape(v) for v in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections (shared by the HTML and the Markdown output)
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    intro: list[str] = field(default_factory=list)  # paragraphs of plain text
+    tables: list[tuple[str, Table]] = field(default_factory=list)  # (id, table)
+    charts: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, caption, svg or None)
+    notes: list[str] = field(default_factory=list)
+    raw_html: str = ""  # case studies: built from escaped pieces
+
+
+def _not_run(stage: str) -> str:
+    return f"not run: the run folder has no outputs of stage '{stage}'"
+
+
+def _stage_state(data: RunData, stage: str) -> str:
+    if data.markers.get(stage) is not None:
+        return "done"
+    if data.layout.exists(stage):
+        return "incomplete (no done-marker)"
+    return "not run"
+
+
+def _split_key(name: str) -> tuple:
+    return (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER), name)
+
+
+def _published() -> dict[str, dict[str, float]]:
+    from ith_core.evaluate import PAPER_RESULTS  # the one copy of the published table
+
+    return PAPER_RESULTS
+
+
+def _ours(data: RunData) -> dict[tuple[str, str, str], dict]:
+    """(variant, task, split) -> accuracy over seeds of the primary metric, with its interval."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in data.fusion.results if data.fusion else []:
+        if row.get("metric") in PRIMARY_METRICS and row.get("accuracy") is not None:
+            groups[(str(row["variant"]), str(row["task"]), str(row["split"]))].append(row)
+    out = {}
+    for key, rows in groups.items():
+        accs = [r["accuracy"] for r in rows]
+        mean = sum(accs) / len(accs)
+        if len(rows) == 1:
+            lo, hi = rows[0].get("ci_low"), rows[0].get("ci_high")
+            text = f"{mean:.2f} [{_fmt(lo)}, {_fmt(hi)}]"
+        else:
+            std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+            lo, hi = mean - std, mean + std
+            text = f"{mean:.2f} ± {std:.2f} ({len(rows)} seeds)"
+        out[key] = {"mean": mean, "lo": lo, "hi": hi, "text": text, "n": rows[0].get("n"), "seeds": len(rows)}
+    return out
+
+
+def section_overview(data: RunData) -> Section:
+    s = Section("overview", "Run overview")
+    summary, config = data.summary or {}, data.config or {}
+    facts = [
+        ["run id", data.layout.run_id],
+        ["run folder", data.layout.url()],
+        ["profile", summary.get("profile") or config.get("profile")],
+        ["device setting", config.get("device")],
+        ["settings fingerprint", (summary.get("fingerprint") or config.get("fingerprint") or "")[:16] or None],
+        ["tasks", ", ".join((config.get("data") or {}).get("tasks") or []) or None],
+        ["splits", ", ".join((config.get("data") or {}).get("splits") or []) or None],
+        ["examples per task and split", (config.get("data") or {}).get("sample_limit", "all") or "all"],
+        ["pipeline wall time (s)", summary.get("seconds")],
+    ]
+    s.tables.append(("table-run", Table(["", ""], facts)))
+    rows = []
+    for stage in STAGES:
+        report = data.stage_report(stage) or {}
+        rows.append([stage, _stage_state(data, stage), "yes" if report.get("cached") else "no" if report else None,
+                     report.get("seconds")])
+    s.tables.append(("table-stages", Table(["stage", "state", "reused from an earlier run", "seconds"], rows, {3},
+                                           caption="Stages (state from each stage's done-marker)")))
+    if data.summary is None:
+        s.notes.append("summary.json is missing: the pipeline did not finish writing its summary.")
+    return s
+
+
+def section_accuracy(data: RunData) -> Section:
+    s = Section("accuracy", "Accuracy: ITH vs text-only vs published")
+    published = _published()
+    ours = _ours(data)
+    columns = sorted({k.split("/")[1] for row in published.values() for k in row}, key=_split_key)
+    tasks = ("animal", "pitch")
+    keys = [(t, sp) for t in tasks for sp in columns]
+    headers = ["model", "source"] + [f"{t} {sp}" for t, sp in keys]
+    rows = []
+    for variant, label in VARIANTS:
+        cells = []
+        for t, sp in keys:
+            got = ours.get((variant, t, sp))
+            cells.append(got["text"] if got else ("not run" if data.fusion is None else "–"))
+        rows.append([label, "this run"] + cells)
+    if ours:
+        cells = []
+        for t, sp in keys:
+            a, b = ours.get(("ith", t, sp)), ours.get(("text", t, sp))
+            cells.append(f"{a['mean'] - b['mean']:+.2f}" if a and b else "–")
+        rows.append(["ITH − text-only", "this run"] + cells)
+    for name in PUBLISHED_ROWS:
+        rows.append([name, "published"] + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys])
+    s.intro.append("Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: "
+                   "accuracy of the dev-best checkpoint with its 95% bootstrap interval [low, high], or mean ± "
+                   "standard deviation over seeds. Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits).")
+    s.tables.append(("table-accuracy", Table(headers, rows, set(range(2, len(headers))),
+                                             caption="Accuracy (%) per task and split")))
+    if data.fusion is None:
+        s.notes.append(_not_run("fusion") + " (fusion/results.parquet); only published numbers are shown.")
+        s.charts.append(("chart-accuracy", "Accuracy per split", None))
+        return s
+    # Rows with n = 0 (e.g. mc4_accuracy where no row had scorable options) carry no number.
+    detail = sorted([r for r in data.fusion.results if r.get("n") != 0], key=lambda r: (str(r.get("task")), _split_key(str(r.get("split"))),
+                                                         str(r.get("variant")), str(r.get("metric")),
+                                                         r.get("seed") or 0))
+    s.tables.append(("table-accuracy-seeds", Table(
+        ["task", "split", "variant", "metric", "seed", "n", "accuracy %", "95% CI low", "95% CI high"],
+        [[r.get("task"), r.get("split"), r.get("variant"), r.get("metric"), r.get("seed"), r.get("n"),
+          r.get("accuracy"), r.get("ci_low"), r.get("ci_high")] for r in detail], {4, 5, 6, 7, 8},
+        caption="Every evaluated (task, split, variant, metric, seed)")))
+    if any(r.get("n") and r.get("split") in ("dev", "test", "wiki") for r in detail):
+        s.notes.append("n is the number of examples scored; published numbers use the full splits, a sampled "
+                       "run is not directly comparable.")
+    s.charts.append(("chart-accuracy", "Accuracy per split: ours with 95% intervals, published for reference",
+                     _chart(lambda: chart_accuracy(ours, published), "accuracy")))
+    return s
+
+
+def section_spans(data: RunData) -> Section:
+    s = Section("spans", "Stage 1: auditory span detection")
+    metrics = data.span_metrics
+    if metrics is None:
+        s.notes.append(_not_run("span_detector") + " (span_detector/metrics.json)")
+    else:
+        rows = []
+        for name, label in (("dev_untrained", "before training"), ("dev_trained", "after training")):
+            m = metrics.get(name) or {}
+            rows.append([label] + [m.get(k) for k in ("token_precision", "token_recall", "token_f1",
+                                                       "span_precision", "span_recall", "span_f1")])
+        s.tables.append(("table-span-metrics", Table(
+            ["dev", "token P", "token R", "token F1", "span P", "span R", "span F1"], rows, {1, 2, 3, 4, 5, 6},
+            caption="Span detector on the dev splits")))
+        training = metrics.get("training") or {}
+        if training:
+            s.intro.append(f"Trained on {training.get('train_examples', '?')} examples for "
+                           f"{training.get('steps', '?')} steps ({training.get('epochs_run', '?')} epochs).")
+    per_split = (data.stage_report("spans") or {}).get("per_split") or {}
+    if per_split:
+        rows = [[name, v.get("examples"), v.get("examples_with_spans"), v.get("examples_without_spans"),
+                 v.get("spans")] for name, v in sorted(per_split.items(), key=lambda kv: (
+                     kv[0].split("/")[0], _split_key(kv[0].split("/")[-1])))]
+        s.tables.append(("table-span-counts", Table(
+            ["task/split", "examples", "with spans", "without spans", "spans"], rows, {1, 2, 3, 4},
+            caption="Detected spans per task and split (sampled examples)")))
+    elif data.markers.get("spans") is None:
+        s.notes.append(_not_run("spans"))
+    return s
+
+
+def section_imagine(data: RunData) -> Section:
+    s = Section("imagine", "Stages 2-3: imagination and CLAP selection")
+    report = data.stage_report("imagine") or {}
+    plan = data.plan or {}
+    if not plan and not report and data.candidates is None:
+        s.notes.append(_not_run("imagine"))
+        s.charts += [("chart-clap", "CLAP score distribution", None),
+                     ("chart-acceptance", "Acceptance per threshold", None)]
+        return s
+    occ = plan.get("occurrences", report.get("occurrences"))
+    unique = plan.get("unique_prompts", report.get("unique_prompts"))
+    ratio = plan.get("dedup_ratio", report.get("dedup_ratio"))
+    settings = plan.get("settings") or {}
+    rows = [["span occurrences (incl. examples without a span)", occ],
+            ["unique prompts generated", unique],
+            ["dedup ratio (occurrences / unique prompts)", f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else None],
+            ["already in the audio store when planned", plan.get("already_in_store")],
+            ["shards planned", len(plan["shards"]) if "shards" in plan else report.get("shards")],
+            ["candidates per prompt", settings.get("num_candidates")],
+            ["clip length (s)", settings.get("duration_s")],
+            ["inference steps", settings.get("num_inference_steps")],
+            ["generator", settings.get("generator_id")],
+            ["CLAP", plan.get("clap_id")],
+            ["thresholds", ", ".join(f"{k} {v}" for k, v in (report.get("thresholds") or {}).items()) or None],
+            ["span occurrences with audio / without", f"{report['accepted']} / {report['rejected']}"
+             if "accepted" in report else None]]
+    s.tables.append(("table-imagine", Table(["", ""], rows, caption="Generation and deduplication")))
+    if data.acceptance:
+        s.tables.append(("table-acceptance", Table(
+            ["task", "threshold", "accepted", "occurrences", "rate %"],
+            [[r["task"], f"{r['threshold']:.2f}", r["accepted"], r["occurrences"], 100 * r["rate"]]
+             for r in sorted(data.acceptance, key=lambda r: (r["task"], r["threshold"]))], {1, 2, 3, 4},
+            caption="Span occurrences that get audio at each CLAP threshold (first-passing rule)")))
+    quantiles = report.get("clap_score_quantiles")
+    if quantiles:
+        s.tables.append(("table-clap-quantiles", Table(list(quantiles), [[float(v) for v in quantiles.values()]],
+                                                       set(range(len(quantiles))),
+                                                       caption="CLAP score quantiles (all candidates)")))
+    thresholds = report.get("thresholds") or {}
+    s.charts.append(("chart-clap", "CLAP score of every candidate, per task, with the run's thresholds",
+                     _chart(lambda: chart_clap(data, thresholds), "clap") if data.candidates else None))
+    s.charts.append(("chart-acceptance", "Share of span occurrences with audio per CLAP threshold",
+                     _chart(lambda: chart_acceptance(data.acceptance, thresholds), "acceptance")
+                     if data.acceptance else None))
+    if data.candidates is None:
+        s.notes.append("imagine/candidates.parquet is missing: the selection step has not finished.")
+    return s
+
+
+def section_training(data: RunData) -> Section:
+    s = Section("training", "Training curves")
+    span_losses = ((data.span_metrics or {}).get("training") or {}).get("epoch_mean_loss") or []
+    if not span_losses and not data.training_logs:
+        s.notes.append("no training history in this run (span_detector/metrics.json, fusion training logs)")
+        s.charts.append(("chart-training", "Training curves", None))
+        return s
+    if data.training_logs:
+        s.tables.append(("table-training", Table(
+            ["job", "steps", "best dev %", "best epoch", "seconds", "world size"],
+            [[j["job"], j.get("steps"), j.get("best_dev"), j.get("best_epoch"), j.get("seconds"), j.get("world_size")]
+             for j in data.training_logs], {1, 2, 3, 4, 5}, caption="Fusion LM training jobs")))
+    elif data.fusion is None:
+        s.notes.append(_not_run("fusion") + ": only the span detector's curve is shown.")
+    s.charts.append(("chart-training", "Training loss and dev accuracy per epoch",
+                     _chart(lambda: chart_training(span_losses, data.training_logs), "training")))
+    return s
+
+
+def section_compute(data: RunData) -> Section:
+    s = Section("compute", "Compute per stage")
+    shard_rows = ((data.shards or {}).get("shards") or [])
+    rows = []
+    extra = sorted(set((data.summary or {}).get("stages") or {}) - set(STAGES))
+    for stage in (*STAGES, *extra):
+        report = data.stage_report(stage)
+        if report is None and data.markers.get(stage) is None:
+            rows.append([stage, "not run", None, None, None])
+            continue
+        report = report or {}
+        wall = report.get("seconds")
+        device = report.get("device") or (data.config or {}).get("device")
+        gpu = report.get("gpu_seconds")
+        if stage == "imagine":
+            done = [r for r in shard_rows if r.get("status") == "done"]
+            shard_s = sum(float(r.get("seconds") or 0) for r in done)
+            wall = round(float((data.plan or {}).get("seconds") or 0) + shard_s + float(wall or 0), 3)
+            devices = sorted({str(r.get("device")) for r in done})
+            device = ", ".join(devices) or device
+            on_gpu = [float(r.get("seconds") or 0) for r in done if str(r.get("device")).startswith("cuda")]
+            gpu = round(sum(on_gpu), 3) if on_gpu else None
+        elif gpu is None and str(report.get("device") or "").startswith("cuda") and wall is not None:
+            gpu = round(float(wall) * int(report.get("num_processes") or 1), 3)
+        rows.append([stage, "reused" if report.get("cached") else "computed", device, wall, gpu])
+    s.tables.append(("table-compute", Table(["stage", "this run", "device", "seconds", "GPU-seconds"], rows, {3, 4},
+                                            caption="Time per stage")))
+    s.intro.append("Seconds as recorded by each stage when it ran (a stage reused from an earlier run keeps its "
+                   "original time). GPU-seconds: imagine shards run on a CUDA device in the last flow run (from "
+                   "imagine/shards.json), the wall time of a stage that records a CUDA device (times its processes), or a "
+                   "stage's own gpu_seconds; '–' where no device was recorded.")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Case studies
+
+
+def _audio_src(data: RunData, audio_path: str) -> tuple[str, bool]:
+    """(src relative to the report file, whether the file exists); non-local stores are not checked."""
+    src = STORE_FROM_REPORT + quote(audio_path, safe="/")
+    if not data.layout.is_local:
+        return src, True
+    root = posixpath.dirname(data.layout.path())
+    return src, data.layout.fs.exists(posixpath.join(root, STORE_DIR, audio_path))
+
+
+def _highlight(sentence: str, spans: list[dict]) -> str:
+    """The sentence with detected spans marked; every piece escaped separately."""
+    out, at = [], 0
+    for span in sorted(spans, key=lambda r: (r.get("char_start") or 0)):
+        start, end = span.get("char_start"), span.get("char_end")
+        if not isinstance(start, int) or not isinstance(end, int) or start < at or end > len(sentence) or end <= start:
+            continue
+        out.append(html.escape(sentence[at:start]))
+        out.append(f"<mark>{html.escape(sentence[start:end])}</mark>")
+        at = end
+    out.append(html.escape(sentence[at:]))
+    return "".join(out)
+
+
+def _cases(data: RunData, per_task: int) -> list[dict]:
+    """Examples to show: where ITH is right and text-only wrong first (as the method's page does)."""
+    preds: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in data.fusion.predictions if data.fusion else []:
+        if row.get("variant") in ("ith", "text"):
+            preds[row["example_id"]].setdefault(row["variant"], row)
+    selection: dict[str, list[dict]] = defaultdict(list)
+    for row in data.selection or []:
+        selection[row["example_id"]].append(row)
+    ids = [r["example_id"] for r in data.sampled] or sorted(set(data.spans) | set(selection))
+
+    def rank(example_id: str) -> tuple:
+        p = preds.get(example_id, {})
+        ith, text = (p.get("ith") or {}).get("correct"), (p.get("text") or {}).get("correct")
+        category = 0 if ith and text is False else 1 if ith and text else 2 if p else 3
+        with_audio = any(r.get("accepted") for r in selection.get(example_id, []))
+        has_spans = bool(data.spans.get(example_id))
+        return (category, not with_audio, not has_spans, example_id)
+
+    chosen: list[str] = []
+    by_task: dict[str, int] = defaultdict(int)
+    for example_id in sorted(set(ids), key=rank):
+        task = example_id.split("/")[0]
+        if by_task[task] < per_task:
+            by_task[task] += 1
+            chosen.append(example_id)
+    cands: dict[str, list[dict]] = defaultdict(list)
+    for row in data.candidates or []:
+        cands[row["audio_id"]].append(row)
+    cases = []
+    for example_id in sorted(chosen, key=lambda e: (e.split("/")[0], rank(e))):
+        example = data.examples.get(example_id, {})
+        spans_out = []
+        sel_rows = sorted(selection.get(example_id, []), key=lambda r: r["span_index"])
+        detected = {r["span_index"]: r for r in data.spans.get(example_id, [])}
+        for sel in sel_rows or [{"span_index": i, "span_text": d["span_text"]} for i, d in sorted(detected.items())]:
+            spans_out.append({
+                "span_index": sel["span_index"], "span_text": sel.get("span_text"),
+                "threshold": sel.get("threshold"), "chosen": sel.get("candidate"), "accepted": sel.get("accepted"),
+                "candidates": sorted(cands.get(sel.get("audio_id"), []), key=lambda r: r["candidate"]),
+                "imagined": "audio_id" in sel,
+            })
+        cases.append({"example_id": example_id, "task": example_id.split("/")[0], "sentence": example.get("sentence"),
+                      "gold": example.get("answer"), "detected": list(detected.values()), "spans": spans_out,
+                      "predictions": preds.get(example_id, {})})
+    return cases
+
+
+def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
+    s = Section("cases", "Case studies")
+    if not data.sampled and not data.spans:
+        s.notes.append(_not_run("spans"))
+        return s, []
+    cases = _cases(data, per_task)
+    s.intro.append("Sentence with the detected spans marked, every generated candidate of each span with its CLAP "
+                   "score (the chosen one highlighted: the first candidate, in index order, at or above the "
+                   "threshold), and the predictions of the text-only LM and of ITH.")
+    if not data.layout.is_local:
+        s.notes.append(f"The run folder is not on local disk ({data.layout.url()}): the audio links are relative "
+                       f"to the run root and play only from a local copy of it (copy both {data.layout.run_id}/ and "
+                       f"{STORE_DIR}/ from {data.layout.run_root}).")
+    if data.selection is None:
+        s.notes.append(_not_run("imagine") + ": no audio to show.")
+    if data.fusion is None:
+        s.notes.append(_not_run("fusion") + ": no predictions to show.")
+    parts = []
+    for case in cases:
+        e = html.escape
+        pred_html = ""
+        if case["predictions"]:
+            cells = []
+            for variant, label in (("text", "text-only"), ("ith", "ITH")):
+                p = case["predictions"].get(variant)
+                if p is None:
+                    cells.append(f"<td>{label}</td><td>–</td><td></td>")
+                    continue
+                ok = p.get("correct")
+                mark = '<span class="ok">correct</span>' if ok else '<span class="bad">wrong</span>'
+                cells.append(f"<td>{label}</td><td><q>{e(_fmt(p.get('prediction')))}</q></td><td>{mark}</td>")
+            pred_html = ('<table class="predictions"><thead><tr><th>model</th><th>prediction</th><th></th></tr></thead>'
+                         f'<tbody>{"".join(f"<tr>{c}</tr>" for c in cells)}</tbody></table>')
+        span_parts = []
+        for span in case["spans"]:
+            label = e(_fmt(span["span_text"])) if span["span_index"] >= 0 else "<em>no span: fallback prompt</em>"
+            if not span["imagined"]:
+                span_parts.append(f'<div class="span"><h4>span: <q>{label}</q></h4><p class="note">no audio: '
+                                  f'imagine stage not run</p></div>')
+                continue
+            rows = []
+            for cand in span["candidates"]:
+                src, exists = _audio_src(data, cand["audio_path"])
+                chosen = cand["candidate"] == span["chosen"]
+                player = (f'<audio controls preload="metadata" src="{e(src)}"></audio>' if exists
+                          else f'<span class="bad">file missing: {e(src)}</span>')
+                passes = span["threshold"] is not None and cand["clap_score"] >= span["threshold"]
+                rows.append(f'<tr class="{"chosen" if chosen else ""}"><td class=num>{cand["candidate"]}</td>'
+                            f'<td>{player}</td><td class="num{"" if passes else " below"}">{cand["clap_score"]:.3f}</td>'
+                            f'<td>{"chosen" if chosen else ""}</td></tr>')
+            verdict = (f'candidate {span["chosen"]} chosen' if span["accepted"] else
+                       "no candidate reached the threshold: this span is not fused")
+            span_parts.append(
+                f'<div class="span"><h4>span: <q>{label}</q> <small>threshold {_fmt(span["threshold"], 3)}; '
+                f'{e(verdict)}</small></h4><table class="candidates"><thead><tr><th>#</th><th>audio</th>'
+                f'<th class=num>CLAP</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+        sentence = _highlight(case["sentence"], case["detected"]) if case["sentence"] else "<em>sentence not found</em>"
+        parts.append(
+            f'<article class="case" id="case-{e(re.sub(r"[^A-Za-z0-9_-]", "-", case["example_id"]))}">'
+            f'<h3>{e(case["task"])}: <code>{e(case["example_id"])}</code></h3>'
+            f'<p class="sentence">{sentence}</p><p>gold answer: <strong>{e(_fmt(case["gold"]))}</strong>; '
+            f'detected spans: {len(case["detected"])}</p>{pred_html}<div class="spans">{"".join(span_parts)}</div>'
+            f'</article>')
+    s.raw_html = "".join(parts) or '<p class="note">no examples to show</p>'
+    return s, cases
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts (matplotlib, Agg, inline SVG)
+
+COLORS = {"ith": "#1f77b4", "text": "#ff7f0e", "ITH": "#9ecae1", "BERT-base": "#fdd0a2",
+          "animal": "#2ca02c", "pitch": "#9467bd"}
+
+
+STYLE = {"font.family": "sans-serif", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
+         "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none", "svg.hashsalt": None}
+
+
+def _chart(build: Callable[[], Any], name: str) -> str | None:
+    import matplotlib
+
+    try:
+        # A salt per chart keeps element ids unique across the SVGs inlined in one page.
+        with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"ith-{name}"}):
+            figure = build()
+            return _svg(figure, name)
+    except Exception as error:
+        logger.warning("report: chart %s failed: %s", name, error)
+        return f"<p class=\"note\">chart could not be drawn: {html.escape(f'{type(error).__name__}: {error}')}</p>"
+
+
+def _svg(figure, name: str) -> str:
+    sink = io.StringIO()
+    figure.savefig(sink, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    text = sink.getvalue()
+    text = text[text.index("<svg"):]
+    # matplotlib's RDF metadata block only names namespaces; the page does not need it.
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)
+    return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(name)} chart" class="chart-svg" ', 1)
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    """A Figure without pyplot: no global backend or figure registry is touched (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, ncols, squeeze=False)
+
+
+def chart_accuracy(ours: dict, published: dict):
+    tasks = [t for t in ("animal", "pitch") if any(k[1] == t for k in ours)]
+    fig, axes = _figure(5.2 * len(tasks), 3.6, len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        splits = sorted({k[2] for k in ours if k[1] == task}, key=_split_key)
+        series = [("ith", "ITH (ours)", "ours"), ("text", "text-only (ours)", "ours"),
+                  ("ITH", "ITH (published)", "paper"), ("BERT-base", "BERT-base (published)", "paper")]
+        width = 0.8 / len(series)
+        for i, (key, label, source) in enumerate(series):
+            xs, ys, errs = [], [], [[], []]
+            for j, split in enumerate(splits):
+                if source == "ours":
+                    got = ours.get((key, task, split))
+                    if not got:
+                        continue
+                    y, lo, hi = got["mean"], got["lo"], got["hi"]
+                else:
+                    y = published.get(key, {}).get(f"{task}/{split}")
+                    if y is None:
+                        continue
+                    lo = hi = y
+                xs.append(j + (i - (len(series) - 1) / 2) * width)
+                ys.append(y)
+                errs[0].append(max(0.0, y - lo) if lo is not None else 0.0)
+                errs[1].append(max(0.0, hi - y) if hi is not None else 0.0)
+            if xs:
+                ax.bar(xs, ys, width, label=label, color=COLORS[key],
+                       yerr=errs if source == "ours" else None, capsize=3,
+                       hatch="//" if source == "paper" else None, edgecolor="white" if source == "ours" else "#777")
+        ax.set_xticks(range(len(splits)), splits)
+        ax.set_title(f"{task}")
+        ax.set_xlabel("split")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    return fig
+
+
+def chart_clap(data: RunData, thresholds: dict):
+    tasks_of: dict[str, set] = defaultdict(set)
+    for row in data.mapping or []:
+        tasks_of[row["audio_id"]].add(row["task"])
+    scores: dict[str, list[float]] = defaultdict(list)
+    for row in data.candidates:
+        for task in sorted(tasks_of.get(row["audio_id"]) or {"all"}):
+            scores[task].append(float(row["clap_score"]))
+    fig, axes = _figure(7.5, 3.4)
+    ax = axes[0][0]
+    values = [v for vs in scores.values() for v in vs]
+    lo, hi = min(values + list(thresholds.values())), max(values + list(thresholds.values()))
+    pad = max(1e-3, (hi - lo) * 0.05)
+    bins = [lo - pad + i * (hi - lo + 2 * pad) / 30 for i in range(31)]
+    for task in sorted(scores):
+        ax.hist(scores[task], bins=bins, alpha=0.55, label=f"{task} ({len(scores[task])} candidates)",
+                color=COLORS.get(task, "#7f7f7f"))
+    for task, value in sorted(thresholds.items()):
+        ax.axvline(value, color=COLORS.get(task, "#333"), linestyle="--", linewidth=1.5,
+                   label=f"{task} threshold {value:g}")
+    ax.set_xlabel("CLAP score (cosine similarity of span text and audio)")
+    ax.set_ylabel("candidates")
+    ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+def chart_acceptance(acceptance: list[dict], thresholds: dict):
+    fig, axes = _figure(7.5, 3.4)
+    ax = axes[0][0]
+    by_task: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in acceptance:
+        by_task[row["task"]].append((float(row["threshold"]), 100 * float(row["rate"])))
+    for task, points in sorted(by_task.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=task, color=COLORS.get(task))
+        if task in thresholds:
+            ax.axvline(thresholds[task], color=COLORS.get(task), linestyle="--", linewidth=1,
+                       label=f"{task} run threshold {thresholds[task]:g}")
+    ax.set_xlabel("CLAP threshold")
+    ax.set_ylabel("span occurrences with audio (%)")
+    ax.set_ylim(-2, 102)
+    ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+def chart_training(span_losses: list[float], jobs: list[dict]):
+    from matplotlib.ticker import MaxNLocator
+
+    panels = (["span"] if span_losses else []) + (["loss", "dev"] if jobs else [])
+    fig, axes = _figure(4.2 * len(panels), 3.3, len(panels))
+    for ax, panel in zip(axes[0], panels):
+        if panel == "span":
+            ax.plot(range(1, len(span_losses) + 1), span_losses, marker="o", color="#2ca02c")
+            ax.set_title("span detector")
+            ax.set_ylabel("mean training loss")
+        else:
+            for job in jobs:
+                history = job["history"]
+                key = "loss" if panel == "loss" else "dev_accuracy"
+                points = [(h["epoch"] + 1, h[key]) for h in history if h.get(key) is not None]
+                color = COLORS.get(str(job.get("model")), None)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=job["job"],
+                        linestyle="-" if job.get("model") != "text" else "--", color=color)
+            ax.set_title("fusion LM: " + ("training loss (last batch)" if panel == "loss" else "dev accuracy"))
+            ax.set_ylabel("loss" if panel == "loss" else "dev accuracy (%)")
+            ax.legend(frameon=False, fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+CSS = """
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
+       margin: 0; color: #1b1f24; background: #fafbfc; line-height: 1.45; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+header { border-bottom: 2px solid #1f77b4; margin-bottom: 16px; }
+h1 { font-size: 1.7em; margin: 0.2em 0; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
+h3 { font-size: 1.05em; margin: 0.4em 0; }
+h4 { font-size: 0.95em; margin: 0.8em 0 0.3em; font-weight: 600; }
+h4 small { font-weight: normal; color: #57606a; }
+nav { font-size: 0.92em; } nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
+.meta { color: #57606a; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.88em; }
+caption { text-align: left; font-weight: 600; padding: 4px 0; color: #24292f; }
+th, td { border: 1px solid #d0d7de; padding: 4px 9px; vertical-align: middle; }
+th { background: #f0f3f6; text-align: left; }
+tbody tr:nth-child(even) { background: #f8f9fa; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.accuracy td:first-child { font-weight: 600; white-space: nowrap; }
+figure { margin: 12px 0 24px; } figcaption { font-size: 0.9em; color: #57606a; }
+figure svg { max-width: 100%; height: auto; }
+.note { color: #8a6100; background: #fff8e5; border-left: 3px solid #d4a72c; padding: 6px 10px; }
+.problem { color: #82071e; background: #ffebe9; border-left: 3px solid #cf222e; padding: 6px 10px; }
+article.case { border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 16px; margin: 14px 0; }
+.sentence { font-size: 1.05em; }
+.spans { display: flex; flex-wrap: wrap; gap: 0 28px; }
+table.keyvalue td:first-child { color: #57606a; }
+mark { background: #fff3a3; padding: 0 2px; border-radius: 2px; }
+tr.chosen { background: #dafbe1 !important; font-weight: 600; }
+td.below { color: #8c959f; }
+audio { height: 30px; width: 260px; vertical-align: middle; }
+.ok { color: #1a7f37; font-weight: 600; } .bad { color: #cf222e; font-weight: 600; }
+code { font-size: 0.92em; }
+"""
+
+
+def _section_html(s: Section) -> str:
+    parts = [f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>']
+    parts += [f"<p>{html.escape(p)}</p>" for p in s.intro]
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in s.notes]
+    for table_id, table in s.tables:
+        css = "accuracy" if table_id == "table-accuracy" else ""
+        parts.append(f'<div id="{table_id}">{_html_table(table, css)}</div>')
+    for chart_id, caption, svg in s.charts:
+        if svg is None:
+            parts.append(f'<figure id="{chart_id}" class="chart missing"><p class="note">{html.escape(caption)}: '
+                         f'no data (stage not run)</p></figure>')
+        else:
+            parts.append(f'<figure id="{chart_id}" class="chart">{svg}<figcaption>{html.escape(caption)}'
+                         f'</figcaption></figure>')
+    parts.append(s.raw_html)
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_html(data: RunData, sections: list[Section], generated: str) -> str:
+    title = f"Imagine to Hear: run {data.layout.run_id}"
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    problems = "".join(f'<p class="problem">could not read {html.escape(p)}</p>' for p in data.problems)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        # No favicon request: the page loads nothing it does not hold, apart from its audio files.
+        "<link rel=\"icon\" href=\"data:,\">"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
+        f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">Report generated {html.escape(generated)} from "
+        f"<code>{html.escape(data.layout.url())}</code>. Method: Yoo, Ok, Lee 2025 (arXiv 2503.16853).</p>"
+        f"<nav>{nav}</nav></header>{problems}"
+        + "".join(_section_html(s) for s in sections)
+        + "</main></body></html>\n"
+    )
+
+
+def render_markdown(data: RunData, sections: list[Section], cases: list[dict], generated: str) -> str:
+    lines = [f"# Imagine to Hear: run {md_escape(data.layout.run_id)}", "",
+             f"Report generated {generated} from `{data.layout.url()}`. Charts and audio players: report.html.", ""]
+    lines += [f"- could not read {md_escape(p)}" for p in data.problems]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        lines += [md_escape(p) + "\n" for p in s.intro]
+        lines += [f"> {md_escape(n)}\n" for n in s.notes]
+        for _, table in s.tables:
+            lines += [_md_table(table), ""]
+        if s.anchor == "cases":
+            for case in cases:
+                lines += [f"### {md_escape(case['task'])}: {md_escape(case['example_id'])}", "",
+                          f"Sentence: {md_escape(case['sentence'])}", "",
+                          f"Gold answer: **{md_escape(case['gold'])}**; detected spans: "
+                          + (", ".join(f"“{md_escape(d['span_text'])}”" for d in case["detected"]) or "none"), ""]
+                if case["predictions"]:
+                    lines += [_md_table(Table(["model", "prediction", "correct"], [
+                        [label, (case["predictions"].get(v) or {}).get("prediction"),
+                         (case["predictions"].get(v) or {}).get("correct")]
+                        for v, label in (("text", "text-only"), ("ith", "ITH"))])), ""]
+                rows = []
+                for span in case["spans"]:
+                    for cand in span["candidates"]:
+                        src, _ = _audio_src(data, cand["audio_path"])
+                        rows.append([span["span_text"] if span["span_index"] >= 0 else "(fallback prompt)",
+                                     cand["candidate"], f"{cand['clap_score']:.3f}",
+                                     "chosen" if cand["candidate"] == span["chosen"] else "",
+                                     Raw(f"[wav](<{src}>)")])  # src: a quoted relative path of hex ids
+                if rows:
+                    lines += [_md_table(Table(["span", "candidate", "CLAP", "", "audio"], rows, {1, 2})), ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_root: str, run_id: str, cases_per_task: int = 3) -> dict[str, str]:
+    """Writes `<run>/report/report.html` and `report.md` from what the run folder holds; returns their URLs."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_root)
+    if not fs.exists(posixpath.join(root.rstrip("/") or "/", run_id)):
+        raise FileNotFoundError(f"no run {run_id!r} under {run_root}: nothing to report on")
+    data = load_run(run_root, run_id)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cases_section, cases = section_cases(data, cases_per_task)
+    sections = [section_overview(data), section_accuracy(data), section_spans(data), section_imagine(data),
+                section_training(data), section_compute(data), cases_section]
+    page = render_html(data, sections, generated)
+    markdown = render_markdown(data, sections, cases, generated)
+    data.layout.write_bytes(page.encode("utf-8"), REPORT_DIR, "report.html")
+    data.layout.write_bytes(markdown.encode("utf-8"), REPORT_DIR, "report.md")
+    logger.info("report: %s", data.layout.url(REPORT_DIR, "report.html"))
+    return {"html": data.layout.url(REPORT_DIR, "report.html"), "markdown": data.layout.url(REPORT_DIR, "report.md"),
+            "dir": data.layout.url(REPORT_DIR)}

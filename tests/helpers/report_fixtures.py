@@ -1,0 +1,150 @@
+"""Run folders for the report tests.
+
+`build_tiny_run` runs the real stages (ingest, span detector, spans, imagine: plan, shards,
+collect) on the tiny profile with tiny settings, then writes the fusion stage's outputs by its
+contract (results, predictions, training logs, summary entries), since that stage is built
+elsewhere. `build_hostile_run` fabricates a small run by the real schemas whose sentence and
+span text are HTML/Markdown injections, with no span detector and no fusion outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from ith_core import imagine_stage, stages
+from ith_core.config import RunConfig
+from ith_core.evaluate import accuracy_table
+from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
+from storage.layout import RunLayout
+
+# As tests/test_imagine.py: 1 s clips, 3 steps, 2 candidates, thresholds inside the tiny CLAP's range.
+TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
+                "batch_size": 4, "shard_size": 8, "retries": 0, "thresholds": {"animal": 0.177, "pitch": 0.177}}
+
+HOSTILE_SPAN = '<script>document.title="pwned"</script>'
+HOSTILE_SENTENCE = 'The <img src=x onerror="document.title=1"> | makes a [MASK] sound: ' + HOSTILE_SPAN + "."
+HOSTILE_PREDICTION = "</td><script>alert(1)</script>"
+
+
+def tiny_run_config(root: str, run_id: str, bench_dir) -> RunConfig:
+    return RunConfig.for_profile(
+        "tiny", run_root=str(root), run_id=run_id, device="cpu",
+        data={"data_dir": str(bench_dir), "tasks": ["animal", "pitch"], "splits": ["dev", "test"], "sample_limit": 3},
+        span={"max_train_steps": 20, "max_train_examples": 256}, imagine=TINY_IMAGINE)
+
+
+def _coin(*parts) -> float:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
+    """The fusion stage's outputs by contract, with deterministic made-up predictions."""
+    examples = {r["example_id"]: r for r in layout.read_table("ingest", "examples.parquet").to_pylist()}
+    selection = layout.read_table("imagine", "selection.parquet").to_pylist()
+    used: dict[str, tuple[list, list]] = {}
+    for row in selection:
+        if row["accepted"] and row["span_index"] >= 0:
+            spans, ids = used.setdefault(row["example_id"], ([], []))
+            spans.append(row["span_text"])
+            ids.append(row["audio_id"])
+    sampled = sorted({r["example_id"] for r in selection})
+    predictions = []
+    for seed in seeds:
+        for example_id in sampled:
+            ex = examples[example_id]
+            for variant, p_correct in (("ith", 0.7), ("text", 0.4)):
+                correct = _coin(seed, variant, example_id) < p_correct
+                wrong = "lower" if ex["answer"] == "higher" else "higher" if ex["task"] == "pitch" else "dog"
+                prediction = ex["answer"] if correct else wrong
+                spans, ids = used.get(example_id, ([], [])) if variant == "ith" else ([], [])
+                predictions.append({"example_id": example_id, "task": ex["task"], "split": ex["split"],
+                                    "model": variant, "seed": seed, "prediction": prediction, "gold": ex["answer"],
+                                    "correct": correct, "mc_prediction": None, "mc_correct": None,
+                                    "spans_used": spans, "audio_ids": ids})
+    # One prediction is an injection: predictions are decoded LM output, i.e. data.
+    # On the text-only side of an example where ITH is right and text-only wrong: the report shows those first.
+    by_key = {(p["example_id"], p["model"], p["seed"]): p for p in predictions}
+    shown = next(p for p in predictions if p["model"] == "text" and not p["correct"]
+                 and by_key[(p["example_id"], "ith", p["seed"])]["correct"])
+    shown["prediction"] = HOSTILE_PREDICTION
+    table = accuracy_table(predictions, n_boot=200)
+    layout.write_table(pa.Table.from_pylist(predictions), "fusion", "predictions.parquet")
+    layout.write_table(pa.Table.from_pylist(table), "fusion", "results.parquet")
+    jobs = {}
+    for variant in ("ith", "text"):
+        jobs[variant] = [{"job": f"{variant}-{task}-seed{seed}", "task": task, "model": variant, "seed": seed, "steps": 12,
+                          "best_dev": 50.0, "best_epoch": 2, "seconds": 3.5, "world_size": 1,
+                          "history": [{"epoch": e, "dev_accuracy": 30.0 + 10 * e + (5 if variant == "ith" else 0),
+                                       "loss": 2.0 / (e + 1)} for e in range(3)]}
+                         for task in ("animal", "pitch") for seed in seeds]
+        layout.write_json({"key": "fabricated", "report": {"variant": variant, "jobs": jobs[variant], "seconds": 7.0}},
+                          f"fusion_train_{variant}", "_DONE.json")
+    report = {"predictions": len(predictions), "per_seed": table, "device": "cpu", "seconds": 1.25}
+    layout.write_json({"key": "fabricated", "report": report}, "fusion", "_DONE.json")
+    return {"fusion": report, **{f"fusion_train_{v}": {"variant": v, "jobs": j, "seconds": 7.0}
+                                 for v, j in jobs.items()}}
+
+
+def build_tiny_run(root: str, run_id: str, model_paths: dict[str, str], bench_dir) -> dict:
+    """The real stages 1-3 on the tiny profile, fusion by contract; returns the stage reports."""
+    started = time.perf_counter()
+    cfg = tiny_run_config(root, run_id, bench_dir)
+    stages.write_config(cfg)
+    reports = {"ingest": stages.ingest_stage(cfg)}
+    reports["span_detector"] = stages.span_detector_stage(cfg, model_paths)
+    reports["spans"] = stages.spans_stage(cfg, model_paths)
+    plan = imagine_stage.plan_stage(cfg, model_paths)
+    results = [imagine_stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
+    imagine_stage.write_shard_status(cfg, results)
+    reports["imagine"] = imagine_stage.collect_stage(cfg)
+    reports.update(write_fusion_outputs(stages.layout_for(cfg)))
+    stages.write_summary(cfg, reports, time.perf_counter() - started)
+    return reports
+
+
+def build_hostile_run(root: str, run_id: str) -> RunLayout:
+    """One animal example whose sentence and span are injections; spans and imagine outputs only."""
+    from ith_core.imagine_stage import MAPPING_SCHEMA, SELECTION_SCHEMA
+    from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
+
+    layout = RunLayout(root, run_id)
+    example_id = "animal/dev/00001"
+    start = HOSTILE_SENTENCE.index(HOSTILE_SPAN)
+    layout.write_table(pa.Table.from_pylist([{"example_id": example_id, "task": "animal", "split": "dev",
+                                              "sentence": HOSTILE_SENTENCE, "answer": "<b>cat</b>",
+                                              "spans": [HOSTILE_SPAN]}]), "ingest", "examples.parquet")
+    layout.write_table(pa.Table.from_pylist([{"example_id": example_id, "task": "animal", "split": "dev",
+                                              "span_index": 0, "span_text": HOSTILE_SPAN, "char_start": start,
+                                              "char_end": start + len(HOSTILE_SPAN), "score": 0.9}],
+                                            schema=SPANS_SCHEMA), "spans", "animal-dev.parquet")
+    layout.write_table(pa.Table.from_pylist([{"example_id": example_id, "task": "animal", "split": "dev",
+                                              "n_spans": 1}], schema=SAMPLE_SCHEMA),
+                       "spans", "animal-dev.examples.parquet")
+    store = AudioStore(root)
+    audio = "ab" * 16
+    t = np.arange(16000) / 16000
+    rows = []
+    for c, freq in enumerate((440.0, 880.0)):
+        path, checksum = store.write_wav(audio, c, pcm16(0.3 * np.sin(2 * np.pi * freq * t)[None]), 16000)
+        rows.append({"audio_id": audio, "candidate": c, "prompt": HOSTILE_SPAN + " sound", "clap_text": HOSTILE_SPAN,
+                     "seed": c, "clap_score": 0.1 + 0.3 * c, "clap_id": "fabricated", "audio_path": path,
+                     "duration_s": 1.0, "sample_rate": 16000, "channels": 1, "checksum": checksum, "shard": "part-x"})
+    store.write_manifest("part-x", rows)
+    layout.write_table(pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA), "imagine", "candidates.parquet")
+    layout.write_table(pa.Table.from_pylist([{"example_id": example_id, "task": "animal", "split": "dev",
+                                              "span_index": 0, "span_text": HOSTILE_SPAN,
+                                              "prompt": HOSTILE_SPAN + " sound", "clap_text": HOSTILE_SPAN,
+                                              "audio_id": audio}], schema=MAPPING_SCHEMA), "imagine", "mapping.parquet")
+    layout.write_table(pa.Table.from_pylist([{"example_id": example_id, "task": "animal", "split": "dev",
+                                              "span_index": 0, "span_text": HOSTILE_SPAN, "audio_id": audio,
+                                              "threshold": 0.3, "candidate": 1, "clap_score": 0.4,
+                                              "audio_path": store.url(rows[1]["audio_path"]), "accepted": True}],
+                                            schema=SELECTION_SCHEMA), "imagine", "selection.parquet")
+    layout.write_table(pa.Table.from_pylist([{"task": "animal", "threshold": t, "occurrences": 1,
+                                              "accepted": int(t <= 0.4), "rate": float(t <= 0.4)}
+                                             for t in (0.0, 0.2, 0.4, 0.6, 0.8)]), "imagine", "acceptance.parquet")
+    return layout

@@ -22,6 +22,7 @@ run: setup
 	.venv/bin/ith run $(ARGS)
 
 test: setup
+	./scripts/setup-browser.sh
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python -m pytest -ra $(PYTEST_ARGS)
 
 bench: setup

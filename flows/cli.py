@@ -144,6 +144,9 @@ def _print_summary(result: dict) -> None:
         for row in fusion["ours_vs_paper"] or []:
             print("      " + _accuracy_line(row))
     print(f"summary: {result['summary']}")
+    print(f"report:  {result['report']}")
+    print("Browse runs in the Prefect UI: `ith serve`, then open the address it prints "
+          "(runs started through the server's deployments show there with their artifacts).")
 
 
 def _accuracy_line(row: dict) -> str:

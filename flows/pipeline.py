@@ -2,7 +2,11 @@
 
     ingest -> prepare models -> train span detector -> detect spans
            -> imagine (subflow `ith-imagine`: plan, one task per shard, select)
-           -> fusion (subflow `ith-fusion`: encode audio, train ITH and text-only, evaluate) -> summary
+           -> fusion (subflow `ith-fusion`: encode audio, train ITH and text-only, evaluate)
+           -> summary -> report (HTML + Markdown)
+
+Artifacts with stable keys per run: `ith-ingest-<run>`, `ith-spans-<run>`, `ith-imagine-<run>`,
+`ith-fusion-<run>`, `ith-fusion-curves-<run>` and `ith-report-<run>` (where the report is).
 
 Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 `ith/full-pipeline` (see prefect.yaml). Parameters stay JSON-friendly.
@@ -10,10 +14,12 @@ Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from ith_core import stages
 from ith_core.config import RunConfig
@@ -66,13 +72,27 @@ def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))
 
     reports: dict[str, dict] = {}
+    run_id = cfg.effective_run_id
     reports["ingest"] = t.ingest(config)
+    create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"]), key=artifact_key("ingest", run_id),
+                             description=f"rows, rejects and flags of run {run_id}")
     model_paths = t.prepare_models(config)
     reports["span_detector"] = t.train_span_detector(config, model_paths)
     reports["spans"] = t.detect_spans(config, model_paths)
+    create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"]),
+                             key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     reports["imagine"] = run_imagine(config, model_paths)
     reports["fusion"] = run_fusion(config, model_paths)
     summary_url = t.write_summary(config, reports, time.perf_counter() - started)
-    logger.info("summary: %s", summary_url)
-    return {"run_id": cfg.effective_run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
-            "stages": reports}
+    report = t.write_report(config)
+    create_markdown_artifact(f"# Report of run {run_id}\n\n- HTML: `{report['html']}`\n- Markdown: "
+                             f"`{report['markdown']}`\n- summary: `{summary_url}`\n",
+                             key=artifact_key("report", run_id), description=f"where the report of run {run_id} is")
+    logger.info("summary: %s; report: %s", summary_url, report["html"])
+    return {"run_id": run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
+            "report": report["html"], "stages": reports}
+
+
+def artifact_key(kind: str, run_id: str) -> str:
+    # Prefect artifact keys take lowercase letters, digits and dashes only.
+    return f"ith-{kind}-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")

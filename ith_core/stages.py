@@ -252,3 +252,31 @@ def write_summary(cfg: RunConfig, reports: dict[str, dict], seconds: float) -> s
     }
     layout.write_json(summary, "summary.json")
     return layout.url("summary.json")
+
+
+# -- markdown summaries (Prefect artifacts, stage logs) --------------------------------------
+
+def ingest_markdown(run_id: str, report: dict) -> str:
+    lines = [f"# Ingestion of run {run_id}", "",
+             f"{report['rows_in']} rows read: {report['accepted']} accepted, {report['rejected']} rejected "
+             f"(rows in = accepted + rejected). Source: `{report['source']}`.", "",
+             "| task/split | rows in | accepted | rejected | rejects by reason | flags (kept) |",
+             "|---|---:|---:|---:|---|---|"]
+    for name, counts in sorted(report["per_split"].items()):
+        rejects = ", ".join(f"{k} {v}" for k, v in counts["rejects_by_reason"].items() if v) or "-"
+        flags = ", ".join(f"{k} {v}" for k, v in counts["flags_by_reason"].items() if v) or "-"
+        lines.append(f"| {name} | {counts['rows_in']} | {counts['accepted']} | {counts['rejected']} | {rejects} | {flags} |")
+    return "\n".join(lines) + "\n"
+
+
+def spans_markdown(run_id: str, detector: dict, spans: dict) -> str:
+    lines = [f"# Span detection of run {run_id}", "",
+             f"Dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
+             f"trained (token F1 {detector['dev_token_f1']:.3f}, span precision {detector['dev_span_precision']:.3f}, "
+             f"recall {detector['dev_span_recall']:.3f}; {detector['steps']} steps on {detector['train_examples']} "
+             "train examples).", "",
+             "| task/split | examples | with spans | without | spans |", "|---|---:|---:|---:|---:|"]
+    for name, counts in sorted(spans["per_split"].items()):
+        lines.append(f"| {name} | {counts['examples']} | {counts['examples_with_spans']} | "
+                     f"{counts['examples_without_spans']} | {counts['spans']} |")
+    return "\n".join(lines) + "\n"

@@ -37,3 +37,11 @@ def detect_spans(config: dict, model_paths: dict[str, str]) -> dict:
 @task(name="write-summary", cache_policy=NO_CACHE)
 def write_summary(config: dict, reports: dict[str, dict], seconds: float) -> str:
     return stages.write_summary(RunConfig.from_dict(config), reports, seconds)
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def write_report(config: dict) -> dict:
+    from ith_core.report import write_report as write
+
+    cfg = RunConfig.from_dict(config)
+    return write(cfg.run_root, cfg.effective_run_id)

@@ -3,6 +3,7 @@
     ith run            run the pipeline's stages on a profile, a data subset and a run root
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
+    ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
     ith doctor         show which models are available, the torch/CUDA situation and the data location
 
 `ith <command> --help` documents every option.
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(commands)
 
+    from flows.predict_cli import add_predict_parser
+
+    add_predict_parser(commands)
+
     doctor = commands.add_parser(
         "doctor", help="show models, devices and data location",
         description="Print which models of each profile are available locally and where each was looked for, "
@@ -178,6 +183,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.predict_cli import cmd_predict as predict
+
+    return predict(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import cmd_serve as serve
 
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
-                "serve": cmd_serve}[args.command](args)
+                "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2

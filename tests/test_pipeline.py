@@ -66,12 +66,19 @@ def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
         assert counts["examples_with_spans"] + counts["examples_without_spans"] == 8
         assert set(table["example_id"].to_pylist()) <= set(sample["example_id"].to_pylist())
     assert (run_dir / "span_detector" / "model" / "model.safetensors").is_file()
+    imagine = summary["stages"]["imagine"]
+    assert imagine["occurrences"] == sum(c["spans"] + c["examples_without_spans"] for c in spans["per_split"].values())
+    assert imagine["accepted"] + imagine["rejected"] == imagine["occurrences"]
+    assert pq.read_table(run_dir / "imagine" / "selection.parquet").num_rows == imagine["occurrences"]
+    # fusion needs the train and dev splits; this run detects spans on dev and wiki only
+    assert "train and dev" in summary["stages"]["fusion"]["skipped"]
+    assert Path(result["report"]).is_file() and "<table" in Path(result["report"]).read_text()
 
     second = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout[second.stdout.index("{\n"):])
     assert again["run_dir"] == result["run_dir"]
-    for stage in ("ingest", "span_detector", "spans"):
+    for stage in ("ingest", "span_detector", "spans", "imagine"):
         assert again["stages"][stage]["cached"] is True, stage
         assert again["stages"][stage]["seconds"] == result["stages"][stage]["seconds"]
 

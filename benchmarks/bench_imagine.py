@@ -71,14 +71,20 @@ def full_size_models(tiny: dict, device: str, dtype: torch.dtype):
     return pipe, clap["model"], processor
 
 
-def reference_loop(pipe, scorer: ClapScorer, prompts, cfg, tmp: Path) -> float:
+def reference_loop(pipe, scorer: ClapScorer, spans, cfg, tmp: Path, steps: int | None = None) -> float:
+    """One pipeline call per span: the whole latent window (no `latents=`, so the pipeline draws
+    `transformer.config.sample_size` frames) cropped by the pipeline to the duration; the
+    candidates written as WAV files and read back for scoring."""
     started = time.perf_counter()
-    for prompt in prompts:
+    for span in spans:
+        prompt = cfg.prompt_template.format(span=span)
         generator = torch.Generator("cpu").manual_seed(cfg.seed)
-        audio = pipe(prompt, negative_prompt=cfg.negative_prompt, num_inference_steps=cfg.num_inference_steps,
-                     audio_end_in_s=cfg.duration_s, num_waveforms_per_prompt=cfg.num_candidates,
-                     guidance_scale=cfg.guidance_scale, generator=generator).audios.float().cpu().numpy()
+        audio = pipe(prompt, negative_prompt=cfg.negative_prompt,
+                     num_inference_steps=steps or cfg.num_inference_steps, audio_end_in_s=cfg.duration_s,
+                     num_waveforms_per_prompt=cfg.num_candidates, guidance_scale=cfg.guidance_scale,
+                     generator=generator).audios.float().cpu().numpy()
         rate = pipe.vae.config.sampling_rate
+        assert audio.shape[0] == cfg.num_candidates and audio.shape[-1] == int(cfg.duration_s * rate), audio.shape
         stem = hashlib.sha1(prompt.encode()).hexdigest()
         files = []
         for k, wave in enumerate(audio):
@@ -86,12 +92,12 @@ def reference_loop(pipe, scorer: ClapScorer, prompts, cfg, tmp: Path) -> float:
             path.write_bytes(wav_bytes(pcm16(wave), rate))
             files.append(path)
         waves = np.stack([read_wav(p.read_bytes())[0] for p in files])[None]
-        scorer.score(waves, rate, [prompt.removesuffix(" sound")])
+        scorer.score(waves, rate, [span])
     return time.perf_counter() - started
 
 
 def stage_run(cfg: RunConfig, model_paths: dict, prompts, device: str) -> tuple[float, float]:
-    """Wall time of plan + shards + selection, and the generator's share of it."""
+    """Wall time of plan + shards + collection (checksum verification included), and the generator's share."""
     from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
 
     layout = RunLayout(cfg.run_root, cfg.effective_run_id)
@@ -154,9 +160,16 @@ def main() -> None:
         imagine_stage._MODELS[("generator", tiny["generator"], plan_settings.dtype, device)] = pipe
         imagine_stage._MODELS[("clap", tiny["clap"], device, cfg.imagine.clap_batch_size)] = scorer
 
+        full = int(pipe.transformer.config.sample_size)
+        rate, hop = int(pipe.vae.config.sampling_rate), int(pipe.vae.hop_length)
+        exact = min(full, -(-int(args.duration * rate) // hop))
         print(f"device {device}, {'full-size random' if args.full_size else 'tiny'} models, {args.prompts} prompts "
-              f"x {args.candidates} candidates, {steps} steps, {args.duration} s, stage latents {args.latent_length}")
-        reference_loop(pipe, scorer, prompts[:1], cfg.imagine, Path(tmp))  # warm-up, untimed
+              f"x {args.candidates} candidates, {steps} steps, guidance {cfg.imagine.guidance_scale}, "
+              f"{args.duration} s clips, batch {args.batch_size}")
+        print(f"latent frames: reference {full} ({full * hop / rate:.2f} s window), stage "
+              f"{full if args.latent_length == 'full' else exact} ({args.latent_length})")
+        # Warm-up, untimed: one step over the whole window runs every kernel once.
+        reference_loop(pipe, scorer, prompts[:1], cfg.imagine, Path(tmp), steps=1)
         ref = reference_loop(pipe, scorer, prompts, cfg.imagine, Path(tmp))
         wall, model = stage_run(cfg, tiny, prompts, device)
 

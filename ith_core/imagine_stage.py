@@ -345,25 +345,35 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
         t0 = time.perf_counter()
         waveforms = generator.generate([row["prompt"] for row in batch], seeds)
         t1 = time.perf_counter()
-        # Scores are computed on the 16-bit samples the WAV files hold, so they describe the stored audio.
         samples = pcm16(waveforms.cpu().numpy())
-        scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
-                              [row["clap_text"] for row in batch])
-        t2 = time.perf_counter()
+        stored = [[store.put_wav(row["audio_id"], c, samples[i, c], generator.sample_rate) for c in range(k)]
+                  for i, row in enumerate(batch)]
         for i, row in enumerate(batch):
             for c in range(k):
-                path, checksum = store.write_wav(row["audio_id"], c, samples[i, c], generator.sample_rate)
+                if not stored[i][c].created:
+                    # Another writer's file (a crashed or concurrent run) stays; score what is stored.
+                    existing = store.read_samples(stored[i][c].path)
+                    if existing.shape != samples[i, c].shape:
+                        raise RuntimeError(f"{store.url(stored[i][c].path)} holds shape {existing.shape}, this "
+                                           f"shard generates {samples[i, c].shape}; delete the file and rerun")
+                    samples[i, c] = existing
+        t2 = time.perf_counter()
+        # Scores are computed on the 16-bit samples the WAV files hold, so they describe the stored audio.
+        scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
+                              [row["clap_text"] for row in batch])
+        t3 = time.perf_counter()
+        for i, row in enumerate(batch):
+            for c in range(k):
                 manifest_rows.append({
                     "audio_id": row["audio_id"], "candidate": c, "prompt": row["prompt"],
                     "clap_text": row["clap_text"], "seed": seeds[i][c], "clap_score": float(scores[i, c]),
-                    "clap_id": plan["clap_id"], "audio_path": path,
+                    "clap_id": plan["clap_id"], "audio_path": stored[i][c].path,
                     "duration_s": samples.shape[-1] / generator.sample_rate, "sample_rate": generator.sample_rate,
-                    "channels": samples.shape[-2], "checksum": checksum, "shard": shard,
+                    "channels": samples.shape[-2], "checksum": stored[i][c].checksum, "shard": shard,
                 })
-        t3 = time.perf_counter()
         timings["generate"] += t1 - t0
-        timings["score"] += t2 - t1
-        timings["write"] += t3 - t2
+        timings["write"] += t2 - t1
+        timings["score"] += t3 - t2
         if _fault_requested(shard, index):
             raise InjectedFault(f"injected failure in shard {index} ({shard}) via ${FAULT_ENV}")
     if len(manifest_rows) != len(rows) * k:
@@ -457,6 +467,15 @@ def collect_stage(cfg: RunConfig) -> dict:
     mapping = layout.read_table(STAGE, "mapping.parquet")
     needed = set(mapping["audio_id"].to_pylist())
     candidates = store.read_candidates(needed)
+    # Manifests are trusted for which rows exist, not for bytes: a writer that raced another past
+    # the store's write-if-absent check recorded the checksum of a file that lost the rename.
+    # Such rows get the stored file's checksum (their scores, from the other rendering, differ by
+    # about 1e-6) and are counted; a missing or damaged file raises AudioStoreError.
+    candidates, mismatches = store.verify_checksums(candidates)
+    if mismatches:
+        logger.warning("imagine collect: %d of %d candidate rows named a checksum other than the stored "
+                       "file's (concurrent writers); recorded the stored files' checksums",
+                       mismatches, candidates.num_rows)
     k = plan["settings"]["num_candidates"]
     counts = pc.value_counts(candidates["audio_id"]).to_pylist() if candidates.num_rows else []
     incomplete = [c["values"] for c in counts if c["counts"] != k]
@@ -482,6 +501,7 @@ def collect_stage(cfg: RunConfig) -> dict:
         "unique_prompts": plan["unique_prompts"],
         "dedup_ratio": plan["dedup_ratio"],
         "candidates": candidates.num_rows,
+        "checksum_mismatches": mismatches,
         "shards": len(plan["shards"]),
         "thresholds": dict(cfg.imagine.thresholds),
         "accepted": int(sum(accepted)),

@@ -446,6 +446,8 @@ def load_span_base(path):
 
 def load_generator(path, torch_dtype=None):
     """A diffusers `StableAudioPipeline` from a generator folder, in `torch_dtype` if given."""
+    import warnings
+
     from diffusers import StableAudioPipeline
 
     folder = _require_folder(path, "generator")
@@ -455,7 +457,12 @@ def load_generator(path, torch_dtype=None):
             f"{folder} uses {scheduler_class}, which needs the torchsde package: `pip install torchsde`"
         )
     # diffusers 0.42 names the argument `dtype` (`torch_dtype` is its deprecated alias).
-    pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
+    with warnings.catch_warnings():
+        # diffusers' AutoencoderOobleck builds its convolutions with torch.nn.utils.weight_norm,
+        # which torch deprecates; one FutureWarning per convolution, nothing a caller can change.
+        warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
+                                category=FutureWarning)
+        pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
     _require_vocab(pipe.tokenizer, folder / "tokenizer")
     return pipe
 

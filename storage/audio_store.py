@@ -9,19 +9,30 @@ A shard is named by a hash of its sorted audio ids. Its manifest is written last
 WAV it lists, so the manifest's existence means the shard is whole; readers trust manifests
 only and never list audio folders. Everything is written under a temporary name and renamed,
 so a crash leaves stray `.tmp-*` files (never read) but no partial file under a real name.
-Since an audio id fixes its bytes, two runs writing the same shard at once write identical
-content under identical names; readers dedupe rows by (audio_id, candidate).
+
+A WAV is written only if its name is absent (`put_wav`): an audio id fixes the audio but not
+the last bit of every sample, since two machines (or thread counts) round differently, so a
+second writer keeps the first writer's file and learns its checksum. Where two writers race
+past that check (object stores have no create-if-absent), the last rename wins and one
+manifest may name a checksum that is not the stored file's; `verify_checksums`, run when a
+stage collects candidates, finds those rows, puts the stored file's checksum in their place
+and counts them, and raises `AudioStoreError` for a missing, unreadable or differently shaped
+file. Readers dedupe rows by (audio_id, candidate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 import uuid
 import wave
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +54,16 @@ CANDIDATES_SCHEMA = pa.schema([
     ("checksum", pa.string()),  # sha256 of the WAV file's bytes
     ("shard", pa.string()),
 ])
+
+
+class AudioStoreError(RuntimeError):
+    """A manifest row names a WAV that is missing, unreadable or not the audio the row describes."""
+
+
+class StoredWav(NamedTuple):
+    path: str  # relative to the store root
+    checksum: str  # sha256 of the stored file, whoever wrote it
+    created: bool  # False: the file was there already and was left as it was
 
 
 def shard_name(audio_ids) -> str:
@@ -115,12 +136,46 @@ class AudioStore:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def write_wav(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int) -> tuple[str, str]:
-        """Writes one candidate; returns (relative path, sha256 of the file)."""
+    def _publish_if_absent(self, data: bytes, relative: str) -> bool:
+        """Writes `data` under `relative` unless a file is there; True if this call wrote it."""
+        target = self.path(relative)
+        if self.fs.exists(target):
+            return False
+        parent = posixpath.dirname(target)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        try:
+            with self.fs.open(tmp, "wb") as handle:
+                handle.write(data)
+            if isinstance(self.fs, LocalFileSystem):
+                # link() fails if the name exists, so of two racing local writers exactly one wins.
+                try:
+                    os.link(tmp, target)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError:
+                    pass  # no hard links on this file system: check, then rename, as below
+            if self.fs.exists(target):
+                return False
+            self.fs.mv(tmp, target)
+            return True
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+
+    def put_wav(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int) -> StoredWav:
+        """Writes one candidate unless its file exists; the checksum is always the stored file's."""
         data = wav_bytes(samples, sample_rate)
         relative = self.wav_relpath(audio_id, candidate)
-        self._write_atomic(data, relative)
-        return relative, hashlib.sha256(data).hexdigest()
+        if self._publish_if_absent(data, relative):
+            return StoredWav(relative, hashlib.sha256(data).hexdigest(), True)
+        return StoredWav(relative, hashlib.sha256(self.read_bytes(relative)).hexdigest(), False)
+
+    def write_wav(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int) -> tuple[str, str]:
+        """`put_wav` as (relative path, sha256 of the stored file)."""
+        stored = self.put_wav(audio_id, candidate, samples, sample_rate)
+        return stored.path, stored.checksum
 
     def write_manifest(self, shard: str, rows: list[dict]) -> str:
         """The shard's completion marker: call it after every WAV it lists is written."""
@@ -175,3 +230,56 @@ class AudioStore:
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open(self.path(relative), "rb") as handle:
             return handle.read()
+
+    def read_samples(self, relative: str) -> np.ndarray:
+        """A stored WAV's (channels, samples) int16, exactly as written."""
+        with wave.open(io.BytesIO(self.read_bytes(relative)), "rb") as handle:
+            channels = handle.getnchannels()
+            frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+        return frames.reshape(-1, channels).T.astype(np.int16)
+
+    def _stored_checksum(self, row: dict) -> str:
+        relative = row["audio_path"]
+        try:
+            data = self.read_bytes(relative)
+        except FileNotFoundError:
+            raise AudioStoreError(f"{self.url(relative)} is listed in manifest {row['shard']} but missing; "
+                                  "delete that manifest and rerun its shard") from None
+        checksum = hashlib.sha256(data).hexdigest()
+        if checksum == row["checksum"]:
+            return checksum
+        # Another writer's rendering of the same audio id is expected; anything else is damage.
+        try:
+            with wave.open(io.BytesIO(data), "rb") as handle:
+                shape = (handle.getnchannels(), handle.getframerate(), handle.getnframes(), handle.getsampwidth())
+            whole = len(data) >= 44 + shape[0] * shape[2] * 2
+        except (wave.Error, EOFError, ValueError) as err:
+            raise AudioStoreError(f"{self.url(relative)} is not a readable WAV ({err}); delete it and manifest "
+                                  f"{row['shard']}, then rerun that shard") from None
+        frames = round(row["duration_s"] * row["sample_rate"])
+        if not whole or shape[:2] != (row["channels"], row["sample_rate"]) or abs(shape[2] - frames) > 1 \
+                or shape[3] != 2:
+            raise AudioStoreError(f"{self.url(relative)} holds (channels, rate, frames, bytes per sample) = "
+                                  f"{shape}, manifest {row['shard']} expects ({row['channels']}, "
+                                  f"{row['sample_rate']}, {frames}, 2); delete the file and the manifest, "
+                                  "then rerun that shard")
+        return checksum
+
+    def verify_checksums(self, table: pa.Table, workers: int = 16) -> tuple[pa.Table, int]:
+        """Each row's checksum checked against its stored file: (table with the stored files' checksums, mismatches).
+
+        A mismatch whose file is a whole WAV of the row's shape is a concurrent writer's copy of
+        the same audio id (it differs in the last bits of some samples): the row gets the stored
+        file's checksum. A missing, unreadable or differently shaped file raises `AudioStoreError`.
+        Every file is read once; threads overlap the reads and hashing (hashlib drops the GIL).
+        """
+        rows = table.select(["audio_path", "checksum", "shard", "duration_s", "sample_rate", "channels"]).to_pylist()
+        if not rows:
+            return table, 0
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
+            stored = list(pool.map(self._stored_checksum, rows))
+        mismatches = sum(1 for row, checksum in zip(rows, stored) if checksum != row["checksum"])
+        if mismatches:
+            column = table.schema.get_field_index("checksum")
+            table = table.set_column(column, table.schema.field(column), pa.array(stored, pa.string()))
+        return table, mismatches

@@ -21,7 +21,7 @@ from ith_core import imagine_stage as stage
 from ith_core.clap_scoring import ClapScorer, resample, select_first_passing
 from ith_core.config import ImagineConfig, RunConfig
 from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
-from storage.audio_store import AudioStore, pcm16, read_wav, shard_name
+from storage.audio_store import AudioStore, AudioStoreError, pcm16, read_wav, shard_name, wav_bytes
 from storage.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,10 +180,12 @@ def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
     assert torch.allclose(both[1], alone[0], atol=1e-5)
     assert not torch.allclose(both[1, 0], both[1, 1], atol=1e-3)  # candidates differ
     assert gen.latent_frames == 22  # ceil(1.0 s * 44100 / 2048)
+    # "full" denoises the paper's whole window (1024 frames, 47.55 s) and crops to the duration;
+    # one candidate keeps it short (the tiny VAE decodes 2M samples per candidate).
     full = StableAudioGenerator(gen.pipe, GenerationSettings.from_config(
-        ImagineConfig(**{**cfg.__dict__, "latent_length": "full"}), gen.identity, "cpu"), "cpu")
-    assert full.latent_frames == 128
-    assert full.generate(["cat sound"], [seeds["cat sound"]]).shape == alone.shape
+        ImagineConfig(**{**cfg.__dict__, "latent_length": "full", "num_candidates": 1}), gen.identity, "cpu"), "cpu")
+    assert full.latent_frames == 1024 == gen.pipe.transformer.config.sample_size
+    assert full.generate(["cat sound"], [seeds["cat sound"][:1]]).shape == (1, 1, 2, 44100)
 
 
 # -- CLAP ---------------------------------------------------------------------------------------
@@ -241,11 +243,53 @@ def test_store_on_memory_fs_reads_only_manifests_and_dedupes():
     assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
 
 
+def test_store_keeps_the_first_writers_wav_and_returns_its_checksum(tmp_path):
+    import hashlib
+
+    store = AudioStore(str(tmp_path))
+    first = np.full((2, 100), 1000, np.int16)
+    other = first.copy()
+    other[0, 7] += 1  # another machine's rounding of the same audio id
+    written = store.put_wav("ef" * 16, 0, first, 44100)
+    kept = store.put_wav("ef" * 16, 0, other, 44100)
+    assert written.created and not kept.created and kept.path == written.path
+    assert kept.checksum == written.checksum == hashlib.sha256(wav_bytes(first, 44100)).hexdigest()
+    assert np.array_equal(store.read_samples(written.path), first)
+    assert store.write_wav("ef" * 16, 0, other, 44100) == (written.path, written.checksum)
+    assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
+
+
+def test_collect_records_stored_checksums_and_rejects_damaged_files(tmp_path, model_paths, caplog):
+    import hashlib
+
+    root = str(tmp_path)
+    run_all(root, "first", model_paths)
+    store = AudioStore(root)
+    row = store.read_candidates().to_pylist()[0]
+    # A racing writer's rendering replaced the file after this manifest was written: same shape,
+    # one sample differs in the last bit.
+    samples = store.read_samples(row["audio_path"])
+    samples[0, 0] ^= 1
+    Path(store.path(row["audio_path"])).write_bytes(wav_bytes(samples, row["sample_rate"]))
+    with caplog.at_level("WARNING", logger="ith_core.imagine_stage"):
+        report = run_all(root, "second", model_paths)["report"]
+    assert report["checksum_mismatches"] == 1 and "1 of 16 candidate rows" in caplog.text
+    cands = RunLayout(root, "second").read_table("imagine", "candidates.parquet").to_pylist()
+    stored = {r["audio_path"]: r["checksum"] for r in cands}
+    assert stored[row["audio_path"]] == hashlib.sha256(store.read_bytes(row["audio_path"])).hexdigest()
+    assert stored[row["audio_path"]] != row["checksum"]
+    # A truncated file is damage, not another rendering: collecting fails and names the file.
+    Path(store.path(row["audio_path"])).write_bytes(store.read_bytes(row["audio_path"])[:1000])
+    with pytest.raises(AudioStoreError, match=row["audio_path"]):
+        run_all(root, "third", model_paths)
+
+
 # -- stage drivers -------------------------------------------------------------------------------
 
 def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths):
     report = reference["report"]
     assert report["candidates"] == 8 * 2 and report["occurrences"] == 26 and report["shards"] == 2
+    assert report["checksum_mismatches"] == 0
     cands, sel = reference["tables"]
     assert len(cands) == 16 and len(sel) == 26
     assert 0 < report["accepted"] < 26  # thresholds inside the tiny CLAP's range

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+from pathlib import Path
 import queue
 import threading
 import time
@@ -50,8 +51,9 @@ logger = logging.getLogger(__name__)
 STAGE = "imagine"
 # Bump when this module changes what the stage writes for the same inputs.
 IMAGINE_VERSION = 1
-# Test hook: a shard whose plan index (or name) is listed here fails after writing its first
-# batch of WAVs, before its manifest: the state a crash leaves behind.
+# Test hook: a shard whose plan index (or name) is listed here (comma-separated, or "@<file>"
+# naming a file that lists them) fails after writing its first batch of WAVs, before its
+# manifest: the state a crash leaves behind.
 FAULT_ENV = "ITH_FAULT_IMAGINE_SHARD"
 
 MAPPING_SCHEMA = pa.schema([
@@ -310,7 +312,13 @@ def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device:
 
 
 def _fault_requested(name: str, index: int) -> bool:
-    wanted = {w.strip() for w in os.environ.get(FAULT_ENV, "").split(",") if w.strip()}
+    value = os.environ.get(FAULT_ENV, "")
+    if value.startswith("@"):
+        # "@<file>": the shards to break are read from that file at run time, so a long-running
+        # worker can be told to fail a shard, then to stop failing it, without a restart.
+        path = Path(value[1:])
+        value = path.read_text().replace("\n", ",") if path.is_file() else ""
+    wanted = {w.strip() for w in value.split(",") if w.strip()}
     return name in wanted or str(index) in wanted
 
 

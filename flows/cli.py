@@ -136,7 +136,7 @@ def _print_summary(result: dict) -> None:
     print(f"  {'spans':<15} {str(spans['cached']).lower():<7} {spans['seconds']:>8.1f}  "
           f"{spans['spans']} spans in {spans['examples']} examples")
     imagine = stages["imagine"]
-    print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} {imagine['seconds']:>8.1f}  "
+    print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} {imagine.get('seconds_total', imagine['seconds']):>8.1f}  "
           f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
           f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
           f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")

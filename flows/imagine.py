@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -51,6 +52,7 @@ def artifact_key(run_id: str) -> str:
 @flow(name="ith-imagine", log_prints=True)
 def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
     """Generates and scores every planned shard, then selects audio per span occurrence."""
+    started = time.perf_counter()
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
     plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
@@ -83,7 +85,10 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         raise ShardsFailedError(f"{len(failed)} of {len(results)} shards failed "
                                 f"({', '.join(r['shard'] for r in failed)}); first error: {failed[0]['error']}; "
                                 f"rerun them with `ith rerun-failed {cfg.effective_run_id} --run-root {cfg.run_root}`")
-    return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"]}
+    # `seconds` is the selection step's own time (recorded once); this run's wall time, shards
+    # included, is `seconds_total`.
+    return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"],
+            "seconds_total": round(time.perf_counter() - started, 3)}
 
 
 def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:

@@ -20,6 +20,9 @@ from typing import Any
 from ith_core.config import PROFILE_NAMES, SPLITS, TASKS, ConfigError
 
 
+_SERVER_UI: str | None = None
+
+
 def _quiet_defaults() -> None:
     # Telemetry off, and Hugging Face never waits minutes on an unreachable hub unless the user
     # says it is reachable (ITH_ONLINE=1).
@@ -150,8 +153,11 @@ def _print_summary(result: dict) -> None:
             print("      " + _accuracy_line(row))
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
-    print("Browse runs in the Prefect UI: `ith serve`, then open the address it prints "
-          "(runs started through the server's deployments show there with their artifacts).")
+    if _SERVER_UI:
+        print(f"in the Prefect UI: {_SERVER_UI}/runs/flow-run/{result['flow_run_id']}")
+    else:
+        print("To browse runs in the Prefect UI: `ith serve` (it prints the address); `ith run` then records "
+              "its runs there, with their artifacts.")
 
 
 def _accuracy_line(row: dict) -> str:
@@ -201,8 +207,26 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
     return rerun(args)
 
 
+def _use_running_server(argv: list[str]) -> str | None:
+    """`ith run` records into the server `ith serve` started, when one runs, so the run shows in its UI.
+
+    Must happen before Prefect is imported: Prefect reads PREFECT_API_URL once.
+    """
+    if argv[:1] != ["run"] or os.environ.get("PREFECT_API_URL"):
+        return None
+    from flows.serve import running_server
+
+    ui = running_server()
+    if ui:
+        os.environ["PREFECT_API_URL"] = f"{ui}/api"
+    return ui
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    global _SERVER_UI
+    _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,

@@ -18,10 +18,11 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ith_core import imagine_stage
+from ith_core.stages import load_run_config
 from ith_core.config import RunConfig
 from tasks import imagine as t
 
@@ -70,11 +71,17 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
 
     results = []
-    for name, future in zip(plan["shards"], futures):
+    # Progress in the UI, shard by shard (in submission order, so a slow first shard holds it back).
+    progress = create_progress_artifact(0.0 if futures else 100.0,
+                                        key=artifact_key(cfg.effective_run_id).replace("-imagine-", "-imagine-progress-"),
+                                        description=f"imagine shards of run {cfg.effective_run_id}")
+    for done, (name, future) in enumerate(zip(plan["shards"], futures), start=1):
         try:
             results.append(future.result())
         except Exception as error:  # one shard's failure must not hide the others' results
             results.append({"shard": name, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+        update_progress_artifact(progress, 100.0 * done / len(futures))
+        logger.info("shard %d/%d %s: %s", done, len(futures), name, results[-1]["status"])
     status = t.record_shard_status(config, results)
     failed = [r for r in results if r["status"] == "failed"]
     report = None if failed else t.select_candidates(config)
@@ -121,18 +128,6 @@ def add_rerun_failed_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--run-root", default="runs", help="folder or fsspec URL holding the run (default: ./runs)")
     parser.add_argument("--json", action="store_true", help="print the stage report as JSON")
     return parser
-
-
-def load_run_config(run_root: str, run_id: str) -> RunConfig:
-    from storage.layout import RunLayout
-
-    layout = RunLayout(run_root, run_id)
-    if not layout.exists("config.json"):
-        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url('config.json')})")
-    raw = layout.read_json("config.json")
-    raw.pop("fingerprint", None)
-    raw["run_id"] = run_id
-    return RunConfig.from_dict(raw)
 
 
 def cmd_rerun_failed(args: argparse.Namespace) -> int:

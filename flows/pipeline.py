@@ -89,8 +89,10 @@ def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | No
                              f"`{report['markdown']}`\n- summary: `{summary_url}`\n",
                              key=artifact_key("report", run_id), description=f"where the report of run {run_id} is")
     logger.info("summary: %s; report: %s", summary_url, report["html"])
+    from prefect.runtime import flow_run
+
     return {"run_id": run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
-            "report": report["html"], "stages": reports}
+            "report": report["html"], "flow_run_id": flow_run.id, "stages": reports}
 
 
 def artifact_key(kind: str, run_id: str) -> str:

@@ -149,6 +149,18 @@ def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
             "worker_pid": worker, "prefect_home": str(paths.prefect_home), "logs": str(paths.state)}
 
 
+def running_server() -> str | None:
+    """The UI address of a server that `ith serve` started and that answers now, else None."""
+    paths = serve_paths()
+    try:
+        port = int((paths.state / "port").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if _read_pid(paths, "server") is None or not healthy(port, timeout_s=0.5):
+        return None
+    return f"http://127.0.0.1:{port}"
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)

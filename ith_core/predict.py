@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import TASKS, ConfigError, RunConfig
+from ith_core.stages import load_run_config
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -121,17 +122,6 @@ def read_sentence_file(path: str | Path) -> tuple[list[str], list[str]]:
 
 # ---------------------------------------------------------------------------------------------
 # The run
-
-
-def load_run(run_root: str, run_id: str, device: str = "auto") -> RunConfig:
-    """The run's resolved config, pointed at `run_root` (the run may have moved) and `device`."""
-    layout = RunLayout(run_root, run_id)
-    if not layout.exists("config.json"):
-        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url('config.json')})")
-    raw = layout.read_json("config.json")
-    raw.pop("fingerprint", None)
-    raw.update(run_root=run_root, run_id=run_id, device=device)
-    return RunConfig.from_dict(raw)
 
 
 def _require_stage(layout: RunLayout, stage: str, what: str) -> dict:
@@ -446,7 +436,7 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     check_sentences(sentences, where)
     started = time.perf_counter()
-    cfg = load_run(run_root, run_id, device)
+    cfg = load_run_config(run_root, run_id, device)
     device = str(resolve_device(device))
     layout = RunLayout(run_root, run_id)
     _require_stage(layout, "span_detector", "the span detector")
@@ -536,4 +526,4 @@ def to_json(results: list[dict]) -> str:
 
 
 __all__ = ["PredictInputError", "RunNotReadyError", "check_sentences", "format_prediction", "infer_task",
-           "load_run", "predict_sentences", "read_sentence_file", "to_json"]
+           "predict_sentences", "read_sentence_file", "to_json"]

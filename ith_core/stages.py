@@ -68,6 +68,19 @@ def _cached(layout: RunLayout, stage: str, key: str) -> dict | None:
     return None
 
 
+def load_run_config(run_root: str, run_id: str, device: str | None = None) -> RunConfig:
+    """A finished or started run's resolved config, pointed at `run_root` (the run may have moved)."""
+    layout = RunLayout(run_root, run_id)
+    if not layout.exists("config.json"):
+        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url('config.json')})")
+    raw = layout.read_json("config.json")
+    raw.pop("fingerprint", None)
+    raw.update(run_root=run_root, run_id=run_id)
+    if device is not None:
+        raw["device"] = device
+    return RunConfig.from_dict(raw)
+
+
 def write_config(cfg: RunConfig) -> str:
     layout = layout_for(cfg)
     layout.write_json({**cfg.resolved(), "run_id": cfg.effective_run_id, "fingerprint": cfg.fingerprint()},

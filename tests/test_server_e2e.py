@@ -107,7 +107,9 @@ def test_deployment_runs_then_reruns_without_recomputing(server):
                      "plan-imagine", "generate-candidates", "select-candidates", "write-summary"):
         assert expected in names, (expected, sorted(names))
     assert all(t["state"] == "COMPLETED" for t in first["task_runs"]), first["task_runs"]
-    assert any(a["key"] and a["key"].startswith("ith-imagine-") for a in first["artifacts"]), first["artifacts"]
+    keys = {a["key"] for a in first["artifacts"] if a["key"]}
+    for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
+        assert any(k.startswith(f"ith-{kind}-") for k in keys), (kind, sorted(keys))
 
     runs = _summaries(server)
     assert len(runs) == 1
@@ -126,6 +128,16 @@ def test_deployment_runs_then_reruns_without_recomputing(server):
         assert again["stages"][stage]["cached"] is True, stage
     assert set(_shard_status(run_dir).values()) == {"skipped"}
     assert {m.name: m.stat().st_mtime_ns for m in manifests} == mtimes
+
+    # The report deployment for the existing run: evaluation is already done, the report is rewritten.
+    report_html = run_dir / "report" / "report.html"
+    report_html.unlink()
+    out = _prefect(server, "deployment", "run", "ith-report/for-run", "--param", f"run_id={run_dir.name}",
+                   "--param", f"run_root={server['runs']}")
+    report_run = _probe(server, re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1))
+    assert report_run["state"] == "COMPLETED", report_run
+    assert any(a["key"] and a["key"].startswith("ith-report-") for a in report_run["artifacts"])
+    assert report_html.is_file() and "ITH vs text-only" in report_html.read_text()
 
 
 def test_broken_shard_is_the_only_one_a_retry_reruns(server):

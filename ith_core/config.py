@@ -168,7 +168,8 @@ class FusionConfig:
 
     # The paper trains the AST encoder too; a frozen encoder makes its outputs precomputable.
     train_audio_encoder: bool = False
-    # Pool the encoder's tokens to this many (None: keep all, about 1214 per clip at paper size).
+    # Pool the frozen encoder's stored tokens to this many (None: keep all, about 1214 per clip at
+    # paper size). A trainable encoder runs inside the model and the fusion layer sees all its tokens.
     audio_tokens: int | None = None
     # -1: fuse on the embedding output (before encoder layer 0); i >= 0: after encoder layer i.
     fusion_layer: int = -1

@@ -1,0 +1,123 @@
+"""The trainable-encoder path (`fusion.train_audio_encoder=True`, the paper's choice) end to end.
+
+Stage 4 then stores AST *input features* instead of its output tokens and the AST runs inside
+the fusion LM during training. On the run folder that test_fusion_stage fabricates (one task,
+one seed, one epoch): precompute stores (max_length, num_mel_bins) features, training changes
+every AST weight, the dev-best checkpoint holds the trained AST in safetensors and `load_best`
+restores it exactly, and evaluation and `ith predict`'s answer path score with it. The frozen
+path's input standardisation (`AudioProjector.set_input_statistics`) must stay unset here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_fusion_stage import _fabricate_upstream  # noqa: E402
+
+from ith_core.config import RunConfig  # noqa: E402
+
+
+@pytest.mark.slow
+def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
+    from safetensors.torch import load_file
+
+    from ith_core import fusion_stage, predict
+    from ith_core.audio_encoding import read_selection
+    from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
+    from ith_core.profiles import load_audio_encoder
+    from ith_core.train_fusion import load_best
+    from storage.features import FeatureStore
+
+    cfg = RunConfig.for_profile(
+        "tiny", run_root=str(tmp_path), run_id="trainable",
+        data={"data_dir": str(bench_dir), "sample_limit": 8, "tasks": ["pitch"]},
+        # No weight decay: AdamW then moves a weight only if it got a nonzero gradient.
+        fusion={"train_audio_encoder": True, "epochs": 1, "batch_size": 8, "seeds": [0], "weight_decay": 0.0,
+                "bootstrap_samples": 100})
+    _fabricate_upstream(cfg)
+    paths = {role: str(p) for role, p in tiny_models.items()}
+    run_dir = tmp_path / "trainable"
+
+    # -- stage 4: AST input features, not tokens --------------------------------------------------
+    features_report = fusion_stage.precompute_stage(cfg, paths)
+    initial, extractor = load_audio_encoder(paths["audio_encoder"])
+    shape = (extractor.max_length, extractor.num_mel_bins)
+    assert features_report["feature_shape"] == list(shape) and features_report["audios_encoded"] > 0
+    reader = FeatureStore(fusion_stage.layout_for(cfg), fusion_stage.FEATURES).reader()
+    rows = read_selection(str(run_dir / "fusion_features" / "selection.parquet"))
+    audio_ids = sorted({r["audio_id"] for r in rows if r["audio_id"]})
+    stored = reader.get(audio_ids[0])
+    assert tuple(stored.shape) == shape and stored.dtype == torch.float16
+
+    # -- stage 5: training runs the AST inside the model --------------------------------------------
+    reports = {v: fusion_stage.train_stage(cfg, paths, v) for v in ("ith", "text")}
+    [job] = reports["ith"]["jobs"]
+    assert job["job"] == "ith-pitch-seed0" and job["steps"] > 0 and job["best_epoch"] == 0
+    assert job["data"]["train_spans"] > 0
+    job_dir = run_dir / "fusion_train_ith" / job["job"]
+    saved = load_file(str(job_dir / "best" / "fusion.safetensors"))
+    before = initial.state_dict()
+    encoder_saved = {k[len("audio_encoder."):]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
+    assert encoder_saved.keys() == before.keys()
+    unchanged = [k for k in before if torch.equal(encoder_saved[k], before[k])]
+    assert not unchanged, f"AST weights the training never moved (no gradient reached them): {unchanged}"
+    # The frozen path's standardisation is not applied: AST runs on raw features, the projector
+    # sees its (trainable) outputs unscaled.
+    width = initial.config.hidden_size
+    assert torch.equal(saved["projector.input_mean"], torch.zeros(1, width))
+    assert torch.equal(saved["projector.input_std"], torch.ones(1, width))
+
+    # -- the dev-best checkpoint restores the trained AST exactly ---------------------------------
+    model, tokenizer, config = load_best(job_dir)
+    assert config["spec"]["fusion"]["train_audio_encoder"] is True and model.audio_encoder is not None
+    restored = model.audio_encoder.state_dict()
+    assert restored.keys() == encoder_saved.keys()
+    for k, v in encoder_saved.items():
+        assert torch.equal(restored[k], v), k
+    assert torch.equal(model.projector.input_mean, torch.zeros(1, width))
+
+    # Gradients reach the encoder through the loaded model too (one batch, no optimiser step).
+    spans = spans_from_selection(rows)
+    examples = pq.read_table(run_dir / "fusion_features" / "examples.parquet").to_pylist()
+    train_rows = [r for r in examples if r["split"] == "train" and r["example_id"] in spans]
+    items, _ = encode_examples(tokenizer, train_rows, spans, cfg.fusion.max_length, use_audio=True)
+    batch = FusionCollator(tokenizer.pad_token_id, reader)(items[:4])
+    assert tuple(batch["audio_tokens"].shape[1:]) == shape
+    model.train()
+    model(**batch).loss.backward()
+    grads = [p.grad for p in model.audio_encoder.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    model.zero_grad()
+
+    # -- evaluation scores with the trained AST -------------------------------------------------------
+    evaluated = fusion_stage.evaluate_stage(cfg, paths)
+    preds = pq.read_table(run_dir / "fusion" / "predictions.parquet").to_pylist()
+    scored = {r["example_id"] for r in examples if r["split"] in ("dev", "test", "wiki")}
+    for variant in ("ith", "text"):
+        assert sorted(p["example_id"] for p in preds if p["model"] == variant) == sorted(scored)
+    assert evaluated["ith_examples_fused"] > 0
+
+    # -- `ith predict`'s encoding and answer path with the trained AST -----------------------------
+    row = next(r for r in rows if r["audio_id"] and r["split"] == "test")
+    sentence = next(e["sentence"] for e in examples if e["example_id"] == row["example_id"])
+    span = {"span_index": row["span_index"], "text": row["span_text"], "char_start": row["char_start"],
+            "char_end": row["char_end"], "fused_audio_id": row["audio_id"], "audio_path": row["audio_path"],
+            "sample_rate": row["sample_rate"]}
+    features = predict.encode_audio(cfg, fusion_stage.layout_for(cfg), paths, [span], "cpu")
+    # The same preparation as stage 4: identical input features for the same waveform.
+    assert torch.equal(features.get(row["audio_id"]), reader.get(row["audio_id"]))
+    model.eval()
+    fused = predict.answer(model, tokenizer, sentence, "pitch", [span], features, use_audio=True, animals=[],
+                           top_k=2, max_length=cfg.fusion.max_length, device="cpu")
+    plain = predict.answer(model, tokenizer, sentence, "pitch", [span], features, use_audio=False, animals=[],
+                           top_k=2, max_length=cfg.fusion.max_length, device="cpu")
+    assert {a["answer"] for a in fused["answers"]} == {"higher", "lower"}
+    assert fused["spans_fused"] == [row["span_text"]] and plain["spans_fused"] == []
+    # The audio reaches the answer: the fused probabilities differ from the same model without it.
+    assert fused["answers"] != plain["answers"]

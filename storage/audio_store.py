@@ -26,7 +26,6 @@ import hashlib
 import io
 import os
 import posixpath
-import uuid
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -36,6 +35,8 @@ from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from storage.layout import temporary_sibling, write_atomic
 
 STORE_DIR = "_imagine"
 
@@ -123,27 +124,15 @@ class AudioStore:
 
     # -- atomic writes -----------------------------------------------------------------------
     def _write_atomic(self, data: bytes, relative: str) -> None:
-        target = self.path(relative)
-        parent = posixpath.dirname(target)
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-        try:
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            # Rename is atomic on local disks; on object stores the upload itself is atomic.
-            self.fs.mv(tmp, target)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
+        write_atomic(self.fs, self.path(relative), data)
 
     def _publish_if_absent(self, data: bytes, relative: str) -> bool:
         """Writes `data` under `relative` unless a file is there; True if this call wrote it."""
         target = self.path(relative)
         if self.fs.exists(target):
             return False
-        parent = posixpath.dirname(target)
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        tmp = temporary_sibling(target)
         try:
             with self.fs.open(tmp, "wb") as handle:
                 handle.write(data)

@@ -30,6 +30,29 @@ import pyarrow.parquet as pq
 DONE_MARKER = "_DONE.json"
 
 
+def temporary_sibling(target: str) -> str:
+    """A unique temporary name beside `target`; readers skip names starting with '.tmp-'."""
+    return posixpath.join(posixpath.dirname(target), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+
+
+def write_atomic(fs, target: str, data: bytes) -> str:
+    """Writes `data` to `target` on `fs` under a temporary name, then renames it into place.
+
+    Rename is atomic on local disks; on object stores the upload itself is atomic. A failure
+    leaves neither the target nor the temporary file.
+    """
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    tmp = temporary_sibling(target)
+    try:
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, target)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+    return target
+
+
 class StageMismatchError(RuntimeError):
     """A finished stage in this run folder was computed with other settings."""
 
@@ -67,19 +90,7 @@ class RunLayout:
 
     # -- atomic writes -------------------------------------------------------------------------
     def write_bytes(self, data: bytes, *parts: str) -> str:
-        target = self.path(*parts)
-        parent = posixpath.dirname(target)
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-        try:
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            # Rename is atomic on local disks; on object stores the upload itself is atomic.
-            self.fs.mv(tmp, target)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-        return target
+        return write_atomic(self.fs, self.path(*parts), data)
 
     def write_json(self, obj: Any, *parts: str) -> str:
         return self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)
@@ -100,8 +111,7 @@ class RunLayout:
     def put_dir(self, local_dir: str | os.PathLike, *parts: str) -> str:
         """Copies a local folder (a saved model) into the run, replacing what was there."""
         target = self.path(*parts)
-        parent = posixpath.dirname(target)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        tmp = temporary_sibling(target)
         self.fs.makedirs(tmp, exist_ok=True)
         for file in sorted(Path(local_dir).rglob("*")):
             if file.is_file():

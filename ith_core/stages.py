@@ -165,6 +165,11 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     if (report := _cached(layout, "span_detector", key)) is not None:
         return report
     started = time.perf_counter()
+    # The classification head is initialised when the model loads: seed first, so the same
+    # settings give the same detector.
+    from transformers import set_seed
+
+    set_seed(cfg.span.seed)
     model, tokenizer = profiles.load_span_base(model_paths["lm"])
     train_rows = _examples(layout, cfg, ("train",))
     dev_rows = _examples(layout, cfg, ("dev",))

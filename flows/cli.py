@@ -240,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         from ith_core.auditorybench import DataError
         from ith_core.imagine_stage import ShardsMissingError
         from ith_core.profiles import ModelNotAvailableError
-        from storage.layout import StageMismatchError
+        from storage.layout import StageMismatchError, StageNotFinishedError
 
         if isinstance(error, (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError,
-                              ShardsMissingError, FileNotFoundError)):
+                              ShardsMissingError, StageNotFinishedError, FileNotFoundError)):
             print(f"ith: {error}", file=sys.stderr)
             return 1
         raise

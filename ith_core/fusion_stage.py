@@ -90,13 +90,6 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _upstream_key(layout: RunLayout, stage: str) -> str:
-    if not layout.exists(stage, DONE_MARKER):
-        raise RuntimeError(f"stage '{stage}' of run {layout.url()} has not finished; run it before the fusion "
-                           "stages (`ith run` runs them in order)")
-    return layout.read_json(stage, DONE_MARKER)["key"]
-
-
 def _open_stage(layout: RunLayout, stage: str, key: str) -> dict | None:
     """The recorded report if the stage finished with `key`; else prepares the folder for (re)work.
 
@@ -203,7 +196,7 @@ def _spans_table(layout: RunLayout, cfg: RunConfig) -> pa.Table:
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
     f = cfg.fusion
-    return _key(FEATURES, {s: _upstream_key(layout, s) for s in ("ingest", "spans", "imagine")},
+    return _key(FEATURES, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
                 cfg.data.tasks, cfg.data.splits, str(model_paths["audio_encoder"]), f.train_audio_encoder,
                 f.audio_tokens)
 

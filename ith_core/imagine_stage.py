@@ -167,12 +167,6 @@ def cut_shards(unique: dict[str, tuple[str, str]], finished: set[str], shard_siz
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
 
 
-def _spans_key(layout: RunLayout) -> str:
-    if not layout.exists("spans", "_DONE.json"):
-        raise ShardsMissingError(f"stage 'spans' of {layout.url()} is not finished; run the span stage first")
-    return layout.read_json("spans", "_DONE.json")["key"]
-
-
 def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
     """Writes mapping and plan (once per run and settings) and returns the plan's summary.
 
@@ -188,7 +182,7 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     device = planning_device(cfg)
     settings = GenerationSettings.from_config(cfg.imagine, generator_identity(model_paths["generator"]), device)
     clap_id = generator_identity(model_paths["clap"])
-    key = _hash(["imagine-plan", IMAGINE_VERSION, _spans_key(layout), cfg.data.tasks, cfg.data.splits,
+    key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key("spans"), cfg.data.tasks, cfg.data.splits,
                  cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
                  cfg.imagine.shard_size])
     if layout.exists(STAGE, "plan.json"):

@@ -57,6 +57,10 @@ class StageMismatchError(RuntimeError):
     """A finished stage in this run folder was computed with other settings."""
 
 
+class StageNotFinishedError(RuntimeError):
+    """A later stage needs an earlier one that has not finished in this run folder."""
+
+
 class RunLayout:
     """Paths and atomic I/O for one run folder."""
 
@@ -152,6 +156,13 @@ class RunLayout:
                 "choose another --run-id or leave it unset so the run id follows the settings"
             )
         return marker["report"]
+
+    def finished_key(self, stage: str) -> str:
+        """The key a finished stage recorded; later stages build theirs on it."""
+        if not self.exists(stage, DONE_MARKER):
+            raise StageNotFinishedError(f"stage '{stage}' of run {self.url()} has not finished; run it first "
+                                        "(`ith run` runs the stages in order)")
+        return self.read_json(stage, DONE_MARKER)["key"]
 
     def mark_done(self, stage: str, key: str, report: dict) -> None:
         # Written last: its existence means every other file of the stage is whole.

@@ -11,20 +11,14 @@ Artifacts: `ith-fusion-<run id>` (accuracy, ours vs text-only vs paper, with int
 
 from __future__ import annotations
 
-import re
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.artifacts import artifact_key
 from ith_core import fusion_stage
 from ith_core.config import RunConfig
 from tasks import fusion as t
-
-
-def artifact_key(run_id: str, kind: str = "") -> str:
-    # Prefect artifact keys take lowercase letters, digits and dashes only.
-    slug = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
-    return f"ith-fusion-{kind + '-' if kind else ''}{slug}"
 
 
 @flow(name="ith-fusion", log_prints=True)
@@ -40,9 +34,9 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
     train = {variant: t.train_fusion_lm(config, model_paths, variant) for variant in fusion_stage.VARIANTS}
     results = t.evaluate(config, model_paths)
     run_id = cfg.effective_run_id
-    create_markdown_artifact(fusion_stage.results_markdown(run_id, results), key=artifact_key(run_id),
+    create_markdown_artifact(fusion_stage.results_markdown(run_id, results), key=artifact_key("fusion", run_id),
                              description=f"ith-fusion accuracy of run {run_id}: ours vs text-only vs paper")
-    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train), key=artifact_key(run_id, "curves"),
+    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train), key=artifact_key("fusion-curves", run_id),
                              description=f"ith-fusion dev accuracy per epoch of run {run_id}")
     return fusion_stage.fusion_summary(train, results, features)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import artifact_key
 from ith_core import imagine_stage
 from ith_core.stages import load_run_config
 from ith_core.config import RunConfig
@@ -43,11 +43,6 @@ def task_runner_for(cfg: RunConfig):
             init["num_gpus"] = cfg.imagine.gpus
         return RayTaskRunner(init_kwargs=init)
     return ThreadPoolTaskRunner(max_workers=len(imagine_stage.local_devices(cfg)))
-
-
-def artifact_key(run_id: str) -> str:
-    # Prefect artifact keys take lowercase letters, digits and dashes only.
-    return "ith-imagine-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
 
 
 @flow(name="ith-imagine", log_prints=True)
@@ -73,7 +68,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     results = []
     # Progress in the UI, shard by shard (in submission order, so a slow first shard holds it back).
     progress = create_progress_artifact(0.0 if futures else 100.0,
-                                        key=artifact_key(cfg.effective_run_id).replace("-imagine-", "-imagine-progress-"),
+                                        key=artifact_key("imagine-progress", cfg.effective_run_id),
                                         description=f"imagine shards of run {cfg.effective_run_id}")
     for done, (name, future) in enumerate(zip(plan["shards"], futures), start=1):
         try:
@@ -86,7 +81,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     failed = [r for r in results if r["status"] == "failed"]
     report = None if failed else t.select_candidates(config)
     create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
-                             key=artifact_key(cfg.effective_run_id),
+                             key=artifact_key("imagine", cfg.effective_run_id),
                              description=f"ith-imagine summary of run {cfg.effective_run_id}")
     if failed:
         raise ShardsFailedError(f"{len(failed)} of {len(results)} shards failed "

@@ -14,7 +14,6 @@ Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ith_core import stages
 from ith_core.config import RunConfig
+from flows.artifacts import artifact_key
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from tasks import stages as t
@@ -93,8 +93,3 @@ def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | No
 
     return {"run_id": run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
             "report": report["html"], "flow_run_id": flow_run.id, "stages": reports}
-
-
-def artifact_key(kind: str, run_id: str) -> str:
-    # Prefect artifact keys take lowercase letters, digits and dashes only.
-    return f"ith-{kind}-" + re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")

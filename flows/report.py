@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.pipeline import artifact_key
+from flows.artifacts import artifact_key
 from ith_core import fusion_stage
 from ith_core.stages import layout_for, load_run_config
 from storage.layout import DONE_MARKER

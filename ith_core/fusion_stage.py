@@ -118,11 +118,9 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 
 def resolve_device(cfg: RunConfig) -> str:
-    if cfg.device != "auto":
-        return cfg.device
-    import torch
+    from ith_core.spans import resolve_device as resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(cfg.device))
 
 
 # ---------------------------------------------------------------------------------------------

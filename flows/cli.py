@@ -41,21 +41,27 @@ def _parse_value(text: str) -> Any:
 
 
 def _settings(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """`SECTION.NAME=VALUE` (or `SECTION.NAME.KEY=VALUE` for a mapping) -> nested overrides."""
     settings: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"--set takes SECTION.NAME=VALUE (e.g. span.epochs=3), got {pair!r}")
-        settings.setdefault(section, {})[name] = _parse_value(value)
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set takes SECTION.NAME=VALUE or SECTION.NAME.KEY=VALUE (e.g. span.epochs=3, "
+                              f"imagine.thresholds.animal=0.4), got {pair!r}")
+        node: dict[str, Any] = settings
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {pair!r}: {'.'.join(parts[:-1])} was already given a value")
+            node = child
+        node[parts[-1]] = _parse_value(value)
     return settings
 
 
 def _sample(text: str) -> int | str | None:
-    if text == "all":
-        return None
-    if text == "profile":
-        return text
+    if text in ("all", "profile"):
+        return None if text == "profile" else "all"
     try:
         value = int(text)
     except ValueError:
@@ -91,14 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--splits", type=_csv, default=None,
                      help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion "
                           "always reads all four")
-    run.add_argument("--sample", type=_sample, default="profile", metavar="N|all|profile",
+    run.add_argument("--sample", type=_sample, default=None, metavar="N|all|profile",
                      help="examples per task and split for span detection (default: the profile's, 64 for tiny, "
                           "all for paper)")
     run.add_argument("--model-dir", default=None, help="where models are built or looked for (default: "
                                                        "$ITH_HOME/models, ITH_HOME defaulting to ~/.cache/ith)")
     run.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.NAME=VALUE",
-                     help="override a stage setting, e.g. --set span.epochs=3 (repeatable; values are JSON)")
+                     help="override a stage setting, e.g. --set span.epochs=3 or --set imagine.thresholds.animal=0.4 "
+                          "(repeatable; values are JSON; `ith config` lists every setting)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     from flows.imagine import add_rerun_failed_parser
@@ -170,9 +177,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import build_config, ith_pipeline
 
     settings = _settings(args.settings)
+    unknown = sorted(set(settings) - {"span", "imagine", "fusion", "data"})
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.*: {unknown[0]} is not a settings section; sections: span, imagine, "
+                          "fusion, data (data.* has its own options: --data-dir, --tasks, --splits, --sample)")
+    if "data" in settings:
+        raise ConfigError("--set data.*: use --data-dir, --tasks, --splits and --sample for the data settings")
     params = dict(profile=args.profile, run_root=args.run_root, run_id=args.run_id, data_dir=args.data_dir,
                   tasks=args.tasks, splits=args.splits, sample_limit=args.sample, model_dir=args.model_dir,
-                  device=args.device, settings=settings)
+                  device=args.device, **settings)
     build_config(**params)  # validate before Prefect starts, so a bad setting fails in a second
     result = ith_pipeline(**params)
     if args.json:

@@ -15,58 +15,78 @@ Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from ith_core import stages
-from ith_core.config import RunConfig
+from ith_core.config import RunConfig, overrides_dict, overrides_model
 from flows.artifacts import artifact_key
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from tasks import stages as t
 
 
+SpanSettings = overrides_model("span")
+ImagineSettings = overrides_model("imagine")
+FusionSettings = overrides_model("fusion")
+
+
 def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
                  data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
-                 sample_limit: int | str | None = "profile", model_dir: str | None = None, device: str = "auto",
-                 settings: dict[str, Any] | None = None) -> RunConfig:
-    """Flow parameters -> a validated RunConfig (profile defaults, then these overrides)."""
+                 sample_limit: int | str | None = None, model_dir: str | None = None, device: str = "auto",
+                 span: Any = None, imagine: Any = None, fusion: Any = None) -> RunConfig:
+    """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
+
+    `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
+    `span`, `imagine`, `fusion`: typed section overrides (or mappings); unset fields keep the
+    profile's default.
+    """
     overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device}
     data: dict[str, Any] = {"data_dir": data_dir}
     if tasks:
         data["tasks"] = tasks
     if splits:
         data["splits"] = splits
-    if sample_limit != "profile":
+    if sample_limit == "all":
+        data["sample_limit"] = None
+    elif sample_limit is not None:
         data["sample_limit"] = sample_limit
     overrides["data"] = data
-    for section, values in (settings or {}).items():
-        if isinstance(values, dict):
-            overrides[section] = {**overrides.get(section, {}), **values}
-        else:
-            overrides[section] = values
+    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion))
     return RunConfig.for_profile(profile, **overrides)
 
 
 @flow(name="ith", log_prints=True)
-def ith_pipeline(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
-                 data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
-                 sample_limit: int | str | None = "profile", model_dir: str | None = None, device: str = "auto",
-                 settings: dict[str, Any] | None = None) -> dict:
-    """Runs every stage that exists so far and returns the run's summary.
+def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
+                 run_root: str = "runs",
+                 run_id: Optional[str] = None,
+                 data_dir: Optional[str] = None,
+                 tasks: Optional[list[Literal["animal", "pitch"]]] = None,
+                 splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
+                 sample_limit: Union[int, Literal["all"], None] = None,
+                 model_dir: Optional[str] = None,
+                 device: str = "auto",
+                 span: Optional[SpanSettings] = None,
+                 imagine: Optional[ImagineSettings] = None,
+                 fusion: Optional[FusionSettings] = None) -> dict:
+    """Runs every stage and returns the run's summary.
 
-    `sample_limit`: examples per (task, split) for span detection; "profile" takes the profile's
-    default (64 for tiny, every row for paper), None takes every row. `settings` overrides any
-    stage setting, e.g. {"span": {"epochs": 3}}.
+    Parameters: `profile` (tiny: random-weight models built offline; paper: the method's
+    checkpoints), `run_root` (folder or fsspec URL, relative to the worker's working directory),
+    `run_id` (default `<profile>-<hash of the settings>`), `data_dir`, `tasks`, `splits`,
+    `sample_limit` (examples per task and split; empty: the profile's default, "all": every row),
+    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion` (each field empty:
+    the profile's default).
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device, settings)
+    cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
+                       span, imagine, fusion)
     config = cfg.resolved()
     logger = get_run_logger()
     logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))

@@ -1,22 +1,39 @@
-"""Typed, validated settings for every stage of the pipeline.
+"""Typed, validated settings for every stage of the pipeline (pydantic 2, strict types).
 
-One frozen dataclass per stage. Each validates itself when built and raises `ConfigError`
-naming the field, the rule, the value and the fix. `RunConfig.resolved()` is what a run
-writes next to its outputs (`config.json`); `RunConfig.from_dict` reads it back and rejects
-unknown keys, so a typo in a settings file is an error, not a silent default.
+One frozen model per stage. Types are strict: an integer setting takes an integer (not "3",
+not 1.5, not true), a number takes an integer or a float (not a string or a bool), a mapping
+takes a mapping. Every bad field is reported at once, one line each, naming the field, the rule
+and the value (`ConfigError`). Unknown keys are errors, so a typo in a settings file or a
+`--set` is never a silent default.
+
+    cfg = RunConfig.for_profile("paper", fusion={"epochs": 3})   # profile defaults, then overrides
+    cfg.resolved()                                                # JSON-ready dict (config.json)
+    RunConfig.from_dict(json.load(open("config.json")))           # and back
+
+`PROFILE_DEFAULTS` holds what a profile changes from the method's defaults (the `paper` profile
+changes nothing); `overrides_model(section)` builds the all-optional twin of a section that the
+Prefect flows take as typed parameters, so the deployment form shows every setting with its
+description.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model, field_validator
 
 TASKS = ("animal", "pitch")
 SPLITS = ("train", "dev", "test", "wiki")
 PROFILE_NAMES = ("tiny", "paper")
+
+# Strict scalars: no str -> number coercion, no bool as a number, no float as an int.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # strict floats still take ints (3 -> 3.0), never bools or strings
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
 
 
 class ConfigError(ValueError):
@@ -29,214 +46,175 @@ def require(ok: bool, field_name: str, rule: str, value: Any, fix: str = "") -> 
         raise ConfigError(f"{message}; {fix}" if fix else message)
 
 
-def _as_tuple(value: Any) -> tuple:
+class Section(BaseModel):
+    """Base of every settings model: frozen, unknown keys rejected, defaults validated too."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(value)
+    return value
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """Where AuditoryBench comes from and which part of it a run uses.
+class DataConfig(Section):
+    """Where the benchmark comes from and which part of it a run uses."""
 
-    `data_dir` is a directory or fsspec URL holding the benchmark's CSV files in the layout of
-    `<task dir>/<split>.csv`; None means `$ITH_AUDITORYBENCH_DIR`, else the pinned upstream files
-    downloaded into the cache and verified.
-    """
+    data_dir: Optional[Str] = Field(
+        None, description="AuditoryBench folder or fsspec URL in the layout <task dir>/<split>.csv; null: "
+                          "$ITH_AUDITORYBENCH_DIR, else the pinned upstream files (downloaded and verified). "
+                          "Ignored by the synthetic benchmark.")
+    tasks: tuple[Literal["animal", "pitch"], ...] = Field(TASKS, description="tasks to run")
+    splits: tuple[Literal["train", "dev", "test", "wiki"], ...] = Field(
+        SPLITS, description="splits that spans are detected on and fusion scores (ingestion reads all four)")
+    sample_limit: Optional[Int] = Field(
+        None, ge=1, description="examples per (task, split) for the later stages; null: every row")
+    sample_seed: Int = Field(0, description="seed of the deterministic per-split sample")
 
-    data_dir: str | None = None
-    tasks: tuple[str, ...] = TASKS
-    splits: tuple[str, ...] = SPLITS
-    # Examples per (task, split) that later stages work on; ingestion always reads every row.
-    sample_limit: int | None = None
-    sample_seed: int = 0
+    _csv = field_validator("tasks", "splits", mode="before")(_split_csv)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", _as_tuple(self.tasks))
-        object.__setattr__(self, "splits", _as_tuple(self.splits))
-        require(len(self.tasks) > 0, "data.tasks", "name at least one task", self.tasks, f"choose from {TASKS}")
-        for task in self.tasks:
-            require(task in TASKS, "data.tasks", f"contain only {TASKS}", task)
-        require(len(self.splits) > 0, "data.splits", "name at least one split", self.splits, f"choose from {SPLITS}")
-        for split in self.splits:
-            require(split in SPLITS, "data.splits", f"contain only {SPLITS}", split)
-        require(len(set(self.tasks)) == len(self.tasks), "data.tasks", "not repeat a task", self.tasks)
-        require(len(set(self.splits)) == len(self.splits), "data.splits", "not repeat a split", self.splits)
-        if self.sample_limit is not None:
-            require(self.sample_limit >= 1, "data.sample_limit", "be >= 1 or None (all rows)", self.sample_limit)
+    @field_validator("tasks", "splits")
+    @classmethod
+    def _distinct_and_not_empty(cls, value: tuple, info) -> tuple:
+        if not value:
+            raise ValueError(f"must name at least one of {TASKS if info.field_name == 'tasks' else SPLITS}")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat an entry")
+        return value
 
 
-@dataclass(frozen=True)
-class SpanDetectorConfig:
-    """Stage 1: the auditory span detector (token classifier, 2 labels).
+class SpanDetectorConfig(Section):
+    """Stage 1: the auditory span detector (token classifier, 2 labels). Defaults are the method's."""
 
-    Defaults are the method's: 5 epochs, batch 16, AdamW lr 1e-5, max length 128, trained on
-    both tasks' train splits. The tiny profile overrides some of them (see profiles).
-    """
-
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seed: int = 42
-    # Caps the optimiser steps (None: all epochs); lets the tiny profile stay quick.
-    max_train_steps: int | None = None
-    # Caps the training examples (None: every accepted train row of every task).
-    max_train_examples: int | None = None
-    inference_batch_size: int = 64
-    # A token is inside a span when P(label 1) >= threshold.
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        require(self.epochs >= 1, "span.epochs", "be >= 1", self.epochs)
-        require(self.batch_size >= 1, "span.batch_size", "be >= 1", self.batch_size)
-        require(self.learning_rate > 0, "span.learning_rate", "be > 0", self.learning_rate)
-        require(self.weight_decay >= 0, "span.weight_decay", "be >= 0", self.weight_decay)
-        require(8 <= self.max_length <= 512, "span.max_length", "lie in [8, 512]", self.max_length,
-                "BERT-family models accept at most 512 positions")
-        if self.max_train_steps is not None:
-            require(self.max_train_steps >= 1, "span.max_train_steps", "be >= 1 or None", self.max_train_steps)
-        if self.max_train_examples is not None:
-            require(self.max_train_examples >= 1, "span.max_train_examples", "be >= 1 or None",
-                    self.max_train_examples)
-        require(self.inference_batch_size >= 1, "span.inference_batch_size", "be >= 1", self.inference_batch_size)
-        require(0.0 < self.threshold < 1.0, "span.threshold", "lie strictly between 0 and 1", self.threshold)
+    source: Literal["detected", "gold"] = Field(
+        "detected", description="detected: the trained detector's spans (the paper); gold: the benchmark's own "
+                                "span columns, located by a lower-cased string match (the reference code's "
+                                "behaviour for fusion positions)")
+    epochs: Int = Field(5, ge=1, description="training epochs (method: 5)")
+    batch_size: Int = Field(16, ge=1, description="training batch (method: 16)")
+    learning_rate: Float = Field(1e-5, gt=0, description="AdamW learning rate (method: 1e-5)")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay")
+    max_length: Int = Field(128, ge=8, le=512, description="tokens per sentence (method: 128)")
+    seed: Int = Field(42, description="seed of the head initialisation and the shuffle")
+    max_train_steps: Optional[Int] = Field(None, ge=1, description="cap on optimiser steps; null: all epochs")
+    max_train_examples: Optional[Int] = Field(
+        None, ge=1, description="cap on training examples; null: every accepted train row of every task")
+    inference_batch_size: Int = Field(64, ge=1, description="batch of detection (execution only)")
+    threshold: Float = Field(0.5, gt=0.0, lt=1.0, description="a token is inside a span when P(label 1) >= this")
 
 
-@dataclass(frozen=True)
-class ImagineConfig:
-    """Stages 2-3: audio generation and CLAP rejection sampling (method defaults)."""
+class ImagineConfig(Section):
+    """Stages 2-3: audio generation and CLAP rejection sampling. Defaults are the method's."""
 
-    prompt_template: str = "{span} sound"
-    fallback_prompt: str = "sound"
-    negative_prompt: str = "Low quality"
-    num_inference_steps: int = 50
-    duration_s: float = 5.0
-    num_candidates: int = 5
-    guidance_scale: float = 7.0
-    seed: int = 42
-    # "auto": float16 on GPU, float32 on CPU.
-    dtype: str = "auto"
-    # "full": denoise the model's whole latent window and crop (the reference behaviour);
-    # "exact": denoise only the latent frames the duration needs.
-    latent_length: str = "full"
-    batch_size: int = 8
-    shard_size: int = 64
-    clap_backend: str = "transformers"
-    clap_batch_size: int = 32
-    thresholds: dict[str, float] = field(default_factory=lambda: {"animal": 0.4, "pitch": 0.3})
-    threshold_grid: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
-    # "local": one worker per visible GPU (one on CPU); "ray": prefect-ray, one GPU per shard task.
-    task_runner: str = "local"
-    ray_address: str | None = None
-    gpus: int | None = None
-    retries: int = 2
+    prompt_template: Str = Field("{span} sound", description="generation prompt; must contain {span}")
+    fallback_prompt: Str = Field("sound", description="prompt of an example without a detected span")
+    negative_prompt: Str = Field("Low quality", description="negative prompt (method: 'Low quality')")
+    num_inference_steps: Int = Field(50, ge=1, description="diffusion steps (method: 50)")
+    duration_s: Float = Field(5.0, gt=0, description="seconds of audio kept per candidate (method: 5)")
+    num_candidates: Int = Field(5, ge=1, description="candidates per prompt (method: 5)")
+    guidance_scale: Float = Field(7.0, ge=0, description="classifier-free guidance (method: 7)")
+    seed: Int = Field(42, description="base seed; each candidate's seed derives from it and the audio id")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="auto: float16 on GPU (the method), float32 on CPU")
+    latent_length: Literal["full", "exact"] = Field(
+        "full", description="full: denoise the model's whole window and crop (the reference); exact: denoise "
+                            "only the frames the duration needs (faster, not the method)")
+    batch_size: Int = Field(8, ge=1, description="prompts per generation batch (execution only)")
+    shard_size: Int = Field(64, ge=1, description="prompts per shard task (execution only)")
+    clap_backend: Literal["transformers"] = Field(
+        "transformers", description="CLAP implementation; laion-clap is not shipped (it pins numpy<2)")
+    clap_batch_size: Int = Field(32, ge=1, description="clips per CLAP batch (execution only)")
+    thresholds: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=-1.0, le=1.0)]] = Field(
+        default_factory=lambda: {"animal": 0.4, "pitch": 0.3},
+        description="CLAP acceptance threshold per task (method: animal 0.4, pitch 0.3); "
+                    "set one with --set imagine.thresholds.animal=0.4")
+    threshold_grid: tuple[Annotated[Float, Field(ge=-1.0, le=1.0)], ...] = Field(
+        (0.0, 0.2, 0.4, 0.6, 0.8), description="thresholds whose acceptance is reported (the paper's study)")
+    task_runner: Literal["local", "ray"] = Field(
+        "local", description="local: one worker per visible GPU (one on CPU); ray: prefect-ray, one GPU per shard")
+    ray_address: Optional[Str] = Field(None, description="Ray cluster address (ray://head:10001); null: local Ray")
+    gpus: Optional[Int] = Field(None, ge=0, description="GPUs to use; null: all visible")
+    retries: Int = Field(2, ge=0, description="retries of a failed shard (I/O and device errors)")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threshold_grid", tuple(float(t) for t in self.threshold_grid))
-        require("{span}" in self.prompt_template, "imagine.prompt_template", "contain '{span}'",
-                self.prompt_template)
-        require(self.num_inference_steps >= 1, "imagine.num_inference_steps", "be >= 1", self.num_inference_steps)
-        require(self.duration_s > 0, "imagine.duration_s", "be > 0", self.duration_s)
-        require(self.num_candidates >= 1, "imagine.num_candidates", "be >= 1", self.num_candidates)
-        require(self.guidance_scale >= 0, "imagine.guidance_scale", "be >= 0", self.guidance_scale)
-        require(self.dtype in ("auto", "float16", "bfloat16", "float32"), "imagine.dtype",
-                "be auto, float16, bfloat16 or float32", self.dtype)
-        require(self.latent_length in ("full", "exact"), "imagine.latent_length", "be 'full' or 'exact'",
-                self.latent_length)
-        require(self.batch_size >= 1, "imagine.batch_size", "be >= 1", self.batch_size)
-        require(self.shard_size >= 1, "imagine.shard_size", "be >= 1", self.shard_size)
-        # laion-clap is not shipped: it pins numpy<2 (pyarrow then fails) and needs torchvision.
-        require(self.clap_backend == "transformers", "imagine.clap_backend", "be 'transformers'", self.clap_backend,
-                "the laion_clap backend is not available in this release")
-        require(self.clap_batch_size >= 1, "imagine.clap_batch_size", "be >= 1", self.clap_batch_size)
-        for task, value in self.thresholds.items():
-            require(task in TASKS, "imagine.thresholds", f"have keys among {TASKS}", task)
-            require(-1.0 <= value <= 1.0, f"imagine.thresholds.{task}", "lie in [-1, 1] (a cosine similarity)", value)
-        for value in self.threshold_grid:
-            require(-1.0 <= value <= 1.0, "imagine.threshold_grid", "hold values in [-1, 1]", value)
-        require(self.task_runner in ("local", "ray"), "imagine.task_runner", "be 'local' or 'ray'", self.task_runner)
-        if self.gpus is not None:
-            require(self.gpus >= 0, "imagine.gpus", "be >= 0 or None (all visible)", self.gpus)
-        require(self.retries >= 0, "imagine.retries", "be >= 0", self.retries)
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_span(cls, value: str) -> str:
+        if "{span}" not in value:
+            raise ValueError("must contain '{span}'")
+        return value
+
+    @field_validator("threshold_grid", mode="before")
+    @classmethod
+    def _grid_list(cls, value: Any) -> Any:
+        return _split_csv(value) if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class FusionConfig:
-    """Stages 4-5: audio encoding, the fusion LM, training and evaluation (method defaults)."""
+class FusionConfig(Section):
+    """Stages 4-5: audio encoding, the fusion LM, training and evaluation. Defaults are the method's."""
 
-    # The paper trains the AST encoder too; a frozen encoder makes its outputs precomputable.
-    train_audio_encoder: bool = False
-    # Pool the frozen encoder's stored tokens to this many (None: keep all, about 1214 per clip at
-    # paper size). A trainable encoder runs inside the model and the fusion layer sees all its tokens.
-    audio_tokens: int | None = None
-    # -1: fuse on the embedding output (before encoder layer 0); i >= 0: after encoder layer i.
-    fusion_layer: int = -1
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    dropout: float = 0.1
-    learning_rates: dict[str, float] = field(default_factory=lambda: {"animal": 3e-4, "pitch": 4e-5})
-    batch_size: int = 32
-    epochs: int = 8
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128
-    seeds: tuple[int, ...] = (42,)
-    mixed_precision: str = "auto"
-    bootstrap_samples: int = 1000
-    num_processes: int = 1
+    train_audio_encoder: Bool = Field(
+        False, description="train AST end to end (the reference) on precomputed input features; false: the "
+                           "frozen-encoder variant (AST tokens precomputed and standardised)")
+    audio_tokens: Optional[Int] = Field(
+        None, ge=1, description="frozen encoder only: pool the stored tokens to this many; null: all (~1214)")
+    fusion_layer: Int = Field(-1, ge=-1, description="-1: fuse on the embedding output; i: after encoder layer i")
+    num_heads: Int = Field(12, ge=1, description="cross-attention heads (method: 12)")
+    ffn_dim: Int = Field(3072, ge=1, description="fusion FFN width (method: 3072)")
+    dropout: Float = Field(0.1, ge=0.0, lt=1.0, description="fusion dropout (method: 0.1)")
+    learning_rates: dict[Literal["animal", "pitch"], Annotated[Float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"animal": 3e-4, "pitch": 4e-5},
+        description="AdamW learning rate per task (method: animal 3e-4, pitch 4e-5)")
+    batch_size: Int = Field(32, ge=1, description="global batch (method: 32)")
+    epochs: Int = Field(8, ge=1, description="training epochs (method: 8)")
+    warmup_ratio: Float = Field(0.1, ge=0.0, lt=1.0, description="linear warmup share of the cosine schedule")
+    weight_decay: Float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    max_length: Int = Field(128, ge=8, le=512, description="tokens per sentence")
+    seeds: tuple[Int, ...] = Field((42,), min_length=1, description="training seeds; one model per task and seed")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on GPU, none on CPU")
+    bootstrap_samples: Int = Field(1000, ge=100, description="bootstrap resamples of the 95 % intervals")
+    num_processes: Int = Field(1, ge=1, description="accelerate processes (execution only)")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if self.audio_tokens is not None:
-            require(self.audio_tokens >= 1, "fusion.audio_tokens", "be >= 1 or None (all)", self.audio_tokens)
-        require(self.fusion_layer >= -1, "fusion.fusion_layer", "be -1 (embedding output) or a layer index >= 0",
-                self.fusion_layer)
-        require(self.num_heads >= 1, "fusion.num_heads", "be >= 1", self.num_heads)
-        require(self.ffn_dim >= 1, "fusion.ffn_dim", "be >= 1", self.ffn_dim)
-        require(0.0 <= self.dropout < 1.0, "fusion.dropout", "lie in [0, 1)", self.dropout)
-        for task, value in self.learning_rates.items():
-            require(task in TASKS, "fusion.learning_rates", f"have keys among {TASKS}", task)
-            require(value > 0, f"fusion.learning_rates.{task}", "be > 0", value)
-        require(self.batch_size >= 1, "fusion.batch_size", "be >= 1", self.batch_size)
-        require(self.epochs >= 1, "fusion.epochs", "be >= 1", self.epochs)
-        require(0.0 <= self.warmup_ratio < 1.0, "fusion.warmup_ratio", "lie in [0, 1)", self.warmup_ratio)
-        require(8 <= self.max_length <= 512, "fusion.max_length", "lie in [8, 512]", self.max_length)
-        require(len(self.seeds) >= 1, "fusion.seeds", "name at least one seed", self.seeds)
-        require(self.mixed_precision in ("auto", "no", "fp16", "bf16"), "fusion.mixed_precision",
-                "be auto, no, fp16 or bf16", self.mixed_precision)
-        require(self.bootstrap_samples >= 100, "fusion.bootstrap_samples", "be >= 100", self.bootstrap_samples)
-        require(self.num_processes >= 1, "fusion.num_processes", "be >= 1", self.num_processes)
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_list(cls, value: Any) -> Any:
+        return _split_csv(value) if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """One pipeline run: profile, data, stage settings and where outputs go."""
 
-    profile: str = "tiny"
-    run_root: str = "runs"
-    run_id: str | None = None
-    # Where models are cached or looked for; None means $ITH_HOME/models (default ~/.cache/ith/models).
-    model_dir: str | None = None
-    device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    span: SpanDetectorConfig = field(default_factory=SpanDetectorConfig)
-    imagine: ImagineConfig = field(default_factory=ImagineConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
+    profile: Literal["tiny", "paper"] = Field(
+        "tiny", description="tiny: small random-weight models built offline; paper: the method's checkpoints")
+    run_root: Str = Field("runs", min_length=1, description="folder or fsspec URL that holds runs")
+    run_id: Optional[Str] = Field(None, description="run folder name; null: <profile>-<hash of the settings>")
+    model_dir: Optional[Str] = Field(None, description="models folder; null: $ITH_HOME/models")
+    device: Str = Field("auto", description="auto (GPU when there is one), cpu, cuda or cuda:N")
+    data: DataConfig = Field(default_factory=DataConfig)
+    span: SpanDetectorConfig = Field(default_factory=SpanDetectorConfig)
+    imagine: ImagineConfig = Field(default_factory=ImagineConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
-    def __post_init__(self) -> None:
-        require(self.profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", self.profile)
-        require(bool(self.run_root), "run_root", "be a non-empty path or fsspec URL", self.run_root)
-        if self.run_id is not None:
-            ok = bool(self.run_id) and all(c.isalnum() or c in "-_." for c in self.run_id)
-            require(ok and not self.run_id.startswith("."), "run_id",
-                    "use only letters, digits, '-', '_' and '.' and not start with '.'", self.run_id)
-        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-                "device", "be 'auto', 'cpu' or 'cuda[:N]'", self.device)
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, value: str | None) -> str | None:
+        if value is not None:
+            ok = bool(value) and all(c.isalnum() or c in "-_." for c in value) and not value.startswith(".")
+            if not ok:
+                raise ValueError("must use only letters, digits, '-', '_' and '.' and not start with '.'")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not (value == "cuda" or (value.startswith("cuda:")
+                                                                     and value[5:].isdigit())):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
 
     def resolved(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not where they are written)."""
@@ -257,29 +235,67 @@ class RunConfig:
 
     @classmethod
     def for_profile(cls, profile: str = "tiny", **overrides: Any) -> "RunConfig":
-        """The profile's defaults, then `overrides` (top-level fields, or `data`/`span` mappings)."""
-        require(profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", profile)
-        merged: dict[str, Any] = {"profile": profile}
-        for name, value in PROFILE_DEFAULTS[profile].items():
-            merged[name] = dict(value) if isinstance(value, dict) else value
-        for name, value in overrides.items():
-            if isinstance(value, dict) and isinstance(merged.get(name), dict):
-                merged[name] = {**merged[name], **value}
-            else:
-                merged[name] = value
-        return cls.from_dict(merged)
+        """The profile's defaults, then `overrides` (top-level fields, or section mappings, merged deeply)."""
+        if profile not in PROFILE_NAMES:
+            raise ConfigError(f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
+        merged: dict[str, Any] = {"profile": profile, **copy.deepcopy(PROFILE_DEFAULTS[profile])}
+        return cls.from_dict(deep_merge(merged, overrides))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        raw = dict(raw)
-        nested = {"data": DataConfig, "span": SpanDetectorConfig, "imagine": ImagineConfig, "fusion": FusionConfig}
-        kwargs: dict[str, Any] = {}
-        for name, value in raw.items():
-            if name in nested:
-                kwargs[name] = _build(nested[name], value, prefix=name)
-            else:
-                kwargs[name] = value
-        return _build(cls, kwargs, prefix="")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"settings must be a mapping, got {type(raw).__name__}")
+        return validate(cls, raw)
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` over `base`; nested mappings are merged key by key (None values are kept)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_none=False)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or model.__name__
+    kind = error["type"]
+    message = error["msg"]
+    if kind == "extra_forbidden":
+        section: Any = model
+        for part in error["loc"][:-1]:
+            field = section.model_fields.get(str(part)) if isinstance(section, type) else None
+            section = field.annotation if field is not None else None
+        known = sorted(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else []
+        return f"{where} is not a known setting" + (f"; known settings here: {', '.join(known)}" if known else "")
+    if kind == "missing":
+        return f"{where} is required"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        return f"{where} must be {bounds[kind]} {next(iter(error['ctx'].values()))}, got {error['input']!r}"
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    message = (message.replace("Input should be a valid integer", "must be an integer")
+               .replace("Input should be a valid", "must be a").replace("Input should be", "must be")
+               .replace("Input should have", "must have"))
+    line = f"{where} {message}, got {error['input']!r}"
+    if kind in ("dict_type", "model_type"):
+        line += "; set one key with --set SECTION.NAME.KEY=VALUE (e.g. imagine.thresholds.animal=0.4)"
+    return line
+
+
+def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:
+    """`model(**raw)`, with every validation problem turned into one `ConfigError` line each."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        lines = [_describe(e, model) for e in error.errors(include_url=False)]
+        raise ConfigError("; ".join(lines) if len(lines) == 1 else
+                          f"{len(lines)} invalid settings:\n  " + "\n  ".join(lines)) from None
 
 
 # Settings that only choose how work is executed (batching, sharding, workers); left out of the
@@ -309,14 +325,53 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {},
 }
 
+SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "span": SpanDetectorConfig, "imagine": ImagineConfig,
+                                      "fusion": FusionConfig}
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if isinstance(raw, cls):
-        return raw
-    require(isinstance(raw, dict), prefix or cls.__name__, "be a mapping", type(raw).__name__)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    where = f"{prefix}." if prefix else ""
-    require(not unknown, f"{where}{unknown[0] if unknown else ''}", "be a known setting",
-            unknown[0] if unknown else None, f"known settings: {sorted(known)}")
-    return cls(**raw)
+
+def profile_default(profile: str, section: str, name: str) -> Any:
+    """The value a profile gives a setting when nothing overrides it."""
+    value = PROFILE_DEFAULTS[profile].get(section, {}).get(name, _MISSING)
+    if value is _MISSING:
+        field = SECTIONS[section].model_fields[name]
+        value = field.get_default(call_default_factory=True)
+    return value
+
+
+_MISSING = object()
+
+
+def overrides_model(section: str) -> type[BaseModel]:
+    """The all-optional twin of a section (null = the profile's default), with the same types and rules.
+
+    The Prefect flows take these as parameters, so the deployment form shows every setting with
+    its description and both profiles' defaults.
+    """
+    model = SECTIONS[section]
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        defaults = ", ".join(f"{p} {json.dumps(_jsonable(profile_default(p, section, name)))}" for p in PROFILE_NAMES)
+        annotation = Annotated[tuple([field.annotation, *field.metadata])] if field.metadata else field.annotation
+        fields[name] = (Optional[annotation], Field(None, description=f"{field.description} (default: {defaults})"))
+    return create_model(f"{model.__name__.replace('Config', '')}Settings",
+                        __config__=ConfigDict(frozen=True, extra="forbid"), __doc__=model.__doc__, **fields)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def overrides_dict(**sections: Any) -> dict[str, dict[str, Any]]:
+    """Section overrides (models, mappings or None) -> {section: {name: value}} without the unset ones."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, value in sections.items():
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_none=True)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section} must be a mapping of settings, got {value!r}")
+        out[section] = {k: v for k, v in value.items() if v is not None}
+    return out

@@ -30,7 +30,6 @@ leftover folder with another key is cleared, so a resume never mixes settings.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -265,7 +264,7 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 def _training_settings(cfg: RunConfig) -> dict:
     # Everything in FusionConfig changes the trained weights except how many processes share the
     # global batch and how many bootstrap samples the scorer draws.
-    settings = dataclasses.asdict(cfg.fusion)
+    settings = cfg.fusion.model_dump(mode="json")
     for name in ("num_processes", "bootstrap_samples"):
         settings.pop(name)
     return settings
@@ -355,7 +354,7 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
         lm_path=str(model_paths["lm"]), examples_path=str(inputs / "examples.parquet"), output_dir=str(out),
         selection_path=str(inputs / "selection.parquet"), features_dir=str(inputs),
         audio_encoder_path=str(model_paths["audio_encoder"]) if cfg.fusion.train_audio_encoder else None,
-        fusion=dataclasses.asdict(cfg.fusion),
+        fusion=cfg.fusion.model_dump(mode="json"),
         jobs=tuple(TrainJob(task, variant, seed) for task in train_tasks for seed in cfg.fusion.seeds))
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec.to_json(), indent=2))

@@ -88,7 +88,8 @@ def _params(server, seed: int) -> dict:
         "run_root": str(server["runs"]),
         "sample_limit": 4,
         "splits": ["train", "dev"],
-        "settings": {"span": {"max_train_steps": 10}, "imagine": {"seed": seed, "shard_size": 2}},
+        "span": {"max_train_steps": 10},
+        "imagine": {"seed": seed, "shard_size": 2},
     }
 
 

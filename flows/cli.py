@@ -1,6 +1,7 @@
 """The `ith` command.
 
     ith run            run the pipeline's stages on a profile, a data subset and a run root
+    ith config         print the resolved settings a run would use, before anything runs
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
@@ -75,6 +76,33 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _add_run_settings(parser: argparse.ArgumentParser) -> None:
+    """The options that choose a run's settings (shared by `ith run` and `ith config`)."""
+    add = parser.add_argument
+    add("--profile", choices=PROFILE_NAMES, default="tiny",
+        help="tiny: small random-weight models built offline (default); paper: the method's checkpoints")
+    add("--benchmark", choices=("auditorybench", "synthetic"), default="auditorybench",
+        help="auditorybench (default); synthetic: the planted-signal benchmark in AuditoryBench's layout, whose "
+             "answers only the audio can give (a check of the audio path, see the README)")
+    add("--run-root", default="runs", help="folder or fsspec URL (s3://, gs://, memory://) for runs (default: ./runs)")
+    add("--run-id", default=None, help="name of the run folder (default: <profile>[-<benchmark>]-<hash of the "
+                                       "settings>, so an identical run reuses its results)")
+    add("--data-dir", default=None, help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, else the "
+                                         "pinned upstream files, downloaded and verified)")
+    add("--tasks", type=_csv, default=None, help=f"comma-separated tasks (default: {','.join(TASKS)})")
+    add("--splits", type=_csv, default=None,
+        help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion always reads all four")
+    add("--sample", type=_sample, default=None, metavar="N|all|profile",
+        help="examples per task and split for span detection (default: the profile's, 64 for tiny, all for paper "
+             "and for the synthetic benchmark)")
+    add("--model-dir", default=None, help="where models are built or looked for (default: $ITH_HOME/models, "
+                                          "ITH_HOME defaulting to ~/.cache/ith)")
+    add("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    add("--set", dest="settings", action="append", default=[], metavar="SECTION.NAME=VALUE",
+        help="override a setting of section span, imagine, fusion or synthetic, e.g. --set span.epochs=3 or "
+             "--set imagine.thresholds.animal=0.4 (repeatable; values are JSON; `ith config` lists every setting)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ith", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,28 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the pipeline locally as the Prefect flow `ith` (no server needed). Each run writes "
                     "<run-root>/<run-id>/ with one folder per stage, config.json and summary.json. An identical "
                     "run reuses every finished stage.")
-    run.add_argument("--profile", choices=PROFILE_NAMES, default="tiny",
-                     help="tiny: small random-weight models built offline (default); paper: the method's checkpoints")
-    run.add_argument("--run-root", default="runs", help="folder or fsspec URL (s3://, gs://, memory://) for runs "
-                                                        "(default: ./runs)")
-    run.add_argument("--run-id", default=None, help="name of the run folder (default: <profile>-<hash of the "
-                                                    "settings>, so an identical run reuses its results)")
-    run.add_argument("--data-dir", default=None, help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, "
-                                                      "else the pinned upstream files, downloaded and verified)")
-    run.add_argument("--tasks", type=_csv, default=None, help=f"comma-separated tasks (default: {','.join(TASKS)})")
-    run.add_argument("--splits", type=_csv, default=None,
-                     help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion "
-                          "always reads all four")
-    run.add_argument("--sample", type=_sample, default=None, metavar="N|all|profile",
-                     help="examples per task and split for span detection (default: the profile's, 64 for tiny, "
-                          "all for paper)")
-    run.add_argument("--model-dir", default=None, help="where models are built or looked for (default: "
-                                                       "$ITH_HOME/models, ITH_HOME defaulting to ~/.cache/ith)")
-    run.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
-    run.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.NAME=VALUE",
-                     help="override a stage setting, e.g. --set span.epochs=3 or --set imagine.thresholds.animal=0.4 "
-                          "(repeatable; values are JSON; `ith config` lists every setting)")
+    _add_run_settings(run)
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    config = commands.add_parser(
+        "config", help="print the resolved settings a run would use",
+        description="Print the settings `ith run` would use with the same options (profile defaults, then the "
+                    "benchmark's, then --set), validated, and the run id they give. Runs nothing.")
+    _add_run_settings(config)
+    config.add_argument("--json", action="store_true", help="print the settings as JSON (config.json's form)")
 
     from flows.imagine import add_rerun_failed_parser
 
@@ -173,25 +188,54 @@ def _accuracy_line(row: dict) -> str:
             f"(sd {row['std']:.2f} over {row['seeds']} seed{'s' if row['seeds'] != 1 else ''})  {paper}")
 
 
+def _run_params(args: argparse.Namespace) -> dict[str, Any]:
+    """`ith run`/`ith config` options -> the flow's parameters (checked for shape, not yet validated)."""
+    settings = _settings(args.settings)
+    sections = ("span", "imagine", "fusion", "synthetic")
+    unknown = sorted(set(settings) - set(sections))
+    if unknown:
+        hint = (" (data settings have their own options: --data-dir, --tasks, --splits, --sample)"
+                if unknown[0] == "data" else "")
+        raise ConfigError(f"--set {unknown[0]}.*: {unknown[0]!r} is not a settings section; sections: "
+                          f"{', '.join(sections)}{hint}")
+    return dict(profile=args.profile, benchmark=args.benchmark, run_root=args.run_root, run_id=args.run_id,
+                data_dir=args.data_dir, tasks=args.tasks, splits=args.splits, sample_limit=args.sample,
+                model_dir=args.model_dir, device=args.device, **settings)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import build_config, ith_pipeline
 
-    settings = _settings(args.settings)
-    unknown = sorted(set(settings) - {"span", "imagine", "fusion", "data"})
-    if unknown:
-        raise ConfigError(f"--set {unknown[0]}.*: {unknown[0]} is not a settings section; sections: span, imagine, "
-                          "fusion, data (data.* has its own options: --data-dir, --tasks, --splits, --sample)")
-    if "data" in settings:
-        raise ConfigError("--set data.*: use --data-dir, --tasks, --splits and --sample for the data settings")
-    params = dict(profile=args.profile, run_root=args.run_root, run_id=args.run_id, data_dir=args.data_dir,
-                  tasks=args.tasks, splits=args.splits, sample_limit=args.sample, model_dir=args.model_dir,
-                  device=args.device, **settings)
+    params = _run_params(args)
     build_config(**params)  # validate before Prefect starts, so a bad setting fails in a second
     result = ith_pipeline(**params)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_summary(result)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from flows.pipeline import build_config
+
+    cfg = build_config(**_run_params(args))
+    resolved = {**cfg.resolved(), "run_id": cfg.effective_run_id}
+    if args.json:
+        print(json.dumps(resolved, indent=2))
+        return 0
+    from ith_core.config import SECTIONS
+
+    print(f"run id {cfg.effective_run_id} (profile {cfg.profile}, benchmark {cfg.benchmark}); "
+          f"written as <run root>/<run id>/config.json")
+    for name in ("run_root", "model_dir", "device"):
+        print(f"  {name:<22} {json.dumps(resolved[name])}")
+    for section, model in SECTIONS.items():
+        if section == "synthetic" and cfg.benchmark != "synthetic":
+            continue
+        print(f"[{section}]")
+        for name, field in model.model_fields.items():
+            print(f"  {name:<22} {json.dumps(resolved[section][name]):<28} {field.description}")
     return 0
 
 
@@ -242,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+        return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
                 "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)

@@ -31,19 +31,22 @@ from tasks import stages as t
 SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
+SyntheticSettings = overrides_model("synthetic")
 
 
 def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
                  data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
                  sample_limit: int | str | None = None, model_dir: str | None = None, device: str = "auto",
-                 span: Any = None, imagine: Any = None, fusion: Any = None) -> RunConfig:
+                 span: Any = None, imagine: Any = None, fusion: Any = None, benchmark: str = "auditorybench",
+                 synthetic: Any = None) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
     `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
-    `span`, `imagine`, `fusion`: typed section overrides (or mappings); unset fields keep the
-    profile's default.
+    `span`, `imagine`, `fusion`, `synthetic`: typed section overrides (or mappings); unset fields
+    keep the profile's (and benchmark's) default.
     """
-    overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device}
+    overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device,
+                                 "benchmark": benchmark}
     data: dict[str, Any] = {"data_dir": data_dir}
     if tasks:
         data["tasks"] = tasks
@@ -54,12 +57,13 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     elif sample_limit is not None:
         data["sample_limit"] = sample_limit
     overrides["data"] = data
-    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion))
+    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic))
     return RunConfig.for_profile(profile, **overrides)
 
 
 @flow(name="ith", log_prints=True)
 def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
+                 benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
                  run_root: str = "runs",
                  run_id: Optional[str] = None,
                  data_dir: Optional[str] = None,
@@ -70,15 +74,17 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  device: str = "auto",
                  span: Optional[SpanSettings] = None,
                  imagine: Optional[ImagineSettings] = None,
-                 fusion: Optional[FusionSettings] = None) -> dict:
+                 fusion: Optional[FusionSettings] = None,
+                 synthetic: Optional[SyntheticSettings] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
     Parameters: `profile` (tiny: random-weight models built offline; paper: the method's
-    checkpoints), `run_root` (folder or fsspec URL, relative to the worker's working directory),
+    checkpoints), `benchmark` (auditorybench, or synthetic: the planted-signal check), `run_root`
+    (folder or fsspec URL, relative to the worker's working directory),
     `run_id` (default `<profile>-<hash of the settings>`), `data_dir`, `tasks`, `splits`,
     `sample_limit` (examples per task and split; empty: the profile's default, "all": every row),
-    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion` (each field empty:
-    the profile's default).
+    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion`, `synthetic` (each
+    field empty: the profile's default).
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
@@ -86,7 +92,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
 
     hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
-                       span, imagine, fusion)
+                       span, imagine, fusion, benchmark, synthetic)
     config = cfg.resolved()
     logger = get_run_logger()
     logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))

@@ -18,7 +18,7 @@ Metrics (the method's heads):
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import pyarrow as pa
@@ -120,37 +120,57 @@ def _after_space(sentence: str) -> bool:
     return at > 0 and sentence[at - 1].isspace()
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of 0/1 outcomes (in %)."""
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of 0/1 outcomes (in %).
+
+    `clusters` (one key per outcome): resample whole clusters, not outcomes - the right unit
+    when outcomes within a cluster are dependent (the synthetic benchmark's rows of one source).
+    """
     if len(correct) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
-    means = correct[idx].mean(axis=1)
+    if clusters is None:
+        idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
+        means = correct[idx].mean(axis=1)
+    else:
+        _, group = np.unique(np.asarray(clusters), return_inverse=True)
+        hits = np.bincount(group, weights=correct)
+        sizes = np.bincount(group).astype(np.float64)
+        idx = rng.integers(0, len(sizes), size=(n_boot, len(sizes)))
+        means = hits[idx].sum(axis=1) / sizes[idx].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(100 * lo), float(100 * hi)
 
 
-def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """Rows: model, seed, task, split, metric, n, accuracy (%), ci_low, ci_high (95% bootstrap)."""
+def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
+                   clusters: dict[str, str] | None = None) -> list[dict]:
+    """Rows: model, seed, task, split, metric, n, accuracy (%), ci_low, ci_high (95% bootstrap).
+
+    `clusters`: example id -> bootstrap unit (None: every example is its own unit); `units`
+    counts the distinct units of each row.
+    """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in predictions:
         groups[(p["model"], p["seed"], p["task"], p["split"])].append(p)
     rows = []
     for (model, run_seed, task, split), preds in sorted(groups.items()):
-        metrics = [("exact_match" if task == "animal" else "accuracy", [p["correct"] for p in preds])]
+        metrics = [("exact_match" if task == "animal" else "accuracy", preds)]
         if task == "animal":
-            metrics.append(("mc4_accuracy", [p["mc_correct"] for p in preds if p["mc_correct"] is not None]))
-        for metric, outcomes in metrics:
-            arr = np.asarray(outcomes, dtype=np.float64)
-            lo, hi = bootstrap_ci(arr, n_boot, seed)
+            metrics.append(("mc4_accuracy", [p for p in preds if p["mc_correct"] is not None]))
+        for metric, chosen in metrics:
+            key = "mc_correct" if metric == "mc4_accuracy" else "correct"
+            arr = np.asarray([p[key] for p in chosen], dtype=np.float64)
+            units = None if clusters is None else np.asarray([clusters[p["example_id"]] for p in chosen])
+            lo, hi = bootstrap_ci(arr, n_boot, seed, clusters=units)
             rows.append({"model": model, "seed": int(run_seed), "task": task, "split": split, "metric": metric,
-                         "n": int(len(arr)), "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
+                         "n": int(len(arr)), "units": int(len(arr) if units is None else len(set(units.tolist()))),
+                         "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
                          "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
     return rows
 
 
-def seed_summary(table: list[dict]) -> list[dict]:
+def seed_summary(table: list[dict], with_paper: bool = True) -> list[dict]:
     """Mean and standard deviation over seeds per (model, task, split, metric), next to the paper."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in table:
@@ -158,16 +178,32 @@ def seed_summary(table: list[dict]) -> list[dict]:
             groups[(r["model"], r["task"], r["split"], r["metric"])].append(r["accuracy"])
     out = []
     for (model, task, split, metric), accs in sorted(groups.items()):
-        paper = PAPER_RESULTS.get(PAPER_ROW_FOR.get(model, ""), {}).get(f"{task}/{split}")
+        published = with_paper and metric != "mc4_accuracy"
+        paper = PAPER_RESULTS.get(PAPER_ROW_FOR.get(model, ""), {}).get(f"{task}/{split}") if published else None
         out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
                     "mean": round(float(np.mean(accs)), 2), "std": round(float(np.std(accs)), 2),
-                    "paper": paper if metric != "mc4_accuracy" else None,
-                    "paper_model": PAPER_ROW_FOR.get(model) if metric != "mc4_accuracy" else None})
+                    "paper": paper, "paper_model": PAPER_ROW_FOR.get(model) if published else None})
     return out
 
 
-def results_dict(table: list[dict]) -> dict:
+def majority_baseline(examples: list[dict], splits) -> dict[str, dict]:
+    """Per "task/split": the most frequent gold answer and its share (%), what one constant answer scores."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for row in examples:
+        if row["split"] in splits:
+            counts[f"{row['task']}/{row['split']}"][_norm(row["answer"])] += 1
+    out = {}
+    for name, counter in sorted(counts.items()):
+        answer, n = counter.most_common(1)[0]
+        out[name] = {"answer": answer, "accuracy": round(100.0 * n / sum(counter.values()), 2),
+                     "n": sum(counter.values())}
+    return out
+
+
+def results_dict(table: list[dict], benchmark: str = "auditorybench") -> dict:
     """JSON-able summary for summary.json: ours vs paper, per task/split, plus every seed's row."""
-    return {"ours_vs_paper": seed_summary(table), "per_seed": table,
-            "note": "paper columns: published AuditoryBench accuracies (ITH row for 'ith', BERT-base row for "
-                    "'text'); mc4_accuracy is our second metric (4-way choice over options), not in the paper"}
+    paper = benchmark == "auditorybench"
+    note = ("paper columns: published AuditoryBench accuracies (ITH row for 'ith', BERT-base row for 'text'); "
+            "mc4_accuracy is our second metric (4-way choice over options), not in the paper") if paper else \
+        (f"benchmark {benchmark}: no published numbers exist for it; mc4_accuracy is a 4-way choice over options")
+    return {"ours_vs_paper": seed_summary(table, with_paper=paper), "per_seed": table, "note": note}

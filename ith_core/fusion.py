@@ -127,14 +127,15 @@ def audio_feature_statistics(features, audio_ids, max_audios: int = 4096,
 class FusionLayer(nn.Module):
     """Cross-attention from span token states to audio tokens, FFN, layer norms and the gate."""
 
-    def __init__(self, hidden_size: int, num_heads: int, ffn_dim: int, dropout: float, layer_norm_eps: float = 1e-12):
+    def __init__(self, hidden_size: int, num_heads: int, ffn_dim: int, dropout: float, layer_norm_eps: float = 1e-5):
         super().__init__()
         require(hidden_size % num_heads == 0, "fusion.num_heads", f"divide the LM hidden size {hidden_size}",
                 num_heads, "choose a divisor of the hidden size (12 for bert-base)")
         self.attn = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
+        # As the reference: torch's default LayerNorm eps (1e-5), dropout only after the FFN.
         self.norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, hidden_size), nn.Dropout(dropout))
+        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, hidden_size),
+                                 nn.Dropout(dropout))
         self.norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.gate_audio = nn.Linear(hidden_size, hidden_size)
         self.gate_text = nn.Linear(hidden_size, hidden_size)
@@ -201,8 +202,11 @@ class FusionLM(nn.Module):
     """
 
     def __init__(self, mlm: nn.Module, audio_dim: int | None, num_heads: int, ffn_dim: int, dropout: float,
-                 fusion_layer: int = -1, fusion: bool = True, audio_encoder: nn.Module | None = None) -> None:
+                 fusion_layer: int = -1, fusion: bool = True, audio_encoder: nn.Module | None = None,
+                 pool_to: int | None = None) -> None:
         super().__init__()
+        # A trained encoder's tokens pooled to this many (None: all of them, the method).
+        self.pool_to = pool_to if audio_encoder is not None else None
         self.mlm = mlm
         self.fusion_layer = fusion_layer
         self.use_fusion = fusion
@@ -210,11 +214,10 @@ class FusionLM(nn.Module):
         if fusion:
             hidden = mlm.config.hidden_size
             require(audio_dim is not None and audio_dim >= 1, "audio_dim", "be the audio encoder's width", audio_dim)
-            eps = getattr(mlm.config, "layer_norm_eps", 1e-12)
             # Trainable AST (the paper's choice) runs inside the model on precomputed input features.
             self.audio_encoder = audio_encoder
             self.projector = AudioProjector(audio_dim, hidden)
-            self.fusion = FusionLayer(hidden, num_heads, ffn_dim, dropout, eps)
+            self.fusion = FusionLayer(hidden, num_heads, ffn_dim, dropout)
             self._hook = fusion_site(mlm, fusion_layer).register_forward_hook(self._fuse_hook)
 
     # -- the hook ------------------------------------------------------------------------------
@@ -228,10 +231,15 @@ class FusionLM(nn.Module):
             return (fused, *output[1:])
         return fused
 
+    def encoder_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Stored input features (fbank frames) -> the trained encoder's tokens (pooled if asked)."""
+        from ith_core.audio_encoding import pool_tokens
+
+        return pool_tokens(self.audio_encoder(input_values=inputs).last_hidden_state, self.pool_to)
+
     def encode_audio(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         if self.audio_encoder is not None:
-            # Stored input features (fbank frames) -> encoder tokens; trained end to end.
-            audio_tokens = self.audio_encoder(input_values=audio_tokens).last_hidden_state
+            audio_tokens = self.encoder_tokens(audio_tokens)  # trained end to end
         return self.projector(audio_tokens)
 
     def _fuse(self, hidden: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -283,4 +291,4 @@ def build_fusion_model(mlm: nn.Module, cfg, audio_dim: int | None, fusion: bool 
                        audio_encoder: nn.Module | None = None) -> FusionLM:
     """FusionLM with the settings of a `FusionConfig`."""
     return FusionLM(mlm, audio_dim=audio_dim, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
-                    fusion_layer=cfg.fusion_layer, fusion=fusion, audio_encoder=audio_encoder)
+                    fusion_layer=cfg.fusion_layer, fusion=fusion, audio_encoder=audio_encoder, pool_to=cfg.audio_tokens)

@@ -58,7 +58,7 @@ VARIANTS = ("ith", "text")
 EVAL_SPLITS = ("dev", "test", "wiki")
 KEY_FILE = "_KEY.json"
 # Bump when this module changes what a stage writes for the same inputs.
-FUSION_VERSION = 1
+FUSION_VERSION = 2
 # Encoding batch and shard size: execution only (shard membership is fixed per run).
 ENCODE_BATCH_SIZE = 16
 FEATURE_SHARD_SIZE = 256
@@ -77,7 +77,7 @@ FUSION_SELECTION_SCHEMA = pa.schema([
     ("sample_rate", pa.int64()),
 ])
 
-EXAMPLE_COLUMNS = ("example_id", "task", "split", "sentence", "answer", "options", "flags")
+EXAMPLE_COLUMNS = ("example_id", "task", "split", "sentence", "spans", "answer", "options", "flags")
 
 
 def layout_for(cfg: RunConfig) -> RunLayout:
@@ -421,7 +421,7 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
     import torch
 
     from ith_core.audio_encoding import read_selection
-    from ith_core.evaluate import PREDICTION_SCHEMA, accuracy_table, predict, results_dict
+    from ith_core.evaluate import PREDICTION_SCHEMA, accuracy_table, majority_baseline, predict, results_dict
     from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
     from ith_core.train_fusion import load_best
     from storage.features import FeatureStore
@@ -462,8 +462,17 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
                 raise RuntimeError(f"{job['job']}: {len(preds)} predictions for {len(encoded)} encoded examples")
             predictions += preds
             del model
-    table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples)
-    results = results_dict(table)
+    clusters = None
+    if cfg.benchmark == "synthetic":
+        # Rows of one source name share its audio and answer: the name is the independent unit.
+        from ith_core.synthetic import bootstrap_unit
+
+        clusters = {r["example_id"]: bootstrap_unit(r) for r in examples}
+    table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results = results_dict(table, cfg.benchmark)
+    results["benchmark"] = cfg.benchmark
+    results["bootstrap_unit"] = "source name" if clusters is not None else "example"
+    results["majority"] = majority_baseline(examples, splits)
     layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), EVALUATE, "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), EVALUATE, "results.parquet")
     layout.write_json(results, EVALUATE, "results.json")
@@ -476,6 +485,9 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
         "ith_examples_fused": sum(1 for p in predictions if p["model"] == "ith" and p["audio_ids"]),
         "ours_vs_paper": results["ours_vs_paper"],
         "per_seed": results["per_seed"],
+        "benchmark": cfg.benchmark,
+        "bootstrap_unit": results["bootstrap_unit"],
+        "majority": results["majority"],
         "device": device,
         "seconds": round(time.perf_counter() - started, 3),
         "outputs": {name: layout.url(EVALUATE, f"{name}") for name in ("results.parquet", "predictions.parquet",
@@ -549,6 +561,9 @@ def fusion_summary(train_reports: dict[str, dict], evaluate_report: dict, featur
         "train": {v: {"seconds": r.get("seconds"), "cached": r.get("cached"),
                       "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for v, r in train_reports.items()},
         "ours_vs_paper": evaluate_report.get("ours_vs_paper"),
+        "benchmark": evaluate_report.get("benchmark"),
+        "bootstrap_unit": evaluate_report.get("bootstrap_unit"),
+        "majority": evaluate_report.get("majority"),
         "outputs": evaluate_report.get("outputs"),
         "seconds": round(sum(r.get("seconds", 0) for r in (features_report, evaluate_report, *train_reports.values())), 3),
     }

@@ -292,10 +292,15 @@ def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device:
     if generator_identity(model_paths["generator"]) != settings.generator_id:
         raise ConfigError(f"generator {model_paths['generator']} is not the one this run was planned with "
                           f"({settings.generator_id}); plan a new run instead of resuming this one")
-    pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
-                         lambda: load_generator(model_paths["generator"],
-                                                torch_dtype=getattr(torch, settings.dtype)).to(device))
-    generator = StableAudioGenerator(pipe, settings, device)
+    if cfg.imagine.generator == "tone":
+        from ith_core.tone_generator import ToneGenerator
+
+        generator = ToneGenerator.from_folder(model_paths["generator"], settings)
+    else:
+        pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
+                             lambda: load_generator(model_paths["generator"],
+                                                    torch_dtype=getattr(torch, settings.dtype)).to(device))
+        generator = StableAudioGenerator(pipe, settings, device)
     scorer = _cached_model(("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
                            lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size))
     return generator, scorer

@@ -328,8 +328,8 @@ def _newest_tiny(home: Path) -> Path | None:
 
 
 def resolve_models(profile: str, model_dir: str | None = None,
-                   corpus: Sequence[str] | None = None) -> dict[str, Path]:
-    """Folder of every role for `profile`.
+                   corpus: Sequence[str] | None = None, skip_roles: Sequence[str] = ()) -> dict[str, Path]:
+    """Folder of every role for `profile` (but `skip_roles`, which a run does not need).
 
     `tiny` builds the profile if needed and requires `corpus`. `paper` only looks (see the
     module docstring) and raises one `ModelNotAvailableError` listing every missing role.
@@ -338,11 +338,11 @@ def resolve_models(profile: str, model_dir: str | None = None,
     if profile == "tiny":
         require(corpus is not None, "corpus", "be given for the tiny profile", corpus,
                 "pass the sentences its tokenizers are trained on (train sentences and span texts)")
-        return ensure_tiny_profile(corpus, model_dir)
+        return {role: path for role, path in ensure_tiny_profile(corpus, model_dir).items() if role not in skip_roles}
 
     found: dict[str, Path] = {}
     problems: list[str] = []
-    for role in ROLES:
+    for role in (r for r in ROLES if r not in skip_roles):
         path, looked = _locate_paper(role, model_dir)
         if path is not None:
             found[role] = path

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -192,13 +193,37 @@ def _progress(iterable, total: int, desc: str):
     return iterable
 
 
+def gold_spans(rows: Sequence[dict]) -> tuple[list[SpanRecord], int]:
+    """The rows' gold span columns as span records, and how many of them were not found.
+
+    Each gold span is placed at the first occurrence of its lower-cased text in the lower-cased
+    sentence: the reference code's rule for fusion positions (it searches the pitch spans this
+    way; for animal it lower-cases only the span). A span that does not occur gets no record, and
+    is counted, where the reference falls back to fusing at [CLS].
+    """
+    records: list[SpanRecord] = []
+    not_found = 0
+    for row in rows:
+        index = 0
+        for span in row["spans"]:
+            text = span.strip()
+            # Case-insensitive search in the original string, so offsets stay the sentence's own.
+            found = re.search(re.escape(text), row["sentence"], flags=re.IGNORECASE) if text else None
+            if found is None:
+                not_found += 1
+                continue
+            records.append(SpanRecord(row["example_id"], index, found.group(0), found.start(), found.end(), 1.0))
+            index += 1
+    return records, not_found
+
+
 # -- training ----------------------------------------------------------------------------------
 
 def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanDetectorConfig,
                         device: str = "auto") -> dict:
-    """Fine-tunes `model` in place with AdamW and a linear decay; returns a training report."""
+    """Fine-tunes `model` in place with AdamW (constant or linearly decaying lr); returns a training report."""
     from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -214,12 +239,14 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
     target = resolve_device(device)
     accelerator = Accelerator(cpu=target.type == "cpu")
     loader = _loader(features, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  eps=cfg.adam_epsilon)
     steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_train_steps is not None:
         total_steps = min(total_steps, cfg.max_train_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+    scheduler = (get_constant_schedule(optimizer) if cfg.lr_schedule == "constant"
+                 else get_linear_schedule_with_warmup(optimizer, 0, total_steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from ith_core import auditorybench, profiles
 from ith_core.config import RunConfig
-from ith_core.spans import detect_spans, evaluate_span_detector, train_span_detector
+from ith_core.spans import detect_spans, evaluate_span_detector, gold_spans, train_span_detector
 from storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,20 @@ def write_config(cfg: RunConfig) -> str:
 # -- ingestion -------------------------------------------------------------------------------
 
 def _ingest_key(cfg: RunConfig) -> str:
+    if cfg.benchmark == "synthetic":
+        from ith_core import synthetic
+
+        return stage_key("ingest", "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
     return stage_key("ingest", cfg.data.data_dir, cfg.data.tasks)
+
+
+def data_source(cfg: RunConfig) -> str:
+    """Where the run's benchmark files are: AuditoryBench (located, downloaded if needed) or the synthetic one."""
+    if cfg.benchmark == "synthetic":
+        from ith_core import synthetic
+
+        return str(synthetic.ensure_benchmark(cfg.synthetic))
+    return auditorybench.locate(cfg.data.data_dir)
 
 
 def ingest_stage(cfg: RunConfig) -> dict:
@@ -101,7 +114,7 @@ def ingest_stage(cfg: RunConfig) -> dict:
     if (report := _cached(layout, "ingest", key)) is not None:
         return report
     started = time.perf_counter()
-    source = auditorybench.locate(cfg.data.data_dir)
+    source = data_source(cfg)
     result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
     layout.write_table(result.examples, "ingest", "examples.parquet")
     layout.write_table(result.rejects, "ingest", "rejects.parquet")
@@ -114,6 +127,7 @@ def ingest_stage(cfg: RunConfig) -> dict:
         for reason, n in counts["flags_by_reason"].items():
             flags_by_reason[reason] = flags_by_reason.get(reason, 0) + n
     report = {
+        "benchmark": cfg.benchmark,
         "source": source,
         "rows_in": sum(c["rows_in"] for c in result.counts.values()),
         "accepted": result.examples.num_rows,
@@ -137,15 +151,47 @@ def _examples(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
 # -- models --------------------------------------------------------------------------------------
 
 def tiny_corpus(cfg: RunConfig) -> list[str]:
-    """What the tiny profile's tokenizers are trained on: train sentences and gold spans."""
-    rows = _examples(layout_for(cfg), cfg, ("train",))
-    return [r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]]
+    """What the tiny profile's tokenizers are trained on: train sentences, gold spans and answers.
+
+    The answers (and animal options) are in it because the sentences hold [MASK] where the answer
+    goes: a real LM's vocabulary knows animal names, and the tiny one should too. The synthetic
+    benchmark's made-up source names are left out.
+    """
+    layout = layout_for(cfg)
+    table = layout.read_table("ingest", "examples.parquet")
+    table = table.filter(pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.equal(table["split"], "train")))
+    rows = table.select(["sentence", "spans", "answer", "options"]).to_pylist()
+    corpus = ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]
+              + [o for r in rows for o in (r["options"] or [])])
+    if cfg.benchmark == "synthetic":
+        # Made-up source names must stay unknown to the LM: a name learnt as a token would let
+        # the text-only model memorise the train names' answers.
+        from ith_core import synthetic
+
+        corpus = synthetic.without_source_names(corpus, cfg.synthetic)
+    return corpus
 
 
 def prepare_models(cfg: RunConfig) -> dict[str, str]:
-    """Role -> local model folder; builds the tiny profile once, finds the paper checkpoints."""
+    """Role -> local model folder; builds the tiny profile once, finds the paper checkpoints.
+
+    With `imagine.generator=tone` the generator is the synthetic benchmark's tone table, and the
+    paper profile does not look for Stable Audio.
+    """
     corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
-    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus)
+    tone = cfg.imagine.generator == "tone"
+    if tone and cfg.benchmark != "synthetic":
+        from ith_core.config import ConfigError
+
+        raise ConfigError("imagine.generator=tone renders the hidden tones of the synthetic benchmark's sources and "
+                          f"has nothing to render for {cfg.benchmark}; use --benchmark synthetic or "
+                          "imagine.generator=stable-audio")
+    skip = ("generator",) if tone and cfg.profile == "paper" else ()
+    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip)
+    if tone:
+        from ith_core import synthetic
+
+        paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
     return {role: str(path) for role, path in paths.items()}
 
 
@@ -153,8 +199,9 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
 
 def _detector_key(cfg: RunConfig, lm_path: str) -> str:
     span = cfg.resolved()["span"]
-    training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "max_length",
-                                     "seed", "max_train_steps", "max_train_examples", "threshold")}
+    training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "adam_epsilon",
+                                     "lr_schedule", "max_length", "seed", "max_train_steps", "max_train_examples",
+                                     "threshold")}
     return stage_key("span_detector", _ingest_key(cfg), cfg.profile, lm_path, training)
 
 
@@ -214,22 +261,33 @@ def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
 
 
 def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
-    """Detects spans on a sample of each chosen (task, split); one table per split."""
+    """Detects spans on a sample of each chosen (task, split); one table per split.
+
+    `span.source=gold` writes the benchmark's own span columns instead, placed by a lower-cased
+    string match (`spans.gold_spans`, the reference code's rule); gold spans that do not occur in
+    their sentence are left out and counted (`gold_spans_not_found`).
+    """
     layout = layout_for(cfg)
     d = cfg.data
     key = stage_key("spans", _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
-                    cfg.span.inference_batch_size)
+                    cfg.span.inference_batch_size, cfg.span.source)
     if (report := _cached(layout, "spans", key)) is not None:
         return report
     started = time.perf_counter()
-    model, tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
+    gold = cfg.span.source == "gold"
+    if not gold:
+        model, tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
     rows = _examples(layout, cfg, d.splits)
     per_split: dict[str, dict] = {}
     for task in d.tasks:
         for split in d.splits:
             part = sample_rows([r for r in rows if r["task"] == task and r["split"] == split], d.sample_limit,
                                d.sample_seed)
-            records = detect_spans(model, tokenizer, part, cfg.span, cfg.device)
+            not_found = 0
+            if gold:
+                records, not_found = gold_spans(part)
+            else:
+                records = detect_spans(model, tokenizer, part, cfg.span, cfg.device)
             counts: dict[str, int] = {}
             for rec in records:
                 counts[rec.example_id] = counts.get(rec.example_id, 0) + 1
@@ -245,8 +303,10 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
                 "examples_with_spans": len(counts),
                 "examples_without_spans": len(part) - len(counts),
                 "spans": len(records),
+                **({"gold_spans_not_found": not_found} if gold else {}),
             }
     report = {
+        "source": cfg.span.source,
         "examples": sum(v["examples"] for v in per_split.values()),
         "spans": sum(v["spans"] for v in per_split.values()),
         "per_split": per_split,

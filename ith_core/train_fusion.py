@@ -303,7 +303,8 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
     if spec.max_train_steps is not None:
         total_steps = min(total_steps, spec.max_train_steps)
     # Scheduler counted in per-process batches: accelerate steps it once per process per step.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps) * accelerator.num_processes,
+    warmup = int(cfg.warmup_ratios.get(job.task, 0.0) * total_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup * accelerator.num_processes,
                                                 total_steps * accelerator.num_processes)
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl, scheduler)
     pitch_ids = pitch_token_ids(tokenizer) if job.task == "pitch" else None
@@ -351,6 +352,9 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
             set_seed(job.seed + 100_003 * progress["global_step"], device_specific=True)
             out = model(**batch)
             accelerator.backward(out.loss)
+            if cfg.max_grad_norm is not None:
+                # The reference clips every parameter's gradient (LM, AST, projector, fusion) at 1.0.
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if grad_check and progress["global_step"] == 0:
                 _write_grad_check(accelerator, model, batch, job_dir)
             optimizer.step()

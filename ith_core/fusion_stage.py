@@ -277,11 +277,17 @@ def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], v
     return _key(TRAIN[variant], features, str(model_paths["lm"]), _training_settings(cfg))
 
 
-def _local_work_dir(layout: RunLayout, stage: str) -> Path:
-    """Where the trainer writes: the stage folder itself on local disk, else a local mirror."""
-    if layout.is_local:
-        return Path(layout.path(stage))
-    return Path.home() / ".cache" / "ith" / "run-cache" / layout.run_id / stage
+def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
+    """Where the trainer writes: the stage folder itself on local disk, else a local working folder
+    (per run root and run id, see `RunLayout.work_dir`) that is reused only for the same stage key."""
+    out = layout.work_dir(stage)
+    if not layout.is_local:
+        marker = out / KEY_FILE
+        if out.exists() and (not marker.is_file() or json.loads(marker.read_text()).get("key") != key):
+            shutil.rmtree(out)  # left by other settings: its states must not be resumed from
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"key": key}))
+    return out
 
 
 def _free_port() -> int:
@@ -341,7 +347,7 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
         return report
     started = time.perf_counter()
     inputs = layout.local_dir(FEATURES)
-    out = _local_work_dir(layout, stage)
+    out = _local_work_dir(layout, stage, key)
     out.mkdir(parents=True, exist_ok=True)
     train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
     if not train_tasks:

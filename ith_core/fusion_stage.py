@@ -375,6 +375,9 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     rc, tail = _run_streaming(cmd, out / "train.log", env)
+    if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
+        raise ChildProcessError(f"training ({variant}) was killed by signal {-rc}; the next attempt resumes from "
+                                "the last saved epoch. Last output:\n" + "\n".join(tail[-15:]))
     if rc != 0:
         raise RuntimeError(f"training ({variant}) exited with status {rc}; the next attempt resumes from the last "
                            f"saved epoch. Last output:\n" + "\n".join(tail[-15:]))

@@ -296,6 +296,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# What `accelerate launch` runs: the training entry point (a module), then its arguments.
+TRAIN_ENTRY = ("-m", "ith_core.train_fusion")
+
+
 def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cuda: bool) -> list[str]:
     """`accelerate launch ... -m ith_core.train_fusion --config spec`.
 
@@ -311,7 +315,7 @@ def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cud
         cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
     elif not cuda:
         cmd += ["--cpu"]
-    return cmd + ["-m", "ith_core.train_fusion", "--config", spec_path]
+    return cmd + [*TRAIN_ENTRY, "--config", spec_path]
 
 
 def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:

@@ -836,7 +836,7 @@ def chart_training(span_losses: list[float], jobs: list[dict]):
                 color = COLORS.get(str(job.get("model")), None)
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=job["job"],
                         linestyle="-" if job.get("model") != "text" else "--", color=color)
-            ax.set_title("fusion LM: " + ("training loss (last batch)" if panel == "loss" else "dev accuracy"))
+            ax.set_title("fusion LM: " + ("training loss (epoch mean)" if panel == "loss" else "dev accuracy"))
             ax.set_ylabel("loss" if panel == "loss" else "dev accuracy (%)")
             ax.legend(frameon=False, fontsize=8)
         ax.set_xlabel("epoch")

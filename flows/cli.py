@@ -206,6 +206,9 @@ def _print_summary(result: dict) -> None:
               "(intervals in fusion/results.parquet):")
         for row in fusion["ours_vs_paper"] or []:
             print("      " + _accuracy_line(row))
+        if fusion.get("unscored_rows"):
+            print(f"      {fusion['unscored_rows']} rows could not be scored: " + ", ".join(
+                f"{name} {a['unscored']}" for name, a in sorted((fusion.get("scoring") or {}).items()) if a["unscored"]))
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
     if _SERVER_UI:

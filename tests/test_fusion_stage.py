@@ -167,9 +167,20 @@ def test_outputs_accounting_and_results(fusion_run):
     results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
     assert {r["model"] for r in results} == {"ith", "text"}
     assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
+    # Each row's accuracy and interval are those of its own predictions (recomputed here).
+    from ith_core.evaluate import bootstrap_ci
+
     for r in results:
+        outcomes = [p["correct"] if r["metric"] != "mc4_accuracy" else p["mc_correct"] for p in preds
+                    if (p["model"], p["seed"], p["task"], p["split"]) == (r["model"], r["seed"], r["task"], r["split"])]
+        outcomes = [o for o in outcomes if o is not None]
+        assert r["n"] == len(outcomes)
         if r["n"]:
-            assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+            assert r["accuracy"] == round(100 * sum(outcomes) / len(outcomes), 2)
+            lo, hi = bootstrap_ci(np.asarray(outcomes, dtype=np.float64), cfg.fusion.bootstrap_samples)
+            assert (r["ci_low"], r["ci_high"]) == (round(lo, 2), round(hi, 2))
+            if 0 < r["accuracy"] < 100:
+                assert r["ci_high"] - r["ci_low"] > 0
     ours = reports["evaluate"]["ours_vs_paper"]
     assert any(r["paper"] == 78.96 and r["model"] == "ith" for r in ours)
     assert all(r["seeds"] == 2 for r in ours)

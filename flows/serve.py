@@ -4,11 +4,12 @@
     ith serve --stop     stop what `ith serve` started, by process id
 
 State lives in the project: the server's database in `.ith/prefect/` (PREFECT_HOME) and the
-process ids and logs in `.ith/serve/`. Analytics are off. A process file records the process id,
-its start time and its command line: `--stop` signals a process only if all three still match,
-so a recycled process id (the server exited, the system gave its id to another program) is
-never signalled. The deployments are those of
+process ids and logs in `.ith/serve/`. Analytics are off. The deployments are those of
 `prefect.yaml`, deployed from the repository root, so workers run this checkout's code.
+
+A process file records the process id, its start time and its command line: `--stop` signals a
+process only if all three still match, so a recycled process id (the server exited and the
+system gave its id to another program) is never signalled.
 """
 
 from __future__ import annotations

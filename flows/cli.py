@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -32,6 +34,52 @@ def _quiet_defaults() -> None:
     if os.environ.get("ITH_ONLINE") != "1":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors the user can act on: one `ith:` line, no traceback (a bug still shows its traceback)."""
+    from flows.imagine import ShardsFailedError
+    from ith_core.auditorybench import DataError
+    from ith_core.imagine_stage import ShardsMissingError
+    from ith_core.profiles import ModelNotAvailableError
+    from storage.layout import RunIdError, RunRootError, StageMismatchError, StageNotFinishedError
+
+    return (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError, ShardsMissingError,
+            StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError)
+
+
+class _HideUserErrorsOnConsole(logging.Filter):
+    """Keeps Prefect's console free of tracebacks and repeats of an error the CLI prints as `ith:`.
+
+    Only the console: the records still reach the Prefect API (the UI shows them in full).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = _user_errors()
+        names, todo = set(), list(self.errors)
+        while todo:
+            cls = todo.pop()
+            names.add(cls.__name__)
+            todo += cls.__subclasses__()
+        # Prefect's failed-state messages: `... encountered an exception DataError: ...` (task) and
+        # `... encountered an exception: DataError: ...` (flow).
+        self.in_message = re.compile(rf"exception:? ({'|'.join(sorted(names))}):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.errors):
+            return False
+        return not self.in_message.search(record.getMessage())
+
+
+def _quiet_console() -> None:
+    """Installs `_HideUserErrorsOnConsole` on the console handlers Prefect set up (after its import)."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging)
+
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler" and \
+                not any(isinstance(f, _HideUserErrorsOnConsole) for f in handler.filters):
+            handler.addFilter(_HideUserErrorsOnConsole())
 
 
 def _parse_value(text: str) -> Any:
@@ -173,6 +221,9 @@ def _print_summary(result: dict) -> None:
               "(intervals in fusion/results.parquet):")
         for row in fusion["ours_vs_paper"] or []:
             print("      " + _accuracy_line(row))
+        if fusion.get("unscored_rows"):
+            print(f"      {fusion['unscored_rows']} rows could not be scored: " + ", ".join(
+                f"{name} {a['unscored']}" for name, a in sorted((fusion.get("scoring") or {}).items()) if a["unscored"]))
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
     if _SERVER_UI:
@@ -205,9 +256,16 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import build_config, ith_pipeline
+    from ith_core.profiles import check_model_dir
+    from ith_core.spans import resolve_device
+    from storage.layout import check_run_root
 
     params = _run_params(args)
-    build_config(**params)  # validate before Prefect starts, so a bad setting fails in a second
+    cfg = build_config(**params)  # validate before Prefect starts, so a bad setting fails in a second
+    check_run_root(cfg.run_root)
+    resolve_device(cfg.device)  # an absent GPU is an error now, not deep inside a stage
+    check_model_dir(cfg.model_dir)
+    _quiet_console()
     result = ith_pipeline(**params)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -261,6 +319,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine import cmd_rerun_failed as rerun
 
+    _quiet_console()
     return rerun(args)
 
 
@@ -293,17 +352,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:
         # Errors the user can act on get one clear line, not a traceback.
-        from flows.imagine import ShardsFailedError
-        from ith_core.auditorybench import DataError
-        from ith_core.imagine_stage import ShardsMissingError
-        from ith_core.profiles import ModelNotAvailableError
-        from storage.layout import StageMismatchError, StageNotFinishedError
+        from storage.layout import RunIdError, RunRootError
 
-        if isinstance(error, (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError,
-                              ShardsMissingError, StageNotFinishedError, FileNotFoundError)):
+        if isinstance(error, (RunIdError, RunRootError)):
             print(f"ith: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, _user_errors()):
+            print(f"ith: {_describe(error)}", file=sys.stderr)
             return 1
         raise
+
+
+def _describe(error: BaseException) -> str:
+    """The error's own message; an OSError also says what kind it is and which path."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"{error.strerror}:{where}" + (f" -> {error.filename2}" if error.filename2 else "")
+    return str(error)
 
 
 if __name__ == "__main__":

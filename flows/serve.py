@@ -6,6 +6,10 @@
 State lives in the project: the server's database in `.ith/prefect/` (PREFECT_HOME) and the
 process ids and logs in `.ith/serve/`. Analytics are off. The deployments are those of
 `prefect.yaml`, deployed from the repository root, so workers run this checkout's code.
+
+A process file records the process id, its start time and its command line: `--stop` signals a
+process only if all three still match, so a recycled process id (the server exited and the
+system gave its id to another program) is never signalled.
 """
 
 from __future__ import annotations
@@ -77,12 +81,54 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _read_pid(paths: ServePaths, name: str) -> int | None:
+def _identity(pid: int) -> dict | None:
+    """{"pid", "create_time", "cmdline"} of a running process, None if there is none."""
+    import psutil
+
     try:
-        pid = int(paths.pid_file(name).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return {"pid": pid, "create_time": process.create_time(), "cmdline": process.cmdline()}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return pid if _alive(pid) else None
+
+
+def _record_pid(paths: ServePaths, name: str, pid: int) -> None:
+    identity = _identity(pid) or {"pid": pid, "create_time": None, "cmdline": None}
+    paths.pid_file(name).write_text(json.dumps(identity) + "\n")
+
+
+def _same_process(recorded: dict, now: dict) -> bool:
+    # Start times come from the same clock and formula each time; a tolerance covers rounding only.
+    return (recorded.get("create_time") is not None and abs(recorded["create_time"] - now["create_time"]) < 0.05
+            and recorded.get("cmdline") == now["cmdline"])
+
+
+def _started_process(paths: ServePaths, name: str) -> tuple[int | None, str | None]:
+    """(pid, None) if the process `ith serve` recorded as `name` still runs; else (None, why not) or
+    (None, None) when there is no record or the process has exited."""
+    try:
+        recorded = json.loads(paths.pid_file(name).read_text())
+        if isinstance(recorded, int):  # written by an `ith serve` before start times were recorded
+            recorded = {"pid": recorded, "create_time": None, "cmdline": None}
+        pid = int(recorded["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    now = _identity(pid) if _alive(pid) else None
+    if now is None:
+        return None, None
+    if recorded.get("create_time") is None:
+        return None, (f"process {pid} was recorded without its start time, so it cannot be checked; it was left "
+                      f"alone: if it is the {name}, stop it with `kill -INT -- -{pid}`")
+    if not _same_process(recorded, now):
+        return None, (f"process {pid} is not the {name} `ith serve` started (started at {now['create_time']:.2f}, "
+                      f"command {' '.join(now['cmdline'])[:120]!r}); it was left alone")
+    return pid, None
+
+
+def _read_pid(paths: ServePaths, name: str) -> int | None:
+    return _started_process(paths, name)[0]
 
 
 def healthy(port: int, timeout_s: float = 2.0) -> bool:
@@ -100,7 +146,7 @@ def _spawn(name: str, command: list[str], env: dict[str, str], paths: ServePaths
     # child included, and the process outlives the `ith serve` command that started it.
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
-    paths.pid_file(name).write_text(f"{process.pid}\n")
+    _record_pid(paths, name, process.pid)  # Popen returns after the exec: the command line is the new one
     return process.pid
 
 
@@ -178,12 +224,18 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 
 
 def stop() -> dict:
-    """Stops the worker, then the server; each by its process group, firmly if it lingers."""
+    """Stops the worker, then the server; each by its process group, firmly if it lingers.
+
+    Returns {name: pid} of what was stopped, and `left_alone`: why a recorded process was not
+    signalled (its id now belongs to another process).
+    """
     paths = serve_paths()
-    stopped = {}
+    stopped: dict = {}
     for name in ("worker", "server"):
-        pid = _read_pid(paths, name)
+        pid, refused = _started_process(paths, name)
         if pid is None:
+            if refused:
+                stopped.setdefault("left_alone", []).append(refused)
             paths.pid_file(name).unlink(missing_ok=True)
             continue
         # The worker ignores SIGTERM for a while; SIGINT twice is its own clean shutdown.
@@ -214,9 +266,14 @@ def add_serve_parser(subparsers):
 def cmd_serve(args) -> int:
     if args.stop:
         stopped = stop()
-        print(json.dumps(stopped) if args.json else
-              ("stopped " + ", ".join(f"{k} (pid {v})" for k, v in stopped.items())) if stopped else
-              "nothing to stop")
+        left_alone = stopped.get("left_alone", [])
+        done = {k: v for k, v in stopped.items() if k != "left_alone"}
+        if args.json:
+            print(json.dumps(stopped))
+        else:
+            print(("stopped " + ", ".join(f"{k} (pid {v})" for k, v in done.items())) if done else "nothing to stop")
+            for line in left_alone:
+                print(f"not stopped: {line}")
         return 0
     info = start(args.port)
     if args.json:

@@ -103,11 +103,9 @@ def pool_tokens(tokens: torch.Tensor, k: int | None) -> torch.Tensor:
 
 def precompute_audio_features(rows: list[dict], encoder, feature_extractor, store: FeatureStore, *,
                               trainable_encoder: bool, audio_tokens: int | None, batch_size: int = 16,
-                              shard_size: int = 256, device: str = "cpu", rank: int = 0, world_size: int = 1,
-                              fail_on: set[str] | None = None) -> dict:
+                              shard_size: int = 256, device: str = "cpu", rank: int = 0, world_size: int = 1) -> dict:
     """Encodes every distinct accepted audio once; writes shards `rank::world_size`; skips finished ones.
 
-    `fail_on` (tests only) raises on those audio ids, to check that a crash leaves whole shards.
     Returns counts, timings and storage in bytes.
     """
     audios = distinct_audios(rows)
@@ -128,8 +126,6 @@ def precompute_audio_features(rows: list[dict], encoder, feature_extractor, stor
             chunk = ids[i:i + batch_size]
             waves = []
             for audio_id in chunk:
-                if fail_on and audio_id in fail_on:
-                    raise RuntimeError(f"injected failure at audio {audio_id}")
                 samples, rate = load_wav(audios[audio_id][0])
                 waves.append(to_mono_16k(samples, rate))
             inputs = feature_extractor(waves, sampling_rate=AST_SAMPLE_RATE, return_tensors="pt")["input_values"]

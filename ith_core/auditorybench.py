@@ -13,11 +13,11 @@ validates every row and returns the accepted rows as `EXAMPLES_SCHEMA`, the reje
 Finding the files (`locate`): an explicit `data_dir` (directory or fsspec URL), else
 `$ITH_AUDITORYBENCH_DIR`, else the eight pinned upstream files (`PINNED_FILES`) downloaded into
 `cache_dir`, `$ITH_HOME/data/auditorybench` or `~/.cache/ith/data/auditorybench`. Each download is
-verified before it is kept: its git blob id must start with the pinned prefix where one is known,
-otherwise its header and data row count must equal the pinned ones. A file that fails is not kept
-and `DataError` names the file, the URL, and what was expected and found. Files are written under a
-temporary name and renamed, so a cached file is always a whole, verified one; cached files are
-verified again on every call (a few ms) and only a missing or damaged one is downloaded again.
+verified before it is kept: its sha256 must equal the pinned one (every file has one). A file that
+fails is not kept; every file is tried, then one `DataError` names each failed file, its URL, and
+what was expected and found. Files are written under a temporary name and renamed, so a cached file
+is always a whole, verified one; cached files are verified again on every call (a few ms) and only
+a missing or damaged one is downloaded again.
 URLs come from `https://raw.githubusercontent.com/HJ-Ok/AudioBERT/{commit}/{path}`, or from the
 template in `$ITH_AUDITORYBENCH_UPSTREAM` (any fsspec URL with `{commit}` and `{path}`). Reading
 https URLs through fsspec needs `aiohttp`.
@@ -32,8 +32,9 @@ Normalisation (both tasks share one schema, upstream column differences do not l
   `answer`. `options` (`[A, B, C, D]`, stripped) and `answer_letter` (stripped `Answer`) are null
   for pitch. Blank lines are skipped and get no row number (the benchmark files have none).
 - A missing file, a missing column, a header naming both `span` and `description`, text that is
-  not UTF-8, or a row whose field count differs from the header's raises `DataError`: those are
-  broken files, not bad rows. Extra columns are ignored.
+  not UTF-8, or a row whose field count differs from the header's is a broken file, not a bad row.
+  Every file is read first; then one `DataError` names every broken file and its problems (every
+  missing column; the rows, up to five, whose field count is wrong). Extra columns are ignored.
 
 Row rules. Checked in this order; a row is rejected with the FIRST failing reason:
 1. `empty_sentence`: the sentence is empty after stripping.
@@ -53,6 +54,12 @@ Accepted rows may carry flags, in this order (each at most once per row):
 - `duplicate_row`: the row repeats, field for field, an earlier row of the same file. It is kept
   because the published numbers count it; each repeat is flagged, the first occurrence is not,
   so a row present three times gives two flags.
+- `normalised_duplicate_row`: the row is not an exact repeat, but every field equals the same
+  field of an earlier row of the same file after normalisation: `" ".join(field.split())
+  .casefold()`, i.e. leading and trailing whitespace removed, every run of whitespace (spaces,
+  tabs, newlines) made one space, then Unicode case folding. So `Higher` / `higher` or
+  `A dog  barks.` / `a dog barks.` match; punctuation, accents and `[MASK]` placement still
+  count. Kept and flagged like `duplicate_row` (first occurrence unflagged, each later one flagged).
 A reject's `detail` names the field and the rule (e.g. "sentence: must contain [MASK] once,
 found 2") and not the file, so the rejects table does not depend on where the data was read;
 `raw` is the row as read, a JSON object keyed by the file's own column names.
@@ -60,9 +67,8 @@ found 2") and not the file, so the rejects table does not depend on where the da
 `counts["task/split"]` holds rows_in, accepted, rejected, rejects_by_reason and flags_by_reason
 (every reason listed, zeros included); rows_in == accepted + rejected is checked for every file.
 Provenance (one dict per file) records the URL read, sha256, bytes, rows, git blob id and
-`verified_by`: `git-blob` (blob id matches the pinned prefix), `columns+rows` (no pinned blob, and
-header and row count match the pinned file) or `local` (neither: a local or modified copy). It is
-computed from the bytes actually ingested, whatever `locate` did.
+`verified_by`: `sha256` (the bytes are the pinned file) or `local` (a local or modified copy). It
+is computed from the bytes actually ingested, whatever `locate` did.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ FLAG_REASONS = (
     "answer_letter_mismatch",
     "animal_not_in_options",
     "duplicate_row",
+    "normalised_duplicate_row",
 )
 
 _ANIMAL_COLUMNS = ("animal", "span", "sentence", "A", "B", "C", "D", "Answer")
@@ -129,8 +136,9 @@ class UpstreamFile:
     split: str
     path: str
     commit: str
-    # Short git blob id prefix where the data README gives one; else columns + rows are checked.
-    blob_id: str | None
+    # sha256 of the whole file: what verification checks. Rows and columns only make the message
+    # of a failed check say what differs.
+    sha256: str
     rows: int
     columns: tuple[str, ...]
 
@@ -141,23 +149,38 @@ class UpstreamFile:
 
 
 # The v2 files, as in the provenance table of the data README (shared/auditorybench/README.md).
+# The sha256 values are those of the shared copy (shared/auditorybench). Seven of its files are
+# byte-identical to upstream blobs (pitch dev/test/wiki by the README's blob ids: 67973b2, 336efa6,
+# b15a9eb). The EXCEPTION is pitch train: the shared copy was reconstructed from v1 blob 35423ab
+# plus the one-row change of 97824fa, and was compared with the upstream 97824fa file only by total
+# length and 48,600 characters at four places, not in full. Its pinned hash is the reconstruction's;
+# if the reconstruction differs from upstream anywhere else, a download of 97824fa fails this
+# check (the message says so) and the shared copy must be rechecked against upstream in full.
 PINNED_FILES: tuple[UpstreamFile, ...] = (
     UpstreamFile("animal", "train", "dataset/animal_sound_recognition/train.csv",
-                 "2e2ff11d09d434e264a20cdf5299f51a6f68465f", None, 4211, _ANIMAL_COLUMNS),
+                 "2e2ff11d09d434e264a20cdf5299f51a6f68465f",
+                 "4b673c3b75d02f0d2df5f0927cfff0e28652f2a5097fadd1812f56cb8dabeb8d", 4211, _ANIMAL_COLUMNS),
     UpstreamFile("animal", "dev", "dataset/animal_sound_recognition/dev.csv",
-                 "1bb2736477f4f08b495b91e24c07b8eefb7808a2", None, 592, _ANIMAL_COLUMNS_DESC),
+                 "1bb2736477f4f08b495b91e24c07b8eefb7808a2",
+                 "fa12ccac6add3f91ccae6f76294ce52ed8163f166cfddcb4da02f8eb8ce88b16", 592, _ANIMAL_COLUMNS_DESC),
     UpstreamFile("animal", "test", "dataset/animal_sound_recognition/test.csv",
-                 "6f269a67808b40e17c0e03b2b1a5140deeeabf22", None, 1211, _ANIMAL_COLUMNS_DESC),
+                 "6f269a67808b40e17c0e03b2b1a5140deeeabf22",
+                 "a1986e5db85008292668ad9446b429ba3684b34242acd5da47a1e0b764c916ad", 1211, _ANIMAL_COLUMNS_DESC),
     UpstreamFile("animal", "wiki", "dataset/animal_sound_recognition/wiki.csv",
-                 "7c8170c90b4e879d78dee8bbeda36e8716a97d23", None, 197, _ANIMAL_COLUMNS_DESC),
+                 "7c8170c90b4e879d78dee8bbeda36e8716a97d23",
+                 "68233c3b5467ae1fea906df8e687e92226f1fc2ed6a8f334aae236c5b0e4b389", 197, _ANIMAL_COLUMNS_DESC),
     UpstreamFile("pitch", "train", "dataset/sound_pitch_comparsion/train.csv",
-                 "97824fafbad8277d130ec4994ecd1bb27b0871c3", None, 8312, _PITCH_COLUMNS),
+                 "97824fafbad8277d130ec4994ecd1bb27b0871c3",
+                 "2d8351319f351345dac45889934c47ccf19763878873fff651bf0ed74910c034", 8312, _PITCH_COLUMNS),
     UpstreamFile("pitch", "dev", "dataset/sound_pitch_comparsion_dev.csv",
-                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23", "67973b2", 1178, _PITCH_COLUMNS),
+                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
+                 "2fd28e5f1ea70e678238f35d0dbee9dea1e113f43e28519a62349c94743e8d75", 1178, _PITCH_COLUMNS),
     UpstreamFile("pitch", "test", "dataset/sound_pitch_comparsion_test.csv",
-                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23", "336efa6", 2387, _PITCH_COLUMNS),
+                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
+                 "4c6d34142861b57380bf1fb591adc7a7cb2d852a8f1faf2d81b92be3f55ccf86", 2387, _PITCH_COLUMNS),
     UpstreamFile("pitch", "wiki", "dataset/sound_pitch_comparsion_wiki.csv",
-                 "0412ceb6cb5c29c9a3301e393c58332111109cf0", "b15a9eb", 3625, _PITCH_WIKI_COLUMNS),
+                 "0412ceb6cb5c29c9a3301e393c58332111109cf0",
+                 "a1fb94da5bf50b6f5168e0f38ca731fa6239a1484cbc95f70d600ccc4947185b", 3625, _PITCH_WIKI_COLUMNS),
 )
 _PINNED = {(f.task, f.split): f for f in PINNED_FILES}
 
@@ -228,9 +251,21 @@ def locate(data_dir: str | None = None, cache_dir: str | None = None) -> str:
     if from_env:
         return from_env
     cache = Path(cache_dir).expanduser() if cache_dir else Path(default_cache_dir())
+    problems = []
     for file in PINNED_FILES:
-        _ensure_cached(file, cache)
+        try:
+            _ensure_cached(file, cache)
+        except DataError as exc:  # try every file, then name all that failed
+            problems.append(str(exc))
+    if problems:
+        raise DataError(_many(problems, len(PINNED_FILES), "pinned AuditoryBench files could not be fetched"))
     return str(cache)
+
+
+def _many(problems: list[str], total: int, what: str) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} of {total} {what}:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def _ensure_cached(file: UpstreamFile, cache: Path) -> None:
@@ -276,30 +311,23 @@ def _download(file: UpstreamFile, url: str) -> bytes:
 
 
 def _verification_problem(file: UpstreamFile, data: bytes) -> str | None:
-    """None if `data` is the pinned file, else what was expected and what was found."""
-    if file.blob_id is not None:
-        blob = git_blob_id(data)
-        if blob.startswith(file.blob_id):
-            return None
-        return f"git blob id expected {file.blob_id}..., got {blob}"
+    """None if `data` is the pinned file (same sha256), else what was expected and what was found."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == file.sha256:
+        return None
     try:
         header, rows = _parse(data)
+        shape = (f"columns {list(header)} and {len(rows)} data rows (expected {list(file.columns)} and "
+                 f"{file.rows})")
     except (UnicodeDecodeError, csv.Error) as exc:
-        return f"expected UTF-8 CSV, got unreadable text ({exc})"
-    columns = tuple(header)
-    if columns == file.columns and len(rows) == file.rows:
-        return None
-    return (f"expected columns {list(file.columns)} and {file.rows} data rows, "
-            f"got columns {list(columns)} and {len(rows)} data rows")
+        shape = f"unreadable text ({exc})"
+    note = (" (the pinned hash is that of a reconstruction compared with upstream only in part: see "
+            "PINNED_FILES)") if (file.task, file.split) == ("pitch", "train") else ""
+    return f"sha256 expected {file.sha256}, got {digest}{note}; the file has {shape}"
 
 
-def _verified_by(task: str, split: str, blob: str, header: list[str], n_rows: int) -> str:
-    pinned = _PINNED[(task, split)]
-    if pinned.blob_id is not None:
-        return "git-blob" if blob.startswith(pinned.blob_id) else "local"
-    if tuple(header) == pinned.columns and n_rows == pinned.rows:
-        return "columns+rows"
-    return "local"
+def _verified_by(task: str, split: str, data: bytes) -> str:
+    return "sha256" if _verification_problem(_PINNED[(task, split)], data) is None else "local"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,17 +363,24 @@ def ingest(source: str, tasks: Iterable[str] = TASKS, splits: Iterable[str] = SP
     rj = {name: [] for name in REJECTS_SCHEMA.names}
     provenance: list[dict] = []
     counts: dict[str, dict] = {}
+    problems: list[str] = []
     # Canonical order, whatever order the caller named them in, so the output is deterministic.
     for task in (t for t in TASKS if t in tasks):
         for split in (s for s in SPLITS if s in splits):
             url = f"{root}/{TASK_DIRS[task]}/{split}.csv"
-            prov, count = _ingest_file(task, split, url, ex, rj)
+            try:
+                prov, count = _ingest_file(task, split, url, ex, rj)
+            except DataError as exc:  # check every file, then fail once naming them all
+                problems.append(str(exc))
+                continue
             provenance.append(prov)
             counts[f"{task}/{split}"] = count
             logger.info("%s/%s: %d rows, %d accepted, %d rejected %s, flags %s", task, split,
                         count["rows_in"], count["accepted"], count["rejected"],
                         {k: v for k, v in count["rejects_by_reason"].items() if v},
                         {k: v for k, v in count["flags_by_reason"].items() if v})
+    if problems:
+        raise DataError(_many(problems, len(tasks) * len(splits), "AuditoryBench files cannot be used"))
     examples = pa.Table.from_pydict(ex, schema=EXAMPLES_SCHEMA)
     rejects = pa.Table.from_pydict(rj, schema=REJECTS_SCHEMA)
     return IngestResult(examples=examples, rejects=rejects, provenance=provenance, counts=counts)
@@ -363,22 +398,21 @@ def _read(url: str, task: str, split: str) -> bytes:
 def _column_map(url: str, task: str, header: list[str]) -> dict[str, int]:
     """Column name -> index for the columns this task needs, under their normalised names."""
     index = {name: i for i, name in enumerate(header)}
-
-    def need(name: str) -> int:
-        if name not in index:
-            raise DataError(f"{url}: missing column {name!r} (task {task!r}); header is {header}")
-        return index[name]
-
-    if task == "pitch":
-        return {name: need(name) for name in ("sentence", "answer", "span1", "span2")}
-    if "span" in index and "description" in index:
-        raise DataError(f"{url}: header has both 'span' and 'description', expected one of them "
-                        f"as the animal sound description; header is {header}")
-    if "span" not in index and "description" not in index:
-        raise DataError(f"{url}: missing column 'description' (or 'span', its name in train) "
+    needed = (("sentence", "answer", "span1", "span2") if task == "pitch"
+              else ("animal", "sentence", *_LETTERS, "Answer"))
+    missing = [repr(name) for name in needed if name not in index]
+    if task == "animal":
+        if "span" in index and "description" in index:
+            raise DataError(f"{url}: header has both 'span' and 'description', expected one of them "
+                            f"as the animal sound description; header is {header}")
+        if "span" not in index and "description" not in index:
+            missing.append("'description' (or 'span', its name in train)")
+    if missing:
+        raise DataError(f"{url}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                         f"(task {task!r}); header is {header}")
-    columns = {name: need(name) for name in ("animal", "sentence", *_LETTERS, "Answer")}
-    columns["description"] = index["span" if "span" in index else "description"]
+    columns = {name: index[name] for name in needed}
+    if task == "animal":
+        columns["description"] = index["span" if "span" in index else "description"]
     return columns
 
 
@@ -415,15 +449,22 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
         raise DataError(f"{url}: empty file, expected a header row")
     cols = _column_map(url, task, header)
     width = len(header)
+    bad_width = [(row, len(record)) for row, record in enumerate(records, start=1) if len(record) != width]
+    if len(bad_width) == 1:
+        raise DataError(f"{url}: data row {bad_width[0][0]} has {bad_width[0][1]} fields, the header has {width}")
+    if bad_width:
+        listed = ", ".join(f"{row} ({n})" for row, n in bad_width[:5])
+        more = f" and {len(bad_width) - 5} more" if len(bad_width) > 5 else ""
+        raise DataError(f"{url}: {len(bad_width)} data rows have a field count other than the header's {width}: "
+                        f"rows (fields) {listed}{more}")
     span_cols = ("description",) if task == "animal" else ("span1", "span2")
 
     rejects_by_reason = dict.fromkeys(REJECT_REASONS, 0)
     flags_by_reason = dict.fromkeys(FLAG_REASONS, 0)
     seen: set[tuple[str, ...]] = set()
+    seen_normalised: set[tuple[str, ...]] = set()
     accepted = 0
     for row, record in enumerate(records, start=1):
-        if len(record) != width:
-            raise DataError(f"{url}: data row {row} has {len(record)} fields, the header has {width}")
         example_id = f"{task}/{split}/{row:05d}"
 
         def get(name: str, _record=record) -> str:
@@ -432,6 +473,9 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
         key = tuple(record)
         duplicate = key in seen
         seen.add(key)
+        normalised = tuple(_norm(value) for value in record)
+        near_duplicate = not duplicate and normalised in seen_normalised
+        seen_normalised.add(normalised)
         sentence = get("sentence").strip()
         rejected = _reject_reason(task, sentence, get)
         if rejected is not None:
@@ -468,6 +512,8 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
             options = None
         if duplicate:
             flags.append("duplicate_row")
+        if near_duplicate:
+            flags.append("normalised_duplicate_row")
         for flag in flags:
             flags_by_reason[flag] += 1
 
@@ -497,7 +543,7 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
         "bytes": len(data),
         "rows": len(records),
         "git_blob": blob,
-        "verified_by": _verified_by(task, split, blob, header, len(records)),
+        "verified_by": _verified_by(task, split, data),
     }
     count = {
         "rows_in": len(records),

@@ -238,10 +238,10 @@ class RunConfig(Section):
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
-        if value is not None:
-            ok = bool(value) and all(c.isalnum() or c in "-_." for c in value) and not value.startswith(".")
-            if not ok:
-                raise ValueError("must use only letters, digits, '-', '_' and '.' and not start with '.'")
+        from storage.layout import run_id_problem
+
+        if value is not None and (problem := run_id_problem(value)):
+            raise ValueError(f"must {problem}")
         return value
 
     @field_validator("device")

@@ -58,7 +58,7 @@ VARIANTS = ("ith", "text")
 EVAL_SPLITS = ("dev", "test", "wiki")
 KEY_FILE = "_KEY.json"
 # Bump when this module changes what a stage writes for the same inputs.
-FUSION_VERSION = 2
+FUSION_VERSION = 3  # 2: sentences longer than max_length are windowed; 3: the paper recipe
 # Encoding batch and shard size: execution only (shard membership is fixed per run).
 ENCODE_BATCH_SIZE = 16
 FEATURE_SHARD_SIZE = 256
@@ -277,17 +277,27 @@ def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], v
     return _key(TRAIN[variant], features, str(model_paths["lm"]), _training_settings(cfg))
 
 
-def _local_work_dir(layout: RunLayout, stage: str) -> Path:
-    """Where the trainer writes: the stage folder itself on local disk, else a local mirror."""
-    if layout.is_local:
-        return Path(layout.path(stage))
-    return Path.home() / ".cache" / "ith" / "run-cache" / layout.run_id / stage
+def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
+    """Where the trainer writes: the stage folder itself on local disk, else a local working folder
+    (per run root and run id, see `RunLayout.work_dir`) that is reused only for the same stage key."""
+    out = layout.work_dir(stage)
+    if not layout.is_local:
+        marker = out / KEY_FILE
+        if out.exists() and (not marker.is_file() or json.loads(marker.read_text()).get("key") != key):
+            shutil.rmtree(out)  # left by other settings: its states must not be resumed from
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"key": key}))
+    return out
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# What `accelerate launch` runs: the training entry point (a module), then its arguments.
+TRAIN_ENTRY = ("-m", "ith_core.train_fusion")
 
 
 def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cuda: bool) -> list[str]:
@@ -305,7 +315,7 @@ def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cud
         cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
     elif not cuda:
         cmd += ["--cpu"]
-    return cmd + ["-m", "ith_core.train_fusion", "--config", spec_path]
+    return cmd + [*TRAIN_ENTRY, "--config", spec_path]
 
 
 def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:
@@ -341,7 +351,7 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
         return report
     started = time.perf_counter()
     inputs = layout.local_dir(FEATURES)
-    out = _local_work_dir(layout, stage)
+    out = _local_work_dir(layout, stage, key)
     out.mkdir(parents=True, exist_ok=True)
     train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
     if not train_tasks:
@@ -369,6 +379,9 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     rc, tail = _run_streaming(cmd, out / "train.log", env)
+    if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
+        raise ChildProcessError(f"training ({variant}) was killed by signal {-rc}; the next attempt resumes from "
+                                "the last saved epoch. Last output:\n" + "\n".join(tail[-15:]))
     if rc != 0:
         raise RuntimeError(f"training ({variant}) exited with status {rc}; the next attempt resumes from the last "
                            f"saved epoch. Last output:\n" + "\n".join(tail[-15:]))
@@ -415,14 +428,17 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
     Writes `fusion/predictions.parquet` (one row per example, variant and seed: prediction,
     gold, spans used, audio ids), `fusion/results.parquet` (accuracy per model, seed, task,
     split and metric with 95 % bootstrap intervals) and `fusion/results.json` (ours vs paper,
-    mean and spread over seeds). `model_paths` is unused (the checkpoints name their LM); it is
+    mean and spread over seeds). Every row of an evaluated split is scored (a sentence longer
+    than `max_length` is windowed around its mask) or counted in `scoring` with its reason:
+    `scoring["task/split"]` = rows, scored, windowed, unscored {reason: rows}, rows = scored +
+    unscored, checked here. `model_paths` is unused (the checkpoints name their LM); it is
     accepted so every fusion driver has the same call shape.
     """
     import torch
 
     from ith_core.audio_encoding import read_selection
     from ith_core.evaluate import PREDICTION_SCHEMA, accuracy_table, majority_baseline, predict, results_dict
-    from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
+    from ith_core.lm_data import ROW_DROP_REASONS, FusionCollator, encode_examples, spans_from_selection
     from ith_core.train_fusion import load_best
     from storage.features import FeatureStore
 
@@ -445,14 +461,31 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
     device = resolve_device(cfg)
     predictions: list[dict] = []
     dropped: dict[str, dict] = {}
+    scoring: dict[str, dict] = {}
     for variant in VARIANTS:
         models = layout.local_dir(TRAIN[variant])
         for job in layout.read_json(TRAIN[variant], DONE_MARKER)["report"]["jobs"]:
             model, tokenizer, _ = load_best(models / job["job"], device)
-            rows = [r for r in examples if r["task"] == job["task"] and r["split"] in splits]
-            items, counts = encode_examples(tokenizer, rows, spans, cfg.fusion.max_length, use_audio=variant == "ith",
-                                            mc=True)
-            dropped[job["job"]] = counts
+            items, counts = [], Counter()
+            for split in splits:
+                rows = [r for r in examples if r["task"] == job["task"] and r["split"] == split]
+                part, part_counts = encode_examples(tokenizer, rows, spans, cfg.fusion.max_length,
+                                                    use_audio=variant == "ith", mc=True)
+                gold = [i for i in part if i.variant == "gold"]
+                account = {"rows": len(rows), "scored": len(gold), "windowed": sum(i.windowed for i in gold),
+                           "unscored": {r: part_counts[r] for r in ROW_DROP_REASONS if part_counts.get(r)}}
+                if account["rows"] != account["scored"] + sum(account["unscored"].values()):
+                    raise RuntimeError(f"{job['job']} {split}: {account['rows']} rows but {account['scored']} scored "
+                                       f"and {account['unscored']} unscored")
+                # Whether a row can be scored depends on its sentence and the LM's tokenizer only, so
+                # every job of a task must agree.
+                if scoring.setdefault(f"{job['task']}/{split}", account) != account:
+                    raise RuntimeError(f"{job['job']} {split}: scoring {account} differs from another job's "
+                                       f"{scoring[job['task'] + '/' + split]}")
+                items += part
+                counts.update(part_counts)
+            counts.pop("windowed", None)
+            dropped[job["job"]] = dict(counts)
             collator = FusionCollator(tokenizer.pad_token_id, features if variant == "ith" else None)
             with torch.no_grad():
                 preds = predict(model, tokenizer, items, collator, by_id, device=device, model_name=variant,
@@ -482,6 +515,8 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
         "predictions": dict(per_variant),
         "evaluated_examples": len({p["example_id"] for p in predictions}),
         "dropped_by_job": {k: v for k, v in dropped.items() if v},
+        "scoring": scoring,
+        "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
         "ith_examples_fused": sum(1 for p in predictions if p["model"] == "ith" and p["audio_ids"]),
         "ours_vs_paper": results["ours_vs_paper"],
         "per_seed": results["per_seed"],
@@ -560,10 +595,13 @@ def fusion_summary(train_reports: dict[str, dict], evaluate_report: dict, featur
                                                           "span_rows", "seconds", "cached")},
         "train": {v: {"seconds": r.get("seconds"), "cached": r.get("cached"),
                       "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for v, r in train_reports.items()},
+        "evaluate": {k: evaluate_report.get(k) for k in ("seconds", "cached")},
         "ours_vs_paper": evaluate_report.get("ours_vs_paper"),
         "benchmark": evaluate_report.get("benchmark"),
         "bootstrap_unit": evaluate_report.get("bootstrap_unit"),
         "majority": evaluate_report.get("majority"),
+        "scoring": evaluate_report.get("scoring"),
+        "unscored_rows": evaluate_report.get("unscored_rows"),
         "outputs": evaluate_report.get("outputs"),
         "seconds": round(sum(r.get("seconds", 0) for r in (features_report, evaluate_report, *train_reports.values())), 3),
     }

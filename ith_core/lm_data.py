@@ -8,8 +8,15 @@
 
 Span character offsets (from the selection table, in the original sentence) are shifted past the
 repeated masks and mapped to token positions through the fast tokenizer's offset mapping, so
-any BERT-family tokenizer works (WordPiece or byte-level BPE). A span with no token left (cut by
-`max_length`) is dropped and counted; spans without audio never reach this module.
+any BERT-family tokenizer works (WordPiece or byte-level BPE). Spans without audio never reach
+this module.
+
+A sentence longer than `max_length` tokens is not cut at its end but windowed: the model sees
+`max_length` tokens (special tokens included) around the masks, covering the spans too where
+they fit, and span positions are those inside the window. So every row whose masks fit in
+`max_length` is scored. A row is left out only when its masks alone do not fit (counted as
+`masks_exceed_max_length`); a span with no token in the window is left out of fusion and counted
+(`span_outside_window`).
 
     items, counts = encode_examples(tokenizer, examples, spans_by_example, max_length=128)
     loader = DataLoader(FusionDataset(items), batch_size=32, collate_fn=FusionCollator(tokenizer, features))
@@ -28,6 +35,8 @@ from torch.utils.data import Dataset, Sampler
 logger = logging.getLogger(__name__)
 
 MASK_TEXT = "[MASK]"
+# Why a row can be left out of training or scoring (`encode_one`).
+ROW_DROP_REASONS = ("no_mask", "masks_exceed_max_length")
 PITCH_WORDS = ("lower", "higher")
 
 
@@ -56,6 +65,7 @@ class EncodedItem:
     span_texts: list[str] = field(default_factory=list)
     answer: str = ""
     variant: str = "gold"  # "gold", or "mc:<n masks>" for the multiple-choice variants
+    windowed: bool = False  # the sentence was longer than max_length: a window around the masks
 
 
 class FeatureSource(Protocol):
@@ -80,9 +90,23 @@ def pitch_token_ids(tokenizer) -> dict[str, int]:
     return ids
 
 
+def _window(length: int, budget: int, masks: list[int], spans: list[list[int]]) -> int:
+    """Start of a `budget`-token window holding every mask, centred on the masks and spans together
+    when they fit, else on the masks."""
+    first, last = masks[0], masks[-1]
+    cover = [i for positions in spans for i in positions] + masks
+    if max(cover) - min(cover) < budget:
+        first, last = min(cover), max(cover)
+    preferred = (first + last + 1) // 2 - budget // 2
+    start = min(max(preferred, masks[-1] - budget + 1), masks[0])  # every mask inside
+    return max(0, min(start, length - budget))
+
+
 def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[SpanAudio], max_length: int,
                counts: Counter) -> tuple[list[int], list[int], list[list[int]], list[SpanAudio]] | None:
-    """(input_ids, mask positions, span token positions, kept spans), or None when a mask was cut off."""
+    """(input_ids, mask positions, span token positions, kept spans), or None (counted) when the row
+    has no mask or its masks alone exceed `max_length`. A longer sentence is windowed around the
+    masks (`counts["windowed"]`)."""
     at = sentence.find(MASK_TEXT)
     if at < 0:
         counts["no_mask"] += 1
@@ -91,25 +115,45 @@ def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[Span
     replacement = " ".join([tokenizer.mask_token] * n)
     text = sentence[:at] + replacement + sentence[at + len(MASK_TEXT):]
     shift = len(replacement) - len(MASK_TEXT)
-    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
-    input_ids = enc["input_ids"]
-    mask_positions = [i for i, t in enumerate(input_ids) if t == tokenizer.mask_token_id]
-    if len(mask_positions) != n:
-        counts["mask_truncated"] += 1
+    enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    # The tokens the post-processor adds ([CLS]/[SEP], <s>/</s>) come before and after the text's.
+    text_tokens = [i for i, flag in enumerate(enc["special_tokens_mask"]) if not flag]
+    lo, hi = text_tokens[0], text_tokens[-1] + 1
+    if text_tokens != list(range(lo, hi)):
+        raise ValueError(f"{type(tokenizer).__name__} puts special tokens inside a single sentence; "
+                         "the fusion LM needs a BERT-style single-sequence template")
+    budget = max_length - (len(ids) - (hi - lo))
+    masks = [i for i in range(lo, hi) if ids[i] == tokenizer.mask_token_id]
+    if len(masks) != n or masks[-1] - masks[0] + 1 > budget:
+        counts["masks_exceed_max_length"] += 1
         return None
-    offsets = enc["offset_mapping"]
-    positions: list[list[int]] = []
-    kept: list[SpanAudio] = []
+    span_tokens: list[list[int]] = []
     for span in spans:
         start = span.char_start + (shift if span.char_start >= at + len(MASK_TEXT) else 0)
         end = span.char_end + (shift if span.char_end > at else 0)
-        # Tokens the post-processor adds ([CLS], [SEP]) have empty offsets; an [UNK] covering a
-        # span's characters is a real span token.
-        toks = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+        # An [UNK] covering a span's characters is a real span token.
+        span_tokens.append([i for i in range(lo, hi) if offsets[i][1] > offsets[i][0]
+                            and offsets[i][0] < end and offsets[i][1] > start])
+    keep = list(range(len(ids)))
+    if hi - lo > budget:
+        begin = lo + _window(hi - lo, budget, [m - lo for m in masks], [[i - lo for i in t] for t in span_tokens if t])
+        keep = list(range(lo)) + list(range(begin, begin + budget)) + list(range(hi, len(ids)))
+        counts["windowed"] += 1
+    new_position = {old: new for new, old in enumerate(keep)}
+    input_ids = [ids[i] for i in keep]
+    mask_positions = [new_position[i] for i in masks]
+    positions: list[list[int]] = []
+    kept: list[SpanAudio] = []
+    for span, toks in zip(spans, span_tokens):
+        inside = [new_position[i] for i in toks if i in new_position]
         if not toks:
             counts["span_without_tokens"] += 1
             continue
-        positions.append(toks)
+        if not inside:
+            counts["span_outside_window"] += 1
+            continue
+        positions.append(inside)
         kept.append(span)
     return input_ids, mask_positions, positions, kept
 
@@ -120,7 +164,9 @@ def encode_examples(tokenizer, examples: list[dict], spans_by_example: dict[str,
 
     `use_audio=False` gives the text-only baseline's items (no spans). `mc=True` adds one
     variant per distinct option length for animal rows (the multiple-choice metric).
-    Returns the items and counts of dropped rows / spans by reason.
+    Returns the items and counts, from the gold variant of each row: rows left out by reason
+    (`ROW_DROP_REASONS`), spans left out by reason, and `windowed` (rows kept, windowed);
+    `mc_variant_dropped` counts multiple-choice variants left out (those rows get no MC score).
     """
     counts: Counter = Counter()
     items: list[EncodedItem] = []
@@ -141,8 +187,12 @@ def encode_examples(tokenizer, examples: list[dict], spans_by_example: dict[str,
                         targets_by_variant.setdefault(f"mc:{n}", [tokenizer.mask_token_id] * n)
         spans = spans_by_example.get(row["example_id"], []) if use_audio else []
         for variant, targets in targets_by_variant.items():
-            encoded = encode_one(tokenizer, sentence, targets, spans, max_length, counts)
+            variant_counts = counts if variant == "gold" else Counter()
+            windowed_before = variant_counts["windowed"]
+            encoded = encode_one(tokenizer, sentence, targets, spans, max_length, variant_counts)
             if encoded is None:
+                if variant != "gold":
+                    counts["mc_variant_dropped"] += 1
                 continue
             input_ids, mask_positions, positions, kept = encoded
             labels = [-100] * len(input_ids)
@@ -153,7 +203,7 @@ def encode_examples(tokenizer, examples: list[dict], spans_by_example: dict[str,
                 example_id=row["example_id"], task=task, split=row["split"], input_ids=input_ids, labels=labels,
                 mask_positions=mask_positions, target_ids=list(targets), span_positions=positions,
                 span_audio_ids=[s.audio_id for s in kept], span_texts=[s.span_text for s in kept],
-                answer=row["answer"], variant=variant,
+                answer=row["answer"], variant=variant, windowed=variant_counts["windowed"] > windowed_before,
             ))
     return items, dict(counts)
 

@@ -48,7 +48,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -210,7 +210,7 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
 
     ids = sorted(prompts)
     shard = shard_name(ids)
-    scratch = replace(cfg, run_id=f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}")
+    scratch = cfg.model_copy(update={"run_id": f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}"})
     layout = RunLayout(cfg.run_root, scratch.effective_run_id)
     try:
         rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1]}
@@ -374,7 +374,7 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
     if task == "pitch":
         items, counts = _items(tokenizer, sentence, task, [1], spans, use_audio, max_length)
         if not items:
-            raise PredictInputError(f"{sentence!r}: the [MASK] lies beyond max_length={max_length} tokens")
+            raise PredictInputError(f"{sentence!r}: its masks alone exceed max_length={max_length} tokens")
         ids = pitch_token_ids(tokenizer)
         logits = _logits(model, collator(items), device)[0, items[0].mask_positions[0]]
         probs = torch.softmax(torch.stack([logits[ids[w]] for w in ("higher", "lower")]), dim=0).tolist()
@@ -385,7 +385,7 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
     lengths = sorted({1, *(len(p) for p in pieces.values() if p)})
     items, counts = _items(tokenizer, sentence, task, lengths, spans, use_audio, max_length)
     if not items:
-        raise PredictInputError(f"{sentence!r}: the [MASK] lies beyond max_length={max_length} tokens")
+        raise PredictInputError(f"{sentence!r}: its masks alone exceed max_length={max_length} tokens")
     logits = _logits(model, collator(items), device)
     by_length = {len(it.mask_positions): torch.log_softmax(logits[b, it.mask_positions], dim=-1)
                  for b, it in enumerate(items)}

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ith_core.config import PROFILE_NAMES, require
+from ith_core.config import PROFILE_NAMES, ConfigError, require
 from ith_core.tiny_models import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,18 @@ def model_home(model_dir: str | None = None) -> Path:
     if ith_home:
         return Path(ith_home).expanduser() / "models"
     return Path("~/.cache/ith/models").expanduser()
+
+
+def check_model_dir(model_dir: str | None = None) -> Path:
+    """The models folder, or ConfigError when it cannot be one: it, or a folder above it, is a file."""
+    home = model_home(model_dir)
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == home else f"is under {existing}, which is a file"
+        raise ConfigError(f"model_dir must be a folder, got {str(home)!r}: it {where}; give --model-dir a folder")
+    return home
 
 
 def _env_var(role: str) -> str:

@@ -437,6 +437,19 @@ def section_accuracy(data: RunData) -> Section:
         [[r.get("task"), r.get("split"), r.get("variant"), r.get("metric"), r.get("seed"), r.get("n"),
           r.get("accuracy"), r.get("ci_low"), r.get("ci_high")] for r in detail], {4, 5, 6, 7, 8},
         caption="Every evaluated (task, split, variant, metric, seed)")))
+    scoring = (data.fusion.summary or {}).get("scoring") or {}
+    if scoring:
+        s.tables.append(("table-scoring", Table(
+            ["task/split", "rows", "scored", "windowed", "not scored (reason: rows)"],
+            [[name, a.get("rows"), a.get("scored"), a.get("windowed"),
+              ", ".join(f"{k}: {v}" for k, v in (a.get("unscored") or {}).items()) or "–"]
+             for name, a in sorted(scoring.items(), key=lambda kv: (kv[0].split("/")[0], _split_key(kv[0].split("/")[1])))],
+            {1, 2, 3}, caption="Rows of each evaluated split: scored (windowed: longer than max_length, the model saw "
+                               "a window around the mask) or not scored, with the reason")))
+        unscored = sum(sum((a.get("unscored") or {}).values()) for a in scoring.values())
+        if unscored:
+            s.notes.append(f"{unscored} rows of the evaluated splits could not be scored (table above); accuracy "
+                           "counts only the scored rows.")
     if any(r.get("n") and r.get("split") in ("dev", "test", "wiki") for r in detail):
         s.notes.append("n is the number of examples scored; published numbers use the full splits, a sampled "
                        "run is not directly comparable.")
@@ -865,7 +878,7 @@ def chart_training(span_losses: list[float], jobs: list[dict]):
                 color = COLORS.get(str(job.get("model")), None)
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=job["job"],
                         linestyle="-" if job.get("model") != "text" else "--", color=color)
-            ax.set_title("fusion LM: " + ("training loss (last batch)" if panel == "loss" else "dev accuracy"))
+            ax.set_title("fusion LM: " + ("training loss (epoch mean)" if panel == "loss" else "dev accuracy"))
             ax.set_ylabel("loss" if panel == "loss" else "dev accuracy (%)")
             ax.legend(frameon=False, fontsize=8)
         ax.set_xlabel("epoch")

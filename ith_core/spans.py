@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from ith_core.config import SpanDetectorConfig
+from ith_core.config import ConfigError, SpanDetectorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,18 @@ def _loader(features: list[dict], tokenizer, batch_size: int, shuffle: bool, see
 
 
 def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when there is a GPU, else cpu; an explicit cuda device must exist (ConfigError)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            seen = (f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})" if count else
+                    f"no CUDA device (torch {torch.__version__}, "
+                    f"{'built with CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})")
+            raise ConfigError(f"device must be a device this machine has, got {device!r}: torch sees {seen}; "
+                              "use --device auto or cpu")
     return torch.device(device)
 
 

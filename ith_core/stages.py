@@ -29,7 +29,7 @@ from storage.layout import RunLayout
 logger = logging.getLogger(__name__)
 
 # Bump when a stage's code changes its output, so old results are not reused.
-STAGE_VERSIONS = {"ingest": 1, "span_detector": 1, "spans": 1}
+STAGE_VERSIONS = {"ingest": 2, "span_detector": 1, "spans": 1}  # ingest 2: normalised_duplicate_row
 
 SPANS_SCHEMA = pa.schema([
     ("example_id", pa.string()),

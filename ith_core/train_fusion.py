@@ -12,14 +12,19 @@ selection table and feature folder, the FusionConfig and a list of jobs (task, m
 "text", seed); jobs run one after another in the same process group.
 
 Per job, in `<output_dir>/<job name>/`:
-    states/step-<global step>/   accelerate save_state (model safetensors; optimizer, scheduler,
-                                 RNG as torch files read back with weights_only=True) and
-                                 progress.json, written last: a state without it is ignored
+    states/step-<global step>[-epoch-end]/   accelerate save_state (model safetensors; optimizer,
+                                 scheduler, RNG as torch files read back with weights_only=True)
+                                 and progress.json, written last: a state without it is ignored.
+                                 A save never writes into a folder holding a whole state: the
+                                 end-of-epoch save has its own name even at a step that a
+                                 mid-epoch save already used; older states go once it is whole
     best/                        dev-best weights: lm/ (save_pretrained, safetensors + tokenizer),
                                  fusion.safetensors, config.json (the resolved job config)
     train_log.json, DONE.json    DONE.json last: a finished job is skipped on rerun
 A crashed or retried run resumes from the newest whole state: `load_state` then
 `skip_first_batches` over the interrupted epoch, whose order depends only on (seed, epoch).
+The epoch loss in the history is the mean over the epoch's batches (each the mean over
+processes), carried in progress.json so a resumed epoch still averages all of its batches.
 
 Batch size is global (the method's 32): each of N processes takes batch_size / N. Mixed precision:
 "auto" is bf16 (or fp16) on GPU, none on CPU. No Prefect import here.
@@ -261,13 +266,20 @@ def _dev_correct(logits: torch.Tensor, labels: torch.Tensor, task: str, pitch_id
     return ((pred == labels) | (labels == -100)).all(-1)
 
 
+EPOCH_END = "-epoch-end"
+
+
+def _state_order(path: Path) -> tuple[int, bool]:
+    # At one global step the end-of-epoch state comes after the mid-epoch one.
+    return int(path.name.split("-")[1]), path.name.endswith(EPOCH_END)
+
+
 def _latest_state(job_dir: Path) -> Path | None:
-    states = sorted((p for p in (job_dir / "states").glob("step-*") if (p / PROGRESS).is_file()),
-                    key=lambda p: int(p.name.split("-")[1]))
+    states = sorted((p for p in (job_dir / "states").glob("step-*") if (p / PROGRESS).is_file()), key=_state_order)
     return states[-1] if states else None
 
 
-def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = None, grad_check: bool = False) -> dict:
+def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
@@ -309,18 +321,38 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl, scheduler)
     pitch_ids = pitch_token_ids(tokenizer) if job.task == "pitch" else None
 
-    progress = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_dev": -1.0, "best_epoch": None, "history": []}
+    # loss_sum / loss_batches: the current epoch's batch losses so far (over every process).
+    progress = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_dev": -1.0, "best_epoch": None, "history": [],
+                "loss_sum": 0.0, "loss_batches": 0}
     state = _latest_state(job_dir)
     if state is not None:
         accelerator.load_state(str(state))
-        progress = json.loads((state / PROGRESS).read_text())
+        progress = {"loss_sum": 0.0, "loss_batches": 0, **json.loads((state / PROGRESS).read_text())}
         if accelerator.is_main_process:
             logger.info("%s: resumed from %s (epoch %d, batch %d)", job.name, state.name, progress["epoch"],
                         progress["batches_done"])
     resumed_from = state.name if state is not None else None
 
-    def save_state() -> None:
-        target = job_dir / "states" / f"step-{progress['global_step']:07d}"
+    pending = {"sum": 0.0, "batches": 0}  # this process's batch losses since the last sync
+
+    def sync_loss() -> None:
+        """Adds every process's pending batch losses to progress (a collective: all processes call it)."""
+        total = pending["sum"]
+        if accelerator.num_processes > 1:
+            total = accelerator.reduce(torch.tensor([total], dtype=torch.float64, device=accelerator.device),
+                                       "sum").item() / accelerator.num_processes
+        progress["loss_sum"] += total
+        progress["loss_batches"] += pending["batches"]
+        pending["sum"], pending["batches"] = 0.0, 0
+
+    def save_state(end_of_epoch: bool = False) -> None:
+        sync_loss()
+        target = job_dir / "states" / f"step-{progress['global_step']:07d}{EPOCH_END if end_of_epoch else ''}"
+        # A folder of that name can only be the leftover of a save that crashed (a whole state at
+        # or after this point would have been resumed from): start it afresh.
+        if accelerator.is_main_process and target.exists():
+            shutil.rmtree(target)
+        accelerator.wait_for_everyone()
         accelerator.save_state(str(target))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -355,16 +387,14 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
             if cfg.max_grad_norm is not None:
                 # The reference clips every parameter's gradient (LM, AST, projector, fusion) at 1.0.
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if grad_check and progress["global_step"] == 0:
-                _write_grad_check(accelerator, model, batch, job_dir)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             progress["batches_done"] += 1
             progress["global_step"] += 1
+            pending["sum"] += float(out.loss.item())
+            pending["batches"] += 1
             seen += batch["input_ids"].shape[0] * accelerator.num_processes
-            if fail_after_steps is not None and progress["global_step"] >= fail_after_steps:
-                raise RuntimeError(f"injected failure after step {progress['global_step']}")
             if spec.max_train_steps is not None and progress["global_step"] >= spec.max_train_steps:
                 finished = True
                 break
@@ -378,7 +408,10 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
                 correct.append(accelerator.gather_for_metrics(_dev_correct(logits, batch["labels"], job.task, pitch_ids)))
         dev_acc = float(torch.cat(correct).float().mean().item()) * 100 if correct else float("nan")
-        progress["history"].append({"epoch": epoch, "dev_accuracy": round(dev_acc, 3), "loss": float(out.loss.item())})
+        sync_loss()
+        # The mean over every batch of the epoch, those before a resume included (from progress).
+        loss = progress["loss_sum"] / progress["loss_batches"] if progress["loss_batches"] else None
+        progress["history"].append({"epoch": epoch, "dev_accuracy": round(dev_acc, 3), "loss": loss})
         if dev_acc > progress["best_dev"]:
             progress["best_dev"], progress["best_epoch"] = dev_acc, epoch
             if accelerator.is_main_process:
@@ -386,8 +419,8 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
         if accelerator.is_main_process:
             logger.info("%s epoch %d: dev accuracy %.2f (best %.2f at epoch %s)", job.name, epoch, dev_acc,
                         progress["best_dev"], progress["best_epoch"])
-        progress["epoch"], progress["batches_done"] = epoch + 1, 0
-        save_state()
+        progress["epoch"], progress["batches_done"], progress["loss_sum"], progress["loss_batches"] = epoch + 1, 0, 0.0, 0
+        save_state(end_of_epoch=True)
     seconds = time.perf_counter() - started
     report = {"job": job.name, "task": job.task, "model": job.model, "seed": job.seed, "world_size": accelerator.num_processes,
               "mixed_precision": accelerator.mixed_precision, "steps": progress["global_step"], "best_dev": progress["best_dev"],
@@ -401,30 +434,17 @@ def train_job(spec: TrainSpec, job: TrainJob, fail_after_steps: int | None = Non
     return report
 
 
-def _write_grad_check(accelerator, model, batch, job_dir: Path) -> None:
-    """Each rank's gradient fingerprint after the first backward (DDP has all-reduced them)."""
-    grads = torch.cat([p.grad.detach().flatten().float() for p in model.parameters() if p.grad is not None])
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / f"grad_rank{accelerator.process_index}.json").write_text(json.dumps({
-        "world_size": accelerator.num_processes, "rank": accelerator.process_index,
-        "grad_sum": grads.sum().item(), "grad_abs_sum": grads.abs().sum().item(),
-        "grad_head": grads[:64].tolist(), "first_input_ids": batch["input_ids"][0].tolist(),
-    }))
-
-
-def run(spec: TrainSpec, fail_after_steps: int | None = None, grad_check: bool = False) -> list[dict]:
-    return [train_job(spec, job, fail_after_steps, grad_check) for job in spec.jobs]
+def run(spec: TrainSpec) -> list[dict]:
+    return [train_job(spec, job) for job in spec.jobs]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TrainSpec JSON")
-    parser.add_argument("--fail-after-steps", type=int, default=None, help="tests: crash after this many steps")
-    parser.add_argument("--grad-check", action="store_true", help="write each rank's first gradient fingerprint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
-    reports = run(TrainSpec.from_json(args.config), args.fail_after_steps, args.grad_check)
+    reports = run(TrainSpec.from_json(args.config))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps([{k: r[k] for k in ("job", "steps", "best_dev", "world_size")} for r in reports]))
     return 0

@@ -11,14 +11,23 @@ A run lives in `<run_root>/<run_id>/`:
 behave the same. Every file is written under a temporary name and renamed into place, so a
 crash leaves either the whole file or none; the stage marker is written after everything
 else, so a stage without a marker is redone from scratch on the next run.
+
+A run id is one folder name (`check_run_id`): it is checked before any path is built from it,
+and opening a layout creates nothing, so reading a run that does not exist leaves no folder.
+For a remote run root, local copies of run folders (`local_dir`) and local working folders
+(`work_dir`) live under `$ITH_HOME/run-cache/<hash of the run root URL>/<run id>/`, so two run
+roots holding the same run id never share them; a copy is refreshed when the remote folder's
+listing (names, sizes, modification stamps) changed since it was made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import posixpath
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,76 @@ def write_atomic(fs, target: str, data: bytes) -> str:
     return target
 
 
+class RunIdError(ValueError):
+    """A run id that is not a single safe folder name (`..`, a slash, empty, ...)."""
+
+
+class RunRootError(ValueError):
+    """The run root cannot hold runs: not a folder, or not writable; the message names the path."""
+
+
+RUN_ID_RULE = "use only letters, digits, '-', '_' and '.', not start with '.', and be at most 128 characters"
+
+
+def run_id_problem(run_id: object) -> str | None:
+    """None for a usable run id, else the rule it breaks (shared by the settings and the CLI)."""
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 128 or run_id.startswith(".") \
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in run_id):
+        return RUN_ID_RULE
+    return None
+
+
+def check_run_id(run_id: object) -> str:
+    """`run_id` if it names one folder inside the run root; else `RunIdError` naming the rule."""
+    problem = run_id_problem(run_id)
+    if problem:
+        raise RunIdError(f"run id {run_id!r} is not a valid run folder name: it must {problem}")
+    return run_id  # type: ignore[return-value]
+
+
+def ith_home() -> Path:
+    """`$ITH_HOME`, else `~/.cache/ith`: models, downloaded data and local run copies live under it."""
+    home = os.environ.get("ITH_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "ith"
+
+
+def check_run_root(run_root: str) -> None:
+    """Raises `RunRootError` if a local `run_root` cannot hold runs, saying what the path is and why.
+
+    Nothing is created. Remote URLs are left to their filesystem (credentials, buckets).
+    """
+    fs, path = fsspec.core.url_to_fs(run_root)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" not in protocols and "local" not in protocols:
+        return
+    target = Path(path)
+    if target.exists():
+        if not target.is_dir():
+            raise RunRootError(f"run root {run_root} is a file, not a folder; choose a folder with --run-root")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise RunRootError(f"run root {run_root} is a folder you cannot write to; choose another with "
+                               "--run-root or fix its permissions")
+        return
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunRootError(f"run root {run_root} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunRootError(f"run root {run_root} does not exist and cannot be created: you cannot write to "
+                           f"{ancestor}; choose another --run-root")
+
+
+def _listing_stamp(fs, root: str) -> str | None:
+    """A hash of every file under `root` (name, size, the filesystem's modification fields); None if empty."""
+    files = fs.find(root, detail=True)
+    if not files:
+        return None
+    entries = sorted((posixpath.relpath(name, root), json.dumps(info, sort_keys=True, default=str))
+                     for name, info in files.items())
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 class StageMismatchError(RuntimeError):
     """A finished stage in this run folder was computed with other settings."""
 
@@ -65,11 +144,13 @@ class RunLayout:
     """Paths and atomic I/O for one run folder."""
 
     def __init__(self, run_root: str, run_id: str) -> None:
+        # Checked before any path is built from it; nothing is created here (writes create
+        # their folders), so opening a run that does not exist leaves nothing behind.
+        self.run_id = check_run_id(run_id)
         self.run_root = run_root
-        self.run_id = run_id
         self.fs, root = fsspec.core.url_to_fs(run_root)
-        self._root = posixpath.join(root.rstrip("/") or "/", run_id)
-        self.fs.makedirs(self._root, exist_ok=True)
+        self._base = root.rstrip("/") or "/"
+        self._root = posixpath.join(self._base, run_id)
 
     def __repr__(self) -> str:
         return f"RunLayout({self.url()!r})"
@@ -127,17 +208,50 @@ class RunLayout:
         self.fs.mv(tmp, target, recursive=True)
         return target
 
+    def cache_dir(self, cache_root: str | os.PathLike | None = None) -> Path:
+        """This run's local cache: `<cache_root or $ITH_HOME/run-cache>/<run root hash>/<run id>`.
+
+        Keyed by the run root's URL too, so the same run id under two run roots never shares it.
+        """
+        root_key = hashlib.sha256(self.fs.unstrip_protocol(self._base).encode())
+        base = Path(cache_root) if cache_root else ith_home() / "run-cache"
+        return base / root_key.hexdigest()[:16] / self.run_id
+
     def local_dir(self, *parts: str, cache_root: str | os.PathLike | None = None) -> Path:
-        """A local folder with the contents of a run folder (itself when the run is on local disk)."""
+        """A local folder with the contents of a run folder (itself when the run is on local disk).
+
+        For a remote run the copy is made once and reused while the remote folder's listing is
+        unchanged; a changed listing (a rerun stage, another writer) makes a fresh copy.
+        """
         if self.is_local:
             return Path(self.path(*parts))
-        base = Path(cache_root or Path.home() / ".cache" / "ith" / "run-cache")
-        local = base / self.run_id / Path(*parts)
-        if not local.exists():
-            tmp = local.with_name(f".tmp-{uuid.uuid4().hex}")
-            self.fs.get(self.path(*parts) + "/", str(tmp), recursive=True)
+        remote = self.path(*parts)
+        stamp = _listing_stamp(self.fs, remote)
+        if stamp is None:
+            raise FileNotFoundError(f"{self.url(*parts)} holds no files")
+        local = self.cache_dir(cache_root) / "mirror" / Path(*parts)
+        stamp_file = local.with_name(f".{local.name}.stamp")
+        if local.is_dir() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".tmp-{uuid.uuid4().hex}")
+        try:
+            self.fs.get(remote + "/", str(tmp), recursive=True)
+            stamp_file.unlink(missing_ok=True)  # no stamp while the copy is being replaced
+            if local.exists():
+                shutil.rmtree(local)
             tmp.rename(local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        stamp_file.write_text(stamp)
         return local
+
+    def work_dir(self, stage: str, cache_root: str | os.PathLike | None = None) -> Path:
+        """Where a process that needs local files (the trainer) writes a stage: the stage folder itself
+        on local disk, else a local working folder that the caller copies back with `put_dir`."""
+        if self.is_local:
+            return Path(self.path(stage))
+        return self.cache_dir(cache_root) / "work" / stage
 
     # -- stage markers -------------------------------------------------------------------------
     def stage_done(self, stage: str, key: str) -> dict | None:

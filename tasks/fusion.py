@@ -11,18 +11,20 @@ from prefect.cache_policies import NO_CACHE
 
 from ith_core import fusion_stage
 from ith_core.config import RunConfig
+from tasks.retry import retry_transient
 
 
-@task(name="encode-audio", retries=1, cache_policy=NO_CACHE)
+@task(name="encode-audio", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def encode_audio(config: dict, model_paths: dict[str, str]) -> dict:
     return fusion_stage.precompute_stage(RunConfig.from_dict(config), model_paths)
 
 
-@task(name="train-fusion-lm", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="train-fusion-lm", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def train_fusion_lm(config: dict, model_paths: dict[str, str], variant: str) -> dict:
     return fusion_stage.train_stage(RunConfig.from_dict(config), model_paths, variant)
 
 
-@task(name="evaluate-fusion", retries=1, cache_policy=NO_CACHE)
+@task(name="evaluate-fusion", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def evaluate(config: dict, model_paths: dict[str, str]) -> dict:
     return fusion_stage.evaluate_stage(RunConfig.from_dict(config), model_paths)

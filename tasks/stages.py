@@ -12,24 +12,26 @@ from prefect.cache_policies import NO_CACHE
 
 from ith_core import stages
 from ith_core.config import RunConfig
+from tasks.retry import retry_transient
 
 
-@task(name="ingest-auditorybench", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="ingest-auditorybench", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def ingest(config: dict) -> dict:
     return stages.ingest_stage(RunConfig.from_dict(config))
 
 
-@task(name="prepare-models", retries=1, cache_policy=NO_CACHE)
+@task(name="prepare-models", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def prepare_models(config: dict) -> dict[str, str]:
     return stages.prepare_models(RunConfig.from_dict(config))
 
 
-@task(name="train-span-detector", retries=1, cache_policy=NO_CACHE)
+@task(name="train-span-detector", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def train_span_detector(config: dict, model_paths: dict[str, str]) -> dict:
     return stages.span_detector_stage(RunConfig.from_dict(config), model_paths)
 
 
-@task(name="detect-spans", retries=1, cache_policy=NO_CACHE)
+@task(name="detect-spans", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def detect_spans(config: dict, model_paths: dict[str, str]) -> dict:
     return stages.spans_stage(RunConfig.from_dict(config), model_paths)
 

@@ -40,12 +40,8 @@ README_MISMATCH_ROWS = {
     "animal/test": [608],
     "animal/wiki": [6, 48, 60, 73, 128, 131, 193],
 }
-# The README gives blob ids for pitch dev/test/wiki only; the shared copies of those are exact.
-VERIFIED_BY = {
-    "animal/train": "columns+rows", "animal/dev": "columns+rows", "animal/test": "columns+rows",
-    "animal/wiki": "columns+rows", "pitch/train": "columns+rows", "pitch/dev": "git-blob",
-    "pitch/test": "git-blob", "pitch/wiki": "git-blob",
-}
+# Every pinned file is verified by its sha256; the shared copies are the pinned bytes.
+VERIFIED_BY = {key: "sha256" for key in README_ROWS}
 ANIMAL_HEADER = ["animal", "description", "sentence", "A", "B", "C", "D", "Answer"]
 PITCH_HEADER = ["sentence", "answer", "span1", "span2"]
 GOOD_ANIMAL = ["owl", "hoot", "An [MASK] makes a hoot at night.", "owl", "cat", "dog", "cow", "A"]
@@ -319,8 +315,47 @@ def test_mismatch_keeps_animal_as_gold_and_letter_as_upstream(tmp_path):
 def test_duplicate_row_flags_each_repeat_only(tmp_path):
     rows = [GOOD_PITCH, _pitch(answer="lower"), GOOD_PITCH, _pitch(answer="higher "), GOOD_PITCH]
     result = _one(tmp_path, "pitch", rows)
-    assert [e["flags"] for e in result.examples.to_pylist()] == [[], [], ["duplicate_row"], [], ["duplicate_row"]]
+    assert [e["flags"] for e in result.examples.to_pylist()] == [
+        [], [], ["duplicate_row"], ["normalised_duplicate_row"], ["duplicate_row"]]
     assert result.counts["pitch/dev"]["flags_by_reason"]["duplicate_row"] == 2
+    assert result.counts["pitch/dev"]["flags_by_reason"]["normalised_duplicate_row"] == 1
+
+
+@pytest.mark.parametrize("task, first, later, duplicate", [
+    ("pitch", GOOD_PITCH, _pitch(answer="Higher"), True),
+    ("pitch", GOOD_PITCH, _pitch(sentence="a  whistle has a [MASK] pitch\tthan a DRUM. "), True),
+    ("pitch", GOOD_PITCH, _pitch(span1="WHISTLE"), True),
+    ("animal", GOOD_ANIMAL, _animal(animal="Owl", A="OWL", description=" Hoot"), True),
+    ("pitch", GOOD_PITCH, _pitch(sentence="A whistle has a [MASK] pitch than a drum!"), False),  # punctuation
+    ("pitch", GOOD_PITCH, _pitch(span2="drúm"), False),  # accents count
+    ("pitch", GOOD_PITCH, _pitch(answer="lower"), False),
+])
+def test_duplicates_after_normalisation_are_flagged(tmp_path, task, first, later, duplicate):
+    """Normalisation: whitespace stripped and collapsed, then case-folded; nothing else."""
+    result = _one(tmp_path, task, [first, later, later])
+    flags = [e["flags"] for e in result.examples.to_pylist()]
+    second = [f for f in flags[1] if f in ("duplicate_row", "normalised_duplicate_row")]
+    assert second == (["normalised_duplicate_row"] if duplicate else [])
+    # The third row repeats the second exactly: an exact duplicate, not a normalised one.
+    assert "duplicate_row" in flags[2] and "normalised_duplicate_row" not in flags[2]
+
+
+def test_normalised_duplicates_in_the_benchmark(full, bench_dir):
+    """Counted independently here: rows equal to an earlier row once each field is normalised, minus exact repeats."""
+    total = 0
+    for key in README_ROWS:
+        task, split = key.split("/")
+        with open(bench_dir / TASK_DIRS[task] / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            records = [r for r in csv.reader(handle)][1:]
+        exact, normal, expected = set(), set(), 0
+        for record in records:
+            key_exact, key_norm = tuple(record), tuple(" ".join(v.split()).casefold() for v in record)
+            expected += key_exact not in exact and key_norm in normal
+            exact.add(key_exact)
+            normal.add(key_norm)
+        assert full.counts[key]["flags_by_reason"]["normalised_duplicate_row"] == expected, key
+        total += expected
+    assert total > 0  # the benchmark has such rows (e.g. case differences)
 
 
 def test_animal_train_span_column(tmp_path):
@@ -375,6 +410,47 @@ def test_ragged_row_names_file_and_row(tmp_path):
     with pytest.raises(DataError, match="data row 2 has 3 fields, the header has 4") as info:
         ingest(str(tmp_path), tasks=("pitch",), splits=("dev",))
     assert str(path) in str(info.value)
+    rows = [GOOD_PITCH] + [GOOD_PITCH[:3]] * 3 + [GOOD_PITCH + ["x"]] * 4
+    _write_csv(tmp_path, "pitch", "dev", PITCH_HEADER, rows)
+    with pytest.raises(DataError, match=r"7 data rows have a field count other than the header's 4: rows \(fields\) "
+                                        r"2 \(3\), 3 \(3\), 4 \(3\), 5 \(5\), 6 \(5\) and 2 more"):
+        ingest(str(tmp_path), tasks=("pitch",), splits=("dev",))
+
+
+def test_every_broken_file_is_named_in_one_error(tmp_path, bench_dir):
+    """Each file is checked; one error names every broken one and its problem, nothing is half-read."""
+    for f in PINNED_FILES:
+        target = tmp_path / f.local_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bench_dir / f.local_path, target)
+    (tmp_path / "animal_sound_recognition" / "dev.csv").unlink()
+    (tmp_path / "sound_pitch_comparison" / "test.csv").write_bytes(b"")
+    _write_csv(tmp_path, "pitch", "dev", ["sentence", "answer"], [GOOD_PITCH[:2]])
+    _write_csv(tmp_path, "animal", "wiki", ANIMAL_HEADER, [GOOD_ANIMAL, GOOD_ANIMAL[:5]])
+    (tmp_path / "animal_sound_recognition" / "test.csv").write_bytes(b"animal,description\n\xff\xfe\n")
+    with pytest.raises(DataError) as info:
+        ingest(str(tmp_path))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "5 of 8 AuditoryBench files cannot be used:"
+    assert lines[1:] == [
+        f"  - {tmp_path}/animal_sound_recognition/dev.csv: AuditoryBench file for task 'animal', split 'dev' not found; "
+        "expected the layout <data_dir>/animal_sound_recognition/dev.csv",
+        f"  - {tmp_path}/animal_sound_recognition/test.csv: not UTF-8 text ('utf-8' codec can't decode byte 0xff in "
+        "position 19: invalid start byte)",
+        f"  - {tmp_path}/animal_sound_recognition/wiki.csv: data row 2 has 5 fields, the header has 8",
+        f"  - {tmp_path}/sound_pitch_comparison/dev.csv: missing columns 'span1', 'span2' (task 'pitch'); header is "
+        "['sentence', 'answer']",
+        f"  - {tmp_path}/sound_pitch_comparison/test.csv: empty file, expected a header row",
+    ]
+
+
+def test_bom_and_crlf_files_read_like_plain_ones(tmp_path):
+    plain = _one(tmp_path / "plain", "pitch", [GOOD_PITCH])
+    path = tmp_path / "bom" / "sound_pitch_comparison" / "dev.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbf" + (",".join(PITCH_HEADER) + "\r\n" + ",".join(GOOD_PITCH) + "\r\n").encode())
+    bom = ingest(str(tmp_path / "bom"), tasks=("pitch",), splits=("dev",))
+    assert bom.examples.drop(["flags"]).equals(plain.examples.drop(["flags"])) and bom.rejects.num_rows == 0
 
 
 def test_unknown_task_is_a_config_error(bench_dir):
@@ -390,14 +466,16 @@ def test_git_blob_id_matches_git():
     assert git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
-def test_shared_copies_against_their_pinned_blobs(bench_dir):
-    blobs = {(f.task, f.split): git_blob_id((bench_dir / f.local_path).read_bytes()) for f in PINNED_FILES}
+def test_shared_copies_against_their_pinned_hashes(bench_dir):
+    assert len({f.sha256 for f in PINNED_FILES}) == len(PINNED_FILES) == 8
     for f in PINNED_FILES:
-        if f.blob_id is not None:
-            assert blobs[(f.task, f.split)].startswith(f.blob_id), f
+        data = (bench_dir / f.local_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f.sha256, f
+    # The data README's blob ids hold for the three files it gives them for.
+    blobs = {f"{f.task}/{f.split}": git_blob_id((bench_dir / f.local_path).read_bytes()) for f in PINNED_FILES}
+    assert [blobs[k][:7] for k in ("pitch/dev", "pitch/test", "pitch/wiki")] == ["67973b2", "336efa6", "b15a9eb"]
     # The shared pitch train was rebuilt from v1 blob 35423ab (README note); v1 itself is exact.
     assert git_blob_id((bench_dir / "v1/sound_pitch_comparison/train.csv").read_bytes()).startswith("35423ab")
-    assert [f.task + "/" + f.split for f in PINNED_FILES if f.blob_id] == ["pitch/dev", "pitch/test", "pitch/wiki"]
 
 
 def test_upstream_url(monkeypatch):
@@ -472,9 +550,11 @@ def test_corrupt_blob_pinned_download_fails_and_is_not_kept(fake_upstream, tmp_p
         locate(cache_dir=str(cache))
     message = str(info.value)
     assert "sound_pitch_comparison/dev.csv" in message and str(source) in message
-    assert "git blob id expected 67973b2..., got " in message and "not kept" in message
-    # Files before it in PINNED_FILES were verified and stay; the failed one and no temp file remain.
-    assert _cache_files(cache) == sorted(f.local_path for f in PINNED_FILES[:5])
+    assert f"sha256 expected {pinned.sha256}, got " in message and "not kept" in message
+    # Same header and row count: only the content hash can tell (row-count checks could not).
+    assert "columns ['sentence', 'answer', 'span1', 'span2'] and 1178 data rows" in message
+    # Every other file was fetched, verified and kept; neither the failed one nor a temp file remains.
+    assert _cache_files(cache) == sorted(f.local_path for f in PINNED_FILES if f != pinned)
 
 
 def test_corrupt_rows_download_fails_and_is_not_kept(fake_upstream, tmp_path):
@@ -482,18 +562,31 @@ def test_corrupt_rows_download_fails_and_is_not_kept(fake_upstream, tmp_path):
     source = fake_upstream / pinned.commit / pinned.path
     source.write_bytes(source.read_bytes().rsplit(b"\n", 2)[0] + b"\n")
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"expected columns \[.*\] and 592 data rows, got columns \[.*\] "
-                                        r"and 591 data rows") as info:
+    with pytest.raises(DataError, match=r"sha256 expected .* the file has columns \[.*\] and 591 data rows "
+                                        r"\(expected \[.*\] and 592\)") as info:
         locate(cache_dir=str(cache))
     assert str(source) in str(info.value)
-    assert _cache_files(cache) == ["animal_sound_recognition/train.csv"]
+    assert _cache_files(cache) == sorted(f.local_path for f in PINNED_FILES if f != pinned)
 
 
 def test_missing_upstream_file_is_a_data_error(fake_upstream, tmp_path):
     shutil.rmtree(fake_upstream / PINNED_FILES[0].commit)
     with pytest.raises(DataError, match="animal_sound_recognition/train.csv: download from file://"):
         locate(cache_dir=str(tmp_path / "cache"))
-    assert _cache_files(tmp_path / "cache") == []
+    assert _cache_files(tmp_path / "cache") == sorted(f.local_path for f in PINNED_FILES[1:])
+
+
+def test_every_failed_download_is_named_in_one_error(fake_upstream, tmp_path):
+    broken = [f for f in PINNED_FILES if f.split in ("dev", "wiki")]
+    for f in broken:
+        source = fake_upstream / f.commit / f.path
+        source.write_bytes(source.read_bytes()[:-10])
+    with pytest.raises(DataError) as info:
+        locate(cache_dir=str(tmp_path / "cache"))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "4 of 8 pinned AuditoryBench files could not be fetched:"
+    assert [line.split(":")[0] for line in lines[1:]] == [f"  - {f.local_path}" for f in broken]
+    assert all("failed verification: sha256 expected" in line for line in lines[1:])
 
 
 def test_interrupted_write_leaves_no_partial_file(fake_upstream, tmp_path, monkeypatch):

@@ -237,3 +237,43 @@ def test_audio_statistics_standardise_per_position_and_survive_save_load():
     legacy = AudioProjector(4, 8)
     legacy.load_state_dict(old)
     torch.testing.assert_close(legacy(x), proj.net(x))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_mask_past_max_length_is_windowed_and_scored(family, bert, roberta):
+    """A [MASK] beyond max_length is scored on a window around it; span positions stay on the span."""
+    _, tokenizer = bert if family == "bert" else roberta
+    filler = " ".join(["the dog barks and the bird sings"] * 12)  # far more than 32 tokens
+    sentence = f"{filler}. A loud quacking noise is what a [MASK] makes, said {filler}."
+    rows = [{"example_id": "a/long", "task": "animal", "split": "test", "sentence": sentence, "answer": "duck",
+             "options": ["duck", "cat", "cow", "hippopotamus"]},
+            {"example_id": "p/long", "task": "pitch", "split": "test", "answer": "higher",
+             "sentence": f"{filler}. A loud quacking noise is [MASK] than {filler}."}]
+    near = _span(sentence, "loud quacking noise", "aud0")
+    far = SpanAudio(1, "the dog", 0, len("the dog"), "aud1")  # the sentence's first words: outside the window
+    spans = {"a/long": [near, far], "p/long": [_span(rows[1]["sentence"], "loud quacking noise", "aud0")]}
+    assert len(tokenizer(sentence)["input_ids"]) > 100
+    items, counts = encode_examples(tokenizer, rows, spans, max_length=32, mc=True)
+    gold = {i.example_id: i for i in items if i.variant == "gold"}
+    assert set(gold) == {"a/long", "p/long"}  # every row scored
+    assert counts["windowed"] == 2 and counts["span_outside_window"] == 1
+    assert not counts.get("masks_exceed_max_length") and not counts.get("mc_variant_dropped")
+    for item in items:
+        assert item.windowed and len(item.input_ids) == 32
+        assert item.input_ids[0] == tokenizer.cls_token_id and item.input_ids[-1] == tokenizer.sep_token_id
+        assert all(item.input_ids[p] == tokenizer.mask_token_id for p in item.mask_positions)
+        assert sum(t == tokenizer.mask_token_id for t in item.input_ids) == len(item.mask_positions)
+    animal = gold["a/long"]
+    assert [animal.labels[p] for p in animal.mask_positions] == animal.target_ids
+    assert animal.span_texts == ["loud quacking noise"] and animal.span_audio_ids == ["aud0"]
+    for item in gold.values():
+        span_tokens = tokenizer.convert_ids_to_tokens([item.input_ids[p] for p in item.span_positions[0]])
+        assert tokenizer.convert_tokens_to_string(span_tokens).strip() == "loud quacking noise"
+    # A sentence that fits is not windowed and encodes as before (special tokens around it).
+    short, short_counts = encode_examples(tokenizer, [{**rows[0], "sentence": SHORT}], {}, max_length=32)
+    assert not short[0].windowed and "windowed" not in short_counts
+    assert short[0].input_ids == tokenizer(SHORT.replace("[MASK]", " ".join(
+        [tokenizer.mask_token] * len(short[0].mask_positions))))["input_ids"]
+    # Only masks that alone exceed max_length leave a row unscored, and they are counted.
+    _, tight = encode_examples(tokenizer, [{**rows[0], "answer": "hippopotamus " * 12}], {}, max_length=8)
+    assert tight["masks_exceed_max_length"] == 1

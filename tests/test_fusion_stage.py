@@ -167,9 +167,20 @@ def test_outputs_accounting_and_results(fusion_run):
     results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
     assert {r["model"] for r in results} == {"ith", "text"}
     assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
+    # Each row's accuracy and interval are those of its own predictions (recomputed here).
+    from ith_core.evaluate import bootstrap_ci
+
     for r in results:
+        outcomes = [p["correct"] if r["metric"] != "mc4_accuracy" else p["mc_correct"] for p in preds
+                    if (p["model"], p["seed"], p["task"], p["split"]) == (r["model"], r["seed"], r["task"], r["split"])]
+        outcomes = [o for o in outcomes if o is not None]
+        assert r["n"] == len(outcomes)
         if r["n"]:
-            assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+            assert r["accuracy"] == round(100 * sum(outcomes) / len(outcomes), 2)
+            lo, hi = bootstrap_ci(np.asarray(outcomes, dtype=np.float64), cfg.fusion.bootstrap_samples)
+            assert (r["ci_low"], r["ci_high"]) == (round(lo, 2), round(hi, 2))
+            if 0 < r["accuracy"] < 100:
+                assert r["ci_high"] - r["ci_low"] > 0
     ours = reports["evaluate"]["ours_vs_paper"]
     assert any(r["paper"] == 78.96 and r["model"] == "ith" for r in ours)
     assert all(r["seeds"] == 2 for r in ours)
@@ -201,9 +212,12 @@ def test_skip_reason_without_train_split():
 
 
 @pytest.mark.slow
-def test_train_resumes_after_a_crash(fusion_run, tmp_path):
-    """A training launch that dies mid-way is resumed, not restarted, by the next attempt."""
-    import json
+def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
+    """A training launch that dies mid-way is resumed, not restarted, by the next attempt.
+
+    Both attempts go through the stage and `accelerate launch`; the first launches the test-only
+    wrapper tests/helpers/train_with_faults.py, which crashes the trainer after a given step.
+    """
     import shutil
 
     from ith_core import fusion_stage
@@ -217,26 +231,21 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path):
     for stage in ("ingest", "spans", "imagine"):
         shutil.copytree(src / stage, dst / stage)
     fusion_stage.precompute_stage(cfg, fusion_run["paths"])
-    # The entry point's crash hook (`fail_after_steps`) is not reachable through the stage, so the
-    # crash is a direct call of the same job that dies after its first epoch's state was saved.
-    from ith_core.train_fusion import TrainJob, TrainSpec, train_job
-
-    if True:
-        inputs = dst / "fusion_features"
-        out = dst / "fusion_train_text"
-        out.mkdir(parents=True, exist_ok=True)
-        key = fusion_stage._train_key(fusion_stage.layout_for(cfg), cfg, fusion_run["paths"], "text")
-        (out / "_KEY.json").write_text(json.dumps({"key": key}))
-        spec = TrainSpec(lm_path=fusion_run["paths"]["lm"], examples_path=str(inputs / "examples.parquet"),
-                         output_dir=str(out), selection_path=str(inputs / "selection.parquet"),
-                         features_dir=str(inputs), fusion=cfg.resolved()["fusion"])
-        steps_per_epoch = -(-sum(1 for r in pq.read_table(inputs / "examples.parquet").to_pylist()
-                                 if r["task"] == "pitch" and r["split"] == "train") // cfg.fusion.batch_size)
-        with pytest.raises(RuntimeError, match="injected"):
-            train_job(spec, TrainJob("pitch", "text", 0), fail_after_steps=steps_per_epoch + 1)
+    examples = pq.read_table(dst / "fusion_features" / "examples.parquet").to_pylist()
+    steps_per_epoch = -(-sum(1 for r in examples if r["task"] == "pitch" and r["split"] == "train")
+                        // cfg.fusion.batch_size)
+    faults = Path(__file__).parent / "helpers" / "train_with_faults.py"
+    # Dies in the second epoch, after the first epoch's state was saved.
+    monkeypatch.setattr(fusion_stage, "TRAIN_ENTRY", (str(faults), "--fail-after-steps", str(steps_per_epoch + 1)))
+    with pytest.raises(RuntimeError, match="exited with status"):
+        fusion_stage.train_stage(cfg, fusion_run["paths"], "text")
+    assert "injected failure" in (dst / "fusion_train_text" / "train.log").read_text()
+    assert not (dst / "fusion_train_text" / "_DONE.json").exists()
+    monkeypatch.undo()
     report = fusion_stage.train_stage(cfg, fusion_run["paths"], "text")
     job = report["jobs"][0]
-    assert job["resumed_from"] is not None and len(job["history"]) == 3
+    assert job["resumed_from"] == f"step-{steps_per_epoch:07d}-epoch-end" and len(job["history"]) == 3
+    assert job["steps"] == 3 * steps_per_epoch
 
 
 @pytest.mark.parametrize("kind", ["pcm8", "pcm16", "pcm24", "pcm32", "float32", "float64"])

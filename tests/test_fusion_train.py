@@ -16,8 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.fusion_task import fusion_settings, make_task  # noqa: E402
+from helpers.train_with_faults import inject  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+FAULTS = REPO / "tests" / "helpers" / "train_with_faults.py"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def _spec(task, tiny_models, out, **kw):
 
 # -- precompute ---------------------------------------------------------------------------------------
 
-def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models, tmp_path):
+def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models, tmp_path, monkeypatch):
     from ith_core.audio_encoding import precompute_audio_features, read_selection
     from ith_core.profiles import load_audio_encoder
     from storage.features import FeatureStore
@@ -69,9 +71,21 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
     encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
     fresh = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_features")
     victim = sorted(distinct)[9]
+    victim_path = next(r["audio_path"] for r in rows if r["audio_id"] == victim)
+    import ith_core.audio_encoding as audio_encoding
+
+    real_load_wav = audio_encoding.load_wav
+
+    def load_wav(path):
+        if path == victim_path:
+            raise RuntimeError(f"injected failure at {path}")
+        return real_load_wav(path)
+
+    monkeypatch.setattr(audio_encoding, "load_wav", load_wav)
     with pytest.raises(RuntimeError, match="injected"):
         precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
-                                  batch_size=4, shard_size=4, fail_on={victim})
+                                  batch_size=4, shard_size=4)
+    monkeypatch.undo()
     assert len(fresh.index()) == 8  # two whole shards, nothing partial
     assert not list(Path(tmp_path, "run", "audio_features").glob(".tmp-*"))
     again = precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
@@ -158,35 +172,109 @@ def test_bootstrap_interval_and_animal_heads(tiny_models):
 
 # -- training ----------------------------------------------------------------------------------------------
 
-def _state_dict(job_dir):
+def _tensors(job_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor a finished job leaves: its dev-best weights and its last training state."""
     from safetensors.torch import load_file
 
-    best = Path(job_dir) / "best"
-    return {**load_file(best / "lm" / "model.safetensors"), **load_file(best / "fusion.safetensors")}
+    best = job_dir / "best"
+    states = sorted(p.name for p in (job_dir / "states").iterdir())
+    return {**{f"best/lm/{k}": v for k, v in load_file(best / "lm" / "model.safetensors").items()},
+            **{f"best/fusion/{k}": v for k, v in load_file(best / "fusion.safetensors").items()},
+            **{f"{states[-1]}/{k}": v for k, v in load_file(job_dir / "states" / states[-1] / "model.safetensors").items()}}
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def reference_run(small_task, tiny_models, tmp_path_factory):
+    """An uninterrupted run (2 epochs of 6 batches, a state every 2 steps) and every batch loss it computed."""
+    from ith_core.train_fusion import run
+
+    out = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as mp:
+        losses = inject(mp, record_losses=True)
+        [report] = run(_spec(small_task, tiny_models, out, checkpoint_every_steps=2))
+    return {"report": report, "losses": list(losses), "job_dir": out / "ith-pitch-seed7"}
 
 
 @pytest.mark.slow
-def test_resume_after_crash_matches_uninterrupted_run(small_task, tiny_models, tmp_path):
+def test_epoch_loss_is_the_mean_over_the_epoch(reference_run):
+    report, losses = reference_run["report"], reference_run["losses"]
+    assert report["steps"] == len(losses) == 12 and report["resumed_from"] is None
+    for epoch, h in enumerate(report["history"]):
+        assert h["loss"] == pytest.approx(float(np.mean(losses[6 * epoch:6 * epoch + 6])), rel=1e-12)
+    assert report["history"][0]["loss"] != pytest.approx(losses[5])  # not the last batch's
+
+
+# Where the crash happens, and the state the next attempt resumes from.
+CRASHES = {
+    # mid-epoch 1 (6 batches per epoch); step 8 was the last state saved
+    "after-step-9": ({"fail_after_steps": 9}, "step-0000008"),
+    # epoch 0's batches are done and saved at step 6, its dev evaluation dies: the resumed epoch has
+    # no batch left (the loop used to read the loss of a batch it never ran)
+    "in-dev-eval": ({"fail_in_dev_eval": True}, "step-0000006"),
+    # the end-of-epoch save at step 6 dies after writing its files: the mid-epoch state of step 6
+    # must be untouched (the end-of-epoch save used to overwrite that very folder)
+    "in-epoch-end-save": ({"fail_in_epoch_end_save": True}, "step-0000006"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", list(CRASHES))
+def test_resume_after_crash_matches_uninterrupted_run(crash, reference_run, small_task, tiny_models, tmp_path):
     from ith_core.train_fusion import run
 
-    clean = _spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2)
-    [ref] = run(clean)
-    assert ref["steps"] == 12 and ref["resumed_from"] is None and ref["best_epoch"] is not None
+    ref = reference_run["report"]
+    faults, resume_point = CRASHES[crash]
     crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
-    with pytest.raises(RuntimeError, match="injected failure after step 9"):
-        run(crashed, fail_after_steps=9)
+    job_dir = tmp_path / "crash" / "ith-pitch-seed7"
+    with pytest.MonkeyPatch.context() as mp:
+        inject(mp, **faults)
+        with pytest.raises(RuntimeError, match="injected failure"):
+            run(crashed)
+    assert (job_dir / "states" / resume_point / "progress.json").is_file()
     [resumed] = run(crashed)
-    # Step 8 was saved mid-epoch 1 (6 batches per epoch): resume skips its first 2 batches.
-    assert resumed["resumed_from"] == "step-0000008" and resumed["steps"] == 12
-    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
-    assert resumed["history"][0] == ref["history"][0]  # epoch 0 came from the saved progress
-    a, b = _state_dict(tmp_path / "clean" / "ith-pitch-seed7"), _state_dict(tmp_path / "crash" / "ith-pitch-seed7")
-    assert a.keys() == b.keys()
+    assert resumed["resumed_from"] == resume_point and resumed["steps"] == ref["steps"] == 12
+    # Same batches, dropout and schedule: the same losses, dev accuracies and weights, exactly.
+    assert resumed["history"] == ref["history"]
+    _assert_same_tensors(_tensors(job_dir), _tensors(reference_run["job_dir"]))
     # A finished job is skipped; its checkpoint is safetensors + the resolved config, nothing pickled.
     assert run(crashed)[0]["cached"] is True
-    best = tmp_path / "crash" / "ith-pitch-seed7" / "best"
+    best = job_dir / "best"
     assert sorted(p.name for p in best.iterdir()) == ["config.json", "fusion.safetensors", "lm"]
     assert not list(best.rglob("*.bin")) and not list(best.rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_epoch_end_save_never_writes_into_a_whole_state(small_task, tiny_models, tmp_path):
+    """The crash of the end-of-epoch save leaves the mid-epoch state of the same step as it was."""
+    from ith_core.train_fusion import run
+
+    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
+    states = tmp_path / "crash" / "ith-pitch-seed7" / "states"
+    snapshots = {}
+    with pytest.MonkeyPatch.context() as mp:
+        from accelerate import Accelerator
+
+        real_save = Accelerator.save_state
+
+        def save_state(self, output_dir=None, **kwargs):
+            mid = states / "step-0000006"
+            if (mid / "progress.json").is_file() and "mid" not in snapshots:
+                snapshots["mid"] = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in mid.iterdir()}
+            return real_save(self, output_dir, **kwargs)
+
+        mp.setattr(Accelerator, "save_state", save_state)
+        inject(mp, fail_in_epoch_end_save=True)
+        with pytest.raises(RuntimeError, match="injected failure while saving"):
+            run(crashed)
+    mid = states / "step-0000006"
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in mid.iterdir()} == snapshots["mid"]
+    assert not (states / "step-0000006-epoch-end" / "progress.json").exists()
 
 
 @pytest.mark.slow
@@ -197,27 +285,23 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
     restarts at 0 in a resumed process; the loop must set the epoch through the loader, or the
     rest of the interrupted epoch (and every later one) replays epoch 0's order.
     """
-    from safetensors.torch import load_file
-
     from ith_core.train_fusion import run
 
     [ref] = run(_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2,
                       fusion={"epochs": 3}))
     crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2, fusion={"epochs": 3})
-    with pytest.raises(RuntimeError):
-        run(crashed, fail_after_steps=9)
+    with pytest.MonkeyPatch.context() as mp:
+        inject(mp, fail_after_steps=9)
+        with pytest.raises(RuntimeError, match="injected failure"):
+            run(crashed)
     [resumed] = run(crashed)
     assert resumed["resumed_from"] == "step-0000008" and resumed["steps"] == ref["steps"] == 18
     # Same data order, dropout masks and learning rates in one process (same thread count): the
-    # same arithmetic in the same order,
-    # so exact equality (no tolerance) for the losses and for every weight at the end.
+    # same arithmetic in the same order, so exact equality (no tolerance) for the losses and for
+    # every weight at the end.
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in ref["history"]]
-    final = "states/step-0000018/model.safetensors"
-    a = load_file(tmp_path / "clean" / "ith-pitch-seed7" / final)
-    b = load_file(tmp_path / "crash" / "ith-pitch-seed7" / final)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    _assert_same_tensors(_tensors(tmp_path / "crash" / "ith-pitch-seed7"),
+                         _tensors(tmp_path / "clean" / "ith-pitch-seed7"))
 
 
 def _free_port() -> int:
@@ -240,11 +324,11 @@ def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "ith_core.train_fusion", "--config", str(config), "--grad-check"]
+           str(FAULTS), "--grad-check", str(tmp_path / "grads"), "--config", str(config)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     job_dir = tmp_path / "ddp" / "ith-pitch-seed3"
-    ranks = [json.loads((job_dir / f"grad_rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((tmp_path / "grads" / f"grad_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     # Different data on each rank, identical gradients after DDP's all-reduce.
     assert ranks[0]["first_input_ids"] != ranks[1]["first_input_ids"]

@@ -15,6 +15,9 @@ from ith_core.config import ConfigError
 from flows.cli import main
 from flows.pipeline import build_config
 
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers.summary_checks import assert_every_stage_cached  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory, ith_home, tiny_models, bench_dir):
@@ -37,7 +40,7 @@ def run_cli(args, env, cwd):
 @pytest.mark.slow
 def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
     root = tmp_path / "runs"
-    args = ["run", "--run-root", str(root), "--sample", "8", "--splits", "dev,wiki",
+    args = ["run", "--run-root", str(root), "--sample", "8", "--splits", "train,dev",
             "--set", "span.max_train_steps=30", "--json"]
     first = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert first.returncode == 0, first.stderr[-3000:]
@@ -56,7 +59,7 @@ def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
     assert examples.num_rows == ingest["accepted"] and rejects.num_rows == ingest["rejected"]
 
     spans = summary["stages"]["spans"]
-    assert set(spans["per_split"]) == {"animal/dev", "animal/wiki", "pitch/dev", "pitch/wiki"}
+    assert set(spans["per_split"]) == {"animal/train", "animal/dev", "pitch/train", "pitch/dev"}
     for name, counts in spans["per_split"].items():
         task, split = name.split("/")
         sample = pq.read_table(run_dir / "spans" / f"{task}-{split}.examples.parquet")
@@ -70,16 +73,20 @@ def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
     assert imagine["occurrences"] == sum(c["spans"] + c["examples_without_spans"] for c in spans["per_split"].values())
     assert imagine["accepted"] + imagine["rejected"] == imagine["occurrences"]
     assert pq.read_table(run_dir / "imagine" / "selection.parquet").num_rows == imagine["occurrences"]
-    # fusion needs the train and dev splits; this run detects spans on dev and wiki only
-    assert "train and dev" in summary["stages"]["fusion"]["skipped"]
+    # Fusion ran (train and dev): every dev row of the sample is scored or counted with its reason.
+    fusion = summary["stages"]["fusion"]
+    assert fusion["ours_vs_paper"] and fusion["evaluate"]["cached"] is False
+    assert set(fusion["scoring"]) == {"animal/dev", "pitch/dev"}
+    for counts in fusion["scoring"].values():
+        assert counts["rows"] == 8 == counts["scored"] + sum(counts["unscored"].values())
     assert Path(result["report"]).is_file() and "<table" in Path(result["report"]).read_text()
 
     second = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout[second.stdout.index("{\n"):])
     assert again["run_dir"] == result["run_dir"]
+    assert_every_stage_cached(again)
     for stage in ("ingest", "span_detector", "spans", "imagine"):
-        assert again["stages"][stage]["cached"] is True, stage
         assert again["stages"][stage]["seconds"] == result["stages"][stage]["seconds"]
 
 

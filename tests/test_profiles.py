@@ -108,10 +108,9 @@ def test_second_call_reuses_the_profile_without_rebuilding(tiny, corpus, tiny_di
     marker = tiny["lm"].parent / "profile.json"
     weights = tiny["lm"] / "model.safetensors"
     before = (marker.stat().st_mtime_ns, marker.stat().st_ino, weights.stat().st_mtime_ns)
-    started = time.perf_counter()
-    # The same sentences in another order are the same corpus.
+    # The same sentences in another order are the same corpus. Untouched marker and weights (same
+    # inode, same mtime) show that nothing was rebuilt.
     again = ensure_tiny_profile(list(reversed(corpus)), model_dir=str(tiny_dir))
-    assert time.perf_counter() - started < 3.0  # a rebuild takes several seconds
     assert again == tiny
     assert (marker.stat().st_mtime_ns, marker.stat().st_ino, weights.stat().st_mtime_ns) == before
 
@@ -263,7 +262,8 @@ def test_paper_models_missing_offline_fail_fast_with_places_and_fix(no_paper_sou
     started = time.perf_counter()
     with pytest.raises(ModelNotAvailableError) as caught:
         resolve_models("paper")
-    assert time.perf_counter() - started < 2.0
+    # No hub back-off (that takes minutes offline); a generous bound, not a speed target.
+    assert time.perf_counter() - started < 60.0
     message = str(caught.value)
     for role, spec in PAPER_MODELS.items():
         assert spec.model_id in message

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers.summary_checks import assert_every_stage_cached  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "tests" / "helpers" / "prefect_probe.py"
 pytestmark = pytest.mark.slow
@@ -122,13 +125,17 @@ def test_deployment_runs_then_reruns_without_recomputing(server):
     assert manifests
     mtimes = {m.name: m.stat().st_mtime_ns for m in manifests}
 
+    train_logs = {p: p.stat().st_mtime_ns for p in run_dir.glob("fusion_train_*/train.log")}
+    assert len(train_logs) == 2 and summary["stages"]["fusion"]["ours_vs_paper"]
+
     second = _probe(server, _run_deployment(server, _params(server, seed=42)))
     assert second["state"] == "COMPLETED", second
     again = json.loads((run_dir / "summary.json").read_text())
-    for stage in ("ingest", "span_detector", "spans", "imagine"):
-        assert again["stages"][stage]["cached"] is True, stage
+    # Every stage is reused, fusion (features, both trainings, evaluation) included.
+    assert_every_stage_cached(again)
     assert set(_shard_status(run_dir).values()) == {"skipped"}
     assert {m.name: m.stat().st_mtime_ns for m in manifests} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in train_logs} == train_logs  # no training was launched
 
     # The report deployment for the existing run: evaluation is already done, the report is rewritten.
     report_html = run_dir / "report" / "report.html"

@@ -2,6 +2,7 @@
 
     ith run            run the pipeline's stages on a profile, a data subset and a run root
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
+    ith repair-audio   regenerate stored audio of a run whose files no longer match their checksums
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
     ith doctor         show which models are available, the torch/CUDA situation and the data location
@@ -108,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(repeatable; values are JSON; `ith config` lists every setting)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    from flows.imagine import add_rerun_failed_parser
+    from flows.imagine import add_repair_audio_parser, add_rerun_failed_parser
 
     add_rerun_failed_parser(commands)
+    add_repair_audio_parser(commands)
 
     from flows.serve import add_serve_parser
 
@@ -214,6 +216,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_repair_audio(args: argparse.Namespace) -> int:
+    from flows.imagine import cmd_repair_audio as repair
+
+    return repair(args)
+
+
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine import cmd_rerun_failed as rerun
 
@@ -242,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed, "repair-audio": cmd_repair_audio,
                 "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
@@ -251,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         # Errors the user can act on get one clear line, not a traceback.
         from flows.imagine import ShardsFailedError
         from ith_core.auditorybench import DataError
-        from ith_core.imagine_stage import ShardsMissingError
+        from ith_core.imagine_stage import DiskSpaceError, ShardsMissingError, UndeterminedSelectionError
+        from storage.audio_store import AudioStoreError
         from ith_core.profiles import ModelNotAvailableError
         from storage.layout import StageMismatchError, StageNotFinishedError
 
         if isinstance(error, (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError,
-                              ShardsMissingError, StageNotFinishedError, FileNotFoundError)):
+                              ShardsMissingError, StageNotFinishedError, FileNotFoundError, AudioStoreError,
+                              DiskSpaceError, UndeterminedSelectionError)):
             print(f"ith: {error}", file=sys.stderr)
             return 1
         raise

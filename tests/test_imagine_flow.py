@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
 import argparse, json, os, sys
-sys.path[:0] = [REPO, TESTS, os.path.join(TESTS, "helpers")]
+sys.path[:0] = [REPO, TESTS]
+sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
 from test_imagine import tiny_config, write_spans
 import faults
 from flows.imagine import ShardsFailedError, cmd_rerun_failed, run_imagine

@@ -185,15 +185,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     try:
         data_dir = auditorybench.locate(args.data_dir)
-    except auditorybench.DataError as error:
-        # A GPU machine without the benchmark copy or a network: the recorded CPU run's prompts and dedup.
-        recorded = json.loads((RESULTS / "imagine_tiny_cpu.json").read_text())
-        print(f"AuditoryBench not available ({error}); using the prompts and dedup of results/imagine_tiny_cpu.json")
-        distinct, dedup, corpus = recorded["prompts"], {**recorded["dedup"], "source": "imagine_tiny_cpu.json"}, None
-    else:
         distinct, dedup = benchmark_spans(data_dir)
         corpus_rows = auditorybench.ingest(data_dir, splits=("train",)).examples
         corpus = corpus_rows["sentence"].to_pylist() + [s for row in corpus_rows["spans"].to_pylist() for s in row]
+    except auditorybench.DataError as error:
+        # A GPU machine without the benchmark copy or a network: the recorded CPU run's prompts and dedup.
+        recorded = json.loads((RESULTS / "imagine_tiny_cpu.json").read_text())
+        print(f"AuditoryBench not available ({str(error)[:200]}); using the prompts and dedup of "
+              "results/imagine_tiny_cpu.json")
+        distinct, dedup, corpus = recorded["prompts"], {**recorded["dedup"], "source": "imagine_tiny_cpu.json"}, None
     rng = np.random.default_rng(0)
     prompts = [distinct[i] for i in sorted(rng.choice(len(distinct), min(args.prompts, len(distinct)), replace=False))]
     if corpus is None:

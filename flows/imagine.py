@@ -54,6 +54,12 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
     logger.info("%d occurrences -> %d unique prompts (%.2fx); %d shards planned", plan["occurrences"],
                 plan["unique_prompts"], plan["dedup_ratio"], len(plan["shards"]))
+    if plan.get("disk"):
+        disk = plan["disk"]
+        free = "unknown" if disk.get("free_bytes") is None else f"{disk['free_bytes'] / 2**30:.2f} GiB"
+        logger.info("audio to write: %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
+                    disk["bytes_at_most"] / 2**30, disk["clips_at_most"], disk["format"],
+                    disk["bytes_expected"] / 2**30, free)
     ray = cfg.imagine.task_runner == "ray"
     devices = None if ray else imagine_stage.local_devices(cfg)
     shard_task = t.generate_candidates.with_options(retries=cfg.imagine.retries)

@@ -1,6 +1,6 @@
 """Stages 2-3 speed: a reference-style loop against the imagine stage's modes, on one model and prompt set.
 
-    .venv/bin/python benchmarks/bench_imagine.py --prompts 4          # tiny profile, CPU -> results/imagine_tiny_cpu.json
+    .venv/bin/python benchmarks/bench_imagine.py --prompts 4    # tiny, CPU: results/imagine_tiny_cpu.json
     .venv/bin/python benchmarks/bench_imagine.py --full-size --prompts 8   # stable-audio-open-1.0 and CLAP shapes,
                                                                            # random weights (a GPU; gpu_check.sh)
 
@@ -177,7 +177,8 @@ def main() -> None:
                         help="stage modes to time, latent-sampling pairs (default: all four)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: torch's)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/imagine_<profile>_<device>.json)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: benchmarks/results/imagine_<profile>_<device>.json)")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -267,7 +268,8 @@ def main() -> None:
     print("| mode | s/prompt | candidates/prompt | per prompt vs reference | whole benchmark (dedup) |")
     print("|---|---|---|---|---|")
     for run in results["modes"]:
-        print(f"| {run['latent_length']}, {run['sampling']} | {run['seconds_per_prompt']} | {run['candidates_per_prompt']} "
+        print(f"| {run['latent_length']}, {run['sampling']} | {run['seconds_per_prompt']} | "
+              f"{run['candidates_per_prompt']} "
               f"| {run['per_prompt_speedup']}x | {run['whole_benchmark_speedup']}x |")
     out = Path(args.out or RESULTS / f"imagine_{'full_size' if args.full_size else 'tiny'}_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

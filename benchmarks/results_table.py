@@ -63,13 +63,15 @@ def main() -> int:
     for m in tiny["modes"]:
         default = " (default)" if (m["latent_length"], m["sampling"]) == ("full", "lazy") else ""
         print(f"| {m['latent_length']}, {m['sampling']}{default} | {m['seconds_per_prompt']:.2f} | "
-              f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | {m['whole_benchmark_speedup']:.2f}x |")
+              f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
+              f"{m['whole_benchmark_speedup']:.2f}x |")
     c = paper["measured"]["components"]
     pe, pr = paper["environment"], paper["projection"]
     check = paper["measured"]["prefix_decode_check"]
     print(f"\n**Paper size, CPU, measured** (`paper_size_cpu.json`: random weights, float32, {pe['torch_threads']} "
           f"thread(s), shared machine): DiT step (CFG batch 2) {c['dit_step_full']['median_s']:.1f} s at 1024 frames, "
-          f"{c['dit_step_exact']['median_s']:.1f} s at 108; VAE decode {c['vae_decode_full']['median_s']:.0f} s for 1024 "
+          f"{c['dit_step_exact']['median_s']:.1f} s at 108; VAE decode {c['vae_decode_full']['median_s']:.0f} s "
+          "for 1024 "
           f"frames, {c['vae_decode_prefix']['median_s']:.1f} s for the 119-frame prefix (kept 5 s equal within "
           f"{check['max_abs_diff']:.1e}, signal max {check['max_abs_full']:.2f}); CLAP 5 clips "
           f"{c['clap_batch5']['median_s']:.1f} s; AST one clip {c['ast_clip']['median_s']:.1f} s; T5 "
@@ -107,7 +109,8 @@ def main() -> int:
                   f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
                   f"{m.get('peak_memory_bytes', 0) / 2**30:.1f} |")
     else:
-        print("\nNo GPU results yet: `benchmarks/gpu_check.sh` writes them (no GPU was available when these were made).")
+        print("\nNo GPU results yet: `benchmarks/gpu_check.sh` writes them (no GPU was available when these "
+              "were made).")
     return 0
 
 

@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed, "repair-audio": cmd_repair_audio,
+        return {"run": cmd_run, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+                "repair-audio": cmd_repair_audio,
                 "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)

@@ -156,7 +156,8 @@ class AudioGenerator(Protocol):
         ...
 
 
-def decoder_reach_frames(downsampling_ratios: Sequence[int], kernel: int = 7, dilations: Sequence[int] = (1, 3, 9)) -> int:
+def decoder_reach_frames(downsampling_ratios: Sequence[int], kernel: int = 7,
+                         dilations: Sequence[int] = (1, 3, 9)) -> int:
     """Latent frames to the right of a sample that an Oobleck decoder reads, rounded up.
 
     The decoder is convolutional only (no attention, no normalisation over time): a first conv

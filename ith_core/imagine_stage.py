@@ -469,7 +469,8 @@ def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, i
     batch, decode = cfg.imagine.batch_size, cfg.imagine.decode_batch_size
     if batch is not None and decode is not None:
         return batch, decode
-    if not str(generator.device).startswith("cuda"):
+    # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
+    if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
         return batch or CPU_BATCH_SIZE, decode
     import torch
 

@@ -48,7 +48,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -210,7 +210,7 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
 
     ids = sorted(prompts)
     shard = shard_name(ids)
-    scratch = replace(cfg, run_id=f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}")
+    scratch = cfg.model_copy(update={"run_id": f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}"})
     layout = RunLayout(cfg.run_root, scratch.effective_run_id)
     try:
         rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1],

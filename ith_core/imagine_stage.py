@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import socket
@@ -53,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.clap_scoring import NO_CANDIDATE, ClapScorer, select_first_passing
+from ith_core.clap_scoring import NO_CANDIDATE, ClapScorer
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
                               generator_identity, prompt_for)

@@ -3,6 +3,7 @@
     ith run            run the pipeline's stages on a profile, a data subset and a run root
     ith config         print the resolved settings a run would use, before anything runs
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
+    ith repair-audio   regenerate stored audio of a run whose files no longer match their checksums
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
     ith doctor         show which models are available, the torch/CUDA situation and the data location
@@ -40,12 +41,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors the user can act on: one `ith:` line, no traceback (a bug still shows its traceback)."""
     from flows.imagine import ShardsFailedError
     from ith_core.auditorybench import DataError
-    from ith_core.imagine_stage import ShardsMissingError
+    from ith_core.imagine_stage import DiskSpaceError, ShardsMissingError, UndeterminedSelectionError
     from ith_core.profiles import ModelNotAvailableError
+    from storage.audio_store import AudioStoreError
     from storage.layout import RunIdError, RunRootError, StageMismatchError, StageNotFinishedError
 
     return (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError, ShardsMissingError,
-            StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError)
+            StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError, AudioStoreError, DiskSpaceError,
+            UndeterminedSelectionError)
 
 
 class _HideUserErrorsOnConsole(logging.Filter):
@@ -171,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_settings(config)
     config.add_argument("--json", action="store_true", help="print the settings as JSON (config.json's form)")
 
-    from flows.imagine import add_rerun_failed_parser
+    from flows.imagine import add_repair_audio_parser, add_rerun_failed_parser
 
     add_rerun_failed_parser(commands)
+    add_repair_audio_parser(commands)
 
     from flows.serve import add_serve_parser
 
@@ -316,6 +320,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_repair_audio(args: argparse.Namespace) -> int:
+    from flows.imagine import cmd_repair_audio as repair
+
+    return repair(args)
+
+
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine import cmd_rerun_failed as rerun
 
@@ -346,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+                "repair-audio": cmd_repair_audio,
                 "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)

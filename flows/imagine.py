@@ -54,6 +54,12 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
     logger.info("%d occurrences -> %d unique prompts (%.2fx); %d shards planned", plan["occurrences"],
                 plan["unique_prompts"], plan["dedup_ratio"], len(plan["shards"]))
+    if plan.get("disk"):
+        disk = plan["disk"]
+        free = "unknown" if disk.get("free_bytes") is None else f"{disk['free_bytes'] / 2**30:.2f} GiB"
+        logger.info("audio to write: %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
+                    disk["bytes_at_most"] / 2**30, disk["clips_at_most"], disk["format"],
+                    disk["bytes_expected"] / 2**30, free)
     ray = cfg.imagine.task_runner == "ray"
     devices = None if ray else imagine_stage.local_devices(cfg)
     shard_task = t.generate_candidates.with_options(retries=cfg.imagine.retries)
@@ -134,4 +140,32 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
     report = run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=True)
     print(json.dumps(report, indent=2, default=str) if args.json else
           f"done: {report['accepted']} of {report['occurrences']} span occurrences got audio")
+    return 0
+
+
+# -- CLI: `ith repair-audio <run> <audio id>...` ----------------------------------------------------
+
+def add_repair_audio_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "repair-audio", help="regenerate stored audio whose file no longer matches its checksum",
+        description="Regenerates every stored candidate of the given audio ids (the ones the imagine stage names "
+                    "when a stored file is missing or does not match its recorded checksum), rescores them with "
+                    "CLAP, rewrites the manifests that list them, and collects RUN's selection again. Other audio "
+                    "ids are not touched.")
+    parser.add_argument("run", help="the run id (folder name under --run-root)")
+    parser.add_argument("audio_ids", nargs="+", metavar="AUDIO_ID", help="audio ids to regenerate")
+    parser.add_argument("--run-root", default="runs", help="folder or fsspec URL holding the run (default: ./runs)")
+    parser.add_argument("--device", default=None, help="device to generate on (default: the run's device choice)")
+    parser.add_argument("--json", action="store_true", help="print the repair report as JSON")
+    return parser
+
+
+def cmd_repair_audio(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args.run_root, args.run)
+    plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+    report = imagine_stage.repair_audio(cfg, plan["model_paths"], args.audio_ids, device=args.device)
+    print(json.dumps(report, indent=2, default=str) if args.json else
+          f"regenerated {report['candidates_regenerated']} candidate(s) of {len(report['audio_ids'])} audio id(s), "
+          f"rewrote {len(report['manifests_rewritten'])} manifest(s); run {args.run}: "
+          f"{report['collect']['accepted']} of {report['collect']['occurrences']} span occurrences got audio")
     return 0

@@ -1,4 +1,4 @@
-"""Audio helpers shared by the stages: read a WAV from any fsspec URL, mix to mono, resample.
+"""Audio helpers shared by the stages: read a WAV (or FLAC) from any fsspec URL, mix to mono, resample.
 
 One implementation for CLAP scoring (48 kHz) and AST encoding (16 kHz), with no scipy: WAVs are
 parsed here (RIFF chunks + numpy), resampling is soxr's (a declared dependency).
@@ -9,7 +9,8 @@ parsed here (RIFF chunks + numpy), resampling is soxr's (a declared dependency).
 `read_wav` reads PCM 8-bit (unsigned), 16-, 24- and 32-bit (signed), IEEE float 32/64 and
 WAVE_FORMAT_EXTENSIBLE files holding either; integers are scaled by 2^(bits-1), so full scale
 maps to [-1, 1). The chunk walk is ours rather than the stdlib `wave` module's because `wave`
-(Python 3.11) rejects float and extensible files.
+(Python 3.11) rejects float and extensible files. FLAC files (the audio store's
+`imagine.audio_format=flac`) are decoded by soundfile (libsndfile), scaled the same way.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ class WavError(ValueError):
 
 
 def read_wav(url: str) -> tuple[np.ndarray, int]:
-    """(float32 samples shaped (channels, samples), sample rate) from a WAV path or fsspec URL."""
+    """(float32 samples shaped (channels, samples), sample rate) from a WAV or FLAC path or fsspec URL."""
     with fsspec.open(url, "rb") as handle:
         data = handle.read()
+    if data[:4] == b"fLaC":
+        import io
+
+        import soundfile
+
+        frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return np.ascontiguousarray(frames.T), int(rate)
     try:
         return decode_wav(data)
     except WavError as error:

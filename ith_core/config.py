@@ -127,7 +127,29 @@ class ImagineConfig(Section):
     latent_length: Literal["full", "exact"] = Field(
         "full", description="full: denoise the model's whole window and crop (the reference); exact: denoise "
                             "only the frames the duration needs (faster, not the method)")
-    batch_size: Int = Field(8, ge=1, description="prompts per generation batch (execution only)")
+    sampling: Literal["lazy", "all"] = Field(
+        "lazy", description="lazy: generate candidates in index order and stop a prompt at the first that passes "
+                            "its threshold (the highest of its tasks'), which selects exactly what generating all "
+                            "of them selects; all: generate every candidate (the threshold study needs every score)")
+    keep_audio: Literal["all", "selected"] = Field(
+        "all", description="all: store every generated candidate's audio; selected: only the candidates the "
+                           "thresholds choose (scores of all are kept) (execution only)")
+    audio_format: Literal["wav", "flac"] = Field(
+        "wav", description="stored audio: 16-bit PCM WAV, or FLAC (lossless, the same 16-bit samples, smaller); "
+                           "CLAP scores the generated samples either way (execution only)")
+    decode: Literal["prefix", "full"] = Field(
+        "prefix", description="prefix: VAE-decode only the latent frames the kept seconds need (plus the decoder's "
+                              "reach; equal to full-then-trim within float rounding); full: the whole latent "
+                              "(execution only)")
+    batch_size: Optional[Int] = Field(
+        None, ge=1, description="clips (prompt x candidate) per generation call; null: from the device's free "
+                                "memory on a GPU, 8 on a CPU (execution only)")
+    decode_batch_size: Optional[Int] = Field(
+        None, ge=1, description="clips per VAE decode call; null: from the device's free memory on a GPU, all "
+                                "of the generation call on a CPU (execution only)")
+    disk_check: Bool = Field(
+        True, description="refuse to start when the run root's free space cannot hold the audio the plan "
+                          "expects to write (local run roots; execution only)")
     shard_size: Int = Field(64, ge=1, description="prompts per shard task (execution only)")
     clap_backend: Literal["transformers"] = Field(
         "transformers", description="CLAP implementation; laion-clap is not shipped (it pins numpy<2)")
@@ -351,7 +373,8 @@ def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:
 # run fingerprint, since results do not depend on them.
 EXECUTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "span": ("inference_batch_size",),
-    "imagine": ("batch_size", "shard_size", "clap_batch_size", "task_runner", "ray_address", "gpus", "retries"),
+    "imagine": ("batch_size", "decode_batch_size", "decode", "keep_audio", "audio_format", "disk_check", "shard_size",
+                "clap_batch_size", "task_runner", "ray_address", "gpus", "retries"),
     "fusion": ("num_processes",),
 }
 

@@ -141,35 +141,72 @@ def generator_identity(folder: str | Path) -> str:
 class AudioGenerator(Protocol):
     """What the stage needs from a text-to-audio model.
 
-    Any diffusers text-to-audio pipeline that accepts `latents=` and a list of per-sample
-    generators (AudioLDM2 does) fits behind it with its own latent shape.
+    `generate` takes any number of seeds per prompt (the same number for every prompt of one
+    call): lazy rejection sampling asks for one candidate per prompt at a time, candidate k's
+    seed always being `candidate_seeds(...)[k]`, so candidate k is the same audio whichever
+    call generates it. Any diffusers text-to-audio pipeline that accepts `latents=` and a list
+    of per-sample generators (AudioLDM2 does) fits behind it with its own latent shape.
     """
 
     identity: str
     sample_rate: int
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
-        """(prompts, candidates, channels, samples) float32 waveforms; seeds[i][k] seeds candidate k of prompt i."""
+        """(prompts, len(seeds[0]), channels, samples) float32 waveforms; seeds[i][j] seeds the j-th of prompt i."""
         ...
 
 
-class StableAudioGenerator:
-    """diffusers `StableAudioPipeline` with per-candidate seeded noise and full/exact latents."""
+def decoder_reach_frames(downsampling_ratios: Sequence[int], kernel: int = 7,
+                         dilations: Sequence[int] = (1, 3, 9)) -> int:
+    """Latent frames to the right of a sample that an Oobleck decoder reads, rounded up.
 
-    def __init__(self, pipe, settings: GenerationSettings, device: str) -> None:
+    The decoder is convolutional only (no attention, no normalisation over time): a first conv
+    (kernel 7) at latent rate, then per upsampling block a transposed conv (kernel 2s, reaching
+    two input frames at most) and three residual units (kernel 7, dilations 1, 3, 9) at the
+    block's output rate, then a last conv (kernel 7). Decoding `needed + reach` frames therefore
+    gives the first `needed` frames' samples as a whole-window decode does, up to the float
+    rounding of convolutions over another length (measured by the tests and the benchmark).
+    """
+    half = kernel // 2
+    reach, rate = float(half), 1
+    for stride in reversed(list(downsampling_ratios)):
+        reach += 2.0 / rate
+        rate *= stride
+        reach += sum(half * d for d in dilations) / rate
+    reach += half / rate
+    return math.ceil(reach)
+
+
+class StableAudioGenerator:
+    """diffusers `StableAudioPipeline` with per-candidate seeded noise, full/exact latents and
+    prefix decoding.
+
+    Denoising runs in the pipeline (output_type "latent"); decoding is done here, on only the
+    latent prefix the kept seconds need plus the decoder's reach (`decode="prefix"`, 119 of 1024
+    frames for 5 s at paper size), in slices of `decode_batch_size` clips. A CUDA out-of-memory
+    error halves the batch and retries: noise is per candidate, so a split batch gives the same
+    audio.
+    """
+
+    def __init__(self, pipe, settings: GenerationSettings, device: str, decode: str = "prefix",
+                 decode_batch_size: int | None = None) -> None:
         self.pipe = pipe
         self.settings = settings
         self.device = device
+        self.decode_mode = decode
         self.identity = settings.generator_id
         self.sample_rate = int(pipe.vae.config.sampling_rate)
         self.channels = int(pipe.vae.config.audio_channels)
         self.hop = int(pipe.vae.hop_length)
         self.full_frames = int(pipe.transformer.config.sample_size)
         self.latent_channels = int(pipe.transformer.config.in_channels)
+        self.decode_batch_size = decode_batch_size
         max_s = self.full_frames * self.hop / self.sample_rate
         if settings.duration_s > max_s:
             raise ValueError(f"imagine.duration_s must be <= the generator's window of {max_s:.2f} s, "
                              f"got {settings.duration_s}; shorten the clips or use a model with a longer window")
+        if decode not in ("prefix", "full"):
+            raise ValueError(f"decode must be 'prefix' or 'full', got {decode!r}")
         pipe.set_progress_bar_config(disable=True)
 
     @classmethod
@@ -178,7 +215,12 @@ class StableAudioGenerator:
 
         settings = GenerationSettings.from_config(cfg, generator_identity(folder), device)
         pipe = load_generator(folder, torch_dtype=getattr(torch, settings.dtype)).to(device)
-        return cls(pipe, settings, device)
+        return cls(pipe, settings, device, decode=cfg.decode, decode_batch_size=cfg.decode_batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Samples kept per candidate (the pipeline's own crop: int(duration * rate))."""
+        return int(self.settings.duration_s * self.sample_rate)
 
     @property
     def latent_frames(self) -> int:
@@ -186,6 +228,14 @@ class StableAudioGenerator:
             return self.full_frames
         needed = math.ceil(self.settings.duration_s * self.sample_rate / self.hop)
         return min(self.full_frames, needed)
+
+    @property
+    def decode_frames(self) -> int:
+        """Latent frames decoded per candidate: the kept samples' frames plus the decoder's reach."""
+        if self.decode_mode == "full":
+            return self.latent_frames
+        reach = decoder_reach_frames(self.pipe.vae.config.downsampling_ratios)
+        return min(self.latent_frames, math.ceil(self.samples / self.hop) + reach)
 
     def initial_latents(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
         """Standard-normal latents, one seeded CPU generator per candidate.
@@ -202,21 +252,80 @@ class StableAudioGenerator:
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
-        k = self.settings.num_candidates
-        if len(prompts) != len(seeds) or any(len(s) != k for s in seeds):
-            raise ValueError(f"seeds must hold {k} seeds for each of the {len(prompts)} prompts")
+        n = len(seeds[0]) if seeds else 0
+        if len(prompts) != len(seeds) or n < 1 or any(len(s) != n for s in seeds):
+            raise ValueError(f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
+                             f"prompts, got {[len(s) for s in seeds]}")
+        try:
+            return self._generate(prompts, seeds)
+        except torch.cuda.OutOfMemoryError:
+            if len(prompts) * n == 1:
+                raise
+            torch.cuda.empty_cache()
+            # Halve the batch: by prompts while there are several, else by candidates.
+            if len(prompts) > 1:
+                half = len(prompts) // 2
+                return torch.cat([self.generate(prompts[:half], seeds[:half]),
+                                  self.generate(prompts[half:], seeds[half:])])
+            half = n // 2
+            return torch.cat([self.generate(prompts, [s[:half] for s in seeds]),
+                              self.generate(prompts, [s[half:] for s in seeds])], dim=1)
+
+    def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        n = len(seeds[0])
         # The pipeline orders samples prompt-major (p0c0, p0c1, ..., p1c0), as flattened here.
         latents, generators = self.initial_latents([s for row in seeds for s in row])
-        audio = self.pipe(
+        latents = self.pipe(
             list(prompts),
             negative_prompt=[self.settings.negative_prompt] * len(prompts),
             num_inference_steps=self.settings.num_inference_steps,
             audio_end_in_s=self.settings.duration_s,
-            num_waveforms_per_prompt=k,
+            num_waveforms_per_prompt=n,
             guidance_scale=self.settings.guidance_scale,
             latents=latents,
             generator=generators if len(generators) > 1 else generators[0],
-            output_type="pt",
+            output_type="latent",
         ).audios
-        audio = audio.float()
-        return audio.reshape(len(prompts), k, audio.shape[-2], audio.shape[-1])
+        audio = self.decode(latents)
+        return audio.reshape(len(prompts), n, audio.shape[-2], audio.shape[-1])
+
+    @torch.inference_mode()
+    def memory_per_clip(self) -> tuple[int, int]:
+        """(denoising, decoding) device bytes one more clip adds to the peak, measured on this CUDA device.
+
+        Each is the difference of the peaks of a 2-clip and a 1-clip call (one denoising step,
+        one decode of `decode_frames`), so fixed costs (weights, workspaces) cancel out.
+        """
+        device = torch.device(self.device)
+        dtype = getattr(torch, self.settings.dtype)
+
+        def peak(fn) -> int:
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            fn()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - base
+
+        def denoise(n: int) -> None:
+            latents = torch.randn(n, self.latent_channels, self.latent_frames, device=device, dtype=dtype)
+            self.pipe(["sound"] * n, negative_prompt=[self.settings.negative_prompt] * n, num_inference_steps=1,
+                      audio_end_in_s=self.settings.duration_s, guidance_scale=self.settings.guidance_scale,
+                      latents=latents, output_type="latent")
+
+        latents = torch.zeros(2, self.latent_channels, self.decode_frames, device=device, dtype=dtype)
+        generate = peak(lambda: denoise(2)) - peak(lambda: denoise(1))
+        decode = peak(lambda: self.pipe.vae.decode(latents)) - peak(lambda: self.pipe.vae.decode(latents[:1]))
+        return max(1, generate), max(1, decode)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(clips, channels, frames) latents -> (clips, audio channels, samples) float32, the kept seconds only."""
+        frames = self.decode_frames
+        step = self.decode_batch_size or len(latents)
+        out = []
+        for start in range(0, len(latents), step):
+            chunk = latents[start:start + step, :, :frames]
+            out.append(self.pipe.vae.decode(chunk).sample[:, :, :self.samples].float())
+        return torch.cat(out)

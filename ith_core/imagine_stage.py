@@ -4,6 +4,7 @@
     run_shard(cfg, model_paths, shard)      generate + score one shard into the shared audio store
     shard_statuses(cfg)                     which planned shards are finished (their manifest exists)
     collect_stage(cfg)                      candidates -> selection per threshold; marks the stage done
+    repair_audio(cfg, model_paths, ids)     regenerate damaged stored audio, then collect again
 
 Files in the run folder (`<run_root>/<run_id>/imagine/`):
 
@@ -17,8 +18,18 @@ Files in the run folder (`<run_root>/<run_id>/imagine/`):
     _DONE.json          written last
 
 Audio lives in the store shared by all runs over the run root (`storage.audio_store`), so a
-finished audio id is never generated again, whatever the run id. The plan is written once per
+finished candidate is never generated again, whatever the run id. The plan is written once per
 run and reused, so a rerun executes exactly the planned shards that lack a manifest.
+
+Lazy rejection sampling (`imagine.sampling=lazy`, the default): the method keeps the first
+candidate, in index order, whose CLAP score reaches the threshold, and each candidate has its
+own seed, so a shard generates candidate 0 of all its prompts (batched across prompts), scores
+them, then candidate 1 of the prompts still without a pass, and so on. An audio id shared by
+tasks stops at the highest of their thresholds, so every task selects what generating all
+candidates would select. The selection is identical; what lazy sampling does not know is the
+acceptance at thresholds above a prompt's stop (`acceptance.parquet` counts those occurrences
+as `undetermined`; `sampling=all` generates everything for the threshold study), and a later
+run with a higher threshold generates only the candidates still missing.
 """
 
 from __future__ import annotations
@@ -28,33 +39,36 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 import queue
+import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.clap_scoring import NO_CANDIDATE, ClapScorer, select_first_passing
+from ith_core.clap_scoring import NO_CANDIDATE, ClapScorer
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
                               generator_identity, prompt_for)
-from storage.audio_store import AudioStore, pcm16, shard_name
+from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, shard_name
 from storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
 STAGE = "imagine"
 # Bump when this module changes what the stage writes for the same inputs.
-IMAGINE_VERSION = 1
-# Test hook: a shard whose plan index (or name) is listed here (comma-separated, or "@<file>"
-# naming a file that lists them) fails after writing its first batch of WAVs, before its
-# manifest: the state a crash leaves behind.
-FAULT_ENV = "ITH_FAULT_IMAGINE_SHARD"
+IMAGINE_VERSION = 2
+# Clips per generation call on a CPU when imagine.batch_size is unset (CPU time is linear in it).
+CPU_BATCH_SIZE = 8
+# A score this close to a threshold may pass on one machine and fail on another (renderings
+# differ in the last bits): such candidates are counted in the stage report.
+NEAR_THRESHOLD = 1e-4
 
 MAPPING_SCHEMA = pa.schema([
     ("example_id", pa.string()),
@@ -73,6 +87,8 @@ PLAN_SCHEMA = pa.schema([
     ("audio_id", pa.string()),
     ("prompt", pa.string()),
     ("clap_text", pa.string()),
+    ("stop_threshold", pa.float64()),  # lazy: stop at the first candidate >= this; null: all candidates
+    ("keep_thresholds", pa.list_(pa.float64())),  # keep_audio=selected: store the first passing of each; null: all
 ])
 
 SELECTION_SCHEMA = pa.schema([
@@ -94,8 +110,12 @@ class ShardsMissingError(RuntimeError):
     """Planned shards have no manifest yet; `ith rerun-failed <run>` generates exactly those."""
 
 
-class InjectedFault(RuntimeError):
-    """Raised by the FAULT_ENV test hook."""
+class UndeterminedSelectionError(RuntimeError):
+    """Lazy sampling stopped below a threshold now asked for: the stored candidates do not decide it."""
+
+
+class DiskSpaceError(RuntimeError):
+    """The run root cannot hold the audio the plan expects to write."""
 
 
 def layout_for(cfg: RunConfig) -> RunLayout:
@@ -155,16 +175,110 @@ def build_mapping(occurrences: Sequence[dict], cfg: RunConfig, settings: Generat
     return pa.Table.from_pylist(rows, schema=MAPPING_SCHEMA)
 
 
-def cut_shards(unique: dict[str, tuple[str, str]], finished: set[str], shard_size: int) -> pa.Table:
-    """Ids not finished anywhere in the store, sorted, cut into shards named by their ids."""
-    todo = sorted(set(unique) - finished)
+def work_spec(thresholds: Sequence[float], sampling: str, keep_audio: str) -> tuple[float | None, list[float] | None]:
+    """(stop threshold, keep thresholds) of an audio id whose occurrences have these task thresholds.
+
+    Lazy sampling stops at the first candidate passing the highest threshold: for every lower
+    one the first passing candidate comes no later, so each task selects what it would select
+    from all candidates. keep_audio=selected stores the first passing candidate of each threshold.
+    """
+    distinct = sorted({float(t) for t in thresholds})
+    return (distinct[-1] if sampling == "lazy" else None), (distinct if keep_audio == "selected" else None)
+
+
+def _work_key(audio_id_: str, stop: float | None, keep: list[float] | None) -> str:
+    # All candidates with all audio kept is the plain id (the shard names of recipe v1).
+    return audio_id_ if stop is None and keep is None else json.dumps([audio_id_, stop, keep])
+
+
+def first_passing(candidates: dict[int, float], threshold: float, k: int) -> tuple[int, bool]:
+    """(index of the first candidate >= threshold or -1, whether the stored candidates decide it).
+
+    `candidates` maps index -> score of the stored candidates of one audio id. The rule needs
+    candidates 0..j in order: a missing one before any pass leaves the answer undetermined.
+    """
+    for c in range(k):
+        if c not in candidates:
+            return NO_CANDIDATE, False
+        if candidates[c] >= threshold:
+            return c, True
+    return NO_CANDIDATE, True
+
+
+def needs_work(stored: dict[int, dict], k: int, stop: float | None, keep: list[float] | None) -> bool:
+    """Whether the stored candidate rows of an audio id (index -> row) lack something its spec needs."""
+    scores = {c: r["clap_score"] for c, r in stored.items()}
+    if stop is None:
+        needed = list(range(k))
+        if any(c not in stored for c in needed):
+            return True
+    else:
+        j, decided = first_passing(scores, stop, k)
+        if not decided:
+            return True
+        needed = list(range(j + 1 if j != NO_CANDIDATE else k))
+    if keep is None:
+        return any(stored[c]["audio_path"] is None for c in needed)
+    chosen = {first_passing(scores, t, k)[0] for t in keep} - {NO_CANDIDATE}
+    return any(stored[c]["audio_path"] is None for c in chosen)
+
+
+def _rows_by_id(candidates: pa.Table) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    for row in candidates.to_pylist():
+        out.setdefault(row["audio_id"], {})[int(row["candidate"])] = row
+    return out
+
+
+def cut_shards(unique: dict[str, tuple], todo: set[str], shard_size: int) -> pa.Table:
+    """Ids with work left, sorted, cut into shards named by their work (ids and sampling spec)."""
     rows = []
-    for index, start in enumerate(range(0, len(todo), shard_size)):
-        chunk = todo[start:start + shard_size]
-        name = shard_name(chunk)
+    ordered = sorted(todo)
+    for index, start in enumerate(range(0, len(ordered), shard_size)):
+        chunk = ordered[start:start + shard_size]
+        name = shard_name([_work_key(a, unique[a][2], unique[a][3]) for a in chunk])
         rows.extend({"shard": name, "shard_index": index, "audio_id": a, "prompt": unique[a][0],
-                     "clap_text": unique[a][1]} for a in chunk)
+                     "clap_text": unique[a][1], "stop_threshold": unique[a][2], "keep_thresholds": unique[a][3]}
+                    for a in chunk)
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+
+
+def disk_estimate(cfg: RunConfig, plan_rows: pa.Table, k: int, bytes_per_clip: int) -> dict:
+    """Audio the plan writes: an upper bound, and an expectation for lazy sampling at 50 % acceptance.
+
+    keep_audio=selected stores at most one clip per distinct threshold of a prompt; otherwise
+    every generated candidate is stored: k per prompt at most, and with lazy sampling
+    E[n] = sum_c 0.5^c (1.94 of 5) expected when each candidate passes with probability 0.5.
+    Clips are counted at their WAV size (FLAC is smaller by an amount that depends on the audio).
+    """
+    lazy_expected = (1 - 0.5 ** k) / 0.5
+    most, expected = 0, 0.0
+    for keep, stop in zip(plan_rows["keep_thresholds"].to_pylist(), plan_rows["stop_threshold"].to_pylist()):
+        clips = len(keep) if keep is not None else k
+        most += clips
+        expected += clips if keep is not None or stop is None else lazy_expected
+    return {"clips_at_most": most, "bytes_at_most": most * bytes_per_clip, "clips_expected": round(expected, 1),
+            "bytes_expected": int(expected * bytes_per_clip), "bytes_per_clip": bytes_per_clip,
+            "format": cfg.imagine.audio_format}
+
+
+def check_disk(cfg: RunConfig, estimate: dict) -> dict:
+    """Logs the expected disk use; refuses (DiskSpaceError) when the run root cannot hold the upper bound."""
+    free = free_bytes(cfg.run_root)
+    gib = 2 ** 30
+    estimate = {**estimate, "free_bytes": free}
+    logger.info("imagine: audio to write %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
+                estimate["bytes_at_most"] / gib, estimate["clips_at_most"], estimate["format"],
+                estimate["bytes_expected"] / gib, "unknown" if free is None else f"{free / gib:.2f} GiB")
+    if cfg.imagine.disk_check and free is not None and estimate["bytes_at_most"] > free:
+        raise DiskSpaceError(
+            f"run root {cfg.run_root} has {free / gib:.2f} GiB free, imagination may write "
+            f"{estimate['bytes_at_most'] / gib:.2f} GiB of audio ({estimate['clips_at_most']} clips of "
+            f"{estimate['bytes_per_clip'] / 2**20:.2f} MiB; {estimate['bytes_expected'] / gib:.2f} GiB expected). "
+            "Free space, use another --run-root, keep only the chosen candidates' audio "
+            "(--set imagine.keep_audio=\"selected\"), store FLAC (--set imagine.audio_format=\"flac\"), "
+            "or accept the risk with --set imagine.disk_check=false")
+    return estimate
 
 
 def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
@@ -182,31 +296,50 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     device = planning_device(cfg)
     settings = GenerationSettings.from_config(cfg.imagine, generator_identity(model_paths["generator"]), device)
     clap_id = generator_identity(model_paths["clap"])
+    for task in cfg.data.tasks:
+        if task not in cfg.imagine.thresholds:
+            raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
+                              f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
+    sampling = {"sampling": cfg.imagine.sampling, "keep_audio": cfg.imagine.keep_audio,
+                "audio_format": cfg.imagine.audio_format,
+                "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks}}
     key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key("spans"), cfg.data.tasks, cfg.data.splits,
                  cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
-                 cfg.imagine.shard_size])
+                 cfg.imagine.shard_size, sampling])
     if layout.exists(STAGE, "plan.json"):
         plan = layout.read_json(STAGE, "plan.json")
         if plan["key"] == key:
             return {**plan, "reused": True}
     started = time.perf_counter()
     mapping = build_mapping(span_occurrences(layout, cfg), cfg, settings)
-    unique = {}
-    for a, prompt, text in zip(*(mapping[c].to_pylist() for c in ("audio_id", "prompt", "clap_text"))):
-        unique[a] = (prompt, text)
+    tasks_of: dict[str, set] = {}
+    prompts = {}
+    for a, prompt, text, task in zip(*(mapping[c].to_pylist() for c in ("audio_id", "prompt", "clap_text", "task"))):
+        prompts[a] = (prompt, text)
+        tasks_of.setdefault(a, set()).add(task)
+    unique = {a: (*prompts[a], *work_spec([cfg.imagine.thresholds[t] for t in tasks_of[a]], cfg.imagine.sampling,
+                                          cfg.imagine.keep_audio)) for a in prompts}
     store = AudioStore(cfg.run_root)
-    finished = store.finished_ids() & set(unique)
-    shards = cut_shards(unique, finished, cfg.imagine.shard_size)
+    stored = _rows_by_id(store.read_candidates(set(unique)))
+    k = settings.num_candidates
+    todo = {a for a, spec in unique.items() if needs_work(stored.get(a, {}), k, spec[2], spec[3])}
+    shards = cut_shards(unique, todo, cfg.imagine.shard_size)
     names = list(dict.fromkeys(shards["shard"].to_pylist()))
+    # Upper bound of the audio written: WAV-sized clips (the generator's rate and channels are
+    # not known before loading it; the pipeline's configs are read without loading weights).
+    rate, channels = _generator_audio_format(model_paths["generator"])
+    disk = check_disk(cfg, disk_estimate(cfg, shards, k, audio_bytes_per_clip(settings.duration_s, rate, channels)))
     plan = {
         "key": key,
         "settings": settings.key(),
+        **sampling,
         "clap_id": clap_id,
         "occurrences": mapping.num_rows,
         "unique_prompts": len(unique),
         "dedup_ratio": round(mapping.num_rows / max(1, len(unique)), 4),
-        "already_in_store": len(finished),
-        "to_generate": len(unique) - len(finished),
+        "already_in_store": len(unique) - len(todo),
+        "to_generate": len(todo),
+        "disk": disk,
         "shards": names,
         "model_paths": dict(model_paths),
         "seconds": round(time.perf_counter() - started, 3),
@@ -215,9 +348,19 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     layout.write_table(shards, STAGE, "plan.parquet")
     # plan.json last: a plan is only reused once both tables exist.
     layout.write_json(plan, STAGE, "plan.json")
-    logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards",
-                plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], len(finished), len(names))
+    logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
+                plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], plan["already_in_store"],
+                len(names), cfg.imagine.sampling)
     return {**plan, "reused": False}
+
+
+def _generator_audio_format(folder: str) -> tuple[int, int]:
+    """(sample rate, channels) from the generator's VAE config, without loading weights."""
+    config = Path(folder) / "vae" / "config.json"
+    if config.is_file():
+        vae = json.loads(config.read_text())
+        return int(vae.get("sampling_rate", 44100)), int(vae.get("audio_channels", 2))
+    return 44100, 2
 
 
 def _read_plan(layout: RunLayout) -> dict:
@@ -300,29 +443,103 @@ def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device:
         pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
                              lambda: load_generator(model_paths["generator"],
                                                     torch_dtype=getattr(torch, settings.dtype)).to(device))
-        generator = StableAudioGenerator(pipe, settings, device)
+        generator = StableAudioGenerator(pipe, settings, device, decode=cfg.imagine.decode,
+                                         decode_batch_size=cfg.imagine.decode_batch_size)
     scorer = _cached_model(("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
                            lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size))
     return generator, scorer
+
+
+def size_batches(free_bytes_: int, generate_bytes_per_clip: int, decode_bytes_per_clip: int,
+                 fraction: float = 0.6, cap: int = 64) -> tuple[int, int]:
+    """(clips per generation call, clips per VAE decode) that fit `fraction` of the free device memory.
+
+    Per-clip bytes are the marginal peak of one more clip (`StableAudioGenerator.memory_per_clip`
+    measures them on the device); `cap` bounds the generation batch, past which a GPU gains little.
+    """
+    budget = fraction * free_bytes_
+    generate = max(1, min(cap, int(budget // max(1, generate_bytes_per_clip))))
+    decode = max(1, min(generate, int(budget // max(1, decode_bytes_per_clip))))
+    return generate, decode
+
+
+def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, int | None]:
+    """(clips per generation call, clips per decode) from the settings, else from the device.
+
+    On a GPU, unset sizes come from its free memory and the per-clip peaks measured once per
+    process and generator (`memory_per_clip`); on a CPU the generation batch is CPU_BATCH_SIZE
+    clips (time is linear in it) and decoding takes the whole batch.
+    """
+    batch, decode = cfg.imagine.batch_size, cfg.imagine.decode_batch_size
+    if batch is not None and decode is not None:
+        return batch, decode
+    # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
+    if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
+        return batch or CPU_BATCH_SIZE, decode
+    import torch
+
+    key = ("memory", generator.identity, generator.settings.dtype, generator.latent_frames, generator.decode_frames,
+           generator.device)
+    per_clip = _cached_model(key, generator.memory_per_clip)
+    free, _ = torch.cuda.mem_get_info(torch.device(generator.device))
+    auto_batch, auto_decode = size_batches(free, *per_clip)
+    batch = batch or auto_batch
+    decode = decode or min(auto_decode, batch)
+    logger.info("imagine on %s: %.1f GiB free, per clip %.2f GiB generating and %.2f GiB decoding -> batch %d, "
+                "decode %d", generator.device, free / 2**30, per_clip[0] / 2**30, per_clip[1] / 2**30, batch, decode)
+    return batch, decode
+
+
+def worker_identity() -> dict:
+    """Where this shard runs: process, host, and the Ray worker and node when inside a Ray worker."""
+    out: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        out.update(ray_node_id=context.get_node_id(), ray_worker_id=context.get_worker_id())
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # One shard
 
 
-def _fault_requested(name: str, index: int) -> bool:
-    value = os.environ.get(FAULT_ENV, "")
-    if value.startswith("@"):
-        # "@<file>": the shards to break are read from that file at run time, so a long-running
-        # worker can be told to fail a shard, then to stop failing it, without a restart.
-        path = Path(value[1:])
-        value = path.read_text().replace("\n", ",") if path.is_file() else ""
-    wanted = {w.strip() for w in value.split(",") if w.strip()}
-    return name in wanted or str(index) in wanted
+class _Prompt:
+    """One planned audio id in a shard: its candidates' scores so far and whether it still samples."""
+
+    def __init__(self, row: dict, seeds: list[int], stored: dict[int, dict], k: int) -> None:
+        self.row, self.seeds, self.stored, self.k = row, seeds, stored, k
+        self.stop = row.get("stop_threshold")
+        self.keep = row.get("keep_thresholds")
+        self.scores: dict[int, float] = {}
+        self.open = True
+
+    def audio_needed(self, c: int, score: float) -> bool:
+        """Whether candidate c's audio is stored: always, or (keep selected) when it is the first
+        candidate to pass one of the prompt's thresholds."""
+        if self.keep is None:
+            return True
+        return any(score >= t and not any(s >= t for s in self.scores.values()) for t in self.keep)
+
+    def reusable(self, c: int) -> bool:
+        row = self.stored.get(c)
+        return row is not None and (row["audio_path"] is not None or not self.audio_needed(c, row["clap_score"]))
+
+    def take(self, c: int, score: float) -> None:
+        self.scores[c] = score
+        if (self.stop is not None and score >= self.stop) or c == self.k - 1:
+            self.open = False
 
 
 def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: str | None = None) -> dict:
-    """Generates, scores and stores one planned shard; a shard with a manifest is skipped."""
+    """Generates, scores and stores one planned shard; a shard with a manifest is skipped.
+
+    Candidates are generated round by round (candidate 0 of every prompt, then candidate 1 of
+    the prompts still sampling, ...), each round in calls of `batch_size` clips; with
+    `sampling=all` no prompt stops early. Candidates the store already holds (an earlier run,
+    a lower threshold) are reused, not generated. CLAP scores the 16-bit samples that the audio
+    files hold, so scores describe the stored audio.
+    """
     layout = layout_for(cfg)
     store = AudioStore(cfg.run_root)
     if store.has_shard(shard):
@@ -334,62 +551,69 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
     if not rows:
         raise ValueError(f"shard {shard} is not in the plan of {layout.url(STAGE)}; "
                          f"planned shards: {len(plan['shards'])}")
-    index = rows[0]["shard_index"]
     device = device or local_devices(cfg)[0]
     generator, scorer = load_models(cfg, model_paths, plan, device)
+    batch, generator.decode_batch_size = batch_sizes(cfg, generator)
     loaded = time.perf_counter()
     k = generator.settings.num_candidates
+    fmt = plan.get("audio_format", "wav")
+    for row in rows:
+        # The plan was made from the same settings; a mismatch here would write audio under a wrong id.
+        if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
+            raise ConfigError(f"audio id of prompt {row['prompt']!r} does not match the plan; "
+                              "the generation settings changed since planning: plan a new run")
+    stored = _rows_by_id(store.read_candidates({r["audio_id"] for r in rows}))
+    stored = {a: {c: r for c, r in by_c.items() if r["clap_id"] == plan["clap_id"]} for a, by_c in stored.items()}
+    prompts = [_Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k),
+                       stored.get(row["audio_id"], {}), k) for row in rows]
     timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
     manifest_rows: list[dict] = []
-    for start in range(0, len(rows), cfg.imagine.batch_size):
-        batch = rows[start:start + cfg.imagine.batch_size]
-        for row in batch:
-            # The plan was made from the same settings; a mismatch here would write audio under a wrong id.
-            if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
-                raise ConfigError(f"audio id of prompt {row['prompt']!r} does not match the plan; "
-                                  "the generation settings changed since planning: plan a new run")
-        seeds = [candidate_seeds(generator.settings.seed, row["audio_id"], k) for row in batch]
-        t0 = time.perf_counter()
-        waveforms = generator.generate([row["prompt"] for row in batch], seeds)
-        t1 = time.perf_counter()
-        samples = pcm16(waveforms.cpu().numpy())
-        stored = [[store.put_wav(row["audio_id"], c, samples[i, c], generator.sample_rate) for c in range(k)]
-                  for i, row in enumerate(batch)]
-        for i, row in enumerate(batch):
-            for c in range(k):
-                if not stored[i][c].created:
-                    # Another writer's file (a crashed or concurrent run) stays; score what is stored.
-                    existing = store.read_samples(stored[i][c].path)
-                    if existing.shape != samples[i, c].shape:
-                        raise RuntimeError(f"{store.url(stored[i][c].path)} holds shape {existing.shape}, this "
-                                           f"shard generates {samples[i, c].shape}; delete the file and rerun")
-                    samples[i, c] = existing
-        t2 = time.perf_counter()
-        # Scores are computed on the 16-bit samples the WAV files hold, so they describe the stored audio.
-        scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
-                              [row["clap_text"] for row in batch])
-        t3 = time.perf_counter()
-        for i, row in enumerate(batch):
-            for c in range(k):
+    counts = {"generated": 0, "reused": 0, "collisions": 0, "audio_written": 0}
+    for c in range(k):
+        todo = []
+        for p in [p for p in prompts if p.open]:
+            if p.reusable(c):
+                p.take(c, float(p.stored[c]["clap_score"]))
+                counts["reused"] += 1
+            else:
+                todo.append(p)
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            t0 = time.perf_counter()
+            waveforms = generator.generate([p.row["prompt"] for p in chunk], [[p.seeds[c]] for p in chunk])
+            t1 = time.perf_counter()
+            samples = pcm16(waveforms.cpu().numpy())
+            scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
+                                  [p.row["clap_text"] for p in chunk])
+            t2 = time.perf_counter()
+            for i, p in enumerate(chunk):
+                score = float(scores[i, 0])
+                put = None
+                if p.audio_needed(c, score):
+                    put = store.put_audio(p.row["audio_id"], c, samples[i, 0], generator.sample_rate, fmt)
+                    counts["audio_written"] += put.created
+                    counts["collisions"] += not put.created
                 manifest_rows.append({
-                    "audio_id": row["audio_id"], "candidate": c, "prompt": row["prompt"],
-                    "clap_text": row["clap_text"], "seed": seeds[i][c], "clap_score": float(scores[i, c]),
-                    "clap_id": plan["clap_id"], "audio_path": stored[i][c].path,
+                    "audio_id": p.row["audio_id"], "candidate": c, "prompt": p.row["prompt"],
+                    "clap_text": p.row["clap_text"], "seed": p.seeds[c], "clap_score": score,
+                    "clap_id": plan["clap_id"], "audio_path": put.path if put else None,
                     "duration_s": samples.shape[-1] / generator.sample_rate, "sample_rate": generator.sample_rate,
-                    "channels": samples.shape[-2], "checksum": stored[i][c].checksum, "shard": shard,
+                    "channels": samples.shape[-2], "checksum": put.checksum if put else None, "shard": shard,
                 })
-        timings["generate"] += t1 - t0
-        timings["write"] += t2 - t1
-        timings["score"] += t3 - t2
-        if _fault_requested(shard, index):
-            raise InjectedFault(f"injected failure in shard {index} ({shard}) via ${FAULT_ENV}")
-    if len(manifest_rows) != len(rows) * k:
-        raise RuntimeError(f"shard {shard}: {len(manifest_rows)} candidate rows, expected {len(rows) * k}")
-    # Written last: the manifest's existence means every WAV it lists is whole.
+                p.take(c, score)
+            counts["generated"] += len(chunk)
+            timings["generate"] += t1 - t0
+            timings["score"] += t2 - t1
+            timings["write"] += time.perf_counter() - t2
+    # Written last: the manifest's existence means every file it lists is whole.
     store.write_manifest(shard, manifest_rows)
     total = time.perf_counter() - started
-    return {"shard": shard, "status": "done", "device": device, "prompts": len(rows), "candidates": len(manifest_rows),
-            "seconds": round(total, 3), "seconds_load": round(loaded - started, 3),
+    return {"shard": shard, "status": "done", "device": device, "worker": worker_identity(), "prompts": len(rows),
+            "candidates": counts["generated"], "candidates_reused": counts["reused"],
+            "candidates_per_prompt": round((counts["generated"] + counts["reused"]) / len(rows), 3),
+            "audio_written": counts["audio_written"], "collisions": counts["collisions"], "batch_size": batch,
+            "decode_batch_size": generator.decode_batch_size, "seconds": round(total, 3),
+            "seconds_load": round(loaded - started, 3),
             **{f"seconds_{name}": round(v, 3) for name, v in timings.items()}}
 
 
@@ -415,43 +639,83 @@ def write_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
 # Selection
 
 
-def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float], store_url) -> pa.Table:
-    """Per span occurrence: the first candidate at or above its task's threshold (rule of the method)."""
-    by_id: dict[str, list[tuple[int, float, str]]] = {}
+def _scores_by_id(candidates: pa.Table) -> dict[str, dict[int, tuple[float, str | None]]]:
+    out: dict[str, dict[int, tuple[float, str | None]]] = {}
     for a, c, s, p in zip(*(candidates[n].to_pylist() for n in ("audio_id", "candidate", "clap_score", "audio_path"))):
-        by_id.setdefault(a, []).append((c, s, p))
-    for rows in by_id.values():
-        rows.sort()
-    out = []
+        out.setdefault(a, {})[int(c)] = (float(s), p)
+    return out
+
+
+def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float], store_url, k: int) -> pa.Table:
+    """Per span occurrence: the first candidate at or above its task's threshold (rule of the method).
+
+    Raises `UndeterminedSelectionError` when the stored candidates of an audio id do not decide
+    it (lazy sampling stopped below this threshold): `ith run` with that threshold generates the
+    missing candidates.
+    """
+    by_id = _scores_by_id(candidates)
+    out, undecided = [], set()
     for row in mapping.to_pylist():
         threshold = thresholds[row["task"]]
-        cands = by_id[row["audio_id"]]
-        k = select_first_passing([s for _, s, _ in cands], threshold)
-        chosen = cands[k] if k != NO_CANDIDATE else None
+        cands = by_id.get(row["audio_id"], {})
+        chosen, decided = first_passing({c: s for c, (s, _) in cands.items()}, threshold, k)
+        if not decided:
+            undecided.add(row["audio_id"])
+            continue
+        if chosen != NO_CANDIDATE and cands[chosen][1] is None:
+            raise RuntimeError(f"candidate {chosen} of audio id {row['audio_id']} is chosen at threshold {threshold} "
+                               "but its audio was not kept (imagine.keep_audio=selected kept other thresholds' "
+                               "choices): rerun the stage with this threshold to store it")
+        score = cands[chosen][0] if chosen != NO_CANDIDATE else None
         out.append({
             "example_id": row["example_id"], "task": row["task"], "split": row["split"],
             "span_index": row["span_index"], "span_text": row["span_text"], "audio_id": row["audio_id"],
-            "threshold": threshold, "candidate": k, "clap_score": chosen[1] if chosen else None,
-            "audio_path": store_url(chosen[2]) if chosen else None, "accepted": chosen is not None,
+            "threshold": threshold, "candidate": chosen, "clap_score": score,
+            "audio_path": store_url(cands[chosen][1]) if chosen != NO_CANDIDATE else None,
+            "accepted": chosen != NO_CANDIDATE,
         })
+    if undecided:
+        raise UndeterminedSelectionError(
+            f"the stored candidates of {len(undecided)} audio id(s) (e.g. {sorted(undecided)[0]}) do not decide the "
+            f"selection at thresholds {thresholds}: lazy sampling stopped below them; run the imagine stage with "
+            "these thresholds (`ith run --set imagine.thresholds.TASK=...`), which generates only the missing "
+            "candidates")
     return pa.Table.from_pylist(out, schema=SELECTION_SCHEMA)
 
 
-def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float]) -> pa.Table:
-    """Accepted span occurrences per task at every threshold of the grid (no regeneration needed)."""
-    best: dict[str, float] = {}
-    for a, s in zip(candidates["audio_id"].to_pylist(), candidates["clap_score"].to_pylist()):
-        best[a] = max(best.get(a, -2.0), s)
+def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float], k: int) -> pa.Table:
+    """Accepted span occurrences per task at every threshold of the grid (no regeneration needed).
+
+    `undetermined`: occurrences whose stored candidates cannot tell (lazy sampling stopped at a
+    lower threshold and no stored candidate reaches this one); `accepted` is then a lower bound
+    and `rate` counts them as rejected. `sampling=all` leaves none undetermined.
+    """
+    by_id = {a: {c: s for c, (s, _) in cands.items()} for a, cands in _scores_by_id(candidates).items()}
     rows = []
     tasks = sorted(set(mapping["task"].to_pylist()))
+    ids_task = list(zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()))
     for threshold in grid:
+        decisions = {a: first_passing(scores, threshold, k) for a, scores in by_id.items()}
         for task in tasks:
-            ids = [a for a, t in zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()) if t == task]
-            # A candidate passes the first-passing rule exactly when the best score passes.
-            accepted = sum(1 for a in ids if best[a] >= threshold)
+            ids = [a for a, t in ids_task if t == task]
+            accepted = sum(1 for a in ids if decisions[a][0] != NO_CANDIDATE)
+            undetermined = sum(1 for a in ids if not decisions[a][1])
             rows.append({"task": task, "threshold": float(threshold), "occurrences": len(ids), "accepted": accepted,
-                         "rate": accepted / len(ids) if ids else 0.0})
+                         "undetermined": undetermined, "rate": accepted / len(ids) if ids else 0.0})
     return pa.Table.from_pylist(rows)
+
+
+def _specs(mapping: pa.Table, cfg: RunConfig, plan: dict) -> dict[str, tuple[float | None, list[float] | None]]:
+    tasks_of: dict[str, set] = {}
+    for a, task in zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()):
+        tasks_of.setdefault(a, set()).add(task)
+    return {a: work_spec([cfg.imagine.thresholds[t] for t in tasks], plan.get("sampling", "all"),
+                         plan.get("keep_audio", "all")) for a, tasks in tasks_of.items()}
+
+
+def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
+    return (f"regenerate them with `ith repair-audio {cfg.effective_run_id} {' '.join(audio_ids[:20])} "
+            f"--run-root {cfg.run_root}`")
 
 
 def collect_stage(cfg: RunConfig) -> dict:
@@ -474,41 +738,47 @@ def collect_stage(cfg: RunConfig) -> dict:
     mapping = layout.read_table(STAGE, "mapping.parquet")
     needed = set(mapping["audio_id"].to_pylist())
     candidates = store.read_candidates(needed)
-    # Manifests are trusted for which rows exist, not for bytes: a writer that raced another past
-    # the store's write-if-absent check recorded the checksum of a file that lost the rename.
-    # Such rows get the stored file's checksum (their scores, from the other rendering, differ by
-    # about 1e-6) and are counted; a missing or damaged file raises AudioStoreError.
-    candidates, mismatches = store.verify_checksums(candidates)
-    if mismatches:
-        logger.warning("imagine collect: %d of %d candidate rows named a checksum other than the stored "
-                       "file's (concurrent writers); recorded the stored files' checksums",
-                       mismatches, candidates.num_rows)
-    k = plan["settings"]["num_candidates"]
-    counts = pc.value_counts(candidates["audio_id"]).to_pylist() if candidates.num_rows else []
-    incomplete = [c["values"] for c in counts if c["counts"] != k]
-    absent = needed - set(candidates["audio_id"].to_pylist())
-    if absent or incomplete:
-        raise RuntimeError(f"audio store {store.url('')} lacks candidates of {len(absent)} audio ids and holds an "
-                           f"incomplete set for {len(incomplete)}; expected {k} per id")
     other_clap = set(candidates["clap_id"].to_pylist()) - {plan["clap_id"]}
     if other_clap:
         raise ConfigError(f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
                           "rescoring stored audio with another CLAP model is not supported: use another run_root")
-    selection = select(mapping, candidates, cfg.imagine.thresholds, store.url)
-    grid = acceptance(mapping, candidates, cfg.imagine.threshold_grid)
+    # Files are named by their content and never replaced: a file that no longer hashes to its
+    # recorded checksum is damage, and the scores recorded for it describe other audio.
+    try:
+        verified = store.verify_checksums(candidates)
+    except AudioStoreError as error:
+        raise AudioStoreError(f"{error}\n{_repair_hint(cfg, error.audio_ids)}", error.audio_ids) from None
+    k = plan["settings"]["num_candidates"]
+    specs = _specs(mapping, cfg, plan)
+    by_id = _rows_by_id(candidates)
+    incomplete = sorted(a for a in needed if needs_work(by_id.get(a, {}), k, *specs[a]))
+    if incomplete:
+        raise RuntimeError(f"audio store {store.url('')} lacks candidates (or their audio) of {len(incomplete)} audio "
+                           f"ids, e.g. {incomplete[0]}; run `ith rerun-failed {cfg.effective_run_id} --run-root "
+                           f"{cfg.run_root}`")
+    selection = select(mapping, candidates, cfg.imagine.thresholds, store.url, k)
+    grid = acceptance(mapping, candidates, cfg.imagine.threshold_grid, k)
     layout.write_table(candidates, STAGE, "candidates.parquet")
     layout.write_table(selection, STAGE, "selection.parquet")
     layout.write_table(grid, STAGE, "acceptance.parquet")
     scores = np.asarray(candidates["clap_score"].to_pylist(), dtype=np.float64)
     quantiles = {f"q{int(q * 100):02d}": round(float(np.quantile(scores, q)), 4)
                  for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)}
+    # Candidates this close to one of their prompt's thresholds could be decided otherwise by a
+    # machine that renders the audio differently in the last bits.
+    thresholds_of = {a: set(map(float, [cfg.imagine.thresholds[t] for t in cfg.data.tasks])) for a in needed}
+    near = sum(1 for a, s in zip(candidates["audio_id"].to_pylist(), scores)
+               if any(abs(s - t) < NEAR_THRESHOLD for t in thresholds_of[a]))
     accepted = selection["accepted"].to_pylist()
     report = {
         "occurrences": plan["occurrences"],
         "unique_prompts": plan["unique_prompts"],
         "dedup_ratio": plan["dedup_ratio"],
+        "sampling": plan.get("sampling", "all"),
         "candidates": candidates.num_rows,
-        "checksum_mismatches": mismatches,
+        "candidates_per_prompt": round(candidates.num_rows / max(1, len(needed)), 4),
+        "audio_files_verified": verified,
+        "near_threshold": near,
         "shards": len(plan["shards"]),
         "thresholds": dict(cfg.imagine.thresholds),
         "accepted": int(sum(accepted)),
@@ -524,14 +794,66 @@ def collect_stage(cfg: RunConfig) -> dict:
 
 
 def reselect(cfg: RunConfig, thresholds: dict[str, float]) -> pa.Table:
-    """The selection at other thresholds, from the stored scores of a finished run (no generation)."""
+    """The selection at other thresholds, from the stored scores of a finished run (no generation).
+
+    Raises `UndeterminedSelectionError` where lazy sampling did not generate what a higher
+    threshold needs.
+    """
     layout = layout_for(cfg)
     for task, value in thresholds.items():
         if task not in TASKS or not -1.0 <= value <= 1.0:
             raise ConfigError(f"thresholds must map tasks {TASKS} to values in [-1, 1], got {task}={value}")
     store = AudioStore(cfg.run_root)
+    k = _read_plan(layout)["settings"]["num_candidates"]
     return select(layout.read_table(STAGE, "mapping.parquet"), layout.read_table(STAGE, "candidates.parquet"),
-                  thresholds, store.url)
+                  thresholds, store.url, k)
+
+
+def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequence[str],
+                 device: str | None = None) -> dict:
+    """Regenerates every stored candidate with audio of `audio_ids`, rescoring it, and rewrites the
+    manifests that list them; then the run's selection is collected again.
+
+    A damaged file is deleted first (a regeneration on the same machine gives the same bytes,
+    hence the same name). Candidates stored without audio keep their rows (nothing to damage).
+    """
+    layout = layout_for(cfg)
+    plan = _read_plan(layout)
+    store = AudioStore(cfg.run_root)
+    stored = store.read_candidates(set(audio_ids))
+    unknown = sorted(set(audio_ids) - set(stored["audio_id"].to_pylist()))
+    if unknown:
+        raise ValueError(f"audio ids {unknown} have no stored candidates under {store.url('')}; "
+                         "nothing to repair (check the run root)")
+    device = device or local_devices(cfg)[0]
+    generator, scorer = load_models(cfg, model_paths, plan, device)
+    if stored["clap_id"].to_pylist() and set(stored["clap_id"].to_pylist()) != {plan["clap_id"]}:
+        raise ConfigError("the stored candidates were scored by another CLAP than this run's; repair from the run "
+                          "that generated them")
+    rows = stored.drop(["_no_audio"]).to_pylist() if "_no_audio" in stored.column_names else stored.to_pylist()
+    fmt = plan.get("audio_format", "wav")
+    repaired = []
+    for row in rows:
+        if row["audio_path"] is None:
+            repaired.append(row)
+            continue
+        if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
+            raise ConfigError(f"audio id {row['audio_id']} was not generated with this run's settings; repair it "
+                              "from the run that generated it")
+        wave = generator.generate([row["prompt"]], [[row["seed"]]])
+        samples = pcm16(wave.cpu().numpy())
+        score = float(scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
+                                   [row["clap_text"]])[0, 0])
+        store.remove(row["audio_path"])
+        put = store.put_audio(row["audio_id"], row["candidate"], samples[0, 0], generator.sample_rate, fmt)
+        repaired.append({**row, "audio_path": put.path, "checksum": put.checksum, "clap_score": score})
+    manifests = store.replace_rows(audio_ids, repaired)
+    # The run's selection was computed from the damaged rows (or not at all): collect again.
+    if layout.exists(STAGE, "_DONE.json"):
+        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+    report = collect_stage(cfg)
+    return {"audio_ids": sorted(set(audio_ids)), "candidates_regenerated": sum(1 for r in rows if r["audio_path"]),
+            "manifests_rewritten": manifests, "collect": report}
 
 
 def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | None) -> str:
@@ -539,6 +861,10 @@ def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | No
     lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "",
              f"- span occurrences: {plan['occurrences']}, unique prompts: {plan['unique_prompts']} "
              f"(dedup ratio {plan['dedup_ratio']:.2f}x); already in the store when planned: {plan['already_in_store']}",
+             f"- sampling: {plan.get('sampling', 'all')}; audio: {plan.get('audio_format', 'wav')}, "
+             f"kept for {plan.get('keep_audio', 'all')} candidates"
+             + (f"; disk: {plan['disk']['bytes_at_most'] / 2**30:.2f} GiB at most, "
+                f"{plan['disk']['bytes_expected'] / 2**30:.2f} GiB expected" if plan.get("disk") else ""),
              f"- shards planned: {len(plan['shards'])}; this flow run: done {status['counts'].get('done', 0)}, "
              f"skipped {status['counts'].get('skipped', 0)}, failed {status['counts'].get('failed', 0)}", ""]
     failed = [s for s in status["shards"] if s["status"] == "failed"]
@@ -548,16 +874,18 @@ def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | No
         lines.append("")
     done = [s for s in status["shards"] if s["status"] == "done"]
     if done:
-        lines += ["## Shards generated", "", "| shard | device | prompts | seconds | generate s |", "|---|---|---|---|---|"]
-        lines += [f"| {s['shard']} | {s['device']} | {s['prompts']} | {s['seconds']} | {s['seconds_generate']} |"
-                  for s in done]
+        lines += ["## Shards generated", "", "| shard | device | worker | prompts | candidates per prompt | seconds | "
+                  "generate s |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['shard']} | {s['device']} | {s['worker']['host']}:{s['worker']['pid']} | {s['prompts']} | "
+                  f"{s['candidates_per_prompt']} | {s['seconds']} | {s['seconds_generate']} |" for s in done]
         lines.append("")
     if report:
-        lines += ["## Acceptance per threshold (span occurrences)", "", "| task | threshold | accepted | rate |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['task']} | {r['threshold']:.2f} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} |"
-                  for r in report["acceptance_by_threshold"]]
-        lines += ["", "## CLAP score distribution (all candidates)", "",
+        lines += ["## Acceptance per threshold (span occurrences)", "",
+                  "| task | threshold | accepted | rate | undetermined (lazy sampling) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['threshold']:.2f} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} | "
+                  f"{r.get('undetermined', 0)} |" for r in report["acceptance_by_threshold"]]
+        lines += ["", f"## CLAP score distribution ({report['candidates']} generated candidates, "
+                      f"{report.get('candidates_per_prompt', '?')} per prompt)", "",
                   "| " + " | ".join(report["clap_score_quantiles"]) + " |",
                   "|" + "---|" * len(report["clap_score_quantiles"]),
                   "| " + " | ".join(str(v) for v in report["clap_score_quantiles"].values()) + " |"]

@@ -186,19 +186,19 @@ def _generation_settings(plan: dict):
     return GenerationSettings(**recorded)
 
 
-def _stored_candidates(store, audio_ids: set[str], num_candidates: int) -> dict[str, list[dict]]:
-    """audio id -> its candidate rows (sorted), for ids whose full candidate set is in finished manifests."""
-    table = store.read_candidates(audio_ids) if audio_ids else None
-    found: dict[str, list[dict]] = {}
-    for row in (table.to_pylist() if table is not None else []):
-        found.setdefault(row["audio_id"], []).append(row)
-    return {a: sorted(rows, key=lambda r: r["candidate"]) for a, rows in found.items()
-            if len(rows) == num_candidates}
+def _stored_candidates(store, specs: dict[str, tuple], num_candidates: int) -> dict[str, list[dict]]:
+    """audio id -> its candidate rows (sorted), for ids whose stored candidates satisfy their sampling spec."""
+    from ith_core.imagine_stage import _rows_by_id, needs_work
+
+    by_id = _rows_by_id(store.read_candidates(set(specs))) if specs else {}
+    return {a: [rows[c] for c in sorted(rows)] for a, rows in by_id.items()
+            if not needs_work(rows, num_candidates, *specs[a])}
 
 
-def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, prompts: dict[str, tuple[str, str]],
+def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, prompts: dict[str, tuple],
                      device: str) -> dict:
-    """Generates and scores `prompts` (audio id -> (prompt, CLAP text)) into the shared store as one shard.
+    """Generates and scores `prompts` (audio id -> (prompt, CLAP text, stop threshold, keep thresholds))
+    into the shared store as one shard.
 
     `imagine_stage.run_shard` does the work (generation, WAVs written if absent, CLAP on the stored
     samples, the manifest last); it reads its shard from a run's imagine plan, so a one-shard plan
@@ -213,11 +213,12 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
     scratch = cfg.model_copy(update={"run_id": f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}"})
     layout = RunLayout(cfg.run_root, scratch.effective_run_id)
     try:
-        rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1]}
-                for a in ids]
+        rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1],
+                 "stop_threshold": prompts[a][2], "keep_thresholds": prompts[a][3]} for a in ids]
         layout.write_table(pa.Table.from_pylist(rows, schema=imagine_stage.PLAN_SCHEMA), imagine_stage.STAGE,
                            "plan.parquet")
         layout.write_json({"key": f"predict:{shard}", "settings": plan["settings"], "clap_id": plan["clap_id"],
+                           "audio_format": plan.get("audio_format", "wav"),
                            "shards": [shard], "model_paths": dict(model_paths), "source_run": cfg.effective_run_id},
                           imagine_stage.STAGE, "plan.json")
         return imagine_stage.run_shard(scratch, model_paths, shard, device)
@@ -228,16 +229,22 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
 def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans: list[dict], device: str) -> dict:
     """Adds prompt, audio id, source (reused / generated) and candidate rows to every span; returns counts."""
     from ith_core.imagine import audio_id, prompt_for
+    from ith_core.imagine_stage import work_spec
     from storage.audio_store import AudioStore
 
     settings = _generation_settings(plan)
     store = AudioStore(cfg.run_root)
+    thresholds: dict[str, set] = {}
     for span in spans:
         span["prompt"], span["clap_text"] = prompt_for(span["text"], cfg.imagine)
         span["audio_id"] = audio_id(span["prompt"], settings)
-    wanted = {s["audio_id"] for s in spans}
-    stored = _stored_candidates(store, wanted, settings.num_candidates)
-    missing = {s["audio_id"]: (s["prompt"], s["clap_text"]) for s in spans if s["audio_id"] not in stored}
+        thresholds.setdefault(span["audio_id"], set()).add(float(cfg.imagine.thresholds[span["task"]]))
+    # Sampled as the run sampled (lazy or all, audio kept), at the thresholds of the spans' tasks.
+    specs = {a: work_spec(t, plan.get("sampling", "all"), plan.get("keep_audio", "all")) for a, t in thresholds.items()}
+    wanted = set(specs)
+    stored = _stored_candidates(store, specs, settings.num_candidates)
+    missing = {s["audio_id"]: (s["prompt"], s["clap_text"], *specs[s["audio_id"]]) for s in spans
+               if s["audio_id"] not in stored}
     shard = None
     if missing:
         if settings.dtype == "float16" and not str(device).startswith("cuda"):
@@ -248,7 +255,7 @@ def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans
         shard = generate_missing(cfg, model_paths, plan, missing, device)
         logger.info("generated %d prompt(s) in %.1f s (shard %s)", len(missing), time.perf_counter() - started,
                     shard["shard"])
-        stored.update(_stored_candidates(store, set(missing), settings.num_candidates))
+        stored.update(_stored_candidates(store, {a: specs[a] for a in missing}, settings.num_candidates))
     other_clap = {r["clap_id"] for rows in stored.values() for r in rows} - {plan["clap_id"]}
     if other_clap:
         raise ConfigError(f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
@@ -257,7 +264,7 @@ def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans
         span["source"] = "generated" if span["audio_id"] in missing else "reused"
         span["candidates"] = stored[span["audio_id"]]
         for row in span["candidates"]:
-            row["url"] = store.url(row["audio_path"])
+            row["url"] = store.url(row["audio_path"]) if row["audio_path"] else None
     return {"prompts": len(wanted), "reused": len(wanted) - len(missing), "generated": len(missing),
             "shard": shard["shard"] if shard else None}
 

@@ -708,10 +708,13 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
                 continue
             rows = []
             for cand in span["candidates"]:
-                src, exists = _audio_src(data, cand["audio_path"])
                 chosen = cand["candidate"] == span["chosen"]
-                player = (f'<audio controls preload="metadata" src="{e(src)}"></audio>' if exists
-                          else f'<span class="bad">file missing: {e(src)}</span>')
+                if cand["audio_path"] is None:
+                    player = '<span class="note">audio not kept (imagine.keep_audio=selected)</span>'
+                else:
+                    src, exists = _audio_src(data, cand["audio_path"])
+                    player = (f'<audio controls preload="metadata" src="{e(src)}"></audio>' if exists
+                              else f'<span class="bad">file missing: {e(src)}</span>')
                 passes = span["threshold"] is not None and cand["clap_score"] >= span["threshold"]
                 rows.append(f'<tr class="{"chosen" if chosen else ""}"><td class=num>{cand["candidate"]}</td>'
                             f'<td>{player}</td><td class="num{"" if passes else " below"}">{cand["clap_score"]:.3f}</td>'
@@ -988,11 +991,12 @@ def render_markdown(data: RunData, sections: list[Section], cases: list[dict], g
                 rows = []
                 for span in case["spans"]:
                     for cand in span["candidates"]:
-                        src, _ = _audio_src(data, cand["audio_path"])
+                        src = _audio_src(data, cand["audio_path"])[0] if cand["audio_path"] else None
                         rows.append([span["span_text"] if span["span_index"] >= 0 else "(fallback prompt)",
                                      cand["candidate"], f"{cand['clap_score']:.3f}",
                                      "chosen" if cand["candidate"] == span["chosen"] else "",
-                                     Raw(f"[wav](<{src}>)")])  # src: a quoted relative path of hex ids
+                                     # src: a quoted relative path of hex ids
+                                     Raw(f"[{src.rsplit('.', 1)[-1]}](<{src}>)") if src else "not kept"])
                 if rows:
                     lines += [_md_table(Table(["span", "candidate", "CLAP", "", "audio"], rows, {1, 2})), ""]
     return "\n".join(lines) + "\n"

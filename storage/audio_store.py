@@ -2,22 +2,24 @@
 
 Every run over the same `run_root` shares `<run_root>/_imagine/`:
 
-    audio/<id[:2]>/<id>/<k>.wav          candidate k of an audio id (16-bit PCM), content-addressed
-    shards/part-<hash>.parquet           a shard's manifest: one row per (audio id, candidate)
+    audio/<id[:2]>/<id>/<k>-<sha[:16]>.<wav|flac>   candidate k of an audio id, named by its content
+    shards/part-<hash>.parquet                     a shard's manifest: one row per (audio id, candidate)
 
-A shard is named by a hash of its sorted audio ids. Its manifest is written last, after every
-WAV it lists, so the manifest's existence means the shard is whole; readers trust manifests
-only and never list audio folders. Everything is written under a temporary name and renamed,
-so a crash leaves stray `.tmp-*` files (never read) but no partial file under a real name.
+A shard is named by a hash of its work (audio ids and how they are sampled). Its manifest is
+written last, after every file it lists, so the manifest's existence means the shard is whole;
+readers trust manifests only and never list audio folders. Everything is written under a
+temporary name and renamed, so a crash leaves stray `.tmp-*` files (never read) but no partial
+file under a real name.
 
-A WAV is written only if its name is absent (`put_wav`): an audio id fixes the audio but not
-the last bit of every sample, since two machines (or thread counts) round differently, so a
-second writer keeps the first writer's file and learns its checksum. Where two writers race
-past that check (object stores have no create-if-absent), the last rename wins and one
-manifest may name a checksum that is not the stored file's; `verify_checksums`, run when a
-stage collects candidates, finds those rows, puts the stored file's checksum in their place
-and counts them, and raises `AudioStoreError` for a missing, unreadable or differently shaped
-file. Readers dedupe rows by (audio_id, candidate).
+Audio files are named by the sha256 of their bytes (16-bit PCM WAV or FLAC of the same int16
+samples). A file is therefore never replaced by other content: two writers of one audio id
+that render it bit-identically write the same name (the second finds it and counts a
+collision), writers whose renderings differ in the last bits (other machines, thread counts)
+write two files, and each manifest names its own. A manifest row whose file no longer hashes
+to its checksum is damage, never a race: `verify_checksums` raises `AudioStoreError` naming the
+files and audio ids, and `ith repair-audio` regenerates them. A candidate may have no file
+(`audio_path` null: `imagine.keep_audio=selected` keeps only the chosen candidates' audio);
+its score still counts. Readers dedupe rows by (audio_id, candidate), preferring rows with audio.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.layout import temporary_sibling, write_atomic
+from storage.layout import write_atomic
 
 STORE_DIR = "_imagine"
+AUDIO_FORMATS = ("wav", "flac")
 
 CANDIDATES_SCHEMA = pa.schema([
     ("audio_id", pa.string()),
@@ -48,33 +51,40 @@ CANDIDATES_SCHEMA = pa.schema([
     ("seed", pa.int64()),
     ("clap_score", pa.float32()),
     ("clap_id", pa.string()),
-    ("audio_path", pa.string()),  # relative to the store root
+    ("audio_path", pa.string()),  # relative to the store root; null: the audio was not kept
     ("duration_s", pa.float32()),
     ("sample_rate", pa.int32()),
     ("channels", pa.int32()),
-    ("checksum", pa.string()),  # sha256 of the WAV file's bytes
+    ("checksum", pa.string()),  # sha256 of the audio file's bytes; null when no file was kept
     ("shard", pa.string()),
 ])
 
 
 class AudioStoreError(RuntimeError):
-    """A manifest row names a WAV that is missing, unreadable or not the audio the row describes."""
+    """A manifest row names an audio file that is missing, unreadable or not the audio the row describes.
+
+    `audio_ids` lists the affected audio ids (for `ith repair-audio`).
+    """
+
+    def __init__(self, message: str, audio_ids=()) -> None:
+        super().__init__(message)
+        self.audio_ids = sorted(set(audio_ids))
 
 
-class StoredWav(NamedTuple):
+class StoredAudio(NamedTuple):
     path: str  # relative to the store root
-    checksum: str  # sha256 of the stored file, whoever wrote it
-    created: bool  # False: the file was there already and was left as it was
+    checksum: str  # sha256 of the file's bytes
+    created: bool  # False: a file with these very bytes was there already (a collision)
 
 
-def shard_name(audio_ids) -> str:
-    """Deterministic name of a shard: the same ids give the same name in every run."""
-    digest = hashlib.sha256("\n".join(sorted(audio_ids)).encode()).hexdigest()
+def shard_name(work_keys) -> str:
+    """Deterministic name of a shard: the same work (sorted keys) gives the same name in every run."""
+    digest = hashlib.sha256("\n".join(sorted(work_keys)).encode()).hexdigest()
     return f"part-{digest[:20]}"
 
 
 def pcm16(waveform: np.ndarray) -> np.ndarray:
-    """(channels, samples) float in [-1, 1] -> int16, the exact samples a WAV file holds."""
+    """(..., samples) float in [-1, 1] -> int16, the exact samples an audio file holds."""
     return np.round(np.clip(waveform, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
@@ -89,12 +99,43 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     return sink.getvalue()
 
 
-def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """WAV bytes -> ((channels, samples) float32, sample rate)."""
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
+    """(channels, samples) int16 -> file bytes: 16-bit PCM WAV, or FLAC (lossless, same samples)."""
+    if fmt == "wav":
+        return wav_bytes(samples, sample_rate)
+    if fmt != "flac":
+        raise ValueError(f"audio format must be one of {AUDIO_FORMATS}, got {fmt!r}")
+    import soundfile
+
+    sink = io.BytesIO()
+    soundfile.write(sink, np.ascontiguousarray(samples.T), sample_rate, format="FLAC", subtype="PCM_16")
+    return sink.getvalue()
+
+
+def decode_samples(data: bytes) -> tuple[np.ndarray, int]:
+    """WAV or FLAC bytes (16-bit) -> ((channels, samples) int16, sample rate), exactly as written."""
+    if data[:4] == b"fLaC":
+        import soundfile
+
+        frames, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+        return np.ascontiguousarray(frames.T), int(rate)
     with wave.open(io.BytesIO(data), "rb") as handle:
         channels, rate = handle.getnchannels(), handle.getframerate()
+        if handle.getsampwidth() != 2:
+            raise wave.Error(f"{8 * handle.getsampwidth()}-bit samples, the store writes 16-bit")
         frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-    return (frames.reshape(-1, channels).T.astype(np.float32) / 32767.0), rate
+    return frames.reshape(-1, channels).T.astype(np.int16), rate
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """Stored audio bytes (WAV or FLAC) -> ((channels, samples) float32 in [-1, 1], sample rate)."""
+    samples, rate = decode_samples(data)
+    return samples.astype(np.float32) / 32767.0, rate
+
+
+def audio_bytes_per_clip(duration_s: float, sample_rate: int, channels: int) -> int:
+    """Bytes of one 16-bit PCM clip (the WAV size; FLAC is smaller, by how much depends on the audio)."""
+    return int(duration_s * sample_rate) * channels * 2 + 44
 
 
 class AudioStore:
@@ -115,65 +156,62 @@ class AudioStore:
         return full if protocol in ("file", "local") else self.fs.unstrip_protocol(full)
 
     @staticmethod
-    def wav_relpath(audio_id: str, candidate: int) -> str:
-        return f"audio/{audio_id[:2]}/{audio_id}/{candidate}.wav"
+    def audio_relpath(audio_id: str, candidate: int, checksum: str, fmt: str) -> str:
+        return f"audio/{audio_id[:2]}/{audio_id}/{candidate}-{checksum[:16]}.{fmt}"
 
     @staticmethod
     def manifest_relpath(shard: str) -> str:
         return f"shards/{shard}.parquet"
 
-    # -- atomic writes -----------------------------------------------------------------------
-    def _write_atomic(self, data: bytes, relative: str) -> None:
-        write_atomic(self.fs, self.path(relative), data)
-
-    def _publish_if_absent(self, data: bytes, relative: str) -> bool:
-        """Writes `data` under `relative` unless a file is there; True if this call wrote it."""
+    # -- writes ------------------------------------------------------------------------------
+    def put_audio(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int,
+                  fmt: str = "wav") -> StoredAudio:
+        """Writes one candidate under its content name; an existing file of that name is these bytes."""
+        data = encode_audio(samples, sample_rate, fmt)
+        checksum = hashlib.sha256(data).hexdigest()
+        relative = self.audio_relpath(audio_id, candidate, checksum, fmt)
         target = self.path(relative)
-        if self.fs.exists(target):
-            return False
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        tmp = temporary_sibling(target)
-        try:
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            if isinstance(self.fs, LocalFileSystem):
-                # link() fails if the name exists, so of two racing local writers exactly one wins.
-                try:
-                    os.link(tmp, target)
-                    return True
-                except FileExistsError:
-                    return False
-                except OSError:
-                    pass  # no hard links on this file system: check, then rename, as below
-            if self.fs.exists(target):
-                return False
-            self.fs.mv(tmp, target)
-            return True
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-
-    def put_wav(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int) -> StoredWav:
-        """Writes one candidate unless its file exists; the checksum is always the stored file's."""
-        data = wav_bytes(samples, sample_rate)
-        relative = self.wav_relpath(audio_id, candidate)
-        if self._publish_if_absent(data, relative):
-            return StoredWav(relative, hashlib.sha256(data).hexdigest(), True)
-        return StoredWav(relative, hashlib.sha256(self.read_bytes(relative)).hexdigest(), False)
-
-    def write_wav(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int) -> tuple[str, str]:
-        """`put_wav` as (relative path, sha256 of the stored file)."""
-        stored = self.put_wav(audio_id, candidate, samples, sample_rate)
-        return stored.path, stored.checksum
+        if self.fs.exists(target) and self.fs.size(target) == len(data):
+            return StoredAudio(relative, checksum, False)
+        write_atomic(self.fs, target, data)
+        return StoredAudio(relative, checksum, True)
 
     def write_manifest(self, shard: str, rows: list[dict]) -> str:
-        """The shard's completion marker: call it after every WAV it lists is written."""
+        """The shard's completion marker: call it after every file it lists is written."""
         table = pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA)
+        relative = self.manifest_relpath(shard)
+        self._write_table(table, relative)
+        return self.url(relative)
+
+    def _write_table(self, table: pa.Table, relative: str) -> None:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
-        relative = self.manifest_relpath(shard)
-        self._write_atomic(sink.getvalue(), relative)
-        return self.url(relative)
+        write_atomic(self.fs, self.path(relative), sink.getvalue())
+
+    def replace_rows(self, audio_ids, rows: list[dict]) -> list[str]:
+        """Rewrites every manifest holding `audio_ids`: their rows there are replaced by `rows`
+        (each manifest gets the new rows of the ids it held, under its own shard name). Atomic
+        per manifest; returns the manifests rewritten. Used by `ith repair-audio`."""
+        ids = pa.array(sorted(set(audio_ids)), pa.string())
+        rewritten = []
+        for file in self.manifests():
+            with self.fs.open(file, "rb") as handle:
+                table = pq.read_table(handle, schema=CANDIDATES_SCHEMA)
+            hit = pc.is_in(table["audio_id"], value_set=ids)
+            held = set(table.filter(hit)["audio_id"].to_pylist())
+            if not held:
+                continue
+            shard = posixpath.basename(file)[:-len(".parquet")]
+            new = [{**r, "shard": shard} for r in rows if r["audio_id"] in held]
+            kept = table.filter(pc.invert(hit))
+            table = pa.concat_tables([kept, pa.Table.from_pylist(new, schema=CANDIDATES_SCHEMA)])
+            self._write_table(table, self.manifest_relpath(shard))
+            rewritten.append(shard)
+        return rewritten
+
+    def remove(self, relative: str) -> None:
+        if self.fs.exists(self.path(relative)):
+            self.fs.rm(self.path(relative))
 
     # -- reads -------------------------------------------------------------------------------
     def has_shard(self, shard: str) -> bool:
@@ -192,22 +230,24 @@ class AudioStore:
             with self.fs.open(file, "rb") as handle:
                 table = pq.read_table(handle, schema=CANDIDATES_SCHEMA)
             if wanted is not None:
-                import pyarrow.compute as pc
-
                 table = table.filter(pc.is_in(table["audio_id"], value_set=wanted))
             if table.num_rows:
                 tables.append(table)
         if not tables:
             return CANDIDATES_SCHEMA.empty_table()
-        table = pa.concat_tables(tables).sort_by([("audio_id", "ascending"), ("candidate", "ascending"),
-                                                 ("shard", "ascending")])
-        # Two runs may have finished overlapping shards; their rows for one candidate are equal.
+        table = pa.concat_tables(tables)
+        no_audio = pc.is_null(table["audio_path"])
+        table = table.append_column("_no_audio", no_audio).sort_by(
+            [("audio_id", "ascending"), ("candidate", "ascending"), ("_no_audio", "ascending"),
+             ("shard", "ascending")])
+        # Overlapping shards of several runs hold one candidate more than once: the same score,
+        # rendered by another writer or without its audio kept. A row with audio wins.
         keep, last = [], None
         for i, key in enumerate(zip(table["audio_id"].to_pylist(), table["candidate"].to_pylist())):
             if key != last:
                 keep.append(i)
                 last = key
-        return table.take(pa.array(keep, pa.int64()))
+        return table.take(pa.array(keep, pa.int64())).drop(["_no_audio"])
 
     def finished_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -221,54 +261,52 @@ class AudioStore:
             return handle.read()
 
     def read_samples(self, relative: str) -> np.ndarray:
-        """A stored WAV's (channels, samples) int16, exactly as written."""
-        with wave.open(io.BytesIO(self.read_bytes(relative)), "rb") as handle:
-            channels = handle.getnchannels()
-            frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-        return frames.reshape(-1, channels).T.astype(np.int16)
+        """A stored clip's (channels, samples) int16, exactly as written."""
+        return decode_samples(self.read_bytes(relative))[0]
 
-    def _stored_checksum(self, row: dict) -> str:
-        relative = row["audio_path"]
+    def _check(self, row: dict) -> str | None:
+        """None if the row's file hashes to its checksum, else why not."""
         try:
-            data = self.read_bytes(relative)
+            data = self.read_bytes(row["audio_path"])
         except FileNotFoundError:
-            raise AudioStoreError(f"{self.url(relative)} is listed in manifest {row['shard']} but missing; "
-                                  "delete that manifest and rerun its shard") from None
+            return "missing"
         checksum = hashlib.sha256(data).hexdigest()
-        if checksum == row["checksum"]:
-            return checksum
-        # Another writer's rendering of the same audio id is expected; anything else is damage.
-        try:
-            with wave.open(io.BytesIO(data), "rb") as handle:
-                shape = (handle.getnchannels(), handle.getframerate(), handle.getnframes(), handle.getsampwidth())
-            whole = len(data) >= 44 + shape[0] * shape[2] * 2
-        except (wave.Error, EOFError, ValueError) as err:
-            raise AudioStoreError(f"{self.url(relative)} is not a readable WAV ({err}); delete it and manifest "
-                                  f"{row['shard']}, then rerun that shard") from None
-        frames = round(row["duration_s"] * row["sample_rate"])
-        if not whole or shape[:2] != (row["channels"], row["sample_rate"]) or abs(shape[2] - frames) > 1 \
-                or shape[3] != 2:
-            raise AudioStoreError(f"{self.url(relative)} holds (channels, rate, frames, bytes per sample) = "
-                                  f"{shape}, manifest {row['shard']} expects ({row['channels']}, "
-                                  f"{row['sample_rate']}, {frames}, 2); delete the file and the manifest, "
-                                  "then rerun that shard")
-        return checksum
+        return None if checksum == row["checksum"] else f"sha256 {checksum[:16]}..., recorded {row['checksum'][:16]}..."
 
-    def verify_checksums(self, table: pa.Table, workers: int = 16) -> tuple[pa.Table, int]:
-        """Each row's checksum checked against its stored file: (table with the stored files' checksums, mismatches).
+    def verify_checksums(self, table: pa.Table, workers: int = 16) -> int:
+        """Checks every row's file against its recorded checksum; returns the files checked.
 
-        A mismatch whose file is a whole WAV of the row's shape is a concurrent writer's copy of
-        the same audio id (it differs in the last bits of some samples): the row gets the stored
-        file's checksum. A missing, unreadable or differently shaped file raises `AudioStoreError`.
-        Every file is read once; threads overlap the reads and hashing (hashlib drops the GIL).
+        Files are named by their content and never replaced, so any mismatch or missing file is
+        damage: the stored scores would describe other audio. Raises `AudioStoreError` naming
+        every bad file and its audio id. Threads overlap the reads and hashing (hashlib drops the GIL).
         """
-        rows = table.select(["audio_path", "checksum", "shard", "duration_s", "sample_rate", "channels"]).to_pylist()
+        rows = [r for r in table.select(["audio_id", "candidate", "audio_path", "checksum", "shard"]).to_pylist()
+                if r["audio_path"] is not None]
         if not rows:
-            return table, 0
+            return 0
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
-            stored = list(pool.map(self._stored_checksum, rows))
-        mismatches = sum(1 for row, checksum in zip(rows, stored) if checksum != row["checksum"])
-        if mismatches:
-            column = table.schema.get_field_index("checksum")
-            table = table.set_column(column, table.schema.field(column), pa.array(stored, pa.string()))
-        return table, mismatches
+            problems = list(pool.map(self._check, rows))
+        bad = [(row, why) for row, why in zip(rows, problems) if why is not None]
+        if bad:
+            lines = [f"{self.url(r['audio_path'])} (audio id {r['audio_id']}, candidate {r['candidate']}, "
+                     f"manifest {r['shard']}): {why}" for r, why in bad[:10]]
+            more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise AudioStoreError(f"{len(bad)} stored audio file(s) are missing or do not match their recorded "
+                                  "checksum, so their CLAP scores describe other audio:\n  " + "\n  ".join(lines)
+                                  + more, [r["audio_id"] for r, _ in bad])
+        return len(rows)
+
+
+def free_bytes(run_root: str) -> int | None:
+    """Free bytes on the file system of a local run root; None where it cannot be measured (object stores)."""
+    import shutil
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, root = fsspec.core.url_to_fs(run_root)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    path = root
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path or ".").free

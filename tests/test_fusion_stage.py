@@ -68,7 +68,7 @@ def _fabricate_upstream(cfg: RunConfig) -> dict:
         for c in range(2):
             t = np.arange(RATE) / RATE  # 1 s
             tone = 0.4 * np.sin(2 * np.pi * (200 + digest % 1800 + 300 * c) * t)
-            path, checksum = store.write_wav(audio_id, c, pcm16(np.stack([tone, tone])), RATE)
+            path, checksum = store.put_audio(audio_id, c, pcm16(np.stack([tone, tone])), RATE)[:2]
             # Scores: some prompts pass with candidate 0, some with 1, some never (no audio).
             score = [0.5, 0.1, 0.1][digest % 3] if c == 0 else [0.5, 0.5, 0.1][digest % 3]
             rows.append({"audio_id": audio_id, "candidate": c, "prompt": prompt, "clap_text": prompt, "seed": c,
@@ -77,7 +77,7 @@ def _fabricate_upstream(cfg: RunConfig) -> dict:
     store.write_manifest("part-fabricated", rows)
     mapping_t = pa.Table.from_pylist(mapping, schema=imagine_stage.MAPPING_SCHEMA)
     candidates_t = pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA)
-    selection = imagine_stage.select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url)
+    selection = imagine_stage.select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url, 2)
     layout.write_table(mapping_t, "imagine", "mapping.parquet")
     layout.write_table(candidates_t, "imagine", "candidates.parquet")
     layout.write_table(selection, "imagine", "selection.parquet")

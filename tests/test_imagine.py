@@ -21,13 +21,15 @@ from ith_core import imagine_stage as stage
 from ith_core.clap_scoring import ClapScorer, resample, select_first_passing
 from ith_core.config import ImagineConfig, RunConfig
 from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
-from storage.audio_store import AudioStore, AudioStoreError, pcm16, read_wav, shard_name, wav_bytes
+from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, read_wav, shard_name
 from storage.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import faults  # noqa: E402
 
-# Tiny settings: exact latents of 1 s, 3 steps, 2 candidates; thresholds inside the tiny CLAP's
-# score range so that both accepted and rejected spans occur.
+# Tiny settings: exact latents of 1 s, 3 steps, 2 candidates, lazy sampling (the default);
+# thresholds inside the tiny CLAP's score range so that both accepted and rejected spans occur.
 TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
                 "batch_size": 3, "shard_size": 4, "retries": 0, "thresholds": {"animal": 0.177, "pitch": 0.177}}
 
@@ -96,7 +98,7 @@ def assert_same_tables(got: tuple[list, list], want: tuple[list, list], atol: fl
 
 
 def assert_store_consistent(run_root: str) -> None:
-    """Every manifest row points at a WAV whose bytes match its checksum; no duplicate rows."""
+    """Every manifest row with audio points at a file whose bytes match its checksum; no duplicate rows."""
     import hashlib
 
     store = AudioStore(run_root)
@@ -104,7 +106,9 @@ def assert_store_consistent(run_root: str) -> None:
     keys = list(zip(rows["audio_id"].to_pylist(), rows["candidate"].to_pylist()))
     assert len(keys) == len(set(keys))
     for path, checksum in zip(rows["audio_path"].to_pylist(), rows["checksum"].to_pylist()):
-        assert hashlib.sha256(store.read_bytes(path)).hexdigest() == checksum, path
+        assert (path is None) == (checksum is None), path
+        if path is not None:
+            assert hashlib.sha256(store.read_bytes(path)).hexdigest() == checksum, path
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +167,10 @@ def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
     assert sorted(plan_rows["audio_id"].to_pylist()) == sorted(set(mapping["audio_id"].to_pylist()))
     assert len(plan["shards"]) == 2  # 8 ids in shards of 4
     for name in plan["shards"]:
-        ids = plan_rows.filter(pc.equal(plan_rows["shard"], name))["audio_id"].to_pylist()
-        assert name == shard_name(ids)
+        rows = plan_rows.filter(pc.equal(plan_rows["shard"], name)).to_pylist()
+        # Lazy sampling at the tiny thresholds (0.177 both): the work is (id, stop threshold).
+        assert {r["stop_threshold"] for r in rows} == {0.177} and {r["keep_thresholds"] for r in rows} == {None}
+        assert name == shard_name([json.dumps([r["audio_id"], 0.177, None]) for r in rows])
     assert stage.plan_stage(cfg, model_paths)["reused"] is True
 
 
@@ -179,6 +185,13 @@ def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
     assert both.shape == (2, 2, 2, 44100) and both.dtype == torch.float32
     assert torch.allclose(both[1], alone[0], atol=1e-5)
     assert not torch.allclose(both[1, 0], both[1, 1], atol=1e-3)  # candidates differ
+    # Any number of seeds per prompt: candidate 1 alone (as lazy sampling asks for it) is the
+    # same audio as candidate 1 of a two-candidate call.
+    second = gen.generate(["dog sound", "cat sound"], [seeds["dog sound"][1:], seeds["cat sound"][1:]])
+    assert second.shape == (2, 1, 2, 44100)
+    assert torch.allclose(second[:, 0], both[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="same number"):
+        gen.generate(["dog sound", "cat sound"], [seeds["dog sound"], seeds["cat sound"][:1]])
     assert gen.latent_frames == 22  # ceil(1.0 s * 44100 / 2048)
     # "full" denoises the paper's whole window (1024 frames, 47.55 s) and crops to the duration;
     # one candidate keeps it short (the tiny VAE decodes 2M samples per candidate).
@@ -186,6 +199,41 @@ def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
         ImagineConfig(**{**cfg.__dict__, "latent_length": "full", "num_candidates": 1}), gen.identity, "cpu"), "cpu")
     assert full.latent_frames == 1024 == gen.pipe.transformer.config.sample_size
     assert full.generate(["cat sound"], [seeds["cat sound"][:1]]).shape == (1, 1, 2, 44100)
+
+
+def test_prefix_decode_equals_full_decode_then_trim(model_paths):
+    """The kept seconds of a prefix decode (needed frames + the decoder's reach) equal a whole-window
+    decode cropped to them, within float rounding; decoding in slices changes nothing."""
+    cfg = ImagineConfig(**{**{k: v for k, v in TINY_IMAGINE.items() if k != "thresholds"},
+                           "latent_length": "full", "duration_s": 5.0})
+    gen = StableAudioGenerator.from_folder(model_paths["generator"], cfg, "cpu")
+    full = StableAudioGenerator(gen.pipe, gen.settings, "cpu", decode="full")
+    assert gen.decode_frames == 108 + 11 and full.decode_frames == 1024  # 5 s at hop 2048, reach 11 frames
+    # The property is local (a convolutional decoder): any latent longer than the prefix shows it.
+    # 160 frames keep the test quick; the paper-size benchmark checks 1024 (benchmarks/results/).
+    latents = torch.randn(1, gen.latent_channels, 160, generator=torch.Generator().manual_seed(0))
+    want = gen.pipe.vae.decode(latents).sample[:, :, :220500]
+    got = gen.decode(latents)
+    assert got.shape == want.shape == (1, 2, 220500)
+    scale = float(want.abs().max())
+    assert scale > 0 and float((got - want).abs().max()) <= 1e-5 * scale
+    # Without the reach, the last kept samples differ: the margin is needed (the test can fail).
+    short = gen.pipe.vae.decode(latents[:, :, :108]).sample[:, :, :220500]
+    assert float((short - want).abs().max()) > 1e-3 * scale
+    two = torch.cat([latents[:, :, :130], latents[:, :, 30:160]])
+    sliced = StableAudioGenerator(gen.pipe, gen.settings, "cpu", decode_batch_size=1).decode(two)
+    assert torch.allclose(sliced, gen.decode(two), atol=1e-6)
+
+
+def test_batch_sizes_follow_free_memory():
+    # 80 GB free, 0.4 GB per denoised clip, 1.5 GB per decoded clip: 60 % of the memory for each.
+    gb = 10 ** 9
+    assert stage.size_batches(80 * gb, int(0.4 * gb), int(1.5 * gb)) == (64, 32)
+    assert stage.size_batches(8 * gb, 1 * gb, 2 * gb) == (4, 2)
+    assert stage.size_batches(1 * gb, 4 * gb, 4 * gb) == (1, 1)  # never below one clip
+    gen = type("Gen", (), {"device": "cpu"})()
+    assert stage.batch_sizes(RunConfig.for_profile("tiny"), gen) == (stage.CPU_BATCH_SIZE, None)
+    assert stage.batch_sizes(tiny_config("/tmp", "x", batch_size=3, decode_batch_size=2), gen) == (3, 2)
 
 
 # -- CLAP ---------------------------------------------------------------------------------------
@@ -211,7 +259,7 @@ def test_clap_scores_in_memory_equal_scores_of_the_stored_wav(model_paths, tmp_p
     assert np.allclose(again[::-1], scores, atol=1e-5)
     store = AudioStore(str(tmp_path))
     samples = pcm16(waves[0, 0])
-    path, _ = store.write_wav("ab" * 16, 0, samples, 44100)
+    path = store.put_audio("ab" * 16, 0, samples, 44100).path
     audio, rate = read_wav(store.read_bytes(path))
     assert rate == 44100 and np.array_equal(pcm16(audio), samples)
     from_file = scorer.score(audio[None, None], rate, ["a low hum"])[0, 0]
@@ -231,56 +279,80 @@ def test_store_on_memory_fs_reads_only_manifests_and_dedupes():
     store = AudioStore(f"memory://ith-store-{os.getpid()}-{time.time_ns()}")
     rows = []
     for c in range(2):
-        path, checksum = store.write_wav("cd" * 16, c, np.zeros((2, 100), np.int16), 44100)
+        put = store.put_audio("cd" * 16, c, np.zeros((2, 100), np.int16), 44100)
         rows.append({"audio_id": "cd" * 16, "candidate": c, "prompt": "x sound", "clap_text": "x", "seed": c,
-                     "clap_score": 0.1 * c, "clap_id": "m", "audio_path": path, "duration_s": 100 / 44100,
-                     "sample_rate": 44100, "channels": 2, "checksum": checksum, "shard": "part-a"})
+                     "clap_score": 0.1 * c, "clap_id": "m", "audio_path": put.path, "duration_s": 100 / 44100,
+                     "sample_rate": 44100, "channels": 2, "checksum": put.checksum, "shard": "part-b"})
     assert store.read_candidates().num_rows == 0 and store.finished_ids() == set()  # no manifest: invisible
-    store.write_manifest("part-a", rows)
-    store.write_manifest("part-b", [{**r, "shard": "part-b"} for r in rows])  # a concurrent run's copy
+    # part-a (first in name order) kept candidate 1's score but not its audio: the row with audio wins.
+    store.write_manifest("part-a", [{**rows[1], "audio_path": None, "checksum": None, "shard": "part-a"}])
+    store.write_manifest("part-b", rows)
     table = store.read_candidates()
     assert table.num_rows == 2 and store.finished_ids() == {"cd" * 16}
+    assert table["audio_path"].to_pylist() == [r["audio_path"] for r in rows]
     assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
 
 
-def test_store_keeps_the_first_writers_wav_and_returns_its_checksum(tmp_path):
+def test_store_names_files_by_content_so_no_writer_replaces_another(tmp_path):
     import hashlib
 
     store = AudioStore(str(tmp_path))
     first = np.full((2, 100), 1000, np.int16)
     other = first.copy()
     other[0, 7] += 1  # another machine's rounding of the same audio id
-    written = store.put_wav("ef" * 16, 0, first, 44100)
-    kept = store.put_wav("ef" * 16, 0, other, 44100)
-    assert written.created and not kept.created and kept.path == written.path
-    assert kept.checksum == written.checksum == hashlib.sha256(wav_bytes(first, 44100)).hexdigest()
+    written = store.put_audio("ef" * 16, 0, first, 44100)
+    again = store.put_audio("ef" * 16, 0, first, 44100)  # a second writer, bit-identical: a collision
+    kept = store.put_audio("ef" * 16, 0, other, 44100)  # a differing rendering: its own file
+    assert written.created and not again.created and again == written._replace(created=False)
+    assert kept.created and kept.path != written.path
+    assert written.checksum == hashlib.sha256(store.read_bytes(written.path)).hexdigest()
     assert np.array_equal(store.read_samples(written.path), first)
-    assert store.write_wav("ef" * 16, 0, other, 44100) == (written.path, written.checksum)
+    assert np.array_equal(store.read_samples(kept.path), other)
+    # FLAC holds the very same 16-bit samples, in fewer bytes for real audio.
+    tone = pcm16(0.5 * np.sin(np.linspace(0, 2000, 44100))[None].repeat(2, axis=0))
+    flac = store.put_audio("ef" * 16, 1, tone, 44100, "flac")
+    assert flac.path.endswith(".flac") and np.array_equal(store.read_samples(flac.path), tone)
+    assert len(store.read_bytes(flac.path)) < len(encode_audio(tone, 44100, "wav")) / 2
     assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
 
 
-def test_collect_records_stored_checksums_and_rejects_damaged_files(tmp_path, model_paths, caplog):
+def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(reference, tmp_path, model_paths):
     import hashlib
+
+    from flows.cli import main as ith
+    from ith_core.stages import write_config
 
     root = str(tmp_path)
     run_all(root, "first", model_paths)
+    write_config(tiny_config(root, "second"))
     store = AudioStore(root)
-    row = store.read_candidates().to_pylist()[0]
-    # A racing writer's rendering replaced the file after this manifest was written: same shape,
-    # one sample differs in the last bit.
+    row = [r for r in store.read_candidates().to_pylist() if r["audio_path"]][0]
+    path = Path(store.path(row["audio_path"]))
+    original = path.read_bytes()
+    # One sample changed in the last bit, as bit rot or a stray writer would: same shape, other audio.
     samples = store.read_samples(row["audio_path"])
     samples[0, 0] ^= 1
-    Path(store.path(row["audio_path"])).write_bytes(wav_bytes(samples, row["sample_rate"]))
-    with caplog.at_level("WARNING", logger="ith_core.imagine_stage"):
-        report = run_all(root, "second", model_paths)["report"]
-    assert report["checksum_mismatches"] == 1 and "1 of 16 candidate rows" in caplog.text
-    cands = RunLayout(root, "second").read_table("imagine", "candidates.parquet").to_pylist()
-    stored = {r["audio_path"]: r["checksum"] for r in cands}
-    assert stored[row["audio_path"]] == hashlib.sha256(store.read_bytes(row["audio_path"])).hexdigest()
-    assert stored[row["audio_path"]] != row["checksum"]
-    # A truncated file is damage, not another rendering: collecting fails and names the file.
-    Path(store.path(row["audio_path"])).write_bytes(store.read_bytes(row["audio_path"])[:1000])
-    with pytest.raises(AudioStoreError, match=row["audio_path"]):
+    path.write_bytes(encode_audio(samples, row["sample_rate"]))
+    with pytest.raises(AudioStoreError, match=f"(?s){row['audio_path']}.*ith repair-audio second {row['audio_id']}"):
+        run_all(root, "second", model_paths)
+    assert not RunLayout(root, "second").exists("imagine", "_DONE.json")
+    # The documented repair: regenerate that audio id, rewrite its manifests, collect the run.
+    assert ith(["repair-audio", "second", row["audio_id"], "--run-root", root]) == 0
+    repaired = {(r["audio_id"], r["candidate"]): r for r in final_tables(root, "second")[0]}
+    new = repaired[(row["audio_id"], row["candidate"])]
+    assert hashlib.sha256(store.read_bytes(new["audio_path"])).hexdigest() == new["checksum"]
+    # Regenerated alone rather than in its batch, the audio may differ in the last bits (another name).
+    assert new["audio_path"] == row["audio_path"] or not path.exists()
+    assert abs(new["clap_score"] - row["clap_score"]) < 1e-4
+    got, want = final_tables(root, "second"), reference["tables"]
+    assert [(r["audio_id"], r["candidate"], r["seed"]) for r in got[0]] == \
+        [(r["audio_id"], r["candidate"], r["seed"]) for r in want[0]]
+    assert [(r["example_id"], r["candidate"], r["accepted"]) for r in got[1]] == \
+        [(r["example_id"], r["candidate"], r["accepted"]) for r in want[1]]
+    assert_store_consistent(root)
+    # A missing file is named too.
+    Path(store.path(new["audio_path"])).unlink()
+    with pytest.raises(AudioStoreError, match=f"(?s){new['audio_path']}.*missing"):
         run_all(root, "third", model_paths)
 
 
@@ -288,10 +360,11 @@ def test_collect_records_stored_checksums_and_rejects_damaged_files(tmp_path, mo
 
 def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths):
     report = reference["report"]
-    assert report["candidates"] == 8 * 2 and report["occurrences"] == 26 and report["shards"] == 2
-    assert report["checksum_mismatches"] == 0
+    # Lazy sampling: candidate 1 only for the prompts whose candidate 0 failed.
+    assert 8 <= report["candidates"] < 8 * 2 and report["occurrences"] == 26 and report["shards"] == 2
+    assert report["audio_files_verified"] == report["candidates"]
     cands, sel = reference["tables"]
-    assert len(cands) == 16 and len(sel) == 26
+    assert len(cands) == report["candidates"] and len(sel) == 26
     assert 0 < report["accepted"] < 26  # thresholds inside the tiny CLAP's range
     for row in sel:
         if row["accepted"]:
@@ -314,6 +387,72 @@ def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths
     cfg = tiny_config(reference["root"], "ref")
     lenient = stage.reselect(cfg, {"animal": -1.0, "pitch": -1.0})
     assert all(lenient["accepted"].to_pylist()) and set(lenient["candidate"].to_pylist()) == {0}
+    # A higher threshold than lazy sampling stopped at is not decided by the stored candidates.
+    with pytest.raises(stage.UndeterminedSelectionError, match="generates only the missing"):
+        stage.reselect(cfg, {"animal": 0.99, "pitch": 0.99})
+
+
+def test_lazy_selection_equals_all_candidates_and_a_higher_threshold_generates_only_the_rest(tmp_path, model_paths):
+    """Lazy rejection sampling selects exactly what generating every candidate selects."""
+    k = 3
+    everything = run_all(str(tmp_path / "all"), "all", model_paths, sampling="all", num_candidates=k)
+    all_cands = RunLayout(str(tmp_path / "all"), "all").read_table("imagine", "candidates.parquet")
+    assert everything["report"]["candidates"] == 8 * k
+    assert all(r["undetermined"] == 0 for r in everything["report"]["acceptance_by_threshold"])
+    scores = {(r["audio_id"], r["candidate"]): r["clap_score"] for r in all_cands.to_pylist()}
+    # Thresholds where some prompts pass at candidate 0, some later and some never; the two tasks
+    # differ, so the prompt both share ("sound") stops at the higher one.
+    first = sorted(s for (a, c), s in scores.items() if c == 0)
+    low, high = first[len(first) // 2], max(scores.values()) - 1e-3
+    mapping = RunLayout(str(tmp_path / "all"), "all").read_table("imagine", "mapping.parquet")
+    for name, thresholds in (("mid", {"animal": low, "pitch": low - 0.01}), ("high", {"animal": high, "pitch": low})):
+        lazy = run_all(str(tmp_path / "lazy"), name, model_paths, num_candidates=k, thresholds=thresholds)
+        layout = RunLayout(str(tmp_path / "lazy"), name)
+        want = stage.select(mapping, all_cands, thresholds, lambda p: p, k).drop(["audio_path"])
+        got = layout.read_table("imagine", "selection.parquet").drop(["audio_path"])
+        key = ("example_id", "span_index")
+        want, got = (sorted(t.to_pylist(), key=lambda r: tuple(r[n] for n in key)) for t in (want, got))
+        assert [(r["candidate"], r["accepted"]) for r in got] == [(r["candidate"], r["accepted"]) for r in want]
+        assert all(g["clap_score"] is None or abs(g["clap_score"] - w["clap_score"]) < 1e-5 for g, w in zip(got, want))
+        # Every lazily generated candidate is the all-candidates run's (same seed, same score).
+        lazy_cands = layout.read_table("imagine", "candidates.parquet").to_pylist()
+        assert all(abs(scores[(r["audio_id"], r["candidate"])] - r["clap_score"]) < 1e-5 for r in lazy_cands)
+        if name == "mid":
+            generated = lazy["report"]["candidates"]
+            assert 8 <= generated < 8 * k  # the saving lazy sampling exists for
+        else:
+            # The higher threshold reuses what "mid" generated and generates only the rest.
+            assert sum(r["candidates_reused"] for r in lazy["results"]) >= 1
+            assert lazy["report"]["candidates"] == generated + sum(r["candidates"] for r in lazy["results"])
+    assert lazy["report"]["near_threshold"] >= 0
+
+
+def test_disk_check_refuses_a_run_root_too_small(tmp_path, model_paths, monkeypatch):
+    write_spans(str(tmp_path), "d")
+    clip = 2 * 44100 * 2 + 44  # 1 s of 16-bit stereo at 44.1 kHz
+    monkeypatch.setattr(stage, "free_bytes", lambda root: 8 * 2 * clip - 1)
+    with pytest.raises(stage.DiskSpaceError, match=r"keep_audio=.selected.*disk_check=false"):
+        stage.plan_stage(tiny_config(tmp_path, "d"), model_paths)
+    # Keeping only the chosen candidates' audio needs one clip per prompt (both tasks' thresholds are equal).
+    plan = stage.plan_stage(tiny_config(tmp_path, "d", keep_audio="selected"), model_paths)
+    assert plan["disk"]["clips_at_most"] == 8 and plan["disk"]["bytes_at_most"] == 8 * clip
+    assert plan["disk"]["clips_expected"] == 8
+    write_spans(str(tmp_path), "d2")
+    assert stage.plan_stage(tiny_config(tmp_path, "d2", disk_check=False), model_paths)["disk"]["clips_at_most"] == 16
+
+
+def test_keep_selected_flac_stores_only_chosen_audio_and_selects_the_same(reference, tmp_path, model_paths):
+    out = run_all(str(tmp_path), "sel", model_paths, keep_audio="selected", audio_format="flac")
+    cands, sel = final_tables(str(tmp_path), "sel")
+    ref_cands, ref_sel = reference["tables"]
+    # Same candidates and scores; audio only for the chosen ones, as FLAC.
+    assert [(r["audio_id"], r["candidate"]) for r in cands] == [(r["audio_id"], r["candidate"]) for r in ref_cands]
+    chosen = {(r["audio_id"], r["candidate"]) for r in sel if r["accepted"]}
+    assert {(r["audio_id"], r["candidate"]) for r in cands if r["audio_path"]} == chosen
+    assert all(r["audio_path"].endswith(".flac") for r in cands if r["audio_path"])
+    assert [(r["candidate"], r["accepted"]) for r in sel] == [(r["candidate"], r["accepted"]) for r in ref_sel]
+    assert sum(r["audio_written"] for r in out["results"]) == len(chosen)
+    assert_store_consistent(str(tmp_path))
 
 
 def test_injected_failure_then_rerun_equals_undisturbed(reference, model_paths, tmp_path, monkeypatch):
@@ -321,18 +460,21 @@ def test_injected_failure_then_rerun_equals_undisturbed(reference, model_paths, 
     write_spans(root, "f")
     cfg = tiny_config(root, "f")
     plan = stage.plan_stage(cfg, model_paths)
-    monkeypatch.setenv(stage.FAULT_ENV, "0")
+    fault_file = tmp_path / "fault"
+    fault_file.write_text("0\n")
+    faults.install(f"@{fault_file}", patch=monkeypatch.setattr)
     results = []
     for name in plan["shards"]:
         try:
             results.append(stage.run_shard(cfg, model_paths, name, "cpu"))
-        except stage.InjectedFault as error:
+        except faults.InjectedFault as error:
             results.append({"shard": name, "status": "failed", "error": str(error)})
     assert [r["status"] for r in results] == ["failed", "done"]
     assert stage.shard_statuses(cfg) == {plan["shards"][0]: False, plan["shards"][1]: True}
+    assert list((Path(root) / "_imagine" / "audio").rglob("*.wav"))  # the failed shard wrote audio first
     with pytest.raises(stage.ShardsMissingError, match="rerun-failed"):
         stage.collect_stage(cfg)
-    monkeypatch.delenv(stage.FAULT_ENV)
+    fault_file.write_text("")
     rerun = [stage.run_shard(cfg, model_paths, name, "cpu")["status"] for name in plan["shards"]]
     assert rerun == ["done", "skipped"]
     stage.collect_stage(cfg)
@@ -340,9 +482,42 @@ def test_injected_failure_then_rerun_equals_undisturbed(reference, model_paths, 
     assert_store_consistent(root)
 
 
-def _stage_subprocess(root: str, run_id: str, model_paths: dict, **imagine) -> subprocess.Popen:
-    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from test_imagine import run_all; "
-            "run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))").format(
+GATE = """
+import os, time
+from pathlib import Path
+from storage.audio_store import AudioStore
+put, gate, me, passed = AudioStore.put_audio, Path({gate!r}), {run_id!r}, []
+
+def wait_for(*names):
+    deadline = time.monotonic() + 300
+    while not all((gate / n).exists() for n in names):
+        assert time.monotonic() < deadline, names
+        time.sleep(0.01)
+
+def gated_put(self, *args, **kwargs):
+    # Both runs reach their first write of the same shard; run a writes first, then b writes the
+    # same file: an overlap with a write collision, whatever the scheduling.
+    if passed:
+        return put(self, *args, **kwargs)
+    passed.append(1)
+    (gate / ("arrived-" + me)).touch()
+    wait_for("arrived-a", "arrived-b")
+    if me == "b":
+        wait_for("a-wrote")
+    out = put(self, *args, **kwargs)
+    (gate / (me + "-wrote")).touch()
+    return out
+
+AudioStore.put_audio = gated_put
+"""
+
+
+def _stage_subprocess(root: str, run_id: str, model_paths: dict, gate: str | None = None,
+                      **imagine) -> subprocess.Popen:
+    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from test_imagine import run_all\n"
+            + (GATE.format(gate=gate, run_id=run_id) if gate else "")
+            + "out = run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))\n"
+            "print('RESULT ' + json.dumps(out['results']))").format(
         repo=str(REPO), tests=str(REPO / "tests"), root=root, run_id=run_id, paths=json.dumps(model_paths),
         imagine=json.dumps(imagine))
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -366,7 +541,7 @@ def test_sigkill_mid_shard_leaves_no_partial_shard(reference, model_paths, tmp_p
     store = AudioStore(root)
     manifests = store.manifests()
     assert len(manifests) < 2  # killed while a shard was being written
-    assert store.read_candidates().num_rows == 4 * len(manifests)  # only whole shards are visible
+    assert len(store.finished_ids()) == 4 * len(manifests)  # only whole shards are visible
     assert_store_consistent(root)
     out = run_all(root, "k", model_paths)
     assert sorted(r["status"] for r in out["results"]) == sorted(["done"] * (2 - len(manifests)) +
@@ -377,11 +552,18 @@ def test_sigkill_mid_shard_leaves_no_partial_shard(reference, model_paths, tmp_p
 
 @pytest.mark.slow
 def test_two_runs_over_one_root_at_once_do_not_corrupt_each_other(reference, model_paths, tmp_path):
-    root = str(tmp_path)
-    procs = [_stage_subprocess(root, run_id, model_paths) for run_id in ("a", "b")]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
+    root = str(tmp_path / "root")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    procs = {run_id: _stage_subprocess(root, run_id, model_paths, gate=str(gate)) for run_id in ("a", "b")}
+    results = {}
+    for run_id, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-3000:]
+        results[run_id] = json.loads(out.decode().split("RESULT ", 1)[1].splitlines()[0])
+    # The runs overlapped inside one shard, and b found a's file for the same candidate.
+    assert (gate / "a-wrote").exists() and (gate / "b-wrote").exists()
+    assert sum(r.get("collisions", 0) for r in results["b"]) >= 1
     assert_same_tables(final_tables(root, "a"), reference["tables"])
     assert final_tables(root, "b") == final_tables(root, "a")
     assert_store_consistent(root)

@@ -22,25 +22,29 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r'''
 import argparse, json, os, sys
 sys.path[:0] = [REPO, TESTS]
+sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
 from test_imagine import tiny_config, write_spans
-from ith_core import imagine_stage
+import faults
 from flows.imagine import ShardsFailedError, cmd_rerun_failed, run_imagine
 from prefect.client.orchestration import get_client
 import asyncio
 
-out = {}
+out = {"driver_pid": os.getpid()}
 paths = json.loads(PATHS)
 local = tiny_config(LOCAL_ROOT, "flow")
 write_spans(LOCAL_ROOT, "flow")
 stages = __import__("ith_core.stages", fromlist=["write_config"])
 stages.write_config(local)
-os.environ[imagine_stage.FAULT_ENV] = "1"
+fault_file = os.path.join(LOCAL_ROOT, "fault")
+with open(fault_file, "w") as handle:
+    handle.write("1")
+faults.install("@" + fault_file)
 try:
     run_imagine(local.resolved(), paths)
     out["first"] = "completed"
 except ShardsFailedError as error:
     out["first"] = str(error)
-del os.environ[imagine_stage.FAULT_ENV]
+os.remove(fault_file)
 out["status_after_failure"] = json.load(open(os.path.join(LOCAL_ROOT, "flow", "imagine", "shards.json")))
 out["rerun_rc"] = cmd_rerun_failed(argparse.Namespace(run="flow", run_root=LOCAL_ROOT, json=False))
 out["status_after_rerun"] = json.load(open(os.path.join(LOCAL_ROOT, "flow", "imagine", "shards.json")))
@@ -76,7 +80,7 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     out = json.loads(proc.stdout[proc.stdout.index("RESULT ") + 7:].splitlines()[0])
 
     # The injected failure in shard 1 leaves shard 0 done and names shard 1.
-    assert "1 of 2 shards failed" in out["first"] and "InjectedFault" in out["first"]
+    assert "1 of 2 shards failed" in out["first"] and "InjectedFault" in out["first"], out["first"]
     assert out["status_after_failure"]["counts"] == {"done": 1, "skipped": 0, "failed": 1}
     failed = [s for s in out["status_after_failure"]["shards"] if s["status"] == "failed"]
     # rerun-failed runs exactly the failed shard; the finished one is skipped.
@@ -98,6 +102,10 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     local_tables = final_tables(local_root, "flow")
     assert_same_tables(local_tables, final_tables(str(reference), "flow"))
     assert out["ray_status"]["counts"]["done"] == 2
+    # The shards ran in Ray worker processes, not in the driver.
+    workers = [s["worker"] for s in out["ray_status"]["shards"]]
+    assert all(w["pid"] != out["driver_pid"] and w.get("ray_worker_id") and w.get("ray_node_id") for w in workers), \
+        (workers, out["driver_pid"])
     ray_tables = final_tables(ray_root, "flow")
     # Ray workers run torch with other thread counts: bytes differ in the last bits (measured: no
     # WAV byte-identical, scores within 1.1e-6), ids, seeds and selections are identical.

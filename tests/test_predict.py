@@ -145,7 +145,16 @@ def test_unseen_prompt_is_generated_once_then_reused(trained_run):
     assert len(after) == len(before) + 1 and first["imagine"]["shard"] in {Path(m).stem for m in after}
     shard = pq.read_table(Path(root) / "_imagine" / "shards" / f"{first['imagine']['shard']}.parquet")
     assert set(shard["audio_id"].to_pylist()) == {s["audio_id"] for s in new}
-    assert shard.num_rows == len(new) * trained_run["cfg"].imagine.num_candidates
+    # Lazy sampling (the default): candidates 0..j of each new prompt, stopping at the first that passes.
+    k, threshold = trained_run["cfg"].imagine.num_candidates, max(trained_run["cfg"].imagine.thresholds.values())
+    by_id: dict = {}
+    for row in shard.to_pylist():
+        by_id.setdefault(row["audio_id"], []).append(row)
+    for rows in by_id.values():
+        rows.sort(key=lambda r: r["candidate"])
+        assert [r["candidate"] for r in rows] == list(range(len(rows))) and 1 <= len(rows) <= k
+        assert all(r["clap_score"] < threshold for r in rows[:-1])
+        assert len(rows) == k or rows[-1]["clap_score"] >= threshold
     # No scratch plan folder is left beside the run.
     assert sorted(p.name for p in Path(root).iterdir()) == ["_imagine", RUN_ID]
 

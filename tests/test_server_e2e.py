@@ -44,8 +44,11 @@ def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
         "ITH_HOME": str(ith_home),
         "ITH_AUDITORYBENCH_DIR": str(bench_dir),
         "HF_HUB_OFFLINE": "1",
-        # The worker reads the shard names to break from this file at run time.
-        "ITH_FAULT_IMAGINE_SHARD": f"@{fault_file}",
+        # Test-only fault injection (tests/helpers/faults.py), installed in the worker's flow runs by
+        # tests/helpers/fault_site/sitecustomize.py; the shards to break are read from this file at run time.
+        "ITH_TEST_FAULT_SHARDS": f"@{fault_file}",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO / "tests" / "helpers" / "fault_site"),
+                                                  os.environ.get("PYTHONPATH", "")] if p),
     })
     started = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--json"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

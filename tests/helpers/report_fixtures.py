@@ -129,7 +129,7 @@ def build_hostile_run(root: str, run_id: str) -> RunLayout:
     t = np.arange(16000) / 16000
     rows = []
     for c, freq in enumerate((440.0, 880.0)):
-        path, checksum = store.write_wav(audio, c, pcm16(0.3 * np.sin(2 * np.pi * freq * t)[None]), 16000)
+        path, checksum = store.put_audio(audio, c, pcm16(0.3 * np.sin(2 * np.pi * freq * t)[None]), 16000)[:2]
         rows.append({"audio_id": audio, "candidate": c, "prompt": HOSTILE_SPAN + " sound", "clap_text": HOSTILE_SPAN,
                      "seed": c, "clap_score": 0.1 + 0.3 * c, "clap_id": "fabricated", "audio_path": path,
                      "duration_s": 1.0, "sample_rate": 16000, "channels": 1, "checksum": checksum, "shard": "part-x"})

@@ -385,14 +385,20 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data": {"sample_limit": 64},
         "span": {"epochs": 2, "learning_rate": 1e-3},
-        # Random-weight CLAP scores cluster around 0.04-0.21, so the method's thresholds would
-        # accept nothing; 0.177 accepts a fair share and keeps the rejection path exercised.
-        "imagine": {"num_inference_steps": 4, "num_candidates": 2, "duration_s": 2.0, "latent_length": "exact",
-                    "thresholds": {"animal": 0.177, "pitch": 0.177}},
+        # Random-weight CLAP scores cluster around 0.16-0.22 (median about 0.19 on the default
+        # run), so the method's thresholds would accept nothing; 0.19 rejects about half of the
+        # candidates and keeps the rejection path exercised.
+        "imagine": {"num_inference_steps": 4, "num_candidates": 2, "duration_s": 1.0, "latent_length": "exact",
+                    "thresholds": {"animal": 0.19, "pitch": 0.19}},
         # The tiny LM is 64 wide: 4 heads divide it; random weights need a larger learning rate.
-        # 64 pooled audio tokens instead of AST's 1214 keep the tiny run's features small and quick.
+        # The tiny profile runs the frozen-encoder variant: its AST has random weights where the
+        # method fine-tunes a pretrained one, and training a random AST end to end at the task's
+        # learning rate erased what its random features carry (benchmarks/results/
+        # synthetic_tiny_cpu.json); the paper profile trains AST, as the method does. The tiny
+        # AST's 146 tokens are pooled to 12, about one per frequency row of its patch grid (AST
+        # orders tokens frequency-major): all 146 took about 3x as many epochs to be heard.
         "fusion": {"num_heads": 4, "ffn_dim": 256, "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
-                   "audio_tokens": 64},
+                   "audio_tokens": 12, "train_audio_encoder": False},
     },
     "paper": {},
 }
@@ -401,12 +407,15 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 # defaults; documented in the README. Every row is used (the sample is small by construction);
 # the tone generator renders the planted signal; CLAP still scores every candidate, but the
 # tiny CLAP is untrained and says nothing about tones, so every first candidate is accepted.
+_SYNTHETIC = {"data": {"sample_limit": None},
+              "imagine": {"generator": "tone", "thresholds": {"animal": -1.0, "pitch": -1.0}}}
 BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "auditorybench": {},
     "synthetic": {
-        profile: {"data": {"sample_limit": None}, "imagine": {"generator": "tone",
-                                                              "thresholds": {"animal": -1.0, "pitch": -1.0}}}
-        for profile in PROFILE_NAMES
+        # The random-weight tiny LM needs more steps than the method's 8 epochs to find the
+        # audio (measured: dev accuracy rises from epoch 4 to about 16; docs in the README).
+        "tiny": {**_SYNTHETIC, "fusion": {"epochs": 20}},
+        "paper": _SYNTHETIC,
     },
 }
 

@@ -86,7 +86,10 @@ TONE_FILE = "tone_generator.json"
 
 
 def settings_hash(cfg: SyntheticConfig) -> str:
-    blob = json.dumps({"version": SYNTHETIC_VERSION, **cfg.model_dump(mode="json")}, sort_keys=True)
+    from ith_core.tone_generator import RENDER_VERSION
+
+    blob = json.dumps({"version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, **cfg.model_dump(mode="json")},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -168,7 +171,9 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
         files[f"{TASK_DIRS['pitch']}/{split}.csv"] = _csv_bytes(header, [[r[c] for c in header] for r in rows])
         counts[f"pitch/{split}"] = {"rows": len(rows), "names": n_names,
                                     "answers": {a: answers.count(a) * per_name for a in ("higher", "lower")}}
-    tone_table = {"kind": "tone", "version": SYNTHETIC_VERSION, "anchor": ANCHOR,
+    from ith_core.tone_generator import RENDER_VERSION
+
+    tone_table = {"kind": "tone", "version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, "anchor": ANCHOR,
                   "what": "hidden tone (Hz) of every source name of the synthetic benchmark; read by the tone "
                           "generator, never by the language model",
                   "tones_hz": dict(sorted(tones.items()))}

@@ -90,15 +90,16 @@ TINY_RECIPE: dict[str, Any] = {
     },
     "audio_encoder": {
         # Patch geometry, mel bins and normalisation as in MIT/ast-finetuned-audioset-10-10-0.4593;
-        # width and depth are tiny, and the input window is 256 frames (2.56 s, 290 tokens)
-        # instead of 1024 (10.24 s, 1214 tokens): the method trains AST end to end, and the tiny
-        # profile's clips are 2 s, so a full window would cost 4x per step for padding alone.
+        # width and depth are tiny, and the input window is 128 frames (1.28 s: 12 frequency x
+        # 12 time patches + 2 = 146 tokens) instead of 1024 (10.24 s, 1214 tokens): the method
+        # trains AST end to end, and the tiny profile's clips are 1 s, so a full window would
+        # cost 8x per training step for padding alone.
         "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                   "intermediate_size": 64, "patch_size": 16, "frequency_stride": 10,
-                  "time_stride": 10, "max_length": 256, "num_mel_bins": 128},
+                  "time_stride": 10, "max_length": 128, "num_mel_bins": 128},
         "num_labels": 8,
         "feature_extractor": {"feature_size": 1, "sampling_rate": 16000, "num_mel_bins": 128,
-                              "max_length": 256, "do_normalize": True, "mean": -4.2677393,
+                              "max_length": 128, "do_normalize": True, "mean": -4.2677393,
                               "std": 4.5689974},
     },
 }

@@ -9,10 +9,12 @@ whole word; a prompt naming no source gets noise alone, which carries no signal.
 
 Nuisance variables are drawn per candidate from the candidate's own seed, independently of the
 tone, so nothing but the tone's frequency tells one source from another: gain, phase, a detune
-of up to +-3 %, the level of two harmonics, white noise at 10-30 dB SNR, the tone's onset and
-length (50-100 % of the clip), stereo image (identical channels or decorrelated noise and
-phase) and sample format (quantised to 8, 12, 16 or 24 bits). Output: 44.1 kHz stereo, the
-duration the run asks for (`imagine.duration_s`), like Stable Audio's.
+of up to +-3 %, white noise at 10-30 dB SNR, the tone's onset and length (50-100 % of the clip),
+stereo image (identical channels or decorrelated noise and phase) and sample format (quantised
+to 8, 12, 16 or 24 bits). Output: 44.1 kHz stereo, the duration the run asks for
+(`imagine.duration_s`), like Stable Audio's. The table names the renderer version it was
+written for (`RENDER_VERSION`); the version is part of the generator's identity, hence of every
+audio id, so changed rendering never reuses stored audio.
 
     gen = ToneGenerator.from_folder("~/.cache/ith/data/synthetic/<hash>/tone_generator", settings)
     waves = gen.generate(["kelomit call sound"], [[11, 12]])   # (1, 2, 2, 88200)
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 
 TONE_FILE = "tone_generator.json"
+# Bump when rendering changes; ith_core.synthetic writes it into the table.
+RENDER_VERSION = 3
 SAMPLE_RATE = 44100
 CHANNELS = 2
 
@@ -58,6 +62,9 @@ class ToneGenerator:
         table = json.loads(path.read_text())
         if table.get("kind") != "tone" or not isinstance(table.get("tones_hz"), dict):
             raise ValueError(f"{path} is not a tone generator table (kind 'tone' with a 'tones_hz' mapping)")
+        if table.get("renderer") != RENDER_VERSION:
+            raise ValueError(f"{path} was written for tone renderer {table.get('renderer')}, this is version "
+                             f"{RENDER_VERSION}; delete {Path(folder).parent} and rerun to write it anew")
         return cls(table["tones_hz"], settings, settings.generator_id)
 
     def sources(self, prompt: str) -> list[float]:
@@ -79,7 +86,6 @@ class ToneGenerator:
         envelope[onset + length - ramp:onset + length] = np.linspace(1.0, 0.0, ramp)
         gain = rng.uniform(0.2, 0.9)
         snr_db = rng.uniform(10.0, 30.0)
-        harmonics = rng.uniform(0.0, 0.5, size=2)
         detune = rng.uniform(0.97, 1.03)
         stereo = bool(rng.integers(0, 2))
         bits = int(rng.choice([8, 12, 16, 24]))
@@ -88,11 +94,14 @@ class ToneGenerator:
             phase = rng.uniform(0, 2 * np.pi)
             signal = np.zeros(n)
             for hz in tones:
+                # The source's signature: its tone plus noise in a band of +-0.15 octave around it.
                 f = hz * detune
-                signal += np.sin(2 * np.pi * f * t + phase)
-                for h, amplitude in enumerate(harmonics, start=2):
-                    if h * f < self.sample_rate / 2:
-                        signal += amplitude * np.sin(2 * np.pi * h * f * t + h * phase)
+                spectrum = np.fft.rfft(rng.standard_normal(n))
+                bins = np.fft.rfftfreq(n, 1 / self.sample_rate)
+                spectrum[(bins < f * 2 ** -0.15) | (bins > f * 2 ** 0.15)] = 0
+                band = np.fft.irfft(spectrum, n)
+                band /= np.abs(band).max() or 1.0
+                signal += np.sin(2 * np.pi * f * t + phase) + band
             signal *= envelope
             peak = np.abs(signal).max()
             signal = signal / peak if peak > 0 else signal

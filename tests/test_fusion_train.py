@@ -94,10 +94,10 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
     assert sorted(fresh.index()["audio_id"].to_pylist()) == sorted(distinct)
     torch.testing.assert_close(fresh.reader().get(victim), reader.get(victim))
     # Trainable encoder: the AST input features are stored instead (frames x 128 mel bins; the
-    # tiny AST's window is 256 frames, the paper's 1024).
+    # tiny AST's window is 128 frames, the paper's 1024).
     inputs = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_inputs")
     precompute_audio_features(rows[:2], encoder, extractor, inputs, trainable_encoder=True, audio_tokens=None)
-    assert tuple(inputs.reader().get(rows[0]["audio_id"]).shape) == (extractor.max_length, 128) == (256, 128)
+    assert tuple(inputs.reader().get(rows[0]["audio_id"]).shape) == (extractor.max_length, 128) == (128, 128)
 
 
 def test_wav_formats_and_resampling(tmp_path):

@@ -31,7 +31,7 @@ import faults  # noqa: E402
 # Tiny settings: exact latents of 1 s, 3 steps, 2 candidates, lazy sampling (the default);
 # thresholds inside the tiny CLAP's score range so that both accepted and rejected spans occur.
 TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
-                "batch_size": 3, "shard_size": 4, "retries": 0, "thresholds": {"animal": 0.177, "pitch": 0.177}}
+                "batch_size": 3, "shard_size": 4, "retries": 0, "thresholds": {"animal": 0.19, "pitch": 0.19}}
 
 # Span occurrences written as the spans stage would: dev rows with their gold spans, some rows
 # without a span (fallback prompt), and test rows repeating dev spans (dedup across splits).
@@ -168,9 +168,9 @@ def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
     assert len(plan["shards"]) == 2  # 8 ids in shards of 4
     for name in plan["shards"]:
         rows = plan_rows.filter(pc.equal(plan_rows["shard"], name)).to_pylist()
-        # Lazy sampling at the tiny thresholds (0.177 both): the work is (id, stop threshold).
-        assert {r["stop_threshold"] for r in rows} == {0.177} and {r["keep_thresholds"] for r in rows} == {None}
-        assert name == shard_name([json.dumps([r["audio_id"], 0.177, None]) for r in rows])
+        # Lazy sampling at the tiny thresholds (0.19 both): the work is (id, stop threshold).
+        assert {r["stop_threshold"] for r in rows} == {0.19} and {r["keep_thresholds"] for r in rows} == {None}
+        assert name == shard_name([json.dumps([r["audio_id"], 0.19, None]) for r in rows])
     assert stage.plan_stage(cfg, model_paths)["reused"] is True
 
 
@@ -368,7 +368,7 @@ def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths
     assert 0 < report["accepted"] < 26  # thresholds inside the tiny CLAP's range
     for row in sel:
         if row["accepted"]:
-            assert row["clap_score"] >= 0.177 and row["candidate"] >= 0
+            assert row["clap_score"] >= 0.19 and row["candidate"] >= 0
         else:
             assert row["candidate"] == -1 and row["clap_score"] is None
     grid = {(r["task"], r["threshold"]): r["rate"] for r in report["acceptance_by_threshold"]}

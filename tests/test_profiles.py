@@ -238,11 +238,11 @@ def test_audio_encoder_keeps_the_paper_patch_geometry(tiny):
     with torch.no_grad():
         hidden = model(**inputs).last_hidden_state
     # The paper's patch geometry (16 x 16 patches, strides 10 x 10, 128 mel bins) over the tiny
-    # 256-frame window: 12 frequency x 24 time patches + 2 (CLS, distillation); 1024 frames give 1214.
+    # 128-frame window: 12 frequency x 12 time patches + 2 (CLS, distillation); 1024 frames give 1214.
     from ith_core.audio_encoding import ast_token_count
 
     assert ast_token_count(1024) == 1214
-    assert hidden.shape == (2, ast_token_count(256), model.config.hidden_size) == (2, 290, model.config.hidden_size)
+    assert hidden.shape == (2, ast_token_count(128), model.config.hidden_size) == (2, 146, model.config.hidden_size)
 
 
 def test_tiny_status_reports_the_built_profile_without_building(tiny, tiny_dir, tmp_path):

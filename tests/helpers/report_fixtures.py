@@ -23,7 +23,7 @@ from storage.layout import RunLayout
 
 # As tests/test_imagine.py: 1 s clips, 3 steps, 2 candidates, thresholds inside the tiny CLAP's range.
 TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
-                "batch_size": 4, "shard_size": 8, "retries": 0, "thresholds": {"animal": 0.177, "pitch": 0.177}}
+                "batch_size": 4, "shard_size": 8, "retries": 0, "thresholds": {"animal": 0.19, "pitch": 0.19}}
 
 HOSTILE_SPAN = '<script>document.title="pwned"</script>'
 HOSTILE_SENTENCE = 'The <img src=x onerror="document.title=1"> | makes a [MASK] sound: ' + HOSTILE_SPAN + "."

@@ -1,0 +1,107 @@
+"""The planted-signal benchmark, run as a user runs it, for both encoder variants and several seeds.
+
+    .venv/bin/python benchmarks/bench_synthetic.py                      # results/synthetic_tiny_cpu.json
+    .venv/bin/python benchmarks/bench_synthetic.py --seeds 42,1,7 --variants frozen,trained
+
+Each variant is one `ith run --benchmark synthetic` (a subprocess, the production entry point)
+in a fresh run root and a fresh ITH_HOME, with `fusion.seeds` set to the seeds (one model per
+task and seed, trained by the same `accelerate launch`). `frozen` is the tiny profile's default
+(the frozen-encoder variant); `trained` adds `--set fusion.train_audio_encoder=true` (AST
+trained end to end, the method's recipe). The first variant's wall time includes building the
+tiny profile; the second reuses it (stated per run). Recorded per variant: accuracy with its
+95 % interval (bootstrapped by source name) for ITH and text-only on dev/test/wiki of both
+tasks and every seed, the constant-answer level, seconds per stage, machine and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+VARIANTS = {"frozen": [], "trained": ["--set", "fusion.train_audio_encoder=true"]}
+
+
+def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path) -> dict:
+    env = {**os.environ, "ITH_HOME": str(home), "PREFECT_HOME": str(workdir / "prefect"), "HF_HUB_OFFLINE": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
+           "--set", f"fusion.seeds={json.dumps(seeds)}", *VARIANTS[variant], "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{variant}: ith run failed\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout[done.stdout.index("{\n"):])
+    run = Path(result["run_dir"])
+    results = json.loads((run / "fusion" / "results.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [{k: r[k] for k in ("model", "task", "split", "seed", "n", "units", "accuracy", "ci_low", "ci_high")}
+            for r in results["per_seed"] if r["metric"] in ("exact_match", "accuracy")]
+    stages = summary["stages"]
+    seconds = {name: stages[name].get("seconds_total", stages[name].get("seconds")) for name in
+               ("ingest", "span_detector", "spans", "imagine")}
+    fusion = stages["fusion"]
+    seconds.update({"fusion_features": fusion["features"]["seconds"],
+                    **{f"train_{v}": fusion["train"][v]["seconds"] for v in fusion["train"]},
+                    "evaluate": (fusion.get("evaluate") or {}).get("seconds")})
+    return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"],
+            "wall_seconds": round(wall, 1), "stage_seconds": seconds, "majority": results["majority"],
+            "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows}
+
+
+def verdict(run: dict) -> dict:
+    """Per (task, seed): ITH - text-only on test, and whether text-only's interval holds chance."""
+    out = {}
+    by = {(r["model"], r["task"], r["split"], r["seed"]): r for r in run["accuracy"]}
+    for (model, task, split, seed), ith in by.items():
+        if model != "ith" or split != "test":
+            continue
+        text = by[("text", task, split, seed)]
+        chance = run["majority"][f"{task}/{split}"]["accuracy"]
+        out[f"{task} seed {seed}"] = {"ith": ith["accuracy"], "text": text["accuracy"],
+                                      "gain": round(ith["accuracy"] - text["accuracy"], 2),
+                                      "passes_plus_25": ith["accuracy"] >= text["accuracy"] + 25,
+                                      "text_ci_holds_chance": text["ci_low"] <= chance <= text["ci_high"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="42,1,7")
+    parser.add_argument("--variants", default="frozen,trained")
+    parser.add_argument("--out", default=str(RESULTS / "synthetic_tiny_cpu.json"))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "ith_home"
+        runs = []
+        for variant in args.variants.split(","):
+            run = run_variant(variant, seeds, home, Path(tmp) / variant)
+            run["verdict"] = verdict(run)
+            run["tiny_profile_built_in_this_run"] = not runs
+            runs.append(run)
+            print(json.dumps({"variant": variant, "wall_seconds": run["wall_seconds"], "verdict": run["verdict"]},
+                             indent=2))
+    record = {"benchmark": "synthetic (planted signal)", "profile": "tiny", "seeds": seeds,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                          "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+              "note": "accuracy in %, 95 % intervals bootstrapped over source names; chance = the constant-answer "
+                      "level of the split; wall_seconds covers the whole ith run (Prefect start included)",
+              "runs": runs}
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
 
     cfg = RunConfig.for_profile(
         "tiny", run_root=str(tmp_path), run_id="trainable",
-        data={"data_dir": str(bench_dir), "sample_limit": 8, "tasks": ["pitch"]},
+        data={"data_dir": str(bench_dir), "sample_limit": 8, "tasks": ["pitch"]}, systems=["bert", "ith"],
         # No weight decay: AdamW then moves a weight only if it got a nonzero gradient.
         fusion={"train_audio_encoder": True, "epochs": 1, "batch_size": 8, "seeds": [0], "weight_decay": 0.0,
                 "bootstrap_samples": 100})
@@ -45,6 +45,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     run_dir = tmp_path / "trainable"
 
     # -- stage 4: AST input features, not tokens --------------------------------------------------
+    fusion_stage.examples_stage(cfg)
     features_report = fusion_stage.precompute_stage(cfg, paths)
     initial, extractor = load_audio_encoder(paths["audio_encoder"])
     shape = (extractor.max_length, extractor.num_mel_bins)
@@ -56,11 +57,11 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     assert tuple(stored.shape) == shape and stored.dtype == torch.float16
 
     # -- stage 5: training runs the AST inside the model --------------------------------------------
-    reports = {v: fusion_stage.train_stage(cfg, paths, v) for v in ("ith", "text")}
+    reports = {v: fusion_stage.train_system(cfg, paths, v, 0) for v in ("ith", "bert-text")}
     [job] = reports["ith"]["jobs"]
     assert job["job"] == "ith-pitch-seed0" and job["steps"] > 0 and job["best_epoch"] == 0
     assert job["data"]["train_spans"] > 0
-    job_dir = run_dir / "fusion_train_ith" / job["job"]
+    job_dir = run_dir / "fusion_train" / "ith-seed0" / job["job"]
     saved = load_file(str(job_dir / "best" / "fusion.safetensors"))
     before = initial.state_dict()
     encoder_saved = {k[len("audio_encoder."):]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
@@ -96,12 +97,14 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     model.zero_grad()
 
     # -- evaluation scores with the trained AST -------------------------------------------------------
-    evaluated = fusion_stage.evaluate_stage(cfg, paths)
+    evaluated = {v: fusion_stage.evaluate_system(cfg, paths, v, 0) for v in ("ith", "bert-text")}
+    fusion_stage.evaluate_system(cfg, paths, "bert-zero-shot", 0)
+    fusion_stage.summarise_results(cfg)
     preds = pq.read_table(run_dir / "fusion" / "predictions.parquet").to_pylist()
     scored = {r["example_id"] for r in examples if r["split"] in ("dev", "test", "wiki")}
-    for variant in ("ith", "text"):
+    for variant in ("ith", "bert-text"):
         assert sorted(p["example_id"] for p in preds if p["model"] == variant) == sorted(scored)
-    assert evaluated["ith_examples_fused"] > 0
+    assert evaluated["ith"]["examples_with_audio"] > 0 and evaluated["bert-text"]["examples_with_audio"] == 0
 
     # -- `ith predict`'s encoding and answer path with the trained AST -----------------------------
     row = next(r for r in rows if r["audio_id"] and r["split"] == "test")

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_synthetic.py                      # results/synthetic_tiny_cpu.json
     .venv/bin/python benchmarks/bench_synthetic.py --seeds 42,1,7 --variants frozen,trained
 
-Each variant is one `ith run --benchmark synthetic` (a subprocess, the production entry point)
-in a fresh run root and a fresh ITH_HOME, with `fusion.seeds` set to the seeds (one model per
-task and seed, trained by the same `accelerate launch`). `frozen` is the tiny profile's default
+Each variant is one `ith run --benchmark synthetic --systems bert,ith --seeds ...` (a subprocess,
+the production entry point) in a fresh run root and a fresh ITH_HOME: ITH, its text-only twin
+(BERT fine-tuned without audio) and BERT zero-shot, one model per (system, task, seed). `frozen` is the tiny profile's default
 (the frozen-encoder variant); `trained` adds `--set fusion.train_audio_encoder=true` (AST
 trained end to end, the method's recipe). The first variant's wall time includes building the
 tiny profile; the second reuses it (stated per run). Recorded per variant: accuracy with its
@@ -31,10 +31,12 @@ VARIANTS = {"frozen": [], "trained": ["--set", "fusion.train_audio_encoder=true"
 
 
 def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ITH_HOME": str(home), "PREFECT_HOME": str(workdir / "prefect"), "HF_HUB_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
-           "--set", f"fusion.seeds={json.dumps(seeds)}", *VARIANTS[variant], "--json"]
+           "--systems", "bert,ith", "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
+           *VARIANTS[variant], "--json"]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -50,22 +52,25 @@ def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path) -> di
     seconds = {name: stages[name].get("seconds_total", stages[name].get("seconds")) for name in
                ("ingest", "span_detector", "spans", "imagine")}
     fusion = stages["fusion"]
-    seconds.update({"fusion_features": fusion["features"]["seconds"],
-                    **{f"train_{v}": fusion["train"][v]["seconds"] for v in fusion["train"]},
-                    "evaluate": (fusion.get("evaluate") or {}).get("seconds")})
+    seconds.update({f"fusion_{name}": r["seconds"] for name, r in fusion["prepared"].items()})
+    seconds.update({f"train {r['system']} seed {r['seed']}": r["seconds"] for r in fusion["train"]})
+    seconds.update({f"evaluate {r['system']}" + (f" seed {r['seed']}" if r["seed"] is not None else ""): r["seconds"]
+                    for r in fusion["evaluate"]})
+    seconds["fusion_by_system"] = fusion["seconds_by_system"]
     return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"],
             "wall_seconds": round(wall, 1), "stage_seconds": seconds, "majority": results["majority"],
             "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows}
 
 
 def verdict(run: dict) -> dict:
-    """Per (task, seed): ITH - text-only on test, and whether text-only's interval holds chance."""
+    """Per (task, seed): ITH - text-only (BERT fine-tuned without audio) on test, and whether
+    text-only's interval holds chance."""
     out = {}
     by = {(r["model"], r["task"], r["split"], r["seed"]): r for r in run["accuracy"]}
     for (model, task, split, seed), ith in by.items():
         if model != "ith" or split != "test":
             continue
-        text = by[("text", task, split, seed)]
+        text = by[("bert-text", task, split, seed)]
         chance = run["majority"][f"{task}/{split}"]["accuracy"]
         out[f"{task} seed {seed}"] = {"ith": ith["accuracy"], "text": text["accuracy"],
                                       "gain": round(ith["accuracy"] - text["accuracy"], 2),

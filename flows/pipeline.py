@@ -58,7 +58,7 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
         data["sample_limit"] = sample_limit
     overrides["data"] = data
     overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic))
-    return RunConfig.for_profile(profile, **overrides)
+    return stages.resolve_data(RunConfig.for_profile(profile, **overrides))
 
 
 @flow(name="ith", log_prints=True)
@@ -95,11 +95,13 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                        span, imagine, fusion, benchmark, synthetic)
     config = cfg.resolved()
     logger = get_run_logger()
-    logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))
 
     reports: dict[str, dict] = {}
     run_id = cfg.effective_run_id
+    # Ingestion first: a run folder is only created once its benchmark files were found.
     reports["ingest"] = t.ingest(config)
+    logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
+                stages.write_config(cfg))
     create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"]), key=artifact_key("ingest", run_id),
                              description=f"rows, rejects and flags of run {run_id}")
     model_paths = t.prepare_models(config)

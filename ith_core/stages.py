@@ -95,7 +95,22 @@ def _ingest_key(cfg: RunConfig) -> str:
         from ith_core import synthetic
 
         return stage_key("ingest", "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
-    return stage_key("ingest", cfg.data.data_dir, cfg.data.tasks)
+    # What the files are, not where they were read: a verified copy elsewhere reuses the stage. A
+    # config built without `resolve_data` (a test calling a driver) falls back to the location.
+    return stage_key("ingest", cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
+
+
+def resolve_data(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `data.content` filled in (`auditorybench.content_id`): what enters the run id.
+
+    Reads the files where `--data-dir` or `$ITH_AUDITORYBENCH_DIR` point (a missing one is a
+    `DataError` now, before a run folder exists); downloads nothing. The synthetic benchmark's
+    files follow from its settings, which the run id already holds.
+    """
+    if cfg.benchmark != "auditorybench":
+        return cfg
+    content = auditorybench.content_id(cfg.data.data_dir, cfg.data.tasks)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"content": content})})
 
 
 def data_source(cfg: RunConfig) -> str:

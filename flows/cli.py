@@ -218,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: dict, profile: str, benchmark: str) -> None:
+    from ith_core.report import profile_statement
+
     stages = result["stages"]
     ingest, detector, spans = stages["ingest"], stages["span_detector"], stages["spans"]
     print()
     print(f"run {result['run_id']}: {result['run_dir']}")
+    print(f"  {profile_statement(profile, benchmark)}")
     print(f"  {'stage':<15} {'cached':<7} {'seconds':>8}  result")
     print(f"  {'ingest':<15} {str(ingest['cached']).lower():<7} {ingest['seconds']:>8.1f}  "
           f"{ingest['rows_in']} rows: {ingest['accepted']} accepted, {ingest['rejected']} rejected "
@@ -294,7 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        _print_summary(result)
+        _print_summary(result, args.profile, args.benchmark)
     return 0
 
 

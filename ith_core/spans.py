@@ -274,7 +274,8 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
             if step >= total_steps:
                 break
         losses.append(sum(epoch_losses) / max(len(epoch_losses), 1))
-        logger.info("span detector epoch %d: mean loss %.4f (%d steps so far)", epoch + 1, losses[-1], step)
+        logger.info("span detector epoch %d/%d: mean loss %.4f (step %d of %d)", epoch + 1, cfg.epochs, losses[-1],
+                    step, total_steps)
         if step >= total_steps:
             break
     model = accelerator.unwrap_model(model)

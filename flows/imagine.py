@@ -49,19 +49,20 @@ def task_runner_for(cfg: RunConfig):
 
 @flow(name="ith-imagine", log_prints=True,
       flow_run_name=named_by_run("imagine", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
-def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
+def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
     """Generates and scores every planned shard, then selects audio per span occurrence.
 
     Args:
         config: the run's resolved settings (config.json's form).
         model_paths: role -> local model folder, as prepared by the pipeline.
         rerun_failed: run exactly the recorded plan's shards without a manifest, planning nothing new.
+        upstream: the span detection report the plan reads (an edge in the UI graph).
     """
     started = time.perf_counter()
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
     tag_flow_run(cfg)
-    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
+    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed, upstream=upstream)
     # A new plan logs itself, with the disk it may fill (ith_core.imagine_stage).
     logger.info("%s plan: %d occurrences -> %d unique prompts (%.2fx); %d shards; %d of %d prompts in the store now",
                 "recorded" if plan.get("reused") else "new", plan["occurrences"], plan["unique_prompts"],
@@ -74,9 +75,11 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         from prefect_ray.context import remote_options
 
         with remote_options(num_gpus=0 if cfg.imagine.gpus == 0 else 1):
-            futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+            futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
+                       for name in plan["shards"]]
     else:
-        futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+        futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
+                       for name in plan["shards"]]
 
     by_shard: dict[str, dict] = {}
     names = {future: name for name, future in zip(plan["shards"], futures)}
@@ -97,9 +100,10 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
                   " (its manifest exists)" if result["status"] == "skipped" else f": {result.get('error')}")
         logger.info("shards done: %d of %d; %s %s%s", done, len(futures), name, result["status"], detail)
     results = [by_shard[name] for name in plan["shards"]]
-    status = t.record_shard_status(config, results)
+    # Edges from the shards that finished (a failed one would hold the task back as "not ready").
+    status = t.record_shard_status(config, results, wait_for=[f for f in futures if f.state.is_completed()])
     failed = [r for r in results if r["status"] == "failed"]
-    report = None if failed else t.select_candidates(config, round(time.perf_counter() - started, 3))
+    report = None if failed else t.select_candidates(config, round(time.perf_counter() - started, 3), wait_for=[status])
     create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
                              key=artifact_key("imagine", cfg.effective_run_id),
                              description=f"ith-imagine summary of run {cfg.effective_run_id}")
@@ -112,10 +116,10 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"]}
 
 
-def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
+def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
     """Runs `ith-imagine` with the task runner its settings choose (a subflow when called in a flow)."""
     runner = task_runner_for(RunConfig.from_dict(config))
-    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed)
+    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed, upstream)
 
 
 @flow(name="ith-generate", log_prints=True, flow_run_name=named_by_run("generate", lambda p: p["run_id"]))

@@ -23,7 +23,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from ith_core import stages
-from ith_core.config import RunConfig, overrides_dict, overrides_model
+from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
+from ith_core.fusion_stage import needs_imagination
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
@@ -37,21 +38,28 @@ FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
 # auto, cpu, cuda, or one GPU by number: choices in the deployment form, cuda:N typed in.
 Device = Union[Literal["auto", "cpu", "cuda"], Annotated[str, Field(pattern=r"^cuda:[0-9]+$")]]
+# `--seeds N` trains with the first N seeds of 42, 43, 44, ... (42: the method's seed).
+FIRST_SEED = 42
 
 
 def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
                  data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
                  sample_limit: int | str | None = None, model_dir: str | None = None, device: str = "auto",
                  span: Any = None, imagine: Any = None, fusion: Any = None, benchmark: str = "auditorybench",
-                 synthetic: Any = None) -> RunConfig:
+                 synthetic: Any = None, systems: list[str] | None = None, seeds: int | list[int] | None = None,
+                 audiobert: Any = None) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
     `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
-    `span`, `imagine`, `fusion`, `synthetic`: typed section overrides (or mappings); unset fields
-    keep the profile's (and benchmark's) default.
+    `span`, `imagine`, `fusion`, `synthetic`, `audiobert`: typed section overrides (or mappings);
+    unset fields keep the profile's (and benchmark's) default. `systems`: the table's systems
+    (None: the profile's). `seeds`: a list of training seeds, or N for the first N of 42, 43, ...
+    (None: fusion.seeds).
     """
     overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device,
                                  "benchmark": benchmark}
+    if systems:
+        overrides["systems"] = systems
     data: dict[str, Any] = {"data_dir": data_dir}
     if tasks:
         data["tasks"] = tasks
@@ -62,13 +70,22 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     elif sample_limit is not None:
         data["sample_limit"] = sample_limit
     overrides["data"] = data
-    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic))
+    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic,
+                                    audiobert=audiobert))
+    if seeds is not None:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ConfigError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}")
+            seeds = [FIRST_SEED + i for i in range(seeds)]
+        overrides.setdefault("fusion", {})["seeds"] = seeds
     return stages.resolve_data(RunConfig.for_profile(profile, **overrides))
 
 
 @flow(name="ith", log_prints=True, flow_run_name=named_by_run("ith", lambda p: build_config(**p).effective_run_id))
 def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
+                 systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
+                 seeds: Union[int, list[int], None] = None,
                  run_root: str = "runs",
                  run_id: Optional[str] = None,
                  data_dir: Optional[str] = None,
@@ -80,7 +97,8 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  span: Optional[SpanSettings] = None,
                  imagine: Optional[ImagineSettings] = None,
                  fusion: Optional[FusionSettings] = None,
-                 synthetic: Optional[SyntheticSettings] = None) -> dict:
+                 synthetic: Optional[SyntheticSettings] = None,
+                 audiobert: Optional[dict] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
     Args:
@@ -88,6 +106,11 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
             machinery works, nothing about the method); paper: the method's checkpoints.
         benchmark: auditorybench: the real benchmark; synthetic: the planted-signal check, whose
             answers only the audio can give.
+        systems: rows of the table to train and evaluate: bert and roberta (zero-shot and
+            fine-tuned text-only), audiobert (retrieved audio), ith (imagined audio); empty: the
+            profile's.
+        seeds: N (the first N of 42, 43, ...) or a list of seeds; empty: fusion.seeds. Adding
+            systems or seeds to a finished run trains only what is new.
         run_root: folder or fsspec URL (s3://, gs://) that holds runs; a relative path resolves
             against the worker's working directory (the checkout, for the deployments of
             prefect.yaml, whose default shows the resolved folder).
@@ -108,6 +131,8 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
             profile's default.
         fusion: fusion LM settings (stages 4-5); each empty field keeps the profile's default.
         synthetic: sizes and seed of the synthetic benchmark (used only with it).
+        audiobert: AudioBERT settings (used only with the audiobert system); each empty field
+            keeps the profile's default.
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
@@ -115,7 +140,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
 
     hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
-                       span, imagine, fusion, benchmark, synthetic)
+                       span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
     config = cfg.resolved()
     logger = get_run_logger()
     tag_flow_run(cfg)
@@ -128,15 +153,20 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                 stages.write_config(cfg))
     create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"]), key=artifact_key("ingest", run_id),
                              description=f"rows, rejects and flags of run {run_id}")
-    model_paths = t.prepare_models(config)
-    reports["span_detector"] = t.train_span_detector(config, model_paths)
-    reports["spans"] = t.detect_spans(config, model_paths)
+    # Each task is given the report of the stage it reads (`upstream`): the UI graph draws those edges.
+    model_paths = t.prepare_models(config, upstream=reports["ingest"])
+    reports["span_detector"] = t.train_span_detector(config, model_paths, upstream=reports["ingest"])
+    reports["spans"] = t.detect_spans(config, model_paths, upstream=reports["span_detector"])
     create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"]),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
-    reports["imagine"] = run_imagine(config, model_paths)
-    reports["fusion"] = run_fusion(config, model_paths)
+    # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
+    if needs_imagination(cfg):
+        reports["imagine"] = run_imagine(config, model_paths, upstream=reports["spans"])
+    else:
+        reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
+    reports["fusion"] = run_fusion(config, model_paths, reports["imagine"])
     summary_url = t.write_summary(config, reports, time.perf_counter() - started)
-    report = t.write_report(config)
+    report = t.write_report(config, upstream=summary_url)
     publish_report(run_id, report)
     logger.info("summary: %s; report: %s", summary_url, report["html"])
     from prefect.runtime import flow_run

@@ -16,8 +16,10 @@ import logging
 CORE_LOGGER = "ith_core"
 # The modules whose INFO lines are progress and metrics worth a run log. Others stay at WARNING:
 # fusion_stage relays its trainer's whole output at INFO (checkpoint saves, weight-loading bars).
+# Its trainer's epoch lines (loss, dev accuracy) come through `ith_core.fusion_stage.progress`.
 ROUTED = ("ith_core.auditorybench", "ith_core.stages", "ith_core.spans", "ith_core.profiles",
-          "ith_core.imagine_stage", "ith_core.imagine", "ith_core.clap_scoring", "ith_core.report")
+          "ith_core.imagine_stage", "ith_core.imagine", "ith_core.clap_scoring", "ith_core.report",
+          "ith_core.fusion_stage.progress")
 
 
 def _inside_run() -> bool:

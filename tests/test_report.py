@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.report_fixtures import (HOSTILE_PREDICTION, HOSTILE_SENTENCE, HOSTILE_SPAN,  # noqa: E402
                                      build_coincident_run, build_hostile_run, build_tiny_run, tiny_run_config)
 
+from helpers.browser import artifact_dir, browser  # noqa: E402
 from ith_core.report import write_report  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 TABLES = ["table-run", "table-stages", "table-accuracy", "table-accuracy-seeds", "table-span-metrics",
           "table-span-counts", "table-imagine", "table-acceptance", "table-clap-quantiles", "table-training",
           "table-compute"]
@@ -116,14 +115,22 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     assert set(CHARTS) <= page.charts_with_svg, set(CHARTS) - page.charts_with_svg
     assert page.scripts == 0
     text = Path(html_path).read_text(encoding="utf-8")
-    # Every stage ran or was written by contract, except the feature precompute the fixture leaves out.
-    assert text.count("not run") == 2 and text.count("<td>fusion_features</td><td>not run</td>") == 2
+    # Every stage ran or was written by contract, except the ones the fixture leaves out (each is
+    # listed twice: stages of the overview, compute per stage).
+    absent = ("fusion_examples", "fusion_features", "audiobert_retrieval", "audiobert_features")
+    assert text.count("not run") == 2 * len(absent)
+    assert all(text.count(f"<td>{stage}</td><td>not run</td>") == 2 for stage in absent)
     # Self-contained: every link is an in-page fragment, an inline data: URL or a relative audio file.
     assert page.links and all(link.startswith(("#", "data:")) or link.startswith("../../_imagine/audio/")
                               for link in page.links), [l for l in page.links if "://" in l][:5]
     assert not re.findall(r"url\((?!#)", text) and "@import" not in text  # only clip-path="url(#...)"
-    # Published numbers sit next to ours.
-    assert "41.55" in text and "78.96" in text and "ITH (ours)" in text and "text-only (ours)" in text
+    # The table: every system of the published table, ours beside the published numbers.
+    for label in ("BERT, zero-shot", "BERT, fine-tuned text-only", "RoBERTa, zero-shot", "RoBERTa, fine-tuned text-only",
+                  "AudioBERT (retrieved audio)", "ITH (imagined audio)", "ITH − text-only", "ITH − AudioBERT"):
+        assert f"<td>{label}</td>" in text, label
+    for published in ("41.55", "78.96", "36.63", "74.83", "13.46", "60.41", "14.04", "55.84"):
+        assert published in text, published
+    assert 'id="table-paired"' in text
     # Case studies: every candidate of every shown span is a player whose file exists.
     assert page.audio, "no audio elements in the case studies"
     k = tiny_run["reports"]["imagine"]["candidates"] // tiny_run["reports"]["imagine"]["unique_prompts"]
@@ -135,7 +142,7 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
         assert target.is_relative_to(Path(tiny_run["root"]) / "_imagine" / "audio")
     # The Markdown has the same tables.
     md = Path(md_path).read_text(encoding="utf-8")
-    for heading in ("| model | source | animal dev |", "| task | split | variant | metric | seed |",
+    for heading in ("| system | source | animal dev |", "| task | split | variant | metric | seed |",
                     "| dev | token P |", "| task | threshold | accepted |", "| stage | this run | device |"):
         assert heading in md, heading
     md_links = [line for line in md.splitlines() if "[wav](<../../_imagine/audio/" in line]
@@ -204,7 +211,7 @@ def test_case_studies_show_each_kind_and_say_how_they_were_chosen(tiny_run):
     correct = {(r["example_id"], r["model"]): r["correct"] for r in rows if r["seed"] == 42}
     expected: dict[str, dict[str, int]] = {}
     for example_id in {e for e, _ in correct}:
-        ith, text = correct[(example_id, "ith")], correct[(example_id, "text")]
+        ith, text = correct[(example_id, "ith")], correct[(example_id, "bert-text")]
         kind = {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
             (ith, text), "both_wrong")
         counts = expected.setdefault(example_id.split("/")[0], {})
@@ -295,27 +302,7 @@ def test_span_highlights_never_split_a_word():
 # -- the browser -----------------------------------------------------------------------------------
 
 def _browser(tmp_path):
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not found: the report's browser test needs Debian's chromium and "
-                    "chromium-driver; install them with `apt-get install -y chromium chromium-driver` "
-                    "(CI installs them)", pytrace=False)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: `pip install selenium` (it is in the project's test extra)",
-                    pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--mute-audio", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: selenium never looks a driver up or downloads one.
-    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    return browser(tmp_path)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -344,9 +331,7 @@ def served_root(tiny_run, hostile_run, coincident_run):
 
 
 def _artifact_dir(tmp_path) -> Path:
-    out = Path(os.environ.get("ITH_TEST_ARTIFACTS") or tmp_path) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifact_dir(tmp_path, "report")
 
 
 def _wait_for_audio(driver, timeout_s: float = 30.0) -> list[dict]:
@@ -455,8 +440,8 @@ def test_coinciding_chart_lines_stay_visible_in_chromium(coincident_run, served_
         training = driver.execute_script(_VISIBLE_SERIES, "chart-training")
         assert set(acceptance) == {"series-acceptance-animal", "series-acceptance-pitch",
                                    "series-acceptance-threshold-animal", "series-acceptance-threshold-pitch"}
-        assert {"series-loss-ith-animal-seed42", "series-loss-text-animal-seed42", "series-dev-ith-animal-seed42",
-                "series-dev-text-animal-seed42"} == set(training)
+        assert {"series-loss-ith-animal-seed42", "series-loss-bert-text-animal-seed42", "series-dev-ith-animal-seed42",
+                "series-dev-bert-text-animal-seed42"} == set(training)
         hidden = [name for name, seen in {**acceptance, **training}.items() if not seen]
         assert not hidden, f"series hidden under another one: {hidden}"
         driver.save_screenshot(str(_artifact_dir(tmp_path) / "report-coincident.png"))

@@ -39,10 +39,17 @@ async def probe(flow_run_id: UUID) -> dict:
             "id": str(root.id),
             "state": root.state.type.value if root.state else None,
             "run_count": root.run_count,
-            "flow_runs": [{"id": str(r.id), "name": r.name, "state": r.state.type.value if r.state else None}
-                          for r in runs],
-            "task_runs": [{"name": t.name, "task_key": t.task_key, "state": t.state.type.value if t.state else None,
-                           "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id)}
+            "name": root.name,
+            "tags": sorted(root.tags or []),
+            "deployment_id": str(root.deployment_id) if root.deployment_id else None,
+            "flow_runs": [{"id": str(r.id), "name": r.name, "tags": sorted(r.tags or []),
+                           "state": r.state.type.value if r.state else None} for r in runs],
+            "task_runs": [{"id": str(t.id), "name": t.name, "task_key": t.task_key,
+                           "state": t.state.type.value if t.state else None,
+                           "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id),
+                           # The task runs whose results this one was given: the edges of the UI graph.
+                           "upstream": sorted({str(i.id) for inputs in (t.task_inputs or {}).values()
+                                               for i in inputs if getattr(i, "input_type", None) == "task_run"})}
                           for t in task_runs],
             "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id)} for a in artifacts],
             "flows": len(set(names.values())),

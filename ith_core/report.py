@@ -951,7 +951,8 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
 # Charts (matplotlib, Agg, inline SVG)
 
 COLORS = {"ith": "#1f77b4", "text": "#ff7f0e", "ITH": "#9ecae1", "BERT-base": "#fdd0a2",
-          "animal": "#2ca02c", "pitch": "#9467bd"}
+          "animal": "#2ca02c", "pitch": "#9467bd", "bert-text": "#ff7f0e", "roberta-text": "#d62728",
+          "audiobert": "#8c564b"}
 
 
 STYLE = {"font.family": "sans-serif", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False,

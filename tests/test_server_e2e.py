@@ -168,6 +168,11 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     assert "train ith seed 42" in upstream_of("evaluate ith seed 42")
     assert "ingest-auditorybench" not in upstream_of("detect-spans")
 
+    # Progress and metrics from inside the tasks, in the run log.
+    logs = "\n".join(first["progress_logs"])
+    for line in (r"span detector epoch 1/\d+: mean loss", r"span detector: dev span F1 [\d.]+ untrained -> [\d.]+ trained",
+                 r"shards done: 1 of \d+", r"ith-animal-seed42 epoch 1/\d+: loss [\d.]+, dev accuracy"):
+        assert re.search(line, logs), (line, logs[-3000:])
     artifacts = {a["key"]: a for a in first["artifacts"] if a["key"]}
     for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
         assert any(k.startswith(f"ith-{kind}-") for k in artifacts), (kind, sorted(artifacts))

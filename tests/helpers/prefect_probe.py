@@ -15,7 +15,11 @@ import time
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
+                                            LogFilter, LogFilterFlowRunId)
+
+# Run-log lines worth returning: progress and metrics logged from inside tasks.
+PROGRESS_WORDS = ("epoch", "span F1", "shards done", "step ")
 
 
 async def probe(flow_run_id: UUID) -> dict:
@@ -35,6 +39,14 @@ async def probe(flow_run_id: UUID) -> dict:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
         names = {r.id: r.flow_id for r in runs}
+        logs, offset = [], 0
+        while True:  # the API pages logs 200 at a time
+            page = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)),
+                                          limit=200, offset=offset)
+            logs += [entry.message for entry in page if any(w in entry.message for w in PROGRESS_WORDS)]
+            offset += len(page)
+            if len(page) < 200:
+                break
         return {
             "id": str(root.id),
             "state": root.state.type.value if root.state else None,
@@ -53,6 +65,7 @@ async def probe(flow_run_id: UUID) -> dict:
                           for t in task_runs],
             "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id)} for a in artifacts],
             "flows": len(set(names.values())),
+            "progress_logs": logs,
         }
 
 

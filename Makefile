@@ -1,9 +1,11 @@
 # `make run` and `make test` set up .venv first (scripts/setup.sh), then run.
-# The benchmark is read from ../shared/auditorybench when that copy sits beside the checkout,
-# else from $ITH_AUDITORYBENCH_DIR, else downloaded from its pinned upstream and verified.
+# `make run` fills the benchmark's verified home ($ITH_HOME/data/auditorybench) from the copy
+# beside the checkout (../shared/auditorybench) when there is one, each file checked by its
+# sha256, then runs; every later run, deployment or worker on this machine reads the home. Without
+# that copy the run downloads the pinned files into the home. Tests read the copy itself.
 SHARED_BENCH := $(wildcard $(CURDIR)/../shared/auditorybench)
 ifneq ($(SHARED_BENCH),)
-export ITH_AUDITORYBENCH_DIR ?= $(abspath $(SHARED_BENCH))
+test: export ITH_AUDITORYBENCH_DIR ?= $(abspath $(SHARED_BENCH))
 endif
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
@@ -19,6 +21,9 @@ setup: .venv/.setup-done
 	touch $@
 
 run: setup
+ifneq ($(SHARED_BENCH),)
+	.venv/bin/ith data fetch --from "$(abspath $(SHARED_BENCH))"
+endif
 	.venv/bin/ith run $(ARGS)
 
 test: setup

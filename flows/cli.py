@@ -7,6 +7,7 @@
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
     ith doctor         show which models are available, the torch/CUDA situation and the data location
+    ith data fetch     put the pinned benchmark files into their verified home ($ITH_HOME/data/auditorybench)
 
 `ith <command> --help` documents every option.
 """
@@ -156,7 +157,8 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     add("--run-id", default=None, help="name of the run folder (default: <profile>[-<benchmark>]-<hash of the "
                                        "settings>, so an identical run reuses its results)")
     add("--data-dir", default=None, help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, else the "
-                                         "pinned upstream files, downloaded and verified)")
+                                         "verified home $ITH_HOME/data/auditorybench, else a verified download into "
+                                         "it); where the files are does not change the run id, what they are does")
     add("--tasks", type=_csv, default=None, help=f"comma-separated tasks (default: {','.join(TASKS)})")
     add("--splits", type=_csv, default=None,
         help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion always reads all four")
@@ -218,14 +220,35 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="only this profile (default: both)")
     doctor.add_argument("--model-dir", default=None, help="as for `ith run`")
     doctor.add_argument("--data-dir", default=None, help="as for `ith run`")
+
+    data = commands.add_parser(
+        "data", help="the benchmark's verified home",
+        description="AuditoryBench is read from --data-dir, else $ITH_AUDITORYBENCH_DIR, else its verified home "
+                    "$ITH_HOME/data/auditorybench (ITH_HOME defaults to ~/.cache/ith), else downloaded into the home. "
+                    "Every entry point (ith run, deployments and their workers) looks there, so fill it once per "
+                    "machine.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    fetch = data_commands.add_parser(
+        "fetch", help="put the pinned benchmark files into the verified home",
+        description="Put the eight pinned AuditoryBench files into $ITH_HOME/data/auditorybench, each checked by its "
+                    "sha256 (a file that fails is not kept; the error names it). Files already there and verified "
+                    "are left alone. Without --from the files are downloaded from their pinned upstream commits "
+                    "($ITH_AUDITORYBENCH_UPSTREAM: a mirror).")
+    fetch.add_argument("--from", dest="source", default=None, metavar="DIR|URL",
+                       help="copy from this benchmark folder or fsspec URL (layout <task dir>/<split>.csv, e.g. "
+                            "../shared/auditorybench) instead of downloading")
+    fetch.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: dict, profile: str, benchmark: str) -> None:
+    from ith_core.report import profile_statement
+
     stages = result["stages"]
     ingest, detector, spans = stages["ingest"], stages["span_detector"], stages["spans"]
     print()
     print(f"run {result['run_id']}: {result['run_dir']}")
+    print(f"  {profile_statement(profile, benchmark)}")
     print(f"  {'stage':<15} {'cached':<7} {'seconds':>8}  result")
     print(f"  {'ingest':<15} {str(ingest['cached']).lower():<7} {ingest['seconds']:>8.1f}  "
           f"{ingest['rows_in']} rows: {ingest['accepted']} accepted, {ingest['rejected']} rejected "
@@ -324,7 +347,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        _print_summary(result)
+        _print_summary(result, args.profile, args.benchmark)
     return 0
 
 
@@ -355,6 +378,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from ith_core.doctor import doctor_report, format_doctor
 
     print(format_doctor(doctor_report(args.profile, args.model_dir, args.data_dir)))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ith_core import auditorybench
+
+    result = auditorybench.fetch(args.source)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    said = {"verified": "already there", "copied": f"copied from {result['source']}",
+            "downloaded": f"downloaded from {result['source']}"}
+    counts: dict[str, int] = {}
+    for entry in result["files"]:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    print(f"AuditoryBench home: {result['home']}")
+    print(f"  {len(result['files'])} files verified by sha256: "
+          + ", ".join(f"{n} {said[status]}" for status, n in sorted(counts.items())))
     return 0
 
 
@@ -405,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "rerun-failed": cmd_rerun_failed,
+        return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "data": cmd_data,
+                "rerun-failed": cmd_rerun_failed,
                 "repair-audio": cmd_repair_audio,
                 "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
     except ConfigError as error:

@@ -19,16 +19,19 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.artifacts import artifact_key
+from flows.naming import named_by_run, tag_flow_run
 from ith_core import fusion_stage
 from ith_core.config import RunConfig
 from tasks import fusion as t
 
 
-@flow(name="ith-fusion", log_prints=True)
+@flow(name="ith-fusion", log_prints=True,
+      flow_run_name=named_by_run("fusion", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
 def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None = None) -> dict:
     """Prepares each system's inputs, trains every (system, seed), scores them, and writes the table."""
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
+    tag_flow_run(cfg)
     reason = fusion_stage.skip_reason(cfg)
     if reason:
         logger.warning("fusion skipped: %s", reason)

@@ -18,9 +18,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import artifact_key
+from flows.naming import named_by_run, tag_flow_run
 from ith_core import imagine_stage
 from ith_core.stages import load_run_config
 from ith_core.config import RunConfig
@@ -45,21 +47,27 @@ def task_runner_for(cfg: RunConfig):
     return ThreadPoolTaskRunner(max_workers=len(imagine_stage.local_devices(cfg)))
 
 
-@flow(name="ith-imagine", log_prints=True)
-def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
-    """Generates and scores every planned shard, then selects audio per span occurrence."""
+@flow(name="ith-imagine", log_prints=True,
+      flow_run_name=named_by_run("imagine", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
+def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
+    """Generates and scores every planned shard, then selects audio per span occurrence.
+
+    Args:
+        config: the run's resolved settings (config.json's form).
+        model_paths: role -> local model folder, as prepared by the pipeline.
+        rerun_failed: run exactly the recorded plan's shards without a manifest, planning nothing new.
+        upstream: the span detection report the plan reads (an edge in the UI graph).
+    """
     started = time.perf_counter()
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
-    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed)
-    logger.info("%d occurrences -> %d unique prompts (%.2fx); %d shards planned", plan["occurrences"],
-                plan["unique_prompts"], plan["dedup_ratio"], len(plan["shards"]))
-    if plan.get("disk"):
-        disk = plan["disk"]
-        free = "unknown" if disk.get("free_bytes") is None else f"{disk['free_bytes'] / 2**30:.2f} GiB"
-        logger.info("audio to write: %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
-                    disk["bytes_at_most"] / 2**30, disk["clips_at_most"], disk["format"],
-                    disk["bytes_expected"] / 2**30, free)
+    tag_flow_run(cfg)
+    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed, upstream=upstream)
+    # A new plan logs itself, with the disk it may fill (ith_core.imagine_stage).
+    logger.info("%s plan: %d occurrences -> %d unique prompts (%.2fx); %d shards; %d of %d prompts in the store now",
+                "recorded" if plan.get("reused") else "new", plan["occurrences"], plan["unique_prompts"],
+                plan["dedup_ratio"], len(plan["shards"]), plan.get("in_store_now", plan["already_in_store"]),
+                plan["unique_prompts"])
     ray = cfg.imagine.task_runner == "ray"
     devices = None if ray else imagine_stage.local_devices(cfg)
     shard_task = t.generate_candidates.with_options(retries=cfg.imagine.retries)
@@ -67,25 +75,35 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         from prefect_ray.context import remote_options
 
         with remote_options(num_gpus=0 if cfg.imagine.gpus == 0 else 1):
-            futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+            futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
+                       for name in plan["shards"]]
     else:
-        futures = [shard_task.submit(config, model_paths, name, devices) for name in plan["shards"]]
+        futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
+                       for name in plan["shards"]]
 
-    results = []
-    # Progress in the UI, shard by shard (in submission order, so a slow first shard holds it back).
+    by_shard: dict[str, dict] = {}
+    names = {future: name for name, future in zip(plan["shards"], futures)}
+    # Progress in the UI and the run log as shards finish, in whatever order they finish.
     progress = create_progress_artifact(0.0 if futures else 100.0,
                                         key=artifact_key("imagine-progress", cfg.effective_run_id),
                                         description=f"imagine shards of run {cfg.effective_run_id}")
-    for done, (name, future) in enumerate(zip(plan["shards"], futures), start=1):
+    for done, future in enumerate(as_completed(futures), start=1):
+        name = names[future]
         try:
-            results.append(future.result())
+            by_shard[name] = future.result()
         except Exception as error:  # one shard's failure must not hide the others' results
-            results.append({"shard": name, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+            by_shard[name] = {"shard": name, "status": "failed", "error": f"{type(error).__name__}: {error}"}
         update_progress_artifact(progress, 100.0 * done / len(futures))
-        logger.info("shard %d/%d %s: %s", done, len(futures), name, results[-1]["status"])
-    status = t.record_shard_status(config, results)
+        result = by_shard[name]
+        detail = (f" ({result['prompts']} prompts, {result['candidates']} candidates generated, {result['seconds']} s "
+                  f"on {result['device']})" if result["status"] == "done" else
+                  " (its manifest exists)" if result["status"] == "skipped" else f": {result.get('error')}")
+        logger.info("shards done: %d of %d; %s %s%s", done, len(futures), name, result["status"], detail)
+    results = [by_shard[name] for name in plan["shards"]]
+    # Edges from the shards that finished (a failed one would hold the task back as "not ready").
+    status = t.record_shard_status(config, results, wait_for=[f for f in futures if f.state.is_completed()])
     failed = [r for r in results if r["status"] == "failed"]
-    report = None if failed else t.select_candidates(config)
+    report = None if failed else t.select_candidates(config, round(time.perf_counter() - started, 3), wait_for=[status])
     create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
                              key=artifact_key("imagine", cfg.effective_run_id),
                              description=f"ith-imagine summary of run {cfg.effective_run_id}")
@@ -93,26 +111,30 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         raise ShardsFailedError(f"{len(failed)} of {len(results)} shards failed "
                                 f"({', '.join(r['shard'] for r in failed)}); first error: {failed[0]['error']}; "
                                 f"rerun them with `ith rerun-failed {cfg.effective_run_id} --run-root {cfg.run_root}`")
-    # `seconds` is the selection step's own time (recorded once); this run's wall time, shards
-    # included, is `seconds_total`.
-    return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"],
-            "seconds_total": round(time.perf_counter() - started, 3)}
+    # `seconds` is the selection step's own time; `seconds_total` the stage's, plan and shards
+    # included, as recorded by the flow run that finished it (a rerun keeps it, as every stage does).
+    return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"]}
 
 
-def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
+def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
     """Runs `ith-imagine` with the task runner its settings choose (a subflow when called in a flow)."""
     runner = task_runner_for(RunConfig.from_dict(config))
-    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed)
+    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed, upstream)
 
 
-@flow(name="ith-generate", log_prints=True)
+@flow(name="ith-generate", log_prints=True, flow_run_name=named_by_run("generate", lambda p: p["run_id"]))
 def generate_for_run(run_id: str, run_root: str = "runs", rerun_failed: bool = True) -> dict:
     """Generation only, for an existing run (deployment `ith-generate/rerun-failed`).
 
-    With `rerun_failed` (the default) it executes exactly the run's planned shards that have no
-    manifest and nothing else, then writes the run's selection tables.
+    Args:
+        run_id: the run folder's name under run_root (as `ith run` printed it).
+        run_root: folder or fsspec URL holding the run; a relative path resolves against the
+            worker's working directory (the checkout, for the deployments of prefect.yaml).
+        rerun_failed: true (the default): execute exactly the run's planned shards that have no
+            manifest and nothing else, then write the run's selection tables.
     """
     cfg = load_run_config(run_root, run_id)
+    tag_flow_run(cfg)
     plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
     return run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=rerun_failed)
 

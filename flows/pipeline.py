@@ -6,7 +6,8 @@
            -> summary -> report (HTML + Markdown)
 
 Artifacts with stable keys per run: `ith-ingest-<run>`, `ith-spans-<run>`, `ith-imagine-<run>`,
-`ith-fusion-<run>`, `ith-fusion-curves-<run>` and `ith-report-<run>` (where the report is).
+`ith-fusion-<run>`, `ith-fusion-curves-<run>` and `ith-report-<run>` (a link to the report, its
+headline numbers beside it). Flow runs are named `ith-<run id>` and tagged run:, profile:, benchmark:.
 
 Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 `ith/full-pipeline` (see prefect.yaml). Parameters stay JSON-friendly.
@@ -15,17 +16,19 @@ Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
 
 from ith_core import stages
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
 from ith_core.fusion_stage import needs_imagination
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
+from flows.naming import named_by_run, tag_flow_run
 from tasks import stages as t
 
 
@@ -33,6 +36,8 @@ SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
+# auto, cpu, cuda, or one GPU by number: choices in the deployment form, cuda:N typed in.
+Device = Union[Literal["auto", "cpu", "cuda"], Annotated[str, Field(pattern=r"^cuda:[0-9]+$")]]
 # `--seeds N` trains with the first N seeds of 42, 43, 44, ... (42: the method's seed).
 FIRST_SEED = 42
 
@@ -73,10 +78,10 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
                 raise ConfigError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}")
             seeds = [FIRST_SEED + i for i in range(seeds)]
         overrides.setdefault("fusion", {})["seeds"] = seeds
-    return RunConfig.for_profile(profile, **overrides)
+    return stages.resolve_data(RunConfig.for_profile(profile, **overrides))
 
 
-@flow(name="ith", log_prints=True)
+@flow(name="ith", log_prints=True, flow_run_name=named_by_run("ith", lambda p: build_config(**p).effective_run_id))
 def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
                  systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
@@ -88,7 +93,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
                  sample_limit: Union[int, Literal["all"], None] = None,
                  model_dir: Optional[str] = None,
-                 device: str = "auto",
+                 device: Device = "auto",
                  span: Optional[SpanSettings] = None,
                  imagine: Optional[ImagineSettings] = None,
                  fusion: Optional[FusionSettings] = None,
@@ -96,15 +101,38 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  audiobert: Optional[dict] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
-    Parameters: `profile` (tiny: random-weight models built offline; paper: the method's
-    checkpoints), `benchmark` (auditorybench, or synthetic: the planted-signal check), `systems`
-    (the table's rows: bert, roberta, audiobert, ith; empty: the profile's), `seeds` (N or a list;
-    empty: fusion.seeds; adding systems or seeds to a finished run trains only what is new), `run_root`
-    (folder or fsspec URL, relative to the worker's working directory),
-    `run_id` (default `<profile>-<hash of the settings>`), `data_dir`, `tasks`, `splits`,
-    `sample_limit` (examples per task and split; empty: the profile's default, "all": every row),
-    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion`, `synthetic` (each
-    field empty: the profile's default).
+    Args:
+        profile: tiny: small random-weight models built offline (its accuracies show that the
+            machinery works, nothing about the method); paper: the method's checkpoints.
+        benchmark: auditorybench: the real benchmark; synthetic: the planted-signal check, whose
+            answers only the audio can give.
+        systems: rows of the table to train and evaluate: bert and roberta (zero-shot and
+            fine-tuned text-only), audiobert (retrieved audio), ith (imagined audio); empty: the
+            profile's.
+        seeds: N (the first N of 42, 43, ...) or a list of seeds; empty: fusion.seeds. Adding
+            systems or seeds to a finished run trains only what is new.
+        run_root: folder or fsspec URL (s3://, gs://) that holds runs; a relative path resolves
+            against the worker's working directory (the checkout, for the deployments of
+            prefect.yaml, whose default shows the resolved folder).
+        run_id: name of the run folder; empty: <profile>-<hash of the settings and of what the
+            data is>, so an identical run reuses every finished stage.
+        data_dir: AuditoryBench folder or URL; empty: $ITH_AUDITORYBENCH_DIR on the worker, else
+            its verified home $ITH_HOME/data/auditorybench (`ith data fetch`), else a verified
+            download into the home. Where the files are does not change the run id.
+        tasks: tasks to run (empty: animal and pitch).
+        splits: splits that spans are detected on and fusion scores (empty: all four;
+            ingestion always reads all four).
+        sample_limit: examples per task and split for span detection; empty: the profile's
+            default (64 for tiny), "all": every row.
+        model_dir: where models are built or looked for; empty: $ITH_HOME/models on the worker.
+        device: auto (a GPU when the worker has one), cpu, cuda or cuda:N (one GPU by number).
+        span: span detector settings (stage 1); each empty field keeps the profile's default.
+        imagine: generation and CLAP selection settings (stages 2-3); each empty field keeps the
+            profile's default.
+        fusion: fusion LM settings (stages 4-5); each empty field keeps the profile's default.
+        synthetic: sizes and seed of the synthetic benchmark (used only with it).
+        audiobert: AudioBERT settings (used only with the audiobert system); each empty field
+            keeps the profile's default.
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
@@ -115,29 +143,31 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                        span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
     config = cfg.resolved()
     logger = get_run_logger()
-    logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))
+    tag_flow_run(cfg)
 
     reports: dict[str, dict] = {}
     run_id = cfg.effective_run_id
+    # Ingestion first: a run folder is only created once its benchmark files were found.
     reports["ingest"] = t.ingest(config)
+    logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
+                stages.write_config(cfg))
     create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"]), key=artifact_key("ingest", run_id),
                              description=f"rows, rejects and flags of run {run_id}")
-    model_paths = t.prepare_models(config)
-    reports["span_detector"] = t.train_span_detector(config, model_paths)
-    reports["spans"] = t.detect_spans(config, model_paths)
+    # Each task is given the report of the stage it reads (`upstream`): the UI graph draws those edges.
+    model_paths = t.prepare_models(config, upstream=reports["ingest"])
+    reports["span_detector"] = t.train_span_detector(config, model_paths, upstream=reports["ingest"])
+    reports["spans"] = t.detect_spans(config, model_paths, upstream=reports["span_detector"])
     create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"]),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
     if needs_imagination(cfg):
-        reports["imagine"] = run_imagine(config, model_paths)
+        reports["imagine"] = run_imagine(config, model_paths, upstream=reports["spans"])
     else:
         reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
     reports["fusion"] = run_fusion(config, model_paths, reports["imagine"])
     summary_url = t.write_summary(config, reports, time.perf_counter() - started)
-    report = t.write_report(config)
-    create_markdown_artifact(f"# Report of run {run_id}\n\n- HTML: `{report['html']}`\n- Markdown: "
-                             f"`{report['markdown']}`\n- summary: `{summary_url}`\n",
-                             key=artifact_key("report", run_id), description=f"where the report of run {run_id} is")
+    report = t.write_report(config, upstream=summary_url)
+    publish_report(run_id, report)
     logger.info("summary: %s; report: %s", summary_url, report["html"])
     from prefect.runtime import flow_run
 

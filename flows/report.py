@@ -2,15 +2,16 @@
 
 Evaluates the run's systems (each (system, seed) whose training has finished) when that has not
 been done yet (each evaluation's marker makes it a no-op otherwise), writes the table, then writes the HTML and Markdown report
-and publishes where it is as the artifact `ith-report-<run id>`.
+and publishes a link to it, with the run's profile statement and headline numbers, as the
+artifact `ith-report-<run id>`.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
-from flows.artifacts import artifact_key
+from flows.artifacts import publish_report
+from flows.naming import named_by_run, tag_flow_run
 from ith_core import fusion_stage
 from ith_core.stages import layout_for, load_run_config
 from storage.layout import DONE_MARKER
@@ -18,9 +19,17 @@ from tasks import fusion as fusion_tasks
 from tasks import stages as stage_tasks
 
 
-@flow(name="ith-report", log_prints=True)
+@flow(name="ith-report", log_prints=True, flow_run_name=named_by_run("report", lambda p: p["run_id"]))
 def report_for_run(run_id: str, run_root: str = "runs") -> dict:
+    """Evaluation if not done yet, then the report of an existing run.
+
+    Args:
+        run_id: the run folder's name under run_root (as `ith run` printed it).
+        run_root: folder or fsspec URL holding the run; a relative path resolves against the
+            worker's working directory (the checkout, for the deployments of prefect.yaml).
+    """
     cfg = load_run_config(run_root, run_id)
+    tag_flow_run(cfg)
     config = cfg.resolved()
     logger = get_run_logger()
     layout = layout_for(cfg)
@@ -36,9 +45,7 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
                      for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)]
         evaluation = fusion_tasks.summarise_results(config, evaluated)
     report = stage_tasks.write_report(config)
-    create_markdown_artifact(f"# Report of run {run_id}\n\n- HTML: `{report['html']}`\n- Markdown: "
-                             f"`{report['markdown']}`\n", key=artifact_key("report", run_id),
-                             description=f"where the report of run {run_id} is")
+    publish_report(run_id, report)
     logger.info("report: %s", report["html"])
     return {"run_id": run_id, "report": report["html"], "markdown": report["markdown"],
             "evaluated": evaluation is not None}

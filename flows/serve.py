@@ -63,6 +63,8 @@ def serve_env(paths: ServePaths, port: int) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "ITH_PROJECT_DIR": str(REPO_ROOT),
+        # The deployments' run_root default (prefect.yaml), absolute so the form shows where runs go.
+        "ITH_RUNS_DIR": str(Path(env.get("ITH_RUNS_DIR") or REPO_ROOT / "runs").resolve()),
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
         "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"),
     })

@@ -10,17 +10,27 @@ validates every row and returns the accepted rows as `EXAMPLES_SCHEMA`, the reje
     result = ingest(locate())             # or ingest("/path/to/auditorybench"), ingest("memory://x")
     result.examples, result.rejects, result.provenance, result.counts
 
-Finding the files (`locate`): an explicit `data_dir` (directory or fsspec URL), else
-`$ITH_AUDITORYBENCH_DIR`, else the eight pinned upstream files (`PINNED_FILES`) downloaded into
-`cache_dir`, `$ITH_HOME/data/auditorybench` or `~/.cache/ith/data/auditorybench`. Each download is
-verified before it is kept: its sha256 must equal the pinned one (every file has one). A file that
-fails is not kept; every file is tried, then one `DataError` names each failed file, its URL, and
-what was expected and found. Files are written under a temporary name and renamed, so a cached file
-is always a whole, verified one; cached files are verified again on every call (a few ms) and only
-a missing or damaged one is downloaded again.
-URLs come from `https://raw.githubusercontent.com/HJ-Ok/AudioBERT/{commit}/{path}`, or from the
-template in `$ITH_AUDITORYBENCH_UPSTREAM` (any fsspec URL with `{commit}` and `{path}`). Reading
-https URLs through fsspec needs `aiohttp`.
+Finding the files (`locate`), in this order:
+1. an explicit `data_dir` (directory or fsspec URL; `ith run --data-dir`, the flow parameter);
+2. `$ITH_AUDITORYBENCH_DIR`;
+3. the verified home `$ITH_HOME/data/auditorybench` (`~/.cache/ith/data/auditorybench` without
+   ITH_HOME; `home_dir()`), when each of the eight pinned files (`PINNED_FILES`) is there and
+   matches its sha256;
+4. else the missing or damaged files are downloaded into the home, each verified before it is kept.
+1 and 2 may hold a local or modified copy (ingestion records `verified_by: local`); the home only
+ever holds the pinned files. `fetch(source)` fills the home from a local copy or URL instead of the
+network (`ith data fetch --from DIR`, what `make run` does with the copy beside the checkout), with
+the same check. A file that fails it is not kept; every file is tried, then one `DataError` names
+each failed file, where it came from, and what was expected and found. Files are written under a
+temporary name and renamed, so a file in the home is always a whole, verified one; they are
+verified again on every call (a few ms).
+Upstream URLs come from `https://raw.githubusercontent.com/HJ-Ok/AudioBERT/{commit}/{path}`, or
+from the template in `$ITH_AUDITORYBENCH_UPSTREAM` (any fsspec URL with `{commit}` and `{path}`).
+Reading https URLs through fsspec needs `aiohttp`.
+
+What the files are (`content_id`): `pinned` when every file a run reads is the pinned one, wherever
+it was read from, else `sha256:` and a hash of the files' hashes. A run's id depends on this, not
+on where the files were found, so the same verified bytes from two places give the same run.
 
 Normalisation (both tasks share one schema, upstream column differences do not leak):
 - `example_id` is `f"{task}/{split}/{row:05d}"`, `row` the 1-based data row (header excluded),
@@ -233,33 +243,90 @@ def upstream_url(file: UpstreamFile) -> str:
     return template.replace("{commit}", file.commit).replace("{path}", file.path)
 
 
-def default_cache_dir() -> str:
+def home_dir() -> str:
+    """The verified home of the benchmark: `$ITH_HOME/data/auditorybench` (ITH_HOME: ~/.cache/ith)."""
     home = os.environ.get("ITH_HOME")
     root = Path(home).expanduser() if home else Path.home() / ".cache" / "ith"
     return str(root / "data" / "auditorybench")
 
 
+PINNED = "pinned"
+
+
 # ---------------------------------------------------------------------------------------------
-# locate
+# locate, fetch, content
 
 
 def locate(data_dir: str | None = None, cache_dir: str | None = None) -> str:
-    """The benchmark directory (path or fsspec URL) that `ingest` should read."""
+    """The benchmark directory (path or fsspec URL) that `ingest` should read (order: module docstring)."""
     if data_dir:
         return str(data_dir)
     from_env = os.environ.get(DATA_DIR_ENV)
     if from_env:
         return from_env
-    cache = Path(cache_dir).expanduser() if cache_dir else Path(default_cache_dir())
-    problems = []
+    return fetch(home=cache_dir)["home"]
+
+
+def fetch(source: str | None = None, home: str | None = None) -> dict:
+    """Puts the eight pinned files into the verified home, each checked by its sha256.
+
+    `source`: a benchmark folder or fsspec URL in the layout `<task dir>/<split>.csv` to copy
+    from; None: the pinned upstream (or `$ITH_AUDITORYBENCH_UPSTREAM`). A file already in the home
+    and verified is left as it is. Returns {"home", "source", "files": [{file, status, sha256}]},
+    status `verified` (was there), `copied` or `downloaded`; raises one `DataError` naming every
+    file that could not be put there.
+    """
+    target = Path(home).expanduser() if home else Path(home_dir())
+    files, problems = [], []
     for file in PINNED_FILES:
         try:
-            _ensure_cached(file, cache)
+            status = _ensure_cached(file, target, source)
         except DataError as exc:  # try every file, then name all that failed
             problems.append(str(exc))
+            continue
+        files.append({"file": file.local_path, "status": status, "sha256": file.sha256})
     if problems:
-        raise DataError(_many(problems, len(PINNED_FILES), "pinned AuditoryBench files could not be fetched"))
-    return str(cache)
+        what = "pinned AuditoryBench files could not be " + ("copied" if source else "fetched")
+        raise DataError(_many(problems, len(PINNED_FILES), what))
+    return {"home": str(target), "source": source or "upstream", "files": files}
+
+
+def folder_status(root: str) -> dict[str, str]:
+    """`task/split` -> `verified` (the pinned file), `modified` (another file) or `missing`, under `root`."""
+    fs, path = fsspec.core.url_to_fs(str(root))
+    out = {}
+    for file in PINNED_FILES:
+        name = f"{path.rstrip('/')}/{file.local_path}"
+        if not fs.isfile(name):
+            out[f"{file.task}/{file.split}"] = "missing"
+            continue
+        with fs.open(name, "rb") as handle:
+            data = handle.read()
+        out[f"{file.task}/{file.split}"] = "verified" if _verification_problem(file, data) is None else "modified"
+    return out
+
+
+def content_id(data_dir: str | None = None, tasks: Iterable[str] = TASKS) -> str:
+    """What the files a run reads are: `pinned`, or `sha256:<hash>` of a local or modified copy.
+
+    Read from where `locate` would read them, without downloading: with neither `data_dir` nor
+    `$ITH_AUDITORYBENCH_DIR` the files come from the verified home or a verified download, both
+    of which only ever hold the pinned files. A missing file counts as a difference here;
+    ingestion then names it, with every other problem of the files, before a run folder exists.
+    """
+    source = data_dir or os.environ.get(DATA_DIR_ENV)
+    if not source:
+        return PINNED
+    root = str(source).rstrip("/")
+    digests, pinned = [], True
+    for file in (f for f in PINNED_FILES if f.task in tuple(tasks)):
+        try:
+            digest = hashlib.sha256(_read(f"{root}/{file.local_path}", file.task, file.split)).hexdigest()
+        except DataError:
+            digest = "missing"
+        pinned = pinned and digest == file.sha256
+        digests.append(f"{file.local_path}:{digest}")
+    return PINNED if pinned else "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
 def _many(problems: list[str], total: int, what: str) -> str:
@@ -268,19 +335,25 @@ def _many(problems: list[str], total: int, what: str) -> str:
     return f"{len(problems)} of {total} {what}:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _ensure_cached(file: UpstreamFile, cache: Path) -> None:
+def _ensure_cached(file: UpstreamFile, cache: Path, source: str | None = None) -> str:
     target = cache / file.local_path
     if target.is_file():
         problem = _verification_problem(file, target.read_bytes())
         if problem is None:
-            return
-        logger.warning("cached %s failed verification (%s); downloading it again", target, problem)
+            return "verified"
+        logger.warning("%s in the benchmark home failed verification (%s); replacing it", target, problem)
         target.unlink()
-    url = upstream_url(file)
-    data = _download(file, url)
+    if source:
+        url = f"{str(source).rstrip('/')}/{file.local_path}"
+        data = _read(url, file.task, file.split)
+        verb = "copied from"
+    else:
+        url = upstream_url(file)
+        data = _download(file, url)
+        verb = "downloaded from"
     problem = _verification_problem(file, data)
     if problem is not None:
-        raise DataError(f"{file.local_path}: downloaded from {url} failed verification: {problem}; "
+        raise DataError(f"{file.local_path}: {verb} {url} failed verification: {problem}; "
                         "the file was not kept")
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name in the same directory and renamed, so `target` only ever
@@ -295,7 +368,8 @@ def _ensure_cached(file: UpstreamFile, cache: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    logger.info("downloaded %s (%d bytes) from %s", target, len(data), url)
+    logger.info("%s %s (%d bytes) %s", "copied" if source else "downloaded", target, len(data), url)
+    return "copied" if source else "downloaded"
 
 
 def _download(file: UpstreamFile, url: str) -> bytes:
@@ -303,11 +377,12 @@ def _download(file: UpstreamFile, url: str) -> bytes:
         with fsspec.open(url, "rb") as handle:
             return handle.read()
     except ImportError as exc:
-        raise DataError(f"{file.local_path}: cannot read {url}: {exc}; install the fsspec backend "
-                        f"(for https: pip install aiohttp) or set {DATA_DIR_ENV} to a local copy") from exc
+        raise DataError(f"{file.local_path}: cannot read {url}: {exc}; install the fsspec backend (for https: "
+                        f"pip install aiohttp), or fill the benchmark home with `ith data fetch --from DIR`") from exc
     except (OSError, ValueError) as exc:
-        raise DataError(f"{file.local_path}: download from {url} failed: {exc!r}; "
-                        f"check the network or {UPSTREAM_ENV}, or set {DATA_DIR_ENV} to a local copy") from exc
+        raise DataError(f"{file.local_path}: download from {url} failed: {exc!r}; check the network or "
+                        f"{UPSTREAM_ENV}, or put a copy into the benchmark home on this machine with "
+                        f"`ith data fetch --from DIR` (or set {DATA_DIR_ENV} to a copy)") from exc
 
 
 def _verification_problem(file: UpstreamFile, data: bytes) -> str | None:

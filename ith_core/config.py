@@ -63,8 +63,13 @@ class DataConfig(Section):
 
     data_dir: Optional[Str] = Field(
         None, description="AuditoryBench folder or fsspec URL in the layout <task dir>/<split>.csv; null: "
-                          "$ITH_AUDITORYBENCH_DIR, else the pinned upstream files (downloaded and verified). "
-                          "Ignored by the synthetic benchmark.")
+                          "$ITH_AUDITORYBENCH_DIR, else the verified home $ITH_HOME/data/auditorybench (filled by "
+                          "`ith data fetch`, or downloaded into it and verified). A location: it does not enter the "
+                          "run id. Ignored by the synthetic benchmark.")
+    content: Optional[Str] = Field(
+        None, description="what the benchmark files are, filled in when a run's settings are resolved (not a "
+                          "setting): 'pinned' (each file matches its pinned sha256, wherever it was read from) or "
+                          "'sha256:<hash>' of a local or modified copy; it enters the run id, data_dir does not")
     tasks: tuple[Literal["animal", "pitch"], ...] = Field(TASKS, description="tasks to run")
     splits: tuple[Literal["train", "dev", "test", "wiki"], ...] = Field(
         SPLITS, description="splits that spans are detected on and fusion scores (ingestion reads all four)")
@@ -304,6 +309,9 @@ class RunConfig(Section):
         content = self.resolved()
         for key in ("run_root", "run_id", "model_dir", "device", "systems"):
             content.pop(key)
+        # Where the benchmark was read from is not what it is (`data.content` is): the same verified
+        # files from two places give the same run; the ingestion's provenance records the place.
+        content["data"].pop("data_dir")
         content["fusion"].pop("seeds")
         if self.benchmark != "synthetic":
             content.pop("synthetic")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import platform
 
-import fsspec
-
 from ith_core import auditorybench, profiles
 from ith_core.config import PROFILE_NAMES
 
@@ -33,17 +31,19 @@ def _devices() -> dict:
 
 
 def _data(data_dir: str | None) -> dict:
+    """Where `ith run` would read the benchmark (the order of `auditorybench.locate`) and whether it is verified."""
+    home = auditorybench.home_dir()
+    home_files = auditorybench.folder_status(home)
     if data_dir or os.environ.get(auditorybench.DATA_DIR_ENV):
         source = data_dir or os.environ[auditorybench.DATA_DIR_ENV]
         how = "--data-dir" if data_dir else f"${auditorybench.DATA_DIR_ENV}"
+        files = auditorybench.folder_status(source)
     else:
-        source = auditorybench.default_cache_dir()
-        how = "download cache (filled and verified on the first run)"
-    fs, root = fsspec.core.url_to_fs(source)
-    files = {}
-    for file in auditorybench.PINNED_FILES:
-        files[f"{file.task}/{file.split}"] = fs.exists(f"{root.rstrip('/')}/{file.local_path}")
-    return {"location": source, "chosen_by": how, "files_present": files}
+        source, files = home, home_files
+        how = ("the verified home" if all(v == "verified" for v in files.values()) else
+               "the verified home, incomplete: the first run downloads what is missing (or `ith data fetch --from "
+               "DIR`)")
+    return {"location": source, "chosen_by": how, "files": files, "home": home, "home_files": home_files}
 
 
 def doctor_report(profile: str | None = None, model_dir: str | None = None, data_dir: str | None = None) -> dict:
@@ -80,11 +80,19 @@ def format_doctor(report: dict) -> str:
         lines.append("  no CUDA device: every stage runs on the CPU")
     lines.append(f"  HF_HUB_OFFLINE={system['hf_hub_offline']}")
     data = report["data"]
-    present = sum(data["files_present"].values())
+    files = data["files"]
+    present = sum(state != "missing" for state in files.values())
+    verified = sum(state == "verified" for state in files.values())
     lines.append("data")
     lines.append(f"  AuditoryBench: {data['location']} ({data['chosen_by']})")
-    lines.append(f"  files present: {present} of {len(data['files_present'])}")
-    missing = [k for k, ok in data["files_present"].items() if not ok]
-    if missing:
-        lines.append(f"  missing: {', '.join(missing)}")
+    lines.append(f"  files present: {present} of {len(files)}; verified by sha256 (the pinned files): {verified}")
+    for state in ("missing", "modified"):
+        names = [k for k, v in files.items() if v == state]
+        if names:
+            lines.append(f"  {state}: {', '.join(names)}" + (" (read as a local copy, provenance says so)"
+                                                            if state == "modified" else ""))
+    if data["location"] != data["home"]:
+        home_verified = sum(v == "verified" for v in data["home_files"].values())
+        lines.append(f"  verified home {data['home']}: {home_verified} of {len(data['home_files'])} files "
+                     "(used when neither --data-dir nor $ITH_AUDITORYBENCH_DIR is set)")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -410,6 +411,13 @@ def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cud
     return cmd + [*TRAIN_ENTRY, "--config", spec_path]
 
 
+# The trainer's per-epoch lines (train_fusion: "<job> epoch N/M: loss L, dev accuracy A ...") and
+# resumes. This module's own logger relays every output line (weight loading, checkpoint saves)
+# and stays out of run logs; `progress_logger` is one that tasks/logs.py routes into them.
+PROGRESS_LINE = re.compile(r" epoch \d+(/\d+)?: | resumed from ")
+progress_logger = logging.getLogger(__name__ + ".progress")
+
+
 def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:
     """Runs `cmd`, sending each output line to this module's log and to `log_path` as it comes."""
     tail: list[str] = []
@@ -420,6 +428,8 @@ def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple
             log.write(line)
             log.flush()
             logger.info("train: %s", line.rstrip())
+            if PROGRESS_LINE.search(line):  # epochs, loss and dev accuracy: to the run log as well
+                progress_logger.info("%s", line.rstrip())
             tail = (tail + [line.rstrip()])[-40:]
         rc = proc.wait()
     return rc, tail
@@ -508,6 +518,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
         "seed": seed,
         "launch": " ".join(cmd),
         "num_processes": cfg.fusion.num_processes,
+        "device": "cuda" if cuda else "cpu",
         "jobs": [{k: j.get(k) for k in ("job", "task", "seed", "steps", "best_dev", "best_epoch", "history",
                                         "resumed_from", "seconds", "train_samples_per_s", "world_size", "data")}
                  for j in jobs],
@@ -724,10 +735,11 @@ def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
             if r["metric"] in ("exact_match", "accuracy")}
     columns = [(t, s) for t in ("animal", "pitch") for s in EVAL_SPLITS
                if any((m, t, s) in ours for m in SYSTEMS)]
-    lines = [f"# ith-fusion: run `{run_id}`", ""]
-    if profile == "tiny":
-        lines += ["**Profile tiny: random-weight models. These accuracies show that the machinery works; they say "
-                  "nothing about the method.**", ""]
+    from ith_core.report import profile_statement
+
+    # The profile first: what these accuracies can mean.
+    lines = [f"# ith-fusion: run `{run_id}`", "",
+             f"**{profile_statement(profile or None, report.get('benchmark') or 'auditorybench')}**", ""]
     if report.get("benchmark") == "synthetic":
         lines += ["**Benchmark synthetic (planted signal): the answer depends only on each source's hidden tone; "
                   "systems that hear the audio should beat text, which can only reach the constant-answer level.**",

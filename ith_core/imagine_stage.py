@@ -309,7 +309,7 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     if layout.exists(STAGE, "plan.json"):
         plan = layout.read_json(STAGE, "plan.json")
         if plan["key"] == key:
-            return {**plan, "reused": True}
+            return {**plan, "reused": True, "in_store_now": _in_store_now(layout, plan)}
     started = time.perf_counter()
     mapping = build_mapping(span_occurrences(layout, cfg), cfg, settings)
     tasks_of: dict[str, set] = {}
@@ -351,7 +351,18 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
                 plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], plan["already_in_store"],
                 len(names), cfg.imagine.sampling)
-    return {**plan, "reused": False}
+    return {**plan, "reused": False, "in_store_now": plan["already_in_store"]}
+
+
+def _in_store_now(layout: RunLayout, plan: dict) -> int:
+    """Prompts of a recorded plan whose work is in the store now: those found when planning, plus those
+    of the planned shards finished since (an earlier flow run made their manifests)."""
+    store = AudioStore(layout.run_root)
+    finished = {name for name in plan["shards"] if store.has_shard(name)}
+    if not finished:
+        return plan["already_in_store"]
+    table = layout.read_table(STAGE, "plan.parquet")
+    return plan["already_in_store"] + sum(1 for name in table["shard"].to_pylist() if name in finished)
 
 
 def _generator_audio_format(folder: str) -> tuple[int, int]:
@@ -605,6 +616,9 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
             timings["generate"] += t1 - t0
             timings["score"] += t2 - t1
             timings["write"] += time.perf_counter() - t2
+        if todo:
+            logger.info("%s: candidate %d of %d generated for %d prompts (%d of %d prompts still sampling)", shard,
+                        c + 1, k, len(todo), sum(p.open for p in prompts), len(prompts))
     # Written last: the manifest's existence means every file it lists is whole.
     store.write_manifest(shard, manifest_rows)
     total = time.perf_counter() - started
@@ -718,8 +732,13 @@ def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
             f"--run-root {cfg.run_root}`")
 
 
-def collect_stage(cfg: RunConfig) -> dict:
-    """Joins the run's spans to chosen audio once every planned shard is finished; marks the stage done."""
+def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
+    """Joins the run's spans to chosen audio once every planned shard is finished; marks the stage done.
+
+    `seconds_before`: wall time the flow run spent on the stage before this step (plan and
+    shards); the report's `seconds_total` adds this step's own time, so it is the stage's time
+    in every table. Without it: the plan's and the last flow run's shards' seconds.
+    """
     layout = layout_for(cfg)
     plan = _read_plan(layout)
     for task in cfg.data.tasks:
@@ -770,6 +789,16 @@ def collect_stage(cfg: RunConfig) -> dict:
     near = sum(1 for a, s in zip(candidates["audio_id"].to_pylist(), scores)
                if any(abs(s - t) < NEAR_THRESHOLD for t in thresholds_of[a]))
     accepted = selection["accepted"].to_pylist()
+    used = []
+    for task in sorted(set(selection["task"].to_pylist())):
+        flags = [a for a, t in zip(accepted, selection["task"].to_pylist()) if t == task]
+        used.append({"task": task, "threshold": float(cfg.imagine.thresholds[task]), "occurrences": len(flags),
+                     "accepted": int(sum(flags)), "rate": round(sum(flags) / len(flags), 6) if flags else 0.0})
+    status = layout.read_json(STAGE, "shards.json") if layout.exists(STAGE, "shards.json") else {}
+    generated = [r for r in status.get("shards", []) if r.get("status") == "done"]
+    if seconds_before is None:
+        seconds_before = float(plan.get("seconds") or 0) + sum(float(r.get("seconds") or 0) for r in generated)
+    own = time.perf_counter() - started
     report = {
         "occurrences": plan["occurrences"],
         "unique_prompts": plan["unique_prompts"],
@@ -783,9 +812,12 @@ def collect_stage(cfg: RunConfig) -> dict:
         "thresholds": dict(cfg.imagine.thresholds),
         "accepted": int(sum(accepted)),
         "rejected": len(accepted) - int(sum(accepted)),
+        "acceptance_at_threshold": used,
         "acceptance_by_threshold": grid.to_pylist(),
         "clap_score_quantiles": quantiles,
-        "seconds": round(time.perf_counter() - started, 3),
+        "device": ", ".join(sorted({str(r["device"]) for r in generated if r.get("device")})) or None,
+        "seconds": round(own, 3),
+        "seconds_total": round(seconds_before + own, 3),
         "outputs": {name: layout.url(STAGE, f"{name}.parquet")
                     for name in ("mapping", "candidates", "selection", "acceptance")},
     }
@@ -857,16 +889,22 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
 
 
 def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | None) -> str:
-    """The run's markdown summary: shards, dedup, acceptance per threshold, score distribution."""
-    lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "",
+    """The run's markdown summary: what the profile means, shards, dedup, the thresholds used and their
+    acceptance, acceptance over the grid, the score distribution."""
+    from ith_core.report import ordered_quantiles, profile_statement
+
+    counts = status["counts"]
+    lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "", profile_statement(cfg.profile, cfg.benchmark), "",
              f"- span occurrences: {plan['occurrences']}, unique prompts: {plan['unique_prompts']} "
-             f"(dedup ratio {plan['dedup_ratio']:.2f}x); already in the store when planned: {plan['already_in_store']}",
+             f"(dedup ratio {plan['dedup_ratio']:.2f}x)",
+             f"- prompts whose audio was already in the store: {plan['already_in_store']} when planned, "
+             f"{plan.get('in_store_now', plan['already_in_store'])} at the start of this flow run",
              f"- sampling: {plan.get('sampling', 'all')}; audio: {plan.get('audio_format', 'wav')}, "
              f"kept for {plan.get('keep_audio', 'all')} candidates"
              + (f"; disk: {plan['disk']['bytes_at_most'] / 2**30:.2f} GiB at most, "
                 f"{plan['disk']['bytes_expected'] / 2**30:.2f} GiB expected" if plan.get("disk") else ""),
-             f"- shards planned: {len(plan['shards'])}; this flow run: done {status['counts'].get('done', 0)}, "
-             f"skipped {status['counts'].get('skipped', 0)}, failed {status['counts'].get('failed', 0)}", ""]
+             f"- shards planned: {len(plan['shards'])}; this flow run: generated {counts.get('done', 0)}, "
+             f"skipped {counts.get('skipped', 0)} (their manifest existed), failed {counts.get('failed', 0)}", ""]
     failed = [s for s in status["shards"] if s["status"] == "failed"]
     if failed:
         lines += ["## Failed shards (rerun with `ith rerun-failed`)", "", "| shard | error |", "|---|---|"]
@@ -880,13 +918,19 @@ def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | No
                   f"{s['candidates_per_prompt']} | {s['seconds']} | {s['seconds_generate']} |" for s in done]
         lines.append("")
     if report:
-        lines += ["## Acceptance per threshold (span occurrences)", "",
+        used = report.get("acceptance_at_threshold") or []
+        if used:
+            lines += ["## Thresholds used by this run", "", "| task | threshold | accepted | rate |", "|---|---|---|---|"]
+            lines += [f"| {r['task']} | {r['threshold']:g} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} |"
+                      for r in used]
+            lines.append("")
+        lines += ["## Acceptance over the threshold grid (span occurrences)", "",
                   "| task | threshold | accepted | rate | undetermined (lazy sampling) |", "|---|---|---|---|---|"]
         lines += [f"| {r['task']} | {r['threshold']:.2f} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} | "
                   f"{r.get('undetermined', 0)} |" for r in report["acceptance_by_threshold"]]
+        quantiles = ordered_quantiles(report["clap_score_quantiles"])
         lines += ["", f"## CLAP score distribution ({report['candidates']} generated candidates, "
                       f"{report.get('candidates_per_prompt', '?')} per prompt)", "",
-                  "| " + " | ".join(report["clap_score_quantiles"]) + " |",
-                  "|" + "---|" * len(report["clap_score_quantiles"]),
-                  "| " + " | ".join(str(v) for v in report["clap_score_quantiles"].values()) + " |"]
+                  "| " + " | ".join(k for k, _ in quantiles) + " |", "|" + "---|" * len(quantiles),
+                  "| " + " | ".join(str(v) for _, v in quantiles) + " |"]
     return "\n".join(lines) + "\n"

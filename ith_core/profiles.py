@@ -21,6 +21,7 @@ a download.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -445,19 +446,33 @@ def load_span_base(path):
     folder = _require_folder(path, "lm")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     _require_vocab(tokenizer, folder)
-    # Starting from a masked LM, the new head and the unused MLM head are expected: transformers'
-    # load report about them is noise here, so only errors are shown for this load.
+    # Starting from a masked LM, the new head and the unused MLM head are expected.
+    with expected_load_noise():
+        model = AutoModelForTokenClassification.from_pretrained(
+            folder, num_labels=2, local_files_only=True, trust_remote_code=False,
+        )
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def expected_load_noise():
+    """Quiets what a load says that is expected here, nothing else: transformers' load report about
+    heads a model drops or adds on purpose (the AudioSet classifier of AST, the MLM head under the
+    span detector's new head: "UNEXPECTED"/"MISSING" keys; errors still show), and the warning that
+    some of AST's 128 mel filters are all zero at 16 kHz (the checkpoint's own feature settings)."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            folder, num_labels=2, local_files_only=True, trust_remote_code=False,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"At least one mel filter has all zero values",
+                                    category=UserWarning)
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
-    return model, tokenizer
 
 
 def load_generator(path, torch_dtype=None):
@@ -478,6 +493,10 @@ def load_generator(path, torch_dtype=None):
         # which torch deprecates; one FutureWarning per convolution, nothing a caller can change.
         warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
                                 category=FutureWarning)
+        # "Loading pipeline components" bars would flood worker logs; the stage logs its own progress.
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
         pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
     _require_vocab(pipe.tokenizer, folder / "tokenizer")
     return pipe
@@ -499,8 +518,10 @@ def load_audio_encoder(path):
     from transformers import AutoFeatureExtractor, ASTModel
 
     folder = _require_folder(path, "audio_encoder")
-    feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-    model = ASTModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    with expected_load_noise():
+        feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True,
+                                                                 trust_remote_code=False)
+        model = ASTModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     return model, feature_extractor
 
 

@@ -18,6 +18,7 @@ Everything taken from data (sentences, spans, predictions) is escaped: span text
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import html
 import io
 import json
@@ -369,17 +370,48 @@ BENCHMARK_MEANING = {
 }
 
 
+def profile_of(data: RunData) -> str | None:
+    return (data.summary or {}).get("profile") or (data.config or {}).get("profile")
+
+
+def profile_statement(profile: str | None, benchmark: str = "auditorybench") -> str:
+    """What a run's numbers can mean, given its profile: the first thing the report and artifacts say."""
+    if profile == "tiny":
+        if benchmark == "synthetic":
+            return ("Profile tiny on the planted-signal benchmark: the LM, CLAP and audio encoder have random weights "
+                    "and the generator renders each source's hidden tone, so the accuracies say nothing about the "
+                    "method on real sounds; ITH above text-only shows that the audio path carries information from "
+                    "generation to the answer.")
+        return ("Profile tiny: every model has random weights (small configs built offline), so the accuracies show "
+                "that the machinery works end to end and nothing about the method.")
+    if profile == "paper":
+        if benchmark == "synthetic":
+            return ("Profile paper on the planted-signal benchmark: the method's checkpoints, with the tone generator "
+                    "in place of Stable Audio; ITH above text-only shows that the audio path carries information, "
+                    "not how the method does on real sounds.")
+        return ("Profile paper: the method's checkpoints and settings, so the accuracies measure the method on this "
+                "run's examples (comparable with the published numbers only on the full splits).")
+    return f"Profile {profile or 'unknown'}: not recorded in this run folder; read its numbers with care."
+
+
+def run_statements(data: RunData) -> list[str]:
+    """Profile first, then the benchmark."""
+    benchmark = benchmark_of(data)
+    return [profile_statement(profile_of(data), benchmark),
+            f"Benchmark: {BENCHMARK_MEANING.get(benchmark, benchmark)}"]
+
+
 def section_overview(data: RunData) -> Section:
     s = Section("overview", "Run overview")
     summary, config = data.summary or {}, data.config or {}
     benchmark = benchmark_of(data)
-    s.intro.append(f"Benchmark: {BENCHMARK_MEANING.get(benchmark, benchmark)}")
     facts = [
         ["run id", data.layout.run_id],
         ["run folder", data.layout.url()],
         ["benchmark", benchmark],
-        ["profile", summary.get("profile") or config.get("profile")],
+        ["profile", profile_of(data)],
         ["device setting", config.get("device")],
+        ["devices used", ", ".join(_devices_used(data)) or None],
         ["settings fingerprint", (summary.get("fingerprint") or config.get("fingerprint") or "")[:16] or None],
         ["tasks", ", ".join((config.get("data") or {}).get("tasks") or []) or None],
         ["splits", ", ".join((config.get("data") or {}).get("splits") or []) or None],
@@ -391,7 +423,7 @@ def section_overview(data: RunData) -> Section:
     for stage in (*STAGES, *(m for m in data.markers if m not in STAGES)):
         report = data.stage_report(stage) or {}
         rows.append([stage, _stage_state(data, stage), "yes" if report.get("cached") else "no" if report else None,
-                     report.get("seconds")])
+                     stage_seconds(data, stage)])
     s.tables.append(("table-stages", Table(["stage", "state", "reused from an earlier run", "seconds"], rows, {3},
                                            caption="Stages (state from each stage's done-marker)")))
     if data.summary is None:
@@ -532,6 +564,33 @@ def section_spans(data: RunData) -> Section:
     return s
 
 
+def ordered_quantiles(quantiles: dict | None) -> list[tuple[str, float]]:
+    """CLAP score quantiles `q00, q10, q25, ..., q100` in numeric order (JSON files sort q100 before q25)."""
+    def level(name: str) -> float:
+        try:
+            return float(name.lstrip("q"))
+        except ValueError:
+            return math.inf
+
+    return sorted((quantiles or {}).items(), key=lambda kv: level(kv[0]))
+
+
+def threshold_acceptance(report: dict, selection: list[dict] | None) -> list[dict]:
+    """Per task: the threshold the run used and how many span occurrences it gave audio to."""
+    recorded = report.get("acceptance_at_threshold")
+    if recorded:
+        return sorted(recorded, key=lambda r: r["task"])
+    counts: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0, 0])
+    for row in selection or []:
+        if row.get("threshold") is None:
+            continue
+        entry = counts[(row["task"], round(float(row["threshold"]), 6))]
+        entry[0] += bool(row.get("accepted"))
+        entry[1] += 1
+    return [{"task": task, "threshold": threshold, "accepted": a, "occurrences": n, "rate": a / n if n else 0.0}
+            for (task, threshold), (a, n) in sorted(counts.items())]
+
+
 def section_imagine(data: RunData) -> Section:
     s = Section("imagine", "Stages 2-3: imagination and CLAP selection")
     report = data.stage_report("imagine") or {}
@@ -549,25 +608,32 @@ def section_imagine(data: RunData) -> Section:
             ["unique prompts generated", unique],
             ["dedup ratio (occurrences / unique prompts)", f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else None],
             ["already in the audio store when planned", plan.get("already_in_store")],
+            ["planned shards finished before the last flow run (skipped by it)",
+             (data.shards or {}).get("counts", {}).get("skipped") if data.shards else None],
             ["shards planned", len(plan["shards"]) if "shards" in plan else report.get("shards")],
             ["candidates per prompt", settings.get("num_candidates")],
             ["clip length (s)", settings.get("duration_s")],
             ["inference steps", settings.get("num_inference_steps")],
             ["generator", settings.get("generator_id")],
             ["CLAP", plan.get("clap_id")],
-            ["thresholds", ", ".join(f"{k} {v}" for k, v in (report.get("thresholds") or {}).items()) or None],
             ["span occurrences with audio / without", f"{report['accepted']} / {report['rejected']}"
              if "accepted" in report else None]]
     s.tables.append(("table-imagine", Table(["", ""], rows, caption="Generation and deduplication")))
+    used = threshold_acceptance(report, data.selection)
+    if used:
+        s.tables.append(("table-threshold-used", Table(
+            ["task", "threshold used", "accepted", "occurrences", "rate %"],
+            [[r["task"], f"{r['threshold']:g}", r["accepted"], r["occurrences"], 100 * r["rate"]] for r in used],
+            {1, 2, 3, 4}, caption="The run's own CLAP threshold per task and the span occurrences it gave audio to")))
     if data.acceptance:
         s.tables.append(("table-acceptance", Table(
             ["task", "threshold", "accepted", "occurrences", "rate %"],
             [[r["task"], f"{r['threshold']:.2f}", r["accepted"], r["occurrences"], 100 * r["rate"]]
              for r in sorted(data.acceptance, key=lambda r: (r["task"], r["threshold"]))], {1, 2, 3, 4},
             caption="Span occurrences that get audio at each CLAP threshold (first-passing rule)")))
-    quantiles = report.get("clap_score_quantiles")
+    quantiles = ordered_quantiles(report.get("clap_score_quantiles"))
     if quantiles:
-        s.tables.append(("table-clap-quantiles", Table(list(quantiles), [[float(v) for v in quantiles.values()]],
+        s.tables.append(("table-clap-quantiles", Table([k for k, _ in quantiles], [[float(v) for _, v in quantiles]],
                                                        set(range(len(quantiles))),
                                                        caption="CLAP score quantiles (all candidates)")))
     thresholds = report.get("thresholds") or {}
@@ -600,9 +666,44 @@ def section_training(data: RunData) -> Section:
     return s
 
 
+def _done_shards(data: RunData) -> list[dict]:
+    return [r for r in ((data.shards or {}).get("shards") or []) if r.get("status") == "done"]
+
+
+def stage_seconds(data: RunData, stage: str) -> float | None:
+    """A stage's seconds as it recorded them; one number for both tables of the report.
+
+    Imagine records the wall time of the flow run that finished it, plan and shards included
+    (`seconds_total`); a run folder from before that gets plan + shards + selection.
+    """
+    report = data.stage_report(stage)
+    if report is None:
+        return None
+    if stage != "imagine":
+        return report.get("seconds")
+    if report.get("seconds_total") is not None:
+        return float(report["seconds_total"])
+    shards = sum(float(r.get("seconds") or 0) for r in _done_shards(data))
+    return round(float((data.plan or {}).get("seconds") or 0) + shards + float(report.get("seconds") or 0), 3)
+
+
+def stage_device(data: RunData, stage: str) -> str | None:
+    """The device a stage ran on, as it recorded it; None where it recorded none (CPU-only work, older runs)."""
+    # Imagine records the devices its shards ran on when it was computed (a rerun skips them all);
+    # a run folder from before that: the shards the last flow run generated.
+    device = (data.stage_report(stage) or {}).get("device")
+    if not device and stage == "imagine":
+        device = ", ".join(sorted({str(r.get("device")) for r in _done_shards(data) if r.get("device")}))
+    return str(device) if device else None
+
+
+def _devices_used(data: RunData) -> list[str]:
+    found = {stage_device(data, stage) for stage in (*STAGES, *data.markers)}
+    return sorted({d for text in found if text for d in text.split(", ")})
+
+
 def section_compute(data: RunData) -> Section:
     s = Section("compute", "Compute per stage")
-    shard_rows = ((data.shards or {}).get("shards") or [])
     rows = []
     per_system = [m for m in data.markers if m not in STAGES]
     extra = sorted(set((data.summary or {}).get("stages") or {}) - set(STAGES) - set(per_system))
@@ -612,26 +713,23 @@ def section_compute(data: RunData) -> Section:
             rows.append([stage, "not run", None, None, None])
             continue
         report = report or {}
-        wall = report.get("seconds")
-        device = report.get("device") or (data.config or {}).get("device")
+        device = stage_device(data, stage)
         gpu = report.get("gpu_seconds")
+        wall = stage_seconds(data, stage)
         if stage == "imagine":
-            done = [r for r in shard_rows if r.get("status") == "done"]
-            shard_s = sum(float(r.get("seconds") or 0) for r in done)
-            wall = round(float((data.plan or {}).get("seconds") or 0) + shard_s + float(wall or 0), 3)
-            devices = sorted({str(r.get("device")) for r in done})
-            device = ", ".join(devices) or device
-            on_gpu = [float(r.get("seconds") or 0) for r in done if str(r.get("device")).startswith("cuda")]
+            on_gpu = [float(r.get("seconds") or 0) for r in _done_shards(data) if str(r.get("device")).startswith("cuda")]
             gpu = round(sum(on_gpu), 3) if on_gpu else None
-        elif gpu is None and str(report.get("device") or "").startswith("cuda") and wall is not None:
+        elif gpu is None and str(device or "").startswith("cuda") and wall is not None:
             gpu = round(float(wall) * int(report.get("num_processes") or 1), 3)
-        rows.append([stage, "reused" if report.get("cached") else "computed", device, wall, gpu])
+        rows.append([stage, "reused" if report.get("cached") else "computed", device or "–", wall, gpu])
     s.tables.append(("table-compute", Table(["stage", "this run", "device", "seconds", "GPU-seconds"], rows, {3, 4},
                                             caption="Time per stage")))
     s.intro.append("Seconds as recorded by each stage when it ran (a stage reused from an earlier run keeps its "
-                   "original time). GPU-seconds: imagine shards run on a CUDA device in the last flow run (from "
-                   "imagine/shards.json), the wall time of a stage that records a CUDA device (times its processes), or a "
-                   "stage's own gpu_seconds; '–' where no device was recorded.")
+                   "original time; imagine: the flow run that finished it, plan and shards included, the same number "
+                   "as in the stage table). Device: the device each stage recorded using ('–': none recorded, e.g. "
+                   "ingestion, which needs no accelerator). GPU-seconds: imagine shards run on a CUDA device in the "
+                   "last flow run (from imagine/shards.json), the wall time of a stage that records a CUDA device "
+                   "(times its processes), or a stage's own gpu_seconds.")
     return s
 
 
@@ -648,13 +746,33 @@ def _audio_src(data: RunData, audio_path: str) -> tuple[str, bool]:
     return src, data.layout.fs.exists(posixpath.join(root, STORE_DIR, audio_path))
 
 
+def _word_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to whole words: a span from word pieces may begin or end inside a word."""
+    def inside(i: int) -> bool:  # between two word characters
+        return 0 < i < len(sentence) and sentence[i - 1].isalnum() and sentence[i].isalnum()
+
+    while inside(start):
+        start -= 1
+    while inside(end):
+        end += 1
+    return start, end
+
+
 def _highlight(sentence: str, spans: list[dict]) -> str:
-    """The sentence with detected spans marked; every piece escaped separately."""
-    out, at = [], 0
+    """The sentence with detected spans marked, each widened to whole words (overlaps merged); every
+    piece escaped separately."""
+    marks: list[list[int]] = []
     for span in sorted(spans, key=lambda r: (r.get("char_start") or 0)):
         start, end = span.get("char_start"), span.get("char_end")
-        if not isinstance(start, int) or not isinstance(end, int) or start < at or end > len(sentence) or end <= start:
+        if not isinstance(start, int) or not isinstance(end, int) or start < 0 or end > len(sentence) or end <= start:
             continue
+        start, end = _word_bounds(sentence, start, end)
+        if marks and start <= marks[-1][1]:
+            marks[-1][1] = max(marks[-1][1], end)
+        else:
+            marks.append([start, end])
+    out, at = [], 0
+    for start, end in marks:
         out.append(html.escape(sentence[at:start]))
         out.append(f"<mark>{html.escape(sentence[start:end])}</mark>")
         at = end
@@ -662,37 +780,74 @@ def _highlight(sentence: str, spans: list[dict]) -> str:
     return "".join(out)
 
 
-def _cases(data: RunData, per_task: int) -> list[dict]:
-    """Examples to show: where ITH is right and text-only wrong first (as the method's page does)."""
+# The kinds of example a case study can be, in the order they are shown.
+CASE_KINDS = (("ith_only", "ITH right, text-only wrong"), ("text_only", "ITH wrong, text-only right"),
+              ("both_right", "both right"), ("both_wrong", "both wrong"), ("unscored", "no predictions"))
+
+
+def _case_kind(predictions: dict[str, dict]) -> str:
+    ith, text = (predictions.get("ith") or {}).get("correct"), (predictions.get("text") or {}).get("correct")
+    if ith is None or text is None:
+        return "unscored"
+    return {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
+        (bool(ith), bool(text)), "both_wrong")
+
+
+def _first_seed_predictions(data: RunData) -> tuple[dict[str, dict[str, dict]], Any]:
+    """example id -> variant -> prediction, of one seed (the smallest) so ITH and text-only are a pair."""
+    rows = [r for r in (data.fusion.predictions if data.fusion else []) if r.get("variant") in ("ith", "text")]
+    seed = min((r.get("seed") or 0 for r in rows), default=None)
     preds: dict[str, dict[str, dict]] = defaultdict(dict)
-    for row in data.fusion.predictions if data.fusion else []:
-        if row.get("variant") in ("ith", "text"):
+    for row in rows:
+        if (row.get("seed") or 0) == seed:
             preds[row["example_id"]].setdefault(row["variant"], row)
+    return preds, seed
+
+
+def _cases(data: RunData, per_task: int) -> tuple[list[dict], dict]:
+    """Examples that represent the run: per task, one of each kind in turn (ITH right and text-only
+    wrong, the reverse, both right, both wrong), so wins are shown next to losses.
+
+    Within a kind, an example whose spans got audio comes first (it has more to show), then a
+    fixed order (a hash of the example id), never the accuracy. Returns the cases and, per task,
+    how many examples of each kind the run has and how many are shown.
+    """
+    preds, seed = _first_seed_predictions(data)
     selection: dict[str, list[dict]] = defaultdict(list)
     for row in data.selection or []:
         selection[row["example_id"]].append(row)
-    ids = [r["example_id"] for r in data.sampled] or sorted(set(data.spans) | set(selection))
+    ids = sorted(set(r["example_id"] for r in data.sampled) or set(data.spans) | set(selection))
 
-    def rank(example_id: str) -> tuple:
-        p = preds.get(example_id, {})
-        ith, text = (p.get("ith") or {}).get("correct"), (p.get("text") or {}).get("correct")
-        category = 0 if ith and text is False else 1 if ith and text else 2 if p else 3
+    def order(example_id: str) -> tuple:
         with_audio = any(r.get("accepted") for r in selection.get(example_id, []))
-        has_spans = bool(data.spans.get(example_id))
-        return (category, not with_audio, not has_spans, example_id)
+        return (not with_audio, not data.spans.get(example_id),
+                hashlib.sha256(example_id.encode()).hexdigest())
 
-    chosen: list[str] = []
-    by_task: dict[str, int] = defaultdict(int)
-    for example_id in sorted(set(ids), key=rank):
-        task = example_id.split("/")[0]
-        if by_task[task] < per_task:
-            by_task[task] += 1
-            chosen.append(example_id)
+    pools: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    unscored = 0
+    for example_id in sorted(ids, key=order):
+        kind = _case_kind(preds.get(example_id, {}))
+        if kind == "unscored" and preds:  # a split fusion did not evaluate (train): nothing to compare
+            unscored += 1
+            continue
+        pools[example_id.split("/")[0]][kind].append(example_id)
+    chosen: list[tuple[str, str]] = []
+    strata: dict[str, dict] = {}
+    for task in sorted(pools):
+        kinds = [k for k, _ in CASE_KINDS if pools[task].get(k)]
+        taken = {k: 0 for k in kinds}
+        while sum(taken.values()) < per_task and any(taken[k] < len(pools[task][k]) for k in kinds):
+            for kind in kinds:
+                if sum(taken.values()) < per_task and taken[kind] < len(pools[task][kind]):
+                    chosen.append((pools[task][kind][taken[kind]], kind))
+                    taken[kind] += 1
+        strata[task] = {k: {"examples": len(pools[task].get(k, [])), "shown": taken.get(k, 0)}
+                        for k, _ in CASE_KINDS if pools[task].get(k)}
     cands: dict[str, list[dict]] = defaultdict(list)
     for row in data.candidates or []:
         cands[row["audio_id"]].append(row)
     cases = []
-    for example_id in sorted(chosen, key=lambda e: (e.split("/")[0], rank(e))):
+    for example_id, kind in chosen:
         example = data.examples.get(example_id, {})
         spans_out = []
         sel_rows = sorted(selection.get(example_id, []), key=lambda r: r["span_index"])
@@ -706,8 +861,8 @@ def _cases(data: RunData, per_task: int) -> list[dict]:
             })
         cases.append({"example_id": example_id, "task": example_id.split("/")[0], "sentence": example.get("sentence"),
                       "gold": example.get("answer"), "detected": list(detected.values()), "spans": spans_out,
-                      "predictions": preds.get(example_id, {})})
-    return cases
+                      "predictions": preds.get(example_id, {}), "kind": kind})
+    return cases, {"per_task": strata, "seed": seed, "left_out_unscored": unscored}
 
 
 def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
@@ -715,10 +870,21 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
     if not data.sampled and not data.spans:
         s.notes.append(_not_run("spans"))
         return s, []
-    cases = _cases(data, per_task)
-    s.intro.append("Sentence with the detected spans marked, every generated candidate of each span with its CLAP "
-                   "score (the chosen one highlighted: the first candidate, in index order, at or above the "
-                   "threshold), and the predictions of the text-only LM and of ITH.")
+    cases, strata = _cases(data, per_task)
+    labels = dict(CASE_KINDS)
+    s.intro.append("How they are chosen: per task, one example of each kind in turn (ITH right and text-only wrong, "
+                   "the reverse, both right, both wrong), so the run's losses are shown beside its wins; within a "
+                   "kind, examples whose spans got audio first, then a fixed order (a hash of the example id), never "
+                   "by accuracy." + (f" Predictions of seed {strata['seed']}." if strata["seed"] is not None else ""))
+    for task, kinds in strata["per_task"].items():
+        s.intro.append(f"{task}: " + "; ".join(f"{labels[k]}: {v['shown']} shown of {v['examples']}"
+                                               for k, v in kinds.items()) + ".")
+    if strata["left_out_unscored"]:
+        s.intro.append(f"{strata['left_out_unscored']} sampled examples of splits fusion did not evaluate (no "
+                       "predictions to compare) are not candidates.")
+    s.intro.append("Each case: the sentence with the detected spans marked (widened to whole words), every generated "
+                   "candidate of each span with its CLAP score (the chosen one highlighted: the first candidate, in "
+                   "index order, at or above the threshold), and the predictions of the text-only LM and of ITH.")
     if not data.layout.is_local:
         s.notes.append(f"The run folder is not on local disk ({data.layout.url()}): the audio links are relative "
                        f"to the run root and play only from a local copy of it (copy both {data.layout.run_id}/ and "
@@ -772,7 +938,8 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
         sentence = _highlight(case["sentence"], case["detected"]) if case["sentence"] else "<em>sentence not found</em>"
         parts.append(
             f'<article class="case" id="case-{e(re.sub(r"[^A-Za-z0-9_-]", "-", case["example_id"]))}">'
-            f'<h3>{e(case["task"])}: <code>{e(case["example_id"])}</code></h3>'
+            f'<h3>{e(case["task"])}: <code>{e(case["example_id"])}</code> <small class="kind">'
+            f'{e(labels[case["kind"]])}</small></h3>'
             f'<p class="sentence">{sentence}</p><p>gold answer: <strong>{e(_fmt(case["gold"]))}</strong>; '
             f'detected spans: {len(case["detected"])}</p>{pred_html}<div class="spans">{"".join(span_parts)}</div>'
             f'</article>')
@@ -784,7 +951,8 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
 # Charts (matplotlib, Agg, inline SVG)
 
 COLORS = {"ith": "#1f77b4", "text": "#ff7f0e", "ITH": "#9ecae1", "BERT-base": "#fdd0a2",
-          "animal": "#2ca02c", "pitch": "#9467bd"}
+          "animal": "#2ca02c", "pitch": "#9467bd", "bert-text": "#ff7f0e", "roberta-text": "#d62728",
+          "audiobert": "#8c564b"}
 
 
 STYLE = {"font.family": "sans-serif", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
@@ -879,13 +1047,38 @@ def chart_clap(data: RunData, thresholds: dict):
     for task in sorted(scores):
         ax.hist(scores[task], bins=bins, alpha=0.55, label=f"{task} ({len(scores[task])} candidates)",
                 color=COLORS.get(task, "#7f7f7f"))
-    for task, value in sorted(thresholds.items()):
-        ax.axvline(value, color=COLORS.get(task, "#333"), linestyle="--", linewidth=1.5,
-                   label=f"{task} threshold {value:g}")
+    _threshold_lines(ax, thresholds, "threshold", "clap")
     ax.set_xlabel("CLAP score (cosine similarity of span text and audio)")
     ax.set_ylabel("candidates")
     ax.legend(frameon=False, fontsize=9)
     return fig
+
+
+# Series drawn over each other stay visible where they coincide: each later one is thinner,
+# dashed, with a smaller marker, on top of a wide solid line with a large hollow marker.
+SERIES_STYLES = (
+    {"linestyle": "-", "linewidth": 2.6, "marker": "o", "markersize": 10, "markerfacecolor": "none",
+     "markeredgewidth": 2.0},
+    {"linestyle": (0, (4, 3)), "linewidth": 1.6, "marker": "s", "markersize": 4.5},
+    {"linestyle": (0, (1, 2)), "linewidth": 1.6, "marker": "^", "markersize": 7, "markerfacecolor": "none",
+     "markeredgewidth": 1.4},
+    {"linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "marker": "D", "markersize": 3},
+)
+
+
+def series_style(index: int) -> dict:
+    """The index-th series' style; later series are drawn above the earlier ones."""
+    return {**SERIES_STYLES[index % len(SERIES_STYLES)], "zorder": 3 + index}
+
+
+def _threshold_lines(ax, thresholds: dict, label: str, chart: str) -> None:
+    """Dashed verticals whose dash patterns interleave, so two tasks' equal thresholds show both colours:
+    with n lines, each draws a 4-point dash every 4n points, the i-th shifted by 4i."""
+    n = max(len(thresholds), 1)
+    for i, (task, value) in enumerate(sorted(thresholds.items())):
+        line = ax.axvline(value, color=COLORS.get(task, "#333"), linewidth=1.5, label=f"{task} {label} {value:g}",
+                          linestyle=(4 * i, (4, 4 * (n - 1))) if n > 1 else "--")
+        line.set_gid(f"series-{chart}-threshold-{task}")
 
 
 def chart_acceptance(acceptance: list[dict], thresholds: dict):
@@ -894,12 +1087,12 @@ def chart_acceptance(acceptance: list[dict], thresholds: dict):
     by_task: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in acceptance:
         by_task[row["task"]].append((float(row["threshold"]), 100 * float(row["rate"])))
-    for task, points in sorted(by_task.items()):
+    for i, (task, points) in enumerate(sorted(by_task.items())):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=task, color=COLORS.get(task))
-        if task in thresholds:
-            ax.axvline(thresholds[task], color=COLORS.get(task), linestyle="--", linewidth=1,
-                       label=f"{task} run threshold {thresholds[task]:g}")
+        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=task, color=COLORS.get(task),
+                          **series_style(i))
+        line.set_gid(f"series-acceptance-{task}")
+    _threshold_lines(ax, {t: v for t, v in thresholds.items() if t in by_task}, "run threshold", "acceptance")
     ax.set_xlabel("CLAP threshold")
     ax.set_ylabel("span occurrences with audio (%)")
     ax.set_ylim(-2, 102)
@@ -918,13 +1111,13 @@ def chart_training(span_losses: list[float], jobs: list[dict]):
             ax.set_title("span detector")
             ax.set_ylabel("mean training loss")
         else:
-            for job in jobs:
+            for i, job in enumerate(jobs):
                 history = job["history"]
                 key = "loss" if panel == "loss" else "dev_accuracy"
                 points = [(h["epoch"] + 1, h[key]) for h in history if h.get(key) is not None]
-                color = COLORS.get(str(job.get("model")), None)
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=job["job"],
-                        linestyle="-" if job.get("model") != "text" else "--", color=color)
+                (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=job["job"],
+                                  color=COLORS.get(str(job.get("model")), None), **series_style(i))
+                line.set_gid(f"series-{panel}-{re.sub(r'[^A-Za-z0-9_-]', '-', str(job['job']))}")
             ax.set_title("fusion LM: " + ("training loss (epoch mean)" if panel == "loss" else "dev accuracy"))
             ax.set_ylabel("loss" if panel == "loss" else "dev accuracy (%)")
             ax.legend(frameon=False, fontsize=8)
@@ -946,10 +1139,12 @@ header { border-bottom: 2px solid #1f77b4; margin-bottom: 16px; }
 h1 { font-size: 1.7em; margin: 0.2em 0; }
 h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
 h3 { font-size: 1.05em; margin: 0.4em 0; }
+h3 small.kind { font-weight: normal; color: #57606a; margin-left: 8px; }
 h4 { font-size: 0.95em; margin: 0.8em 0 0.3em; font-weight: 600; }
 h4 small { font-weight: normal; color: #57606a; }
 nav { font-size: 0.92em; } nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
 .meta { color: #57606a; font-size: 0.9em; }
+p.profile { font-weight: 600; background: #ddf4ff; border-left: 4px solid #0969da; padding: 8px 12px; }
 table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.88em; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; color: #24292f; }
 th, td { border: 1px solid #d0d7de; padding: 4px 9px; vertical-align: middle; }
@@ -997,13 +1192,18 @@ def render_html(data: RunData, sections: list[Section], generated: str) -> str:
     title = f"Imagine to Hear: run {data.layout.run_id}"
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     problems = "".join(f'<p class="problem">could not read {html.escape(p)}</p>' for p in data.problems)
+    profile, benchmark = run_statements(data)
+    # The profile first: what the numbers below can mean.
+    statements = (f'<p class="profile" id="profile-statement">{html.escape(profile)}</p>'
+                  f'<p class="benchmark" id="benchmark-statement">{html.escape(benchmark)}</p>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         # No favicon request: the page loads nothing it does not hold, apart from its audio files.
         "<link rel=\"icon\" href=\"data:,\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
-        f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">Report generated {html.escape(generated)} from "
+        f"<header><h1>{html.escape(title)}</h1>{statements}"
+        f"<p class=\"meta\">Report generated {html.escape(generated)} from "
         f"<code>{html.escape(data.layout.url())}</code>. Method: Yoo, Ok, Lee 2025 (arXiv 2503.16853).</p>"
         f"<nav>{nav}</nav></header>{problems}"
         + "".join(_section_html(s) for s in sections)
@@ -1012,8 +1212,10 @@ def render_html(data: RunData, sections: list[Section], generated: str) -> str:
 
 
 def render_markdown(data: RunData, sections: list[Section], cases: list[dict], generated: str) -> str:
-    lines = [f"# Imagine to Hear: run {md_escape(data.layout.run_id)}", "",
-             f"Report generated {generated} from `{data.layout.url()}`. Charts and audio players: report.html.", ""]
+    profile, benchmark = run_statements(data)
+    lines = [f"# Imagine to Hear: run {md_escape(data.layout.run_id)}", "", f"**{md_escape(profile)}**", "",
+             md_escape(benchmark)]
+    lines += ["", f"Report generated {generated} from `{data.layout.url()}`. Charts and audio players: report.html.", ""]
     lines += [f"- could not read {md_escape(p)}" for p in data.problems]
     for s in sections:
         lines += [f"## {s.title}", ""]
@@ -1023,7 +1225,8 @@ def render_markdown(data: RunData, sections: list[Section], cases: list[dict], g
             lines += [_md_table(table), ""]
         if s.anchor == "cases":
             for case in cases:
-                lines += [f"### {md_escape(case['task'])}: {md_escape(case['example_id'])}", "",
+                lines += [f"### {md_escape(case['task'])}: {md_escape(case['example_id'])} "
+                          f"({md_escape(dict(CASE_KINDS)[case['kind']])})", "",
                           f"Sentence: {md_escape(case['sentence'])}", "",
                           f"Gold answer: **{md_escape(case['gold'])}**; detected spans: "
                           + (", ".join(f"“{md_escape(d['span_text'])}”" for d in case["detected"]) or "none"), ""]
@@ -1046,7 +1249,7 @@ def render_markdown(data: RunData, sections: list[Section], cases: list[dict], g
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_root: str, run_id: str, cases_per_task: int = 3) -> dict[str, str]:
+def write_report(run_root: str, run_id: str, cases_per_task: int = 4) -> dict[str, str]:
     """Writes `<run>/report/report.html` and `report.md` from what the run folder holds; returns their URLs."""
     import fsspec
 
@@ -1064,4 +1267,34 @@ def write_report(run_root: str, run_id: str, cases_per_task: int = 3) -> dict[st
     data.layout.write_bytes(markdown.encode("utf-8"), REPORT_DIR, "report.md")
     logger.info("report: %s", data.layout.url(REPORT_DIR, "report.html"))
     return {"html": data.layout.url(REPORT_DIR, "report.html"), "markdown": data.layout.url(REPORT_DIR, "report.md"),
-            "dir": data.layout.url(REPORT_DIR)}
+            "dir": data.layout.url(REPORT_DIR), "headline": headline_markdown(data)}
+
+
+def headline_markdown(data: RunData) -> str:
+    """The profile statement, then the run's headline numbers: the report artifact's description."""
+    profile, benchmark = run_statements(data)
+    lines = [f"**{md_escape(profile)}**", "", md_escape(benchmark)]
+    rows: list[tuple[str, str]] = []
+    ingest = data.stage_report("ingest") or {}
+    if "accepted" in ingest:
+        rows.append(("benchmark rows", f"{ingest.get('rows_in')} read: {ingest['accepted']} accepted, "
+                                       f"{ingest.get('rejected')} rejected"))
+    detector = data.stage_report("span_detector") or {}
+    if "dev_span_f1" in detector:
+        rows.append(("span detector, dev span F1", f"{detector.get('dev_span_f1_untrained', 0):.3f} untrained -> "
+                                                   f"{detector['dev_span_f1']:.3f} trained"))
+    imagine = data.stage_report("imagine") or {}
+    for row in threshold_acceptance(imagine, data.selection):
+        rows.append((f"{row['task']}: span occurrences with audio at threshold {row['threshold']:g}",
+                     f"{row['accepted']} of {row['occurrences']} ({100 * row['rate']:.1f} %)"))
+    ours = _ours(data) if data.fusion else {}
+    for task, split in sorted({(k[1], k[2]) for k in ours}, key=lambda ts: (ts[0], _split_key(ts[1]))):
+        cells = [f"{label} {ours[(v, task, split)]['text']}" for v, label in (("ith", "ITH"), ("text", "text-only"))
+                 if (v, task, split) in ours]
+        rows.append((f"accuracy % {task} {split}", "; ".join(cells)))
+    seconds = (data.summary or {}).get("seconds")
+    if seconds is not None:
+        rows.append(("pipeline wall time", f"{seconds:.0f} s"))
+    if rows:
+        lines += ["", "| | |", "|---|---|"] + [f"| {md_escape(k)} | {md_escape(v)} |" for k, v in rows]
+    return "\n".join(lines) + "\n"

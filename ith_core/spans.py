@@ -271,10 +271,15 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
             optimizer.zero_grad()
             epoch_losses.append(loss.item())
             step += 1
+            # About ten progress lines per run in the run log (the bar above is for the console).
+            if step % max(total_steps // 10, 1) == 0 and step < total_steps:
+                logger.info("span detector: step %d of %d (epoch %d/%d), recent loss %.4f", step, total_steps,
+                            epoch + 1, cfg.epochs, sum(epoch_losses[-20:]) / len(epoch_losses[-20:]))
             if step >= total_steps:
                 break
         losses.append(sum(epoch_losses) / max(len(epoch_losses), 1))
-        logger.info("span detector epoch %d: mean loss %.4f (%d steps so far)", epoch + 1, losses[-1], step)
+        logger.info("span detector epoch %d/%d: mean loss %.4f (step %d of %d)", epoch + 1, cfg.epochs, losses[-1],
+                    step, total_steps)
         if step >= total_steps:
             break
     model = accelerator.unwrap_model(model)

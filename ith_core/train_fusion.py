@@ -417,8 +417,9 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
             if accelerator.is_main_process:
                 save_best(accelerator.unwrap_model(model), tokenizer, spec, job, job_dir, dev_acc, epoch)
         if accelerator.is_main_process:
-            logger.info("%s epoch %d: dev accuracy %.2f (best %.2f at epoch %s)", job.name, epoch, dev_acc,
-                        progress["best_dev"], progress["best_epoch"])
+            logger.info("%s epoch %d/%d: loss %s, dev accuracy %.2f (best %.2f at epoch %s)", job.name, epoch + 1,
+                        cfg.epochs, "n/a" if loss is None else f"{loss:.4f}", dev_acc, progress["best_dev"],
+                        None if progress["best_epoch"] is None else progress["best_epoch"] + 1)
         progress["epoch"], progress["batches_done"], progress["loss_sum"], progress["loss_batches"] = epoch + 1, 0, 0.0, 0
         save_state(end_of_epoch=True)
     seconds = time.perf_counter() - started

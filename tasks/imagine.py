@@ -7,8 +7,11 @@ Prefect's cache is not needed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from ith_core import imagine_stage
 from ith_core.config import RunConfig
@@ -16,19 +19,28 @@ from tasks.retry import retry_transient
 
 
 @task(name="plan-imagine", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool = False) -> dict:
+def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool = False, upstream: Any = None) -> dict:
     return imagine_stage.plan_stage(RunConfig.from_dict(config), model_paths, existing_only)
 
 
-@task(name="generate-candidates", cache_policy=NO_CACHE, retry_delay_seconds=2,
+@task(name="generate-candidates", task_run_name="generate {shard}", cache_policy=NO_CACHE, retry_delay_seconds=2,
       retry_condition_fn=retry_transient)
-def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, devices: list[str] | None) -> dict:
-    """One shard; `devices`: the local worker pool to take a device from, None: this worker's own."""
+def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, devices: list[str] | None):
+    """One shard; `devices`: the local worker pool to take a device from, None: this worker's own.
+
+    A shard whose manifest exists ends in the state `Skipped` (a Completed state) rather than
+    plain Completed, so the UI shows it did nothing; its result is the same dict either way.
+    """
     cfg = RunConfig.from_dict(config)
     if devices is None:
-        return imagine_stage.run_shard(cfg, model_paths, shard, imagine_stage.local_devices(cfg)[0])
-    with imagine_stage.device_pool(devices).acquire() as device:
-        return imagine_stage.run_shard(cfg, model_paths, shard, device)
+        result = imagine_stage.run_shard(cfg, model_paths, shard, imagine_stage.local_devices(cfg)[0])
+    else:
+        with imagine_stage.device_pool(devices).acquire() as device:
+            result = imagine_stage.run_shard(cfg, model_paths, shard, device)
+    if result["status"] == "skipped":
+        return Completed(name="Skipped", message=f"{shard}: its manifest exists (an earlier flow run generated it)",
+                         data=result)
+    return result
 
 
 @task(name="record-shard-status", cache_policy=NO_CACHE)
@@ -37,5 +49,5 @@ def record_shard_status(config: dict, results: list[dict]) -> dict:
 
 
 @task(name="select-candidates", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def select_candidates(config: dict) -> dict:
-    return imagine_stage.collect_stage(RunConfig.from_dict(config))
+def select_candidates(config: dict, seconds_before: float | None = None) -> dict:
+    return imagine_stage.collect_stage(RunConfig.from_dict(config), seconds_before)

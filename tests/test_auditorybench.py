@@ -23,7 +23,11 @@ from ith_core.auditorybench import (
     REJECTS_SCHEMA,
     TASK_DIRS,
     DataError,
+    content_id,
+    fetch,
+    folder_status,
     git_blob_id,
+    home_dir,
     ingest,
     locate,
     upstream_url,
@@ -599,3 +603,65 @@ def test_interrupted_write_leaves_no_partial_file(fake_upstream, tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         locate(cache_dir=str(tmp_path / "cache"))
     assert _cache_files(tmp_path / "cache") == []
+
+
+# --- the verified home and what the files are ----------------------------------------------------
+
+
+def _pinned_copy(bench_dir: Path, root: Path) -> Path:
+    for f in PINNED_FILES:
+        (root / f.local_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bench_dir / f.local_path, root / f.local_path)
+    return root
+
+
+@pytest.fixture()
+def no_network(tmp_path, monkeypatch):
+    """No $ITH_AUDITORYBENCH_DIR, an empty ITH_HOME and an upstream that is not there."""
+    monkeypatch.delenv("ITH_AUDITORYBENCH_DIR", raising=False)
+    monkeypatch.setenv("ITH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ITH_AUDITORYBENCH_UPSTREAM", f"file://{tmp_path}/no-upstream/{{commit}}/{{path}}")
+    return Path(home_dir())
+
+
+def test_fetch_from_a_copy_keeps_only_verified_files_then_locate_reads_the_home(no_network, tmp_path, bench_dir):
+    copy = _pinned_copy(bench_dir, tmp_path / "copy")
+    modified = copy / "sound_pitch_comparison" / "dev.csv"
+    original = modified.read_bytes()
+    modified.write_bytes(original.replace(b"higher", b"HIGHER", 1))
+    with pytest.raises(DataError, match=r"sound_pitch_comparison/dev.csv: copied from .* failed verification: "
+                                        r"sha256 expected .*not kept"):
+        fetch(str(copy))
+    status = folder_status(str(no_network))
+    assert status.pop("pitch/dev") == "missing" and set(status.values()) == {"verified"}
+
+    modified.write_bytes(original)
+    result = fetch(str(copy))
+    assert result["home"] == str(no_network)
+    assert sorted(e["status"] for e in result["files"]) == ["copied"] + ["verified"] * 7
+    assert set(folder_status(str(no_network)).values()) == {"verified"}
+    # Every entry point's lookup finds the home before the (unreachable) network.
+    assert locate() == str(no_network)
+    assert {p["verified_by"] for p in ingest(locate()).provenance} == {"sha256"}
+
+
+def test_without_any_copy_the_download_error_says_how_to_fill_the_home(no_network):
+    with pytest.raises(DataError) as info:
+        locate()
+    message = str(info.value)
+    assert message.startswith("8 of 8 pinned AuditoryBench files could not be fetched:")
+    assert "`ith data fetch --from DIR`" in message and not no_network.exists()
+
+
+def test_content_id_names_what_the_files_are_not_where(no_network, tmp_path, bench_dir, monkeypatch):
+    assert content_id() == "pinned"  # the home or a verified download hold only the pinned files
+    copy = _pinned_copy(bench_dir, tmp_path / "copy")
+    assert content_id(str(bench_dir)) == content_id(str(copy)) == "pinned"
+    changed = copy / "sound_pitch_comparison" / "wiki.csv"
+    changed.write_bytes(changed.read_bytes() + b"\n")
+    modified = content_id(str(copy))
+    assert modified.startswith("sha256:") and content_id(str(copy), tasks=("animal",)) == "pinned"
+    monkeypatch.setenv("ITH_AUDITORYBENCH_DIR", str(copy))
+    assert content_id() == modified
+    changed.unlink()  # a missing file is another difference, for ingestion to name
+    assert content_id(str(copy)) not in ("pinned", modified)

@@ -156,3 +156,23 @@ def test_broken_files_fail_once_naming_each_without_retries_or_tracebacks(broken
     assert "not found" in named[0] and "data row 1 has 5 fields" in named[1]
     assert "missing column 'span2'" in named[2] and "empty file" in named[3]
     assert "Finished in state Failed" not in err  # the error is printed once, by `ith`
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir()), "a run folder was left"
+
+
+@pytest.mark.slow
+def test_no_benchmark_anywhere_fails_once_saying_how_to_fill_the_home_and_leaves_no_run_folder(tmp_path):
+    """The first deployment run's story: no copy, no home, no network. One error naming the fix, no retries,
+    no run folder holding only config.json."""
+    env = {key: value for key, value in os.environ.items() if key != "ITH_AUDITORYBENCH_DIR"}
+    env.update({"ITH_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
+                "ITH_AUDITORYBENCH_UPSTREAM": f"file://{tmp_path}/no-upstream/{{commit}}/{{path}}",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--run-root", str(tmp_path / "runs")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    err = done.stderr
+    assert "Traceback" not in err and "Retrying" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("ith")] == [
+        "ith: 8 of 8 pinned AuditoryBench files could not be fetched:"]
+    assert err.count("`ith data fetch --from DIR`") == 8
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir()), "a run folder was left"

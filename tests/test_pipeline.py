@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,55 @@ def test_doctor_reports_models_devices_and_data(cli_env, tmp_path):
     assert "profile paper" in text and "bert-base-uncased" in text and "MISSING" in text
     assert "looked in" in text
     assert "torch" in text and "no CUDA device" in text
-    assert "files present: 8 of 8" in text
+    assert "($ITH_AUDITORYBENCH_DIR)" in text
+    assert "files present: 8 of 8; verified by sha256 (the pinned files): 8" in text
+    assert f"verified home {tmp_path / 'empty-home'}/data/auditorybench: 0 of 8 files" in text
+
+
+def _pinned_copy(bench_dir: Path, root: Path) -> Path:
+    from ith_core.auditorybench import PINNED_FILES
+
+    for f in PINNED_FILES:
+        (root / f.local_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bench_dir / f.local_path, root / f.local_path)
+    return root
+
+
+def test_data_fetch_fills_the_home_and_doctor_says_it_is_verified(tmp_path, bench_dir, monkeypatch, capsys):
+    monkeypatch.delenv("ITH_AUDITORYBENCH_DIR", raising=False)
+    monkeypatch.setenv("ITH_HOME", str(tmp_path / "home"))
+    assert main(["data", "fetch", "--from", str(bench_dir)]) == 0
+    assert f"8 files verified by sha256: 8 copied from {bench_dir}" in capsys.readouterr().out
+    assert main(["data", "fetch", "--from", str(bench_dir)]) == 0
+    assert "8 files verified by sha256: 8 already there" in capsys.readouterr().out
+    assert main(["doctor", "--profile", "tiny"]) == 0
+    text = capsys.readouterr().out
+    assert f"AuditoryBench: {tmp_path}/home/data/auditorybench (the verified home)" in text
+    assert "verified by sha256 (the pinned files): 8" in text
+
+
+def test_the_same_verified_files_from_another_place_keep_the_run_id(tmp_path, bench_dir, monkeypatch, capsys):
+    from ith_core import stages
+
+    monkeypatch.delenv("ITH_AUDITORYBENCH_DIR", raising=False)
+    default = build_config()  # the verified home (or a verified download into it)
+    copy = _pinned_copy(bench_dir, tmp_path / "elsewhere")
+    shared, moved = build_config(data_dir=str(bench_dir)), build_config(data_dir=str(copy))
+    assert default.effective_run_id == shared.effective_run_id == moved.effective_run_id
+    assert default.data.content == shared.data.content == moved.data.content == "pinned"
+    # The location stays in the settings, for the ingestion to read (its provenance records it).
+    assert moved.data.data_dir == str(copy) and stages._ingest_key(shared) == stages._ingest_key(moved)
+    monkeypatch.setenv("ITH_AUDITORYBENCH_DIR", str(copy))
+    assert build_config().effective_run_id == default.effective_run_id
+    assert main(["config", "--data-dir", str(copy)]) == 0
+    assert capsys.readouterr().out.startswith(f"run id {default.effective_run_id} ")
+
+    # Other bytes are another run, wherever they are.
+    changed = copy / "animal_sound_recognition" / "dev.csv"
+    changed.write_bytes(changed.read_bytes().replace(b"dog", b"cat", 1))
+    other = build_config(data_dir=str(copy))
+    assert other.data.content.startswith("sha256:") and other.effective_run_id != default.effective_run_id
+    assert stages._ingest_key(other) != stages._ingest_key(moved)
 
 
 def test_every_subcommand_has_help():

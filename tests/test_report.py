@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import posixpath
 import re
@@ -22,13 +23,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.report_fixtures import (HOSTILE_PREDICTION, HOSTILE_SENTENCE, HOSTILE_SPAN,  # noqa: E402
-                                     build_hostile_run, build_tiny_run)
+                                     build_coincident_run, build_hostile_run, build_tiny_run, tiny_run_config)
 
+from helpers.browser import artifact_dir, browser  # noqa: E402
 from ith_core.report import write_report  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 TABLES = ["table-run", "table-stages", "table-accuracy", "table-accuracy-seeds", "table-span-metrics",
           "table-span-counts", "table-imagine", "table-acceptance", "table-clap-quantiles", "table-training",
           "table-compute"]
@@ -76,11 +76,12 @@ def index(html_path: str) -> PageIndex:
 def tiny_run(tmp_path_factory, tiny_models, bench_dir):
     root = str(tmp_path_factory.mktemp("report_runs"))
     started = time.perf_counter()
-    reports = build_tiny_run(root, "tiny-report", {k: str(v) for k, v in tiny_models.items()}, bench_dir)
+    model_paths = {k: str(v) for k, v in tiny_models.items()}
+    reports = build_tiny_run(root, "tiny-report", model_paths, bench_dir)
     built = time.perf_counter()
     paths = write_report(root, "tiny-report")
     print(f"\nreport test run: stages {built - started:.1f} s, report {time.perf_counter() - built:.1f} s")
-    return {"root": root, "reports": reports, "paths": paths}
+    return {"root": root, "reports": reports, "paths": paths, "model_paths": model_paths, "bench_dir": bench_dir}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,21 @@ def hostile_run(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("report_hostile"))
     build_hostile_run(root, "hostile")
     return {"root": root, "paths": write_report(root, "hostile")}
+
+
+@pytest.fixture(scope="module")
+def coincident_run(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("report_coincident"))
+    build_coincident_run(root, "coincident")
+    return {"root": root, "paths": write_report(root, "coincident")}
+
+
+def table_rows(page: str, table_id: str) -> list[list[str]]:
+    """The cells (markup stripped) of each row of the table in `<div id=table_id>`, header row first."""
+    block = page[page.index(f'<div id="{table_id}">'):]
+    block = block[:block.index("</table>")]
+    return [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", block)]
 
 
 def test_report_has_every_table_chart_and_playable_audio(tiny_run):
@@ -167,30 +183,126 @@ def test_report_of_bare_and_remote_runs(tmp_path):
     assert paths["html"].startswith("memory://") and "play only from a local copy" in text
 
 
+def test_the_profile_comes_first_in_the_report_and_its_artifact(tiny_run):
+    from ith_core.report import profile_statement
+
+    page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
+    statement = profile_statement("tiny", "auditorybench")
+    assert "random weights" in statement and "nothing about the method" in statement
+    assert page.index('<p class="profile" id="profile-statement">' + statement) < page.index("<section")
+    md = Path(tiny_run["paths"]["markdown"]).read_text(encoding="utf-8").splitlines()
+    assert md[2] == f"**{statement}**"  # right under the title
+    headline = tiny_run["paths"]["headline"]
+    assert headline.startswith(f"**{statement}**")
+    for row in ("| span detector, dev span F1 |", "| animal: span occurrences with audio at threshold 0.19 |",
+                "| accuracy % animal dev | ITH ", "| accuracy % pitch test | ITH "):
+        assert row in headline, row
+    assert "measure the method" in profile_statement("paper", "auditorybench")
+    assert "audio path carries information" in profile_statement("tiny", "synthetic")
+
+
+def test_case_studies_show_each_kind_and_say_how_they_were_chosen(tiny_run):
+    import pyarrow.parquet as pq
+
+    from ith_core.report import CASE_KINDS, _cases, load_run
+
+    # The kinds the run has, from its predictions (seed 42): ITH right/text-only wrong, the reverse, ...
+    rows = pq.read_table(Path(tiny_run["root"]) / "tiny-report" / "fusion" / "predictions.parquet").to_pylist()
+    correct = {(r["example_id"], r["model"]): r["correct"] for r in rows if r["seed"] == 42}
+    expected: dict[str, dict[str, int]] = {}
+    for example_id in {e for e, _ in correct}:
+        ith, text = correct[(example_id, "ith")], correct[(example_id, "bert-text")]
+        kind = {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
+            (ith, text), "both_wrong")
+        counts = expected.setdefault(example_id.split("/")[0], {})
+        counts[kind] = counts.get(kind, 0) + 1
+
+    cases, strata = _cases(load_run(tiny_run["root"], "tiny-report"), 4)
+    for task, kinds in expected.items():
+        available = [k for k, _ in CASE_KINDS if k in kinds]
+        assert {k: v["examples"] for k, v in strata["per_task"][task].items()} == kinds
+        shown = [c["kind"] for c in cases if c["task"] == task]
+        # One of each kind the run has, in a fixed order (wins and losses side by side), then again.
+        assert shown[:len(available)] == available[:4]
+        assert len(shown) == min(4, sum(kinds.values()))
+    assert sum(len(k) for k in expected.values()) >= 4, "the made-up predictions should give several kinds"
+    page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
+    assert "How they are chosen: per task, one example of each kind in turn" in page
+    for task, kinds in strata["per_task"].items():
+        assert f"{task}: " + "; ".join(f"{dict(CASE_KINDS)[k]}: {v['shown']} shown of {v['examples']}"
+                                        for k, v in kinds.items()) in page
+
+
+def test_imagine_tables_show_the_threshold_used_and_ordered_quantiles(tiny_run):
+    page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
+    report = tiny_run["reports"]["imagine"]
+    used = table_rows(page, "table-threshold-used")
+    assert used[0] == ["task", "threshold used", "accepted", "occurrences", "rate %"]
+    assert [r[:4] for r in used[1:]] == [[u["task"], "0.19", str(u["accepted"]), str(u["occurrences"])]
+                                         for u in report["acceptance_at_threshold"]]
+    assert sum(u["accepted"] for u in report["acceptance_at_threshold"]) == report["accepted"]
+    order = ["q00", "q10", "q25", "q50", "q75", "q90", "q100"]
+    assert table_rows(page, "table-clap-quantiles")[0] == order
+    # The run's summary.json has the quantiles in JSON's sorted order (q100 before q25): the report sorts them.
+    assert list(json.loads((Path(tiny_run["root"]) / "tiny-report" / "summary.json").read_text())
+                ["stages"]["imagine"]["clap_score_quantiles"]) != order
+    assert "| " + " | ".join(order) + " |" in Path(tiny_run["paths"]["markdown"]).read_text(encoding="utf-8")
+
+
+def test_imagine_artifact_after_a_rerun(tiny_run):
+    """A rerun reuses the plan: 0 prompts were in the store when it was made, all are now; every shard is
+    skipped; the thresholds used and the quantiles in order."""
+    from ith_core import imagine_stage
+
+    cfg = tiny_run_config(tiny_run["root"], "tiny-report", tiny_run["bench_dir"])
+    plan = imagine_stage.plan_stage(cfg, tiny_run["model_paths"])
+    assert plan["reused"] and plan["already_in_store"] == 0 and plan["in_store_now"] == plan["unique_prompts"]
+    results = [imagine_stage.run_shard(cfg, tiny_run["model_paths"], name, "cpu") for name in plan["shards"]]
+    status = {"shards": results, "counts": {"skipped": len(results)}}
+    report = imagine_stage.collect_stage(cfg)
+    assert report["cached"]
+    md = imagine_stage.summary_markdown(cfg, plan, status, report)
+    lines = md.splitlines()
+    assert lines[2].startswith("Profile tiny: every model has random weights")
+    assert (f"- prompts whose audio was already in the store: 0 when planned, {plan['unique_prompts']} at the "
+            "start of this flow run") in md
+    assert f"generated 0, skipped {len(results)} (their manifest existed), failed 0" in md
+    assert "| animal | 0.19 |" in md and "| pitch | 0.19 |" in md
+    assert "| q00 | q10 | q25 | q50 | q75 | q90 | q100 |" in md
+
+
+def test_stage_times_and_devices_agree_across_tables(tiny_run):
+    page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
+    stages = {r[0]: r for r in table_rows(page, "table-stages")[1:]}
+    compute = {r[0]: r for r in table_rows(page, "table-compute")[1:]}
+    seconds_total = tiny_run["reports"]["imagine"]["seconds_total"]
+    assert float(stages["imagine"][3]) == float(compute["imagine"][3]) == round(seconds_total, 2)
+    assert seconds_total > tiny_run["reports"]["imagine"]["seconds"]  # plan and shards included
+    assert {name: compute[name][2] for name in ("ingest", "span_detector", "spans", "imagine")} == {
+        "ingest": "–", "span_detector": "cpu", "spans": "cpu", "imagine": "cpu"}
+    assert not any(row[2] == "auto" for row in compute.values())
+
+
+def test_span_highlights_never_split_a_word():
+    from ith_core.report import _highlight
+
+    sentence = "The dog barked loudly at the cat."
+    inside = sentence.index("arked")
+    loud = sentence.index("loud")
+    assert _highlight(sentence, [{"char_start": inside, "char_end": inside + 3},
+                                 {"char_start": loud, "char_end": loud + 4}]) == (
+        "The dog <mark>barked</mark> <mark>loudly</mark> at the cat.")
+    # Two pieces of one word become one mark; a span on whole words is left as it is.
+    assert _highlight(sentence, [{"char_start": inside - 1, "char_end": inside + 2},
+                                 {"char_start": inside + 3, "char_end": inside + 5}]) == (
+        "The dog <mark>barked</mark> loudly at the cat.")
+    assert _highlight(sentence, [{"char_start": 4, "char_end": 7}]) == "The <mark>dog</mark> barked loudly at the cat."
+
+
 # -- the browser -----------------------------------------------------------------------------------
 
 def _browser(tmp_path):
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not found: the report's browser test needs Debian's chromium and "
-                    "chromium-driver; install them with `apt-get install -y chromium chromium-driver` "
-                    "(CI installs them)", pytrace=False)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("selenium is not installed: `pip install selenium` (it is in the project's test extra)",
-                    pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--mute-audio", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: selenium never looks a driver up or downloads one.
-    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    return browser(tmp_path)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -199,11 +311,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture()
-def served_root(tiny_run, hostile_run):
-    """Both run roots behind one loopback HTTP server (the page as a colleague would open it)."""
+def served_root(tiny_run, hostile_run, coincident_run):
+    """The run roots behind one loopback HTTP server (the page as a colleague would open it)."""
     site = Path(tiny_run["root"]).parent / "report_site"
     site.mkdir(exist_ok=True)
-    for name, run in (("tiny", tiny_run), ("hostile", hostile_run)):
+    for name, run in (("tiny", tiny_run), ("hostile", hostile_run), ("coincident", coincident_run)):
         link = site / name
         if not link.exists():
             link.symlink_to(run["root"], target_is_directory=True)
@@ -219,9 +331,7 @@ def served_root(tiny_run, hostile_run):
 
 
 def _artifact_dir(tmp_path) -> Path:
-    out = Path(os.environ.get("ITH_TEST_ARTIFACTS") or tmp_path) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifact_dir(tmp_path, "report")
 
 
 def _wait_for_audio(driver, timeout_s: float = 30.0) -> list[dict]:
@@ -262,6 +372,12 @@ def test_report_in_headless_chromium(tiny_run, served_root, tmp_path):
         errors = [e for e in logs if e["level"] in ("SEVERE", "ERROR")]
         assert not errors, f"console errors: {errors}"
 
+        # The profile statement is the first thing under the title, above every section.
+        first = driver.execute_script(
+            "const p = document.querySelector('header p'); return [p.id, p.getBoundingClientRect().bottom, "
+            "document.querySelector('section').getBoundingClientRect().top];")
+        assert first[0] == "profile-statement" and first[1] < first[2]
+
         driver.get(f"{served_root}/hostile/hostile/report/report.html")
         assert driver.title.startswith("Imagine to Hear: run hostile")  # the payload would set "pwned" / "1"
         assert driver.execute_script("return document.scripts.length + document.querySelectorAll('img').length") == 0
@@ -287,3 +403,48 @@ def test_report_opens_from_disk(tiny_run, tmp_path):
         assert not errors, f"console errors: {errors}"
     finally:
         driver.quit()
+
+
+# For every drawn series (`g[id^=series-]`) of a chart: whether some point of its line or markers is
+# the topmost element there, i.e. visible on the page, not hidden under another series.
+_VISIBLE_SERIES = """
+const out = {};
+for (const g of document.querySelectorAll(`#${arguments[0]} g[id^=series-]`)) {
+  let seen = false;
+  for (const part of g.querySelectorAll('path, use')) {
+    if (part.closest('defs')) continue;
+    part.scrollIntoView({block: 'center', inline: 'center'});
+    const r = part.getBoundingClientRect();
+    const nx = Math.max(3, Math.min(15, Math.ceil(r.width))), ny = Math.max(3, Math.min(60, Math.ceil(r.height)));
+    for (let i = 0; i <= nx && !seen; i++) {
+      for (let j = 0; j <= ny && !seen; j++) {
+        const hit = document.elementFromPoint(r.left + r.width * i / nx, r.top + r.height * j / ny);
+        seen = hit !== null && hit.closest('g[id]') === g;
+      }
+    }
+    if (seen) break;
+  }
+  out[g.id] = seen;
+}
+return out;
+"""
+
+
+def test_coinciding_chart_lines_stay_visible_in_chromium(coincident_run, served_root, tmp_path):
+    """Two tasks with the same acceptance at every threshold and the same run threshold, two training jobs
+    with the same history: every one of these series shows somewhere on the page."""
+    driver = _browser(tmp_path)
+    try:
+        driver.get(f"{served_root}/coincident/coincident/report/report.html")
+        acceptance = driver.execute_script(_VISIBLE_SERIES, "chart-acceptance")
+        training = driver.execute_script(_VISIBLE_SERIES, "chart-training")
+        assert set(acceptance) == {"series-acceptance-animal", "series-acceptance-pitch",
+                                   "series-acceptance-threshold-animal", "series-acceptance-threshold-pitch"}
+        assert {"series-loss-ith-animal-seed42", "series-loss-bert-text-animal-seed42", "series-dev-ith-animal-seed42",
+                "series-dev-bert-text-animal-seed42"} == set(training)
+        hidden = [name for name, seen in {**acceptance, **training}.items() if not seen]
+        assert not hidden, f"series hidden under another one: {hidden}"
+        driver.save_screenshot(str(_artifact_dir(tmp_path) / "report-coincident.png"))
+    finally:
+        driver.quit()
+    shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)

@@ -1,9 +1,12 @@
 """End to end through a real Prefect server and worker on loopback, as a user would run it.
 
-`ith serve` starts the server, pool, deployments and worker; `prefect deployment run
-ith/full-pipeline` runs the tiny pipeline; the Prefect client (tests/helpers/prefect_probe.py,
-in a subprocess pointed at the server) checks the flow run, its task runs and artifacts. Then:
-a rerun recomputes nothing, and a run with one broken generation shard, once retried with
+The benchmark is put in the worker's home with `ith data fetch`; `ith serve` starts the server,
+pool, deployments and worker; `prefect deployment run ith/full-pipeline` with no parameters runs
+the tiny pipeline; the Prefect client (tests/helpers/prefect_probe.py, in a subprocess pointed at
+the server) checks the flow runs (names, tags), task runs (names, graph edges, skipped shards)
+and artifacts. Headless Chromium saves the runs list, a flow run's graph and the deployment form
+as PNGs under $ITH_TEST_ARTIFACTS/prefect-ui (default: the test's tmp dir). Then: a rerun
+recomputes nothing, and a run with one broken generation shard, once retried with
 `prefect flow-run retry`, reruns exactly that shard.
 """
 
@@ -15,11 +18,13 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers.browser import PNG_SIGNATURE, artifact_dir, browser  # noqa: E402
 from helpers.summary_checks import assert_every_stage_cached  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +41,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
     state = tmp_path_factory.mktemp("serve")
+    runs = tmp_path_factory.mktemp("runs")
     port = _free_port()
     fault_file = state / "fault"
     env = dict(os.environ)
+    # As a user would: the benchmark in the home (`ith data fetch`), not named by the environment.
+    env.pop("ITH_AUDITORYBENCH_DIR", None)
     env.update({
         "ITH_SERVE_DIR": str(state),
         "ITH_HOME": str(ith_home),
-        "ITH_AUDITORYBENCH_DIR": str(bench_dir),
+        # The deployments' run_root default (prefect.yaml): this test's folder, not the checkout's runs/.
+        "ITH_RUNS_DIR": str(runs),
         "HF_HUB_OFFLINE": "1",
         # Test-only fault injection (tests/helpers/faults.py), installed in the worker's flow runs by
         # tests/helpers/fault_site/sitecustomize.py; the shards to break are read from this file at run time.
@@ -50,13 +59,16 @@ def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
         "PYTHONPATH": os.pathsep.join(p for p in [str(REPO / "tests" / "helpers" / "fault_site"),
                                                   os.environ.get("PYTHONPATH", "")] if p),
     })
+    fetched = subprocess.run([sys.executable, "-m", "flows.cli", "data", "fetch", "--from", str(bench_dir)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
     started = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--json"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert started.returncode == 0, started.stderr[-3000:] + started.stdout[-2000:]
         info = json.loads(started.stdout.strip().splitlines()[-1])
         client_env = {**env, "PREFECT_API_URL": info["api"], "PREFECT_HOME": str(state / "prefect")}
-        yield {"env": client_env, "info": info, "fault_file": fault_file, "runs": tmp_path_factory.mktemp("runs")}
+        yield {"env": client_env, "info": info, "fault_file": fault_file, "runs": runs}
     finally:
         stopped = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--stop", "--json"], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=120)
@@ -91,7 +103,6 @@ def _probe(server, flow_run_id: str, wait_s: float = 900) -> dict:
 
 def _params(server, seed: int) -> dict:
     return {
-        "run_root": str(server["runs"]),
         "sample_limit": 4,
         "splits": ["train", "dev"],
         "span": {"max_train_steps": 10},
@@ -106,21 +117,67 @@ def _summaries(server) -> dict[str, Path]:
     return by_id
 
 
-def test_deployment_runs_then_reruns_without_recomputing(server):
-    first = _probe(server, _run_deployment(server, _params(server, seed=42)))
-    assert first["state"] == "COMPLETED", first
-    names = {t["name"].rsplit("-", 1)[0] for t in first["task_runs"]}
-    for expected in ("ingest-auditorybench", "prepare-models", "train-span-detector", "detect-spans",
-                     "plan-imagine", "generate-candidates", "select-candidates", "write-summary"):
-        assert expected in names, (expected, sorted(names))
-    assert all(t["state"] == "COMPLETED" for t in first["task_runs"]), first["task_runs"]
-    keys = {a["key"] for a in first["artifacts"] if a["key"]}
-    for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
-        assert any(k.startswith(f"ith-{kind}-") for k in keys), (kind, sorted(keys))
+def _task_runs(probe: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in probe["task_runs"]}
 
+
+def _base_name(name: str) -> str:
+    """A task run's name without the random suffix Prefect gives default names (`detect-spans-a1b`)."""
+    return name if name.startswith(("generate ", "train ", "evaluate ")) else name.rsplit("-", 1)[0]
+
+
+def _one(task_runs: dict[str, dict], prefix: str) -> dict:
+    found = [t for name, t in task_runs.items() if name.startswith(prefix)]
+    assert found, (prefix, sorted(task_runs))
+    return found[0]
+
+
+def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
+    # No parameters: the deployment's defaults (tiny, auditorybench, run_root = $ITH_RUNS_DIR).
+    first = _probe(server, _run_deployment(server, {}))
+    assert first["state"] == "COMPLETED", first
     runs = _summaries(server)
     assert len(runs) == 1
-    run_dir = next(iter(runs.values()))
+    run_id, run_dir = next(iter(runs.items()))
+    assert run_id.startswith("tiny-")
+
+    # Flow runs named from the run id and tagged with run, profile and benchmark.
+    assert first["name"] == f"ith-{run_id}", first["name"]
+    names = {r["name"] for r in first["flow_runs"]}
+    assert {f"imagine-{run_id}", f"fusion-{run_id}"} <= names, names
+    for flow_run in first["flow_runs"]:
+        assert {f"run:{run_id}", "profile:tiny", "benchmark:auditorybench"} <= set(flow_run["tags"]), flow_run
+
+    # Task runs named by what they did: the shard, the system and seed.
+    task_runs = _task_runs(first)
+    for prefix in ("ingest-auditorybench", "prepare-models", "train-span-detector", "detect-spans", "plan-imagine",
+                   "generate part-", "select-candidates", "train ith seed 42", "evaluate ith seed 42",
+                   "train bert-text seed 42", "write-summary", "write-report"):
+        _one(task_runs, prefix)
+    assert all(t["state"] == "COMPLETED" for t in first["task_runs"]), first["task_runs"]
+    # The graph: each task is linked to the task runs it reads from, not to everything.
+    ids = {t["id"]: name for name, t in task_runs.items()}
+
+    def upstream_of(prefix: str) -> set[str]:
+        return {_base_name(ids[i]) for i in _one(task_runs, prefix)["upstream"] if i in ids}
+
+    assert "train-span-detector" in upstream_of("detect-spans"), upstream_of("detect-spans")
+    assert "ingest-auditorybench" in upstream_of("train-span-detector")
+    assert "plan-imagine" in upstream_of("generate part-")
+    assert "write-summary" in upstream_of("write-report")
+    assert "train ith seed 42" in upstream_of("evaluate ith seed 42")
+    assert "ingest-auditorybench" not in upstream_of("detect-spans")
+
+    # Progress and metrics from inside the tasks, in the run log.
+    logs = "\n".join(first["progress_logs"])
+    for line in (r"span detector epoch 1/\d+: mean loss", r"span detector: dev span F1 [\d.]+ untrained -> [\d.]+ trained",
+                 r"shards done: 1 of \d+", r"ith-animal-seed42 epoch 1/\d+: loss [\d.]+, dev accuracy"):
+        assert re.search(line, logs), (line, logs[-3000:])
+    artifacts = {a["key"]: a for a in first["artifacts"] if a["key"]}
+    for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
+        assert any(k.startswith(f"ith-{kind}-") for k in artifacts), (kind, sorted(artifacts))
+    assert artifacts[f"ith-report-{run_id}"]["type"] == "link"
+
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["imagine"]["candidates"] > 0
     assert (run_dir / "imagine" / "selection.parquet").is_file()
@@ -128,27 +185,74 @@ def test_deployment_runs_then_reruns_without_recomputing(server):
     assert manifests
     mtimes = {m.name: m.stat().st_mtime_ns for m in manifests}
 
-    train_logs = {p: p.stat().st_mtime_ns for p in run_dir.glob("fusion_train_*/train.log")}
-    assert len(train_logs) == 2 and summary["stages"]["fusion"]["ours_vs_paper"]
+    train_logs = {p: p.stat().st_mtime_ns for p in run_dir.glob("fusion_train/*/train.log")}
+    assert {p.parent.name for p in train_logs} >= {"ith-seed42", "bert-text-seed42"}
+    assert summary["stages"]["fusion"]["ours_vs_paper"]
 
-    second = _probe(server, _run_deployment(server, _params(server, seed=42)))
+    second = _probe(server, _run_deployment(server, {}))
     assert second["state"] == "COMPLETED", second
+    assert second["name"] == f"ith-{run_id}"
     again = json.loads((run_dir / "summary.json").read_text())
-    # Every stage is reused, fusion (features, both trainings, evaluation) included.
+    # Every stage is reused, fusion (inputs, every training, evaluation) included.
     assert_every_stage_cached(again)
     assert set(_shard_status(run_dir).values()) == {"skipped"}
     assert {m.name: m.stat().st_mtime_ns for m in manifests} == mtimes
     assert {p: p.stat().st_mtime_ns for p in train_logs} == train_logs  # no training was launched
+    # A shard skipped because its manifest exists shows as skipped in the UI, not as a plain Completed.
+    shards = [t for t in second["task_runs"] if t["name"].startswith("generate part-")]
+    assert len(shards) == len(manifests) and all(t["state_name"] == "Skipped" for t in shards), shards
+    assert all(t["state_name"] == "Completed" for t in first["task_runs"] if t["name"].startswith("generate part-"))
+
+    # The form's defaults: run_root as the folder it resolves to on the worker; every parameter described.
+    deployment = _prefect(server, "deployment", "inspect", "ith/full-pipeline")
+    assert f"'run_root': '{server['runs']}'" in deployment, deployment[:3000]
+    from flows.pipeline import ith_pipeline
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(ith_pipeline).model_dump()["properties"]
+    assert all(p.get("description") for p in schema.values()), [n for n, p in schema.items() if not p.get("description")]
+    _screenshots(server, first, tmp_path)
 
     # The report deployment for the existing run: evaluation is already done, the report is rewritten.
     report_html = run_dir / "report" / "report.html"
     report_html.unlink()
-    out = _prefect(server, "deployment", "run", "ith-report/for-run", "--param", f"run_id={run_dir.name}",
-                   "--param", f"run_root={server['runs']}")
+    out = _prefect(server, "deployment", "run", "ith-report/for-run", "--param", f"run_id={run_id}")
     report_run = _probe(server, re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1))
     assert report_run["state"] == "COMPLETED", report_run
+    assert report_run["name"] == f"report-{run_id}"
     assert any(a["key"] and a["key"].startswith("ith-report-") for a in report_run["artifacts"])
-    assert report_html.is_file() and "ITH vs text-only" in report_html.read_text()
+    text = report_html.read_text()
+    assert "Accuracy: every system of the table" in text and 'id="profile-statement"' in text
+
+
+def _screenshots(server, flow_run: dict, tmp_path) -> None:
+    """The runs list, the flow run's graph and the deployment's run form, as a user sees them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ui = server["info"]["ui"]
+    out = artifact_dir(tmp_path, "prefect-ui")
+    pages = {
+        "runs-list.png": (f"{ui}/runs", lambda d: flow_run["name"] in d.page_source),
+        "flow-run-graph.png": (f"{ui}/runs/flow-run/{flow_run['id']}",
+                               lambda d: d.find_elements(By.TAG_NAME, "canvas")),
+        "deployment-form.png": (f"{ui}/deployments/deployment/{flow_run['deployment_id']}/run",
+                                lambda d: "run_root" in d.page_source or "Run Root" in d.page_source),
+    }
+    driver = browser(tmp_path, window="1600,1200")
+    try:
+        for name, (url, ready) in pages.items():
+            driver.get(url)
+            WebDriverWait(driver, 90, poll_frequency=1).until(ready)
+            time.sleep(3)  # let the graph finish laying out
+            shot = out / name
+            assert driver.save_screenshot(str(shot)), name
+            print(f"\nPrefect UI screenshot: {shot}")
+    finally:
+        driver.quit()
+    for name in pages:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, (name, len(data))
 
 
 def test_broken_shard_is_the_only_one_a_retry_reruns(server):

@@ -15,7 +15,11 @@ import time
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
+                                            LogFilter, LogFilterFlowRunId)
+
+# Run-log lines worth returning: progress and metrics logged from inside tasks.
+PROGRESS_WORDS = ("epoch", "span F1", "shards done", "step ")
 
 
 async def probe(flow_run_id: UUID) -> dict:
@@ -35,17 +39,33 @@ async def probe(flow_run_id: UUID) -> dict:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
         names = {r.id: r.flow_id for r in runs}
+        logs, offset = [], 0
+        while True:  # the API pages logs 200 at a time
+            page = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)),
+                                          limit=200, offset=offset)
+            logs += [entry.message for entry in page if any(w in entry.message for w in PROGRESS_WORDS)]
+            offset += len(page)
+            if len(page) < 200:
+                break
         return {
             "id": str(root.id),
             "state": root.state.type.value if root.state else None,
             "run_count": root.run_count,
-            "flow_runs": [{"id": str(r.id), "name": r.name, "state": r.state.type.value if r.state else None}
-                          for r in runs],
-            "task_runs": [{"name": t.name, "task_key": t.task_key, "state": t.state.type.value if t.state else None,
-                           "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id)}
+            "name": root.name,
+            "tags": sorted(root.tags or []),
+            "deployment_id": str(root.deployment_id) if root.deployment_id else None,
+            "flow_runs": [{"id": str(r.id), "name": r.name, "tags": sorted(r.tags or []),
+                           "state": r.state.type.value if r.state else None} for r in runs],
+            "task_runs": [{"id": str(t.id), "name": t.name, "task_key": t.task_key,
+                           "state": t.state.type.value if t.state else None,
+                           "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id),
+                           # The task runs whose results this one was given: the edges of the UI graph.
+                           "upstream": sorted({str(i.id) for inputs in (t.task_inputs or {}).values()
+                                               for i in inputs if getattr(i, "input_type", None) == "task_run"})}
                           for t in task_runs],
             "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id)} for a in artifacts],
             "flows": len(set(names.values())),
+            "progress_logs": logs,
         }
 
 

@@ -75,12 +75,14 @@ def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
                                     "model": system, "seed": seed, "prediction": prediction, "gold": ex["answer"],
                                     "correct": correct, "mc_prediction": None, "mc_correct": None,
                                     "spans_used": spans, "audio_ids": ids})
-    # One prediction is an injection: predictions are decoded LM output, i.e. data.
-    # On the text-only side of an example where ITH is right and text-only wrong: the report shows those first.
+    # Some predictions are an injection: predictions are decoded LM output, i.e. data. Every text-only
+    # prediction of an example where ITH is right and text-only wrong: the case studies show one of each task.
     by_key = {(p["example_id"], p["model"], p["seed"]): p for p in predictions}
-    shown = next(p for p in predictions if p["model"] == "bert-text" and not p["correct"]
-                 and by_key[(p["example_id"], "ith", p["seed"])]["correct"])
-    shown["prediction"] = HOSTILE_PREDICTION
+    hostile = [p for p in predictions if p["model"] == "bert-text" and not p["correct"]
+               and by_key[(p["example_id"], "ith", p["seed"])]["correct"]]
+    assert hostile, "the made-up predictions have no example where ITH is right and text-only wrong"
+    for prediction in hostile:
+        prediction["prediction"] = HOSTILE_PREDICTION
     table = accuracy_table(predictions, n_boot=200)
     layout.write_table(pa.Table.from_pylist(predictions), "fusion", "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), "fusion", "results.parquet")
@@ -165,4 +167,29 @@ def build_hostile_run(root: str, run_id: str) -> RunLayout:
     layout.write_table(pa.Table.from_pylist([{"task": "animal", "threshold": t, "occurrences": 1,
                                               "accepted": int(t <= 0.4), "rate": float(t <= 0.4)}
                                              for t in (0.0, 0.2, 0.4, 0.6, 0.8)]), "imagine", "acceptance.parquet")
+    return layout
+
+
+def build_coincident_run(root: str, run_id: str) -> RunLayout:
+    """The hostile run with series that coincide: both tasks' acceptance per threshold and their run
+    thresholds are equal, and two training jobs have the same history."""
+    layout = build_hostile_run(root, run_id)
+    layout.write_table(pa.Table.from_pylist([{"task": task, "threshold": t, "occurrences": 4, "accepted": a,
+                                              "undetermined": 0, "rate": a / 4}
+                                             for task in ("animal", "pitch")
+                                             for t, a in zip((0.0, 0.2, 0.4, 0.6, 0.8), (4, 3, 2, 1, 0))]),
+                       "imagine", "acceptance.parquet")
+    history = [{"epoch": e, "dev_accuracy": 40.0 + 5 * e, "loss": 1.0 / (e + 1)} for e in range(4)]
+    from ith_core import fusion_stage
+
+    for system in ("ith", "bert-text"):
+        job = {"job": f"{system}-animal-seed42", "task": "animal", "model": system, "seed": 42, "steps": 8,
+               "best_dev": 55.0, "best_epoch": 3, "seconds": 1.0, "world_size": 1, "history": history}
+        layout.write_json({"key": "fabricated", "report": {"system": system, "seed": 42, "jobs": [job], "seconds": 1.0}},
+                          fusion_stage.train_stage_name(system, 42), "_DONE.json")
+    layout.write_json({"profile": "tiny", "benchmark": "auditorybench", "device": "auto",
+                       "imagine": {"thresholds": {"animal": 0.4, "pitch": 0.4}}}, "config.json")
+    layout.write_json({"run_id": run_id, "profile": "tiny", "stages": {
+        "imagine": {"thresholds": {"animal": 0.4, "pitch": 0.4}, "accepted": 1, "rejected": 0,
+                    "occurrences": 1, "unique_prompts": 1, "seconds": 0.5}}}, "summary.json")
     return layout

@@ -10,6 +10,8 @@ def assert_every_stage_cached(summary: dict) -> None:
         assert stages[stage]["cached"] is True, stage
     fusion = stages["fusion"]
     assert "skipped" not in fusion, fusion
-    assert fusion["features"]["cached"] is True
-    assert {v: t["cached"] for v, t in fusion["train"].items()} == {"ith": True, "text": True}
-    assert fusion["evaluate"]["cached"] is True
+    assert fusion["prepared"] and all(p["cached"] is True for p in fusion["prepared"].values()), fusion["prepared"]
+    trained = {(t["system"], t["seed"]): t["cached"] for t in fusion["train"]}
+    assert {"ith", "bert-text"} <= {system for system, _ in trained}, trained
+    assert all(trained.values()), trained
+    assert fusion["evaluate"] and all(e["cached"] is True for e in fusion["evaluate"]), fusion["evaluate"]

@@ -31,6 +31,9 @@ def _quiet_defaults() -> None:
     # Telemetry off, and Hugging Face never waits minutes on an unreachable hub unless the user
     # says it is reachable (ITH_ONLINE=1).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary local server 20 s to start; a busy 2-core machine (CI, or a
+    # laptop training in another window) can need more, and the run then fails before any work.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if os.environ.get("ITH_ONLINE") != "1":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,6 +126,20 @@ def _sample(text: str) -> int | str | None:
     return value
 
 
+def _seeds(text: str) -> int | list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count or a comma-separated list of integers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError("--seeds takes a count or a comma-separated list of integers, got nothing")
+    if "," not in text:
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError(f"--seeds N must be >= 1, got {values[0]}")
+        return values[0]
+    return values
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -149,6 +166,12 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     add("--model-dir", default=None, help="where models are built or looked for (default: $ITH_HOME/models, "
                                           "ITH_HOME defaulting to ~/.cache/ith)")
     add("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    add("--systems", type=_csv, default=None, metavar="LIST",
+        help="the table's systems, comma-separated: bert, roberta (each zero-shot and fine-tuned text-only), "
+             "audiobert (retrieval; needs a clip pool), ith (default: the profile's; `ith config` shows it)")
+    add("--seeds", type=_seeds, default=None, metavar="N|LIST",
+        help="training seeds: N for 42, 43, ... (N of them) or a comma-separated list (default: fusion.seeds, 42); "
+             "adding seeds or systems to a finished run trains only the new ones")
     add("--set", dest="settings", action="append", default=[], metavar="SECTION.NAME=VALUE",
         help="override a setting of section span, imagine, fusion or synthetic, e.g. --set span.epochs=3 or "
              "--set imagine.thresholds.animal=0.4 (repeatable; values are JSON; `ith config` lists every setting)")
@@ -213,18 +236,23 @@ def _print_summary(result: dict) -> None:
     print(f"  {'spans':<15} {str(spans['cached']).lower():<7} {spans['seconds']:>8.1f}  "
           f"{spans['spans']} spans in {spans['examples']} examples")
     imagine = stages["imagine"]
-    print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} {imagine.get('seconds_total', imagine['seconds']):>8.1f}  "
-          f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
-          f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
-          f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")
+    if "skipped" in imagine:
+        print(f"  {'imagine':<15} skipped: {imagine['skipped']}")
+    else:
+        print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} "
+              f"{imagine.get('seconds_total', imagine['seconds']):>8.1f}  "
+              f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
+              f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
+              f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")
     fusion = stages["fusion"]
     if "skipped" in fusion:
         print(f"  {'fusion':<15} skipped: {fusion['skipped']}")
     else:
-        print(f"  {'fusion':<15} {'':<7} {fusion['seconds']:>8.1f}  accuracy, ours vs paper "
-              "(intervals in fusion/results.parquet):")
-        for row in fusion["ours_vs_paper"] or []:
-            print("      " + _accuracy_line(row))
+        trained = [r for r in fusion.get("train") or [] if not r.get("cached")]
+        print(f"  {'fusion':<15} {'':<7} {fusion['seconds']:>8.1f}  {len(trained)} (system, seed) trained now, "
+              f"{len(fusion.get('train') or []) - len(trained)} reused; seconds by system "
+              f"{fusion.get('seconds_by_system')}")
+        print(_systems_table(fusion))
         if fusion.get("unscored_rows"):
             print(f"      {fusion['unscored_rows']} rows could not be scored: " + ", ".join(
                 f"{name} {a['unscored']}" for name, a in sorted((fusion.get("scoring") or {}).items()) if a["unscored"]))
@@ -237,16 +265,38 @@ def _print_summary(result: dict) -> None:
               "its runs there, with their artifacts.")
 
 
-def _accuracy_line(row: dict) -> str:
-    paper = f"paper {row['paper']:.2f} ({row['paper_model']})" if row.get("paper") is not None else ""
-    return (f"{row['model']:<5} {row['task']:<6} {row['split']:<5} {row['metric']:<13} {row['mean']:6.2f} % "
-            f"(sd {row['std']:.2f} over {row['seeds']} seed{'s' if row['seeds'] != 1 else ''})  {paper}")
+def _systems_table(fusion: dict) -> str:
+    """Accuracy (%) per system and task/split: mean (± sd over seeds), the published number in brackets."""
+    rows = {(r["model"], r["task"], r["split"]): r for r in fusion.get("over_seeds") or []
+            if r["metric"] in ("exact_match", "accuracy")}
+    paper = {(r["model"], r["task"], r["split"]): r.get("paper") for r in fusion.get("ours_vs_paper") or []
+             if r["metric"] in ("exact_match", "accuracy")}
+    columns = sorted({(t, s) for _, t, s in rows}, key=lambda ts: (ts[0], ("dev", "test", "wiki").index(ts[1])
+                                                                   if ts[1] in ("dev", "test", "wiki") else 9))
+    names = [s["name"] for s in fusion.get("systems") or []] or sorted({m for m, _, _ in rows})
+    width = max([len(n) for n in names] + [6])
+    lines = ["      " + f"{'system':<{width}}  " + "  ".join(f"{f'{t} {s}':>18}" for t, s in columns)]
+    for name in names:
+        cells = []
+        for t, s in columns:
+            r = rows.get((name, t, s))
+            if r is None:
+                cells.append(f"{'-':>18}")
+                continue
+            text = f"{r['mean']:.1f}" + (f"±{r['std']:.1f}" if r["seeds"] > 1 else "")
+            if paper.get((name, t, s)) is not None:
+                text += f" ({paper[(name, t, s)]:.1f})"
+            cells.append(f"{text:>18}")
+        lines.append("      " + f"{name:<{width}}  " + "  ".join(cells))
+    lines.append(f"      accuracy %, mean (± sd over seeds); (published); intervals: {fusion['outputs']['results.json']}"
+                 if (fusion.get("outputs") or {}).get("results.json") else "      accuracy %, mean (± sd over seeds)")
+    return "\n".join(lines)
 
 
 def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     """`ith run`/`ith config` options -> the flow's parameters (checked for shape, not yet validated)."""
     settings = _settings(args.settings)
-    sections = ("span", "imagine", "fusion", "synthetic")
+    sections = ("span", "imagine", "fusion", "synthetic", "audiobert")
     unknown = sorted(set(settings) - set(sections))
     if unknown:
         hint = (" (data settings have their own options: --data-dir, --tasks, --splits, --sample)"
@@ -255,7 +305,7 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
                           f"{', '.join(sections)}{hint}")
     return dict(profile=args.profile, benchmark=args.benchmark, run_root=args.run_root, run_id=args.run_id,
                 data_dir=args.data_dir, tasks=args.tasks, splits=args.splits, sample_limit=args.sample,
-                model_dir=args.model_dir, device=args.device, **settings)
+                model_dir=args.model_dir, device=args.device, systems=args.systems, seeds=args.seeds, **settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,16 +1,19 @@
-"""The `ith-fusion` flow: stages 4-5, audio features -> ITH and text-only LMs -> evaluation.
+"""The `ith-fusion` flow: stages 4-5 for every system of the table, one (system, seed) at a time.
 
-    encode-audio -> train-fusion-lm (ith) -> train-fusion-lm (text) -> evaluate-fusion -> artifacts
+    prepare-examples -> encode-audio (ITH)  /  retrieve + encode (AudioBERT)
+                     -> train <system> seed <s>  (one task per trained system and seed)
+                     -> evaluate <system> seed <s>  (zero-shot systems: one evaluation)
+                     -> summarise-results -> artifacts
 
-`run_fusion(config, model_paths)` runs it alone or as a subflow of `ith`. The two variants train
-one after the other: each `accelerate launch` already uses every process it is given. A retried
-task resumes from the run folder (finished feature shards, the last saved epoch of a job).
-Artifacts: `ith-fusion-<run id>` (accuracy, ours vs text-only vs paper, with intervals) and
-`ith-fusion-curves-<run id>` (dev accuracy per epoch).
+`run_fusion(config, model_paths)` runs it alone or as a subflow of `ith`. Trainings run one
+after another: each `accelerate launch` already uses every process it is given. Every step has
+its own stage marker, so a failed seed reruns alone, a retried task resumes from its saved
+state, and adding a system or a seed to a finished run trains and scores only what is new.
+Artifacts: `ith-fusion-<run id>` (the table: systems x task x split, mean ± sd over seeds with
+intervals, published numbers, paired comparisons) and `ith-fusion-curves-<run id>`.
 """
 
 from __future__ import annotations
-
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -22,25 +25,46 @@ from tasks import fusion as t
 
 
 @flow(name="ith-fusion", log_prints=True)
-def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
-    """Encodes the selected audio, trains ITH and the text-only baseline, scores both."""
+def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None = None) -> dict:
+    """Prepares each system's inputs, trains every (system, seed), scores them, and writes the table."""
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
     reason = fusion_stage.skip_reason(cfg)
     if reason:
         logger.warning("fusion skipped: %s", reason)
         return {"skipped": reason}
-    features = t.encode_audio(config, model_paths)
-    train = {variant: t.train_fusion_lm(config, model_paths, variant) for variant in fusion_stage.VARIANTS}
-    results = t.evaluate(config, model_paths)
+    systems = fusion_stage.run_systems(cfg)
+    prepared = {"examples": t.prepare_examples(config, upstream)}
+    inputs = {None: prepared["examples"]}
+    if any(s.audio == "imagined" for s in systems):
+        prepared["features"] = inputs["imagined"] = t.encode_audio(config, model_paths, prepared["examples"])
+    if any(s.audio == "retrieved" for s in systems):
+        from tasks import audiobert as audiobert_tasks
+
+        retrieval = audiobert_tasks.retrieve_clips(config, model_paths, prepared["examples"])
+        prepared["audiobert_retrieval"] = retrieval
+        prepared["audiobert_features"] = inputs["retrieved"] = audiobert_tasks.encode_clips(config, model_paths,
+                                                                                            retrieval)
+    train_reports, eval_reports = [], []
+    for system in systems:
+        for seed in fusion_stage.seeds_of(cfg, system):
+            trained = None
+            if system.trained:
+                trained = t.train_system(config, model_paths, system.name, seed, inputs[system.audio])
+                train_reports.append(trained)
+            eval_reports.append(t.evaluate_system(config, model_paths, system.name, seed,
+                                                  trained or inputs[system.audio]))
+    results = t.summarise_results(config, eval_reports)
     run_id = cfg.effective_run_id
-    create_markdown_artifact(fusion_stage.results_markdown(run_id, results), key=artifact_key("fusion", run_id),
-                             description=f"ith-fusion accuracy of run {run_id}: ours vs text-only vs paper")
-    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train), key=artifact_key("fusion-curves", run_id),
-                             description=f"ith-fusion dev accuracy per epoch of run {run_id}")
-    return fusion_stage.fusion_summary(train, results, features)
+    create_markdown_artifact(fusion_stage.results_markdown(run_id, results, cfg.profile),
+                             key=artifact_key("fusion", run_id),
+                             description=f"accuracy of every system of run {run_id} (profile {cfg.profile})")
+    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train_reports),
+                             key=artifact_key("fusion-curves", run_id),
+                             description=f"dev accuracy per epoch of run {run_id}")
+    return fusion_stage.fusion_summary(prepared, train_reports, eval_reports, results)
 
 
-def run_fusion(config: dict, model_paths: dict[str, str]) -> dict:
+def run_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None = None) -> dict:
     """Runs `ith-fusion` (a subflow when called inside a flow); returns the summary.json section."""
-    return ith_fusion(config, model_paths)
+    return ith_fusion(config, model_paths, upstream)

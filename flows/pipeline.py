@@ -21,7 +21,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from ith_core import stages
-from ith_core.config import RunConfig, overrides_dict, overrides_model
+from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
+from ith_core.fusion_stage import needs_imagination
 from flows.artifacts import artifact_key
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
@@ -32,21 +33,28 @@ SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
+# `--seeds N` trains with the first N seeds of 42, 43, 44, ... (42: the method's seed).
+FIRST_SEED = 42
 
 
 def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
                  data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
                  sample_limit: int | str | None = None, model_dir: str | None = None, device: str = "auto",
                  span: Any = None, imagine: Any = None, fusion: Any = None, benchmark: str = "auditorybench",
-                 synthetic: Any = None) -> RunConfig:
+                 synthetic: Any = None, systems: list[str] | None = None, seeds: int | list[int] | None = None,
+                 audiobert: Any = None) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
     `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
-    `span`, `imagine`, `fusion`, `synthetic`: typed section overrides (or mappings); unset fields
-    keep the profile's (and benchmark's) default.
+    `span`, `imagine`, `fusion`, `synthetic`, `audiobert`: typed section overrides (or mappings);
+    unset fields keep the profile's (and benchmark's) default. `systems`: the table's systems
+    (None: the profile's). `seeds`: a list of training seeds, or N for the first N of 42, 43, ...
+    (None: fusion.seeds).
     """
     overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device,
                                  "benchmark": benchmark}
+    if systems:
+        overrides["systems"] = systems
     data: dict[str, Any] = {"data_dir": data_dir}
     if tasks:
         data["tasks"] = tasks
@@ -57,13 +65,22 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     elif sample_limit is not None:
         data["sample_limit"] = sample_limit
     overrides["data"] = data
-    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic))
+    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic,
+                                    audiobert=audiobert))
+    if seeds is not None:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ConfigError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}")
+            seeds = [FIRST_SEED + i for i in range(seeds)]
+        overrides.setdefault("fusion", {})["seeds"] = seeds
     return RunConfig.for_profile(profile, **overrides)
 
 
 @flow(name="ith", log_prints=True)
 def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
+                 systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
+                 seeds: Union[int, list[int], None] = None,
                  run_root: str = "runs",
                  run_id: Optional[str] = None,
                  data_dir: Optional[str] = None,
@@ -75,11 +92,14 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  span: Optional[SpanSettings] = None,
                  imagine: Optional[ImagineSettings] = None,
                  fusion: Optional[FusionSettings] = None,
-                 synthetic: Optional[SyntheticSettings] = None) -> dict:
+                 synthetic: Optional[SyntheticSettings] = None,
+                 audiobert: Optional[dict] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
     Parameters: `profile` (tiny: random-weight models built offline; paper: the method's
-    checkpoints), `benchmark` (auditorybench, or synthetic: the planted-signal check), `run_root`
+    checkpoints), `benchmark` (auditorybench, or synthetic: the planted-signal check), `systems`
+    (the table's rows: bert, roberta, audiobert, ith; empty: the profile's), `seeds` (N or a list;
+    empty: fusion.seeds; adding systems or seeds to a finished run trains only what is new), `run_root`
     (folder or fsspec URL, relative to the worker's working directory),
     `run_id` (default `<profile>-<hash of the settings>`), `data_dir`, `tasks`, `splits`,
     `sample_limit` (examples per task and split; empty: the profile's default, "all": every row),
@@ -92,7 +112,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
 
     hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
-                       span, imagine, fusion, benchmark, synthetic)
+                       span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
     config = cfg.resolved()
     logger = get_run_logger()
     logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))
@@ -107,8 +127,12 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     reports["spans"] = t.detect_spans(config, model_paths)
     create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"]),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
-    reports["imagine"] = run_imagine(config, model_paths)
-    reports["fusion"] = run_fusion(config, model_paths)
+    # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
+    if needs_imagination(cfg):
+        reports["imagine"] = run_imagine(config, model_paths)
+    else:
+        reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
+    reports["fusion"] = run_fusion(config, model_paths, reports["imagine"])
     summary_url = t.write_summary(config, reports, time.perf_counter() - started)
     report = t.write_report(config)
     create_markdown_artifact(f"# Report of run {run_id}\n\n- HTML: `{report['html']}`\n- Markdown: "

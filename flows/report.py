@@ -1,7 +1,7 @@
 """The `ith-report` flow: evaluation and the report for an existing run (deployment `ith-report/for-run`).
 
-Evaluates the run's trained ITH and text-only models when that has not been done yet (the
-evaluation stage's marker makes it a no-op otherwise), then writes the HTML and Markdown report
+Evaluates the run's systems (each (system, seed) whose training has finished) when that has not
+been done yet (each evaluation's marker makes it a no-op otherwise), writes the table, then writes the HTML and Markdown report
 and publishes where it is as the artifact `ith-report-<run id>`.
 """
 
@@ -24,12 +24,17 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
     config = cfg.resolved()
     logger = get_run_logger()
     layout = layout_for(cfg)
-    trained = all(layout.exists(fusion_stage.TRAIN[v], DONE_MARKER) for v in fusion_stage.VARIANTS)
+    pending = [f"{s.name} seed {seed}" for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)
+               if s.trained and not layout.exists(fusion_stage.train_stage_name(s.name, seed), DONE_MARKER)]
     evaluation = None
-    if trained:
-        evaluation = fusion_tasks.evaluate(config, {})
+    if not layout.exists(fusion_stage.EXAMPLES, DONE_MARKER) or pending:
+        logger.warning("run %s has untrained systems (%s): the report shows the stages it has", run_id,
+                       ", ".join(pending) or "no fusion examples yet")
     else:
-        logger.warning("run %s has no trained ITH and text-only models: the report shows the stages it has", run_id)
+        model_paths = stage_tasks.prepare_models(config)
+        evaluated = [fusion_tasks.evaluate_system(config, model_paths, s.name, seed)
+                     for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)]
+        evaluation = fusion_tasks.summarise_results(config, evaluated)
     report = stage_tasks.write_report(config)
     create_markdown_artifact(f"# Report of run {run_id}\n\n- HTML: `{report['html']}`\n- Markdown: "
                              f"`{report['markdown']}`\n", key=artifact_key("report", run_id),

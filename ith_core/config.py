@@ -317,6 +317,11 @@ class RunConfig(Section):
     benchmark: Literal["auditorybench", "synthetic"] = Field(
         "auditorybench", description="auditorybench: the real benchmark; synthetic: the planted-signal benchmark "
                                      "in AuditoryBench's layout, whose answers only the audio can give")
+    systems: tuple[Literal["bert", "roberta", "audiobert", "ith"], ...] = Field(
+        ("bert", "roberta", "ith"), min_length=1,
+        description="systems of the table: bert and roberta (each zero-shot and fine-tuned text-only), audiobert "
+                    "(retrieval of real audio; needs a clip pool), ith; adding one (or a seed) to a finished run "
+                    "trains only what is new")
     run_root: Str = Field("runs", min_length=1, description="folder or fsspec URL that holds runs")
     run_id: Optional[Str] = Field(None, description="run folder name; null: <profile>-<hash of the settings>")
     model_dir: Optional[Str] = Field(None, description="models folder; null: $ITH_HOME/models")
@@ -327,6 +332,18 @@ class RunConfig(Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     audiobert: AudioBertConfig = Field(default_factory=AudioBertConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("systems", mode="before")
+    @classmethod
+    def _systems_list(cls, value: Any) -> Any:
+        return _split_csv(value) if isinstance(value, str) else value
+
+    @field_validator("systems")
+    @classmethod
+    def _distinct_systems(cls, value: tuple) -> tuple:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a system")
+        return value
 
     @field_validator("run_id")
     @classmethod
@@ -349,10 +366,16 @@ class RunConfig(Section):
         return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not where they are written)."""
+        """Hash of everything that changes results (not where they are written).
+
+        Which systems and seeds a run covers is left out: adding either to a finished run keeps
+        its folder, reuses every stage they share and trains only the new (system, seed) pairs;
+        each of those has its own stage key.
+        """
         content = self.resolved()
-        for key in ("run_root", "run_id", "model_dir", "device"):
+        for key in ("run_root", "run_id", "model_dir", "device", "systems"):
             content.pop(key)
+        content["fusion"].pop("seeds")
         if self.benchmark != "synthetic":
             content.pop("synthetic")
         # How the work is spread over machines does not change what it computes.

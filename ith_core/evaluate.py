@@ -40,8 +40,6 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
     "ITH": {"animal/dev": 39.36, "animal/test": 41.55, "animal/wiki": 19.09,
             "pitch/dev": 79.82, "pitch/test": 78.96, "pitch/wiki": 76.74},
 }
-# Which published row each of our models corresponds to.
-PAPER_ROW_FOR = {"ith": "ITH", "text": "BERT-base"}
 
 PREDICTION_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("model", pa.string()),
@@ -170,19 +168,108 @@ def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
     return rows
 
 
-def seed_summary(table: list[dict], with_paper: bool = True) -> list[dict]:
-    """Mean and standard deviation over seeds per (model, task, split, metric), next to the paper."""
+def seed_summary(table: list[dict], published_rows: dict[str, str | None] | None = None) -> list[dict]:
+    """Mean and standard deviation over seeds per (model, task, split, metric), next to the paper.
+
+    `published_rows`: model -> its row in PAPER_RESULTS (None: no published counterpart); None
+    attaches no published numbers (another benchmark than AuditoryBench).
+    """
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in table:
         if r["accuracy"] is not None:
             groups[(r["model"], r["task"], r["split"], r["metric"])].append(r["accuracy"])
     out = []
     for (model, task, split, metric), accs in sorted(groups.items()):
-        published = with_paper and metric != "mc4_accuracy"
-        paper = PAPER_RESULTS.get(PAPER_ROW_FOR.get(model, ""), {}).get(f"{task}/{split}") if published else None
+        row = (published_rows or {}).get(model) if metric != "mc4_accuracy" else None
+        paper = PAPER_RESULTS.get(row or "", {}).get(f"{task}/{split}")
         out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
                     "mean": round(float(np.mean(accs)), 2), "std": round(float(np.std(accs)), 2),
-                    "paper": paper, "paper_model": PAPER_ROW_FOR.get(model) if published else None})
+                    "paper": paper, "paper_model": row if paper is not None else None})
+    return out
+
+
+def _aligned(predictions: list[dict], model: str, task: str, split: str, key: str) -> tuple[list[str], np.ndarray]:
+    """(example ids, outcomes (seeds, rows)) of one model on one split, rows aligned across seeds."""
+    by_seed: dict[int, dict[str, float]] = defaultdict(dict)
+    for p in predictions:
+        if p["model"] == model and p["task"] == task and p["split"] == split and p[key] is not None:
+            by_seed[p["seed"]][p["example_id"]] = float(p[key])
+    ids = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
+    return ids, np.asarray([[by_seed[s][i] for i in ids] for s in sorted(by_seed)], dtype=np.float64)
+
+
+def _unit_index(ids: list[str], clusters: dict[str, str] | None) -> tuple[np.ndarray, int]:
+    if clusters is None:
+        return np.arange(len(ids)), len(ids)
+    _, group = np.unique(np.asarray([clusters[i] for i in ids]), return_inverse=True)
+    return group, int(group.max()) + 1 if len(group) else 0
+
+
+def _bootstrap_mean(values: np.ndarray, group: np.ndarray, n_units: int, n_boot: int, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval (in %) of the mean of `values` (per row), resampling whole units."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    sums = np.bincount(group, weights=values, minlength=n_units)
+    sizes = np.bincount(group, minlength=n_units).astype(np.float64)
+    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
+    means = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(100 * lo), float(100 * hi)
+
+
+def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[str, str] | None = None,
+                    seed: int = 0) -> list[dict]:
+    """Per (model, task, split, metric): mean and sd of accuracy over seeds, and a 95 % interval of
+    the seed-mean, bootstrapped over rows (or `clusters` units) with the same resample for every seed."""
+    out = []
+    keys = sorted({(p["model"], p["task"], p["split"]) for p in predictions})
+    for model, task, split in keys:
+        metrics = [("exact_match" if task == "animal" else "accuracy", "correct")]
+        if task == "animal":
+            metrics.append(("mc4_accuracy", "mc_correct"))
+        for metric, key in metrics:
+            ids, outcomes = _aligned(predictions, model, task, split, key)
+            if not ids:
+                continue
+            accs = 100 * outcomes.mean(axis=1)
+            group, n_units = _unit_index(ids, clusters)
+            lo, hi = _bootstrap_mean(outcomes.mean(axis=0), group, n_units, n_boot, seed)
+            out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
+                        "n": len(ids), "units": n_units, "mean": round(float(accs.mean()), 2),
+                        "std": round(float(accs.std()), 2), "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
+    return out
+
+
+def paired_comparisons(predictions: list[dict], pairs: list[tuple[str, str]], n_boot: int = 1000,
+                       clusters: dict[str, str] | None = None, seed: int = 0) -> list[dict]:
+    """Paired bootstrap of accuracy differences a - b (points) on the rows both systems scored.
+
+    Each row's outcome is averaged over the system's seeds; resampling draws the same rows (or
+    units) for both systems. `p_not_better`: the share of resamples where a does not beat b.
+    """
+    out = []
+    models = {p["model"] for p in predictions}
+    for a, b in pairs:
+        if a not in models or b not in models:
+            continue
+        for task, split in sorted({(p["task"], p["split"]) for p in predictions if p["model"] == a}):
+            ids_a, out_a = _aligned(predictions, a, task, split, "correct")
+            ids_b, out_b = _aligned(predictions, b, task, split, "correct")
+            common = sorted(set(ids_a) & set(ids_b))
+            if not common:
+                continue
+            pos_a, pos_b = {i: k for k, i in enumerate(ids_a)}, {i: k for k, i in enumerate(ids_b)}
+            diff = (out_a.mean(axis=0)[[pos_a[i] for i in common]] - out_b.mean(axis=0)[[pos_b[i] for i in common]])
+            group, n_units = _unit_index(common, clusters)
+            sums = np.bincount(group, weights=diff, minlength=n_units)
+            sizes = np.bincount(group, minlength=n_units).astype(np.float64)
+            idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
+            boot = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+            lo, hi = np.quantile(boot, [0.025, 0.975])
+            out.append({"a": a, "b": b, "task": task, "split": split, "n": len(common), "units": n_units,
+                        "difference": round(100 * float(diff.mean()), 2), "ci_low": round(100 * float(lo), 2),
+                        "ci_high": round(100 * float(hi), 2), "p_not_better": round(float((boot <= 0).mean()), 4)})
     return out
 
 
@@ -200,10 +287,12 @@ def majority_baseline(examples: list[dict], splits) -> dict[str, dict]:
     return out
 
 
-def results_dict(table: list[dict], benchmark: str = "auditorybench") -> dict:
+def results_dict(table: list[dict], benchmark: str = "auditorybench",
+                 published_rows: dict[str, str | None] | None = None) -> dict:
     """JSON-able summary for summary.json: ours vs paper, per task/split, plus every seed's row."""
     paper = benchmark == "auditorybench"
-    note = ("paper columns: published AuditoryBench accuracies (ITH row for 'ith', BERT-base row for 'text'); "
-            "mc4_accuracy is our second metric (4-way choice over options), not in the paper") if paper else \
+    note = ("paper columns: published AuditoryBench accuracies of each system's row (BERT-base and RoBERTa-base "
+            "for the zero-shot rows, AudioBERT, ITH); mc4_accuracy is our second metric (4-way choice over "
+            "options), not in the paper") if paper else \
         (f"benchmark {benchmark}: no published numbers exist for it; mc4_accuracy is a 4-way choice over options")
-    return {"ours_vs_paper": seed_summary(table, with_paper=paper), "per_seed": table, "note": note}
+    return {"ours_vs_paper": seed_summary(table, published_rows if paper else None), "per_seed": table, "note": note}

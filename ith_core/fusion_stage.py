@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,12 @@ from storage.layout import DONE_MARKER, RunLayout
 logger = logging.getLogger(__name__)
 
 FEATURES = "fusion_features"
-TRAIN = {"ith": "fusion_train_ith", "text": "fusion_train_text"}
+EXAMPLES = "fusion_examples"
 EVALUATE = "fusion"
-VARIANTS = ("ith", "text")
 EVAL_SPLITS = ("dev", "test", "wiki")
 KEY_FILE = "_KEY.json"
 # Bump when this module changes what a stage writes for the same inputs.
-FUSION_VERSION = 3  # 2: sentences longer than max_length are windowed; 3: the paper recipe
+FUSION_VERSION = 4  # 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds
 # Encoding batch and shard size: execution only (shard membership is fixed per run).
 ENCODE_BATCH_SIZE = 16
 FEATURE_SHARD_SIZE = 256
@@ -269,23 +269,115 @@ def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, ex
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 5: training
+# Systems: the rows of the table
+
+
+@dataclass(frozen=True)
+class System:
+    """One row of the table: which LM, trained or not, and which audio it hears."""
+
+    name: str  # the row id, in predictions.parquet's `model` column
+    family: str  # the name `--systems` takes
+    lm_role: str  # the model role of its masked LM
+    trained: bool  # fine-tuned per task and seed; False: zero-shot, scored as it is
+    audio: str | None  # None (text only), "imagined" (ITH), "retrieved" (AudioBERT)
+    label: str
+    published: str | None  # its row in the published table (evaluate.PAPER_RESULTS), if any
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("bert-zero-shot", "bert", "lm", False, None, "BERT, zero-shot", "BERT-base"),
+    System("bert-text", "bert", "lm", True, None, "BERT, fine-tuned text-only", None),
+    System("roberta-zero-shot", "roberta", "roberta", False, None, "RoBERTa, zero-shot", "RoBERTa-base"),
+    System("roberta-text", "roberta", "roberta", True, None, "RoBERTa, fine-tuned text-only", None),
+    System("audiobert", "audiobert", "lm", True, "retrieved", "AudioBERT (retrieved audio)", "AudioBERT"),
+    System("ith", "ith", "lm", True, "imagined", "ITH (imagined audio)", "ITH"),
+)}
+ZERO_SHOT_SEED = 0
+
+
+def run_systems(cfg: RunConfig) -> list[System]:
+    """The run's systems in table order (the families of `systems` expanded)."""
+    return [s for s in SYSTEMS.values() if s.family in cfg.systems]
+
+
+def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
+    """A trained system's seeds; a zero-shot system is one deterministic evaluation."""
+    return tuple(cfg.fusion.seeds) if system.trained else (ZERO_SHOT_SEED,)
+
+
+def train_stage_name(system: str, seed: int) -> str:
+    return f"fusion_train/{system}-seed{seed}"
+
+
+def eval_stage_name(system: str, seed: int) -> str:
+    return f"fusion_eval/{system}" if not SYSTEMS[system].trained else f"fusion_eval/{system}-seed{seed}"
+
+
+def needs_imagination(cfg: RunConfig) -> bool:
+    """Whether a system of the run hears imagined audio (ITH; AudioBERT's tiny stand-in pool is
+    made of the run's imagined clips)."""
+    return any(s.audio == "imagined" or (s.audio == "retrieved" and cfg.profile == "tiny"
+                                         and cfg.benchmark == "auditorybench" and cfg.audiobert.pool is None)
+               for s in run_systems(cfg))
+
+
+def required_roles(cfg: RunConfig) -> set[str]:
+    """The model roles this run's systems need (the span detector always needs `lm`)."""
+    roles = {"lm"}
+    for system in run_systems(cfg):
+        roles.add(system.lm_role)
+        if system.audio is not None:
+            roles |= {"clap", "audio_encoder"}
+    if needs_imagination(cfg):
+        roles |= {"generator", "clap"}
+    return roles
+
+
+# ---------------------------------------------------------------------------------------------
+# The examples every system trains and is scored on
+
+
+def examples_stage(cfg: RunConfig) -> dict:
+    """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
+    layout = layout_for(cfg)
+    key = _key(EXAMPLES, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits)
+    if (report := _open_stage(layout, EXAMPLES, key)) is not None:
+        return report
+    examples = sampled_examples(layout, cfg)
+    layout.write_table(examples, EXAMPLES, "examples.parquet")
+    counts = Counter(f"{t}/{s}" for t, s in zip(examples["task"].to_pylist(), examples["split"].to_pylist()))
+    report = {"examples": examples.num_rows, "per_split": dict(sorted(counts.items())),
+              "outputs": {"examples": layout.url(EXAMPLES, "examples.parquet")}}
+    layout.mark_done(EXAMPLES, key, report)
+    return {**report, "cached": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: training, one (system, seed) at a time
 
 
 def _training_settings(cfg: RunConfig) -> dict:
     # Everything in FusionConfig changes the trained weights except how many processes share the
-    # global batch and how many bootstrap samples the scorer draws.
+    # global batch, how many bootstrap samples the scorer draws and which seeds the run has (the
+    # seed of a job is part of its own key).
     settings = cfg.fusion.model_dump(mode="json")
-    for name in ("num_processes", "bootstrap_samples"):
+    for name in ("num_processes", "bootstrap_samples", "seeds"):
         settings.pop(name)
     return settings
 
 
-def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], variant: str) -> str:
-    features = layout.read_json(FEATURES, DONE_MARKER)["key"] if layout.exists(FEATURES, DONE_MARKER) else None
-    if features is None:
-        raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run precompute_stage first")
-    return _key(TRAIN[variant], features, str(model_paths["lm"]), _training_settings(cfg))
+def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
+    """(stage holding the system's examples/selection/features, that stage's key)."""
+    stage = {"imagined": FEATURES, "retrieved": "audiobert_features"}.get(system.audio, EXAMPLES)
+    return stage, layout.finished_key(stage)
+
+
+def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
+    stage, inputs_key = _system_inputs(layout, system)
+    extra = cfg.audiobert.model_dump(mode="json") if system.audio == "retrieved" else None
+    return _key("train", system.name, seed, inputs_key, str(model_paths[system.lm_role]), _training_settings(cfg),
+                extra)
 
 
 def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
@@ -344,63 +436,78 @@ def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple
     return rc, tail
 
 
-def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> dict:
-    """Trains one variant ("ith": fusion; "text": same LM and training, no fusion) for every task
-    and seed, in one `accelerate launch` whose jobs run one after another.
+def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int, inputs: Path, out: Path):
+    """The TrainSpec of one (system, seed): one job per task with train and dev rows."""
+    from ith_core.train_fusion import TrainJob, TrainSpec
 
-    Resumable: the entry point skips finished jobs (DONE.json) and resumes an interrupted one from
-    its last saved epoch, so a crash or a task retry only redoes the unfinished epoch.
+    if system.audio == "retrieved":
+        from ith_core import audiobert_stage
+
+        return audiobert_stage.train_spec(cfg, model_paths, seed, out)
+    train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    if not train_tasks:
+        raise RuntimeError(f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
+                           "examples or add the train and dev splits")
+    imagined = system.audio == "imagined"
+    if imagined and not any(inputs.glob("part-*.parquet")):
+        raise RuntimeError(f"no span got an accepted audio (thresholds {dict(cfg.imagine.thresholds)}), so ITH has "
+                           "nothing to fuse; lower imagine.thresholds or sample more examples")
+    return TrainSpec(
+        lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / "examples.parquet"),
+        output_dir=str(out), selection_path=str(inputs / "selection.parquet") if imagined else None,
+        features_dir=str(inputs) if imagined else None,
+        audio_encoder_path=str(model_paths["audio_encoder"]) if imagined and cfg.fusion.train_audio_encoder else None,
+        fusion=cfg.fusion.model_dump(mode="json"),
+        jobs=tuple(TrainJob(task, "ith" if imagined else "text", seed) for task in train_tasks))
+
+
+def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
+    """Trains one system with one seed, every task, in one `accelerate launch` (jobs one after another).
+
+    Its own stage (`fusion_train/<system>-seed<seed>/`), so a failed seed reruns alone and adding
+    a seed or a system to a finished run trains only what is new. Resumable: the entry point
+    skips finished jobs (DONE.json) and resumes an interrupted one from its last saved state.
     """
-    from ith_core.train_fusion import TrainJob, TrainSpec, resolve_mixed_precision
+    from ith_core.train_fusion import resolve_mixed_precision
 
-    if variant not in VARIANTS:
-        raise ConfigError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    system = SYSTEMS[system_name]
+    if not system.trained:
+        raise ConfigError(f"system {system_name} is zero-shot: it has nothing to train")
     layout = layout_for(cfg)
-    stage = TRAIN[variant]
-    key = _train_key(layout, cfg, model_paths, variant)
+    stage = train_stage_name(system.name, seed)
+    key = _train_key(layout, cfg, model_paths, system, seed)
     if (report := _open_stage(layout, stage, key)) is not None:
         return report
     started = time.perf_counter()
-    inputs = layout.local_dir(FEATURES)
+    inputs = layout.local_dir(_system_inputs(layout, system)[0])
     out = _local_work_dir(layout, stage, key)
     out.mkdir(parents=True, exist_ok=True)
-    train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
-    if not train_tasks:
-        raise RuntimeError(f"run {layout.url()}: no sampled train examples for tasks {list(cfg.data.tasks)}")
-    if variant == "ith" and not any(inputs.glob("part-*.parquet")):
-        raise RuntimeError(f"run {layout.url()}: no span got an accepted audio (thresholds "
-                           f"{dict(cfg.imagine.thresholds)}), so ITH has nothing to fuse; lower imagine.thresholds "
-                           "or sample more examples")
-    spec = TrainSpec(
-        lm_path=str(model_paths["lm"]), examples_path=str(inputs / "examples.parquet"), output_dir=str(out),
-        selection_path=str(inputs / "selection.parquet"), features_dir=str(inputs),
-        audio_encoder_path=str(model_paths["audio_encoder"]) if cfg.fusion.train_audio_encoder else None,
-        fusion=cfg.fusion.model_dump(mode="json"),
-        jobs=tuple(TrainJob(task, variant, seed) for task in train_tasks for seed in cfg.fusion.seeds))
+    spec = _train_spec(cfg, model_paths, system, seed, inputs, out)
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec.to_json(), indent=2))
     import torch
 
     cuda = torch.cuda.is_available() and resolve_device(cfg) != "cpu"
-    cmd = launch_command(str(spec_path), cfg.fusion.num_processes, resolve_mixed_precision(cfg.fusion.mixed_precision),
-                         cuda)
+    precision = resolve_mixed_precision(spec.fusion_config.mixed_precision)
+    cmd = launch_command(str(spec_path), cfg.fusion.num_processes, precision, cuda)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                      os.environ.get("PYTHONPATH")) if p)}
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     rc, tail = _run_streaming(cmd, out / "train.log", env)
+    what = f"training {system.name} seed {seed}"
     if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
-        raise ChildProcessError(f"training ({variant}) was killed by signal {-rc}; the next attempt resumes from "
-                                "the last saved epoch. Last output:\n" + "\n".join(tail[-15:]))
+        raise ChildProcessError(f"{what} was killed by signal {-rc}; the next attempt resumes from the last saved "
+                                "epoch. Last output:\n" + "\n".join(tail[-15:]))
     if rc != 0:
-        raise RuntimeError(f"training ({variant}) exited with status {rc}; the next attempt resumes from the last "
-                           f"saved epoch. Last output:\n" + "\n".join(tail[-15:]))
+        raise RuntimeError(f"{what} exited with status {rc}; the next attempt resumes from the last saved epoch. "
+                           "Last output:\n" + "\n".join(tail[-15:]))
     jobs = []
     for job in spec.jobs:
         done = out / job.name / "DONE.json"
         if not done.is_file():
-            raise RuntimeError(f"training ({variant}) ended without {done}; see {out / 'train.log'}")
+            raise RuntimeError(f"{what} ended without {done}; see {out / 'train.log'}")
         jobs.append(json.loads(done.read_text()))
         # The resume states (optimizer included) are only needed until the job is done.
         shutil.rmtree(out / job.name / "states", ignore_errors=True)
@@ -408,7 +515,8 @@ def train_stage(cfg: RunConfig, model_paths: dict[str, str], variant: str) -> di
         layout.put_dir(out, stage)
         layout.write_json({"key": key}, stage, KEY_FILE)
     report = {
-        "variant": variant,
+        "system": system.name,
+        "seed": seed,
         "launch": " ".join(cmd),
         "num_processes": cfg.fusion.num_processes,
         "jobs": [{k: j.get(k) for k in ("job", "task", "seed", "steps", "best_dev", "best_epoch", "history",
@@ -429,83 +537,142 @@ def _tasks_with_train_rows(examples_path: Path, cfg: RunConfig) -> list[str]:
     return [t for t in cfg.data.tasks if (t, "train") in present and (t, "dev") in present]
 
 
+def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path]]:
+    """(job report, job folder) of every finished job of `system` over `seeds`."""
+    out = []
+    for seed in seeds:
+        stage = train_stage_name(system, seed)
+        if layout.exists(stage, DONE_MARKER):
+            folder = layout.local_dir(stage)
+            out += [(job, folder / job["job"]) for job in layout.read_json(stage, DONE_MARKER)["report"]["jobs"]]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# Evaluation, one (system, seed) at a time, then the table
 
 
-def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) -> dict:
-    """Scores every dev-best model on the run's sampled dev/test/wiki examples.
+def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
+    upstream = (layout.finished_key(train_stage_name(system.name, seed)) if system.trained
+                else [layout.finished_key(EXAMPLES), str(model_paths[system.lm_role])])
+    return _key("eval", system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
 
-    Writes `fusion/predictions.parquet` (one row per example, variant and seed: prediction,
-    gold, spans used, audio ids), `fusion/results.parquet` (accuracy per model, seed, task,
-    split and metric with 95 % bootstrap intervals) and `fusion/results.json` (ours vs paper,
-    mean and spread over seeds). Every row of an evaluated split is scored (a sentence longer
-    than `max_length` is windowed around its mask) or counted in `scoring` with its reason:
-    `scoring["task/split"]` = rows, scored, windowed, unscored {reason: rows}, rows = scored +
-    unscored, checked here. `model_paths` is unused (the checkpoints name their LM); it is
-    accepted so every fusion driver has the same call shape.
-    """
+
+def _score_model(model, tokenizer, task: str, examples: list[dict], splits, spans, features, max_length: int,
+                 device: str, system: str, seed: int, scoring: dict, zero_shot: bool) -> list[dict]:
+    """Predictions of one model on one task's evaluated splits; fills `scoring` (rows = scored + unscored)."""
     import torch
 
-    from ith_core.audio_encoding import read_selection
-    from ith_core.evaluate import PREDICTION_SCHEMA, accuracy_table, majority_baseline, predict, results_dict
-    from ith_core.lm_data import ROW_DROP_REASONS, FusionCollator, encode_examples, spans_from_selection
-    from ith_core.train_fusion import load_best
-    from storage.features import FeatureStore
+    from ith_core.evaluate import predict
+    from ith_core.lm_data import ROW_DROP_REASONS, FusionCollator, encode_examples
 
+    by_id = {r["example_id"]: r for r in examples}
+    items = []
+    for split in splits:
+        rows = [r for r in examples if r["task"] == task and r["split"] == split]
+        part, counts = encode_examples(tokenizer, rows, spans, max_length, use_audio=features is not None, mc=True)
+        gold = [i for i in part if i.variant == "gold"]
+        account = {"rows": len(rows), "scored": len(gold), "windowed": sum(i.windowed for i in gold),
+                   "unscored": {r: counts[r] for r in ROW_DROP_REASONS if counts.get(r)}}
+        if account["rows"] != account["scored"] + sum(account["unscored"].values()):
+            raise RuntimeError(f"{system} seed {seed} {task}/{split}: {account['rows']} rows but {account['scored']} "
+                               f"scored and {account['unscored']} unscored")
+        scoring[f"{task}/{split}"] = account
+        items += part
+    collator = FusionCollator(tokenizer.pad_token_id, features)
+    with torch.no_grad():
+        preds = predict(model, tokenizer, items, collator, by_id, device=device, model_name=system, seed=seed)
+    encoded = {i.example_id for i in items if i.variant == "gold"}
+    if sorted(p["example_id"] for p in preds) != sorted(encoded):
+        raise RuntimeError(f"{system} seed {seed} {task}: {len(preds)} predictions for {len(encoded)} encoded rows")
+    return preds
+
+
+def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
+    """Scores one (system, seed) on the run's sampled dev/test/wiki examples of every task.
+
+    Trained systems: the dev-best checkpoint of each task's job. Zero-shot systems: the masked
+    LM of their role as it is, with the task heads (one [MASK] per wordpiece of the gold animal,
+    argmax over the vocabulary; argmax over lower/higher), no training. Writes
+    `fusion_eval/<system>[-seed<seed>]/predictions.parquet`. Every row of an evaluated split is
+    scored (a sentence longer than `max_length` is windowed around its mask) or counted in
+    `scoring` with its reason: rows = scored + unscored, checked here.
+    """
+    from ith_core.evaluate import PREDICTION_SCHEMA
+    from ith_core.fusion import FusionLM
+    from ith_core.profiles import load_lm
+    from ith_core.train_fusion import load_best
+
+    system = SYSTEMS[system_name]
     layout = layout_for(cfg)
-    train_keys = {}
-    for variant in VARIANTS:
-        if not layout.exists(TRAIN[variant], DONE_MARKER):
-            raise RuntimeError(f"stage '{TRAIN[variant]}' of run {layout.url()} has not finished; train first")
-        train_keys[variant] = layout.read_json(TRAIN[variant], DONE_MARKER)["key"]
-    key = _key(EVALUATE, train_keys, cfg.fusion.bootstrap_samples, cfg.fusion.max_length)
-    if (report := _open_stage(layout, EVALUATE, key)) is not None:
+    stage = eval_stage_name(system.name, seed)
+    key = _eval_key(layout, cfg, model_paths, system, seed)
+    if (report := _open_stage(layout, stage, key)) is not None:
         return report
     started = time.perf_counter()
-    inputs = layout.local_dir(FEATURES)
-    examples = layout.read_table(FEATURES, "examples.parquet").to_pylist()
-    by_id = {r["example_id"]: r for r in examples}
-    spans = spans_from_selection(read_selection(str(inputs / "selection.parquet")))
-    features = FeatureStore(layout, FEATURES).reader()
+    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
     splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
     device = resolve_device(cfg)
+    spans, features = {}, None
+    if system.audio == "imagined":
+        from ith_core.audio_encoding import read_selection
+        from ith_core.lm_data import spans_from_selection
+        from storage.features import FeatureStore
+
+        spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
+        features = FeatureStore(layout, FEATURES).reader()
+    elif system.audio == "retrieved":
+        from ith_core import audiobert_stage
+
+        spans, features = audiobert_stage.eval_inputs(cfg)
     predictions: list[dict] = []
-    dropped: dict[str, dict] = {}
     scoring: dict[str, dict] = {}
-    for variant in VARIANTS:
-        models = layout.local_dir(TRAIN[variant])
-        for job in layout.read_json(TRAIN[variant], DONE_MARKER)["report"]["jobs"]:
-            model, tokenizer, _ = load_best(models / job["job"], device)
-            items, counts = [], Counter()
-            for split in splits:
-                rows = [r for r in examples if r["task"] == job["task"] and r["split"] == split]
-                part, part_counts = encode_examples(tokenizer, rows, spans, cfg.fusion.max_length,
-                                                    use_audio=variant == "ith", mc=True)
-                gold = [i for i in part if i.variant == "gold"]
-                account = {"rows": len(rows), "scored": len(gold), "windowed": sum(i.windowed for i in gold),
-                           "unscored": {r: part_counts[r] for r in ROW_DROP_REASONS if part_counts.get(r)}}
-                if account["rows"] != account["scored"] + sum(account["unscored"].values()):
-                    raise RuntimeError(f"{job['job']} {split}: {account['rows']} rows but {account['scored']} scored "
-                                       f"and {account['unscored']} unscored")
-                # Whether a row can be scored depends on its sentence and the LM's tokenizer only, so
-                # every job of a task must agree.
-                if scoring.setdefault(f"{job['task']}/{split}", account) != account:
-                    raise RuntimeError(f"{job['job']} {split}: scoring {account} differs from another job's "
-                                       f"{scoring[job['task'] + '/' + split]}")
-                items += part
-                counts.update(part_counts)
-            counts.pop("windowed", None)
-            dropped[job["job"]] = dict(counts)
-            collator = FusionCollator(tokenizer.pad_token_id, features if variant == "ith" else None)
-            with torch.no_grad():
-                preds = predict(model, tokenizer, items, collator, by_id, device=device, model_name=variant,
-                                seed=job["seed"])
-            encoded = {i.example_id for i in items if i.variant == "gold"}
-            if sorted(p["example_id"] for p in preds) != sorted(encoded):
-                raise RuntimeError(f"{job['job']}: {len(preds)} predictions for {len(encoded)} encoded examples")
-            predictions += preds
+    if system.trained:
+        for job, folder in trained_jobs(layout, system.name, [seed]):
+            model, tokenizer, _ = load_best(folder, device)
+            predictions += _score_model(model, tokenizer, job["task"], examples, splits, spans, features,
+                                        cfg.fusion.max_length, device, system.name, seed, scoring, zero_shot=False)
             del model
+    else:
+        mlm, tokenizer = load_lm(model_paths[system.lm_role])
+        model = FusionLM(mlm, audio_dim=None, num_heads=1, ffn_dim=1, dropout=0.0, fusion=False).to(device).eval()
+        for task in cfg.data.tasks:
+            predictions += _score_model(model, tokenizer, task, examples, splits, spans, None, cfg.fusion.max_length,
+                                        device, system.name, seed, scoring, zero_shot=True)
+    layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), stage, "predictions.parquet")
+    report = {
+        "system": system.name, "seed": seed, "splits": splits, "predictions": len(predictions), "scoring": scoring,
+        "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
+        "examples_with_audio": sum(1 for p in predictions if p["audio_ids"]), "device": device,
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {"predictions": layout.url(stage, "predictions.parquet")},
+    }
+    layout.mark_done(stage, key, report)
+    return {**report, "cached": False}
+
+
+def summarise_results(cfg: RunConfig) -> dict:
+    """The table over the run's systems and seeds: `fusion/predictions.parquet` (every system's
+    rows), `fusion/results.parquet` (accuracy per system, seed, task, split and metric with 95 %
+    intervals), `fusion/results.json` (mean and sd over seeds with intervals, published numbers,
+    paired comparisons, constant-answer levels). Recomputed whenever the set of evaluations changes.
+    """
+    from ith_core.evaluate import (PREDICTION_SCHEMA, accuracy_table, majority_baseline, paired_comparisons,
+                                   results_dict, seed_mean_table)
+
+    layout = layout_for(cfg)
+    stages = [eval_stage_name(s.name, seed) for s in run_systems(cfg) for seed in seeds_of(cfg, s)]
+    key = _key(EVALUATE, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples)
+    # Derived from the evaluations it lists, so a marker of another set of them is simply redone.
+    if layout.exists(EVALUATE, DONE_MARKER):
+        marker = layout.read_json(EVALUATE, DONE_MARKER)
+        if marker.get("key") == key:
+            return {**marker["report"], "cached": True}
+        layout.fs.rm(layout.path(EVALUATE), recursive=True)
+    started = time.perf_counter()
+    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
+    predictions = [p for st in stages for p in layout.read_table(st, "predictions.parquet").to_pylist()]
+    splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
     clusters = None
     if cfg.benchmark == "synthetic":
         # Rows of one source name share its audio and answer: the name is the independent unit.
@@ -513,31 +680,33 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
 
         clusters = {r["example_id"]: bootstrap_unit(r) for r in examples}
     table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
-    results = results_dict(table, cfg.benchmark)
+    results = results_dict(table, cfg.benchmark, {s.name: s.published for s in SYSTEMS.values()})
+    results["systems"] = [{"name": s.name, "label": s.label, "family": s.family, "trained": s.trained,
+                           "audio": s.audio, "published": s.published, "seeds": list(seeds_of(cfg, s))}
+                          for s in run_systems(cfg)]
+    results["over_seeds"] = seed_mean_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results["paired"] = paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")],
+                                           n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
     results["benchmark"] = cfg.benchmark
     results["bootstrap_unit"] = "source name" if clusters is not None else "example"
     results["majority"] = majority_baseline(examples, splits)
     layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), EVALUATE, "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), EVALUATE, "results.parquet")
     layout.write_json(results, EVALUATE, "results.json")
-    per_variant = Counter(p["model"] for p in predictions)
     report = {
         "splits": splits,
-        "predictions": dict(per_variant),
-        "evaluated_examples": len({p["example_id"] for p in predictions}),
-        "dropped_by_job": {k: v for k, v in dropped.items() if v},
-        "scoring": scoring,
-        "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
-        "ith_examples_fused": sum(1 for p in predictions if p["model"] == "ith" and p["audio_ids"]),
+        "systems": results["systems"],
+        "predictions": dict(Counter(p["model"] for p in predictions)),
         "ours_vs_paper": results["ours_vs_paper"],
+        "over_seeds": results["over_seeds"],
+        "paired": results["paired"],
         "per_seed": results["per_seed"],
         "benchmark": cfg.benchmark,
         "bootstrap_unit": results["bootstrap_unit"],
         "majority": results["majority"],
-        "device": device,
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {name: layout.url(EVALUATE, f"{name}") for name in ("results.parquet", "predictions.parquet",
-                                                                      "results.json")},
+        "outputs": {name: layout.url(EVALUATE, name) for name in ("results.parquet", "predictions.parquet",
+                                                                  "results.json")},
     }
     layout.mark_done(EVALUATE, key, report)
     return {**report, "cached": False}
@@ -547,43 +716,62 @@ def evaluate_stage(cfg: RunConfig, model_paths: dict[str, str] | None = None) ->
 # Markdown summaries (the flow publishes them as Prefect artifacts)
 
 
-def _fmt(row: dict | None) -> str:
+def _cell(row: dict | None) -> str:
     if row is None:
         return "-"
-    if row["seeds"] == 1 and row.get("ci") is not None:
-        return f"{row['mean']:.2f} [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}]"
-    return f"{row['mean']:.2f} ± {row['std']:.2f} ({row['seeds']} seeds)"
+    text = f"{row['mean']:.2f}"
+    if row["seeds"] > 1:
+        text += f" ± {row['std']:.2f}"
+    if row.get("ci_low") is not None:
+        text += f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+    return text
 
 
-def results_markdown(run_id: str, report: dict) -> str:
-    """Accuracy per task and split: ours (ITH, text-only) with 95 % bootstrap intervals vs the paper."""
-    ci = {(r["model"], r["task"], r["split"], r["metric"]): (r["ci_low"], r["ci_high"], r["n"])
-          for r in report["per_seed"]}
-    rows: dict[tuple, dict] = {}
-    for r in report["ours_vs_paper"]:
-        one = ci.get((r["model"], r["task"], r["split"], r["metric"]))
-        rows.setdefault((r["task"], r["metric"], r["split"]), {})[r["model"]] = {
-            **r, "ci": one[:2] if one else None, "n": one[2] if one else None}
-    lines = [f"# ith-fusion: run `{run_id}`", "",
-             "Accuracy (%) on the run's sampled examples; one seed: mean [95 % bootstrap interval], several seeds: "
-             "mean ± sd over seeds (per-seed intervals in fusion/results.parquet). Paper: published AuditoryBench "
-             "numbers on the full splits (ITH; BERT-base for text-only).", "",
-             "| task | split | metric | n | ITH (ours) | text-only (ours) | ITH (paper) | BERT-base (paper) |",
-             "|---|---|---|---|---|---|---|---|"]
-    order = {s: i for i, s in enumerate(EVAL_SPLITS)}
-    for (task, metric, split), by_model in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
-        ith, text = by_model.get("ith"), by_model.get("text")
-        n = (ith or text or {}).get("n")
-        paper_ith = ith.get("paper") if ith else None
-        paper_text = text.get("paper") if text else None
-        lines.append(f"| {task} | {split} | {metric} | {n} | {_fmt(ith)} | {_fmt(text)} | "
-                     f"{'-' if paper_ith is None else paper_ith} | {'-' if paper_text is None else paper_text} |")
+def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
+    """The table: every system x task x split, mean ± sd over seeds [95 % interval], published beside."""
+    from ith_core.evaluate import PAPER_RESULTS
+
+    ours = {(r["model"], r["task"], r["split"]): r for r in report.get("over_seeds") or []
+            if r["metric"] in ("exact_match", "accuracy")}
+    columns = [(t, s) for t in ("animal", "pitch") for s in EVAL_SPLITS
+               if any((m, t, s) in ours for m in SYSTEMS)]
+    lines = [f"# ith-fusion: run `{run_id}`", ""]
+    if profile == "tiny":
+        lines += ["**Profile tiny: random-weight models. These accuracies show that the machinery works; they say "
+                  "nothing about the method.**", ""]
+    if report.get("benchmark") == "synthetic":
+        lines += ["**Benchmark synthetic (planted signal): the answer depends only on each source's hidden tone; "
+                  "systems that hear the audio should beat text, which can only reach the constant-answer level.**",
+                  ""]
+    lines += ["Accuracy (%) on the run's sampled examples: mean ± sd over seeds [95 % interval, bootstrapped over "
+              f"{report.get('bootstrap_unit', 'example')}s and averaged over seeds]; published: Yoo, Ok, Lee 2025 "
+              "(AuditoryBench, full splits).", "",
+              "| system | " + " | ".join(f"{t} {s}" for t, s in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for system in SYSTEMS.values():
+        if any((system.name, t, s) in ours for t, s in columns):
+            lines.append(f"| {system.label} | " + " | ".join(_cell(ours.get((system.name, t, s))) for t, s in columns)
+                         + " |")
+    majority = report.get("majority") or {}
+    if majority:
+        lines.append("| one constant answer | " + " | ".join(
+            f"{majority[f'{t}/{s}']['accuracy']:.2f}" if f"{t}/{s}" in majority else "-" for t, s in columns) + " |")
+    if report.get("benchmark", "auditorybench") == "auditorybench":
+        for name, published in PAPER_RESULTS.items():
+            lines.append(f"| {name} (published) | " + " | ".join(
+                f"{published[f'{t}/{s}']:.2f}" if f"{t}/{s}" in published else "-" for t, s in columns) + " |")
+    paired = report.get("paired") or []
+    if paired:
+        lines += ["", "Paired comparisons on the same rows (difference in points, 95 % interval):", "",
+                  "| comparison | task | split | difference | interval |", "|---|---|---|---|---|"]
+        lines += [f"| {p['a']} - {p['b']} | {p['task']} | {p['split']} | {p['difference']:+.2f} | "
+                  f"[{p['ci_low']:.1f}, {p['ci_high']:.1f}] |" for p in paired]
     return "\n".join(lines) + "\n"
 
 
-def curves_markdown(run_id: str, train_reports: dict[str, dict]) -> str:
+def curves_markdown(run_id: str, train_reports: list[dict]) -> str:
     """Dev accuracy per epoch of every training job (the training curves)."""
-    jobs = [j for v in VARIANTS for j in train_reports.get(v, {}).get("jobs", [])]
+    jobs = [j for r in train_reports for j in r.get("jobs", [])]
     epochs = max((len(j["history"] or []) for j in jobs), default=0)
     lines = [f"# ith-fusion training curves: run `{run_id}`", "", "Dev accuracy (%) after each epoch; "
              "the bold epoch is the dev-best checkpoint that is scored.", "",
@@ -599,21 +787,32 @@ def curves_markdown(run_id: str, train_reports: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fusion_summary(train_reports: dict[str, dict], evaluate_report: dict, features_report: dict) -> dict:
-    """The compact fusion section of summary.json."""
+def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_reports: list[dict],
+                   results: dict) -> dict:
+    """The compact fusion section of summary.json: per stage seconds and reuse, per system seconds, the table."""
+    seconds_by_system: Counter = Counter()
+    for r in (*train_reports, *eval_reports):
+        seconds_by_system[r["system"]] += r.get("seconds", 0.0) if not r.get("cached") else 0.0
+    scoring = next((r["scoring"] for r in eval_reports if r.get("scoring")), None)
     return {
-        "features": {k: features_report.get(k) for k in ("distinct_audios", "audios_encoded", "examples_with_audio",
-                                                          "span_rows", "seconds", "cached")},
-        "train": {v: {"seconds": r.get("seconds"), "cached": r.get("cached"),
-                      "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for v, r in train_reports.items()},
-        "evaluate": {k: evaluate_report.get(k) for k in ("seconds", "cached")},
-        "ours_vs_paper": evaluate_report.get("ours_vs_paper"),
-        "benchmark": evaluate_report.get("benchmark"),
-        "bootstrap_unit": evaluate_report.get("bootstrap_unit"),
-        "majority": evaluate_report.get("majority"),
-        "scoring": evaluate_report.get("scoring"),
-        "unscored_rows": evaluate_report.get("unscored_rows"),
-        "outputs": evaluate_report.get("outputs"),
-        "seconds": round(sum(r.get("seconds", 0) for r in (features_report, evaluate_report, *train_reports.values())), 3),
+        "prepared": {name: {k: r.get(k) for k in ("seconds", "cached", "examples", "distinct_audios",
+                                                  "audios_encoded", "examples_with_audio", "span_rows")}
+                     for name, r in prepared.items()},
+        "train": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached"),
+                   "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for r in train_reports],
+        "evaluate": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached")}
+                     for r in eval_reports],
+        "seconds_by_system": {k: round(v, 3) for k, v in seconds_by_system.items()},
+        "systems": results.get("systems"),
+        "ours_vs_paper": results.get("ours_vs_paper"),
+        "over_seeds": results.get("over_seeds"),
+        "paired": results.get("paired"),
+        "benchmark": results.get("benchmark"),
+        "bootstrap_unit": results.get("bootstrap_unit"),
+        "majority": results.get("majority"),
+        "scoring": scoring,
+        "unscored_rows": sum(r.get("unscored_rows", 0) for r in eval_reports),
+        "outputs": results.get("outputs"),
+        "seconds": round(sum(r.get("seconds", 0) for r in (*prepared.values(), *train_reports, *eval_reports, results)
+                             if not r.get("cached")), 3),
     }
-

@@ -157,18 +157,27 @@ class _Job:
     dir: Path
 
 
+# `ith predict` answers with ITH and with its text-only twin (the same LM fine-tuned without audio).
+PREDICT_SYSTEMS = {"ith": "ith", "text": "bert-text"}
+
+
 def best_job(layout: RunLayout, variant: str, task: str) -> _Job:
     """The dev-best model of (variant, task): among its seeds, the one with the best dev accuracy."""
-    from ith_core.fusion_stage import TRAIN
+    from ith_core.fusion_stage import trained_jobs
 
-    report = _require_stage(layout, TRAIN[variant], f"the trained {variant} models")
-    jobs = [j for j in report["jobs"] if j["task"] == task]
+    system = PREDICT_SYSTEMS[variant]
+    cfg = load_run_config(layout.run_root, layout.run_id)
+    found = trained_jobs(layout, system, cfg.fusion.seeds)
+    if not found:
+        raise RunNotReadyError(f"run {layout.url()} has no trained {system} model yet (fusion_train/{system}-seed*); "
+                               "run it with `ith run` first, with the system in --systems")
+    jobs = [(j, d) for j, d in found if j["task"] == task]
     if not jobs:
-        raise RunNotReadyError(f"run {layout.url()} trained no {variant} model for task {task!r} (trained: "
-                               f"{sorted({j['task'] for j in report['jobs']})}); pass --task with one of those")
-    job = max(jobs, key=lambda j: (j.get("best_dev") is not None, j.get("best_dev") or 0.0, -int(j["seed"])))
-    return _Job(variant, task, int(job["seed"]), job["job"], job.get("best_dev"),
-                layout.local_dir(TRAIN[variant]) / job["job"])
+        raise RunNotReadyError(f"run {layout.url()} trained no {system} model for task {task!r} (trained: "
+                               f"{sorted({j['task'] for j, _ in found})}); pass --task with one of those")
+    job, folder = max(jobs, key=lambda jd: (jd[0].get("best_dev") is not None, jd[0].get("best_dev") or 0.0,
+                                            -int(jd[0]["seed"])))
+    return _Job(variant, task, int(job["seed"]), job["job"], job.get("best_dev"), folder)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ith_core.tiny_models import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("lm", "generator", "clap", "audio_encoder")
+ROLES = ("lm", "roberta", "generator", "clap", "audio_encoder")
 
 # Written last into a tiny profile folder: a folder without it is not a profile.
 PROFILE_MARKER = "profile.json"
@@ -60,6 +60,8 @@ class ModelSpec:
 PAPER_MODELS: dict[str, ModelSpec] = {
     "lm": ModelSpec("lm", "bert-base-uncased", None,
                     "masked LM of the fusion model and base of the span detector"),
+    "roberta": ModelSpec("roberta", "roberta-base", None,
+                         "masked LM of the published table's RoBERTa-base row (zero-shot and fine-tuned text-only)"),
     "generator": ModelSpec("generator", "stabilityai/stable-audio-open-1.0", None,
                            "text-to-audio diffusion that imagines each span's sound"),
     "clap": ModelSpec("clap", "laion/clap-htsat-fused", None,
@@ -69,7 +71,7 @@ PAPER_MODELS: dict[str, ModelSpec] = {
 }
 
 # The hub renamed bert-base-uncased; a copy downloaded under the new name is just as good.
-_HUB_ALIASES = {"bert-base-uncased": ("google-bert/bert-base-uncased",)}
+_HUB_ALIASES = {"bert-base-uncased": ("google-bert/bert-base-uncased",), "roberta-base": ("FacebookAI/roberta-base",)}
 
 _GATED_NOTES = {
     "stabilityai/stable-audio-open-1.0": (
@@ -143,9 +145,10 @@ def _missing_files(role: str, folder: Path) -> list[str]:
         return missing
     need("config.json", (folder / "config.json").is_file())
     need("weights (*.safetensors or *.bin)", _has_weights(folder))
-    if role == "lm":
-        need("tokenizer (tokenizer.json or vocab.txt)",
-             (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file())
+    if role in ("lm", "roberta"):
+        need("tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)",
+             (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+             or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
     if role in ("clap", "audio_encoder"):
         # Hub checkpoints carry preprocessor_config.json; transformers 5 saves processor_config.json.
         need("preprocessor_config.json",
@@ -321,6 +324,7 @@ def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> 
 def _check_loads(profile_dir: Path) -> None:
     """Every role of a freshly built profile loads through its public loader (cheap at tiny size)."""
     load_lm(profile_dir / "lm")
+    load_lm(profile_dir / "roberta")
     load_generator(profile_dir / "generator")
     load_clap(profile_dir / "clap")
     load_audio_encoder(profile_dir / "audio_encoder")
@@ -506,6 +510,14 @@ def load_audio_encoder(path):
 # bert-base-uncased is BertConfig()'s defaults (vocab 30522, 12 x 768, 12 heads, 3072 FFN).
 BERT_BASE_CONFIG: dict[str, Any] = {}
 
+# roberta-base's config.json: 50265 byte-level BPE tokens, 12 x 768, 12 heads, 3072 FFN, 514 positions
+# (RoBERTa offsets positions by the padding id), one token type, LayerNorm eps 1e-5.
+ROBERTA_BASE_CONFIG: dict[str, Any] = {
+    "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+    "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+}
+
 # stable-audio-open-1.0, from its stable-audio-tools model_config.json as mapped by diffusers'
 # scripts/convert_stable_audio.py: DiT sample_size 2097152 / 2048, io_channels 64, embed_dim 1536
 # over 24 heads (head dim 64), depth 24, cond_token_dim 768 (12 key/value heads of 64),
@@ -581,7 +593,7 @@ AST_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
 def build_paper_architecture(role: str) -> dict:
     """The paper checkpoint of `role` at full size with random weights (nothing downloaded).
 
-    lm: config, mlm (BertForMaskedLM), token_classifier (2 labels).
+    lm: config, mlm (BertForMaskedLM), token_classifier (2 labels).  roberta: config, mlm (RobertaForMaskedLM).
     generator: transformer, vae, text_encoder (T5-base encoder), projection_model, tokenizer_max_length.
     clap: model (ClapModel), feature_extractor.  audio_encoder: model (ASTModel), feature_extractor.
     Modules are in eval mode, as `from_pretrained` returns them. Tokenizers are not included:
@@ -602,6 +614,11 @@ def _build_paper_parts(role: str) -> dict:
         config = BertConfig(**BERT_BASE_CONFIG)
         return {"config": config, "mlm": BertForMaskedLM(config),
                 "token_classifier": BertForTokenClassification(BertConfig(**BERT_BASE_CONFIG, num_labels=2))}
+    if role == "roberta":
+        from transformers import RobertaConfig, RobertaForMaskedLM
+
+        config = RobertaConfig(**ROBERTA_BASE_CONFIG)
+        return {"config": config, "mlm": RobertaForMaskedLM(config)}
     if role == "generator":
         from diffusers import AutoencoderOobleck, StableAudioDiTModel
         from diffusers.pipelines.stable_audio import StableAudioProjectionModel

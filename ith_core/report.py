@@ -36,11 +36,16 @@ from storage.layout import DONE_MARKER, RunLayout
 logger = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
-STAGES = ("ingest", "span_detector", "spans", "imagine", "fusion_features", "fusion_train_ith", "fusion_train_text",
-          "fusion")
+STAGES = ("ingest", "span_detector", "spans", "imagine", "fusion_examples", "fusion_features", "audiobert_retrieval",
+          "audiobert_features", "fusion")
+# Stages with one folder per (system, seed): fusion_train/<system>-seed<seed>, fusion_eval/<system>[-seed<seed>].
+PER_SYSTEM_STAGES = ("fusion_train", "fusion_eval")
 SPLIT_ORDER = ("train", "dev", "test", "wiki")
-# Our variants and the published rows of ith-method.md they are compared with.
+# Our variants and the published rows of ith-method.md they are compared with. The case studies
+# and charts compare ITH with its text-only twin, the same LM fine-tuned without audio (system
+# `bert-text`, shown as variant "text").
 VARIANTS = (("ith", "ITH (ours)"), ("text", "text-only (ours)"))
+TEXT_TWIN = "bert-text"
 PUBLISHED_ROWS = ("ITH", "AudioBERT", "BERT-base", "RoBERTa-base")
 PRIMARY_METRICS = ("exact_match", "accuracy")
 # From <run_root>/<run_id>/report/ up to the run root, where the audio store lives.
@@ -132,22 +137,32 @@ def read_fusion(layout: RunLayout, summary: dict | None) -> FusionOutputs | None
     results = results or []
     scale = _percent_scale(results)
     for row in results:
-        row.setdefault("variant", row.get("model"))
+        row.setdefault("variant", "text" if row.get("model") == TEXT_TWIN else row.get("model"))
         row.setdefault("metric", "exact_match" if row.get("task") == "animal" else "accuracy")
         row.setdefault("seed", 0)
         for key in ("accuracy", "ci_low", "ci_high"):
             value = row.get(key)
             row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value * scale
     for row in predictions or []:
-        row.setdefault("variant", row.get("model"))
+        row.setdefault("variant", "text" if row.get("model") == TEXT_TWIN else row.get("model"))
     return FusionOutputs(results=results, predictions=predictions or [], summary=stage)
 
 
+def _per_system_stages(layout: RunLayout) -> list[str]:
+    """`fusion_train/<system>-seed<s>` and `fusion_eval/...` stages present in the run folder."""
+    found = []
+    for parent in PER_SYSTEM_STAGES:
+        if layout.exists(parent):
+            found += sorted(f"{parent}/{posixpath.basename(p.rstrip('/'))}"
+                            for p in layout.fs.ls(layout.path(parent), detail=False)
+                            if not posixpath.basename(p.rstrip("/")).startswith("."))
+    return found
+
+
 def _training_logs(data: RunData) -> list[dict]:
-    """Per-job training histories: the `jobs` of every fusion stage report, then train_log.json files."""
+    """Per-job training histories: the `jobs` of every training stage report, then train_log.json files."""
     logs: dict[str, dict] = {}
-    names = [n for n in STAGES if n.startswith("fusion")]
-    names += sorted(n for n in ((data.summary or {}).get("stages") or {}) if n.startswith("fusion") and n not in names)
+    names = [n for n in data.markers if n.startswith("fusion_train/")]
     for stage in names:
         entries = (data.stage_report(stage) or {}).get("jobs")
         if isinstance(entries, dict):
@@ -156,7 +171,7 @@ def _training_logs(data: RunData) -> list[dict]:
             if isinstance(entry, dict) and entry.get("history"):
                 logs.setdefault(str(entry.get("job") or entry.get("name") or len(logs)), entry)
     layout = data.layout
-    for path in sorted(layout.fs.glob(layout.path("fusion*", "*", "train_log.json"))):
+    for path in sorted(layout.fs.glob(layout.path("fusion_train", "*", "*", "train_log.json"))):
         with layout.fs.open(path, "rb") as handle:
             entry = json.load(handle)
         if entry.get("history"):
@@ -169,7 +184,7 @@ def load_run(run_root: str, run_id: str) -> RunData:
     data = RunData(layout=layout)
     data.summary = _attempt(data, "summary.json", lambda: _json(layout, "summary.json"))
     data.config = _attempt(data, "config.json", lambda: _json(layout, "config.json"))
-    for stage in STAGES:
+    for stage in (*STAGES, *(_attempt(data, "per-system stages", lambda: _per_system_stages(layout)) or [])):
         data.markers[stage] = _attempt(data, f"{stage}/{DONE_MARKER}", lambda s=stage: _json(layout, s, DONE_MARKER))
     data.span_metrics = _attempt(data, "span_detector/metrics.json",
                                  lambda: _json(layout, "span_detector", "metrics.json"))
@@ -373,7 +388,7 @@ def section_overview(data: RunData) -> Section:
     ]
     s.tables.append(("table-run", Table(["", ""], facts)))
     rows = []
-    for stage in STAGES:
+    for stage in (*STAGES, *(m for m in data.markers if m not in STAGES)):
         report = data.stage_report(stage) or {}
         rows.append([stage, _stage_state(data, stage), "yes" if report.get("cached") else "no" if report else None,
                      report.get("seconds")])
@@ -384,46 +399,74 @@ def section_overview(data: RunData) -> Section:
     return s
 
 
+def _system_cell(row: dict | None) -> str:
+    if row is None:
+        return "–"
+    text = f"{row['mean']:.2f}" + (f" ± {row['std']:.2f}" if row.get("seeds", 1) > 1 else "")
+    if row.get("ci_low") is not None:
+        text += f" [{_fmt(row['ci_low'], 1)}, {_fmt(row['ci_high'], 1)}]"
+    return text + (f" ({row['seeds']} seeds)" if row.get("seeds", 1) > 1 else "")
+
+
 def section_accuracy(data: RunData) -> Section:
-    s = Section("accuracy", "Accuracy: ITH vs text-only vs published")
+    s = Section("accuracy", "Accuracy: every system of the table, ours beside the published")
     synthetic = benchmark_of(data) == "synthetic"
     # Published numbers belong to AuditoryBench; on another benchmark they would mislead.
     published = {} if synthetic else _published()
     ours = _ours(data)
+    summary = (data.fusion.summary if data.fusion else None) or {}
+    over_seeds = {(r["model"], r["task"], r["split"]): r for r in summary.get("over_seeds") or []
+                  if r.get("metric") in PRIMARY_METRICS}
+    systems = summary.get("systems") or [{"name": v, "label": label, "seeds": []} for v, label in VARIANTS]
     columns = sorted({k.split("/")[1] for row in _published().values() for k in row}, key=_split_key)
     tasks = ("animal", "pitch")
     keys = [(t, sp) for t in tasks for sp in columns]
-    headers = ["model", "source"] + [f"{t} {sp}" for t, sp in keys]
+    headers = ["system", "source"] + [f"{t} {sp}" for t, sp in keys]
     rows = []
-    for variant, label in VARIANTS:
+    for system in systems:
         cells = []
         for t, sp in keys:
-            got = ours.get((variant, t, sp))
-            cells.append(got["text"] if got else ("not run" if data.fusion is None else "–"))
-        rows.append([label, "this run"] + cells)
-    if ours:
-        cells = []
-        for t, sp in keys:
-            a, b = ours.get(("ith", t, sp)), ours.get(("text", t, sp))
-            cells.append(f"{a['mean'] - b['mean']:+.2f}" if a and b else "–")
-        rows.append(["ITH − text-only", "this run"] + cells)
-    majority = ((data.fusion.summary or {}).get("majority") if data.fusion else None) or {}
+            got = over_seeds.get((system["name"], t, sp))
+            fallback = ours.get((system["name"], t, sp))
+            cells.append(_system_cell(got) if got else fallback["text"] if fallback else
+                         ("not run" if data.fusion is None else "–"))
+        rows.append([system["label"], "this run"] + cells)
+    for a, b in (("ith", TEXT_TWIN), ("ith", "audiobert")):
+        if any((a, t, sp) in over_seeds and (b, t, sp) in over_seeds for t, sp in keys):
+            label = {TEXT_TWIN: "text-only", "audiobert": "AudioBERT"}[b]
+            rows.append([f"ITH − {label}", "this run"] + [
+                f"{over_seeds[(a, t, sp)]['mean'] - over_seeds[(b, t, sp)]['mean']:+.2f}"
+                if (a, t, sp) in over_seeds and (b, t, sp) in over_seeds else "–" for t, sp in keys])
+    majority = summary.get("majority") or {}
     if majority:
         rows.append(["one constant answer", "this run's gold labels"]
                     + [_fmt((majority.get(f"{t}/{sp}") or {}).get("accuracy")) for t, sp in keys])
     for name in () if synthetic else PUBLISHED_ROWS:
         rows.append([name, "published"] + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys])
-    s.intro.append("Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: "
-                   "accuracy of the dev-best checkpoint with its 95% bootstrap interval [low, high], or mean ± "
-                   "standard deviation over seeds. 'One constant answer': the share of the most frequent gold "
-                   "answer, what a model that ignores its input scores.")
+    s.intro.append("Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: the dev-best "
+                   "checkpoint of each (system, seed), as mean ± standard deviation over seeds with a 95% interval "
+                   "[low, high] of the seed-mean (bootstrapped over rows, or source names on the synthetic "
+                   "benchmark, the same resample for every seed); zero-shot systems are one deterministic "
+                   "evaluation. 'One constant answer': the share of the most frequent gold answer, what a model "
+                   "that ignores its input scores.")
     if synthetic:
         s.intro.append("Synthetic benchmark: no published numbers exist for it. Text alone can only reach the "
                        "constant-answer level; intervals are bootstrapped over source names, the independent unit.")
     else:
-        s.intro.append("Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits).")
+        s.intro.append("Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits); the BERT-base and RoBERTa-base "
+                       "rows are most likely zero-shot cloze (exact counts of one deterministic evaluation).")
     s.tables.append(("table-accuracy", Table(headers, rows, set(range(2, len(headers))),
-                                             caption="Accuracy (%) per task and split")))
+                                             caption="Accuracy (%) per system, task and split")))
+    paired = summary.get("paired") or []
+    if paired:
+        s.tables.append(("table-paired", Table(
+            ["comparison", "task", "split", "rows", "difference (points)", "95% CI low", "95% CI high",
+             "share of resamples where the first is not better"],
+            [[f"{p['a']} − {p['b']}", p["task"], p["split"], p["n"], p["difference"], p["ci_low"], p["ci_high"],
+              p["p_not_better"]] for p in sorted(paired, key=lambda p: (p["a"], p["b"], p["task"],
+                                                                         _split_key(p["split"])))],
+            {3, 4, 5, 6, 7}, caption="Paired bootstrap on the rows both systems scored (each row averaged over "
+                                     "seeds; the same resample for both)")))
     if data.fusion is None:
         s.notes.append(_not_run("fusion") + " (fusion/results.parquet); only published numbers are shown.")
         s.charts.append(("chart-accuracy", "Accuracy per split", None))
@@ -561,8 +604,9 @@ def section_compute(data: RunData) -> Section:
     s = Section("compute", "Compute per stage")
     shard_rows = ((data.shards or {}).get("shards") or [])
     rows = []
-    extra = sorted(set((data.summary or {}).get("stages") or {}) - set(STAGES))
-    for stage in (*STAGES, *extra):
+    per_system = [m for m in data.markers if m not in STAGES]
+    extra = sorted(set((data.summary or {}).get("stages") or {}) - set(STAGES) - set(per_system))
+    for stage in (*STAGES, *per_system, *extra):
         report = data.stage_report(stage)
         if report is None and data.markers.get(stage) is None:
             rows.append([stage, "not run", None, None, None])

@@ -175,9 +175,12 @@ def tiny_corpus(cfg: RunConfig) -> list[str]:
 def prepare_models(cfg: RunConfig) -> dict[str, str]:
     """Role -> local model folder; builds the tiny profile once, finds the paper checkpoints.
 
-    With `imagine.generator=tone` the generator is the synthetic benchmark's tone table, and the
-    paper profile does not look for Stable Audio.
+    The paper profile looks only for the roles the run's systems need (`fusion_stage.
+    required_roles`: a text-only table needs no generator). With `imagine.generator=tone` the
+    generator is the synthetic benchmark's tone table and Stable Audio is not looked for.
     """
+    from ith_core.fusion_stage import required_roles
+
     corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
     tone = cfg.imagine.generator == "tone"
     if tone and cfg.benchmark != "synthetic":
@@ -186,9 +189,10 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
         raise ConfigError("imagine.generator=tone renders the hidden tones of the synthetic benchmark's sources and "
                           f"has nothing to render for {cfg.benchmark}; use --benchmark synthetic or "
                           "imagine.generator=stable-audio")
-    skip = ("generator",) if tone and cfg.profile == "paper" else ()
+    needed = required_roles(cfg)
+    skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
     paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip)
-    if tone:
+    if tone and "generator" in needed:
         from ith_core import synthetic
 
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)

@@ -52,6 +52,16 @@ TINY_RECIPE: dict[str, Any] = {
         "max_position_embeddings": 512,
         "model_max_length": 512,
     },
+    # The `roberta` role (the published table's RoBERTa-base row): cased byte-level BPE.
+    "roberta": {
+        "bpe_vocab_size": 3000,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "max_position_embeddings": 514,
+        "model_max_length": 512,
+    },
     "generator": {
         "t5_vocab_size": 1000,
         "t5": {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2,
@@ -105,7 +115,7 @@ TINY_RECIPE: dict[str, Any] = {
 }
 
 # Offsets of each role's seed from TINY_RECIPE["seed"], so roles do not share random streams.
-_ROLE_SEED_OFFSET = {"lm": 0, "generator": 1, "clap": 2, "audio_encoder": 3}
+_ROLE_SEED_OFFSET = {"lm": 0, "generator": 1, "clap": 2, "audio_encoder": 3, "roberta": 4}
 
 
 @contextlib.contextmanager
@@ -222,6 +232,36 @@ def train_clap_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_lengt
     )
 
 
+def train_roberta_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_length: int):
+    """Cased byte-level BPE with RoBERTa's special tokens, in which " higher" and " lower" (as they
+    follow a space in a sentence) are single tokens: the pitch head scores those two ids."""
+    # Each word after a space (as in a sentence), often enough for BPE to merge it whole.
+    required = ["it is " + " or ".join(REQUIRED_LM_WORDS)] * 100
+    tokenizer = train_clap_tokenizer(list(corpus) + required, vocab_size, model_max_length)
+    for word in REQUIRED_LM_WORDS:
+        pieces = tokenizer.tokenize(" " + word)
+        if len(pieces) != 1:
+            raise RuntimeError(f"tiny RoBERTa tokenizer splits ' {word}' into {pieces}; the pitch task needs one token")
+    return tokenizer
+
+
+def build_roberta(corpus: Sequence[str], out_dir: Path) -> None:
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    recipe = TINY_RECIPE["roberta"]
+    tokenizer = train_roberta_tokenizer(corpus, recipe["bpe_vocab_size"], recipe["model_max_length"])
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"], num_hidden_layers=recipe["num_hidden_layers"],
+        num_attention_heads=recipe["num_attention_heads"], intermediate_size=recipe["intermediate_size"],
+        max_position_embeddings=recipe["max_position_embeddings"], type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    with _seeded("roberta"):
+        model = RobertaForMaskedLM(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
 def build_lm(corpus: Sequence[str], out_dir: Path) -> None:
     from transformers import BertConfig, BertForMaskedLM
 
@@ -314,6 +354,7 @@ def build_audio_encoder(corpus: Sequence[str], out_dir: Path) -> None:
 
 BUILDERS = {
     "lm": build_lm,
+    "roberta": build_roberta,
     "generator": build_generator,
     "clap": build_clap,
     "audio_encoder": build_audio_encoder,

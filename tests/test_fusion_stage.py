@@ -91,15 +91,19 @@ def fusion_run(tmp_path_factory, tiny_models, bench_dir):
 
     root = tmp_path_factory.mktemp("fusion_stage")
     cfg = RunConfig.for_profile(
-        "tiny", run_root=str(root), run_id="fusion-test",
+        "tiny", run_root=str(root), run_id="fusion-test", systems=["bert", "ith"],
         data={"data_dir": str(bench_dir), "sample_limit": SAMPLE},
         fusion={"epochs": 2, "batch_size": 8, "audio_tokens": 4, "seeds": [0, 1], "bootstrap_samples": 200})
     upstream = _fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
-    reports = {"features": fusion_stage.precompute_stage(cfg, paths)}
-    for variant in ("ith", "text"):
-        reports[variant] = fusion_stage.train_stage(cfg, paths, variant)
-    reports["evaluate"] = fusion_stage.evaluate_stage(cfg, paths)
+    reports = {"examples": fusion_stage.examples_stage(cfg), "features": fusion_stage.precompute_stage(cfg, paths)}
+    for system in ("bert-text", "ith"):
+        for seed in (0, 1):
+            reports[(system, seed)] = fusion_stage.train_system(cfg, paths, system, seed)
+    for system, seeds in (("bert-zero-shot", (0,)), ("bert-text", (0, 1)), ("ith", (0, 1))):
+        for seed in seeds:
+            reports[("eval", system, seed)] = fusion_stage.evaluate_system(cfg, paths, system, seed)
+    reports["summary"] = fusion_stage.summarise_results(cfg)
     return {"cfg": cfg, "paths": paths, "reports": reports, "upstream": upstream,
             "run_dir": root / "fusion-test"}
 
@@ -137,35 +141,39 @@ def test_adapter_meets_read_selection_contract(fusion_run):
 @pytest.mark.slow
 def test_outputs_accounting_and_results(fusion_run):
     cfg, run_dir, reports = fusion_run["cfg"], fusion_run["run_dir"], fusion_run["reports"]
-    for stage in ("fusion_features", "fusion_train_ith", "fusion_train_text", "fusion"):
-        assert (run_dir / stage / "_DONE.json").is_file()
-    for variant in ("ith", "text"):
-        jobs = reports[variant]["jobs"]
-        assert sorted(j["job"] for j in jobs) == sorted(f"{variant}-{t}-seed{s}" for t in ("animal", "pitch")
-                                                        for s in (0, 1))
-        for job in jobs:
-            assert (run_dir / f"fusion_train_{variant}" / job["job"] / "best" / "config.json").is_file()
-            assert not (run_dir / f"fusion_train_{variant}" / job["job"] / "states").exists()
-            assert len(job["history"]) == 2
-        assert "--cpu" in reports[variant]["launch"]
-    assert (run_dir / "fusion_train_ith" / "train.log").stat().st_size > 0
-    examples = pq.read_table(run_dir / "fusion_features" / "examples.parquet").to_pylist()
+    stages = ["fusion_examples", "fusion_features", "fusion", "fusion_eval/bert-zero-shot"]
+    stages += [f"fusion_train/{s}-seed{k}" for s in ("bert-text", "ith") for k in (0, 1)]
+    stages += [f"fusion_eval/{s}-seed{k}" for s in ("bert-text", "ith") for k in (0, 1)]
+    for stage in stages:
+        assert (run_dir / stage / "_DONE.json").is_file(), stage
+    for system in ("bert-text", "ith"):
+        for seed in (0, 1):
+            report = reports[(system, seed)]
+            model = "ith" if system == "ith" else "text"
+            assert sorted(j["job"] for j in report["jobs"]) == sorted(f"{model}-{t}-seed{seed}"
+                                                                      for t in ("animal", "pitch"))
+            for job in report["jobs"]:
+                folder = run_dir / f"fusion_train/{system}-seed{seed}" / job["job"]
+                assert (folder / "best" / "config.json").is_file() and not (folder / "states").exists()
+                assert len(job["history"]) == 2
+            assert "--cpu" in report["launch"]
+            assert (run_dir / f"fusion_train/{system}-seed{seed}" / "train.log").stat().st_size > 0
+    examples = pq.read_table(run_dir / "fusion_examples" / "examples.parquet").to_pylist()
     assert len(examples) == 2 * 4 * SAMPLE
     scored = {r["example_id"] for r in examples if r["split"] in ("dev", "test", "wiki")}
     preds = pq.read_table(run_dir / "fusion" / "predictions.parquet").to_pylist()
-    dropped = sum(sum(v.values()) for v in reports["evaluate"]["dropped_by_job"].values())
-    # Every scored example has exactly one prediction per variant and seed (none dropped here).
-    assert dropped == 0
-    for variant in ("ith", "text"):
-        for seed in (0, 1):
-            ids = [p["example_id"] for p in preds if p["model"] == variant and p["seed"] == seed]
-            assert sorted(ids) == sorted(scored)
-    assert all(p["audio_ids"] == [] for p in preds if p["model"] == "text")
+    # Every scored example has exactly one prediction per system and seed (none unscored here).
+    assert all(r["unscored_rows"] == 0 for k, r in reports.items() if k[0] == "eval")
+    for system, seeds in (("bert-zero-shot", (0,)), ("bert-text", (0, 1)), ("ith", (0, 1))):
+        for seed in seeds:
+            ids = [p["example_id"] for p in preds if p["model"] == system and p["seed"] == seed]
+            assert sorted(ids) == sorted(scored), (system, seed)
+    assert all(p["audio_ids"] == [] for p in preds if p["model"] != "ith")
     fused = [p for p in preds if p["model"] == "ith" and p["audio_ids"]]
     assert fused and all(len(p["audio_ids"]) == len(p["spans_used"]) for p in fused)
-    assert reports["evaluate"]["ith_examples_fused"] == len(fused)
+    assert sum(reports[("eval", "ith", k)]["examples_with_audio"] for k in (0, 1)) == len(fused)
     results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
-    assert {r["model"] for r in results} == {"ith", "text"}
+    assert {r["model"] for r in results} == {"bert-zero-shot", "bert-text", "ith"}
     assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
     # Each row's accuracy and interval are those of its own predictions (recomputed here).
     from ith_core.evaluate import bootstrap_ci
@@ -181,9 +189,25 @@ def test_outputs_accounting_and_results(fusion_run):
             assert (r["ci_low"], r["ci_high"]) == (round(lo, 2), round(hi, 2))
             if 0 < r["accuracy"] < 100:
                 assert r["ci_high"] - r["ci_low"] > 0
-    ours = reports["evaluate"]["ours_vs_paper"]
+    summary = reports["summary"]
+    ours = summary["ours_vs_paper"]
     assert any(r["paper"] == 78.96 and r["model"] == "ith" for r in ours)
-    assert all(r["seeds"] == 2 for r in ours)
+    assert any(r["paper"] == 60.41 and r["model"] == "bert-zero-shot" for r in ours)
+    assert all(r["paper"] is None for r in ours if r["model"] == "bert-text")  # no published fine-tuned row
+    assert all(r["seeds"] == (1 if r["model"] == "bert-zero-shot" else 2) for r in ours)
+    # Over seeds: the mean of the per-seed accuracies, and an interval of that mean.
+    for row in summary["over_seeds"]:
+        per_seed = [r["accuracy"] for r in results if (r["model"], r["task"], r["split"], r["metric"]) ==
+                    (row["model"], row["task"], row["split"], row["metric"])]
+        # (per-seed accuracies are rounded to 2 decimals, the mean is taken before rounding)
+        assert abs(row["mean"] - float(np.mean(per_seed))) <= 0.01 and row["seeds"] == len(per_seed)
+        assert row["ci_low"] <= row["ci_high"]
+    paired = {(p["a"], p["b"], p["task"], p["split"]): p for p in summary["paired"]}
+    assert set(paired) == {("ith", "bert-text", t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
+    for (a, b, task, split), p in paired.items():
+        mean = {m: next(r["mean"] for r in summary["over_seeds"] if (r["model"], r["task"], r["split"], r["metric"])
+                        == (m, task, split, "exact_match" if task == "animal" else "accuracy")) for m in (a, b)}
+        assert abs(p["difference"] - (mean[a] - mean[b])) < 0.02 and p["ci_low"] <= p["difference"] <= p["ci_high"]
 
 
 @pytest.mark.slow
@@ -191,16 +215,45 @@ def test_rerun_is_cached_and_markdown(fusion_run):
     from ith_core import fusion_stage
 
     cfg, paths = fusion_run["cfg"], fusion_run["paths"]
-    log = fusion_run["run_dir"] / "fusion_train_ith" / "train.log"
+    log = fusion_run["run_dir"] / "fusion_train" / "ith-seed0" / "train.log"
     size = log.stat().st_size
-    again = [fusion_stage.precompute_stage(cfg, paths), fusion_stage.train_stage(cfg, paths, "ith"),
-             fusion_stage.train_stage(cfg, paths, "text"), fusion_stage.evaluate_stage(cfg, paths)]
+    again = [fusion_stage.examples_stage(cfg), fusion_stage.precompute_stage(cfg, paths)]
+    again += [fusion_stage.train_system(cfg, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1)]
+    again += [fusion_stage.evaluate_system(cfg, paths, "bert-zero-shot", 0), fusion_stage.summarise_results(cfg)]
     assert all(r["cached"] for r in again)
     assert log.stat().st_size == size  # no training process was launched
-    md = fusion_stage.results_markdown(cfg.effective_run_id, again[-1])
-    assert "| pitch | test | accuracy |" in md and "78.96" in md and "60.41" in md
-    curves = fusion_stage.curves_markdown(cfg.effective_run_id, {"ith": again[1], "text": again[2]})
-    assert "ith-pitch-seed0" in curves and "epoch 1" in curves
+    md = fusion_stage.results_markdown(cfg.effective_run_id, again[-1], "tiny")
+    assert "random-weight models" in md and "| ITH (imagined audio) |" in md and "| BERT, zero-shot |" in md
+    assert "78.96" in md and "60.41" in md and "| ith - bert-text | pitch | test |" in md
+    curves = fusion_stage.curves_markdown(cfg.effective_run_id, again[2:6])
+    assert "ith-pitch-seed0" in curves and "text-animal-seed1" in curves and "epoch 1" in curves
+
+
+@pytest.mark.slow
+def test_adding_a_seed_trains_only_that_seed(fusion_run, tmp_path):
+    """A finished run given one more seed keeps its folder, reuses every shared stage and every
+    trained (system, seed), and trains and scores only the new seed."""
+    import shutil
+
+    from ith_core import fusion_stage
+
+    src = fusion_run["run_dir"]
+    cfg = RunConfig.from_dict({**fusion_run["cfg"].resolved(), "run_root": str(tmp_path)})
+    shutil.copytree(src, tmp_path / cfg.effective_run_id)
+    more = RunConfig.from_dict({**cfg.resolved(), "fusion": {**cfg.resolved()["fusion"], "seeds": [0, 1, 2]}})
+    assert more.effective_run_id == cfg.effective_run_id  # seeds are not part of the run id
+    paths = fusion_run["paths"]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")}
+    shared = [fusion_stage.examples_stage(more), fusion_stage.precompute_stage(more, paths)]
+    trained = {(s, k): fusion_stage.train_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)}
+    assert all(r["cached"] for r in shared)
+    assert [key for key, r in trained.items() if not r["cached"]] == [("bert-text", 2), ("ith", 2)]
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")}
+    assert all(after[p] == t for p, t in before.items())  # earlier seeds' weights untouched
+    evaluated = {(s, k): fusion_stage.evaluate_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)}
+    assert [key for key, r in evaluated.items() if not r["cached"]] == [("bert-text", 2), ("ith", 2)]
+    summary = fusion_stage.summarise_results(more)
+    assert not summary["cached"] and all(r["seeds"] == 3 for r in summary["over_seeds"] if r["model"] == "ith")
 
 
 def test_skip_reason_without_train_split():
@@ -230,19 +283,19 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
     dst = tmp_path / "resume"
     for stage in ("ingest", "spans", "imagine"):
         shutil.copytree(src / stage, dst / stage)
-    fusion_stage.precompute_stage(cfg, fusion_run["paths"])
-    examples = pq.read_table(dst / "fusion_features" / "examples.parquet").to_pylist()
+    fusion_stage.examples_stage(cfg)
+    examples = pq.read_table(dst / "fusion_examples" / "examples.parquet").to_pylist()
     steps_per_epoch = -(-sum(1 for r in examples if r["task"] == "pitch" and r["split"] == "train")
                         // cfg.fusion.batch_size)
     faults = Path(__file__).parent / "helpers" / "train_with_faults.py"
     # Dies in the second epoch, after the first epoch's state was saved.
     monkeypatch.setattr(fusion_stage, "TRAIN_ENTRY", (str(faults), "--fail-after-steps", str(steps_per_epoch + 1)))
     with pytest.raises(RuntimeError, match="exited with status"):
-        fusion_stage.train_stage(cfg, fusion_run["paths"], "text")
-    assert "injected failure" in (dst / "fusion_train_text" / "train.log").read_text()
-    assert not (dst / "fusion_train_text" / "_DONE.json").exists()
+        fusion_stage.train_system(cfg, fusion_run["paths"], "bert-text", 0)
+    assert "injected failure" in (dst / "fusion_train" / "bert-text-seed0" / "train.log").read_text()
+    assert not (dst / "fusion_train" / "bert-text-seed0" / "_DONE.json").exists()
     monkeypatch.undo()
-    report = fusion_stage.train_stage(cfg, fusion_run["paths"], "text")
+    report = fusion_stage.train_system(cfg, fusion_run["paths"], "bert-text", 0)
     job = report["jobs"][0]
     assert job["resumed_from"] == f"step-{steps_per_epoch:07d}-epoch-end" and len(job["history"]) == 3
     assert job["steps"] == 3 * steps_per_epoch

@@ -2,7 +2,9 @@
 
 Two `accelerate launch` commands, each told it is one machine of a two-machine job
 (`--num_machines 2 --machine_rank R --main_process_ip 127.0.0.1`), run one fusion training job
-of `ith_core.train_fusion` together over gloo, exactly as the recipe runs them on two nodes.
+of `ith_core.train_fusion` together over gloo, exactly as the recipe runs them on two nodes. The
+script launched is tests/helpers/train_with_faults.py, which calls the trainer's own `main` and
+only adds `--grad-check DIR` (each rank's gradient fingerprint after its first backward).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_fusion_train import _free_port, _spec, small_task  # noqa: F401 (small_task is a fixture)
+from test_fusion_train import FAULTS, _free_port, _spec, small_task  # noqa: F401 (small_task is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,14 +37,14 @@ def test_two_machine_accelerate_launch_trains_one_job(small_task, tiny_models, t
     procs = [subprocess.Popen([str(accelerate), "launch", "--multi_gpu", "--num_machines", "2", "--machine_rank",
                                str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
                                "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-                               "-m", "ith_core.train_fusion", "--config", str(config), "--grad-check"],
+                               str(FAULTS), "--grad-check", str(tmp_path / "grads"), "--config", str(config)],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in (0, 1)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-4000:]
     job_dir = tmp_path / "nodes" / "ith-pitch-seed3"
-    ranks = [json.loads((job_dir / f"grad_rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((tmp_path / "grads" / f"grad_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     # Each "machine" saw its own data; DDP's all-reduce made their gradients equal.
     assert ranks[0]["first_input_ids"] != ranks[1]["first_input_ids"]

@@ -48,6 +48,25 @@ def test_bert_base_uncased(built):
         assert classifier(input_ids=ids, attention_mask=mask).logits.shape == (2, 16, 2)
 
 
+@pytest.mark.parametrize("built", ["roberta"], indirect=True)
+def test_roberta_base(built):
+    """roberta-base at full size (125 M parameters, 50265 tokens), through the fusion model's text-only
+    path with the pitch head's two words, the way the RoBERTa-base rows are scored."""
+    from ith_core.fusion import FusionLM
+
+    mlm = built["mlm"]
+    assert 120e6 <= _params(mlm) <= 130e6  # roberta-base: 124.6 M with its tied MLM head
+    model = FusionLM(mlm, audio_dim=None, num_heads=12, ffn_dim=3072, dropout=0.1, fusion=False).eval()
+    ids = torch.randint(4, 50265, (2, 20))
+    ids[:, 0], ids[:, -1] = 0, 2  # <s> ... </s>
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    ids[1, 15:] = 1  # <pad>
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    assert logits.shape == (2, 20, 50265) and torch.isfinite(logits).all()
+
+
 @pytest.mark.parametrize("built", ["generator"], indirect=True)
 def test_stable_audio_open(built):
     from diffusers.models.embeddings import get_1d_rotary_pos_embed

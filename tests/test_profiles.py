@@ -273,7 +273,7 @@ def test_paper_models_missing_offline_fail_fast_with_places_and_fix(no_paper_sou
     assert "hf download bert-base-uncased" in message
     assert "licence" in message and "log in" in message
     rows = model_status("paper")
-    assert [row["available"] for row in rows] == [False] * 4
+    assert [row["available"] for row in rows] == [False] * len(ROLES)
     assert all(len(row["looked_in"]) >= 3 and row["path"] is None for row in rows)
 
 
@@ -294,7 +294,7 @@ def test_paper_lm_from_env_folder(no_paper_sources, tiny, tmp_path, monkeypatch)
 def test_paper_profile_resolves_from_model_home_and_hub_cache(no_paper_sources, tiny, monkeypatch):
     import huggingface_hub.constants
 
-    for role in ("lm", "generator"):
+    for role in ("lm", "roberta", "generator"):
         shutil.copytree(tiny[role], no_paper_sources / "models" / "paper" / role)
     # The Hugging Face cache layout: refs/main names a snapshot folder holding the files.
     cache = Path(huggingface_hub.constants.HF_HUB_CACHE)

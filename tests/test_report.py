@@ -99,14 +99,22 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     assert set(CHARTS) <= page.charts_with_svg, set(CHARTS) - page.charts_with_svg
     assert page.scripts == 0
     text = Path(html_path).read_text(encoding="utf-8")
-    # Every stage ran or was written by contract, except the feature precompute the fixture leaves out.
-    assert text.count("not run") == 2 and text.count("<td>fusion_features</td><td>not run</td>") == 2
+    # Every stage ran or was written by contract, except the ones the fixture leaves out (each is
+    # listed twice: stages of the overview, compute per stage).
+    absent = ("fusion_examples", "fusion_features", "audiobert_retrieval", "audiobert_features")
+    assert text.count("not run") == 2 * len(absent)
+    assert all(text.count(f"<td>{stage}</td><td>not run</td>") == 2 for stage in absent)
     # Self-contained: every link is an in-page fragment, an inline data: URL or a relative audio file.
     assert page.links and all(link.startswith(("#", "data:")) or link.startswith("../../_imagine/audio/")
                               for link in page.links), [l for l in page.links if "://" in l][:5]
     assert not re.findall(r"url\((?!#)", text) and "@import" not in text  # only clip-path="url(#...)"
-    # Published numbers sit next to ours.
-    assert "41.55" in text and "78.96" in text and "ITH (ours)" in text and "text-only (ours)" in text
+    # The table: every system of the published table, ours beside the published numbers.
+    for label in ("BERT, zero-shot", "BERT, fine-tuned text-only", "RoBERTa, zero-shot", "RoBERTa, fine-tuned text-only",
+                  "AudioBERT (retrieved audio)", "ITH (imagined audio)", "ITH − text-only", "ITH − AudioBERT"):
+        assert f"<td>{label}</td>" in text, label
+    for published in ("41.55", "78.96", "36.63", "74.83", "13.46", "60.41", "14.04", "55.84"):
+        assert published in text, published
+    assert 'id="table-paired"' in text
     # Case studies: every candidate of every shown span is a player whose file exists.
     assert page.audio, "no audio elements in the case studies"
     k = tiny_run["reports"]["imagine"]["candidates"] // tiny_run["reports"]["imagine"]["unique_prompts"]
@@ -118,7 +126,7 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
         assert target.is_relative_to(Path(tiny_run["root"]) / "_imagine" / "audio")
     # The Markdown has the same tables.
     md = Path(md_path).read_text(encoding="utf-8")
-    for heading in ("| model | source | animal dev |", "| task | split | variant | metric | seed |",
+    for heading in ("| system | source | animal dev |", "| task | split | variant | metric | seed |",
                     "| dev | token P |", "| task | threshold | accepted |", "| stage | this run | device |"):
         assert heading in md, heading
     md_links = [line for line in md.splitlines() if "[wav](<../../_imagine/audio/" in line]

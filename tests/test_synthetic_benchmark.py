@@ -130,7 +130,7 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
             if r["metric"] in ("exact_match", "accuracy")}
     print(json.dumps({f"{m} {t} {s}": (r["accuracy"], r["ci_low"], r["ci_high"]) for (m, t, s), r in rows.items()}))
     for task in ("animal", "pitch"):
-        ith, text = rows[("ith", task, "test")], rows[("text", task, "test")]
+        ith, text = rows[("ith", task, "test")], rows[("bert-text", task, "test")]
         chance = results["majority"][f"{task}/test"]["accuracy"]
         assert ith["n"] == text["n"] == results["majority"][f"{task}/test"]["n"]
         assert text["ci_low"] <= chance <= text["ci_high"], (task, text, chance)
@@ -138,6 +138,6 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     # The audio was used: every ITH test prediction fused at least one span's audio, text-only none.
     predictions = pq.read_table(run / "fusion" / "predictions.parquet").to_pylist()
     assert all(p["audio_ids"] for p in predictions if p["model"] == "ith" and p["split"] == "test")
-    assert not any(p["audio_ids"] for p in predictions if p["model"] == "text")
+    assert not any(p["audio_ids"] for p in predictions if p["model"] == "bert-text")
     report = (run / "report" / "report.md").read_text()
     assert "planted-signal benchmark" in report and "bootstrapped by source name" in report

@@ -1,9 +1,10 @@
 """Run folders for the report tests.
 
 `build_tiny_run` runs the real stages (ingest, span detector, spans, imagine: plan, shards,
-collect) on the tiny profile with tiny settings, then writes the fusion stage's outputs by its
-contract (results, predictions, training logs, summary entries), since that stage is built
-elsewhere. `build_hostile_run` fabricates a small run by the real schemas whose sentence and
+collect) on the tiny profile with tiny settings, then writes the fusion stages' outputs by their
+contract (every system's predictions, aggregated by the real functions, training logs, summary
+entries): training every system would cost minutes, and tests/test_pipeline.py checks that a
+real run writes the same contract. `build_hostile_run` fabricates a small run by the real schemas whose sentence and
 span text are HTML/Markdown injections, with no span detector and no fusion outputs.
 """
 
@@ -41,8 +42,17 @@ def _coin(*parts) -> float:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
+# Every system of the table, with the share of rows each gets right in the fabricated predictions.
+FABRICATED_SYSTEMS = {"bert-zero-shot": 0.2, "bert-text": 0.4, "roberta-zero-shot": 0.2, "roberta-text": 0.4,
+                      "audiobert": 0.55, "ith": 0.7}
+
+
 def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
-    """The fusion stage's outputs by contract, with deterministic made-up predictions."""
+    """The fusion stages' outputs by contract (every system of the table), with deterministic made-up
+    predictions, through the real aggregation functions."""
+    from ith_core import fusion_stage
+    from ith_core.evaluate import majority_baseline, paired_comparisons, results_dict, seed_mean_table
+
     examples = {r["example_id"]: r for r in layout.read_table("ingest", "examples.parquet").to_pylist()}
     selection = layout.read_table("imagine", "selection.parquet").to_pylist()
     used: dict[str, tuple[list, list]] = {}
@@ -53,40 +63,48 @@ def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
             ids.append(row["audio_id"])
     sampled = sorted({r["example_id"] for r in selection})
     predictions = []
-    for seed in seeds:
-        for example_id in sampled:
-            ex = examples[example_id]
-            for variant, p_correct in (("ith", 0.7), ("text", 0.4)):
-                correct = _coin(seed, variant, example_id) < p_correct
+    for system, p_correct in FABRICATED_SYSTEMS.items():
+        for seed in seeds if fusion_stage.SYSTEMS[system].trained else (fusion_stage.ZERO_SHOT_SEED,):
+            for example_id in sampled:
+                ex = examples[example_id]
+                correct = _coin(seed, system, example_id) < p_correct
                 wrong = "lower" if ex["answer"] == "higher" else "higher" if ex["task"] == "pitch" else "dog"
                 prediction = ex["answer"] if correct else wrong
-                spans, ids = used.get(example_id, ([], [])) if variant == "ith" else ([], [])
+                spans, ids = used.get(example_id, ([], [])) if system in ("ith", "audiobert") else ([], [])
                 predictions.append({"example_id": example_id, "task": ex["task"], "split": ex["split"],
-                                    "model": variant, "seed": seed, "prediction": prediction, "gold": ex["answer"],
+                                    "model": system, "seed": seed, "prediction": prediction, "gold": ex["answer"],
                                     "correct": correct, "mc_prediction": None, "mc_correct": None,
                                     "spans_used": spans, "audio_ids": ids})
     # One prediction is an injection: predictions are decoded LM output, i.e. data.
     # On the text-only side of an example where ITH is right and text-only wrong: the report shows those first.
     by_key = {(p["example_id"], p["model"], p["seed"]): p for p in predictions}
-    shown = next(p for p in predictions if p["model"] == "text" and not p["correct"]
+    shown = next(p for p in predictions if p["model"] == "bert-text" and not p["correct"]
                  and by_key[(p["example_id"], "ith", p["seed"])]["correct"])
     shown["prediction"] = HOSTILE_PREDICTION
     table = accuracy_table(predictions, n_boot=200)
     layout.write_table(pa.Table.from_pylist(predictions), "fusion", "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), "fusion", "results.parquet")
-    jobs = {}
-    for variant in ("ith", "text"):
-        jobs[variant] = [{"job": f"{variant}-{task}-seed{seed}", "task": task, "model": variant, "seed": seed, "steps": 12,
-                          "best_dev": 50.0, "best_epoch": 2, "seconds": 3.5, "world_size": 1,
-                          "history": [{"epoch": e, "dev_accuracy": 30.0 + 10 * e + (5 if variant == "ith" else 0),
-                                       "loss": 2.0 / (e + 1)} for e in range(3)]}
-                         for task in ("animal", "pitch") for seed in seeds]
-        layout.write_json({"key": "fabricated", "report": {"variant": variant, "jobs": jobs[variant], "seconds": 7.0}},
-                          f"fusion_train_{variant}", "_DONE.json")
-    report = {"predictions": len(predictions), "per_seed": table, "device": "cpu", "seconds": 1.25}
-    layout.write_json({"key": "fabricated", "report": report}, "fusion", "_DONE.json")
-    return {"fusion": report, **{f"fusion_train_{v}": {"variant": v, "jobs": j, "seconds": 7.0}
-                                 for v, j in jobs.items()}}
+    train_reports = []
+    for system in (s for s in FABRICATED_SYSTEMS if fusion_stage.SYSTEMS[s].trained):
+        for seed in seeds:
+            jobs = [{"job": f"{system}-{task}-seed{seed}", "task": task, "model": system, "seed": seed, "steps": 12,
+                     "best_dev": 50.0, "best_epoch": 2, "seconds": 3.5, "world_size": 1,
+                     "history": [{"epoch": e, "dev_accuracy": 30.0 + 10 * e + (5 if system == "ith" else 0),
+                                  "loss": 2.0 / (e + 1)} for e in range(3)]}
+                    for task in ("animal", "pitch")]
+            report = {"system": system, "seed": seed, "jobs": jobs, "seconds": 7.0}
+            layout.write_json({"key": "fabricated", "report": report}, fusion_stage.train_stage_name(system, seed),
+                              "_DONE.json")
+            train_reports.append(report)
+    results = results_dict(table, "auditorybench", {s.name: s.published for s in fusion_stage.SYSTEMS.values()})
+    results.update(
+        systems=[{"name": s.name, "label": s.label, "seeds": list(seeds)} for s in fusion_stage.SYSTEMS.values()],
+        over_seeds=seed_mean_table(predictions, n_boot=200),
+        paired=paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")], n_boot=200),
+        majority=majority_baseline(list(examples.values()), ("dev", "test")), benchmark="auditorybench",
+        bootstrap_unit="example", device="cpu", seconds=1.25)
+    layout.write_json({"key": "fabricated", "report": results}, "fusion", "_DONE.json")
+    return {"fusion": fusion_stage.fusion_summary({}, train_reports, [], results)}
 
 
 def build_tiny_run(root: str, run_id: str, model_paths: dict[str, str], bench_dir) -> dict:

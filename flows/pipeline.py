@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from ith_core import stages
+from ith_core import audiobert_stage, stages
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
 from ith_core.fusion_stage import needs_imagination
 from flows.artifacts import artifact_key
@@ -33,6 +33,7 @@ SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
+AudioBertSettings = overrides_model("audiobert")
 # `--seeds N` trains with the first N seeds of 42, 43, 44, ... (42: the method's seed).
 FIRST_SEED = 42
 
@@ -93,7 +94,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  imagine: Optional[ImagineSettings] = None,
                  fusion: Optional[FusionSettings] = None,
                  synthetic: Optional[SyntheticSettings] = None,
-                 audiobert: Optional[dict] = None) -> dict:
+                 audiobert: Optional[AudioBertSettings] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
     Parameters: `profile` (tiny: random-weight models built offline; paper: the method's
@@ -103,7 +104,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     (folder or fsspec URL, relative to the worker's working directory),
     `run_id` (default `<profile>-<hash of the settings>`), `data_dir`, `tasks`, `splits`,
     `sample_limit` (examples per task and split; empty: the profile's default, "all": every row),
-    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion`, `synthetic` (each
+    `model_dir`, `device`, and the stage settings `span`, `imagine`, `fusion`, `synthetic`, `audiobert` (each
     field empty: the profile's default).
     """
     started = time.perf_counter()
@@ -113,6 +114,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
                        span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
+    audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
     config = cfg.resolved()
     logger = get_run_logger()
     logger.info("run %s (profile %s) in %s", cfg.effective_run_id, cfg.profile, stages.write_config(cfg))

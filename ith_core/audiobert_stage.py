@@ -5,8 +5,9 @@
     features_stage(cfg, model_paths)        AST input features of the retrieved top-1 clips
     train_spec(cfg, model_paths, seed, output_dir)   the TrainSpec that `accelerate launch -m
                                             ith_core.train_fusion --config spec.json` trains
-    eval_inputs(cfg)                        (selection table path, FeatureReader) for scoring a
-                                            dev-best model with ith_core.evaluate.predict
+    eval_inputs(cfg)                        (spans by example id, FeatureReader) for scoring a
+                                            dev-best model (fusion_stage.evaluate_system)
+    check_pool(cfg)                         before any stage: a run that needs a pool has one
 
 Files in the run folder (`<run_root>/<run_id>/`):
 
@@ -47,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core import retrieval
-from ith_core.config import RunConfig
+from ith_core.config import ConfigError, RunConfig
 from ith_core.fusion_stage import (FUSION_SELECTION_SCHEMA, _open_stage, _spans_table, _tasks_with_train_rows,
                                    encode_selection, layout_for, resolve_device, sampled_examples)
 from storage.layout import DONE_MARKER, RunLayout
@@ -77,7 +78,7 @@ RETRIEVAL_SCHEMA = pa.schema([
 ])
 
 
-class PoolNotAvailableError(RuntimeError):
+class PoolNotAvailableError(ConfigError):
     """No clip pool is configured and the run has no default one; the message says how to get one."""
 
 
@@ -132,7 +133,32 @@ def resolve_pool(cfg: RunConfig) -> retrieval.Pool:
         return retrieval.load_pool(retrieval.synthetic_pool(cfg))
     if cfg.profile == "tiny":
         return audio_store_pool(cfg)
-    raise PoolNotAvailableError(
+    raise PoolNotAvailableError(_no_pool_message(cfg))
+
+
+def check_pool(cfg: RunConfig) -> None:
+    """Fails before any stage runs when the run's AudioBERT row has no pool to retrieve from.
+
+    Cheap: a configured pool must be a folder (its rows are checked when it is read); without
+    one, only the synthetic benchmark and the tiny profile have a default.
+    """
+    if "audiobert" not in cfg.systems:
+        return
+    if cfg.audiobert.pool:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(cfg.audiobert.pool)
+        if not fs.isdir(root):
+            raise PoolNotAvailableError(f"audiobert.pool {cfg.audiobert.pool!r} is not a folder (or does not exist); "
+                                        "set it to a folder or fsspec URL of .wav/.flac clips with a captions table")
+        return
+    if cfg.benchmark == "synthetic" or cfg.profile == "tiny":
+        return
+    raise PoolNotAvailableError(_no_pool_message(cfg))
+
+
+def _no_pool_message(cfg: RunConfig) -> str:
+    return (
         f"AudioBERT needs a clip pool and none is set (audiobert.pool is null). The published system retrieved "
         f"from {PUBLISHED_POOL}; it is not downloadable here and nothing is fetched automatically. Looked for: "
         f"audiobert.pool (not set); no default pool exists for profile {cfg.profile!r} on {cfg.benchmark!r}. To get "
@@ -140,7 +166,7 @@ def resolve_pool(cfg: RunConfig) -> retrieval.Pool:
         "tar shards so each clip's .flac sits beside its .json; or use any folder of .wav/.flac clips with a "
         "captions.csv (columns path, caption[, source, split]) or a caption JSON beside each clip. Then run with "
         "--set audiobert.pool='\"DIR\"' (a folder or fsspec URL); the manifest and CLAP index are built once under "
-        f"{retrieval.retrieval_home()} and reused.")
+        f"{retrieval.retrieval_home()} and reused. Or leave audiobert out of --systems.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,9 +296,9 @@ def training_settings(cfg: RunConfig) -> dict:
     a = cfg.audiobert
     return {**cfg.fusion.model_dump(mode="json"),
             **{name: getattr(a, name) for name in ("learning_rates", "epochs", "batch_size", "warmup_ratios",
-                                                    "weight_decay", "max_grad_norm", "max_length", "mixed_precision",
-                                                    "num_processes", "train_audio_encoder")},
-            "seeds": list(a.seeds), "audio_tokens": None if a.train_audio_encoder else 1}
+                                                    "weight_decay", "max_grad_norm", "mixed_precision",
+                                                    "train_audio_encoder")},
+            "audio_tokens": None if a.train_audio_encoder else 1}
 
 
 def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_dir: str | Path):
@@ -303,21 +329,20 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
 
 
 def eval_inputs(cfg: RunConfig):
-    """(selection table path, FeatureReader) for scoring AudioBERT models of this run.
+    """(spans by example id, FeatureReader) for scoring AudioBERT models of this run.
 
-    Score a dev-best model like the fusion stage scores ITH (`model_name="audiobert"`):
-        model, tokenizer, _ = train_fusion.load_best(job_dir, device)
-        spans = lm_data.spans_from_selection(audio_encoding.read_selection(selection_path))
-        items, counts = lm_data.encode_examples(tokenizer, rows, spans, max_length, use_audio=True, mc=True)
-        evaluate.predict(model, tokenizer, items, lm_data.FusionCollator(tokenizer.pad_token_id, features), ...)
-    with `rows` from `<run>/audiobert_features/examples.parquet`.
+    `fusion_stage.evaluate_system` scores a dev-best model with them as it scores ITH: the spans
+    of `audiobert_features/selection.parquet` (each with its top-1 clip) and the stored features.
     """
+    from ith_core.audio_encoding import read_selection
+    from ith_core.lm_data import spans_from_selection
     from storage.features import FeatureStore
 
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
-    return str(layout.local_dir(FEATURES) / "selection.parquet"), FeatureStore(layout, FEATURES).reader()
+    spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
+    return spans, FeatureStore(layout, FEATURES).reader()
 
 
 def summary_markdown(run_id: str, report: dict) -> str:

@@ -227,6 +227,8 @@ class AudioBertConfig(Section):
     "AudioBERT (retrieval)"). Retrieval: the query `"{span} sound"` is matched against a clip
     pool, the top-k clips are kept per span, and the AST vector of the top-1 clip replaces the
     span's first wordpiece embedding of a masked LM trained with LoRA on query/key/value.
+    Shared with every system of the table, so rows differ only in what they hear: the seeds
+    (`fusion.seeds`), `fusion.max_length`, the processes (`fusion.num_processes`) and the scoring.
     """
 
     pool: Optional[Str] = Field(
@@ -270,12 +272,8 @@ class AudioBertConfig(Section):
         description="linear warmup share of the cosine schedule per task (release: 10 %)")
     weight_decay: Float = Field(0.01, ge=0.0, description="AdamW weight decay (torch default, as the release)")
     max_grad_norm: Optional[Float] = Field(1.0, gt=0, description="gradient-norm clip (release: 1.0); null: none")
-    max_length: Int = Field(
-        512, ge=8, le=512, description="tokens per sentence; longer ones are windowed around the [MASK]")
-    seeds: tuple[Int, ...] = Field((42,), min_length=1, description="training seeds; one model per task and seed")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "no", description="no: fp32 (the release); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU")
-    num_processes: Int = Field(1, ge=1, description="accelerate processes (execution only)")
 
     @field_validator("query_template")
     @classmethod
@@ -283,11 +281,6 @@ class AudioBertConfig(Section):
         if "{span}" not in value:
             raise ValueError("must contain '{span}'")
         return value
-
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seeds_list(cls, value: Any) -> Any:
-        return _split_csv(value) if isinstance(value, str) else value
 
 
 class SyntheticConfig(Section):
@@ -470,7 +463,6 @@ EXECUTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "imagine": ("batch_size", "decode_batch_size", "decode", "keep_audio", "audio_format", "disk_check", "shard_size",
                 "clap_batch_size", "task_runner", "ray_address", "gpus", "retries"),
     "fusion": ("num_processes",),
-    "audiobert": ("num_processes",),
 }
 
 # Stage settings that differ by profile. The paper profile uses the method's settings as they

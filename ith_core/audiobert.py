@@ -8,7 +8,8 @@ LM's own embedding layer then adds positions and token types and applies LayerNo
 once (the release ran the embedding layer twice: its bug 3). The LM gets the attention mask (bug
 4), the loss is taken at the [MASK] positions only (bug 5; `loss_on_all_tokens=True` replicates
 the release's loss on every token, padding included), LoRA (peft) sits on query/key/value with
-every LM weight frozen (MLM head included), and AST and the projection train. Any BERT-family
+every LM weight frozen (MLM head included; `train_lm_head` lets the head train for random-weight
+LMs), and AST and the projection train. Any BERT-family
 `AutoModelForMaskedLM` works (the substitution hooks the module `get_input_embeddings()`
 returns; nothing reads a `.bert` attribute: bug 12).
 
@@ -38,7 +39,7 @@ LORA_TARGETS = ("query", "key", "value")
 class AudioBertLM(nn.Module):
     def __init__(self, mlm: nn.Module, audio_encoder: nn.Module | None, audio_dim: int, *, lora_r: int,
                  lora_alpha: int, lora_dropout: float, loss_on_all_tokens: bool = False,
-                 target_modules: tuple[str, ...] = LORA_TARGETS) -> None:
+                 target_modules: tuple[str, ...] = LORA_TARGETS, train_lm_head: bool = False) -> None:
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -51,6 +52,15 @@ class AudioBertLM(nn.Module):
         # peft freezes every weight of the wrapped LM, the MLM head included; only lora_A/B train.
         self.lm = get_peft_model(mlm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                                  target_modules=list(target_modules), bias="none"))
+        if train_lm_head:
+            # The MLM head is every child of the LM but its encoder (BERT `cls`, RoBERTa `lm_head`);
+            # its decoder weight is the tied word-embedding matrix, which stays frozen.
+            tied = mlm.get_input_embeddings().weight
+            for name, child in mlm.named_children():
+                if name != mlm.base_model_prefix:
+                    for p in child.parameters():
+                        if p is not tied:
+                            p.requires_grad_(True)
         self.audio_encoder = audio_encoder
         self.audio_dim = int(audio_dim)
         self.projection = nn.Linear(audio_dim, hidden) if audio_dim != hidden else None
@@ -145,7 +155,8 @@ def build_audiobert_model(mlm: nn.Module, settings: AudioBertConfig | dict, audi
         audio_dim = audio_encoder.config.hidden_size
         audio_encoder.requires_grad_(True)  # the release trains all of AST
     return AudioBertLM(mlm, audio_encoder, audio_dim, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                       lora_dropout=cfg.lora_dropout, loss_on_all_tokens=cfg.loss_on_all_tokens)
+                       lora_dropout=cfg.lora_dropout, loss_on_all_tokens=cfg.loss_on_all_tokens,
+                       target_modules=tuple(cfg.lora_targets), train_lm_head=cfg.train_lm_head)
 
 
 @torch.no_grad()

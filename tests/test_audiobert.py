@@ -303,6 +303,20 @@ def test_loss_on_the_masks_and_what_trains(tiny_models):
     assert set(trainable) <= set(state) and any(k.startswith("audio_encoder.") for k in state)
 
 
+def test_tiny_profile_head_and_dense_adapters(tiny_models):
+    """train_lm_head: the MLM head trains, never the word embeddings tied to it; LoRA on every dense layer."""
+    model, _, _ = _tiny_model(tiny_models, train_lm_head=True, lora_targets=("query", "key", "value", "dense"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("lm.")}
+    head = {n for n in trainable if ".cls." in n}
+    assert head and all("lora_" in n for n in trainable - head)
+    assert any(n.endswith("cls.predictions.bias") for n in head)
+    assert not model.lm.get_input_embeddings().weight.requires_grad
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable - head} == {"query", "key", "value", "dense"}
+    assert all(not p.requires_grad for n, p in model.named_parameters()
+               if n.startswith("lm.") and ".cls." not in n and "lora_" not in n)
+    assert head <= set(model.trainable_state())  # saved with the dev-best weights
+
+
 @pytest.mark.slow
 def test_full_size_forward_with_lora(tmp_path):
     """bert-base-uncased + the AudioSet AST at full size, random weights, LoRA r 64 on: one forward and backward."""

@@ -395,9 +395,16 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
     assert scored["unscored_rows"] == 0 and scored["examples_with_audio"] > 0
     preds = pq.read_table(run / "fusion_eval" / "audiobert-seed0" / "predictions.parquet").to_pylist()
     assert {p["model"] for p in preds} == {"audiobert"} and len(preds) == 3 * 12
-    # The dev-best model reloads to the same predictions of a dev row with audio.
-    model, _, saved = load_best(best)
+    # The dev-best model rebuilds from its saved weights (LoRA, head, AST), and training changed them.
+    from safetensors.torch import load_file
+
+    model, _, saved = load_best(best.parent)
     assert saved["job"]["model"] == "audiobert"
+    stored = load_file(str(best / "audiobert.safetensors"))
+    state = model.trainable_state()
+    assert set(stored) == set(state) and all(torch.equal(stored[k], state[k]) for k in stored)
+    assert any(k.startswith("audio_encoder.") for k in stored)
+    assert any(stored[k].abs().sum() > 0 for k in stored if "lora_B" in k)  # B starts at zero
     # Rerunning the stages reuses them.
     assert audiobert_stage.retrieval_stage(cfg, paths)["cached"] and fusion_stage.train_system(
         cfg, paths, "audiobert", 0)["cached"]

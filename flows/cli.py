@@ -333,6 +333,7 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import build_config, ith_pipeline
+    from ith_core import audiobert_stage
     from ith_core.profiles import check_model_dir
     from ith_core.spans import resolve_device
     from storage.layout import check_run_root
@@ -342,6 +343,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_run_root(cfg.run_root)
     resolve_device(cfg.device)  # an absent GPU is an error now, not deep inside a stage
     check_model_dir(cfg.model_dir)
+    audiobert_stage.check_pool(cfg)
     _quiet_console()
     result = ith_pipeline(**params)
     if args.json:

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from ith_core import stages
+from ith_core import audiobert_stage, stages
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
 from ith_core.fusion_stage import needs_imagination
 from flows.artifacts import artifact_key, publish_report
@@ -36,6 +36,7 @@ SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
+AudioBertSettings = overrides_model("audiobert")
 # auto, cpu, cuda, or one GPU by number: choices in the deployment form, cuda:N typed in.
 Device = Union[Literal["auto", "cpu", "cuda"], Annotated[str, Field(pattern=r"^cuda:[0-9]+$")]]
 # `--seeds N` trains with the first N seeds of 42, 43, 44, ... (42: the method's seed).
@@ -98,7 +99,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  imagine: Optional[ImagineSettings] = None,
                  fusion: Optional[FusionSettings] = None,
                  synthetic: Optional[SyntheticSettings] = None,
-                 audiobert: Optional[dict] = None) -> dict:
+                 audiobert: Optional[AudioBertSettings] = None) -> dict:
     """Runs every stage and returns the run's summary.
 
     Args:
@@ -141,6 +142,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     hf_logging.disable_progress_bar()
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
                        span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
+    audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
     config = cfg.resolved()
     logger = get_run_logger()
     tag_flow_run(cfg)

@@ -33,17 +33,25 @@ def read_wav(url: str) -> tuple[np.ndarray, int]:
     """(float32 samples shaped (channels, samples), sample rate) from a WAV or FLAC path or fsspec URL."""
     with fsspec.open(url, "rb") as handle:
         data = handle.read()
+    try:
+        return decode_audio(data)
+    except WavError as error:
+        raise WavError(f"{url}: {error}") from None
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    """WAV or FLAC bytes -> ((channels, samples) float32, sample rate); `WavError` names what is wrong."""
     if data[:4] == b"fLaC":
         import io
 
         import soundfile
 
-        frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        try:
+            frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        except RuntimeError as error:  # soundfile.LibsndfileError is one
+            raise WavError(f"not a readable FLAC file ({error})") from None
         return np.ascontiguousarray(frames.T), int(rate)
-    try:
-        return decode_wav(data)
-    except WavError as error:
-        raise WavError(f"{url}: {error}") from None
+    return decode_wav(data)
 
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:

@@ -225,6 +225,82 @@ class FusionConfig(Section):
         return _split_csv(value) if isinstance(value, str) else value
 
 
+class AudioBertConfig(Section):
+    """The AudioBERT (retrieval) backend: clip pool, CLAP retrieval, the LoRA LM and its training.
+
+    Defaults are the release's (HJ-Ok/AudioBERT, README values; see the README section
+    "AudioBERT (retrieval)"). Retrieval: the query `"{span} sound"` is matched against a clip
+    pool, the top-k clips are kept per span, and the AST vector of the top-1 clip replaces the
+    span's first wordpiece embedding of a masked LM trained with LoRA on query/key/value.
+    Shared with every system of the table, so rows differ only in what they hear: the seeds
+    (`fusion.seeds`), `fusion.max_length`, the processes (`fusion.num_processes`) and the scoring.
+    """
+
+    pool: Optional[Str] = Field(
+        None, description="clip pool: a folder or fsspec URL of WAV/FLAC files with a captions table (captions.csv, "
+                          ".tsv, .jsonl or .parquet: path, caption[, source, split]) or a caption JSON beside each "
+                          "clip (LAION-Audio-630K's layout); null: the profile's and benchmark's default pool "
+                          "(synthetic: clips rendered for every source name; tiny AuditoryBench: the run's imagined "
+                          "train-split clips; paper AuditoryBench: none, an error says how to get the published one)")
+    query_mode: Literal["clap", "text"] = Field(
+        "clap", description="clap: CLAP text embedding of the query against the pool's CLAP audio index (the "
+                            "release); text: the query's words against the captions' words (TF-IDF cosine), for "
+                            "pools whose CLAP is untrained (tiny profile, synthetic benchmark)")
+    query_template: Str = Field("{span} sound", description="retrieval query of a span; must contain {span} "
+                                                            "(release: '{span} sound')")
+    top_k: Int = Field(50, ge=1, description="clips kept per span, best first (release: 50; the LM hears the top-1)")
+    policy: Literal["all", "split_own", "exclude_source"] = Field(
+        "all", description="which clips a row may retrieve: all (the release's code default); split_own: clips whose "
+                           "split is the row's (clips without a split are shared; emulates the release's per-split "
+                           "files and leaks the clip that fixed a pitch label); exclude_source: all but the clips "
+                           "whose source is the row's example id or one of its gold spans")
+    lora_targets: tuple[Str, ...] = Field(
+        ("query", "key", "value"), min_length=1,
+        description="names of the LM's linear layers that get LoRA adapters (release: query, key, value); every LM "
+                    "weight stays frozen either way")
+    train_lm_head: Bool = Field(
+        False, description="false: the MLM head stays frozen with the rest of the LM (the release); true: its "
+                           "transform and output bias train too (not the word embeddings tied to it). For "
+                           "random-weight LMs, whose frozen head cannot make any answer likely")
+    lora_r: Int = Field(64, ge=1, description="LoRA rank on query/key/value (release: 64)")
+    lora_alpha: Int = Field(128, ge=1, description="LoRA alpha (release: 128)")
+    lora_dropout: Float = Field(0.01, ge=0.0, lt=1.0, description="LoRA dropout (release: 0.01)")
+    train_audio_encoder: Bool = Field(
+        True, description="true: AST trained end to end on stored input features (the release); false: a frozen AST "
+                          "whose mean-pooled vectors are precomputed once (cheaper, not the release)")
+    standardize_audio: Bool = Field(
+        False, description="true: the pooled AST vector is standardised per dimension with fixed statistics of the "
+                           "training clips (computed once before training) before it replaces the word embedding; "
+                           "false: injected raw (the release)")
+    loss_on_all_tokens: Bool = Field(
+        False, description="false: masked-LM loss at the [MASK] positions only; true: the release's loss on every "
+                           "token, padding included (its bug 5, kept as a flag to replicate it)")
+    learning_rates: dict[Literal["animal", "pitch"], Annotated[Float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"animal": 3e-4, "pitch": 3e-4},
+        description="AdamW learning rate per task (release README: 3e-4; its animal script defaults to 1e-4)")
+    batch_size: Int = Field(32, ge=1, description="global batch (release README: 32)")
+    epochs: Int = Field(20, ge=1, description="training epochs (release: 20)")
+    warmup_ratios: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: {"animal": 0.1, "pitch": 0.1},
+        description="linear warmup share of the cosine schedule per task (release: 10 %)")
+    weight_decay: Float = Field(0.01, ge=0.0, description="AdamW weight decay (torch default, as the release)")
+    max_grad_norm: Optional[Float] = Field(1.0, gt=0, description="gradient-norm clip (release: 1.0); null: none")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "no", description="no: fp32 (the release); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU")
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _targets_list(cls, value: Any) -> Any:
+        return _split_csv(value) if isinstance(value, str) else value
+
+    @field_validator("query_template")
+    @classmethod
+    def _has_span(cls, value: str) -> str:
+        if "{span}" not in value:
+            raise ValueError("must contain '{span}'")
+        return value
+
+
 class SyntheticConfig(Section):
     """The planted-signal benchmark (`--benchmark synthetic`, ith_core.synthetic): sizes and seed.
 
@@ -265,6 +341,7 @@ class RunConfig(Section):
     span: SpanDetectorConfig = Field(default_factory=SpanDetectorConfig)
     imagine: ImagineConfig = Field(default_factory=ImagineConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    audiobert: AudioBertConfig = Field(default_factory=AudioBertConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
     @field_validator("systems", mode="before")
@@ -430,6 +507,16 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         # orders tokens frequency-major): all 146 took about 3x as many epochs to be heard.
         "fusion": {"num_heads": 4, "ffn_dim": 256, "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
                    "audio_tokens": 12, "train_audio_encoder": False},
+        # The tiny CLAP is untrained: its text and audio embeddings do not meet, so retrieval
+        # matches captions as text. LoRA rank 8 on the 64-wide LM (64 would be full rank);
+        # random weights need a larger learning rate, as for fusion. A frozen random-weight LM
+        # cannot answer at all: with LoRA on query/key/value only, the masked-LM loss stalled at
+        # about 4.2 and dev stayed at the constant answer (synthetic benchmark, README), so the
+        # tiny profile also trains the MLM head (not the tied word embeddings) and puts LoRA on
+        # every dense layer; batch 16 doubles the steps of the release's 20 epochs.
+        "audiobert": {"query_mode": "text", "lora_r": 8, "lora_alpha": 16,
+                      "lora_targets": ["query", "key", "value", "dense"], "train_lm_head": True, "batch_size": 16,
+                      "learning_rates": {"animal": 2e-3, "pitch": 2e-3}},
     },
     "paper": {},
 }
@@ -439,7 +526,11 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 # the tone generator renders the planted signal; CLAP still scores every candidate, but the
 # tiny CLAP is untrained and says nothing about tones, so every first candidate is accepted.
 _SYNTHETIC = {"data": {"sample_limit": None},
-              "imagine": {"generator": "tone", "thresholds": {"animal": -1.0, "pitch": -1.0}}}
+              "imagine": {"generator": "tone", "thresholds": {"animal": -1.0, "pitch": -1.0}},
+              # Made-up source names mean nothing to any CLAP: the pool's captions are matched as text.
+              "audiobert": {"query_mode": "text"},
+              # Every row of the table: the retrieval row hears clips of the pool the benchmark builds.
+              "systems": ["bert", "roberta", "audiobert", "ith"]}
 BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "auditorybench": {},
     "synthetic": {
@@ -451,7 +542,8 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "span": SpanDetectorConfig, "imagine": ImagineConfig,
-                                      "fusion": FusionConfig, "synthetic": SyntheticConfig}
+                                      "fusion": FusionConfig, "audiobert": AudioBertConfig,
+                                      "synthetic": SyntheticConfig}
 
 
 def profile_default(profile: str, section: str, name: str) -> Any:

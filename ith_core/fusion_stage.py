@@ -207,42 +207,56 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     write different content under the same shard name. Within a run each waveform is encoded
     once however many examples (or tasks) use it, and finished shards are skipped on a rerun.
     """
-    from ith_core.audio_encoding import precompute_audio_features, read_selection
-    from ith_core.profiles import load_audio_encoder
-    from storage.features import FeatureStore
-
     layout = layout_for(cfg)
     key = _features_key(layout, cfg, model_paths)
     if (report := _open_stage(layout, FEATURES, key)) is not None:
         return report
     started = time.perf_counter()
-    examples = sampled_examples(layout, cfg)
     imagined = layout.read_table("imagine", "selection.parquet")
     # Only this run's tasks and splits (the imagine stage covers exactly those; a copied folder may not).
     imagined = imagined.filter(pc.and_(pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
                                        pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits)))))
     selection, counts = adapt_selection(imagined, _spans_table(layout, cfg),
                                         layout.read_table("imagine", "candidates.parquet"))
-    layout.write_table(examples, FEATURES, "examples.parquet")
-    layout.write_table(selection, FEATURES, "selection.parquet")
+    report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
+                              trainable_encoder=cfg.fusion.train_audio_encoder, audio_tokens=cfg.fusion.audio_tokens)
+    report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
+    layout.mark_done(FEATURES, key, report)
+    return {**report, "cached": False}
+
+
+def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, examples: pa.Table,
+                     selection: pa.Table, *, trainable_encoder: bool, audio_tokens: int | None) -> dict:
+    """Writes `<stage>/examples.parquet` and `selection.parquet` (read_selection's contract), then
+    encodes every distinct selected audio once into `<stage>`'s feature shards and manifest.
+
+    Returns the stage report's common part; the caller marks the stage done. Shared by the fusion
+    stage (imagined audio) and AudioBERT's features stage (retrieved clips).
+    """
+    from ith_core.audio_encoding import precompute_audio_features, read_selection
+    from ith_core.profiles import load_audio_encoder
+    from storage.features import FeatureStore
+
+    layout = layout_for(cfg)
+    layout.write_table(examples, stage, "examples.parquet")
+    layout.write_table(selection, stage, "selection.parquet")
     rows = read_selection(selection)  # the contract's own checks, before any encoding
     device = resolve_device(cfg)
     encoder, extractor = load_audio_encoder(model_paths["audio_encoder"])
-    store = FeatureStore(layout, FEATURES)
-    encoded = precompute_audio_features(rows, encoder, extractor, store, trainable_encoder=cfg.fusion.train_audio_encoder,
-                                        audio_tokens=cfg.fusion.audio_tokens, batch_size=ENCODE_BATCH_SIZE,
+    store = FeatureStore(layout, stage)
+    encoded = precompute_audio_features(rows, encoder, extractor, store, trainable_encoder=trainable_encoder,
+                                        audio_tokens=audio_tokens, batch_size=ENCODE_BATCH_SIZE,
                                         shard_size=FEATURE_SHARD_SIZE, device=device)
     index = store.index()
-    manifest = {"encoder": str(model_paths["audio_encoder"]), "train_audio_encoder": cfg.fusion.train_audio_encoder,
-                "audio_tokens": cfg.fusion.audio_tokens, "audios": index.num_rows,
+    manifest = {"encoder": str(model_paths["audio_encoder"]), "train_audio_encoder": trainable_encoder,
+                "audio_tokens": audio_tokens, "audios": index.num_rows,
                 "shards": encoded["shards"], "dtype": "float16",
                 "shape": [int(index["num_tokens"][0].as_py()), int(index["dim"][0].as_py())] if index.num_rows else None}
     store.write_manifest(manifest)
     with_audio = {r["example_id"] for r in rows if r["audio_id"] is not None}
-    report = {
+    return {
         "examples": examples.num_rows,
         "examples_with_audio": len(with_audio),
-        "span_rows": counts,
         "distinct_audios": encoded["audios"],
         "audios_encoded": encoded["audios_encoded"],
         "shards_written": encoded["shards_written"],
@@ -251,11 +265,8 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "audios_per_s": encoded["audios_per_s"],
         "feature_shape": manifest["shape"],
         "device": device,
-        "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {name: layout.url(FEATURES, name) for name in ("examples.parquet", "selection.parquet", "features.json")},
+        "outputs": {name: layout.url(stage, name) for name in ("examples.parquet", "selection.parquet", "features.json")},
     }
-    layout.mark_done(FEATURES, key, report)
-    return {**report, "cached": False}
 
 
 # ---------------------------------------------------------------------------------------------

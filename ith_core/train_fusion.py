@@ -50,12 +50,14 @@ from ith_core.config import FusionConfig, require
 logger = logging.getLogger(__name__)
 
 PROGRESS = "progress.json"
+# Jobs whose model hears audio (reads the selection table and the stored features).
+AUDIO_MODELS = ("ith", "audiobert")
 
 
 @dataclass(frozen=True)
 class TrainJob:
     task: str
-    model: str  # "ith" (fusion) or "text" (same LM, same training, no fusion)
+    model: str  # "ith" (fusion), "text" (same LM, same training, no fusion) or "audiobert" (ith_core.audiobert)
     seed: int
 
     @property
@@ -64,7 +66,7 @@ class TrainJob:
 
     def __post_init__(self) -> None:
         require(self.task in ("animal", "pitch"), "job.task", "be 'animal' or 'pitch'", self.task)
-        require(self.model in ("ith", "text"), "job.model", "be 'ith' or 'text'", self.model)
+        require(self.model in ("ith", "text", "audiobert"), "job.model", "be 'ith', 'text' or 'audiobert'", self.model)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class TrainSpec:
     features_dir: str | None = None  # local folder of the feature shards (storage.features)
     audio_encoder_path: str | None = None  # needed when fusion.train_audio_encoder
     fusion: dict = field(default_factory=dict)
+    # AudioBertConfig dump: the model settings of "audiobert" jobs (training settings are in `fusion`).
+    audiobert: dict = field(default_factory=dict)
     jobs: tuple = ()
     train_split: str = "train"
     dev_split: str = "dev"
@@ -159,7 +163,7 @@ def get_dataloaders(accelerator, spec: TrainSpec, job: TrainJob, tokenizer, feat
     per_device = cfg.batch_size // accelerator.num_processes
     require(cfg.batch_size % accelerator.num_processes == 0, "fusion.batch_size",
             f"be divisible by the {accelerator.num_processes} processes (it is the global batch)", cfg.batch_size)
-    use_audio = job.model == "ith"
+    use_audio = job.model in AUDIO_MODELS
     spans = load_spans(spec) if use_audio else {}
     train_rows = load_examples(spec, job.task, (spec.train_split,))
     dev_rows = load_examples(spec, job.task, (spec.dev_split,))
@@ -189,6 +193,8 @@ def build_model(spec: TrainSpec, job: TrainJob, features=None):
     mlm, tokenizer = load_lm(spec.lm_path)
     if job.model == "text":
         return build_fusion_model(mlm, cfg, None, fusion=False), tokenizer
+    if job.model == "audiobert":
+        return _audiobert_model(spec, mlm, features), tokenizer
     encoder = None
     if cfg.train_audio_encoder:
         from ith_core.profiles import load_audio_encoder
@@ -201,15 +207,38 @@ def build_model(spec: TrainSpec, job: TrainJob, features=None):
     return build_fusion_model(mlm, cfg, audio_dim, fusion=True, audio_encoder=encoder), tokenizer
 
 
+def _audiobert_model(spec: TrainSpec, mlm, features=None, audio_dim: int | None = None):
+    """The AudioBERT model of a spec: AST loaded to train, or the stored vectors' width (frozen variant)."""
+    from ith_core.audiobert import build_audiobert_model
+    from ith_core.config import AudioBertConfig
+
+    settings = AudioBertConfig(**spec.audiobert)
+    encoder = None
+    if settings.train_audio_encoder:
+        from ith_core.profiles import load_audio_encoder
+
+        encoder, _ = load_audio_encoder(spec.audio_encoder_path)
+    elif audio_dim is None:
+        audio_dim = int(features.get(next(iter(features.shard_of))).shape[-1])
+    return build_audiobert_model(mlm, settings, encoder, audio_dim)
+
+
 def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, dev_accuracy: float, epoch: int) -> None:
-    """Writes best/ atomically: a temp folder renamed over the old one."""
+    """Writes best/ atomically: a temp folder renamed over the old one.
+
+    AudioBERT: its LM (and tokenizer) is the spec's `lm_path`, frozen; best/ holds every trained
+    weight (LoRA, AST, projection) in audiobert.safetensors (the release saved LoRA only).
+    """
     from safetensors.torch import save_file
 
     tmp = job_dir / f".tmp-best-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
-    model.mlm.save_pretrained(tmp / "lm")  # safetensors; tied weights handled by transformers
-    tokenizer.save_pretrained(tmp / "lm")
-    if model.use_fusion:
+    if job.model == "audiobert":
+        save_file(model.trainable_state(), str(tmp / "audiobert.safetensors"))
+    else:
+        model.mlm.save_pretrained(tmp / "lm")  # safetensors; tied weights handled by transformers
+        tokenizer.save_pretrained(tmp / "lm")
+    if job.model == "ith" and model.use_fusion:
         fusion_state = {f"{name}.{k}": v.detach().cpu().contiguous()
                         for name in ("projector", "fusion", "audio_encoder") if getattr(model, name, None) is not None
                         for k, v in getattr(model, name).state_dict().items()}
@@ -225,6 +254,8 @@ def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, d
 
 
 def _audio_dim(model) -> int | None:
+    if hasattr(model, "audio_dim"):  # AudioBertLM
+        return model.audio_dim
     return model.projector.net[0].in_features if model.use_fusion else None
 
 
@@ -237,6 +268,14 @@ def load_best(job_dir: str | Path, device: str = "cpu"):
 
     best = Path(job_dir) / "best"
     saved = json.loads((best / "config.json").read_text())
+    if saved["job"]["model"] == "audiobert":
+        from ith_core.profiles import load_lm
+
+        spec = TrainSpec(**{**saved["spec"], "jobs": ()})
+        mlm, tokenizer = load_lm(spec.lm_path)  # the frozen base LM, unchanged by training
+        model = _audiobert_model(spec, mlm, audio_dim=saved["audio_dim"])
+        model.load_trainable_state(load_file(str(best / "audiobert.safetensors")))
+        return model.to(device).eval(), tokenizer, saved
     cfg = FusionConfig(**saved["spec"]["fusion"])
     mlm, tokenizer = load_lm(best / "lm")
     fusion = saved["job"]["model"] == "ith"
@@ -296,7 +335,7 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                               cpu=not torch.cuda.is_available())
     set_seed(job.seed)
-    features = feature_reader(spec) if job.model == "ith" else None
+    features = feature_reader(spec) if job.model in AUDIO_MODELS else None
     model, tokenizer = build_model(spec, job, features)
     train_dl, dev_dl, sampler, counts = get_dataloaders(accelerator, spec, job, tokenizer, features)
     if job.model == "ith" and not cfg.train_audio_encoder:
@@ -307,9 +346,19 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
         if len(set(train_audio)) >= 2:
             model.projector.set_input_statistics(*audio_feature_statistics(features, train_audio))
+    if job.model == "audiobert" and spec.audiobert.get("standardize_audio"):
+        # Fixed per-dimension statistics of the pooled audio vectors of the training clips, computed
+        # before training (a resumed run recomputes the same values before load_state).
+        from ith_core.audiobert import audio_statistics
+
+        train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
+        if len(set(train_audio)) >= 2:
+            model.set_audio_statistics(*audio_statistics(model, features, train_audio))
     lr = cfg.learning_rates.get(job.task)
     require(lr is not None, f"fusion.learning_rates.{job.task}", "be set", None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    # Only what trains (AudioBERT's LM is frozen under its LoRA adapters; ITH trains everything).
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_dl.dataset) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if spec.max_train_steps is not None:

@@ -122,7 +122,7 @@ def check_run_root(run_root: str) -> None:
                            f"{ancestor}; choose another --run-root")
 
 
-def _listing_stamp(fs, root: str) -> str | None:
+def listing_stamp(fs, root: str) -> str | None:
     """A hash of every file under `root` (name, size, the filesystem's modification fields); None if empty."""
     files = fs.find(root, detail=True)
     if not files:
@@ -226,7 +226,7 @@ class RunLayout:
         if self.is_local:
             return Path(self.path(*parts))
         remote = self.path(*parts)
-        stamp = _listing_stamp(self.fs, remote)
+        stamp = listing_stamp(self.fs, remote)
         if stamp is None:
             raise FileNotFoundError(f"{self.url(*parts)} holds no files")
         local = self.cache_dir(cache_root) / "mirror" / Path(*parts)

@@ -4,8 +4,9 @@ shows, through every production stage, that imagined audio reaches the answer.
 The end-to-end test runs the command a user runs (`ith run --benchmark synthetic`, default
 settings) and reads what the run wrote: the answer depends only on each source's hidden tone,
 so text-only must stay within its interval of the constant-answer level while ITH, which
-hears the tone through generation, CLAP scoring, AST encoding and the fusion layer, must beat
-it by 25 points on the test split of both tasks.
+hears the tone through generation, CLAP scoring, AST encoding and the fusion layer, and
+AudioBERT, which retrieves a captioned clip of the span's source from the benchmark's pool,
+must each beat it by 25 points on the test split of both tasks.
 """
 
 from __future__ import annotations
@@ -131,13 +132,19 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     print(json.dumps({f"{m} {t} {s}": (r["accuracy"], r["ci_low"], r["ci_high"]) for (m, t, s), r in rows.items()}))
     for task in ("animal", "pitch"):
         ith, text = rows[("ith", task, "test")], rows[("bert-text", task, "test")]
+        retrieved = rows[("audiobert", task, "test")]
         chance = results["majority"][f"{task}/test"]["accuracy"]
-        assert ith["n"] == text["n"] == results["majority"][f"{task}/test"]["n"]
+        assert ith["n"] == text["n"] == retrieved["n"] == results["majority"][f"{task}/test"]["n"]
         assert text["ci_low"] <= chance <= text["ci_high"], (task, text, chance)
         assert ith["accuracy"] >= text["accuracy"] + 25, (task, ith, text)
+        # AudioBERT retrieves a clip of the span's own source name from the pool the benchmark built.
+        assert retrieved["accuracy"] >= text["accuracy"] + 25, (task, retrieved, text)
     # The audio was used: every ITH test prediction fused at least one span's audio, text-only none.
     predictions = pq.read_table(run / "fusion" / "predictions.parquet").to_pylist()
     assert all(p["audio_ids"] for p in predictions if p["model"] == "ith" and p["split"] == "test")
+    assert all(p["audio_ids"] for p in predictions if p["model"] == "audiobert" and p["split"] == "test")
     assert not any(p["audio_ids"] for p in predictions if p["model"] == "bert-text")
+    retrieval = json.loads((run / "audiobert_retrieval" / "pool.json").read_text())
+    assert retrieval["policy"] == "all" and retrieval["query_mode"] == "text" and retrieval["pool"]["rejects"] == 0
     report = (run / "report" / "report.md").read_text()
     assert "planted-signal benchmark" in report and "bootstrapped by source name" in report

@@ -1,0 +1,28 @@
+"""Prefect tasks of the AudioBERT (retrieval) row: each wraps one driver of `ith_core.audiobert_stage`.
+
+JSON-friendly in and out; stage markers make a retry resume instead of redo, so Prefect's cache
+is not used. A built pool manifest and CLAP index live under $ITH_HOME and are reused by every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ith_core import audiobert_stage
+from ith_core.config import RunConfig
+from tasks.retry import retry_transient
+
+
+@task(name="retrieve-clips", task_run_name="retrieve clips for audiobert", retries=1, retry_delay_seconds=5,
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+def retrieve_clips(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+    return audiobert_stage.retrieval_stage(RunConfig.from_dict(config), model_paths)
+
+
+@task(name="encode-clips", task_run_name="encode retrieved clips", retries=1, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
+def encode_clips(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+    return audiobert_stage.features_stage(RunConfig.from_dict(config), model_paths)

@@ -88,11 +88,12 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     rerun = {s["shard"]: s["status"] for s in out["status_after_rerun"]["shards"]}
     assert rerun[failed[0]["shard"]] == "done" and sorted(rerun.values()) == ["done", "skipped"]
     # One artifact key, a version per flow run: the failed run names its failed shard, the rerun
-    # reports dedup, acceptance per threshold and the score distribution.
+    # reports dedup, the threshold it used, acceptance over the grid and the score distribution.
     versions = out["artifacts"]
     assert len(versions) == 2 and all("dedup ratio 3.25x" in v for v in versions)
     assert any("Failed shards" in v and failed[0]["shard"] in v for v in versions)
-    assert any("Acceptance per threshold" in v and "q50" in v for v in versions)
+    assert any("Thresholds used by this run" in v and "Acceptance over the threshold grid" in v and "q50" in v
+               for v in versions)
 
     # The local run after the rerun equals an undisturbed in-process run; Ray's equals the local one.
     reference = tmp_path / "reference"

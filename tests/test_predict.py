@@ -45,9 +45,10 @@ def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
     plan = imagine_stage.plan_stage(cfg, paths)
     imagine_stage.write_shard_status(cfg, [imagine_stage.run_shard(cfg, paths, n, "cpu") for n in plan["shards"]])
     imagine_stage.collect_stage(cfg)
+    fusion_stage.examples_stage(cfg)
     fusion_stage.precompute_stage(cfg, paths)
-    for variant in ("ith", "text"):
-        fusion_stage.train_stage(cfg, paths, variant)
+    for system in ("ith", "bert-text"):
+        fusion_stage.train_system(cfg, paths, system, 0)
     run_dir = root / RUN_ID
     mapping = pq.read_table(run_dir / "imagine" / "mapping.parquet").to_pylist()
     examples = {r["example_id"]: r for r in pq.read_table(run_dir / "ingest" / "examples.parquet").to_pylist()}

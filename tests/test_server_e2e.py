@@ -180,7 +180,9 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     artifacts = {a["key"]: a for a in first["artifacts"] if a["key"]}
     for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
         assert any(k.startswith(f"ith-{kind}-") for k in artifacts), (kind, sorted(artifacts))
-    assert artifacts[f"ith-report-{run_id}"]["type"] == "link"
+    # A link artifact (Prefect stores links as markdown): a link to the HTML report, not a bare path.
+    report_artifact = artifacts[f"ith-report-{run_id}"]
+    assert re.search(r"\[report of run [^\]]+\]\((file://)?/\S*report\.html\)", report_artifact["data"]), report_artifact
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["imagine"]["candidates"] > 0

@@ -63,7 +63,8 @@ async def probe(flow_run_id: UUID) -> dict:
                            "upstream": sorted({str(i.id) for inputs in (t.task_inputs or {}).values()
                                                for i in inputs if getattr(i, "input_type", None) == "task_run"})}
                           for t in task_runs],
-            "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id)} for a in artifacts],
+            "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id),
+                           "data": a.data[:4000] if isinstance(a.data, str) else None} for a in artifacts],
             "flows": len(set(names.values())),
             "progress_logs": logs,
         }

@@ -115,8 +115,9 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
         run_root: folder or fsspec URL (s3://, gs://) that holds runs; a relative path resolves
             against the worker's working directory (the checkout, for the deployments of
             prefect.yaml, whose default shows the resolved folder).
-        run_id: name of the run folder; empty: <profile>-<hash of the settings and of what the
-            data is>, so an identical run reuses every finished stage.
+        run_id: name of the run folder; empty: the profile, then a hash of the settings and of
+            what the data is (e.g. tiny-4cd384b7ac5f), so an identical run reuses every finished
+            stage. (No angle brackets here: the deployment form drops them as HTML.)
         data_dir: AuditoryBench folder or URL; empty: $ITH_AUDITORYBENCH_DIR on the worker, else
             its verified home $ITH_HOME/data/auditorybench (`ith data fetch`), else a verified
             download into the home. Where the files are does not change the run id.

@@ -49,3 +49,17 @@ def test_paper_table_is_the_full_pipeline_with_the_table_settings(tmp_path):
     with pytest.raises(ConfigError, match="audiobert.pool"):
         check_pool(cfg)
     check_pool(build_config(**{**params, "run_root": str(tmp_path), "audiobert": {"pool": str(tmp_path)}}))
+
+
+def test_every_form_parameter_has_a_description_the_ui_can_show():
+    """The deployment form shows each parameter's docstring text; the UI drops `<...>` as HTML."""
+    from prefect.utilities.callables import parameter_schema
+
+    for deployment in _deployments().values():
+        flow = getattr(importlib.import_module(deployment["entrypoint"].split(":")[0].removesuffix(".py")
+                                               .replace("/", ".")), deployment["entrypoint"].split(":")[1])
+        schema = parameter_schema(flow).model_dump()["properties"]
+        for name, prop in schema.items():
+            text = prop.get("description") or ""
+            assert text, f"{deployment['name']}: parameter {name} has no description"
+            assert "<" not in text, f"{deployment['name']}: parameter {name}: {text!r}"

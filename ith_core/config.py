@@ -178,10 +178,7 @@ class ImagineConfig(Section):
             raise ValueError("must contain '{span}'")
         return value
 
-    @field_validator("threshold_grid", mode="before")
-    @classmethod
-    def _grid_list(cls, value: Any) -> Any:
-        return _split_csv(value) if isinstance(value, str) else value
+    _csv = field_validator("threshold_grid", mode="before")(_split_csv)
 
 
 class FusionConfig(Section):
@@ -219,10 +216,7 @@ class FusionConfig(Section):
     bootstrap_samples: Int = Field(1000, ge=100, description="bootstrap resamples of the 95 % intervals")
     num_processes: Int = Field(1, ge=1, description="accelerate processes (execution only)")
 
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seeds_list(cls, value: Any) -> Any:
-        return _split_csv(value) if isinstance(value, str) else value
+    _csv = field_validator("seeds", mode="before")(_split_csv)
 
 
 class AudioBertConfig(Section):
@@ -288,10 +282,7 @@ class AudioBertConfig(Section):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "no", description="no: fp32 (the release); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU")
 
-    @field_validator("lora_targets", mode="before")
-    @classmethod
-    def _targets_list(cls, value: Any) -> Any:
-        return _split_csv(value) if isinstance(value, str) else value
+    _csv = field_validator("lora_targets", mode="before")(_split_csv)
 
     @field_validator("query_template")
     @classmethod
@@ -344,10 +335,7 @@ class RunConfig(Section):
     audiobert: AudioBertConfig = Field(default_factory=AudioBertConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
-    @field_validator("systems", mode="before")
-    @classmethod
-    def _systems_list(cls, value: Any) -> Any:
-        return _split_csv(value) if isinstance(value, str) else value
+    _csv = field_validator("systems", mode="before")(_split_csv)
 
     @field_validator("systems")
     @classmethod

@@ -42,9 +42,12 @@ class AudioProjector(nn.Module):
     deviation reaches the span state about 1000x weaker than the shared part and its gradient
     is too small to grow it (the ITH synthetic pitch task then stays at chance). The paper
     trains the encoder, which can adapt its output scale; a frozen encoder cannot, so the
-    scale is fixed here, as one standardises the inputs of any probe on frozen features. The
-    statistics are buffers: saved and loaded with the fusion weights. The fusion layer's
-    equations are unchanged.
+    scale is fixed here, as one standardises the inputs of any probe on frozen features. A
+    trained encoder's tokens are standardised only when asked (`fusion.standardize_audio`, the
+    tiny profile's random AST), with statistics of the encoder as loaded: an affine
+    reparametrisation of the MLP's first layer that changes the optimisation, not what the model
+    can express. The statistics are buffers: saved and loaded with the fusion weights. The fusion
+    layer's equations are unchanged.
     """
 
     def __init__(self, audio_dim: int, hidden_size: int) -> None:
@@ -122,6 +125,29 @@ def audio_feature_statistics(features, audio_ids, max_audios: int = 4096,
     floor = min_std_ratio * var.mean().sqrt().clamp_min(1e-12)
     std = var.sqrt().clamp_min(floor)
     return mean.float().reshape(-1, shape[-1]), std.float().reshape(-1, shape[-1])
+
+
+class EncodedTokens:
+    """Stored input features seen through a model's trainable encoder as it is now: `get(id)` is
+    the (pooled) token tensor its projector receives, for `audio_feature_statistics`. Eval mode,
+    no gradient; the encoder's train/eval mode is restored after each call."""
+
+    def __init__(self, model: "FusionLM", features) -> None:
+        require(model.audio_encoder is not None, "model", "have a trainable audio encoder", None)
+        self.model = model
+        self.features = features
+
+    @torch.no_grad()
+    def get(self, audio_id: str) -> torch.Tensor:
+        encoder = self.model.audio_encoder
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            weight = next(encoder.parameters())
+            inputs = self.features.get(audio_id).to(weight.device, weight.dtype)[None]
+            return self.model.encoder_tokens(inputs)[0].float().cpu()
+        finally:
+            encoder.train(was_training)
 
 
 class FusionLayer(nn.Module):

@@ -223,6 +223,19 @@ def _audiobert_model(spec: TrainSpec, mlm, features=None, audio_dim: int | None 
     return build_audiobert_model(mlm, settings, encoder, audio_dim)
 
 
+def parameter_groups(model, job: TrainJob, cfg: FusionConfig, lr: float) -> list[dict]:
+    """The optimiser's groups: what trains, at the task's rate; a trained ITH audio encoder at
+    `fusion.audio_encoder_lr_scale` x that rate (1, the method: one group)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    encoder = getattr(model, "audio_encoder", None) if job.model == "ith" else None
+    if encoder is None or cfg.audio_encoder_lr_scale == 1.0:
+        return [{"params": trainable}]
+    in_encoder = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in trainable if id(p) not in in_encoder]},
+              {"params": [p for p in trainable if id(p) in in_encoder], "lr": lr * cfg.audio_encoder_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
 def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, dev_accuracy: float, epoch: int) -> None:
     """Writes best/ atomically: a temp folder renamed over the old one.
 
@@ -338,14 +351,17 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     features = feature_reader(spec) if job.model in AUDIO_MODELS else None
     model, tokenizer = build_model(spec, job, features)
     train_dl, dev_dl, sampler, counts = get_dataloaders(accelerator, spec, job, tokenizer, features)
-    if job.model == "ith" and not cfg.train_audio_encoder:
-        # Fixed standardisation of the frozen encoder's tokens (see AudioProjector), from the
-        # training audios only; a resumed run recomputes the same values before load_state.
-        from ith_core.fusion import audio_feature_statistics
+    standardize = cfg.standardize_audio if cfg.standardize_audio is not None else not cfg.train_audio_encoder
+    if job.model == "ith" and standardize:
+        # Fixed standardisation of the encoder's tokens (see AudioProjector), from the training
+        # audios only: the stored tokens (frozen encoder) or the trained encoder's tokens before
+        # training; a resumed run recomputes the same values before load_state.
+        from ith_core.fusion import EncodedTokens, audio_feature_statistics
 
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
         if len(set(train_audio)) >= 2:
-            model.projector.set_input_statistics(*audio_feature_statistics(features, train_audio))
+            source = EncodedTokens(model, features) if cfg.train_audio_encoder else features
+            model.projector.set_input_statistics(*audio_feature_statistics(source, train_audio))
     if job.model == "audiobert" and spec.audiobert.get("standardize_audio"):
         # Fixed per-dimension statistics of the pooled audio vectors of the training clips, computed
         # before training (a resumed run recomputes the same values before load_state).
@@ -357,8 +373,7 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     lr = cfg.learning_rates.get(job.task)
     require(lr is not None, f"fusion.learning_rates.{job.task}", "be set", None)
     # Only what trains (AudioBERT's LM is frozen under its LoRA adapters; ITH trains everything).
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, job, cfg, lr), lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_dl.dataset) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if spec.max_train_steps is not None:

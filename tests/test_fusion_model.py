@@ -277,3 +277,43 @@ def test_mask_past_max_length_is_windowed_and_scored(family, bert, roberta):
     # Only masks that alone exceed max_length leave a row unscored, and they are counted.
     _, tight = encode_examples(tokenizer, [{**rows[0], "answer": "hippopotamus " * 12}], {}, max_length=8)
     assert tight["masks_exceed_max_length"] == 1
+
+
+def test_trained_encoder_statistics_and_learning_rate_groups(bert):
+    """`fusion.standardize_audio` with a trained encoder takes its statistics from the encoder's
+    own tokens (eval mode, mode restored); `fusion.audio_encoder_lr_scale` puts exactly the
+    encoder's weights in a second optimiser group at the scaled rate."""
+    from transformers import ASTConfig, ASTModel
+
+    from ith_core.config import FusionConfig
+    from ith_core.fusion import EncodedTokens, audio_feature_statistics
+    from ith_core.train_fusion import TrainJob, parameter_groups
+
+    mlm, _ = bert
+    torch.manual_seed(0)
+    ast = ASTModel(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             patch_size=16, frequency_stride=10, time_stride=10, max_length=32, num_mel_bins=32,
+                             hidden_dropout_prob=0.5))
+    model = FusionLM(mlm, audio_dim=16, num_heads=mlm.config.num_attention_heads, ffn_dim=48, dropout=0.1,
+                     audio_encoder=ast, pool_to=3)
+    g = torch.Generator().manual_seed(5)
+    feats = DictFeatures({f"c{i}": torch.randn(32, 32, generator=g).half() for i in range(6)})
+    model.train()
+    tokens = EncodedTokens(model, feats)
+    first = tokens.get("c0")
+    assert model.audio_encoder.training  # its mode is restored
+    with torch.no_grad():
+        expected = model.eval().encoder_tokens(feats.get("c0").float()[None])[0]
+    torch.testing.assert_close(first, expected)  # eval mode: dropout off, so repeatable
+    torch.testing.assert_close(tokens.get("c0"), first)
+    mean, std = audio_feature_statistics(tokens, list(feats.table))
+    assert mean.shape == std.shape == (3, 16) and bool((std > 0).all())
+
+    lr = 2e-3
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    [one] = parameter_groups(model, TrainJob("animal", "ith", 0), FusionConfig(), lr)
+    assert len(one["params"]) == len(trainable) and "lr" not in one
+    rest, encoder = parameter_groups(model, TrainJob("animal", "ith", 0), FusionConfig(audio_encoder_lr_scale=0.1), lr)
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in ast.parameters()}
+    assert encoder["lr"] == pytest.approx(2e-4) and "lr" not in rest
+    assert len(rest["params"]) + len(encoder["params"]) == len(trainable)

@@ -4,8 +4,8 @@ Stage 4 then stores AST *input features* instead of its output tokens and the AS
 the fusion LM during training. On the run folder that test_fusion_stage fabricates (one task,
 one seed, one epoch): precompute stores (max_length, num_mel_bins) features, training changes
 every AST weight, the dev-best checkpoint holds the trained AST in safetensors and `load_best`
-restores it exactly, and evaluation and `ith predict`'s answer path score with it. The frozen
-path's input standardisation (`AudioProjector.set_input_statistics`) must stay unset here.
+restores it exactly, and evaluation and `ith predict`'s answer path score with it. The tiny
+profile's standardisation of the trained AST's tokens uses the initial encoder's statistics.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     from safetensors.torch import load_file
 
     from ith_core import fusion_stage, predict
-    from ith_core.audio_encoding import read_selection
+    from ith_core.audio_encoding import pool_tokens, read_selection
     from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
     from ith_core.profiles import load_audio_encoder
     from ith_core.train_fusion import load_best
@@ -68,11 +68,17 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     assert encoder_saved.keys() == before.keys()
     unchanged = [k for k in before if torch.equal(encoder_saved[k], before[k])]
     assert not unchanged, f"AST weights the training never moved (no gradient reached them): {unchanged}"
-    # The frozen path's standardisation is not applied: AST runs on raw features, the projector
-    # sees its (trainable) outputs unscaled.
+    # The tiny profile standardises the trained AST's tokens (`fusion.standardize_audio`) with
+    # statistics of the encoder as loaded, over the training audios: fixed buffers, per pooled
+    # token position, saved with the weights.
     width = initial.config.hidden_size
-    assert torch.equal(saved["projector.input_mean"], torch.zeros(1, width))
-    assert torch.equal(saved["projector.input_std"], torch.ones(1, width))
+    assert cfg.fusion.standardize_audio is True
+    train_ids = sorted({r["audio_id"] for r in rows if r["audio_id"] and r["split"] == "train"})
+    with torch.no_grad():
+        initial_tokens = torch.stack([pool_tokens(initial.eval()(input_values=reader.get(a).float()[None])
+                                                  .last_hidden_state, cfg.fusion.audio_tokens)[0] for a in train_ids])
+    assert saved["projector.input_mean"].shape == (cfg.fusion.audio_tokens, width)
+    torch.testing.assert_close(saved["projector.input_mean"], initial_tokens.mean(0), atol=1e-4, rtol=1e-4)
 
     # -- the dev-best checkpoint restores the trained AST exactly ---------------------------------
     model, tokenizer, config = load_best(job_dir)
@@ -81,7 +87,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     assert restored.keys() == encoder_saved.keys()
     for k, v in encoder_saved.items():
         assert torch.equal(restored[k], v), k
-    assert torch.equal(model.projector.input_mean, torch.zeros(1, width))
+    assert torch.equal(model.projector.input_mean, saved["projector.input_mean"])
 
     # Gradients reach the encoder through the loaded model too (one batch, no optimiser step).
     spans = spans_from_selection(rows)

@@ -49,6 +49,8 @@ def test_paper_profile_is_the_method():
     # FFN 3072, dropout 0.1; AdamW (weight decay 0.01), batch 32, cosine with 10 % warmup, animal lr
     # 3e-4, pitch 4e-5, 8 epochs; gradients clipped at 1.0 and fp32 (reference trainer.py, train.py).
     assert fusion["train_audio_encoder"] is True and fusion["audio_tokens"] is None
+    # One learning rate for every weight, AST included, and its tokens fed to the MLP as they are.
+    assert fusion["audio_encoder_lr_scale"] == 1.0 and fusion["standardize_audio"] is None
     assert (fusion["fusion_layer"], fusion["num_heads"], fusion["ffn_dim"], fusion["dropout"]) == (-1, 12, 3072, 0.1)
     assert fusion["learning_rates"] == {"animal": 3e-4, "pitch": 4e-5}
     assert (fusion["batch_size"], fusion["epochs"], fusion["weight_decay"]) == (32, 8, 0.01)

@@ -119,6 +119,9 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     run = Path(result["run_dir"])
     config = json.loads((run / "config.json").read_text())
     assert config["benchmark"] == "synthetic" and config["imagine"]["generator"] == "tone"
+    # The default is the method's recipe: AST trained end to end (the frozen-encoder variant's
+    # results are benchmarks/results/synthetic_tiny_cpu.json's).
+    assert config["fusion"]["train_audio_encoder"] is True
     # Every production stage ran: ingestion of the generated CSVs, detection, imagination, fusion.
     stages = result["stages"]
     assert stages["ingest"]["rows_in"] == stages["ingest"]["accepted"] == 2 * sum(

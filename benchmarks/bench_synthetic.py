@@ -1,14 +1,14 @@
 """The planted-signal benchmark, run as a user runs it, for both encoder variants and several seeds.
 
     .venv/bin/python benchmarks/bench_synthetic.py                      # results/synthetic_tiny_cpu.json
-    .venv/bin/python benchmarks/bench_synthetic.py --seeds 42,43,44 --variants frozen,trained
+    .venv/bin/python benchmarks/bench_synthetic.py --seeds 42,43,44 --variants trained,frozen
 
 Each variant is one `ith run --benchmark synthetic --seeds ...` (a subprocess, the production
 entry point, the benchmark's default systems: BERT and RoBERTa zero-shot and fine-tuned
 text-only, AudioBERT, ITH) in a fresh run root and a fresh ITH_HOME, one model per (system,
-task, seed). `frozen` is the tiny profile's default
-(the frozen-encoder variant); `trained` adds `--set fusion.train_audio_encoder=true` (AST
-trained end to end, the method's recipe). The first variant's wall time includes building the
+task, seed). `trained` is the tiny profile's default (AST trained end to end, the method's
+recipe, at the tiny profile's encoder rate); `frozen` adds `--set fusion.train_audio_encoder=false`
+(the frozen-encoder variant). The first variant's wall time includes building the
 tiny profile; the second reuses it (stated per run). Recorded per variant: accuracy with its
 95 % interval (bootstrapped by source name) for ITH and text-only on dev/test/wiki of both
 tasks and every seed, the constant-answer level, seconds per stage, machine and versions.
@@ -28,16 +28,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-VARIANTS = {"frozen": [], "trained": ["--set", "fusion.train_audio_encoder=true"]}
+VARIANTS = {"trained": [], "frozen": ["--set", "fusion.train_audio_encoder=false"]}
 
 
-def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path) -> dict:
+def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path, systems: str | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ITH_HOME": str(home), "PREFECT_HOME": str(workdir / "prefect"), "HF_HUB_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
            "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
-           *VARIANTS[variant], "--json"]
+           *(["--systems", systems] if systems else []), *VARIANTS[variant], "--json"]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -60,7 +60,31 @@ def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path) -> di
     seconds["fusion_by_system"] = fusion["seconds_by_system"]
     return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"],
             "wall_seconds": round(wall, 1), "stage_seconds": seconds, "majority": results["majority"],
-            "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows}
+            "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows,
+            "over_seeds": [r for r in results["over_seeds"] if r["metric"] in ("exact_match", "accuracy")],
+            "encoder_change": encoder_change(run)}
+
+
+def encoder_change(run: Path) -> dict:
+    """Per trained ITH job: ||AST_best - AST_initial|| / ||AST_initial|| over all its weights (how
+    far end-to-end training moved the encoder); empty for the frozen variant."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ith_core.profiles import load_audio_encoder
+
+    out = {}
+    for best in sorted((run / "fusion_train").glob("ith-seed*/ith-*/best/fusion.safetensors")):
+        trained = {k[len("audio_encoder."):]: v for k, v in load_file(str(best)).items()
+                   if k.startswith("audio_encoder.")}
+        if not trained:
+            continue
+        spec = json.loads((best.parents[2] / "spec.json").read_text())
+        initial = load_audio_encoder(spec["audio_encoder_path"])[0].state_dict()
+        diff = sum(float((trained[k].float() - initial[k].float()).pow(2).sum()) for k in trained)
+        norm = sum(float(initial[k].float().pow(2).sum()) for k in trained)
+        out[best.parents[1].name] = round((diff / norm) ** 0.5, 5)
+    return out
 
 
 def verdict(run: dict) -> dict:
@@ -87,8 +111,10 @@ def verdict(run: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--variants", default="frozen,trained")
+    parser.add_argument("--variants", default="trained,frozen")
+    parser.add_argument("--systems", default=None, help="systems of every variant's run (default: the benchmark's)")
     parser.add_argument("--out", default=str(RESULTS / "synthetic_tiny_cpu.json"))
+    parser.add_argument("--append", action="store_true", help="add these runs to those already in --out")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     import torch
@@ -97,7 +123,7 @@ def main() -> None:
         home = Path(tmp) / "ith_home"
         runs = []
         for variant in args.variants.split(","):
-            run = run_variant(variant, seeds, home, Path(tmp) / variant)
+            run = run_variant(variant, seeds, home, Path(tmp) / variant, args.systems)
             run["verdict"] = verdict(run)
             run["tiny_profile_built_in_this_run"] = not runs
             runs.append(run)
@@ -109,6 +135,10 @@ def main() -> None:
               "note": "accuracy in %, 95 % intervals bootstrapped over source names; chance = the constant-answer "
                       "level of the split; wall_seconds covers the whole ith run (Prefect start included)",
               "runs": runs}
+    if args.append and Path(args.out).is_file():
+        earlier = json.loads(Path(args.out).read_text())
+        record["runs"] = earlier["runs"] + runs
+        record["machine_of_earlier_runs"] = earlier["machine"]
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 

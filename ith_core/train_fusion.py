@@ -360,6 +360,8 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
 
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
         if len(set(train_audio)) >= 2:
+            if cfg.train_audio_encoder:  # the encoder runs over the training audios: on the device
+                model.to(accelerator.device)
             source = EncodedTokens(model, features) if cfg.train_audio_encoder else features
             model.projector.set_input_statistics(*audio_feature_statistics(source, train_audio))
     if job.model == "audiobert" and spec.audiobert.get("standardize_audio"):

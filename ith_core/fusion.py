@@ -104,22 +104,33 @@ def audio_feature_statistics(features, audio_ids, max_audios: int = 4096,
     require(len(ids) >= 2, "audio ids for statistics", "number at least 2", len(ids))
     if len(ids) > max_audios:
         ids = [ids[round(i * (len(ids) - 1) / (max_audios - 1))] for i in range(max_audios)]
-    first = features.get(ids[0])
-    per_position = all(features.get(a).shape == first.shape for a in ids)
-    shape = first.shape if per_position else first.shape[-1:]
-    total = torch.zeros(shape, dtype=torch.float64)
-    total_sq = torch.zeros(shape, dtype=torch.float64)
-    count = 0
+    # One pass, each clip read once (a trained encoder computes its tokens on every read): sums
+    # per position while every clip has the first one's shape, per channel always.
+    first_shape = None
+    per_position: tuple[torch.Tensor, torch.Tensor] | None = None
+    channel_sum = channel_sq = None
+    tokens = 0
     for audio_id in ids:
         t = features.get(audio_id).to(torch.float64)
-        if per_position:
-            total += t
-            total_sq += t * t
-            count += 1
+        if first_shape is None:
+            first_shape = t.shape
+            per_position = (torch.zeros_like(t), torch.zeros_like(t))
+            channel_sum = torch.zeros(t.shape[-1:], dtype=torch.float64)
+            channel_sq = torch.zeros_like(channel_sum)
+        if per_position is not None and t.shape == first_shape:
+            per_position[0].add_(t)
+            per_position[1].add_(t * t)
         else:
-            total += t.sum(0)
-            total_sq += (t * t).sum(0)
-            count += t.shape[0]
+            per_position = None
+        channel_sum += t.sum(0)
+        channel_sq += (t * t).sum(0)
+        tokens += t.shape[0]
+    if per_position is not None:
+        total, total_sq = per_position
+        count = len(ids)
+    else:
+        total, total_sq, count = channel_sum, channel_sq, tokens
+    shape = total.shape
     mean = total / count
     var = (total_sq / count - mean * mean).clamp_min(0.0)
     floor = min_std_ratio * var.mean().sqrt().clamp_min(1e-12)

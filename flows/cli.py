@@ -22,7 +22,9 @@ import re
 import sys
 from typing import Any
 
-from ith_core.config import PROFILE_NAMES, SPLITS, TASKS, ConfigError
+# Only light imports here: `ith --help` must not load torch, transformers or Prefect (seconds); each
+# command imports what it needs when it runs.
+from ith_core.config import PROFILE_NAMES, SPLITS, TASKS, ConfigError, default_run_root
 
 
 _SERVER_UI: str | None = None
@@ -153,7 +155,8 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     add("--benchmark", choices=("auditorybench", "synthetic"), default="auditorybench",
         help="auditorybench (default); synthetic: the planted-signal benchmark in AuditoryBench's layout, whose "
              "answers only the audio can give (a check of the audio path, see the README)")
-    add("--run-root", default="runs", help="folder or fsspec URL (s3://, gs://, memory://) for runs (default: ./runs)")
+    add("--run-root", default=default_run_root(),
+        help="folder or fsspec URL (s3://, gs://, memory://) for runs (default: $ITH_RUNS_DIR, else ./runs)")
     add("--run-id", default=None, help="name of the run folder (default: <profile>[-<benchmark>]-<hash of the "
                                        "settings>, so an identical run reuses its results)")
     add("--data-dir", default=None, help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, else the "
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_settings(config)
     config.add_argument("--json", action="store_true", help="print the settings as JSON (config.json's form)")
 
-    from flows.imagine import add_repair_audio_parser, add_rerun_failed_parser
+    from flows.imagine_cli import add_repair_audio_parser, add_rerun_failed_parser
 
     add_rerun_failed_parser(commands)
     add_repair_audio_parser(commands)
@@ -414,13 +417,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_repair_audio(args: argparse.Namespace) -> int:
-    from flows.imagine import cmd_repair_audio as repair
+    from flows.imagine_cli import cmd_repair_audio as repair
 
     return repair(args)
 
 
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
-    from flows.imagine import cmd_rerun_failed as rerun
+    from flows.imagine_cli import cmd_rerun_failed as rerun
 
     _quiet_console()
     return rerun(args)

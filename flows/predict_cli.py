@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ith_core.config import TASKS
+from ith_core.config import RUN_ROOT_HELP, TASKS, default_run_root
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--file", default=None, metavar="PATH",
                         help="one sentence per line (blank lines and lines starting with # are skipped)")
     parser.add_argument("--run", required=True, help="the run id (folder name under --run-root)")
-    parser.add_argument("--run-root", default="runs", help="folder or fsspec URL holding the run (default: ./runs)")
+    parser.add_argument("--run-root", default=default_run_root(), help=RUN_ROOT_HELP)
     parser.add_argument("--task", choices=TASKS, default=None,
                         help="animal or pitch (default: inferred per sentence: 'than' after the [MASK] -> pitch)")
     parser.add_argument("--top-k", type=int, default=5, help="answers to show per model (default: 5)")

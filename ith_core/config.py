@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model, field_validator
@@ -28,6 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, crea
 TASKS = ("animal", "pitch")
 SPLITS = ("train", "dev", "test", "wiki")
 PROFILE_NAMES = ("tiny", "paper")
+# Where runs go when no --run-root is given: the deployments of prefect.yaml take their run_root
+# from it too, so `ith run`, `ith predict` and the server's runs share one folder.
+RUNS_DIR_ENV = "ITH_RUNS_DIR"
+RUN_ROOT_HELP = f"folder or fsspec URL holding runs (default: ${RUNS_DIR_ENV}, else ./runs)"
+
+
+def default_run_root() -> str:
+    """`$ITH_RUNS_DIR` when set, else `runs` (relative to the working directory)."""
+    return os.environ.get(RUNS_DIR_ENV) or "runs"
 
 # Strict scalars: no str -> number coercion, no bool as a number, no float as an int.
 Int = Annotated[int, Strict()]

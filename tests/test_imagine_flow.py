@@ -25,7 +25,8 @@ sys.path[:0] = [REPO, TESTS]
 sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
 from test_imagine import tiny_config, write_spans
 import faults
-from flows.imagine import ShardsFailedError, cmd_rerun_failed, run_imagine
+from flows.imagine import ShardsFailedError, run_imagine
+from flows.imagine_cli import cmd_rerun_failed
 from prefect.client.orchestration import get_client
 import asyncio
 

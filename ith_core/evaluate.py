@@ -118,35 +118,115 @@ def _after_space(sentence: str) -> bool:
     return at > 0 and sentence[at - 1].isspace()
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 clusters: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of 0/1 outcomes (in %).
+# What every interval resamples. Outcomes are not independent: rows that share a gold sound
+# description share its imagined clip (AuditoryBench animal test: 1211 rows over 651
+# descriptions, "chirping" alone 73 rows), and a pitch row holds two sounds, each shared with
+# other rows. So rows are resampled by unit: one factor (a cluster bootstrap) or two crossed
+# factors, each resampled on its own (Owen's pigeonhole bootstrap, Ann. Appl. Stat. 2007), a
+# row weighing the product of its levels' draw counts. Over seeds, the hierarchical bootstrap
+# draws the seeds first (with replacement), then the units.
+UNIT_NAMES = {
+    "auditorybench": {"animal": "gold description", "pitch": "gold span1 x gold span2 (crossed)"},
+    "synthetic": {"animal": "source name", "pitch": "source name"},
+}
+INTERVALS = {
+    "per_seed": ("95 % percentile bootstrap over units of one (system, seed): conditional on that seed's trained "
+                 "checkpoint, it shows only the sampling of benchmark rows"),
+    "over_seeds": ("95 % percentile hierarchical bootstrap: seeds drawn with replacement, then units; it adds "
+                   "seed-to-seed training variance to the sampling of rows (with 3 seeds, a coarse picture of it)"),
+    "paired": ("difference a - b of seed-mean accuracies on the rows both scored; hierarchical bootstrap, each "
+               "system's seeds drawn on their own, the same units for both; p_not_better = share of resamples "
+               "where a does not beat b (a one-sided bootstrap p-value under the same conditions)"),
+    "sd": "sample standard deviation over seeds (ddof 1)",
+}
 
-    `clusters` (one key per outcome): resample whole clusters, not outcomes - the right unit
-    when outcomes within a cluster are dependent (the synthetic benchmark's rows of one source).
+
+def bootstrap_units(examples: list[dict], benchmark: str = "auditorybench") -> dict[str, str | tuple[str, ...]]:
+    """Example id -> its bootstrap unit (`UNIT_NAMES`): AuditoryBench animal rows by their gold
+    description, pitch rows by their two gold spans as crossed factors (case-folded, whitespace
+    collapsed); synthetic rows by their source name."""
+    if benchmark == "synthetic":
+        from ith_core.synthetic import bootstrap_unit
+
+        return {r["example_id"]: bootstrap_unit(r) for r in examples}
+    out: dict[str, str | tuple[str, ...]] = {}
+    for r in examples:
+        spans = [_norm(s) for s in r.get("spans") or []]
+        if r["task"] == "pitch":
+            out[r["example_id"]] = tuple((spans + ["", ""])[:2])
+        else:
+            out[r["example_id"]] = spans[0] if spans else r["example_id"]
+    return out
+
+
+def unit_phrase(units: dict | str | None) -> str:
+    """The bootstrap unit of results.json in words: one per task, or one for every task."""
+    if not units:
+        return "examples"
+    if isinstance(units, str):
+        return f"{units}s"
+    names = sorted(set(units.values()))
+    if len(names) == 1:
+        return f"{names[0]}s"
+    return "; ".join(f"{task}: {name}s" for task, name in units.items())
+
+
+def unit_weights(units: list | np.ndarray | None, n_rows: int, n_boot: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_rows) bootstrap weights of rows: every row once (`units` None: rows drawn with
+    replacement), or per unit factor a multinomial draw over its levels, multiplied across factors.
+
+    `units`: one key per row, a string (one factor) or a tuple (crossed factors, same length).
     """
-    if len(correct) == 0:
+    if units is None:
+        idx = rng.integers(0, n_rows, size=(n_boot, n_rows))
+        weights = np.zeros((n_boot, n_rows))
+        np.add.at(weights, (np.arange(n_boot)[:, None], idx), 1.0)
+        return weights
+    keys = [k if isinstance(k, tuple) else (k,) for k in units]
+    weights = np.ones((n_boot, n_rows))
+    for factor in range(len(keys[0]) if keys else 0):
+        _, codes = np.unique(np.asarray([k[factor] for k in keys], dtype=object).astype(str), return_inverse=True)
+        levels = int(codes.max()) + 1
+        counts = rng.multinomial(levels, np.full(levels, 1.0 / levels), size=n_boot)
+        weights *= counts[:, codes]
+    return weights
+
+
+def _percentile(means: np.ndarray, level: float) -> tuple[float, float]:
+    means = means[np.isfinite(means)]  # crossed draws can leave a resample with no row at all
+    if len(means) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    if clusters is None:
-        idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
-        means = correct[idx].mean(axis=1)
-    else:
-        _, group = np.unique(np.asarray(clusters), return_inverse=True)
-        hits = np.bincount(group, weights=correct)
-        sizes = np.bincount(group).astype(np.float64)
-        idx = rng.integers(0, len(sizes), size=(n_boot, len(sizes)))
-        means = hits[idx].sum(axis=1) / sizes[idx].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(100 * lo), float(100 * hi)
 
 
+def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (weights * values).sum(axis=1) / total, np.nan)
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 clusters: list | np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval (in %) of the mean of 0/1 outcomes of one (system, seed).
+
+    `clusters` (one key per outcome, a string or a tuple of crossed factors): resample units, not
+    outcomes - the right unit when outcomes within a unit are dependent (see `unit_weights`).
+    """
+    if len(correct) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    weights = unit_weights(None if clusters is None else list(clusters), len(correct), n_boot, rng)
+    return _percentile(_weighted_means(np.asarray(correct, dtype=np.float64), weights), level)
+
+
 def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
-                   clusters: dict[str, str] | None = None) -> list[dict]:
+                   clusters: dict[str, str | tuple] | None = None) -> list[dict]:
     """Rows: model, seed, task, split, metric, n, accuracy (%), ci_low, ci_high (95% bootstrap).
 
     `clusters`: example id -> bootstrap unit (None: every example is its own unit); `units`
-    counts the distinct units of each row.
+    counts the distinct units of each row. The interval is conditional on the seed's checkpoint.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for p in predictions:
@@ -159,17 +239,24 @@ def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
         for metric, chosen in metrics:
             key = "mc_correct" if metric == "mc4_accuracy" else "correct"
             arr = np.asarray([p[key] for p in chosen], dtype=np.float64)
-            units = None if clusters is None else np.asarray([clusters[p["example_id"]] for p in chosen])
+            units = None if clusters is None else [clusters[p["example_id"]] for p in chosen]
             lo, hi = bootstrap_ci(arr, n_boot, seed, clusters=units)
-            rows.append({"model": model, "seed": int(run_seed), "task": task, "split": split, "metric": metric,
-                         "n": int(len(arr)), "units": int(len(arr) if units is None else len(set(units.tolist()))),
+            rows.append({"model": model, "seed": int(run_seed), "task": task,
+                         "split": split, "metric": metric,
+                         "n": int(len(arr)), "units": int(len(arr) if units is None else len(set(units))),
                          "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
                          "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
     return rows
 
 
+def sample_sd(values) -> float | None:
+    """Sample standard deviation (ddof 1); None for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    return round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
+
+
 def seed_summary(table: list[dict], published_rows: dict[str, str | None] | None = None) -> list[dict]:
-    """Mean and standard deviation over seeds per (model, task, split, metric), next to the paper.
+    """Mean and sample standard deviation over seeds per (model, task, split, metric), next to the paper.
 
     `published_rows`: model -> its row in PAPER_RESULTS (None: no published counterpart); None
     attaches no published numbers (another benchmark than AuditoryBench).
@@ -183,45 +270,37 @@ def seed_summary(table: list[dict], published_rows: dict[str, str | None] | None
         row = (published_rows or {}).get(model) if metric != "mc4_accuracy" else None
         paper = PAPER_RESULTS.get(row or "", {}).get(f"{task}/{split}")
         out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
-                    "mean": round(float(np.mean(accs)), 2), "std": round(float(np.std(accs)), 2),
+                    "mean": round(float(np.mean(accs)), 2), "std": sample_sd(accs),
                     "paper": paper, "paper_model": row if paper is not None else None})
     return out
 
 
 def _aligned(predictions: list[dict], model: str, task: str, split: str, key: str) -> tuple[list[str], np.ndarray]:
     """(example ids, outcomes (seeds, rows)) of one model on one split, rows aligned across seeds."""
-    by_seed: dict[int, dict[str, float]] = defaultdict(dict)
+    by_seed: dict = defaultdict(dict)
     for p in predictions:
         if p["model"] == model and p["task"] == task and p["split"] == split and p[key] is not None:
             by_seed[p["seed"]][p["example_id"]] = float(p[key])
     ids = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
-    return ids, np.asarray([[by_seed[s][i] for i in ids] for s in sorted(by_seed)], dtype=np.float64)
+    return ids, np.asarray([[by_seed[s][i] for i in ids] for s in sorted(by_seed, key=lambda s: (s is None, s))],
+                           dtype=np.float64)
 
 
-def _unit_index(ids: list[str], clusters: dict[str, str] | None) -> tuple[np.ndarray, int]:
-    if clusters is None:
-        return np.arange(len(ids)), len(ids)
-    _, group = np.unique(np.asarray([clusters[i] for i in ids]), return_inverse=True)
-    return group, int(group.max()) + 1 if len(group) else 0
+def _seed_weights(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_seeds) draw counts of seeds resampled with replacement."""
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot).astype(np.float64)
 
 
-def _bootstrap_mean(values: np.ndarray, group: np.ndarray, n_units: int, n_boot: int, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval (in %) of the mean of `values` (per row), resampling whole units."""
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    sums = np.bincount(group, weights=values, minlength=n_units)
-    sizes = np.bincount(group, minlength=n_units).astype(np.float64)
-    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
-    means = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(100 * lo), float(100 * hi)
+def _hierarchical_means(outcomes: np.ndarray, seed_w: np.ndarray, row_w: np.ndarray) -> np.ndarray:
+    """Per resample: the seed-weighted mean over seeds of each row, then the unit-weighted mean over rows."""
+    per_row = (seed_w @ outcomes) / seed_w.sum(axis=1, keepdims=True)  # (n_boot, rows)
+    return _weighted_means(per_row, row_w)
 
 
-def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[str, str] | None = None,
+def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[str, str | tuple] | None = None,
                     seed: int = 0) -> list[dict]:
-    """Per (model, task, split, metric): mean and sd of accuracy over seeds, and a 95 % interval of
-    the seed-mean, bootstrapped over rows (or `clusters` units) with the same resample for every seed."""
+    """Per (model, task, split, metric): mean and sample sd of accuracy over seeds, and a 95 %
+    interval of the seed-mean from the hierarchical bootstrap (seeds, then rows or `clusters` units)."""
     out = []
     keys = sorted({(p["model"], p["task"], p["split"]) for p in predictions})
     for model, task, split in keys:
@@ -233,20 +312,24 @@ def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[
             if not ids:
                 continue
             accs = 100 * outcomes.mean(axis=1)
-            group, n_units = _unit_index(ids, clusters)
-            lo, hi = _bootstrap_mean(outcomes.mean(axis=0), group, n_units, n_boot, seed)
+            rng = np.random.default_rng(seed)
+            units = None if clusters is None else [clusters[i] for i in ids]
+            seed_w = _seed_weights(len(outcomes), n_boot, rng)
+            row_w = unit_weights(units, len(ids), n_boot, rng)
+            lo, hi = _percentile(_hierarchical_means(outcomes, seed_w, row_w), 0.95)
             out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
-                        "n": len(ids), "units": n_units, "mean": round(float(accs.mean()), 2),
-                        "std": round(float(accs.std()), 2), "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
+                        "n": len(ids), "units": len(ids) if units is None else len(set(units)),
+                        "mean": round(float(accs.mean()), 2), "std": sample_sd(accs),
+                        "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
     return out
 
 
 def paired_comparisons(predictions: list[dict], pairs: list[tuple[str, str]], n_boot: int = 1000,
-                       clusters: dict[str, str] | None = None, seed: int = 0) -> list[dict]:
-    """Paired bootstrap of accuracy differences a - b (points) on the rows both systems scored.
+                       clusters: dict[str, str | tuple] | None = None, seed: int = 0) -> list[dict]:
+    """Paired hierarchical bootstrap of accuracy differences a - b (points) on the rows both scored.
 
-    Each row's outcome is averaged over the system's seeds; resampling draws the same rows (or
-    units) for both systems. `p_not_better`: the share of resamples where a does not beat b.
+    Each resample draws a's seeds and b's seeds with replacement (independent training runs) and
+    one set of units for both systems. `p_not_better`: the share of resamples where a does not beat b.
     """
     out = []
     models = {p["model"] for p in predictions}
@@ -260,16 +343,20 @@ def paired_comparisons(predictions: list[dict], pairs: list[tuple[str, str]], n_
             if not common:
                 continue
             pos_a, pos_b = {i: k for k, i in enumerate(ids_a)}, {i: k for k, i in enumerate(ids_b)}
-            diff = (out_a.mean(axis=0)[[pos_a[i] for i in common]] - out_b.mean(axis=0)[[pos_b[i] for i in common]])
-            group, n_units = _unit_index(common, clusters)
-            sums = np.bincount(group, weights=diff, minlength=n_units)
-            sizes = np.bincount(group, minlength=n_units).astype(np.float64)
-            idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
-            boot = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+            out_a, out_b = out_a[:, [pos_a[i] for i in common]], out_b[:, [pos_b[i] for i in common]]
+            rng = np.random.default_rng(seed)
+            units = None if clusters is None else [clusters[i] for i in common]
+            seed_a, seed_b = _seed_weights(len(out_a), n_boot, rng), _seed_weights(len(out_b), n_boot, rng)
+            row_w = unit_weights(units, len(common), n_boot, rng)
+            boot = _hierarchical_means(out_a, seed_a, row_w) - _hierarchical_means(out_b, seed_b, row_w)
+            boot = boot[np.isfinite(boot)]
             lo, hi = np.quantile(boot, [0.025, 0.975])
-            out.append({"a": a, "b": b, "task": task, "split": split, "n": len(common), "units": n_units,
-                        "difference": round(100 * float(diff.mean()), 2), "ci_low": round(100 * float(lo), 2),
-                        "ci_high": round(100 * float(hi), 2), "p_not_better": round(float((boot <= 0).mean()), 4)})
+            out.append({"a": a, "b": b, "task": task, "split": split, "n": len(common),
+                        "units": len(common) if units is None else len(set(units)),
+                        "seeds_a": len(out_a), "seeds_b": len(out_b),
+                        "difference": round(100 * float(out_a.mean() - out_b.mean()), 2),
+                        "ci_low": round(100 * float(lo), 2), "ci_high": round(100 * float(hi), 2),
+                        "p_not_better": round(float((boot <= 0).mean()), 4)})
     return out
 
 

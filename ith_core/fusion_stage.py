@@ -668,8 +668,8 @@ def summarise_results(cfg: RunConfig) -> dict:
     intervals), `fusion/results.json` (mean and sd over seeds with intervals, published numbers,
     paired comparisons, constant-answer levels). Recomputed whenever the set of evaluations changes.
     """
-    from ith_core.evaluate import (PREDICTION_SCHEMA, accuracy_table, majority_baseline, paired_comparisons,
-                                   results_dict, seed_mean_table)
+    from ith_core.evaluate import (INTERVALS, PREDICTION_SCHEMA, UNIT_NAMES, accuracy_table, bootstrap_units,
+                                   majority_baseline, paired_comparisons, results_dict, seed_mean_table)
 
     layout = layout_for(cfg)
     stages = [eval_stage_name(s.name, seed) for s in run_systems(cfg) for seed in seeds_of(cfg, s)]
@@ -684,12 +684,7 @@ def summarise_results(cfg: RunConfig) -> dict:
     examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
     predictions = [p for st in stages for p in layout.read_table(st, "predictions.parquet").to_pylist()]
     splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
-    clusters = None
-    if cfg.benchmark == "synthetic":
-        # Rows of one source name share its audio and answer: the name is the independent unit.
-        from ith_core.synthetic import bootstrap_unit
-
-        clusters = {r["example_id"]: bootstrap_unit(r) for r in examples}
+    clusters = bootstrap_units(examples, cfg.benchmark)
     table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
     results = results_dict(table, cfg.benchmark, {s.name: s.published for s in SYSTEMS.values()})
     results["systems"] = [{"name": s.name, "label": s.label, "family": s.family, "trained": s.trained,
@@ -699,7 +694,8 @@ def summarise_results(cfg: RunConfig) -> dict:
     results["paired"] = paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")],
                                            n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
     results["benchmark"] = cfg.benchmark
-    results["bootstrap_unit"] = "source name" if clusters is not None else "example"
+    results["bootstrap_unit"] = UNIT_NAMES[cfg.benchmark]
+    results["intervals"] = INTERVALS
     results["majority"] = majority_baseline(examples, splits)
     layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), EVALUATE, "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), EVALUATE, "results.parquet")
@@ -740,7 +736,7 @@ def _cell(row: dict | None) -> str:
 
 def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
     """The table: every system x task x split, mean ± sd over seeds [95 % interval], published beside."""
-    from ith_core.evaluate import PAPER_RESULTS
+    from ith_core.evaluate import PAPER_RESULTS, unit_phrase
 
     ours = {(r["model"], r["task"], r["split"]): r for r in report.get("over_seeds") or []
             if r["metric"] in ("exact_match", "accuracy")}
@@ -755,29 +751,33 @@ def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
         lines += ["**Benchmark synthetic (planted signal): the answer depends only on each source's hidden tone; "
                   "systems that hear the audio should beat text, which can only reach the constant-answer level.**",
                   ""]
-    lines += ["Accuracy (%) on the run's sampled examples: mean ± sd over seeds [95 % interval, bootstrapped over "
-              f"{report.get('bootstrap_unit', 'example')}s and averaged over seeds]; published: Yoo, Ok, Lee 2025 "
-              "(AuditoryBench, full splits).", "",
+    lines += ["Accuracy (%) on the run's sampled examples: mean ± sample sd over seeds [95 % interval of the "
+              f"seed-mean: hierarchical bootstrap over seeds, then {unit_phrase(report.get('bootstrap_unit'))}]. "
+              "Each published row (Yoo, Ok, Lee 2025, AuditoryBench, full splits) stands under the system of this "
+              "run that reproduces it.", "",
               "| system | " + " | ".join(f"{t} {s}" for t, s in columns) + " |",
               "|---|" + "---|" * len(columns)]
+    published = PAPER_RESULTS if report.get("benchmark", "auditorybench") == "auditorybench" else {}
     for system in SYSTEMS.values():
         if any((system.name, t, s) in ours for t, s in columns):
             lines.append(f"| {system.label} | " + " | ".join(_cell(ours.get((system.name, t, s))) for t, s in columns)
                          + " |")
+            if system.published in published:
+                row = published[system.published]
+                lines.append(f"| {system.published} (published) | " + " | ".join(
+                    f"{row[f'{t}/{s}']:.2f}" if f"{t}/{s}" in row else "-" for t, s in columns) + " |")
     majority = report.get("majority") or {}
     if majority:
         lines.append("| one constant answer | " + " | ".join(
             f"{majority[f'{t}/{s}']['accuracy']:.2f}" if f"{t}/{s}" in majority else "-" for t, s in columns) + " |")
-    if report.get("benchmark", "auditorybench") == "auditorybench":
-        for name, published in PAPER_RESULTS.items():
-            lines.append(f"| {name} (published) | " + " | ".join(
-                f"{published[f'{t}/{s}']:.2f}" if f"{t}/{s}" in published else "-" for t, s in columns) + " |")
     paired = report.get("paired") or []
     if paired:
-        lines += ["", "Paired comparisons on the same rows (difference in points, 95 % interval):", "",
-                  "| comparison | task | split | difference | interval |", "|---|---|---|---|---|"]
+        lines += ["", "Paired comparisons on the same rows (difference in points, 95 % interval; hierarchical bootstrap "
+                  "over each system's seeds, then the shared units):", "",
+                  "| comparison | task | split | difference | interval | share of resamples where a is not better |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {p['a']} - {p['b']} | {p['task']} | {p['split']} | {p['difference']:+.2f} | "
-                  f"[{p['ci_low']:.1f}, {p['ci_high']:.1f}] |" for p in paired]
+                  f"[{p['ci_low']:.1f}, {p['ci_high']:.1f}] | {p['p_not_better']:.3f} |" for p in paired]
     return "\n".join(lines) + "\n"
 
 

@@ -42,11 +42,10 @@ STAGES = ("ingest", "span_detector", "spans", "imagine", "fusion_examples", "fus
 # Stages with one folder per (system, seed): fusion_train/<system>-seed<seed>, fusion_eval/<system>[-seed<seed>].
 PER_SYSTEM_STAGES = ("fusion_train", "fusion_eval")
 SPLIT_ORDER = ("train", "dev", "test", "wiki")
-# Our variants and the published rows of ith-method.md they are compared with. The case studies
-# and charts compare ITH with its text-only twin, the same LM fine-tuned without audio (system
-# `bert-text`, shown as variant "text").
-VARIANTS = (("ith", "ITH (ours)"), ("text", "text-only (ours)"))
+# The case studies compare ITH with its text-only twin, the same LM fine-tuned without audio
+# (system `bert-text`); every table and chart names a system as ith_core.evaluate does.
 TEXT_TWIN = "bert-text"
+VARIANTS = (("ith", "ITH (imagined audio)"), (TEXT_TWIN, "BERT, fine-tuned text-only"))
 PUBLISHED_ROWS = ("ITH", "AudioBERT", "BERT-base", "RoBERTa-base")
 PRIMARY_METRICS = ("exact_match", "accuracy")
 # From <run_root>/<run_id>/report/ up to the run root, where the audio store lives.
@@ -126,7 +125,7 @@ def read_fusion(layout: RunLayout, summary: dict | None) -> FusionOutputs | None
 
     Contract: `fusion/results.parquet` (one row per task/split/variant[/metric]/seed: accuracy,
     ci_low, ci_high, n), `fusion/predictions.parquet` (example_id, task, split, variant 'ith' or
-    'text', prediction, gold, correct, spans_used, audio_ids) and a `fusion` entry in
+    'bert-text', ..., prediction, gold, correct, spans_used, audio_ids) and a `fusion` entry in
     summary.json. `model` is read as a synonym of `variant` (ith_core.evaluate's name), a
     missing `metric` as the task's primary metric, fractions as percentages.
     """
@@ -138,14 +137,14 @@ def read_fusion(layout: RunLayout, summary: dict | None) -> FusionOutputs | None
     results = results or []
     scale = _percent_scale(results)
     for row in results:
-        row.setdefault("variant", "text" if row.get("model") == TEXT_TWIN else row.get("model"))
+        row.setdefault("variant", row.get("model"))
         row.setdefault("metric", "exact_match" if row.get("task") == "animal" else "accuracy")
         row.setdefault("seed", 0)
         for key in ("accuracy", "ci_low", "ci_high"):
             value = row.get(key)
             row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value * scale
     for row in predictions or []:
-        row.setdefault("variant", "text" if row.get("model") == TEXT_TWIN else row.get("model"))
+        row.setdefault("variant", row.get("model"))
     return FusionOutputs(results=results, predictions=predictions or [], summary=stage)
 
 
@@ -349,9 +348,9 @@ def _ours(data: RunData) -> dict[tuple[str, str, str], dict]:
             lo, hi = rows[0].get("ci_low"), rows[0].get("ci_high")
             text = f"{mean:.2f} [{_fmt(lo)}, {_fmt(hi)}]"
         else:
-            std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
-            lo, hi = mean - std, mean + std
-            text = f"{mean:.2f} ± {std:.2f} ({len(rows)} seeds)"
+            sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))  # sample sd (ddof 1)
+            lo, hi = mean - sd, mean + sd
+            text = f"{mean:.2f} ± {sd:.2f} sd ({len(rows)} seeds)"
         out[key] = {"mean": mean, "lo": lo, "hi": hi, "text": text, "n": rows[0].get("n"), "seeds": len(rows)}
     return out
 
@@ -389,8 +388,10 @@ def profile_statement(profile: str | None, benchmark: str = "auditorybench") -> 
             return ("Profile paper on the planted-signal benchmark: the method's checkpoints, with the tone generator "
                     "in place of Stable Audio; ITH above text-only shows that the audio path carries information, "
                     "not how the method does on real sounds.")
-        return ("Profile paper: the method's checkpoints and settings, so the accuracies measure the method on this "
-                "run's examples (comparable with the published numbers only on the full splits).")
+        return ("Profile paper: the published checkpoints and the method's settings, with the differences from the "
+                "reference code that the README lists (bugs fixed, the text's recipe where text and code disagree), "
+                "so the accuracies measure this implementation of the method on this run's examples, not the "
+                "reference release; comparable with the published numbers only on the full splits.")
     return f"Profile {profile or 'unknown'}: not recorded in this run folder; read its numbers with care."
 
 
@@ -455,6 +456,7 @@ def section_accuracy(data: RunData) -> Section:
     keys = [(t, sp) for t in tasks for sp in columns]
     headers = ["system", "source"] + [f"{t} {sp}" for t, sp in keys]
     rows = []
+    reproduced = set()
     for system in systems:
         cells = []
         for t, sp in keys:
@@ -463,6 +465,11 @@ def section_accuracy(data: RunData) -> Section:
             cells.append(_system_cell(got) if got else fallback["text"] if fallback else
                          ("not run" if data.fusion is None else "–"))
         rows.append([system["label"], "this run"] + cells)
+        # Like with like: a published row right under the system of this run that reproduces it.
+        name = system.get("published")
+        if name in published:
+            reproduced.add(name)
+            rows.append([name, "published"] + [_fmt(published[name].get(f"{t}/{sp}")) for t, sp in keys])
     for a, b in (("ith", TEXT_TWIN), ("ith", "audiobert")):
         if any((a, t, sp) in over_seeds and (b, t, sp) in over_seeds for t, sp in keys):
             label = {TEXT_TWIN: "text-only", "audiobert": "AudioBERT"}[b]
@@ -474,19 +481,26 @@ def section_accuracy(data: RunData) -> Section:
         rows.append(["one constant answer", "this run's gold labels"]
                     + [_fmt((majority.get(f"{t}/{sp}") or {}).get("accuracy")) for t, sp in keys])
     for name in () if synthetic else PUBLISHED_ROWS:
-        rows.append([name, "published"] + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys])
+        if name not in reproduced:
+            rows.append([f"{name} (no system of this run reproduces it)", "published"]
+                        + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys])
+    from ith_core.evaluate import unit_phrase
+
+    units = unit_phrase(summary.get("bootstrap_unit"))
     s.intro.append("Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: the dev-best "
-                   "checkpoint of each (system, seed), as mean ± standard deviation over seeds with a 95% interval "
-                   "[low, high] of the seed-mean (bootstrapped over rows, or source names on the synthetic "
-                   "benchmark, the same resample for every seed); zero-shot systems are one deterministic "
-                   "evaluation. 'One constant answer': the share of the most frequent gold answer, what a model "
-                   "that ignores its input scores.")
+                   "checkpoint of each (system, seed), as mean ± sample standard deviation (ddof 1) over seeds with "
+                   "a 95% interval [low, high] of the seed-mean from a hierarchical bootstrap (seeds drawn with "
+                   f"replacement, then {units}: rows that share a sound resample together); zero-shot systems are "
+                   "one deterministic evaluation, so their interval is over units only. 'One constant answer': the "
+                   "share of the most frequent gold answer, what a model that ignores its input scores.")
     if synthetic:
         s.intro.append("Synthetic benchmark: no published numbers exist for it. Text alone can only reach the "
                        "constant-answer level; intervals are bootstrapped over source names, the independent unit.")
     else:
-        s.intro.append("Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits); the BERT-base and RoBERTa-base "
-                       "rows are most likely zero-shot cloze (exact counts of one deterministic evaluation).")
+        s.intro.append("Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits), each under the system of this run "
+                       "that reproduces it: BERT-base and RoBERTa-base are most likely zero-shot cloze (exact counts "
+                       "of one deterministic evaluation), so they stand under our zero-shot rows, not under the "
+                       "fine-tuned text-only ones.")
     s.tables.append(("table-accuracy", Table(headers, rows, set(range(2, len(headers))),
                                              caption="Accuracy (%) per system, task and split")))
     paired = summary.get("paired") or []
@@ -497,8 +511,9 @@ def section_accuracy(data: RunData) -> Section:
             [[f"{p['a']} − {p['b']}", p["task"], p["split"], p["n"], p["difference"], p["ci_low"], p["ci_high"],
               p["p_not_better"]] for p in sorted(paired, key=lambda p: (p["a"], p["b"], p["task"],
                                                                          _split_key(p["split"])))],
-            {3, 4, 5, 6, 7}, caption="Paired bootstrap on the rows both systems scored (each row averaged over "
-                                     "seeds; the same resample for both)")))
+            {3, 4, 5, 6, 7}, caption="Paired hierarchical bootstrap on the rows both systems scored: each "
+                                     "system's seeds drawn with replacement, then the same units for both; the "
+                                     "last column is a one-sided bootstrap p-value under the same conditions")))
     if data.fusion is None:
         s.notes.append(_not_run("fusion") + " (fusion/results.parquet); only published numbers are shown.")
         s.charts.append(("chart-accuracy", "Accuracy per split", None))
@@ -528,8 +543,11 @@ def section_accuracy(data: RunData) -> Section:
     if any(r.get("n") and r.get("split") in ("dev", "test", "wiki") for r in detail):
         s.notes.append("n is the number of examples scored; published numbers use the full splits, a sampled "
                        "run is not directly comparable.")
-    s.charts.append(("chart-accuracy", "Accuracy per split: ours with 95% intervals, published for reference",
-                     _chart(lambda: chart_accuracy(ours, published), "accuracy")))
+    points = {key: {"mean": r["mean"], "lo": r.get("ci_low"), "hi": r.get("ci_high")} for key, r in over_seeds.items()}
+    points.update({key: v for key, v in ours.items() if key not in points})
+    s.charts.append(("chart-accuracy", "Accuracy per split: every system of this run with its 95% interval, each "
+                                       "published row (hatched) beside the system that reproduces it",
+                     _chart(lambda: chart_accuracy(points, systems, published), "accuracy")))
     return s
 
 
@@ -786,7 +804,7 @@ CASE_KINDS = (("ith_only", "ITH right, text-only wrong"), ("text_only", "ITH wro
 
 
 def _case_kind(predictions: dict[str, dict]) -> str:
-    ith, text = (predictions.get("ith") or {}).get("correct"), (predictions.get("text") or {}).get("correct")
+    ith, text = (predictions.get("ith") or {}).get("correct"), (predictions.get(TEXT_TWIN) or {}).get("correct")
     if ith is None or text is None:
         return "unscored"
     return {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
@@ -795,7 +813,7 @@ def _case_kind(predictions: dict[str, dict]) -> str:
 
 def _first_seed_predictions(data: RunData) -> tuple[dict[str, dict[str, dict]], Any]:
     """example id -> variant -> prediction, of one seed (the smallest) so ITH and text-only are a pair."""
-    rows = [r for r in (data.fusion.predictions if data.fusion else []) if r.get("variant") in ("ith", "text")]
+    rows = [r for r in (data.fusion.predictions if data.fusion else []) if r.get("variant") in ("ith", TEXT_TWIN)]
     seed = min((r.get("seed") or 0 for r in rows), default=None)
     preds: dict[str, dict[str, dict]] = defaultdict(dict)
     for row in rows:
@@ -899,7 +917,7 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
         pred_html = ""
         if case["predictions"]:
             cells = []
-            for variant, label in (("text", "text-only"), ("ith", "ITH")):
+            for variant, label in ((TEXT_TWIN, "BERT text-only"), ("ith", "ITH")):
                 p = case["predictions"].get(variant)
                 if p is None:
                     cells.append(f"<td>{label}</td><td>–</td><td></td>")
@@ -950,9 +968,9 @@ def section_cases(data: RunData, per_task: int) -> tuple[Section, list[dict]]:
 # ---------------------------------------------------------------------------------------------
 # Charts (matplotlib, Agg, inline SVG)
 
-COLORS = {"ith": "#1f77b4", "text": "#ff7f0e", "ITH": "#9ecae1", "BERT-base": "#fdd0a2",
-          "animal": "#2ca02c", "pitch": "#9467bd", "bert-text": "#ff7f0e", "roberta-text": "#d62728",
-          "audiobert": "#8c564b"}
+COLORS = {"ith": "#1f77b4", "bert-text": "#ff7f0e", "bert-zero-shot": "#fdae6b", "roberta-text": "#d62728",
+          "roberta-zero-shot": "#f4a3a3", "audiobert": "#8c564b", "animal": "#2ca02c", "pitch": "#9467bd"}
+# A published row is drawn in its reproducing system's colour, hatched.
 
 
 STYLE = {"font.family": "sans-serif", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
@@ -992,19 +1010,24 @@ def _figure(width: float, height: float, ncols: int = 1):
     return figure, figure.subplots(1, ncols, squeeze=False)
 
 
-def chart_accuracy(ours: dict, published: dict):
-    tasks = [t for t in ("animal", "pitch") if any(k[1] == t for k in ours)]
+def chart_accuracy(points: dict, systems: list[dict], published: dict):
+    """Bars per split: every system of the run (`points`: (system, task, split) -> mean, lo, hi)
+    with its interval; after each, the published row it reproduces, hatched, in its colour."""
+    tasks = [t for t in ("animal", "pitch") if any(k[1] == t for k in points)]
     fig, axes = _figure(5.2 * len(tasks), 3.6, len(tasks))
+    series = []
+    for system in systems:
+        series.append((system["name"], system["label"], "ours", system["name"]))
+        if system.get("published") in published:
+            series.append((system["published"], f"{system['published']} (published)", "paper", system["name"]))
     for ax, task in zip(axes[0], tasks):
-        splits = sorted({k[2] for k in ours if k[1] == task}, key=_split_key)
-        series = [("ith", "ITH (ours)", "ours"), ("text", "text-only (ours)", "ours"),
-                  ("ITH", "ITH (published)", "paper"), ("BERT-base", "BERT-base (published)", "paper")]
+        splits = sorted({k[2] for k in points if k[1] == task}, key=_split_key)
         width = 0.8 / len(series)
-        for i, (key, label, source) in enumerate(series):
+        for i, (key, label, source, colour) in enumerate(series):
             xs, ys, errs = [], [], [[], []]
             for j, split in enumerate(splits):
                 if source == "ours":
-                    got = ours.get((key, task, split))
+                    got = points.get((key, task, split))
                     if not got:
                         continue
                     y, lo, hi = got["mean"], got["lo"], got["hi"]
@@ -1018,7 +1041,7 @@ def chart_accuracy(ours: dict, published: dict):
                 errs[0].append(max(0.0, y - lo) if lo is not None else 0.0)
                 errs[1].append(max(0.0, hi - y) if hi is not None else 0.0)
             if xs:
-                ax.bar(xs, ys, width, label=label, color=COLORS[key],
+                ax.bar(xs, ys, width, label=label, color=COLORS.get(colour, "#999999"),
                        yerr=errs if source == "ours" else None, capsize=3,
                        hatch="//" if source == "paper" else None, edgecolor="white" if source == "ours" else "#777")
         ax.set_xticks(range(len(splits)), splits)
@@ -1234,7 +1257,7 @@ def render_markdown(data: RunData, sections: list[Section], cases: list[dict], g
                     lines += [_md_table(Table(["model", "prediction", "correct"], [
                         [label, (case["predictions"].get(v) or {}).get("prediction"),
                          (case["predictions"].get(v) or {}).get("correct")]
-                        for v, label in (("text", "text-only"), ("ith", "ITH"))])), ""]
+                        for v, label in ((TEXT_TWIN, "BERT text-only"), ("ith", "ITH"))])), ""]
                 rows = []
                 for span in case["spans"]:
                     for cand in span["candidates"]:
@@ -1289,7 +1312,7 @@ def headline_markdown(data: RunData) -> str:
                      f"{row['accepted']} of {row['occurrences']} ({100 * row['rate']:.1f} %)"))
     ours = _ours(data) if data.fusion else {}
     for task, split in sorted({(k[1], k[2]) for k in ours}, key=lambda ts: (ts[0], _split_key(ts[1]))):
-        cells = [f"{label} {ours[(v, task, split)]['text']}" for v, label in (("ith", "ITH"), ("text", "text-only"))
+        cells = [f"{label} {ours[(v, task, split)]['text']}" for v, label in (("ith", "ITH"), (TEXT_TWIN, "BERT text-only"))
                  if (v, task, split) in ours]
         rows.append((f"accuracy % {task} {split}", "; ".join(cells)))
     seconds = (data.summary or {}).get("seconds")

@@ -131,6 +131,22 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     for published in ("41.55", "78.96", "36.63", "74.83", "13.46", "60.41", "14.04", "55.84"):
         assert published in text, published
     assert 'id="table-paired"' in text
+    # Like with like: each published row right under the system of the run that reproduces it (the
+    # published BERT-base and RoBERTa-base rows are zero-shot), and one name per system everywhere.
+    labels = [row[0] for row in table_rows(text, "table-accuracy")]
+    for ours, published in (("BERT, zero-shot", "BERT-base"), ("RoBERTa, zero-shot", "RoBERTa-base"),
+                            ("AudioBERT (retrieved audio)", "AudioBERT"), ("ITH (imagined audio)", "ITH")):
+        assert labels[labels.index(ours) + 1] == published, labels
+    variants = {row[2] for row in table_rows(text, "table-accuracy-seeds")[1:]}
+    assert variants == {"bert-zero-shot", "bert-text", "roberta-zero-shot", "roberta-text", "audiobert", "ith"}
+    assert "sample standard deviation (ddof 1)" in text and "hierarchical bootstrap" in text
+    assert "gold description" in text and "gold span1 x gold span2 (crossed)" in text
+    chart = text[text.index('id="chart-accuracy"'):]
+    chart = chart[:chart.index("</svg>")]
+    for label in ("BERT, zero-shot", "BERT-base (published)", "BERT, fine-tuned text-only", "RoBERTa, zero-shot",
+                  "RoBERTa-base (published)", "RoBERTa, fine-tuned text-only", "AudioBERT (retrieved audio)",
+                  "AudioBERT (published)", "ITH (imagined audio)", "ITH (published)"):
+        assert f">{label}<" in chart, label
     # Case studies: every candidate of every shown span is a player whose file exists.
     assert page.audio, "no audio elements in the case studies"
     k = tiny_run["reports"]["imagine"]["candidates"] // tiny_run["reports"]["imagine"]["unique_prompts"]
@@ -197,7 +213,8 @@ def test_the_profile_comes_first_in_the_report_and_its_artifact(tiny_run):
     for row in ("| span detector, dev span F1 |", "| animal: span occurrences with audio at threshold 0.19 |",
                 "| accuracy % animal dev | ITH ", "| accuracy % pitch test | ITH "):
         assert row in headline, row
-    assert "measure the method" in profile_statement("paper", "auditorybench")
+    paper = profile_statement("paper", "auditorybench")
+    assert "this implementation of the method" in paper and "differences from the reference code" in paper
     assert "audio path carries information" in profile_statement("tiny", "synthetic")
 
 

@@ -51,7 +51,8 @@ def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
     """The fusion stages' outputs by contract (every system of the table), with deterministic made-up
     predictions, through the real aggregation functions."""
     from ith_core import fusion_stage
-    from ith_core.evaluate import majority_baseline, paired_comparisons, results_dict, seed_mean_table
+    from ith_core.evaluate import (UNIT_NAMES, bootstrap_units, majority_baseline, paired_comparisons, results_dict,
+                                   seed_mean_table)
 
     examples = {r["example_id"]: r for r in layout.read_table("ingest", "examples.parquet").to_pylist()}
     selection = layout.read_table("imagine", "selection.parquet").to_pylist()
@@ -83,7 +84,8 @@ def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
     assert hostile, "the made-up predictions have no example where ITH is right and text-only wrong"
     for prediction in hostile:
         prediction["prediction"] = HOSTILE_PREDICTION
-    table = accuracy_table(predictions, n_boot=200)
+    units = bootstrap_units(list(examples.values()), "auditorybench")
+    table = accuracy_table(predictions, n_boot=200, clusters=units)
     layout.write_table(pa.Table.from_pylist(predictions), "fusion", "predictions.parquet")
     layout.write_table(pa.Table.from_pylist(table), "fusion", "results.parquet")
     train_reports = []
@@ -100,11 +102,13 @@ def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
             train_reports.append(report)
     results = results_dict(table, "auditorybench", {s.name: s.published for s in fusion_stage.SYSTEMS.values()})
     results.update(
-        systems=[{"name": s.name, "label": s.label, "seeds": list(seeds)} for s in fusion_stage.SYSTEMS.values()],
-        over_seeds=seed_mean_table(predictions, n_boot=200),
-        paired=paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")], n_boot=200),
+        systems=[{"name": s.name, "label": s.label, "published": s.published, "seeds": list(seeds)}
+                 for s in fusion_stage.SYSTEMS.values()],
+        over_seeds=seed_mean_table(predictions, n_boot=200, clusters=units),
+        paired=paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")], n_boot=200,
+                                  clusters=units),
         majority=majority_baseline(list(examples.values()), ("dev", "test")), benchmark="auditorybench",
-        bootstrap_unit="example", device="cpu", seconds=1.25)
+        bootstrap_unit=UNIT_NAMES["auditorybench"], device="cpu", seconds=1.25)
     layout.write_json({"key": "fabricated", "report": results}, "fusion", "_DONE.json")
     return {"fusion": fusion_stage.fusion_summary({}, train_reports, [], results)}
 

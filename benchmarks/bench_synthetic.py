@@ -19,12 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.environment import environment
+from ith_core.evaluate import bootstrap_units
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -58,7 +64,12 @@ def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path, syste
     seconds.update({f"evaluate {r['system']}" + (f" seed {r['seed']}" if r["seed"] is not None else ""): r["seconds"]
                     for r in fusion["evaluate"]})
     seconds["fusion_by_system"] = fusion["seconds_by_system"]
-    return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"],
+    examples = pq.read_table(run / "fusion_examples" / "examples.parquet").to_pylist()
+    units = bootstrap_units(examples, "synthetic")
+    predictions = pq.read_table(run / "fusion" / "predictions.parquet").to_pylist()
+    for p in predictions:
+        p["variant"], p["unit"] = variant, units[p["example_id"]]
+    return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"], "predictions": predictions,
             "wall_seconds": round(wall, 1), "stage_seconds": seconds, "majority": results["majority"],
             "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows,
             "over_seeds": [r for r in results["over_seeds"] if r["metric"] in ("exact_match", "accuracy")],
@@ -118,21 +129,19 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="add these runs to those already in --out")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    import torch
-
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "ith_home"
-        runs = []
+        runs, predictions = [], []
         for variant in args.variants.split(","):
             run = run_variant(variant, seeds, home, Path(tmp) / variant, args.systems)
             run["verdict"] = verdict(run)
+            predictions += run.pop("predictions")
             run["tiny_profile_built_in_this_run"] = not runs
             runs.append(run)
             print(json.dumps({"variant": variant, "wall_seconds": run["wall_seconds"], "verdict": run["verdict"]},
                              indent=2))
     record = {"benchmark": "synthetic (planted signal)", "profile": "tiny", "seeds": seeds,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+              "machine": environment(),
               "note": "accuracy in %, 95 % intervals bootstrapped over source names; chance = the constant-answer "
                       "level of the split; wall_seconds covers the whole ith run (Prefect start included)",
               "runs": runs}
@@ -140,6 +149,12 @@ def main() -> None:
         earlier = json.loads(Path(args.out).read_text())
         record["runs"] = earlier["runs"] + runs
         record["machine_of_earlier_runs"] = earlier["machine"]
+    # Every scored row, so that intervals and comparisons are recomputed from what was recorded
+    # (benchmarks/results_table.py) with the evaluation code of the day, not copied by hand.
+    out_predictions = Path(args.out).with_suffix(".predictions.parquet")
+    if args.append and out_predictions.is_file():
+        predictions = pq.read_table(out_predictions).to_pylist() + predictions
+    pq.write_table(pa.Table.from_pylist(predictions), out_predictions)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,0 +1,50 @@
+"""What a recorded result was measured on: machine, CPU, thread count, library versions, commit.
+
+Every benchmark in this folder writes `environment()` beside its numbers, so a reader (and
+`results_table.py`) can tell which machine and which code produced them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARIES = ("torch", "transformers", "diffusers", "accelerate", "peft", "numpy", "pyarrow", "prefect", "soundfile")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str:
+    """`git describe --always --dirty` of the checkout: the code that produced the numbers."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: str = "cpu", threads: int | None = None) -> dict:
+    import torch
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return {"machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": threads if threads is not None else torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "device": device,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+            "versions": versions, "commit": commit()}

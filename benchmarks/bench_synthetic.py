@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_synthetic.py                      # results/synthetic_tiny_cpu.json
     .venv/bin/python benchmarks/bench_synthetic.py --seeds 42,43,44 --variants trained,frozen
+    .venv/bin/python benchmarks/bench_synthetic.py --default            # results/synthetic_default_seed42.json
 
 Each variant is one `ith run --benchmark synthetic --seeds ...` (a subprocess, the production
 entry point, every system by default: BERT and RoBERTa zero-shot and fine-tuned text-only,
@@ -37,12 +38,13 @@ RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = {"trained": [], "frozen": ["--set", "fusion.train_audio_encoder=false"]}
 
 
-def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path, systems: str | None = None) -> dict:
+def run_variant(variant: str, seeds: list[int] | None, home: Path, workdir: Path, systems: str | None = None) -> dict:
+    """One `ith run --benchmark synthetic` (seeds and systems: the command's defaults when None)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ITH_HOME": str(home), "PREFECT_HOME": str(workdir / "prefect"), "HF_HUB_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
-           "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
+           *(["--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")] if seeds else []),
            *(["--systems", systems] if systems else []), *VARIANTS[variant], "--json"]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -53,8 +55,8 @@ def run_variant(variant: str, seeds: list[int], home: Path, workdir: Path, syste
     run = Path(result["run_dir"])
     results = json.loads((run / "fusion" / "results.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    rows = [{k: r[k] for k in ("model", "task", "split", "seed", "n", "units", "accuracy", "ci_low", "ci_high")}
-            for r in results["per_seed"] if r["metric"] in ("exact_match", "accuracy")]
+    rows = [{k: r[k] for k in ("model", "task", "split", "seed", "metric", "n", "units", "accuracy", "ci_low",
+                               "ci_high")} for r in results["per_seed"]]
     stages = summary["stages"]
     seconds = {name: stages[name].get("seconds_total", stages[name].get("seconds")) for name in
                ("ingest", "span_detector", "spans", "imagine")}
@@ -102,7 +104,8 @@ def verdict(run: dict) -> dict:
     """Per (task, seed): ITH and AudioBERT minus text-only (BERT fine-tuned without audio) on
     test, and whether text-only's interval holds chance."""
     out = {}
-    by = {(r["model"], r["task"], r["split"], r["seed"]): r for r in run["accuracy"]}
+    by = {(r["model"], r["task"], r["split"], r["seed"]): r for r in run["accuracy"]
+          if r.get("metric", "accuracy") in ("exact_match", "accuracy")}
     for (model, task, split, seed), ith in by.items():
         if model != "ith" or split != "test":
             continue
@@ -119,8 +122,26 @@ def verdict(run: dict) -> dict:
     return out
 
 
+def record_default(out: Path) -> None:
+    """The default command exactly as a user types it (`ith run --benchmark synthetic`: seed 42,
+    systems bert, audiobert, ith), in a fresh ITH_HOME: what tests/test_synthetic_benchmark.py
+    compares its own run with, row for row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_variant("trained", None, Path(tmp) / "ith_home", Path(tmp) / "default")
+    run.pop("predictions")
+    record = {"benchmark": "synthetic (planted signal)", "profile": "tiny", "machine": environment(),
+              "note": "the default `ith run --benchmark synthetic`; accuracy in %, per-seed intervals bootstrapped "
+                      "over source names; wall_seconds covers the whole command, the tiny profile built inside it",
+              **run}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--default", action="store_true",
+                        help="record only the default command (results/synthetic_default_seed42.json), which "
+                             "`make test` compares with")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--variants", default="trained,frozen")
     parser.add_argument("--systems", default="bert,roberta,audiobert,ith",
@@ -128,6 +149,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "synthetic_tiny_cpu.json"))
     parser.add_argument("--append", action="store_true", help="add these runs to those already in --out")
     args = parser.parse_args()
+    if args.default:
+        record_default(RESULTS / "synthetic_default_seed42.json")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "ith_home"

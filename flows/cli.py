@@ -46,15 +46,17 @@ def _quiet_defaults() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors the user can act on: one `ith:` line, no traceback (a bug still shows its traceback)."""
     from flows.imagine import ShardsFailedError
+    from flows.serve import ServeError
     from ith_core.auditorybench import DataError
-    from ith_core.imagine_stage import DiskSpaceError, ShardsMissingError, UndeterminedSelectionError
+    from ith_core.imagine_stage import (DiskSpaceError, NoAudioError, ShardsMissingError, UndeterminedSelectionError,
+                                        UnknownAudioIdError)
     from ith_core.profiles import ModelNotAvailableError
     from storage.audio_store import AudioStoreError
     from storage.layout import RunIdError, RunRootError, StageMismatchError, StageNotFinishedError
 
     return (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError, ShardsMissingError,
             StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError, AudioStoreError, DiskSpaceError,
-            UndeterminedSelectionError)
+            UndeterminedSelectionError, NoAudioError, UnknownAudioIdError, ServeError)
 
 
 class _HideUserErrorsOnConsole(logging.Filter):
@@ -466,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ith: {error}", file=sys.stderr)
             return 2
         if isinstance(error, _user_errors()):
+            # The `ith:` line is the last: Prefect's note that it stops its temporary server (at exit) is not shown.
+            logging.getLogger("prefect").setLevel(logging.WARNING)
             print(f"ith: {_describe(error)}", file=sys.stderr)
             return 1
         raise

@@ -55,10 +55,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results = predict_sentences(args.run_root, args.run, sentences, task=args.task, top_k=args.top_k,
                                     device=args.device, where=where)
     except PredictInputError as error:
-        print(f"ith predict: {error}", file=sys.stderr)
+        print(f"ith: {error}", file=sys.stderr)
         return 2
     except RunNotReadyError as error:
-        print(f"ith predict: {error}", file=sys.stderr)
+        print(f"ith: {error}", file=sys.stderr)
         return 1
     finally:
         hf_logging.set_verbosity(verbosity)

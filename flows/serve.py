@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POOL = "ith-local"
+# How long `--stop` waits for a process after each signal before trying the next, firmer one.
+STOP_WAIT_S = 5.0
+
+
+class ServeError(RuntimeError):
+    """Something the user can fix before `ith serve` can start or stop (a taken port, a bad process file)."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,17 @@ def serve_env(paths: ServePaths, port: int) -> dict[str, str]:
     return env
 
 
+def _valid_pid(value: object) -> int | None:
+    """`value` if it can name one process; never 0 or negative (os.kill would signal a group or every process)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except OSError:
+    except (OSError, OverflowError):
         return False
     try:  # a zombie child of this process is not alive
         finished, _ = os.waitpid(pid, os.WNOHANG)
@@ -109,14 +123,21 @@ def _same_process(recorded: dict, now: dict) -> bool:
 
 def _started_process(paths: ServePaths, name: str) -> tuple[int | None, str | None]:
     """(pid, None) if the process `ith serve` recorded as `name` still runs; else (None, why not) or
-    (None, None) when there is no record or the process has exited."""
+    (None, None) when there is no record or the process has exited. `ServeError` if the record
+    holds no process id (garbage, 0 or a negative number, which os.kill reads as a group or all)."""
     try:
-        recorded = json.loads(paths.pid_file(name).read_text())
+        text = paths.pid_file(name).read_text()
+    except OSError:
+        return None, None
+    try:
+        recorded = json.loads(text)
         if isinstance(recorded, int):  # written by an `ith serve` before start times were recorded
             recorded = {"pid": recorded, "create_time": None, "cmdline": None}
-        pid = int(recorded["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, None
+        pid = _valid_pid(recorded["pid"])
+    except (ValueError, KeyError, TypeError):
+        pid = None
+    if pid is None:
+        raise ServeError(f"{paths.pid_file(name)} holds {text.strip()[:80]!r}, not a process id")
     now = _identity(pid) if _alive(pid) else None
     if now is None:
         return None, None
@@ -130,7 +151,25 @@ def _started_process(paths: ServePaths, name: str) -> tuple[int | None, str | No
 
 
 def _read_pid(paths: ServePaths, name: str) -> int | None:
-    return _started_process(paths, name)[0]
+    try:
+        return _started_process(paths, name)[0]
+    except ServeError as error:
+        raise ServeError(f"{error}; remove it with `ith serve --stop`") from None
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def healthy(port: int, timeout_s: float = 2.0) -> bool:
@@ -167,11 +206,14 @@ def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
     server = _read_pid(paths, "server")
     if server is None or not healthy(port):
         if server is not None:
-            raise RuntimeError(f"a server started by `ith serve` (pid {server}) runs but does not answer on port "
-                               f"{port}; stop it with `ith serve --stop` first")
+            raise ServeError(f"a server started by `ith serve` (pid {server}) runs but does not answer on port "
+                             f"{port}; stop it with `ith serve --stop` first")
         if healthy(port):
-            raise RuntimeError(f"port {port} already serves a Prefect API not started by `ith serve`; "
-                               "choose another with --port")
+            raise ServeError(f"port {port} already serves a Prefect API not started by `ith serve`; "
+                             f"choose another with --port (e.g. --port {_free_port()})")
+        if _port_taken(port):
+            raise ServeError(f"port {port} on 127.0.0.1 is taken by another program; choose a free one with --port "
+                             f"(e.g. --port {_free_port()})")
         server = _spawn("server", [*_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                         env, paths)
         deadline = time.monotonic() + wait_s
@@ -204,14 +246,26 @@ def running_server() -> str | None:
         port = int((paths.state / "port").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    if _read_pid(paths, "server") is None or not healthy(port, timeout_s=0.5):
+    try:
+        if _read_pid(paths, "server") is None or not healthy(port, timeout_s=0.5):
+            return None
+    except ServeError:  # `ith serve` and `ith serve --stop` report it; a run just records locally
         return None
     return f"http://127.0.0.1:{port}"
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _signal(pid: int, sig: int) -> None:
+    """Signals the process, and its whole group when it leads one (the server's uvicorn child with it).
+
+    A process that does not lead a group (started by hand, or by an older `ith serve`) is signalled
+    alone: `killpg` on its id would reach nothing.
+    """
     try:
-        os.killpg(pid, sig)
+        leads_group = os.getpgid(pid) == pid
+        if leads_group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
@@ -228,26 +282,34 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 def stop() -> dict:
     """Stops the worker, then the server; each by its process group, firmly if it lingers.
 
-    Returns {name: pid} of what was stopped, and `left_alone`: why a recorded process was not
-    signalled (its id now belongs to another process).
+    Returns {name: pid} of what was stopped, `left_alone`: why a recorded process was not
+    signalled (its id now belongs to another process), `bad_records`: process files that held no
+    process id (removed, so the next `--stop` is clean), and `still_running`: processes that
+    outlived every signal (their process files are kept).
     """
     paths = serve_paths()
     stopped: dict = {}
     for name in ("worker", "server"):
-        pid, refused = _started_process(paths, name)
+        try:
+            pid, refused = _started_process(paths, name)
+        except ServeError as error:
+            paths.pid_file(name).unlink(missing_ok=True)
+            stopped.setdefault("bad_records", []).append(f"{error}; removed it, nothing was signalled")
+            continue
         if pid is None:
             if refused:
                 stopped.setdefault("left_alone", []).append(refused)
             paths.pid_file(name).unlink(missing_ok=True)
             continue
         # The worker ignores SIGTERM for a while; SIGINT twice is its own clean shutdown.
-        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
-            _signal_group(pid, sig)
-            if _wait_gone(pid, 5.0):
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            _signal(pid, sig)
+            if _wait_gone(pid, STOP_WAIT_S):
                 break
-        else:
-            _signal_group(pid, signal.SIGKILL)
-            _wait_gone(pid, 5.0)
+        if _alive(pid):
+            stopped.setdefault("still_running", []).append(
+                f"the {name} (pid {pid}) is still running after SIGKILL; its process file was kept")
+            continue
         paths.pid_file(name).unlink(missing_ok=True)
         stopped[name] = pid
     return stopped
@@ -268,15 +330,19 @@ def add_serve_parser(subparsers):
 def cmd_serve(args) -> int:
     if args.stop:
         stopped = stop()
-        left_alone = stopped.get("left_alone", [])
-        done = {k: v for k, v in stopped.items() if k != "left_alone"}
+        notes = ("left_alone", "bad_records", "still_running")
+        done = {k: v for k, v in stopped.items() if k not in notes}
         if args.json:
             print(json.dumps(stopped))
         else:
             print(("stopped " + ", ".join(f"{k} (pid {v})" for k, v in done.items())) if done else "nothing to stop")
-            for line in left_alone:
+            for line in stopped.get("left_alone", []):
                 print(f"not stopped: {line}")
-        return 0
+        # What the user must look at: one `ith:` line, and a failure status.
+        problems = stopped.get("bad_records", []) + stopped.get("still_running", [])
+        if problems:
+            print(f"ith: {'; '.join(problems)}", file=sys.stderr)
+        return 1 if problems else 0
     info = start(args.port)
     if args.json:
         print(json.dumps(info))

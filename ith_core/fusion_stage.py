@@ -460,8 +460,9 @@ def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, see
                            "examples or add the train and dev splits")
     imagined = system.audio == "imagined"
     if imagined and not any(inputs.glob("part-*.parquet")):
-        raise RuntimeError(f"no span got an accepted audio (thresholds {dict(cfg.imagine.thresholds)}), so ITH has "
-                           "nothing to fuse; lower imagine.thresholds or sample more examples")
+        from ith_core.imagine_stage import no_audio_error
+
+        raise no_audio_error(cfg)
     return TrainSpec(
         lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / "examples.parquet"),
         output_dir=str(out), selection_path=str(inputs / "selection.parquet") if imagined else None,

@@ -118,6 +118,45 @@ class DiskSpaceError(RuntimeError):
     """The run root cannot hold the audio the plan expects to write."""
 
 
+class NoAudioError(RuntimeError):
+    """No span occurrence got a candidate at its task's threshold, so ITH has nothing to hear."""
+
+
+class UnknownAudioIdError(ValueError):
+    """`ith repair-audio` was given audio ids that the run root's audio store does not hold."""
+
+
+def no_audio_message(selection: pa.Table, candidates: pa.Table, num_candidates: int) -> str:
+    """Per task: span occurrences without a passing candidate, the threshold, the best score seen; and the fix."""
+    best: dict[str, float] = {}
+    for audio, score in zip(candidates["audio_id"].to_pylist(), candidates["clap_score"].to_pylist()):
+        if score is not None:
+            best[audio] = max(score, best.get(audio, float("-inf")))
+    parts, fixes = [], []
+    for task in sorted(set(selection["task"].to_pylist())):
+        rows = [r for r in selection.to_pylist() if r["task"] == task and r["audio_id"] is not None]
+        if not rows:
+            continue
+        threshold = float(rows[0]["threshold"])
+        top = max((best[r["audio_id"]] for r in rows if r["audio_id"] in best), default=None)
+        failed = sum(1 for r in rows if not r["accepted"])
+        parts.append(f"task {task}: {failed} of {len(rows)} spans had no candidate at or above its threshold "
+                     f"{threshold:g} (best CLAP score seen {'none' if top is None else f'{top:.3f}'})")
+        if top is not None and failed:
+            fixes.append(f"imagine.thresholds.{task}={np.floor(top * 100) / 100:g}")
+    lower = f" (e.g. --set {' --set '.join(fixes)})" if fixes else ""
+    return (f"no span got imagined audio, so ITH has nothing to fuse; {'; '.join(parts)}; lower the threshold"
+            f"{lower} or raise imagine.num_candidates (now {num_candidates}) so more candidates are tried")
+
+
+def no_audio_error(cfg: RunConfig) -> NoAudioError:
+    """The `NoAudioError` of a run whose imagine stage finished without accepting any span occurrence."""
+    layout = layout_for(cfg)
+    selection = layout.read_table(STAGE, "selection.parquet")
+    candidates = layout.read_table(STAGE, "candidates.parquet")
+    return NoAudioError(no_audio_message(selection, candidates, cfg.imagine.num_candidates))
+
+
 def layout_for(cfg: RunConfig) -> RunLayout:
     return RunLayout(cfg.run_root, cfg.effective_run_id)
 
@@ -855,8 +894,9 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
     stored = store.read_candidates(set(audio_ids))
     unknown = sorted(set(audio_ids) - set(stored["audio_id"].to_pylist()))
     if unknown:
-        raise ValueError(f"audio ids {unknown} have no stored candidates under {store.url('')}; "
-                         "nothing to repair (check the run root)")
+        raise UnknownAudioIdError(f"audio ids {unknown} have no stored candidates under {store.url('')}, so there "
+                                  f"is nothing to repair; give the ids the imagine stage named (check --run-root "
+                                  f"and the run id {cfg.effective_run_id})")
     device = device or local_devices(cfg)[0]
     generator, scorer = load_models(cfg, model_paths, plan, device)
     if stored["clap_id"].to_pylist() and set(stored["clap_id"].to_pylist()) != {plan["clap_id"]}:

@@ -109,7 +109,14 @@ def check_sentences(sentences: Sequence[str], where: Sequence[str] | None = None
 def read_sentence_file(path: str | Path) -> tuple[list[str], list[str]]:
     """(sentences, "path:line" labels): one sentence per line; blank lines and lines starting with # skipped."""
     sentences, where = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    data = Path(path).read_bytes()
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise PredictInputError(f"{path} is not UTF-8 text: byte offset {error.start} (line {line}) is "
+                                f"{data[error.start:error.start + 1]!r}; save the file as UTF-8") from None
+    for number, line in enumerate(content.splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue

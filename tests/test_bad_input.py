@@ -42,7 +42,7 @@ def _only(path: Path) -> list[str]:
     (["rerun-failed", "nosuch"], 1, "ith: no run 'nosuch' under runs (missing "),
     (["predict", "A [MASK] barks.", "--run", "../x"], 2, "ith: run id '../x' is not a valid run folder name"),
     (["predict", "A [MASK] barks.", "--run", "nosuch"], 1, "ith: no run 'nosuch' under runs"),
-    (["predict", "A dog barks.", "--run", "nosuch"], 2, "ith predict: sentence 1: 'A dog barks.' has no [MASK]"),
+    (["predict", "A dog barks.", "--run", "nosuch"], 2, "ith: sentence 1: 'A dog barks.' has no [MASK]"),
     (["predict", "A [MASK] [MASK].", "--run", "nosuch"], 2, "has 2 [MASK] tokens; use exactly one"),
     (["run", "--run-id", "a/b"], 2, "ith: invalid setting: run_id must use only letters, digits"),
     (["run", "--run-id", ".."], 2, "ith: invalid setting: run_id must use only letters"),

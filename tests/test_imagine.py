@@ -567,3 +567,57 @@ def test_two_runs_over_one_root_at_once_do_not_corrupt_each_other(reference, mod
     assert_same_tables(final_tables(root, "a"), reference["tables"])
     assert final_tables(root, "b") == final_tables(root, "a")
     assert_store_consistent(root)
+
+
+# -- mistakes the user can fix: one `ith:` line ----------------------------------------------------
+
+STRICT = {"animal": 0.99, "pitch": 0.99}
+
+
+@pytest.fixture(scope="module")
+def strict_run(tmp_path_factory, model_paths):
+    """A run whose thresholds no tiny candidate reaches: every span occurrence goes without audio."""
+    root = str(tmp_path_factory.mktemp("strict"))
+    out = run_all(root, "strict", model_paths, thresholds=STRICT)
+    from ith_core.stages import write_config
+
+    write_config(tiny_config(root, "strict", thresholds=STRICT))
+    return {"root": root, **out}
+
+
+def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score_and_fix(strict_run, tmp_path,
+                                                                                         monkeypatch, capsys):
+    import flows.pipeline
+    from flows.cli import main as ith
+
+    assert strict_run["report"]["accepted"] == 0
+    candidates, selection = final_tables(strict_run["root"], "strict")
+    task_of = {r["audio_id"]: r["task"] for r in selection}
+    error = stage.no_audio_error(tiny_config(strict_run["root"], "strict", thresholds=STRICT))
+    for task in ("animal", "pitch"):
+        spans = sum(1 for r in selection if r["task"] == task and r["audio_id"] is not None)
+        best = max(r["clap_score"] for r in candidates if task_of[r["audio_id"]] == task)
+        assert (f"task {task}: {spans} of {spans} spans had no candidate at or above its threshold 0.99 "
+                f"(best CLAP score seen {best:.3f})") in str(error)
+        assert f"--set imagine.thresholds.{task}={np.floor(best * 100) / 100:g}" in str(error)
+    assert "raise imagine.num_candidates (now 2)" in str(error)
+
+    # Through `ith run`: the fusion stage raises it (faked here; test_pipeline runs it for real).
+    def pipeline(**params):
+        raise error
+
+    monkeypatch.setenv("ITH_SERVE_DIR", str(tmp_path / "serve"))
+    monkeypatch.setattr(flows.pipeline, "ith_pipeline", pipeline)
+    code = ith(["run", "--device", "cpu", "--run-root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"ith: {error}\n" and err.startswith("ith: no span got imagined audio")
+
+
+def test_repair_audio_of_an_unknown_id_is_one_line(strict_run, capsys):
+    from flows.cli import main as ith
+
+    code = ith(["repair-audio", "strict", "0" * 32, "--run-root", strict_run["root"]])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"ith: audio ids ['{'0' * 32}'] have no stored candidates under ")
+    assert "check --run-root and the run id strict" in err

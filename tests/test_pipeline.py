@@ -163,3 +163,17 @@ def test_every_subcommand_has_help():
     for command in ([], ["run"], ["doctor"]):
         out = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: ith" in out.stdout
+
+
+@pytest.mark.slow
+def test_thresholds_no_candidate_reaches_end_in_one_line_without_tracebacks(cli_env, tmp_path):
+    args = ["run", "--run-root", str(tmp_path / "runs"), "--sample", "8", "--splits", "train,dev", "--systems", "ith",
+            "--set", "span.max_train_steps=30", "--set", "imagine.thresholds.animal=0.99",
+            "--set", "imagine.thresholds.pitch=0.99"]
+    done = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ith: no span got imagined audio, so ITH has nothing to fuse; task animal: ") and \
+        "task pitch: " in last and "or raise imagine.num_candidates" in last, last
+    assert sum(line.startswith("ith: ") for line in done.stderr.splitlines()) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -55,3 +57,65 @@ def test_stop_stops_the_process_it_started(serve_dir, sleeper):
     assert stop() == {"server": sleeper.pid}
     assert sleeper.wait(timeout=10) is not None
     assert not serve_dir.pid_file("server").exists()
+
+
+def test_serve_on_a_taken_port_names_it_and_suggests_another(serve_dir, capsys):
+    import socket
+
+    from flows.cli import main
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code = main(["serve", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"ith: port {port} on 127.0.0.1 is taken by another program; choose a free one with --port")
+    assert not serve_dir.pid_file("server").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("garbage", ["-1", "0", "not a pid", '{"pid": -1, "create_time": 1.0, "cmdline": []}'])
+def test_stop_removes_a_process_file_holding_no_process_id(serve_dir, capsys, garbage):
+    from flows.cli import main
+
+    serve_dir.pid_file("worker").write_text(garbage + "\n")
+    assert main(["serve", "--stop"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ith: {serve_dir.pid_file('worker')} holds "), err
+    assert "not a process id; removed it, nothing was signalled" in err
+    assert not serve_dir.pid_file("worker").exists()
+    # The next --stop has nothing left to trip on.
+    assert main(["serve", "--stop"]) == 0 and "nothing to stop" in capsys.readouterr().out
+
+
+def test_stop_signals_a_process_that_leads_no_group(serve_dir):
+    """A recorded process in its parent's group (killpg on its id reaches nothing) is still stopped."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        from flows.serve import _record_pid, stop
+
+        assert os.getpgid(process.pid) != process.pid
+        _record_pid(serve_dir, "worker", process.pid)
+        assert stop() == {"worker": process.pid}
+        assert process.wait(timeout=10) is not None
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_stop_does_not_claim_a_process_that_outlived_every_signal(serve_dir, sleeper, monkeypatch, capsys):
+    import flows.serve
+    from flows.cli import main
+
+    flows.serve._record_pid(serve_dir, "server", sleeper.pid)
+    sent = []
+    # As if the process could not be signalled (another user's, or stuck in the kernel): it lives on.
+    monkeypatch.setattr(flows.serve, "_signal", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(flows.serve, "STOP_WAIT_S", 0.2)
+    assert main(["serve", "--stop"]) == 1
+    out, err = capsys.readouterr()
+    assert sent[-1] == signal.SIGKILL and sleeper.poll() is None
+    assert "stopped" not in out and "nothing to stop" in out
+    assert err == f"ith: the server (pid {sleeper.pid}) is still running after SIGKILL; its process file was kept\n"
+    assert serve_dir.pid_file("server").exists()

@@ -85,3 +85,13 @@ def test_serve_keeps_runs_dir(runs_dir):
     from flows.serve import serve_env, serve_paths
 
     assert serve_env(serve_paths(), 4200)["ITH_RUNS_DIR"] == str(runs_dir)
+
+
+def test_predict_file_that_is_not_utf8_names_the_file_and_byte(tmp_path, capsys):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_bytes("A [MASK] barks.\n".encode() + "Un chat [MASK] fait miaou, café.\n".encode("latin-1"))
+    code = main(["predict", "--file", str(sentences), "--run", "nosuch", "--run-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    offset = sentences.read_bytes().index(b"\xe9")
+    assert code == 2 and err == (f"ith: {sentences} is not UTF-8 text: byte offset {offset} (line 2) is b'\\xe9'; "
+                                 "save the file as UTF-8\n"), err

@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerun_failed_parser(commands)
     add_repair_audio_parser(commands)
 
+    from flows.thresholds_cli import add_thresholds_parser
+
+    add_thresholds_parser(commands)
+
     from flows.serve import add_serve_parser
 
     add_serve_parser(commands)
@@ -418,6 +422,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_thresholds(args: argparse.Namespace) -> int:
+    from flows.thresholds_cli import cmd_thresholds as thresholds
+
+    return thresholds(args)
+
+
 def cmd_repair_audio(args: argparse.Namespace) -> int:
     from flows.imagine_cli import cmd_repair_audio as repair
 
@@ -456,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "data": cmd_data,
                 "rerun-failed": cmd_rerun_failed,
                 "repair-audio": cmd_repair_audio,
-                "serve": cmd_serve, "predict": cmd_predict}[args.command](args)
+                "serve": cmd_serve, "predict": cmd_predict, "thresholds": cmd_thresholds}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2

@@ -168,7 +168,7 @@ def unit_phrase(units: dict | str | None) -> str:
     names = sorted(set(units.values()))
     if len(names) == 1:
         return f"{names[0]}s"
-    return "; ".join(f"{task}: {name}s" for task, name in units.items())
+    return "units (" + "; ".join(f"{task} rows by {name}" for task, name in units.items()) + ")"
 
 
 def unit_weights(units: list | np.ndarray | None, n_rows: int, n_boot: int,
@@ -178,11 +178,8 @@ def unit_weights(units: list | np.ndarray | None, n_rows: int, n_boot: int,
 
     `units`: one key per row, a string (one factor) or a tuple (crossed factors, same length).
     """
-    if units is None:
-        idx = rng.integers(0, n_rows, size=(n_boot, n_rows))
-        weights = np.zeros((n_boot, n_rows))
-        np.add.at(weights, (np.arange(n_boot)[:, None], idx), 1.0)
-        return weights
+    if units is None:  # n rows drawn with replacement: each row's draw count
+        return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(np.float64)
     keys = [k if isinstance(k, tuple) else (k,) for k in units]
     weights = np.ones((n_boot, n_rows))
     for factor in range(len(keys[0]) if keys else 0):

@@ -47,6 +47,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors the user can act on: one `ith:` line, no traceback (a bug still shows its traceback)."""
     from flows.imagine import ShardsFailedError
     from flows.serve import ServeError
+    from storage.run_lock import RunLockedError
     from ith_core.auditorybench import DataError
     from ith_core.imagine_stage import (DiskSpaceError, NoAudioError, ShardsMissingError, UndeterminedSelectionError,
                                         UnknownAudioIdError)
@@ -56,7 +57,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError, ShardsMissingError,
             StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError, AudioStoreError, DiskSpaceError,
-            UndeterminedSelectionError, NoAudioError, UnknownAudioIdError, ServeError)
+            UndeterminedSelectionError, NoAudioError, UnknownAudioIdError, ServeError, RunLockedError)
 
 
 class _HideUserErrorsOnConsole(logging.Filter):
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "<run-root>/<run-id>/ with one folder per stage, config.json and summary.json. An identical "
                     "run reuses every finished stage.")
     _add_run_settings(run)
+    run.add_argument("--wait-lock", action="store_true",
+                     help="if another process writes the same run id, wait for it to finish instead of refusing")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     config = commands.add_parser(
@@ -345,7 +348,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ith_core import audiobert_stage
     from ith_core.profiles import check_model_dir
     from ith_core.spans import resolve_device
-    from storage.layout import check_run_root
+    from storage.layout import RunLayout, check_run_root
+    from storage.run_lock import hold_run_lock
 
     params = _run_params(args)
     cfg = build_config(**params)  # validate before Prefect starts, so a bad setting fails in a second
@@ -354,7 +358,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_model_dir(cfg.model_dir)
     audiobert_stage.check_pool(cfg)
     _quiet_console()
-    result = ith_pipeline(**params)
+    # One writer per run, taken before Prefect starts so that a second `ith run` refuses at once.
+    with hold_run_lock(RunLayout(cfg.run_root, cfg.effective_run_id), wait=args.wait_lock):
+        result = ith_pipeline(**params)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -24,6 +24,7 @@ from flows.naming import named_by_run, tag_flow_run
 from ith_core import imagine_stage
 from ith_core.stages import load_run_config
 from ith_core.config import RunConfig
+from storage.run_lock import hold_run_lock
 from tasks import imagine as t
 
 
@@ -133,5 +134,8 @@ def generate_for_run(run_id: str, run_root: str = "runs", rerun_failed: bool = T
     """
     cfg = load_run_config(run_root, run_id)
     tag_flow_run(cfg)
-    plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
-    return run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=rerun_failed)
+    from prefect.runtime import flow_run
+
+    with hold_run_lock(imagine_stage.layout_for(cfg), f"flow run {flow_run.name} (ith-generate)"):
+        plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+        return run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=rerun_failed)

@@ -29,6 +29,7 @@ from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from flows.naming import named_by_run, tag_flow_run
+from storage.run_lock import hold_run_lock
 from tasks import stages as t
 
 
@@ -144,9 +145,18 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
                        span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
     audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
+    tag_flow_run(cfg)
+    from prefect.runtime import flow_run
+
+    # One writer per run: a second flow run (or `ith run`) of this run id refuses, naming the holder.
+    # Under `ith run` this process holds the lock already and this is a no-op.
+    with hold_run_lock(stages.layout_for(cfg), f"flow run {flow_run.name} (ith/{flow_run.flow_name})"):
+        return _run_stages(cfg, started)
+
+
+def _run_stages(cfg: RunConfig, started: float) -> dict:
     config = cfg.resolved()
     logger = get_run_logger()
-    tag_flow_run(cfg)
 
     reports: dict[str, dict] = {}
     run_id = cfg.effective_run_id

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import posixpath
 import wave
@@ -38,9 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.layout import write_atomic
+from storage.layout import temporary_sibling, write_atomic
 
 STORE_DIR = "_imagine"
+logger = logging.getLogger(__name__)
 AUDIO_FORMATS = ("wav", "flac")
 
 CANDIDATES_SCHEMA = pa.schema([
@@ -183,10 +185,37 @@ class AudioStore:
         self._write_table(table, relative)
         return self.url(relative)
 
-    def _write_table(self, table: pa.Table, relative: str) -> None:
+    def _rows_in(self, target: str) -> int | None:
+        try:
+            with self.fs.open(target, "rb") as handle:
+                return pq.read_metadata(handle).num_rows
+        except FileNotFoundError:
+            return None
+
+    def _write_table(self, table: pa.Table, relative: str) -> bool:
+        """Writes a manifest under a temporary name, then renames it into place, unless a finished
+        manifest of that name holds more rows: a shorter one never replaces it (another writer of
+        the shard sampled further, e.g. for a higher threshold; its rows name audio that exists).
+        Returns False when the finished one was kept. The check and the rename are two steps: two
+        writers of one shard in the same instant can still race (the rows either keeps are whole)."""
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
-        write_atomic(self.fs, self.path(relative), sink.getvalue())
+        target = self.path(relative)
+        tmp = temporary_sibling(target)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        try:
+            with self.fs.open(tmp, "wb") as handle:
+                handle.write(sink.getvalue())
+            finished = self._rows_in(target)
+            if finished is not None and finished > table.num_rows:
+                logger.warning("kept manifest %s (%d rows): the new one has only %d rows", self.url(relative),
+                               finished, table.num_rows)
+                return False
+            self.fs.mv(tmp, target)
+            return True
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
 
     def replace_rows(self, audio_ids, rows: list[dict]) -> list[str]:
         """Rewrites every manifest holding `audio_ids`: their rows there are replaced by `rows`

@@ -177,3 +177,61 @@ def test_thresholds_no_candidate_reaches_end_in_one_line_without_tracebacks(cli_
     assert last.startswith("ith: no span got imagined audio, so ITH has nothing to fuse; task animal: ") and \
         "task pitch: " in last and "or raise imagine.num_candidates" in last, last
     assert sum(line.startswith("ith: ") for line in done.stderr.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, tmp_path):
+    import socket
+
+    args = ["run", "--run-root", str(tmp_path / "runs"), "--run-id", "shared", "--sample", "8", "--splits",
+            "train,dev", "--systems", "bert,ith", "--set", "span.max_train_steps=30", "--json"]
+    repo = Path(__file__).resolve().parents[1]
+    both = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=cli_env, cwd=repo, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [process.communicate(timeout=900) for process in both]
+    codes = sorted(process.returncode for process in both)
+    assert codes == [0, 1], [err[-2000:] for _, err in outputs]
+    winner, loser = (0, 1) if both[0].returncode == 0 else (1, 0)
+    said = [line for line in outputs[loser][1].splitlines() if line.startswith("ith")]
+    assert len(said) == 1 and said[0].startswith(
+        f"ith: run shared is being written by ith run --run-root {tmp_path / 'runs'} --run-id shared "), said
+    assert f"(host {socket.gethostname()}, pid {both[winner].pid}, since " in said[0]
+    assert "Traceback" not in outputs[loser][1]
+    assert not (tmp_path / "runs" / "shared" / "_LOCK.json").exists()  # released by the winner
+
+    third = run_cli(args, cli_env, repo)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert_every_stage_cached(json.loads(third.stdout[third.stdout.index("{\n"):]))
+
+
+HOLD_LOCK = r'''
+import sys
+from storage.layout import RunLayout
+from storage.run_lock import RunLock
+record = RunLock(RunLayout(sys.argv[1], "held")).acquire("ith run --run-id held")
+print("held", flush=True)
+sys.stdin.readline()
+'''
+
+
+@pytest.mark.slow
+def test_a_flow_run_of_a_held_run_refuses_naming_the_holder(cli_env, tmp_path):
+    """The deployments' path: the `ith` flow itself takes the lock (under `ith run` it holds it already)."""
+    repo = Path(__file__).resolve().parents[1]
+    root = str(tmp_path / "runs")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, root], cwd=repo, env=cli_env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        flow = (f"from flows.pipeline import ith_pipeline\n"
+                f"ith_pipeline(run_root={root!r}, run_id='held', sample_limit=8, splits=['train', 'dev'])\n")
+        done = subprocess.run([sys.executable, "-c", flow], cwd=repo, env=cli_env, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0
+    assert f"RunLockedError: run held is being written by ith run --run-id held (host " in done.stderr, \
+        done.stderr[-3000:]
+    assert f"pid {holder.pid}, since " in done.stderr
+    assert not (tmp_path / "runs" / "held" / "ingest").exists()  # refused before any stage

@@ -127,3 +127,130 @@ def test_run_root_checks_name_the_path_and_the_problem(tmp_path):
     check_run_root(str(tmp_path / "new" / "runs"))  # creatable: fine, and nothing was created
     check_run_root("memory://anything")
     assert sorted(p.name for p in tmp_path.iterdir()) == (["afile"] if os.geteuid() == 0 else ["afile", "locked"])
+
+
+# -- the shared audio store's manifests -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_finished_manifest_is_never_replaced_by_a_shorter_one(tmp_path, where):
+    from storage.audio_store import AudioStore
+
+    store = AudioStore(str(tmp_path / "runs") if where == "local" else f"memory://ith-store-{uuid.uuid4().hex}")
+    row = {"audio_id": "ab" * 16, "prompt": "x sound", "clap_text": "x", "clap_id": "m", "audio_path": None,
+           "duration_s": 1.0, "sample_rate": 44100, "channels": 2, "checksum": None, "shard": "part-x"}
+    rows = [{**row, "candidate": c, "seed": c, "clap_score": 0.1 * c} for c in range(3)]
+    store.write_manifest("part-x", rows[:2])
+    store.write_manifest("part-x", rows)  # a longer one (sampled further) replaces it
+    assert store.read_candidates()["candidate"].to_pylist() == [0, 1, 2]
+    store.write_manifest("part-x", rows[:1])  # a shorter one is dropped before its rename
+    assert store.read_candidates()["candidate"].to_pylist() == [0, 1, 2]
+    assert not [f for f in store.fs.find(store.root) if ".tmp-" in f]
+
+
+# -- one writer per run ---------------------------------------------------------------------------
+
+HOLD = r'''
+import sys
+from storage.layout import RunLayout
+from storage.run_lock import RunLock
+lock = RunLock(RunLayout(sys.argv[1], "run-1"))
+record = lock.acquire("holder " + sys.argv[1])
+print("held", flush=True)
+sys.stdin.readline()
+lock.release(record)
+'''
+
+
+@pytest.fixture()
+def holder(tmp_path):
+    """Another process holding run-1's lock until its stdin is closed."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "runs")
+    process = subprocess.Popen([sys.executable, "-c", HOLD, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, cwd=Path(__file__).resolve().parents[1])
+    assert process.stdout.readline() == "held\n"
+    yield root, process
+    process.kill()
+    process.wait()
+
+
+def test_a_held_run_is_refused_naming_the_holder(holder):
+    import socket
+
+    from storage.run_lock import RunLock, RunLockedError
+
+    root, process = holder
+    lock = RunLock(RunLayout(root, "run-1"))
+    with pytest.raises(RunLockedError) as refused:
+        lock.acquire("ith run")
+    assert (f"run run-1 is being written by holder {root} (host {socket.gethostname()}, pid {process.pid}, since "
+            in str(refused.value))
+    assert "pass --wait-lock to wait" in str(refused.value) and lock.read()["pid"] == process.pid
+
+
+def test_wait_lock_waits_for_the_holder_then_takes_the_run(holder):
+    import threading
+
+    from storage.run_lock import RunLock
+
+    root, process = holder
+    lock = RunLock(RunLayout(root, "run-1"))
+    waiting, got = threading.Event(), {}
+    thread = threading.Thread(target=lambda: got.update(record=lock.acquire(
+        "ith run", wait=True, poll_s=0.05, on_wait=lambda holder: waiting.set())))
+    thread.start()
+    assert waiting.wait(60)  # it saw the holder and waits ...
+    assert "record" not in got
+    process.stdin.close()  # ... until the holder releases
+    thread.join(60)
+    assert process.wait(60) == 0 and got["record"]["pid"] == os.getpid() and lock.read() == got["record"]
+    lock.release(got["record"])
+    assert lock.read() is None
+
+
+def test_a_stale_lock_is_taken_over_and_the_same_process_may_hold_again(tmp_path, caplog):
+    import socket
+
+    import psutil
+
+    from storage.run_lock import LOCK_FILE, RunLock, hold_run_lock, this_process
+
+    layout = RunLayout(str(tmp_path / "runs"), "run-1")
+    lock = RunLock(layout)
+    mine = this_process("ith run")
+    # A holder on this host whose pid now runs another process (started at another time), then one
+    # whose pid is not running at all: both are gone.
+    for stale in ({**mine, "pid": os.getppid(), "process_start_time": psutil.Process().create_time() - 3600.0},
+                  {**mine, "pid": 2**22 + 1}):
+        layout.write_json(stale, LOCK_FILE)
+        record = lock.acquire("ith run")
+        assert record["pid"] == os.getpid() and lock.read() == record
+        assert f"taking over the stale lock of ith run (host {socket.gethostname()}, pid {stale['pid']}" in caplog.text
+        lock.release(record)
+    # A live holder on another host cannot be judged from here: refused.
+    layout.write_json({**mine, "host": "elsewhere"}, LOCK_FILE)
+    with pytest.raises(Exception, match="host elsewhere"):
+        lock.acquire("ith run")
+    layout.fs.rm(layout.path(LOCK_FILE))
+    # The flow under `ith run`: the same process takes it again, and only the outer hold releases it.
+    with hold_run_lock(layout, "ith run"):
+        with hold_run_lock(layout, "flow run"):
+            pass
+        assert lock.read()["command"] == "ith run"
+    assert lock.read() is None
+    assert not layout.exists(), "an empty run folder made only for the lock is left"
+
+
+def test_memory_root_lock_is_create_if_absent():
+    from storage.run_lock import RunLock, RunLockedError, this_process
+
+    layout = RunLayout(f"memory://ith-lock-{uuid.uuid4().hex}", "run-1")
+    first = RunLock(layout).acquire("ith run")
+    # Another process's record (the memory filesystem is per process: write one as it would).
+    layout.fs.rm(layout.path("_LOCK.json"))
+    layout.write_json({**this_process("ith run"), "host": "node-2", "pid": 7}, "_LOCK.json")
+    with pytest.raises(RunLockedError, match="host node-2, pid 7"):
+        RunLock(layout).acquire("ith rerun-failed")
+    assert first["command"] == "ith run"

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 
 from ith_core import retrieval
 from ith_core.config import ConfigError, RunConfig
+from ith_core.profiles import model_identity
 from ith_core.fusion_stage import (FUSION_SELECTION_SCHEMA, _open_stage, _spans_table, _tasks_with_train_rows,
                                    encode_selection, layout_for, resolve_device, sampled_examples)
 from storage.layout import DONE_MARKER, RunLayout
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 RETRIEVAL = "audiobert_retrieval"
 FEATURES = "audiobert_features"
 # Bump when this module changes what a stage writes for the same inputs.
-AUDIOBERT_VERSION = 1
+AUDIOBERT_VERSION = 2  # 2: the audio encoder enters keys by its identity, not its folder
 
 PUBLISHED_POOL = ("the Freesound part of LAION-Audio-630K (Hugging Face dataset `Meranti/CLAP_freesound`: 48 kHz "
                   "FLAC clips, each with a JSON caption `text`)")
@@ -264,7 +265,7 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
-    return _key(FEATURES, layout.finished_key(RETRIEVAL), str(model_paths["audio_encoder"]),
+    return _key(FEATURES, layout.finished_key(RETRIEVAL), model_identity(model_paths["audio_encoder"]),
                 cfg.audiobert.train_audio_encoder)
 
 

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
+from ith_core.profiles import model_identity
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ EVALUATE = "fusion"
 EVAL_SPLITS = ("dev", "test", "wiki")
 KEY_FILE = "_KEY.json"
 # Bump when this module changes what a stage writes for the same inputs.
-FUSION_VERSION = 4  # 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds
+# 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds;
+# 5: models enter keys by their identity (profiles.model_identity), not their folder.
+FUSION_VERSION = 5
 # Encoding batch and shard size: execution only (shard membership is fixed per run).
 ENCODE_BATCH_SIZE = 16
 FEATURE_SHARD_SIZE = 256
@@ -195,7 +198,7 @@ def _spans_table(layout: RunLayout, cfg: RunConfig) -> pa.Table:
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
     f = cfg.fusion
     return _key(FEATURES, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
-                cfg.data.tasks, cfg.data.splits, str(model_paths["audio_encoder"]), f.train_audio_encoder,
+                cfg.data.tasks, cfg.data.splits, model_identity(model_paths["audio_encoder"]), f.train_audio_encoder,
                 f.audio_tokens)
 
 
@@ -377,8 +380,8 @@ def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
 def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
     stage, inputs_key = _system_inputs(layout, system)
     extra = cfg.audiobert.model_dump(mode="json") if system.audio == "retrieved" else None
-    return _key("train", system.name, seed, inputs_key, str(model_paths[system.lm_role]), _training_settings(cfg),
-                extra)
+    return _key("train", system.name, seed, inputs_key, model_identity(model_paths[system.lm_role]),
+                _training_settings(cfg), extra)
 
 
 def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
@@ -566,7 +569,7 @@ def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path
 
 def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
     upstream = (layout.finished_key(train_stage_name(system.name, seed)) if system.trained
-                else [layout.finished_key(EXAMPLES), str(model_paths[system.lm_role])])
+                else [layout.finished_key(EXAMPLES), model_identity(model_paths[system.lm_role])])
     return _key("eval", system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
 
 

@@ -256,6 +256,33 @@ def tiny_recipe_hash(corpus_sha256: str) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def _identity_of(folder: Path) -> str:
+    # Tiny profile: tiny-<recipe hash>/<role>; the recipe hash covers every size, seed and the corpus.
+    if folder.parent.name.startswith("tiny-") and (folder.parent / PROFILE_MARKER).is_file():
+        return f"{folder.parent.name}/{folder.name}"
+    # A Hugging Face snapshot: the repository and the commit name the files.
+    parts = folder.parts
+    if "snapshots" in parts:
+        i = parts.index("snapshots")
+        if i >= 1 and parts[i - 1].startswith("models--") and i + 1 < len(parts):
+            return f"{parts[i - 1][len('models--'):].replace('--', '/')}@{parts[i + 1]}"
+    # Anything else: its configs' content and its other files' names and sizes (weights are not read).
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts):
+            rel = file.relative_to(folder).as_posix()
+            digest.update(rel.encode())
+            digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
+    return f"{folder.name}-{digest.hexdigest()[:16]}"
+
+
+def model_identity(folder: str | os.PathLike) -> str:
+    """What a model folder holds, not where it lies: stage keys use it, so the same models under two
+    ITH_HOMEs (two workers, a moved cache) give the same keys. Tiny: `tiny-<recipe hash>/<role>`; a
+    Hugging Face snapshot: `repo@commit`; anything else: `<name>-<hash of its configs and file sizes>`."""
+    return _identity_of(Path(folder).resolve())
+
+
 def _is_complete_tiny(folder: Path) -> bool:
     return (folder / PROFILE_MARKER).is_file() and all((folder / role).is_dir() for role in ROLES)
 

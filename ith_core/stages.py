@@ -29,7 +29,8 @@ from storage.layout import RunLayout
 logger = logging.getLogger(__name__)
 
 # Bump when a stage's code changes its output, so old results are not reused.
-STAGE_VERSIONS = {"ingest": 2, "span_detector": 1, "spans": 1}  # ingest 2: normalised_duplicate_row
+# ingest 2: normalised_duplicate_row; span_detector 2: the base model by its identity, not its folder.
+STAGE_VERSIONS = {"ingest": 2, "span_detector": 2, "spans": 1}
 
 SPANS_SCHEMA = pa.schema([
     ("example_id", pa.string()),
@@ -221,7 +222,8 @@ def _detector_key(cfg: RunConfig, lm_path: str) -> str:
     training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "adam_epsilon",
                                      "lr_schedule", "max_length", "seed", "max_train_steps", "max_train_examples",
                                      "threshold")}
-    return stage_key("span_detector", _ingest_key(cfg), cfg.profile, lm_path, training)
+    # What the base model is, not where it was loaded from: a worker with another ITH_HOME reuses the stage.
+    return stage_key("span_detector", _ingest_key(cfg), cfg.profile, profiles.model_identity(lm_path), training)
 
 
 def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:

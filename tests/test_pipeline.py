@@ -203,6 +203,14 @@ def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, t
     assert third.returncode == 0, third.stderr[-3000:]
     assert_every_stage_cached(json.loads(third.stdout[third.stdout.index("{\n"):]))
 
+    # A worker with another ITH_HOME holding the same models reuses every stage too (stage keys hold
+    # what the models are, not their folder).
+    other_home = tmp_path / "other-home"
+    shutil.copytree(Path(cli_env["ITH_HOME"]) / "models", other_home / "models")
+    fourth = run_cli(args, {**cli_env, "ITH_HOME": str(other_home)}, repo)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert_every_stage_cached(json.loads(fourth.stdout[fourth.stdout.index("{\n"):]))
+
 
 HOLD_LOCK = r'''
 import sys

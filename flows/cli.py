@@ -462,12 +462,21 @@ def _use_running_server(argv: list[str]) -> str | None:
     return ui
 
 
+# Commands that run for minutes: SIGINT/SIGTERM end them and their children within seconds.
+INTERRUPTIBLE = ("run", "rerun-failed", "repair-audio")
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
+    as_program = argv is None  # the `ith` program, not a test or a caller in Python
     argv = list(sys.argv[1:] if argv is None else argv)
     global _SERVER_UI
     _SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
+    if as_program and args.command in INTERRUPTIBLE:
+        from flows.interrupts import install
+
+        install()
     try:
         return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "data": cmd_data,
                 "rerun-failed": cmd_rerun_failed,
@@ -477,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2
     except Exception as error:
+        _hold_if_interrupted()  # the failures of work being stopped are not reported
         # Errors the user can act on get one clear line, not a traceback.
         from storage.layout import RunIdError, RunRootError
 
@@ -489,6 +499,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ith: {_describe(error)}", file=sys.stderr)
             return 1
         raise
+    finally:
+        _hold_if_interrupted()
+
+
+def _hold_if_interrupted() -> None:
+    """While an interrupt is handled (flows/interrupts.py), waits for its exit instead of going on."""
+    if "flows.interrupts" in sys.modules:
+        sys.modules["flows.interrupts"].hold_if_interrupted()
 
 
 def _describe(error: BaseException) -> str:

@@ -46,6 +46,9 @@ LOCK_FILE = "_LOCK.json"
 UNREADABLE_STALE_S = 10.0
 
 logger = logging.getLogger(__name__)
+# The locks this process holds (path -> (lock, record)): `release_held` frees them when the
+# process is interrupted and exits without unwinding (flows/interrupts.py).
+_HELD: dict[str, tuple["RunLock", dict]] = {}
 
 
 class RunLockedError(RuntimeError):
@@ -173,6 +176,7 @@ class RunLock:
         waited = False
         while True:
             if self._create(record):
+                _HELD[self.path] = (self, record)
                 return record
             holder = self.read()
             if holder is None:
@@ -203,12 +207,23 @@ class RunLock:
 
     def release(self, record: dict) -> None:
         """Removes the lock if it is still `record`'s; an empty run folder left by a refused start goes too."""
+        _HELD.pop(self.path, None)
         holder = self.read()
         if holder is not None and holder.get("token") == record["token"]:
             self.layout.fs.rm(self.path)
         if self.layout.is_local:
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.path())  # only if empty: the run never got past its first check
+
+
+def release_held() -> list[str]:
+    """Releases every lock this process holds; returns their run ids."""
+    runs = []
+    for lock, record in list(_HELD.values()):
+        with contextlib.suppress(Exception):
+            lock.release(record)
+            runs.append(lock.layout.run_id)
+    return runs
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -214,6 +215,7 @@ def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, t
 
 HOLD_LOCK = r'''
 import sys
+import time
 from storage.layout import RunLayout
 from storage.run_lock import RunLock
 record = RunLock(RunLayout(sys.argv[1], "held")).acquire("ith run --run-id held")
@@ -243,3 +245,75 @@ def test_a_flow_run_of_a_held_run_refuses_naming_the_holder(cli_env, tmp_path):
         done.stderr[-3000:]
     assert f"pid {holder.pid}, since " in done.stderr
     assert not (tmp_path / "runs" / "held" / "ingest").exists()  # refused before any stage
+
+
+def _trainers(pid: int) -> list:
+    """The `accelerate launch` / trainer processes below `pid`."""
+    import psutil
+
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for process in below:
+        try:
+            if "ith_core.train_fusion" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _interrupt_when_training(args, env, cwd, signum) -> tuple[subprocess.CompletedProcess, list]:
+    """Starts `ith run`, sends `signum` to it (alone, as `kill` does) once a trainer runs; returns the
+    finished process and the trainer processes that ran then."""
+    import psutil
+
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        trainers, deadline = [], time.monotonic() + 900
+        while not trainers and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # polling for a condition, not asserting on time
+            trainers = _trainers(process.pid)
+        assert trainers, f"no trainer started; rc {process.poll()}"
+        os.kill(process.pid, signum)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    gone = psutil.wait_procs(trainers, timeout=10)[1] == []
+    assert gone, "a trainer outlived the interrupted run"
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), trainers
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_a_run_and_its_trainers_and_the_run_resumes(cli_env, tmp_path):
+    import signal
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "runs"
+    args = ["run", "--run-root", str(root), "--run-id", "stopped", "--sample", "8", "--splits", "train,dev",
+            "--systems", "bert,ith", "--set", "span.max_train_steps=30", "--json"]
+    first, _ = _interrupt_when_training(args, cli_env, repo, signal.SIGINT)
+    said = [line for line in first.stderr.splitlines() if line.startswith("ith")]
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert len(said) == 1 and said[0].startswith("ith: interrupted by SIGINT; stopped "), said
+    assert said[0].endswith("finished stages of run stopped are kept: run the same command again to resume")
+    assert "Traceback" not in first.stderr and not (root / "stopped" / "_LOCK.json").exists()
+    finished = {p.parent.name for p in (root / "stopped").glob("*/_DONE.json")}
+    assert {"ingest", "span_detector", "spans", "imagine"} <= finished, finished
+
+    # Resumed, then stopped again by SIGTERM (Prefect's own SIGTERM handler is active in flows).
+    second, _ = _interrupt_when_training(args, cli_env, repo, signal.SIGTERM)
+    said = [line for line in second.stderr.splitlines() if line.startswith("ith")]
+    assert second.returncode == 143, second.stderr[-3000:]
+    assert len(said) == 1 and said[0].startswith("ith: interrupted by SIGTERM; stopped "), said
+    assert "Traceback" not in second.stderr
+
+    third = run_cli(args, cli_env, repo)
+    assert third.returncode == 0, third.stderr[-3000:]
+    result = json.loads(third.stdout[third.stdout.index("{\n"):])
+    for stage in ("ingest", "span_detector", "spans", "imagine"):
+        assert result["stages"][stage]["cached"] is True, stage
+    assert {(t["system"], t["seed"]) for t in result["stages"]["fusion"]["train"]} >= {("ith", 42), ("bert-text", 42)}

@@ -183,10 +183,13 @@ class RunLock:
                 continue  # released between our create and read: try again
             if _same_process(holder, record["pid"], record["process_start_time"]):
                 return None
-            if holder == {} and not self._unreadable_is_stale():
-                time.sleep(0.05)  # being written by its creator
+            # An unreadable local lock is being written by its creator, or was left by one that died
+            # right after creating it; a remote one cannot be judged (it is refused like a live holder).
+            unreadable_local = holder == {} and self.layout.is_local
+            if unreadable_local and not self._unreadable_is_stale():
+                time.sleep(0.05)
                 continue
-            if holder == {} or is_stale(holder):
+            if unreadable_local or is_stale(holder):
                 logger.warning("run %s: taking over the stale lock of %s: %s", self.layout.run_id,
                                describe(holder) if holder else "an unreadable lock file",
                                "its process is gone" if holder else "empty since more than "

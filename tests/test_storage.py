@@ -254,3 +254,18 @@ def test_memory_root_lock_is_create_if_absent():
     with pytest.raises(RunLockedError, match="host node-2, pid 7"):
         RunLock(layout).acquire("ith rerun-failed")
     assert first["command"] == "ith run"
+
+
+def test_an_unreadable_lock_is_taken_over_locally_once_old_and_refused_remotely(tmp_path, caplog):
+    from storage.run_lock import LOCK_FILE, UNREADABLE_STALE_S, RunLock, RunLockedError
+
+    layout = RunLayout(str(tmp_path / "runs"), "run-1")
+    layout.write_bytes(b"", LOCK_FILE)  # a writer died between creating the file and filling it
+    old = os.stat(layout.path(LOCK_FILE)).st_mtime - UNREADABLE_STALE_S - 1
+    os.utime(layout.path(LOCK_FILE), (old, old))
+    record = RunLock(layout).acquire("ith run")
+    assert RunLock(layout).read() == record and "an unreadable lock file" in caplog.text
+    remote = RunLayout(f"memory://ith-lock-{uuid.uuid4().hex}", "run-1")
+    remote.write_bytes(b"{not json", LOCK_FILE)
+    with pytest.raises(RunLockedError, match="is being written by a process"):
+        RunLock(remote).acquire("ith run")

@@ -3,6 +3,7 @@
     ith run            run the pipeline's stages on a profile, a data subset and a run root
     ith config         print the resolved settings a run would use, before anything runs
     ith rerun-failed   rerun exactly the generation shards of a run that did not finish
+    ith verify         hash the stored audio a run uses and name every damaged or missing file
     ith repair-audio   regenerate stored audio of a run whose files no longer match their checksums
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
@@ -207,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_settings(config)
     config.add_argument("--json", action="store_true", help="print the settings as JSON (config.json's form)")
 
-    from flows.imagine_cli import add_repair_audio_parser, add_rerun_failed_parser
+    from flows.imagine_cli import add_repair_audio_parser, add_rerun_failed_parser, add_verify_parser
 
     add_rerun_failed_parser(commands)
+    add_verify_parser(commands)
     add_repair_audio_parser(commands)
 
     from flows.thresholds_cli import add_thresholds_parser
@@ -440,6 +442,12 @@ def cmd_repair_audio(args: argparse.Namespace) -> int:
     return repair(args)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from flows.imagine_cli import cmd_verify as verify
+
+    return verify(args)
+
+
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine_cli import cmd_rerun_failed as rerun
 
@@ -480,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "data": cmd_data,
                 "rerun-failed": cmd_rerun_failed,
-                "repair-audio": cmd_repair_audio,
+                "repair-audio": cmd_repair_audio, "verify": cmd_verify,
                 "serve": cmd_serve, "predict": cmd_predict, "thresholds": cmd_thresholds}[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)

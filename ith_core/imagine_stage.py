@@ -5,6 +5,7 @@
     shard_statuses(cfg)                     which planned shards are finished (their manifest exists)
     collect_stage(cfg)                      candidates -> selection per threshold; marks the stage done
     repair_audio(cfg, model_paths, ids)     regenerate damaged stored audio, then collect again
+    verify_run(cfg)                         hash every stored file the run's tables name
 
 Files in the run folder (`<run_root>/<run_id>/imagine/`):
 
@@ -57,7 +58,7 @@ from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
                               generator_identity, prompt_for)
 from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, shard_name
-from storage.layout import RunLayout
+from storage.layout import RunLayout, StageNotFinishedError, run_ids
 
 logger = logging.getLogger(__name__)
 
@@ -619,6 +620,7 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
     timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
     manifest_rows: list[dict] = []
     counts = {"generated": 0, "reused": 0, "collisions": 0, "audio_written": 0}
+    calls = 0  # generation calls so far: a row's `batch`, so a repair can render its call again
     for c in range(k):
         todo = []
         for p in [p for p in prompts if p.open]:
@@ -649,8 +651,10 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
                     "clap_id": plan["clap_id"], "audio_path": put.path if put else None,
                     "duration_s": samples.shape[-1] / generator.sample_rate, "sample_rate": generator.sample_rate,
                     "channels": samples.shape[-2], "checksum": put.checksum if put else None, "shard": shard,
+                    "batch": calls, "decode_batch_size": generator.decode_batch_size,
                 })
                 p.take(c, score)
+            calls += 1
             counts["generated"] += len(chunk)
             timings["generate"] += t1 - t0
             timings["score"] += t2 - t1
@@ -771,6 +775,52 @@ def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
             f"--run-root {cfg.run_root}`")
 
 
+def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> bool:
+    """Whether the run's collected tables name files no manifest names any more (`ith repair-audio`
+    rendered other bytes for them and pointed the manifests at the new files)."""
+    candidates = layout.read_table(STAGE, "candidates.parquet").select(["audio_id", "audio_path"])
+    used = set(candidates["audio_path"].to_pylist()) - {None}
+    gone = used - store.listed_paths(set(candidates["audio_id"].to_pylist()))
+    if gone:
+        logger.warning("run %s: %d audio file(s) its selection used were replaced by `ith repair-audio` (e.g. %s); "
+                       "collecting its selection again", cfg.effective_run_id, len(gone), sorted(gone)[0])
+    return bool(gone)
+
+
+def _check_selected_files(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> None:
+    """A finished stage's selected audio files exist and have their size (no hashing: `ith verify`
+    hashes them), so a rerun reports a lost or truncated file instead of training on it."""
+    selection = layout.read_table(STAGE, "selection.parquet").select(["audio_id", "candidate", "accepted"])
+    chosen = {(a, c) for a, c, ok in zip(*(selection[n].to_pylist() for n in ("audio_id", "candidate", "accepted")))
+              if ok}
+    rows = [r for r in layout.read_table(STAGE, "candidates.parquet").to_pylist()
+            if (r["audio_id"], r["candidate"]) in chosen and r["audio_path"] is not None]
+    bad = [(r, why) for r in rows if (why := store.size_problem(r)) is not None]
+    if bad:
+        error = store.damage_error(bad, "missing or not the size of their audio")
+        raise AudioStoreError(f"{error}\n{_repair_hint(cfg, error.audio_ids)}", error.audio_ids)
+
+
+def verify_run(cfg: RunConfig) -> dict:
+    """Hashes every stored file the run's imagine tables name (its candidates, hence its selection)
+    against the recorded checksum. Returns the files checked and one entry per bad file."""
+    layout = layout_for(cfg)
+    store = AudioStore(cfg.run_root)
+    if layout.exists(STAGE, "candidates.parquet"):
+        table = layout.read_table(STAGE, "candidates.parquet")
+    elif layout.exists(STAGE, "mapping.parquet"):
+        table = store.read_candidates(set(layout.read_table(STAGE, "mapping.parquet")["audio_id"].to_pylist()))
+    else:
+        raise StageNotFinishedError(f"run {cfg.effective_run_id} has no imagine tables under {layout.url(STAGE)}: "
+                                    "nothing to verify yet (`ith run` plans and generates them)")
+    checked, bad = store.check_files(table)
+    problems = [{"audio_id": r["audio_id"], "candidate": r["candidate"], "path": store.url(r["audio_path"]),
+                 "problem": why,
+                 "repair": f"ith repair-audio {cfg.effective_run_id} {r['audio_id']} --run-root {cfg.run_root}"}
+                for r, why in bad]
+    return {"run_id": cfg.effective_run_id, "files_checked": checked, "damaged": problems}
+
+
 def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
     """Joins the run's spans to chosen audio once every planned shard is finished; marks the stage done.
 
@@ -785,9 +835,12 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
             raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
                               f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
     key = _hash(["imagine", plan["key"], cfg.imagine.thresholds, cfg.imagine.threshold_grid])
-    if (report := layout.stage_done(STAGE, key)) is not None:
-        return {**report, "cached": True}
     store = AudioStore(cfg.run_root)
+    if (report := layout.stage_done(STAGE, key)) is not None:
+        if not _replaced_since_collect(cfg, layout, store):
+            _check_selected_files(cfg, layout, store)
+            return {**report, "cached": True}
+        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
     missing = [name for name in plan["shards"] if not store.has_shard(name)]
     if missing:
         raise ShardsMissingError(f"{len(missing)} of {len(plan['shards'])} shards of run {cfg.effective_run_id} "
@@ -880,14 +933,72 @@ def reselect(cfg: RunConfig, thresholds: dict[str, float]) -> pa.Table:
                   thresholds, store.url, k)
 
 
+def _render_again(generator, store: AudioStore, rows: Sequence[dict]) -> dict[tuple[str, int], np.ndarray]:
+    """(audio id, candidate) -> its (channels, samples) int16, rendered as its shard rendered it.
+
+    Floating-point results depend on the batch (kernels vary with its size), so a clip rendered
+    alone differs from its stored rendering in the last bits. Each row is rendered in the very
+    generation call its manifest records (`batch`: the same prompts and seeds in the same order,
+    the same decode slices); a row from a manifest without that record is rendered alone.
+    """
+    out: dict[tuple[str, int], np.ndarray] = {}
+    calls: dict[tuple[str, int], list[dict]] = {}
+    manifests: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["batch"] is None:
+            calls[(f"alone:{row['audio_id']}:{row['candidate']}", -1)] = [row]
+            continue
+        if row["shard"] not in manifests:
+            manifests[row["shard"]] = store.read_manifest(row["shard"]).to_pylist()
+        calls[(row["shard"], row["batch"])] = [r for r in manifests[row["shard"]] if r["batch"] == row["batch"]]
+    wanted = {(r["audio_id"], r["candidate"]) for r in rows}
+    for call in calls.values():
+        generator.decode_batch_size = call[0]["decode_batch_size"]
+        waves = generator.generate([r["prompt"] for r in call], [[r["seed"]] for r in call])
+        samples = pcm16(waves.cpu().numpy())
+        for i, r in enumerate(call):
+            if (r["audio_id"], r["candidate"]) in wanted:
+                out[(r["audio_id"], r["candidate"])] = samples[i, 0]
+    return out
+
+
+def runs_using(run_root: str, paths: set[str]) -> list[str]:
+    """Run ids under the run root whose collected imagine tables name any of these store paths."""
+    found = []
+    for run_id in run_ids(run_root):
+        layout = RunLayout(run_root, run_id)
+        if layout.exists(STAGE, "candidates.parquet"):
+            used = set(layout.read_table(STAGE, "candidates.parquet")["audio_path"].to_pylist())
+            if used & paths:
+                found.append(run_id)
+    return found
+
+
+def recollect(cfg: RunConfig) -> dict:
+    """Collects a run's selection again from the store as it is now (after a repair)."""
+    layout = layout_for(cfg)
+    if layout.exists(STAGE, "_DONE.json"):
+        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+    return collect_stage(cfg)
+
+
 def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequence[str],
                  device: str | None = None) -> dict:
-    """Regenerates every stored candidate with audio of `audio_ids`, rescoring it, and rewrites the
-    manifests that list them; then the run's selection is collected again.
+    """Regenerates the damaged or missing stored files of `audio_ids`, then collects the run again.
 
-    A damaged file is deleted first (a regeneration on the same machine gives the same bytes,
-    hence the same name). Candidates stored without audio keep their rows (nothing to damage).
+    Each file is rendered again in its recorded generation call (`_render_again`), which on the
+    machine and settings that made it gives the same bytes: the file is restored under its own
+    name, its row (and recorded score) stays, and no table anywhere changes. Where the bytes
+    differ (another machine or library), the new file gets its own name, is scored, and every
+    manifest row naming the old file is pointed at it; the old file is never deleted (other runs'
+    tables may name it). Every other run under the run root whose tables name a replaced file is
+    collected again under its lock, or, when another process holds it, listed with the command
+    that updates it (`runs_to_update`); their own next `ith run` or `rerun-failed` also collects
+    again, finding files their tables name that no manifest names any more.
     """
+    from ith_core.stages import load_run_config
+    from storage.run_lock import RunLockedError, hold_run_lock
+
     layout = layout_for(cfg)
     plan = _read_plan(layout)
     store = AudioStore(cfg.run_root)
@@ -897,35 +1008,56 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
         raise UnknownAudioIdError(f"audio ids {unknown} have no stored candidates under {store.url('')}, so there "
                                   f"is nothing to repair; give the ids the imagine stage named (check --run-root "
                                   f"and the run id {cfg.effective_run_id})")
-    device = device or local_devices(cfg)[0]
-    generator, scorer = load_models(cfg, model_paths, plan, device)
     if stored["clap_id"].to_pylist() and set(stored["clap_id"].to_pylist()) != {plan["clap_id"]}:
         raise ConfigError("the stored candidates were scored by another CLAP than this run's; repair from the run "
                           "that generated them")
-    rows = stored.drop(["_no_audio"]).to_pylist() if "_no_audio" in stored.column_names else stored.to_pylist()
-    fmt = plan.get("audio_format", "wav")
-    repaired = []
-    for row in rows:
-        if row["audio_path"] is None:
-            repaired.append(row)
-            continue
-        if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
-            raise ConfigError(f"audio id {row['audio_id']} was not generated with this run's settings; repair it "
-                              "from the run that generated it")
-        wave = generator.generate([row["prompt"]], [[row["seed"]]])
-        samples = pcm16(wave.cpu().numpy())
-        score = float(scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
-                                   [row["clap_text"]])[0, 0])
-        store.remove(row["audio_path"])
-        put = store.put_audio(row["audio_id"], row["candidate"], samples[0, 0], generator.sample_rate, fmt)
-        repaired.append({**row, "audio_path": put.path, "checksum": put.checksum, "clap_score": score})
-    manifests = store.replace_rows(audio_ids, repaired)
+    _, bad = store.check_files(stored)
+    damaged_keys = {(r["audio_id"], r["candidate"]) for r, _ in bad}
+    rows = [r for r in stored.to_pylist() if (r["audio_id"], r["candidate"]) in damaged_keys]
+    restored, replaced = [], {}
+    if rows:
+        device = device or local_devices(cfg)[0]
+        generator, scorer = load_models(cfg, model_paths, plan, device)
+        for row in rows:
+            if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
+                raise ConfigError(f"audio id {row['audio_id']} was not generated with this run's settings; repair "
+                                  "it from the run that generated it")
+        fmt = plan.get("audio_format", "wav")
+        rendered = _render_again(generator, store, rows)
+        for row in rows:
+            samples = rendered[(row["audio_id"], row["candidate"])]
+            put = store.put_audio(row["audio_id"], row["candidate"], samples, generator.sample_rate, fmt,
+                                  restore=True)
+            if put.checksum == row["checksum"]:
+                restored.append(put.path)  # the same bytes: the recorded score describes them
+                continue
+            score = float(scorer.score(samples[None, None].astype(np.float32) / 32767.0, generator.sample_rate,
+                                       [row["clap_text"]])[0, 0])
+            replaced[row["audio_path"]] = {"audio_path": put.path, "checksum": put.checksum, "clap_score": score}
+            logger.warning("audio id %s candidate %d rendered other bytes than stored (%s -> %s); the manifests now "
+                           "name the new file, the old one stays", row["audio_id"], row["candidate"],
+                           row["audio_path"], put.path)
+    manifests = store.repoint_rows(replaced) if replaced else []
     # The run's selection was computed from the damaged rows (or not at all): collect again.
-    if layout.exists(STAGE, "_DONE.json"):
-        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
-    report = collect_stage(cfg)
-    return {"audio_ids": sorted(set(audio_ids)), "candidates_regenerated": sum(1 for r in rows if r["audio_path"]),
-            "manifests_rewritten": manifests, "collect": report}
+    report = recollect(cfg)
+    updated, to_update = [], []
+    for run_id in runs_using(cfg.run_root, set(replaced)):
+        if run_id == cfg.effective_run_id:
+            continue
+        command = f"ith rerun-failed {run_id} --run-root {cfg.run_root}"
+        try:
+            other = load_run_config(cfg.run_root, run_id)
+            with hold_run_lock(layout_for(other)):
+                recollect(other)
+            updated.append(run_id)
+        except RunLockedError as error:
+            logger.warning("run %s names replaced audio but is being written (%s): `%s` collects it again",
+                           run_id, error, command)
+            to_update.append({"run_id": run_id, "command": command})
+    return {"audio_ids": sorted(set(audio_ids)), "candidates_regenerated": len(rows),
+            "restored_identical": len(restored), "replaced": [{"old": k, **v} for k, v in replaced.items()],
+            "manifests_rewritten": manifests, "runs_updated": updated, "runs_to_update": to_update,
+            "collect": report}
 
 
 def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | None) -> str:

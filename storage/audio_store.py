@@ -17,7 +17,10 @@ that render it bit-identically write the same name (the second finds it and coun
 collision), writers whose renderings differ in the last bits (other machines, thread counts)
 write two files, and each manifest names its own. A manifest row whose file no longer hashes
 to its checksum is damage, never a race: `verify_checksums` raises `AudioStoreError` naming the
-files and audio ids, and `ith repair-audio` regenerates them. A candidate may have no file
+files and audio ids, and `ith repair-audio` regenerates them. No file is ever deleted (run
+tables of every run over the root may name it): a repair that renders the same bytes restores
+the file under its name (`put_audio(..., restore=True)`); one that renders other bytes writes a
+new file and points the manifests at it. A candidate may have no file
 (`audio_path` null: `imagine.keep_audio=selected` keeps only the chosen candidates' audio);
 its score still counts. Readers dedupe rows by (audio_id, candidate), preferring rows with audio.
 """
@@ -59,6 +62,12 @@ CANDIDATES_SCHEMA = pa.schema([
     ("channels", pa.int32()),
     ("checksum", pa.string()),  # sha256 of the audio file's bytes; null when no file was kept
     ("shard", pa.string()),
+    # How the shard rendered it: rows of one manifest with the same `batch` (in manifest order)
+    # were one generation call, decoded in slices of `decode_batch_size` clips (null: the whole
+    # call). Floating-point results depend on the batch, so `ith repair-audio` renders the same
+    # call again to get the same bytes. Null in manifests written before these columns existed.
+    ("batch", pa.int32()),
+    ("decode_batch_size", pa.int32()),
 ])
 
 
@@ -167,14 +176,19 @@ class AudioStore:
 
     # -- writes ------------------------------------------------------------------------------
     def put_audio(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int,
-                  fmt: str = "wav") -> StoredAudio:
-        """Writes one candidate under its content name; an existing file of that name is these bytes."""
+                  fmt: str = "wav", restore: bool = False) -> StoredAudio:
+        """Writes one candidate under its content name; an existing file of that name is these bytes.
+
+        `restore`: hash an existing file of that name and replace it (atomically) when its bytes
+        are not these, as a repair does to a damaged file; `created` is then True.
+        """
         data = encode_audio(samples, sample_rate, fmt)
         checksum = hashlib.sha256(data).hexdigest()
         relative = self.audio_relpath(audio_id, candidate, checksum, fmt)
         target = self.path(relative)
         if self.fs.exists(target) and self.fs.size(target) == len(data):
-            return StoredAudio(relative, checksum, False)
+            if not restore or hashlib.sha256(self.read_bytes(relative)).hexdigest() == checksum:
+                return StoredAudio(relative, checksum, False)
         write_atomic(self.fs, target, data)
         return StoredAudio(relative, checksum, True)
 
@@ -217,30 +231,26 @@ class AudioStore:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def replace_rows(self, audio_ids, rows: list[dict]) -> list[str]:
-        """Rewrites every manifest holding `audio_ids`: their rows there are replaced by `rows`
-        (each manifest gets the new rows of the ids it held, under its own shard name). Atomic
-        per manifest; returns the manifests rewritten. Used by `ith repair-audio`."""
-        ids = pa.array(sorted(set(audio_ids)), pa.string())
+    def repoint_rows(self, replacements: dict[str, dict]) -> list[str]:
+        """Every manifest row naming a file in `replacements` (old relative path -> new `audio_path`,
+        `checksum`, `clap_score`) is pointed at the new file, in place: rows keep their order, shard
+        and batch, so the render recorded for each stays true. Atomic per manifest; returns the
+        shards rewritten. Used by `ith repair-audio` when a re-render gives other bytes."""
         rewritten = []
         for file in self.manifests():
             with self.fs.open(file, "rb") as handle:
                 table = pq.read_table(handle, schema=CANDIDATES_SCHEMA)
-            hit = pc.is_in(table["audio_id"], value_set=ids)
-            held = set(table.filter(hit)["audio_id"].to_pylist())
-            if not held:
+            rows = table.to_pylist()
+            hit = [i for i, r in enumerate(rows) if r["audio_path"] in replacements]
+            if not hit:
                 continue
+            for i in hit:
+                new = replacements[rows[i]["audio_path"]]
+                rows[i] = {**rows[i], **{k: new[k] for k in ("audio_path", "checksum", "clap_score")}}
             shard = posixpath.basename(file)[:-len(".parquet")]
-            new = [{**r, "shard": shard} for r in rows if r["audio_id"] in held]
-            kept = table.filter(pc.invert(hit))
-            table = pa.concat_tables([kept, pa.Table.from_pylist(new, schema=CANDIDATES_SCHEMA)])
-            self._write_table(table, self.manifest_relpath(shard))
+            self._write_table(pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA), self.manifest_relpath(shard))
             rewritten.append(shard)
         return rewritten
-
-    def remove(self, relative: str) -> None:
-        if self.fs.exists(self.path(relative)):
-            self.fs.rm(self.path(relative))
 
     # -- reads -------------------------------------------------------------------------------
     def has_shard(self, shard: str) -> bool:
@@ -250,6 +260,11 @@ class AudioStore:
         # Only finished manifests: temporary files start with ".tmp-" and are never read.
         files = self.fs.glob(self.path("shards/part-*.parquet"))
         return sorted(f for f in files if not posixpath.basename(f).startswith(".tmp-"))
+
+    def read_manifest(self, shard: str) -> pa.Table:
+        """One shard's rows, in the order the shard wrote them."""
+        with self.fs.open(self.path(self.manifest_relpath(shard)), "rb") as handle:
+            return pq.read_table(handle, schema=CANDIDATES_SCHEMA)
 
     def read_candidates(self, audio_ids=None) -> pa.Table:
         """Every finished candidate row (of `audio_ids` if given), one per (audio_id, candidate)."""
@@ -278,6 +293,17 @@ class AudioStore:
                 last = key
         return table.take(pa.array(keep, pa.int64())).drop(["_no_audio"])
 
+    def listed_paths(self, audio_ids) -> set[str]:
+        """Every audio file any manifest row of `audio_ids` names (all rows, before deduplication)."""
+        wanted = pa.array(sorted(set(audio_ids)), pa.string())
+        paths: set[str] = set()
+        for file in self.manifests():
+            with self.fs.open(file, "rb") as handle:
+                table = pq.read_table(handle, columns=["audio_id", "audio_path"])
+            paths.update(table.filter(pc.is_in(table["audio_id"], value_set=wanted))["audio_path"].to_pylist())
+        paths.discard(None)
+        return paths
+
     def finished_ids(self) -> set[str]:
         ids: set[str] = set()
         for file in self.manifests():
@@ -302,6 +328,30 @@ class AudioStore:
         checksum = hashlib.sha256(data).hexdigest()
         return None if checksum == row["checksum"] else f"sha256 {checksum[:16]}..., recorded {row['checksum'][:16]}..."
 
+    def check_files(self, table: pa.Table, workers: int = 16) -> tuple[int, list[tuple[dict, str]]]:
+        """(files checked, [(row, why) for every row whose file is missing or not its checksum])."""
+        rows = [r for r in table.select(["audio_id", "candidate", "audio_path", "checksum", "shard"]).to_pylist()
+                if r["audio_path"] is not None]
+        if not rows:
+            return 0, []
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
+            problems = list(pool.map(self._check, rows))
+        return len(rows), [(row, why) for row, why in zip(rows, problems) if why is not None]
+
+    def size_problem(self, row: dict) -> str | None:
+        """A cheap look at a row's file (existence, and a WAV's exact size; no hashing): None or why not."""
+        try:
+            size = self.fs.size(self.path(row["audio_path"]))
+        except FileNotFoundError:
+            return "missing"
+        if row["audio_path"].endswith(".wav"):
+            want = round(row["duration_s"] * row["sample_rate"]) * row["channels"] * 2 + 44
+            if size != want:
+                return f"{size} bytes, a {row['duration_s']:g} s WAV has {want}"
+        elif not size:
+            return "empty"
+        return None
+
     def verify_checksums(self, table: pa.Table, workers: int = 16) -> int:
         """Checks every row's file against its recorded checksum; returns the files checked.
 
@@ -309,21 +359,18 @@ class AudioStore:
         damage: the stored scores would describe other audio. Raises `AudioStoreError` naming
         every bad file and its audio id. Threads overlap the reads and hashing (hashlib drops the GIL).
         """
-        rows = [r for r in table.select(["audio_id", "candidate", "audio_path", "checksum", "shard"]).to_pylist()
-                if r["audio_path"] is not None]
-        if not rows:
-            return 0
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
-            problems = list(pool.map(self._check, rows))
-        bad = [(row, why) for row, why in zip(rows, problems) if why is not None]
+        checked, bad = self.check_files(table, workers)
         if bad:
-            lines = [f"{self.url(r['audio_path'])} (audio id {r['audio_id']}, candidate {r['candidate']}, "
-                     f"manifest {r['shard']}): {why}" for r, why in bad[:10]]
-            more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise AudioStoreError(f"{len(bad)} stored audio file(s) are missing or do not match their recorded "
-                                  "checksum, so their CLAP scores describe other audio:\n  " + "\n  ".join(lines)
-                                  + more, [r["audio_id"] for r, _ in bad])
-        return len(rows)
+            raise self.damage_error(bad, "missing or do not match their recorded checksum")
+        return checked
+
+    def damage_error(self, bad: list[tuple[dict, str]], what: str) -> AudioStoreError:
+        """One error naming every bad file (path, audio id, candidate, manifest) and why."""
+        lines = [f"{self.url(r['audio_path'])} (audio id {r['audio_id']}, candidate {r['candidate']}, "
+                 f"manifest {r['shard']}): {why}" for r, why in bad[:10]]
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        return AudioStoreError(f"{len(bad)} stored audio file(s) are {what}, so their CLAP scores describe other "
+                               "audio:\n  " + "\n  ".join(lines) + more, [r["audio_id"] for r, _ in bad])
 
 
 def free_bytes(run_root: str) -> int | None:

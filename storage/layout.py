@@ -140,6 +140,15 @@ class StageNotFinishedError(RuntimeError):
     """A later stage needs an earlier one that has not finished in this run folder."""
 
 
+def run_ids(run_root: str) -> list[str]:
+    """The runs under a run root: folders holding a config.json (the shared `_imagine` store is none)."""
+    fs, root = fsspec.core.url_to_fs(run_root)
+    root = root.rstrip("/") or "/"
+    found = fs.glob(posixpath.join(root, "*", "config.json"))
+    return sorted(name for name in (posixpath.basename(posixpath.dirname(f)) for f in found)
+                  if run_id_problem(name) is None)
+
+
 class RunLayout:
     """Paths and atomic I/O for one run folder."""
 

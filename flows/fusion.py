@@ -62,7 +62,7 @@ def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None 
     create_markdown_artifact(fusion_stage.results_markdown(run_id, results, cfg.profile),
                              key=artifact_key("fusion", run_id),
                              description=f"accuracy of every system of run {run_id} (profile {cfg.profile})")
-    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train_reports),
+    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
                              key=artifact_key("fusion-curves", run_id),
                              description=f"dev accuracy per epoch of run {run_id}")
     return fusion_stage.fusion_summary(prepared, train_reports, eval_reports, results)

@@ -87,13 +87,13 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
 def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
                  benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
                  systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
-                 seeds: Union[int, list[int], None] = None,
+                 seeds: Union[Annotated[int, Field(ge=1)], list[int], None] = None,
                  run_root: str = "runs",
                  run_id: Optional[str] = None,
                  data_dir: Optional[str] = None,
                  tasks: Optional[list[Literal["animal", "pitch"]]] = None,
                  splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
-                 sample_limit: Union[int, Literal["all"], None] = None,
+                 sample_limit: Union[Annotated[int, Field(ge=1)], Literal["all"], None] = None,
                  model_dir: Optional[str] = None,
                  device: Device = "auto",
                  span: Optional[SpanSettings] = None,
@@ -164,13 +164,14 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     reports["ingest"] = t.ingest(config)
     logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
                 stages.write_config(cfg))
-    create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"]), key=artifact_key("ingest", run_id),
-                             description=f"rows, rejects and flags of run {run_id}")
+    create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
+                             key=artifact_key("ingest", run_id), description=f"rows, rejects and flags of run {run_id}")
     # Each task is given the report of the stage it reads (`upstream`): the UI graph draws those edges.
     model_paths = t.prepare_models(config, upstream=reports["ingest"])
     reports["span_detector"] = t.train_span_detector(config, model_paths, upstream=reports["ingest"])
     reports["spans"] = t.detect_spans(config, model_paths, upstream=reports["span_detector"])
-    create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"]),
+    create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
+                                                   cfg.benchmark),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
     if needs_imagination(cfg):

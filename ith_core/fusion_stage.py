@@ -310,6 +310,13 @@ def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
     return tuple(cfg.fusion.seeds) if system.trained else (ZERO_SHOT_SEED,)
 
 
+def run_label(system: str, seed: int) -> str:
+    """'ith seed 42'; a zero-shot system is one deterministic evaluation (its stored seed is a
+    placeholder, ZERO_SHOT_SEED), so it is named without one."""
+    known = SYSTEMS.get(system)
+    return system if known is not None and not known.trained else f"{system} seed {seed}"
+
+
 def train_stage_name(system: str, seed: int) -> str:
     return f"fusion_train/{system}-seed{seed}"
 
@@ -785,21 +792,24 @@ def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def curves_markdown(run_id: str, train_reports: list[dict]) -> str:
-    """Dev accuracy per epoch of every training job (the training curves)."""
-    jobs = [j for r in train_reports for j in r.get("jobs", [])]
-    epochs = max((len(j["history"] or []) for j in jobs), default=0)
-    lines = [f"# ith-fusion training curves: run `{run_id}`", "", "Dev accuracy (%) after each epoch; "
+def curves_markdown(run_id: str, train_reports: list[dict], profile: str, benchmark: str = "auditorybench") -> str:
+    """Dev accuracy per epoch of every training job (the training curves), epochs counted from 1."""
+    from ith_core.report import job_label, profile_statement
+
+    jobs = [(job_label(r["system"], j, j["job"]), j) for r in train_reports for j in r.get("jobs", [])]
+    epochs = max((len(j["history"] or []) for _, j in jobs), default=0)
+    lines = [f"# ith-fusion training curves: run `{run_id}`", "", f"**{profile_statement(profile, benchmark)}**", "",
+             "Dev accuracy (%) after each epoch; "
              "the bold epoch is the dev-best checkpoint that is scored.", "",
-             "| job | " + " | ".join(f"epoch {e}" for e in range(epochs)) + " | samples/s |",
+             "| job | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " | samples/s |",
              "|---|" + "---|" * (epochs + 1)]
-    for j in jobs:
+    for label, j in jobs:
         cells = []
         for e in range(epochs):
             h = (j["history"] or [])[e] if e < len(j["history"] or []) else None
             cell = "-" if h is None else f"{h['dev_accuracy']:.1f}"
             cells.append(f"**{cell}**" if h is not None and e == j["best_epoch"] else cell)
-        lines.append(f"| {j['job']} | " + " | ".join(cells) + f" | {j.get('train_samples_per_s')} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {j.get('train_samples_per_s')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -818,6 +828,7 @@ def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_re
                    "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for r in train_reports],
         "evaluate": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached")}
                      for r in eval_reports],
+        "summarise": {"seconds": results.get("seconds"), "cached": results.get("cached")},
         "seconds_by_system": {k: round(v, 3) for k, v in seconds_by_system.items()},
         "systems": results.get("systems"),
         "ours_vs_paper": results.get("ours_vs_paper"),

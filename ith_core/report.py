@@ -159,23 +159,45 @@ def _per_system_stages(layout: RunLayout) -> list[str]:
     return found
 
 
+def _seed_shown(row: dict) -> Any:
+    """The seed cell of a result row: '–' for a zero-shot system (its stored seed is a placeholder)."""
+    from ith_core.fusion_stage import SYSTEMS
+
+    system = SYSTEMS.get(str(row.get("variant")))
+    return "–" if system is not None and not system.trained else row.get("seed")
+
+
+def job_label(system: str, job: dict, fallback: str) -> str:
+    """'bert-text animal seed 42': a training job named by its system, since the job folders of
+    BERT's and RoBERTa's text-only training are both 'text-animal-seed42'."""
+    if job.get("task") is not None and job.get("seed") is not None:
+        return f"{system} {job['task']} seed {job['seed']}"
+    return f"{system} {fallback}"
+
+
 def _training_logs(data: RunData) -> list[dict]:
-    """Per-job training histories: the `jobs` of every training stage report, then train_log.json files."""
+    """Per-job training histories: the `jobs` of every training stage report, then train_log.json
+    files; `job` is the job's label (`job_label`)."""
     logs: dict[str, dict] = {}
     names = [n for n in data.markers if n.startswith("fusion_train/")]
     for stage in names:
-        entries = (data.stage_report(stage) or {}).get("jobs")
+        report = data.stage_report(stage) or {}
+        system = str(report.get("system") or re.sub(r"-seed\d+$", "", stage.split("/", 1)[1]))
+        entries = report.get("jobs")
         if isinstance(entries, dict):
             entries = list(entries.values())
         for entry in entries or []:
             if isinstance(entry, dict) and entry.get("history"):
-                logs.setdefault(str(entry.get("job") or entry.get("name") or len(logs)), entry)
+                name = str(entry.get("job") or entry.get("name") or len(logs))
+                logs.setdefault(job_label(system, entry, name), entry)
     layout = data.layout
     for path in sorted(layout.fs.glob(layout.path("fusion_train", "*", "*", "train_log.json"))):
         with layout.fs.open(path, "rb") as handle:
             entry = json.load(handle)
         if entry.get("history"):
-            logs.setdefault(str(entry.get("job") or posixpath.basename(posixpath.dirname(path))), entry)
+            folder = posixpath.dirname(path)
+            system = re.sub(r"-seed\d+$", "", posixpath.basename(posixpath.dirname(folder)))
+            logs.setdefault(job_label(system, entry, str(entry.get("job") or posixpath.basename(folder))), entry)
     return [logs[name] | {"job": name} for name in sorted(logs)]
 
 
@@ -423,7 +445,7 @@ def section_overview(data: RunData) -> Section:
     rows = []
     for stage in (*STAGES, *(m for m in data.markers if m not in STAGES)):
         report = data.stage_report(stage) or {}
-        rows.append([stage, _stage_state(data, stage), "yes" if report.get("cached") else "no" if report else None,
+        rows.append([stage, _stage_state(data, stage), _reused_cell(data, stage, report, "yes", "no"),
                      stage_seconds(data, stage)])
     s.tables.append(("table-stages", Table(["stage", "state", "reused from an earlier run", "seconds"], rows, {3},
                                            caption="Stages (state from each stage's done-marker)")))
@@ -524,9 +546,10 @@ def section_accuracy(data: RunData) -> Section:
                                                          r.get("seed") or 0))
     s.tables.append(("table-accuracy-seeds", Table(
         ["task", "split", "variant", "metric", "seed", "n", "accuracy %", "95% CI low", "95% CI high"],
-        [[r.get("task"), r.get("split"), r.get("variant"), r.get("metric"), r.get("seed"), r.get("n"),
+        [[r.get("task"), r.get("split"), r.get("variant"), r.get("metric"), _seed_shown(r), r.get("n"),
           r.get("accuracy"), r.get("ci_low"), r.get("ci_high")] for r in detail], {4, 5, 6, 7, 8},
-        caption="Every evaluated (task, split, variant, metric, seed)")))
+        caption="Every evaluated (task, split, variant, metric, seed); a zero-shot system is one "
+                "deterministic evaluation, without a seed (–)")))
     scoring = (data.fusion.summary or {}).get("scoring") or {}
     if scoring:
         s.tables.append(("table-scoring", Table(
@@ -675,7 +698,9 @@ def section_training(data: RunData) -> Section:
     if data.training_logs:
         s.tables.append(("table-training", Table(
             ["job", "steps", "best dev %", "best epoch", "seconds", "world size"],
-            [[j["job"], j.get("steps"), j.get("best_dev"), j.get("best_epoch"), j.get("seconds"), j.get("world_size")]
+            [[j["job"], j.get("steps"), j.get("best_dev"),
+              None if j.get("best_epoch") is None else j["best_epoch"] + 1,  # epochs count from 1, as in the chart
+              j.get("seconds"), j.get("world_size")]
              for j in data.training_logs], {1, 2, 3, 4, 5}, caption="Fusion LM training jobs")))
     elif data.fusion is None:
         s.notes.append(_not_run("fusion") + ": only the span detector's curve is shown.")
@@ -688,8 +713,45 @@ def _done_shards(data: RunData) -> list[dict]:
     return [r for r in ((data.shards or {}).get("shards") or []) if r.get("status") == "done"]
 
 
+# summary.json's fusion section records reuse per prepared stage under these names.
+_PREPARED = {"fusion_examples": "examples", "fusion_features": "features",
+             "audiobert_retrieval": "audiobert_retrieval", "audiobert_features": "audiobert_features"}
+
+
+def stage_reused(data: RunData, stage: str) -> bool | None:
+    """Whether the pipeline run that wrote summary.json reused the stage (its seconds are then those
+    of the run that computed it); None where the summary does not say."""
+    stages = (data.summary or {}).get("stages") or {}
+    own = stages.get(stage)
+    if stage != "fusion" and isinstance(own, dict) and "cached" in own:
+        return bool(own["cached"])
+    fusion = stages.get("fusion") if isinstance(stages.get("fusion"), dict) else {}
+    if stage == "fusion":
+        entry = fusion.get("summarise")
+        return bool(entry.get("cached")) if isinstance(entry, dict) and "cached" in entry else None
+    if stage in _PREPARED:
+        entry = (fusion.get("prepared") or {}).get(_PREPARED[stage])
+        return bool(entry.get("cached")) if isinstance(entry, dict) and "cached" in entry else None
+    from ith_core.fusion_stage import SYSTEMS, eval_stage_name, train_stage_name
+
+    for kind, name_of in (("train", train_stage_name), ("evaluate", eval_stage_name)):
+        for entry in fusion.get(kind) or []:
+            if isinstance(entry, dict) and entry.get("system") in SYSTEMS and "cached" in entry \
+                    and name_of(entry["system"], entry.get("seed")) == stage:
+                return bool(entry["cached"])
+    return None
+
+
+def _reused_cell(data: RunData, stage: str, report: dict | None, yes: str, no: str) -> str | None:
+    reused = stage_reused(data, stage)
+    if reused is None:
+        return (yes if report.get("cached") else no) if report else None
+    return yes if reused else no
+
+
 def stage_seconds(data: RunData, stage: str) -> float | None:
-    """A stage's seconds as it recorded them; one number for both tables of the report.
+    """A stage's seconds as it recorded them when it was computed (a rerun that reuses it keeps
+    them); one number for both tables of the report.
 
     Imagine records the wall time of the flow run that finished it, plan and shards included
     (`seconds_total`); a run folder from before that gets plan + shards + selection.
@@ -698,6 +760,10 @@ def stage_seconds(data: RunData, stage: str) -> float | None:
     if report is None:
         return None
     if stage != "imagine":
+        # summary.json's fusion section counts the seconds its run spent; the stage `fusion` itself
+        # (the results) recorded its own in its marker.
+        if (stage == "fusion" or report.get("seconds") is None) and isinstance(data.markers.get(stage), dict):
+            return (data.markers[stage].get("report") or {}).get("seconds")
         return report.get("seconds")
     if report.get("seconds_total") is not None:
         return float(report["seconds_total"])
@@ -739,7 +805,7 @@ def section_compute(data: RunData) -> Section:
             gpu = round(sum(on_gpu), 3) if on_gpu else None
         elif gpu is None and str(device or "").startswith("cuda") and wall is not None:
             gpu = round(float(wall) * int(report.get("num_processes") or 1), 3)
-        rows.append([stage, "reused" if report.get("cached") else "computed", device or "–", wall, gpu])
+        rows.append([stage, _reused_cell(data, stage, report, "reused", "computed"), device or "–", wall, gpu])
     s.tables.append(("table-compute", Table(["stage", "this run", "device", "seconds", "GPU-seconds"], rows, {3, 4},
                                             caption="Time per stage")))
     s.intro.append("Seconds as recorded by each stage when it ran (a stage reused from an earlier run keeps its "

@@ -230,8 +230,12 @@ def gold_spans(rows: Sequence[dict]) -> tuple[list[SpanRecord], int]:
 # -- training ----------------------------------------------------------------------------------
 
 def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanDetectorConfig,
-                        device: str = "auto") -> dict:
-    """Fine-tunes `model` in place with AdamW (constant or linearly decaying lr); returns a training report."""
+                        device: str = "auto", dev_rows: Sequence[dict] | None = None) -> dict:
+    """Fine-tunes `model` in place with AdamW (constant or linearly decaying lr); returns a training report.
+
+    With `dev_rows`, the dev span F1 after every epoch is logged and reported (`epoch_dev_span_f1`):
+    evaluation draws no random numbers, so the training is the same with or without it.
+    """
     from accelerate import Accelerator
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
@@ -260,7 +264,7 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()
-    step, losses, started = 0, [], time.perf_counter()
+    step, losses, dev_f1, started = 0, [], [], time.perf_counter()
     for epoch in range(cfg.epochs):
         epoch_losses = []
         for batch in _progress(loader, steps_per_epoch, f"span detector epoch {epoch + 1}/{cfg.epochs}"):
@@ -278,8 +282,15 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
             if step >= total_steps:
                 break
         losses.append(sum(epoch_losses) / max(len(epoch_losses), 1))
-        logger.info("span detector epoch %d/%d: mean loss %.4f (step %d of %d)", epoch + 1, cfg.epochs, losses[-1],
-                    step, total_steps)
+        dev = ""
+        if dev_rows is not None:
+            model.eval()
+            dev_f1.append(evaluate_span_detector(accelerator.unwrap_model(model), tokenizer, dev_rows, cfg,
+                                                 device)["span_f1"])
+            model.train()
+            dev = f", dev span F1 {dev_f1[-1]:.3f}"
+        logger.info("span detector epoch %d/%d: mean loss %.4f%s (step %d of %d)", epoch + 1, cfg.epochs, losses[-1],
+                    dev, step, total_steps)
         if step >= total_steps:
             break
     model = accelerator.unwrap_model(model)
@@ -289,6 +300,7 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
         "steps": step,
         "epochs_run": len(losses),
         "epoch_mean_loss": losses,
+        **({"epoch_dev_span_f1": dev_f1} if dev_rows is not None else {}),
         "seconds": time.perf_counter() - started,
         "labels": stats.as_dict(),
     }

@@ -242,7 +242,7 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     train_rows = _examples(layout, cfg, ("train",))
     dev_rows = _examples(layout, cfg, ("dev",))
     untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
-    training = train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device)
+    training = train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device, dev_rows=dev_rows)
     trained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)  # safetensors
@@ -259,6 +259,7 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "train_labels": training["labels"],
         "dev_span_f1_untrained": round(untrained["span_f1"], 4),
         "dev_span_f1": round(trained["span_f1"], 4),
+        "dev_span_f1_per_epoch": [round(f, 4) for f in training.get("epoch_dev_span_f1", [])],
         "dev_token_f1": round(trained["token_f1"], 4),
         "dev_span_precision": round(trained["span_precision"], 4),
         "dev_span_recall": round(trained["span_recall"], 4),
@@ -360,8 +361,10 @@ def write_summary(cfg: RunConfig, reports: dict[str, dict], seconds: float) -> s
 
 # -- markdown summaries (Prefect artifacts, stage logs) --------------------------------------
 
-def ingest_markdown(run_id: str, report: dict) -> str:
-    lines = [f"# Ingestion of run {run_id}", "",
+def ingest_markdown(run_id: str, report: dict, profile: str, benchmark: str) -> str:
+    from ith_core.report import profile_statement
+
+    lines = [f"# Ingestion of run {run_id}", "", f"**{profile_statement(profile, benchmark)}**", "",
              f"{report['rows_in']} rows read: {report['accepted']} accepted, {report['rejected']} rejected "
              f"(rows in = accepted + rejected). Source: `{report['source']}`.", "",
              "| task/split | rows in | accepted | rejected | rejects by reason | flags (kept) |",
@@ -373,13 +376,18 @@ def ingest_markdown(run_id: str, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def spans_markdown(run_id: str, detector: dict, spans: dict) -> str:
-    lines = [f"# Span detection of run {run_id}", "",
+def spans_markdown(run_id: str, detector: dict, spans: dict, profile: str, benchmark: str) -> str:
+    from ith_core.report import profile_statement
+
+    lines = [f"# Span detection of run {run_id}", "", f"**{profile_statement(profile, benchmark)}**", "",
              f"Dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
              f"trained (token F1 {detector['dev_token_f1']:.3f}, span precision {detector['dev_span_precision']:.3f}, "
              f"recall {detector['dev_span_recall']:.3f}; {detector['steps']} steps on {detector['train_examples']} "
-             "train examples).", "",
-             "| task/split | examples | with spans | without | spans |", "|---|---:|---:|---:|---:|"]
+             "train examples).", ""]
+    if detector.get("dev_span_f1_per_epoch"):
+        lines += ["Dev span F1 after each epoch: " + ", ".join(
+            f"epoch {e + 1} {f:.3f}" for e, f in enumerate(detector["dev_span_f1_per_epoch"])) + ".", ""]
+    lines += ["| task/split | examples | with spans | without | spans |", "|---|---:|---:|---:|---:|"]
     for name, counts in sorted(spans["per_split"].items()):
         lines.append(f"| {name} | {counts['examples']} | {counts['examples_with_spans']} | "
                      f"{counts['examples_without_spans']} | {counts['spans']} |")

@@ -35,7 +35,13 @@ def train_system(config: dict, model_paths: dict[str, str], system: str, seed: i
     return fusion_stage.train_system(RunConfig.from_dict(config), model_paths, system, seed)
 
 
-@task(name="evaluate-system", task_run_name="evaluate {system} seed {seed}", retries=1, cache_policy=NO_CACHE,
+def _evaluate_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"evaluate {fusion_stage.run_label(task_run.parameters['system'], task_run.parameters['seed'])}"
+
+
+@task(name="evaluate-system", task_run_name=_evaluate_run_name, retries=1, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
 def evaluate_system(config: dict, model_paths: dict[str, str], system: str, seed: int, upstream: Any = None) -> dict:
     return fusion_stage.evaluate_system(RunConfig.from_dict(config), model_paths, system, seed)

@@ -226,8 +226,9 @@ def test_rerun_is_cached_and_markdown(fusion_run):
     assert md.splitlines()[2].startswith("**Profile tiny: every model has random weights")
     assert "| ITH (imagined audio) |" in md and "| BERT, zero-shot |" in md
     assert "78.96" in md and "60.41" in md and "| ith - bert-text | pitch | test |" in md
-    curves = fusion_stage.curves_markdown(cfg.effective_run_id, again[2:6])
-    assert "ith-pitch-seed0" in curves and "text-animal-seed1" in curves and "epoch 1" in curves
+    curves = fusion_stage.curves_markdown(cfg.effective_run_id, again[2:6], cfg.profile)
+    assert "| ith pitch seed 0 |" in curves and "| bert-text animal seed 1 |" in curves
+    assert "| epoch 1 |" in curves and "epoch 0" not in curves
 
 
 @pytest.mark.slow

@@ -63,3 +63,53 @@ def test_every_form_parameter_has_a_description_the_ui_can_show():
             text = prop.get("description") or ""
             assert text, f"{deployment['name']}: parameter {name} has no description"
             assert "<" not in text, f"{deployment['name']}: parameter {name}: {text!r}"
+
+
+def test_the_form_schema_has_choices_and_ranges():
+    """Choice settings are enums and counts have minimums in the schema the deployment form is drawn
+    from (and the server checks a flow run's parameters against), so -5 is refused before a worker runs."""
+    import jsonschema
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import ith_pipeline
+
+    schema = parameter_schema(ith_pipeline).model_dump()
+    props, definitions = schema["properties"], schema["definitions"]
+    assert props["device"]["anyOf"] == [{"enum": ["auto", "cpu", "cuda"], "type": "string"},
+                                        {"pattern": "^cuda:[0-9]+$", "type": "string"}]
+    assert {"minimum": 1, "type": "integer"} in props["sample_limit"]["anyOf"]
+    assert {"minimum": 1, "type": "integer"} in props["seeds"]["anyOf"]
+    imagine = definitions["ImagineSettings"]["properties"]
+    for name, choices in (("generator", ["stable-audio", "tone"]), ("dtype", ["auto", "float16", "bfloat16", "float32"]),
+                          ("task_runner", ["local", "ray"])):
+        assert {"enum": choices, "type": "string"} in imagine[name]["anyOf"], name
+
+    def valid(**params) -> bool:
+        try:
+            jsonschema.validate({**params}, {**schema, "$defs": definitions})
+            return True
+        except jsonschema.ValidationError:
+            return False
+
+    assert valid(sample_limit=5) and valid(sample_limit="all") and valid(sample_limit=None)
+    assert not valid(sample_limit=-5) and not valid(sample_limit=0) and not valid(seeds=0)
+    assert valid(device="cuda:1") and not valid(device="gpu") and not valid(device="cuda:x")
+    assert not valid(imagine={"generator": "stable-audio-2"}) and not valid(imagine={"task_runner": "dask"})
+    assert valid(imagine={"generator": "tone", "dtype": "float32", "task_runner": "ray"})
+    # The flow itself refuses it too (a run started without the server's check).
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="sample_limit"):
+        ith_pipeline.validate_parameters({"sample_limit": -5})
+
+
+def test_evaluation_task_runs_name_a_zero_shot_system_without_a_seed(monkeypatch):
+    """A zero-shot system is one evaluation; its stored seed (0) is a placeholder the UI does not show."""
+    import prefect.runtime.task_run as runtime
+
+    from tasks import fusion as fusion_tasks
+
+    for params, name in (({"system": "bert-zero-shot", "seed": 0}, "evaluate bert-zero-shot"),
+                         ({"system": "ith", "seed": 42}, "evaluate ith seed 42")):
+        monkeypatch.setattr(runtime, "parameters", params, raising=False)
+        assert fusion_tasks.evaluate_system.task_run_name() == name

@@ -139,6 +139,10 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
         assert labels[labels.index(ours) + 1] == published, labels
     variants = {row[2] for row in table_rows(text, "table-accuracy-seeds")[1:]}
     assert variants == {"bert-zero-shot", "bert-text", "roberta-zero-shot", "roberta-text", "audiobert", "ith"}
+    # A zero-shot system is one evaluation: no seed shown (its stored placeholder is 0).
+    seeds = {(row[2], row[4]) for row in table_rows(text, "table-accuracy-seeds")[1:]}
+    assert {seed for variant, seed in seeds if variant.endswith("zero-shot")} == {"–"}
+    assert all(seed.isdigit() for variant, seed in seeds if not variant.endswith("zero-shot"))
     assert "sample standard deviation (ddof 1)" in text and "hierarchical bootstrap" in text
     assert "gold description" in text and "gold span1 x gold span2 (crossed)" in text
     chart = text[text.index('id="chart-accuracy"'):]
@@ -298,6 +302,87 @@ def test_stage_times_and_devices_agree_across_tables(tiny_run):
     assert {name: compute[name][2] for name in ("ingest", "span_detector", "spans", "imagine")} == {
         "ingest": "–", "span_detector": "cpu", "spans": "cpu", "imagine": "cpu"}
     assert not any(row[2] == "auto" for row in compute.values())
+    detector = tiny_run["reports"]["span_detector"]
+    assert len(detector["dev_span_f1_per_epoch"]) >= 1 and detector["dev_span_f1_per_epoch"][-1] == detector["dev_span_f1"]
+
+
+def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path):
+    """BERT's and RoBERTa's text-only jobs share a folder name ('text-animal-seed42'): labels name the system."""
+    from ith_core import fusion_stage
+    from ith_core.report import load_run, profile_statement
+
+    layout = RunLayout(str(tmp_path), "labels")
+    layout.write_json({"profile": "tiny", "benchmark": "auditorybench"}, "config.json")
+    reports = []
+    for system, best in (("bert-text", 50.0), ("roberta-text", 60.0)):
+        history = [{"epoch": e, "dev_accuracy": best - 10 * (1 - e), "loss": 1.0} for e in range(2)]
+        job = {"job": "text-animal-seed42", "task": "animal", "model": "text", "seed": 42, "steps": 4,
+               "best_dev": best, "best_epoch": 1, "seconds": 1.0, "world_size": 1, "history": history}
+        reports.append({"system": system, "seed": 42, "jobs": [job], "seconds": 1.0})
+        layout.write_json({"key": "k", "report": reports[-1]}, fusion_stage.train_stage_name(system, 42), "_DONE.json")
+    curves = fusion_stage.curves_markdown("labels", reports, "tiny").splitlines()
+    assert curves[2] == f"**{profile_statement('tiny')}**"
+    assert curves[6] == "| job | epoch 1 | epoch 2 | samples/s |"
+    assert curves[8:] == ["| bert-text animal seed 42 | 40.0 | **50.0** | None |",
+                          "| roberta-text animal seed 42 | 50.0 | **60.0** | None |"]
+    logs = load_run(str(tmp_path), "labels").training_logs
+    assert [(j["job"], j["best_dev"]) for j in logs] == [("bert-text animal seed 42", 50.0),
+                                                       ("roberta-text animal seed 42", 60.0)]
+
+
+def test_ingest_spans_and_curves_artifacts_start_with_the_profile_statement():
+    from ith_core import fusion_stage, stages
+    from ith_core.report import profile_statement
+
+    counts = {"rows_in": 3, "accepted": 2, "rejected": 1, "rejects_by_reason": {"empty": 1}, "flags_by_reason": {}}
+    ingest = {"rows_in": 3, "accepted": 2, "rejected": 1, "source": "x", "per_split": {"animal/dev": counts}}
+    detector = {"dev_span_f1_untrained": 0.1, "dev_span_f1": 0.5, "dev_token_f1": 0.6, "dev_span_precision": 0.5,
+                "dev_span_recall": 0.5, "steps": 3, "train_examples": 4, "dev_span_f1_per_epoch": [0.2, 0.5]}
+    spans = {"per_split": {"animal/dev": {"examples": 2, "examples_with_spans": 1, "examples_without_spans": 1,
+                                          "spans": 1}}}
+    for profile, benchmark in (("tiny", "auditorybench"), ("paper", "synthetic")):
+        statement = f"**{profile_statement(profile, benchmark)}**"
+        for md in (stages.ingest_markdown("r", ingest, profile, benchmark),
+                   stages.spans_markdown("r", detector, spans, profile, benchmark),
+                   fusion_stage.curves_markdown("r", [], profile, benchmark)):
+            assert md.splitlines()[2] == statement, md
+    assert "Dev span F1 after each epoch: epoch 1 0.200, epoch 2 0.500." in stages.spans_markdown(
+        "r", detector, spans, "tiny", "auditorybench")
+
+
+def test_a_rerun_keeps_each_stage_time_of_the_run_that_computed_it_and_marks_reuse(tmp_path):
+    """summary.json of an identical rerun: every stage reused; the report shows the seconds each stage
+    recorded when it was computed, with 'reused' beside them (not the rerun's seconds, not 'computed')."""
+    from ith_core import fusion_stage
+    from ith_core.report import load_run, stage_reused, stage_seconds
+
+    layout = RunLayout(str(tmp_path), "again")
+    layout.write_json({"profile": "tiny", "benchmark": "auditorybench"}, "config.json")
+    computed = {"ingest": 3.0, "fusion_examples": 2.0, "fusion_train/ith-seed42": 861.0,
+                "fusion_eval/ith-seed42": 12.0, "fusion_eval/bert-zero-shot": 5.0, "fusion": 7.0}
+    for stage, seconds in computed.items():
+        layout.write_json({"key": "k", "report": {"seconds": seconds}}, *stage.split("/"), "_DONE.json")
+    fusion = fusion_stage.fusion_summary(
+        {"examples": {"seconds": 2.0, "cached": True}},
+        [{"system": "ith", "seed": 42, "seconds": 861.0, "cached": True, "jobs": []}],
+        [{"system": "ith", "seed": 42, "seconds": 12.0, "cached": True},
+         {"system": "bert-zero-shot", "seed": 0, "seconds": 5.0, "cached": False}],
+        {"seconds": 7.0, "cached": True})
+    layout.write_json({"run_id": "again", "profile": "tiny", "seconds": 4.5,
+                       "stages": {"ingest": {"seconds": 3.0, "cached": True}, "fusion": fusion}}, "summary.json")
+    data = load_run(str(tmp_path), "again")
+    for stage, seconds in computed.items():
+        assert stage_seconds(data, stage) == seconds, stage
+        assert stage_reused(data, stage) is (stage != "fusion_eval/bert-zero-shot"), stage
+    paths = write_report(str(tmp_path), "again")
+    page = Path(paths["html"]).read_text(encoding="utf-8")
+    compute = {r[0]: r for r in table_rows(page, "table-compute")[1:]}
+    assert compute["fusion_train/ith-seed42"][1] == "reused" and float(compute["fusion_train/ith-seed42"][3]) == 861.0
+    assert compute["fusion_eval/bert-zero-shot"][1] == "computed" and compute["fusion"][1] == "reused"
+    assert float(compute["fusion"][3]) == 7.0
+    stages = {r[0]: r for r in table_rows(page, "table-stages")[1:]}
+    assert stages["fusion_train/ith-seed42"][2] == "yes" and float(stages["fusion_train/ith-seed42"][3]) == 861.0
+    assert stages["ingest"][2] == "yes" and stages["fusion_eval/bert-zero-shot"][2] == "no"
 
 
 def test_span_highlights_never_split_a_word():
@@ -457,8 +542,8 @@ def test_coinciding_chart_lines_stay_visible_in_chromium(coincident_run, served_
         training = driver.execute_script(_VISIBLE_SERIES, "chart-training")
         assert set(acceptance) == {"series-acceptance-animal", "series-acceptance-pitch",
                                    "series-acceptance-threshold-animal", "series-acceptance-threshold-pitch"}
-        assert {"series-loss-ith-animal-seed42", "series-loss-bert-text-animal-seed42", "series-dev-ith-animal-seed42",
-                "series-dev-bert-text-animal-seed42"} == set(training)
+        assert {"series-loss-ith-animal-seed-42", "series-loss-bert-text-animal-seed-42",
+                "series-dev-ith-animal-seed-42", "series-dev-bert-text-animal-seed-42"} == set(training)
         hidden = [name for name, seen in {**acceptance, **training}.items() if not seen]
         assert not hidden, f"series hidden under another one: {hidden}"
         driver.save_screenshot(str(_artifact_dir(tmp_path) / "report-coincident.png"))

@@ -137,3 +137,27 @@ def test_span_detector_learns(tiny_models, bench_rows):
     for record in detected:
         assert by_id[record.example_id][record.char_start : record.char_end] == record.span_text
         assert 0.0 <= record.score <= 1.0
+
+
+def test_span_detector_logs_dev_f1_after_every_epoch_without_changing_training(tiny_models, bench_rows, caplog):
+    import logging
+
+    import torch
+
+    cfg = SpanDetectorConfig(epochs=2, learning_rate=1e-3, max_train_examples=200, seed=0)
+    train = [r for r in bench_rows if r["split"] == "train"]
+    dev = [r for r in bench_rows if r["split"] == "dev"][:100]
+    torch.manual_seed(0)  # the token-classification head is initialised when loaded
+    plain_model, tokenizer = profiles.load_span_base(tiny_models["lm"])
+    plain = train_span_detector(plain_model, tokenizer, train, cfg, "cpu")
+    torch.manual_seed(0)
+    model, tokenizer = profiles.load_span_base(tiny_models["lm"])
+    with caplog.at_level(logging.INFO, logger="ith_core.spans"):
+        report = train_span_detector(model, tokenizer, train, cfg, "cpu", dev_rows=dev)
+    assert "epoch_dev_span_f1" not in plain and len(report["epoch_dev_span_f1"]) == report["epochs_run"] == 2
+    assert report["epoch_mean_loss"] == plain["epoch_mean_loss"]  # evaluating between epochs changes nothing
+    assert report["epoch_dev_span_f1"][-1] == evaluate_span_detector(model, tokenizer, dev, cfg, "cpu")["span_f1"]
+    lines = [r.getMessage() for r in caplog.records if "span detector epoch" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["span detector epoch 1/2", "span detector epoch 2/2"]
+    for line, f1 in zip(lines, report["epoch_dev_span_f1"]):
+        assert f"dev span F1 {f1:.3f}" in line

@@ -33,6 +33,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ith_core.config import ImagineConfig
+from ith_core.identity import files_digest, snapshot_name
 
 # Bump when a change here changes the audio produced for the same settings: it enters every id.
 GENERATION_VERSION = 1
@@ -119,18 +120,7 @@ def generator_identity(folder: str | Path) -> str:
     folder = Path(folder).resolve()
     if folder.parent.name.startswith("tiny-"):
         return folder.parent.name
-    parts = folder.parts
-    if "snapshots" in parts:
-        i = parts.index("snapshots")
-        if i >= 1 and parts[i - 1].startswith("models--") and i + 1 < len(parts):
-            return f"{parts[i - 1][len('models--'):].replace('--', '/')}@{parts[i + 1]}"
-    digest = hashlib.sha256()
-    for file in sorted(folder.rglob("*")):
-        if file.is_file():
-            rel = file.relative_to(folder).as_posix()
-            digest.update(rel.encode())
-            digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
-    return f"{folder.name}-{digest.hexdigest()[:16]}"
+    return snapshot_name(folder) or files_digest(folder)
 
 
 # ---------------------------------------------------------------------------------------------

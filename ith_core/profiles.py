@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ith_core.config import PROFILE_NAMES, ConfigError, require
+from ith_core.identity import files_digest, snapshot_name
 from ith_core.tiny_models import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
 
 logger = logging.getLogger(__name__)
@@ -260,20 +261,9 @@ def _identity_of(folder: Path) -> str:
     # Tiny profile: tiny-<recipe hash>/<role>; the recipe hash covers every size, seed and the corpus.
     if folder.parent.name.startswith("tiny-") and (folder.parent / PROFILE_MARKER).is_file():
         return f"{folder.parent.name}/{folder.name}"
-    # A Hugging Face snapshot: the repository and the commit name the files.
-    parts = folder.parts
-    if "snapshots" in parts:
-        i = parts.index("snapshots")
-        if i >= 1 and parts[i - 1].startswith("models--") and i + 1 < len(parts):
-            return f"{parts[i - 1][len('models--'):].replace('--', '/')}@{parts[i + 1]}"
-    # Anything else: its configs' content and its other files' names and sizes (weights are not read).
-    digest = hashlib.sha256()
-    for file in sorted(folder.rglob("*")):
-        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts):
-            rel = file.relative_to(folder).as_posix()
-            digest.update(rel.encode())
-            digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
-    return f"{folder.name}-{digest.hexdigest()[:16]}"
+    # A Hugging Face snapshot: the repository and the commit name the files. Anything else: its
+    # configs' content and its other files' names and sizes (weights are not read).
+    return snapshot_name(folder) or files_digest(folder, skip_hidden=True)
 
 
 def model_identity(folder: str | os.PathLike) -> str:

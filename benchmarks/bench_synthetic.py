@@ -46,6 +46,7 @@ def run_variant(variant: str, seeds: list[int] | None, home: Path, workdir: Path
     cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
            *(["--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")] if seeds else []),
            *(["--systems", systems] if systems else []), *VARIANTS[variant], "--json"]
+    machine = environment()
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -71,7 +72,8 @@ def run_variant(variant: str, seeds: list[int] | None, home: Path, workdir: Path
     predictions = pq.read_table(run / "fusion" / "predictions.parquet").to_pylist()
     for p in predictions:
         p["variant"], p["unit"] = variant, units[p["example_id"]]
-    return {"variant": variant, "command": " ".join(cmd[2:]), "run_id": result["run_id"], "predictions": predictions,
+    return {"variant": variant, "command": " ".join(cmd[2:]), "machine": machine, "run_id": result["run_id"],
+            "predictions": predictions,
             "wall_seconds": round(wall, 1), "stage_seconds": seconds, "majority": results["majority"],
             "bootstrap_unit": results["bootstrap_unit"], "accuracy": rows,
             "over_seeds": [r for r in results["over_seeds"] if r["metric"] in ("exact_match", "accuracy")],
@@ -172,7 +174,6 @@ def main() -> None:
     if args.append and Path(args.out).is_file():
         earlier = json.loads(Path(args.out).read_text())
         record["runs"] = earlier["runs"] + runs
-        record["machine_of_earlier_runs"] = earlier["machine"]
     # Every scored row, so that intervals and comparisons are recomputed from what was recorded
     # (benchmarks/results_table.py) with the evaluation code of the day, not copied by hand.
     out_predictions = Path(args.out).with_suffix(".predictions.parquet")

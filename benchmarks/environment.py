@@ -26,12 +26,18 @@ def cpu_model() -> str:
 
 
 def commit() -> str:
-    """`git describe --always --dirty` of the checkout: the code that produced the numbers."""
+    """The checkout's commit, `-dirty` when files other than benchmarks/results/ differ from it:
+    the code that produced the numbers (a benchmark writing its own results file is not a change
+    of code)."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)benchmarks/results"], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("-dirty" if changed else "")
 
 
 def environment(device: str = "cpu", threads: int | None = None) -> dict:

@@ -1,20 +1,35 @@
-"""The README's performance tables, printed from the committed files in benchmarks/results/.
+"""The README's measured numbers, printed from the committed files in benchmarks/results/.
 
-    .venv/bin/python benchmarks/results_table.py            # markdown to stdout; paste into README.md
+    .venv/bin/python benchmarks/results_table.py            # every block, markdown to stdout
+    .venv/bin/python benchmarks/results_table.py --write    # rewrite the blocks inside README.md
+    .venv/bin/python benchmarks/results_table.py --check    # exit 1 if a README block is stale
 
-Reads imagine_tiny_cpu.json (bench_imagine.py), paper_size_cpu.json (bench_paper_size.py) and,
-when present, the GPU check's imagine_full_size_cuda.json, imagine_memory_cuda.json and
-fusion_step_cuda.json. H100-hours are derived from the paper-size CPU projection as described
-in `h100_hours`.
+The README holds each block between `<!-- results:NAME -->` and `<!-- /results:NAME -->`; no
+measured number is typed into it by hand (tests/test_readme_results.py checks that every block
+is what this script prints). Blocks:
+- `performance`: imagine_tiny_cpu.json (bench_imagine.py), paper_size_cpu.json
+  (bench_paper_size.py) and, when present, the GPU check's imagine_full_size_cuda.json.
+  H100-hours are derived from the paper-size CPU projection as described in `h100_hours`.
+- `synthetic`: synthetic_tiny_cpu.json and its .predictions.parquet (bench_synthetic.py, 3 seeds):
+  accuracies, intervals and paired comparisons recomputed from the recorded predictions with
+  ith_core.evaluate, so they are the code's statistics of the recorded run.
+- `synthetic-default`: synthetic_default_seed42.json (bench_synthetic.py --default), the numbers
+  the default command gives and `make test` checks.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import re
 import sys
+from collections import defaultdict
+from contextlib import redirect_stdout
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
 # Published: Stable Audio Open generates 47 s of audio in 100 steps in 8.6 s on an A40.
 A40_SECONDS_100_STEPS = 8.6
 # Assumed, not measured: an H100 runs this fp16 DiT about 2.5x as fast as an A40.
@@ -46,18 +61,19 @@ def h100_hours(paper: dict) -> tuple[float, dict]:
     return factor, hours
 
 
-def main() -> int:
+def performance() -> None:
     tiny, paper = _load("imagine_tiny_cpu.json"), _load("paper_size_cpu.json")
     if tiny is None or paper is None:
-        print("benchmarks/results/ lacks imagine_tiny_cpu.json or paper_size_cpu.json", file=sys.stderr)
-        return 1
+        raise SystemExit("benchmarks/results/ lacks imagine_tiny_cpu.json or paper_size_cpu.json")
     s, env, d = tiny["settings"], tiny["environment"], tiny["dedup"]
     ref = tiny["reference"]
     print(f"**Tiny profile, CPU** (`imagine_tiny_cpu.json`: {s['prompts']} prompts x {s['candidates']} candidates, "
           f"{s['steps']} steps, {s['duration_s']} s clips, torch {env['versions']['torch']}, {env['torch_threads']} "
           f"thread(s); stage threshold {s['threshold']} = median reference score). Reference-style loop "
-          f"{ref['seconds'] / s['prompts']:.2f} s/prompt; its per-split dedup {d['reference_per_split_dedup']}x, "
-          f"ours (global) {d['global_dedup']}x.\n")
+          f"{ref['seconds'] / s['prompts']:.2f} s/prompt. Dedup over the whole benchmark: {d['occurrences']} span "
+          f"occurrences, {d['distinct_prompts']} distinct prompts ({d['global_dedup']}x); the reference's per-split "
+          f"skip leaves {d['distinct_per_task_split']} ({d['reference_per_split_dedup']}x), so ours adds "
+          f"{d['global_dedup'] / d['reference_per_split_dedup']:.3f}x over it.\n")
     print("| mode | s/prompt | candidates/prompt | per prompt vs reference | whole benchmark, with dedup |")
     print("|---|---|---|---|---|")
     for m in tiny["modes"]:
@@ -111,6 +127,235 @@ def main() -> int:
     else:
         print("\nNo GPU results yet: `benchmarks/gpu_check.sh` writes them (no GPU was available when these "
               "were made).")
+
+
+def _system_labels() -> dict[str, str]:
+    from ith_core.fusion_stage import SYSTEMS  # one name per system, as the run's tables give it
+
+    return {name: s.label for name, s in SYSTEMS.items()}
+
+
+def _machine(env: dict) -> str:
+    v = env.get("versions") or {}
+    return (f"{env.get('cpu', env.get('machine'))}, {env.get('cpu_count')} cores, {env.get('torch_threads')} torch "
+            f"threads, torch {v.get('torch')}, transformers {v.get('transformers')}, commit {env.get('commit')}")
+
+
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:.1f}, {hi:.1f}]"
+
+
+def _command(recorded: str) -> str:
+    """The recorded `flows.cli run ...` as a user types it, without the benchmark's own --run-root and --json."""
+    words = recorded.split()
+    out, skip = ["ith"], False
+    for word in words[1:]:
+        if skip:
+            skip = False
+        elif word == "--run-root":
+            skip = True
+        elif word != "--json":
+            out.append(word)
+    return " ".join(out)
+
+
+def _verdict(row: dict) -> str:
+    if row["ci_low"] > 0:
+        return "above"
+    if row["ci_high"] < 0:
+        return "below"
+    return "not distinguishable from"
+
+
+def synthetic() -> None:
+    import pyarrow.parquet as pq
+
+    from ith_core.evaluate import accuracy_table, paired_comparisons, seed_mean_table
+
+    record = _load("synthetic_tiny_cpu.json")
+    parquet = RESULTS / "synthetic_tiny_cpu.predictions.parquet"
+    if record is None or not parquet.is_file():
+        raise SystemExit("benchmarks/results/ lacks synthetic_tiny_cpu.json or its .predictions.parquet: "
+                         "run benchmarks/bench_synthetic.py")
+    labels = _system_labels()
+    rows = pq.read_table(parquet).to_pylist()
+    runs = {r["variant"]: r for r in record["runs"]}
+    trained = runs["trained"]
+    n_boot = 2000
+    tasks = ("animal", "pitch")
+    majority = trained["majority"]
+    print(f"Recorded in `benchmarks/results/synthetic_tiny_cpu.json` (`benchmarks/bench_synthetic.py`): tiny profile, "
+          f"seeds {', '.join(map(str, record['seeds']))}, test split; {_machine(trained.get('machine') or record['machine'])}"
+          ". Each cell: mean ± "
+          "sample sd (ddof 1) over seeds [95 % hierarchical bootstrap interval: seeds, then source names], then "
+          "each seed's accuracy [95 % interval over source names, conditional on that seed's trained checkpoint]. "
+          f"One constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
+          f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n")
+    print("| system | animal test | pitch test |")
+    print("|---|---|---|")
+    cells: dict[tuple[str, str], dict] = {}
+    comparisons: dict[str, list[dict]] = {}
+    for variant in runs:
+        mine = [r for r in rows if r["variant"] == variant and r["split"] == "test"]
+        units = {r["example_id"]: r["unit"] for r in mine}
+        per_seed = defaultdict(list)
+        for r in accuracy_table(mine, n_boot=n_boot, clusters=units):
+            if r["metric"] in ("exact_match", "accuracy"):
+                per_seed[(r["model"], r["task"])].append(r)
+        over = {(r["model"], r["task"]): r for r in seed_mean_table(mine, n_boot=n_boot, clusters=units)
+                if r["metric"] in ("exact_match", "accuracy")}
+        for model in labels:
+            if not any((model, t) in over for t in tasks):
+                continue
+            label = labels[model] + ("" if variant == "trained" else f", {variant}-encoder variant")
+            if variant != "trained" and model != "ith":
+                continue  # the other systems do not use the audio encoder: the same rows as above
+            line = []
+            for task in tasks:
+                o, seeds = over[(model, task)], sorted(per_seed[(model, task)], key=lambda r: r["seed"])
+                if o["seeds"] == 1:
+                    line.append(f"{o['mean']:.2f} {_ci(o['ci_low'], o['ci_high'])}")
+                else:
+                    line.append(f"{o['mean']:.2f} ± {o['std']:.2f} {_ci(o['ci_low'], o['ci_high'])}: " + ", ".join(
+                        f"{r['accuracy']:.2f} {_ci(r['ci_low'], r['ci_high'])}" for r in seeds))
+                cells[(variant, model, task)] = {"over": o, "seeds": seeds}
+            print(f"| {label} | " + " | ".join(line) + " |")
+        comparisons[variant] = paired_comparisons(mine, [("ith", "bert-text"), ("ith", "audiobert"),
+                                                         ("audiobert", "bert-text")], n_boot=n_boot, clusters=units)
+    print("\nPaired comparisons on the test split: difference of seed-mean accuracies in points [95 % hierarchical "
+          "interval: each system's seeds drawn with replacement, then the same source names for both], and the "
+          "share of resamples where the first is not better (a one-sided bootstrap p-value, with 3 seeds a coarse "
+          "one).\n")
+    print("| comparison | encoder | animal test | pitch test |")
+    print("|---|---|---|---|")
+    claims = []
+    for variant, found in comparisons.items():
+        by = {(c["a"], c["b"], c["task"]): c for c in found}
+        for a, b in (("ith", "bert-text"), ("ith", "audiobert"), ("audiobert", "bert-text")):
+            if not any((a, b, t) in by for t in tasks):
+                continue
+            print(f"| {labels[a]} − {labels[b]} | {variant} | " + " | ".join(
+                f"{by[(a, b, t)]['difference']:+.2f} {_ci(by[(a, b, t)]['ci_low'], by[(a, b, t)]['ci_high'])}, "
+                f"{by[(a, b, t)]['p_not_better']:.3f}" for t in tasks) + " |")
+            verdicts = {t: _verdict(by[(a, b, t)]) for t in tasks if (a, b, t) in by}
+            if len(set(verdicts.values())) == 1:
+                verdict = next(iter(verdicts.values()))
+                where = (("either task" if verdict.startswith("not") else "both tasks") if len(verdicts) == len(tasks)
+                         else " and ".join(verdicts))
+                said = f"{verdict} {labels[b]} on {where}"
+            else:
+                said = ", ".join(f"{v} {labels[b]} on {t}" for t, v in verdicts.items())
+            claims.append(f"{labels[a]} is {said} ({variant} encoder)")
+    print("\nWhat this shows, read off the intervals above (an interval that excludes 0 is a difference; one that "
+          "holds 0 is not shown to be one): " + "; ".join(claims) + ".")
+    gains = {}
+    for model in ("ith", "audiobert"):
+        per = []
+        for task in tasks:
+            mine = cells.get(("trained", model, task))
+            text = cells.get(("trained", "bert-text", task))
+            if mine and text:
+                diffs = [m["accuracy"] - t["accuracy"] for m, t in zip(mine["seeds"], text["seeds"])]
+                per.append((task, diffs))
+        gains[model] = per
+    for model, per in gains.items():
+        if not per:
+            continue
+        total = sum(len(d) for _, d in per)
+        passed = sum(1 for _, d in per for x in d if x >= 25)
+        print(f"\n{labels[model]} − {labels['bert-text']} per seed (the +25 check `make test` makes at seed 42): " + "; ".join(
+            f"{task} " + "/".join(f"{x:+.1f}" for x in d) for task, d in per) + f": {passed} of {total} at +25 or more.")
+    change = [v for run in runs.values() for v in (run.get("encoder_change") or {}).values()]
+    if change:
+        print(f"\nTrained-encoder jobs moved AST by {100 * min(change):.2f}-{100 * max(change):.2f} % of its weight "
+              "norm (relative L2 change of the dev-best checkpoint from the initial weights).")
+    for variant, run in runs.items():
+        st = run["stage_seconds"]
+        by_system = ", ".join(f"{labels.get(k, k)} {v:.0f} s" for k, v in sorted(st["fusion_by_system"].items()))
+        machine = run.get("machine") or {}
+        print(f"\nWall time of the {variant}-encoder run (`{_command(run['command'])}`, commit "
+              f"{machine.get('commit', 'not recorded')}{' (' + machine['commit_note'] + ')' if 'commit_note' in machine else ''}, "
+              f"{'the tiny profile built inside it' if run.get('tiny_profile_built_in_this_run') else 'tiny profile reused'}"
+              f"): {run['wall_seconds']:.0f} s; stages: ingest {st['ingest']:.1f} s, span detector "
+              f"{st['span_detector']:.1f} s, spans {st['spans']:.1f} s, imagine {st['imagine']:.1f} s; training and "
+              f"scoring per system over all seeds: {by_system}. Wall times come from a 2-core machine that other "
+              "jobs may have shared; read them as upper bounds.")
+
+
+def synthetic_default() -> None:
+    record = _load("synthetic_default_seed42.json")
+    if record is None:
+        raise SystemExit("benchmarks/results/ lacks synthetic_default_seed42.json: run "
+                         "benchmarks/bench_synthetic.py --default")
+    labels = _system_labels()
+    acc = {(r["model"], r["task"], r["split"]): r for r in record["accuracy"]
+           if r["metric"] in ("exact_match", "accuracy")}
+    st = record["stage_seconds"]
+    by_system = ", ".join(f"{labels.get(k, k)} {v:.0f} s" for k, v in sorted(st["fusion_by_system"].items()))
+    print(f"The default command, `ith run --benchmark synthetic` (seed 42; systems BERT, AudioBERT, ITH), recorded "
+          f"in `benchmarks/results/synthetic_default_seed42.json` ({_machine(record['machine'])}): "
+          f"{record['wall_seconds'] / 60:.1f} minutes wall with an empty `ITH_HOME` (the tiny profile built inside "
+          f"the run); stages: span detector {st['span_detector']:.1f} s, imagine {st['imagine']:.1f} s; training and "
+          f"scoring: {by_system} (a 2-core machine other jobs may have shared: an upper bound). `make test` runs the "
+          "same command and fails unless every accuracy below (and on dev and wiki, and the second animal metric) "
+          "is the recorded one. Test accuracy in %; intervals are in the 3-seed table above.\n")
+    print("| system | animal test | pitch test |")
+    print("|---|---|---|")
+    for model in labels:
+        if (model, "animal", "test") in acc:
+            print(f"| {labels[model]} | " + " | ".join(
+                f"{acc[(model, t, 'test')]['accuracy']:.2f}" for t in ("animal", "pitch")) + " |")
+    three = _load("synthetic_tiny_cpu.json")
+    if three:
+        seed42 = {(r["model"], r["task"], r["split"]): r["accuracy"] for run in three["runs"]
+                  if run["variant"] == "trained" for r in run["accuracy"] if r["seed"] in (42, 0)
+                  and r.get("metric", "accuracy") in ("exact_match", "accuracy")}
+        differ = sorted(f"{m} {t} {s}" for (m, t, s), r in acc.items()
+                        if (m, t, s) in seed42 and seed42[(m, t, s)] != r["accuracy"])
+        print("\nSeed 42 of the 3-seed run above gives " + ("the same accuracies on every system, task and split "
+                                                             "they share." if not differ else
+                                                             "other accuracies on: " + ", ".join(differ) + "."))
+
+
+BLOCKS = {"performance": performance, "synthetic": synthetic, "synthetic-default": synthetic_default}
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) [^>]*-->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+def render(name: str) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        BLOCKS[name]()
+    return out.getvalue().rstrip("\n") + "\n"
+
+
+def rewrite(text: str, names: list[str] | None = None) -> str:
+    """`text` with its results blocks (those in `names`, default all) replaced by what this script prints now."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4)
+                     if not names or m.group("name") in names else m.group(0), text)
+
+
+def stale_blocks(text: str) -> list[str]:
+    return [m.group("name") for m in BLOCK.finditer(text) if m.group("body") != render(m.group("name"))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the results blocks inside README.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 naming each README block that is stale")
+    parser.add_argument("blocks", nargs="*", choices=[[], *BLOCKS], help="blocks to print (default: all)")
+    args = parser.parse_args()
+    if args.write:
+        README.write_text(rewrite(README.read_text(), args.blocks))
+        print(f"rewrote the results blocks of {README}")
+        return 0
+    if args.check:
+        stale = stale_blocks(README.read_text())
+        if stale:
+            print(f"README.md blocks out of date: {', '.join(stale)}; run .venv/bin/python benchmarks/results_table.py "
+                  "--write", file=sys.stderr)
+        return 1 if stale else 0
+    for name in args.blocks or BLOCKS:
+        print(f"<!-- results:{name} -->\n{render(name)}")
     return 0
 
 

@@ -27,6 +27,7 @@ from ith_core import synthetic
 from ith_core.config import SyntheticConfig
 
 REPO = Path(__file__).resolve().parents[1]
+RECORDED_DEFAULT = REPO / "benchmarks" / "results" / "synthetic_default_seed42.json"
 
 
 def _rows(files: dict[str, bytes], path: str) -> list[dict]:
@@ -129,7 +130,20 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     assert stages["span_detector"]["dev_span_f1"] > 0.5
     assert stages["imagine"]["candidates"] >= stages["imagine"]["unique_prompts"] > 0
     results = json.loads((run / "fusion" / "results.json").read_text())
-    assert results["bootstrap_unit"] == "source name"
+    assert results["bootstrap_unit"] == {"animal": "source name", "pitch": "source name"}
+    # The recorded numbers are the code's numbers: every accuracy of every system, task, split and
+    # metric equals the one recorded by `bench_synthetic.py --default` (which the README prints).
+    recorded = json.loads(RECORDED_DEFAULT.read_text())
+    want = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in recorded["accuracy"]}
+    got = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in results["per_seed"]}
+    differ = {f"{m} {t} {s} {metric}": (want.get(k), got.get(k)) for k in sorted(set(want) | set(got))
+              for m, t, s, metric in [k] if want.get(k) != got.get(k)}
+    assert not differ, (
+        f"the default planted-signal run no longer gives the recorded seed-42 accuracies (recorded, now): {differ}. "
+        "If the change that moved them is intended, re-record them and the README in the same commit: "
+        "`.venv/bin/python benchmarks/bench_synthetic.py --default && .venv/bin/python benchmarks/bench_synthetic.py "
+        "&& .venv/bin/python benchmarks/results_table.py --write`. Recorded on: "
+        f"{recorded['machine']}; exact equality holds on that CPU kind, torch version and thread count only.")
     rows = {(r["model"], r["task"], r["split"]): r for r in results["per_seed"]
             if r["metric"] in ("exact_match", "accuracy")}
     print(json.dumps({f"{m} {t} {s}": (r["accuracy"], r["ci_low"], r["ci_high"]) for (m, t, s), r in rows.items()}))

@@ -238,8 +238,7 @@ def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
             arr = np.asarray([p[key] for p in chosen], dtype=np.float64)
             units = None if clusters is None else [clusters[p["example_id"]] for p in chosen]
             lo, hi = bootstrap_ci(arr, n_boot, seed, clusters=units)
-            rows.append({"model": model, "seed": int(run_seed), "task": task,
-                         "split": split, "metric": metric,
+            rows.append({"model": model, "seed": int(run_seed), "task": task, "split": split, "metric": metric,
                          "n": int(len(arr)), "units": int(len(arr) if units is None else len(set(units))),
                          "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
                          "ci_low": round(lo, 2), "ci_high": round(hi, 2)})

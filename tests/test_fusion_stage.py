@@ -10,6 +10,7 @@ adapter + AST features, `accelerate launch` training of ITH and text-only, evalu
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,17 +176,23 @@ def test_outputs_accounting_and_results(fusion_run):
     results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
     assert {r["model"] for r in results} == {"bert-zero-shot", "bert-text", "ith"}
     assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
-    # Each row's accuracy and interval are those of its own predictions (recomputed here).
-    from ith_core.evaluate import bootstrap_ci
+    # Each row's accuracy and interval are those of its own predictions (recomputed here), resampled by
+    # AuditoryBench's units: animal rows by gold description, pitch rows by their two gold spans crossed.
+    from ith_core.evaluate import UNIT_NAMES, bootstrap_ci, bootstrap_units
 
+    units = bootstrap_units(examples, "auditorybench")
+    assert json.loads((run_dir / "fusion" / "results.json").read_text())["bootstrap_unit"] == UNIT_NAMES["auditorybench"]
+    assert all(isinstance(units[i], tuple) == i.startswith("pitch/") for i in units)
     for r in results:
-        outcomes = [p["correct"] if r["metric"] != "mc4_accuracy" else p["mc_correct"] for p in preds
-                    if (p["model"], p["seed"], p["task"], p["split"]) == (r["model"], r["seed"], r["task"], r["split"])]
-        outcomes = [o for o in outcomes if o is not None]
+        key = "mc_correct" if r["metric"] == "mc4_accuracy" else "correct"
+        mine = [p for p in preds if (p["model"], p["seed"], p["task"], p["split"]) ==
+                (r["model"], r["seed"], r["task"], r["split"]) and p[key] is not None]
+        outcomes = [p[key] for p in mine]
         assert r["n"] == len(outcomes)
         if r["n"]:
             assert r["accuracy"] == round(100 * sum(outcomes) / len(outcomes), 2)
-            lo, hi = bootstrap_ci(np.asarray(outcomes, dtype=np.float64), cfg.fusion.bootstrap_samples)
+            lo, hi = bootstrap_ci(np.asarray(outcomes, dtype=np.float64), cfg.fusion.bootstrap_samples,
+                                  clusters=[units[p["example_id"]] for p in mine])
             assert (r["ci_low"], r["ci_high"]) == (round(lo, 2), round(hi, 2))
             if 0 < r["accuracy"] < 100:
                 assert r["ci_high"] - r["ci_low"] > 0

@@ -152,6 +152,8 @@ def test_span_detector_logs_dev_f1_after_every_epoch_without_changing_training(t
     plain = train_span_detector(plain_model, tokenizer, train, cfg, "cpu")
     torch.manual_seed(0)
     model, tokenizer = profiles.load_span_base(tiny_models["lm"])
+    # Only this run's lines: where an earlier test left the logger at INFO, caplog has the plain run's too.
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="ith_core.spans"):
         report = train_span_detector(model, tokenizer, train, cfg, "cpu", dev_rows=dev)
     assert "epoch_dev_span_f1" not in plain and len(report["epoch_dev_span_f1"]) == report["epochs_run"] == 2

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.utilities.annotations import quote
 
 from flows.artifacts import artifact_key
+from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
 from ith_core import fusion_stage
 from ith_core.config import RunConfig
@@ -27,7 +29,7 @@ from tasks import fusion as t
 
 @flow(name="ith-fusion", log_prints=True,
       flow_run_name=named_by_run("fusion", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
-def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None = None) -> dict:
+def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
     """Prepares each system's inputs, trains every (system, seed), scores them, and writes the table."""
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
@@ -37,27 +39,31 @@ def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None 
         logger.warning("fusion skipped: %s", reason)
         return {"skipped": reason}
     systems = fusion_stage.run_systems(cfg)
-    prepared = {"examples": t.prepare_examples(config, upstream)}
+    # Settings go in quoted; `after` names the task runs each step reads, the graph's edges (flows/lineage.py).
+    settings, models = quote(config), quote(model_paths)
+    prepared = {"examples": t.prepare_examples(settings)}
     inputs = {None: prepared["examples"]}
     if any(s.audio == "imagined" for s in systems):
-        prepared["features"] = inputs["imagined"] = t.encode_audio(config, model_paths, prepared["examples"])
+        prepared["features"] = inputs["imagined"] = t.encode_audio(settings, models,
+                                                                   wait_for=after(prepared["examples"]))
     if any(s.audio == "retrieved" for s in systems):
         from tasks import audiobert as audiobert_tasks
 
-        retrieval = audiobert_tasks.retrieve_clips(config, model_paths, prepared["examples"])
+        retrieval = audiobert_tasks.retrieve_clips(settings, models, wait_for=after(prepared["examples"]))
         prepared["audiobert_retrieval"] = retrieval
-        prepared["audiobert_features"] = inputs["retrieved"] = audiobert_tasks.encode_clips(config, model_paths,
-                                                                                            retrieval)
+        prepared["audiobert_features"] = inputs["retrieved"] = audiobert_tasks.encode_clips(
+            settings, models, wait_for=after(retrieval))
     train_reports, eval_reports = [], []
     for system in systems:
         for seed in fusion_stage.seeds_of(cfg, system):
             trained = None
             if system.trained:
-                trained = t.train_system(config, model_paths, system.name, seed, inputs[system.audio])
+                trained = t.train_system(settings, models, system.name, seed,
+                                         wait_for=after(prepared["examples"], inputs[system.audio]))
                 train_reports.append(trained)
-            eval_reports.append(t.evaluate_system(config, model_paths, system.name, seed,
-                                                  trained or inputs[system.audio]))
-    results = t.summarise_results(config, eval_reports)
+            read = after(prepared["examples"], trained or inputs[system.audio])
+            eval_reports.append(t.evaluate_system(settings, models, system.name, seed, wait_for=read))
+    results = t.summarise_results(settings, wait_for=after(*eval_reports))
     run_id = cfg.effective_run_id
     create_markdown_artifact(fusion_stage.results_markdown(run_id, results, cfg.profile),
                              key=artifact_key("fusion", run_id),
@@ -68,6 +74,10 @@ def ith_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None 
     return fusion_stage.fusion_summary(prepared, train_reports, eval_reports, results)
 
 
-def run_fusion(config: dict, model_paths: dict[str, str], upstream: dict | None = None) -> dict:
-    """Runs `ith-fusion` (a subflow when called inside a flow); returns the summary.json section."""
-    return ith_fusion(config, model_paths, upstream)
+def run_fusion(config: dict, model_paths: dict[str, str], wait_for: list | None = None) -> dict:
+    """Runs `ith-fusion` (a subflow when called inside a flow); returns the summary.json section.
+
+    `wait_for`: the parent flow's task runs whose results it reads (`flows.lineage.after`), its edges in the graph.
+    """
+    # Copies, not quotes: a flow run stores a quoted parameter as a list, and the UI shows it so.
+    return ith_fusion(untraced(config), untraced(model_paths), wait_for=wait_for)

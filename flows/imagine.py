@@ -18,8 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flows.artifacts import artifact_key
+from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
 from ith_core import imagine_stage
 from ith_core.stages import load_run_config
@@ -48,20 +50,21 @@ def task_runner_for(cfg: RunConfig):
 
 @flow(name="ith-imagine", log_prints=True,
       flow_run_name=named_by_run("imagine", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
-def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
+def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False) -> dict:
     """Generates and scores every planned shard, then selects audio per span occurrence.
 
     Args:
         config: the run's resolved settings (config.json's form).
         model_paths: role -> local model folder, as prepared by the pipeline.
         rerun_failed: run exactly the recorded plan's shards without a manifest, planning nothing new.
-        upstream: the span detection report the plan reads (an edge in the UI graph).
     """
     started = time.perf_counter()
     cfg = RunConfig.from_dict(config)
     logger = get_run_logger()
     tag_flow_run(cfg)
-    plan = t.plan_imagine(config, model_paths, existing_only=rerun_failed, upstream=upstream)
+    # Settings go in quoted, edges are named with `after` (flows/lineage.py): plan -> shards -> status -> selection.
+    settings, models = quote(config), quote(model_paths)
+    plan = t.plan_imagine(settings, models, existing_only=rerun_failed)
     # A new plan logs itself, with the disk it may fill (ith_core.imagine_stage).
     logger.info("%s plan: %d occurrences -> %d unique prompts (%.2fx); %d shards; %d of %d prompts in the store now",
                 "recorded" if plan.get("reused") else "new", plan["occurrences"], plan["unique_prompts"],
@@ -73,12 +76,14 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     if ray:
         from prefect_ray.context import remote_options
 
+        # Ray hands a quoted argument to the task as a plain tuple: each shard gets its own copy of
+        # the settings instead, which no task returned (devices is None here).
         with remote_options(num_gpus=0 if cfg.imagine.gpus == 0 else 1):
-            futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
+            futures = [shard_task.submit(untraced(config), untraced(model_paths), name, None, wait_for=after(plan))
                        for name in plan["shards"]]
     else:
-        futures = [shard_task.submit(config, model_paths, name, devices, wait_for=[plan])
-                       for name in plan["shards"]]
+        futures = [shard_task.submit(settings, models, name, quote(devices), wait_for=after(plan))
+                   for name in plan["shards"]]
 
     by_shard: dict[str, dict] = {}
     names = {future: name for name, future in zip(plan["shards"], futures)}
@@ -100,9 +105,10 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
         logger.info("shards done: %d of %d; %s %s%s", done, len(futures), name, result["status"], detail)
     results = [by_shard[name] for name in plan["shards"]]
     # Edges from the shards that finished (a failed one would hold the task back as "not ready").
-    status = t.record_shard_status(config, results, wait_for=[f for f in futures if f.state.is_completed()])
+    status = t.record_shard_status(settings, quote(results), wait_for=[f for f in futures if f.state.is_completed()])
     failed = [r for r in results if r["status"] == "failed"]
-    report = None if failed else t.select_candidates(config, round(time.perf_counter() - started, 3), wait_for=[status])
+    report = None if failed else t.select_candidates(settings, round(time.perf_counter() - started, 3),
+                                                      wait_for=after(status))
     create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
                              key=artifact_key("imagine", cfg.effective_run_id),
                              description=f"ith-imagine summary of run {cfg.effective_run_id}")
@@ -115,10 +121,16 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     return {**report, "shards": status["counts"], "dedup_ratio": plan["dedup_ratio"]}
 
 
-def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False, upstream: Any = None) -> dict:
-    """Runs `ith-imagine` with the task runner its settings choose (a subflow when called in a flow)."""
+def run_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = False,
+                wait_for: list | None = None) -> dict:
+    """Runs `ith-imagine` with the task runner its settings choose (a subflow when called in a flow).
+
+    `wait_for`: the parent flow's task runs whose results it reads (`flows.lineage.after`), its edges in the graph.
+    """
     runner = task_runner_for(RunConfig.from_dict(config))
-    return ith_imagine.with_options(task_runner=runner)(config, model_paths, rerun_failed, upstream)
+    # Copies, not quotes: a flow run stores a quoted parameter as a list, and the UI shows it so.
+    return ith_imagine.with_options(task_runner=runner)(untraced(config), untraced(model_paths), rerun_failed,
+                                                        wait_for=wait_for)
 
 
 @flow(name="ith-generate", log_prints=True, flow_run_name=named_by_run("generate", lambda p: p["run_id"]))

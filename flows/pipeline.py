@@ -6,8 +6,8 @@
            -> summary -> report (HTML + Markdown)
 
 Artifacts with stable keys per run: `ith-ingest-<run>`, `ith-spans-<run>`, `ith-imagine-<run>`,
-`ith-fusion-<run>`, `ith-fusion-curves-<run>` and `ith-report-<run>` (a link to the report, its
-headline numbers beside it). Flow runs are named `ith-<run id>` and tagged run:, profile:, benchmark:.
+`ith-fusion-<run>`, `ith-fusion-curves-<run>` and `ith-report-<run>` (where the report is, as
+copyable text, and its headline numbers). Flow runs are named `ith-<run id>` and tagged run:, profile:, benchmark:.
 
 Run it with `ith run` (locally, no server needed) or as the Prefect deployment
 `ith/full-pipeline` (see prefect.yaml). Parameters stay JSON-friendly.
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from ith_core import audiobert_stage, stages
@@ -28,6 +29,7 @@ from ith_core.fusion_stage import needs_imagination
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
+from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
 from storage.run_lock import hold_run_lock
 from tasks import stages as t
@@ -160,27 +162,33 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
 
     reports: dict[str, dict] = {}
     run_id = cfg.effective_run_id
+    # Settings and data go in quoted; `wait_for=after(...)` names the task runs a step reads, which are
+    # the UI graph's edges (flows/lineage.py).
+    settings = quote(config)
     # Ingestion first: a run folder is only created once its benchmark files were found.
-    reports["ingest"] = t.ingest(config)
+    reports["ingest"] = t.ingest(settings)
     logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
                 stages.write_config(cfg))
     create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
                              key=artifact_key("ingest", run_id), description=f"rows, rejects and flags of run {run_id}")
-    # Each task is given the report of the stage it reads (`upstream`): the UI graph draws those edges.
-    model_paths = t.prepare_models(config, upstream=reports["ingest"])
-    reports["span_detector"] = t.train_span_detector(config, model_paths, upstream=reports["ingest"])
-    reports["spans"] = t.detect_spans(config, model_paths, upstream=reports["span_detector"])
+    model_paths = t.prepare_models(settings)
+    models = quote(model_paths)
+    reports["span_detector"] = t.train_span_detector(settings, models, wait_for=after(reports["ingest"], model_paths))
+    reports["spans"] = t.detect_spans(settings, models,
+                                      wait_for=after(reports["ingest"], model_paths, reports["span_detector"]))
     create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
                                                    cfg.benchmark),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
     if needs_imagination(cfg):
-        reports["imagine"] = run_imagine(config, model_paths, upstream=reports["spans"])
+        reports["imagine"] = run_imagine(config, model_paths, wait_for=after(model_paths, reports["spans"]))
     else:
         reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
-    reports["fusion"] = run_fusion(config, model_paths, reports["imagine"])
-    summary_url = t.write_summary(config, reports, time.perf_counter() - started)
-    report = t.write_report(config, upstream=summary_url)
+    # Fusion reads the spans and the imagine stage's selection; a subflow's result is not traced (flows/lineage.py).
+    reports["fusion"] = run_fusion(config, model_paths, wait_for=after(model_paths, reports["spans"]))
+    summary_url = t.write_summary(settings, quote(reports), time.perf_counter() - started,
+                                  wait_for=after(reports["ingest"], reports["span_detector"], reports["spans"]))
+    report = t.write_report(settings, wait_for=after(summary_url))
     publish_report(run_id, report)
     logger.info("summary: %s; report: %s", summary_url, report["html"])
     from prefect.runtime import flow_run

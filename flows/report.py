@@ -2,15 +2,17 @@
 
 Evaluates the run's systems (each (system, seed) whose training has finished) when that has not
 been done yet (each evaluation's marker makes it a no-op otherwise), writes the table, then writes the HTML and Markdown report
-and publishes a link to it, with the run's profile statement and headline numbers, as the
-artifact `ith-report-<run id>`.
+and publishes where it is (copyable text), with the run's profile statement and headline numbers, as
+the artifact `ith-report-<run id>`.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.artifacts import publish_report
+from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
 from ith_core import fusion_stage
 from ith_core.stages import layout_for, load_run_config
@@ -40,11 +42,13 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
         logger.warning("run %s has untrained systems (%s): the report shows the stages it has", run_id,
                        ", ".join(pending) or "no fusion examples yet")
     else:
-        model_paths = stage_tasks.prepare_models(config)
-        evaluated = [fusion_tasks.evaluate_system(config, model_paths, s.name, seed)
+        # Settings quoted, edges named with `after` (flows/lineage.py).
+        model_paths = stage_tasks.prepare_models(quote(config))
+        evaluated = [fusion_tasks.evaluate_system(quote(config), quote(model_paths), s.name, seed,
+                                                  wait_for=after(model_paths))
                      for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)]
-        evaluation = fusion_tasks.summarise_results(config, evaluated)
-    report = stage_tasks.write_report(config)
+        evaluation = fusion_tasks.summarise_results(quote(config), wait_for=after(*evaluated))
+    report = stage_tasks.write_report(quote(config), wait_for=after(evaluation))
     publish_report(run_id, report)
     logger.info("report: %s", report["html"])
     return {"run_id": run_id, "report": report["html"], "markdown": report["markdown"],

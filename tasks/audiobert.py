@@ -6,8 +6,6 @@ is not used. A built pool manifest and CLAP index live under $ITH_HOME and are r
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -18,11 +16,11 @@ from tasks.retry import retry_transient
 
 @task(name="retrieve-clips", task_run_name="retrieve clips for audiobert", retries=1, retry_delay_seconds=5,
       cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def retrieve_clips(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+def retrieve_clips(config: dict, model_paths: dict[str, str]) -> dict:
     return audiobert_stage.retrieval_stage(RunConfig.from_dict(config), model_paths)
 
 
 @task(name="encode-clips", task_run_name="encode retrieved clips", retries=1, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
-def encode_clips(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+def encode_clips(config: dict, model_paths: dict[str, str]) -> dict:
     return audiobert_stage.features_stage(RunConfig.from_dict(config), model_paths)

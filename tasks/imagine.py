@@ -7,8 +7,6 @@ Prefect's cache is not needed.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
@@ -19,7 +17,7 @@ from tasks.retry import retry_transient
 
 
 @task(name="plan-imagine", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool = False, upstream: Any = None) -> dict:
+def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool = False) -> dict:
     return imagine_stage.plan_stage(RunConfig.from_dict(config), model_paths, existing_only)
 
 

@@ -3,13 +3,11 @@
 Tasks take and return JSON-friendly values (the resolved config as a dict, paths, reports),
 never tensors or tables: Prefect may persist task results. The stage markers in the run folder
 are what makes a rerun skip finished work, so Prefect's own cache is not needed here.
-`upstream` arguments carry the report of the stage a task reads, so the UI draws the real
-dependencies (Prefect links a task run to the task runs whose results it is given).
+The flows name the task runs each one reads with `wait_for` (flows/lineage.py): the UI graph's
+edges, and only those.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,17 +24,17 @@ def ingest(config: dict) -> dict:
 
 
 @task(name="prepare-models", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def prepare_models(config: dict, upstream: Any = None) -> dict[str, str]:
+def prepare_models(config: dict) -> dict[str, str]:
     return stages.prepare_models(RunConfig.from_dict(config))
 
 
 @task(name="train-span-detector", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def train_span_detector(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+def train_span_detector(config: dict, model_paths: dict[str, str]) -> dict:
     return stages.span_detector_stage(RunConfig.from_dict(config), model_paths)
 
 
 @task(name="detect-spans", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def detect_spans(config: dict, model_paths: dict[str, str], upstream: Any = None) -> dict:
+def detect_spans(config: dict, model_paths: dict[str, str]) -> dict:
     return stages.spans_stage(RunConfig.from_dict(config), model_paths)
 
 
@@ -46,7 +44,7 @@ def write_summary(config: dict, reports: dict[str, dict], seconds: float) -> str
 
 
 @task(name="write-report", cache_policy=NO_CACHE)
-def write_report(config: dict, upstream: Any = None) -> dict:
+def write_report(config: dict) -> dict:
     from ith_core.report import write_report as write
 
     cfg = RunConfig.from_dict(config)

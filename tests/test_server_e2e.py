@@ -3,9 +3,11 @@
 The benchmark is put in the worker's home with `ith data fetch`; `ith serve` starts the server,
 pool, deployments and worker; `prefect deployment run ith/full-pipeline` with no parameters runs
 the tiny pipeline; the Prefect client (tests/helpers/prefect_probe.py, in a subprocess pointed at
-the server) checks the flow runs (names, tags), task runs (names, graph edges, skipped shards)
-and artifacts. Headless Chromium saves the runs list, a flow run's graph and the deployment form
-as PNGs under $ITH_TEST_ARTIFACTS/prefect-ui (default: the test's tmp dir). Then: a rerun
+the server) checks the flow runs (names, tags), task runs (names, the inputs the default UI can
+read, skipped shards), every edge of the UI's graphs (graph-v2: only data dependencies) and
+artifacts. Headless Chromium saves the runs list, a flow run's graph, its Task Runs tab (which must
+list the task runs) and the deployment form as PNGs under $ITH_TEST_ARTIFACTS/prefect-ui (default:
+the test's tmp dir). Then: a rerun
 recomputes nothing, and a run with one broken generation shard, once retried with
 `prefect flow-run retry`, reruns exactly that shard.
 """
@@ -166,11 +168,25 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     assert "plan-imagine" in upstream_of("generate part-")
     assert "write-summary" in upstream_of("write-report")
     assert "train ith seed 42" in upstream_of("evaluate ith seed 42")
-    # ... and not to everything: the report reads the summary, not the training or the shards.
-    # (Prefect links inputs by object identity, so an equal small value can add a stray edge; the
-    # test asserts the edges that matter and the absence of the ones that would mean "all to all".)
-    report_inputs = upstream_of("write-report")
-    assert not {"plan-imagine", "train ith seed 42", "evaluate ith seed 42"} & report_inputs, report_inputs
+    # Inputs the default UI can read: a subflow's result recorded as a `flow_run` input empties its
+    # Task Runs tab ("Invalid TaskInputResponse").
+    assert all(set(t["input_types"]) <= {"task_run", "parameter", "constant"} for t in first["task_runs"]), \
+        [(t["name"], t["input_types"]) for t in first["task_runs"]]
+    # Every edge of every graph the UI draws (graph-v2 of the run and of its subflows) is a data dependency,
+    # and the ones that show the stages' order are there, the imagine subflow's included.
+    edges = {edge for run_edges in first["graph_edges"].values() for edge in run_edges}
+    stray = sorted(e for e in edges if not _data_dependency(*e.split(" -> ")))
+    assert not stray, (stray, first["graph_edges"])
+    kinds = {tuple(_node(label)[0] for label in e.split(" -> ")) for e in edges}
+    for needed in [("ingest-auditorybench", "train-span-detector"), ("train-span-detector", "detect-spans"),
+                   ("detect-spans", "ith-imagine"), ("detect-spans", "ith-fusion"), ("plan-imagine", "generate"),
+                   ("generate", "record-shard-status"), ("record-shard-status", "select-candidates"),
+                   ("prepare-examples", "encode-audio"), ("train", "evaluate"), ("evaluate", "summarise-results"),
+                   ("detect-spans", "write-summary"), ("write-summary", "write-report")]:
+        assert needed in kinds, (needed, first["graph_edges"])
+    shards = [t["name"] for t in first["task_runs"] if t["name"].startswith("generate part-")]
+    assert {f"plan-imagine -> {s}" for s in shards} <= {f"{_node(e.split(' -> ')[0])[0]} -> {e.split(' -> ')[1]}"
+                                                        for e in edges}, first["graph_edges"]
 
     # Progress and metrics from inside the tasks, in the run log.
     logs = "\n".join(first["progress_logs"])
@@ -180,9 +196,12 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     artifacts = {a["key"]: a for a in first["artifacts"] if a["key"]}
     for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
         assert any(k.startswith(f"ith-{kind}-") for k in artifacts), (kind, sorted(artifacts))
-    # A link artifact (Prefect stores links as markdown): a link to the HTML report, not a bare path.
+    # The report's location as copyable text (a code span holding the absolute path): browsers do not
+    # open file:// links from the UI.
     report_artifact = artifacts[f"ith-report-{run_id}"]
-    assert re.search(r"\[report of run [^\]]+\]\((file://)?/\S*report\.html\)", report_artifact["data"]), report_artifact
+    assert report_artifact["type"] == "markdown", report_artifact
+    assert f"`{run_dir.resolve() / 'report' / 'report.html'}`" in report_artifact["data"], report_artifact
+    assert "file://" not in report_artifact["data"], report_artifact
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["imagine"]["candidates"] > 0
@@ -231,8 +250,57 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     assert "Accuracy: every system of the table" in text and 'id="profile-statement"' in text
 
 
+# Which task (or subflow) reads which one's output: (upstream kind, downstream kind). Train and evaluate
+# pairs must also name the same system and seed.
+DATA_DEPENDENCIES = {
+    ("ingest-auditorybench", "train-span-detector"), ("prepare-models", "train-span-detector"),
+    ("ingest-auditorybench", "detect-spans"), ("prepare-models", "detect-spans"), ("train-span-detector", "detect-spans"),
+    ("prepare-models", "ith-imagine"), ("detect-spans", "ith-imagine"),
+    ("prepare-models", "ith-fusion"), ("detect-spans", "ith-fusion"),
+    ("ingest-auditorybench", "write-summary"), ("train-span-detector", "write-summary"),
+    ("detect-spans", "write-summary"), ("write-summary", "write-report"),
+    ("plan-imagine", "generate"), ("generate", "record-shard-status"), ("record-shard-status", "select-candidates"),
+    ("prepare-examples", "encode-audio"), ("prepare-examples", "retrieve-clips"), ("retrieve-clips", "encode-clips"),
+    ("prepare-examples", "train"), ("encode-audio", "train"), ("encode-clips", "train"),
+    ("prepare-examples", "evaluate"), ("encode-audio", "evaluate"), ("encode-clips", "evaluate"),
+    ("train", "evaluate"), ("evaluate", "summarise-results"),
+}
+
+
+def _node(label: str) -> tuple[str, str]:
+    """A graph label as (kind, what): `train ith seed 42` -> (train, ith seed 42); a subflow
+    `ith-imagine / imagine-<run>` -> (ith-imagine, ''); `detect-spans-a1b` -> (detect-spans, '')."""
+    if " / " in label:
+        return label.split(" / ", 1)[0], ""
+    for verb in ("generate", "train", "evaluate"):
+        if label.startswith(verb + " "):
+            return verb, label[len(verb) + 1:]
+    return _base_name(label), ""
+
+
+def _data_dependency(parent: str, child: str) -> bool:
+    (up, up_what), (down, down_what) = _node(parent), _node(child)
+    if (up, down) == ("train", "evaluate"):
+        return up_what == down_what
+    return (up, down) in DATA_DEPENDENCIES
+
+
+def _task_runs_tab_shown(driver) -> bool:
+    """Clicks the flow run page's Task Runs tab; true once the tab shows its list (or says it has none)."""
+    from selenium.webdriver.common.by import By
+
+    tabs = [e for e in driver.find_elements(By.CSS_SELECTOR, "[role=tablist] #task-runs") if e.is_displayed()]
+    if not tabs:
+        return False
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", tabs[0])
+    tabs[0].click()
+    text = driver.find_element(By.TAG_NAME, "body").text
+    # The Logs tab (the default) is gone once its first line is: the text below is the Task Runs tab's.
+    return "Beginning flow run" not in text and ("write-report" in text or "No task runs" in text)
+
+
 def _screenshots(server, flow_run: dict, tmp_path) -> None:
-    """The runs list, the flow run's graph and the deployment's run form, as a user sees them."""
+    """The runs list, the flow run's graph and task runs, and the deployment's run form, as a user sees them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -242,6 +310,9 @@ def _screenshots(server, flow_run: dict, tmp_path) -> None:
         "runs-list.png": (f"{ui}/runs", lambda d: flow_run["name"] in d.page_source),
         "flow-run-graph.png": (f"{ui}/runs/flow-run/{flow_run['id']}",
                                lambda d: d.find_elements(By.TAG_NAME, "canvas")),
+        # The Task Runs tab lists the task runs (it said "6 Task runs" over "No task runs" when a task
+        # had a subflow's result among its inputs). The tab is opened by a click, as a user does.
+        "flow-run-task-runs.png": (f"{ui}/runs/flow-run/{flow_run['id']}", _task_runs_tab_shown),
         "deployment-form.png": (f"{ui}/deployments/deployment/{flow_run['deployment_id']}/run",
                                 lambda d: "run_root" in d.page_source or "Run Root" in d.page_source),
     }
@@ -254,6 +325,13 @@ def _screenshots(server, flow_run: dict, tmp_path) -> None:
             shot = out / name
             assert driver.save_screenshot(str(shot)), name
             print(f"\nPrefect UI screenshot: {shot}")
+            if name == "flow-run-task-runs.png":
+                listed = driver.find_element(By.TAG_NAME, "body").text
+                assert "No task runs" not in listed, listed[-2000:]
+                for task_name in ("ingest-auditorybench", "detect-spans", "write-summary", "write-report"):
+                    assert task_name in listed, (task_name, listed[-2000:])
+                console = [entry["message"] for entry in driver.get_log("browser")]
+                assert not [m for m in console if "TaskInputResponse" in m], console
     finally:
         driver.quit()
     for name in pages:

@@ -47,6 +47,15 @@ async def probe(flow_run_id: UUID) -> dict:
             offset += len(page)
             if len(page) < 200:
                 break
+        # The edges the UI draws, as the UI reads them: each flow run's graph (GET /flow_runs/{id}/graph-v2),
+        # "parent label -> child label" (a subflow's label is "<flow name> / <flow run name>").
+        graph_edges = {}
+        for run in runs:
+            response = await client._client.get(f"/flow_runs/{run.id}/graph-v2")
+            response.raise_for_status()
+            nodes = {node_id: node for node_id, node in response.json()["nodes"]}
+            graph_edges[run.name] = sorted({f"{nodes[p['id']]['label']} -> {node['label']}"
+                                            for node in nodes.values() for p in node["parents"] if p["id"] in nodes})
         return {
             "id": str(root.id),
             "state": root.state.type.value if root.state else None,
@@ -56,12 +65,16 @@ async def probe(flow_run_id: UUID) -> dict:
             "deployment_id": str(root.deployment_id) if root.deployment_id else None,
             "flow_runs": [{"id": str(r.id), "name": r.name, "tags": sorted(r.tags or []),
                            "state": r.state.type.value if r.state else None} for r in runs],
+            "graph_edges": graph_edges,
             "task_runs": [{"id": str(t.id), "name": t.name, "task_key": t.task_key,
                            "state": t.state.type.value if t.state else None,
                            "state_name": t.state.name if t.state else None, "flow_run_id": str(t.flow_run_id),
                            # The task runs whose results this one was given: the edges of the UI graph.
                            "upstream": sorted({str(i.id) for inputs in (t.task_inputs or {}).values()
-                                               for i in inputs if getattr(i, "input_type", None) == "task_run"})}
+                                               for i in inputs if getattr(i, "input_type", None) == "task_run"}),
+                           # Every input kind recorded (the default UI reads task_run, parameter and constant only).
+                           "input_types": sorted({getattr(i, "input_type", type(i).__name__)
+                                                  for inputs in (t.task_inputs or {}).values() for i in inputs})}
                           for t in task_runs],
             "artifacts": [{"key": a.key, "type": a.type, "flow_run_id": str(a.flow_run_id),
                            "data": a.data[:4000] if isinstance(a.data, str) else None} for a in artifacts],

@@ -26,6 +26,7 @@ from flows.naming import named_by_run, tag_flow_run
 from ith_core import imagine_stage
 from ith_core.stages import load_run_config
 from ith_core.config import RunConfig
+from ith_core.report import profile_statement
 from storage.run_lock import hold_run_lock
 from tasks import imagine as t
 
@@ -90,7 +91,8 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     # Progress in the UI and the run log as shards finish, in whatever order they finish.
     progress = create_progress_artifact(0.0 if futures else 100.0,
                                         key=artifact_key("imagine-progress", cfg.effective_run_id),
-                                        description=f"imagine shards of run {cfg.effective_run_id}")
+                                        description=f"{profile_statement(cfg.profile, cfg.benchmark)} Imagine "
+                                                    f"shards of run {cfg.effective_run_id} done (%).")
     for done, future in enumerate(as_completed(futures), start=1):
         name = names[future]
         try:

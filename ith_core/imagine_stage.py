@@ -1066,7 +1066,7 @@ def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | No
     from ith_core.report import ordered_quantiles, profile_statement
 
     counts = status["counts"]
-    lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "", profile_statement(cfg.profile, cfg.benchmark), "",
+    lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "", f"**{profile_statement(cfg.profile, cfg.benchmark)}**", "",
              f"- span occurrences: {plan['occurrences']}, unique prompts: {plan['unique_prompts']} "
              f"(dedup ratio {plan['dedup_ratio']:.2f}x)",
              f"- prompts whose audio was already in the store: {plan['already_in_store']} when planned, "

@@ -202,6 +202,11 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     assert report_artifact["type"] == "markdown", report_artifact
     assert f"`{run_dir.resolve() / 'report' / 'report.html'}`" in report_artifact["data"], report_artifact
     assert "file://" not in report_artifact["data"], report_artifact
+    # The report itself, readable from the UI: the whole Markdown report as a rendered artifact.
+    page = artifacts[f"ith-report-page-{run_id}"]
+    assert page["type"] == "markdown" and f"# Imagine to Hear: run {run_id}" in page["data"], page["data"][:500]
+    # (report.md itself is rewritten by the later report run, so its sections are checked, not its bytes)
+    assert all(part in page["data"] for part in ("## Run overview", "| system | source | animal dev |")), page["data"][:500]
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["imagine"]["candidates"] > 0

@@ -325,8 +325,9 @@ def _systems_table(fusion: dict) -> str:
                 text += f" ({paper[(name, t, s)]:.1f})"
             cells.append(f"{text:>18}")
         lines.append("      " + f"{name:<{width}}  " + "  ".join(cells))
-    lines.append(f"      accuracy %, mean (± sd over seeds); (published); intervals: {fusion['outputs']['results.json']}"
-                 if (fusion.get("outputs") or {}).get("results.json") else "      accuracy %, mean (± sd over seeds)")
+    legend = "      accuracy %, mean (± sample sd over seeds); (published: the row it reproduces)"
+    results = (fusion.get("outputs") or {}).get("results.json")
+    lines.append(f"{legend}; intervals: {results}" if results else legend)
     return "\n".join(lines)
 
 

@@ -284,7 +284,7 @@ def test_imagine_artifact_after_a_rerun(tiny_run):
     assert report["cached"]
     md = imagine_stage.summary_markdown(cfg, plan, status, report)
     lines = md.splitlines()
-    assert lines[2].startswith("Profile tiny: every model has random weights")
+    assert lines[2].startswith("**Profile tiny: every model has random weights")  # bold, as every artifact
     assert (f"- prompts whose audio was already in the store: 0 when planned, {plan['unique_prompts']} at the "
             "start of this flow run") in md
     assert f"generated 0, skipped {len(results)} (their manifest existed), failed 0" in md

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_fusion_step.py --small                          # CPU smoke run
 
 BERT-base masked LM (random weights, the paper's shapes) with the ITH fusion layer of the
-method's defaults (12 heads, FFN 3072) built by `ith_core.fusion.build_fusion_model`; a batch of
+method's defaults (12 heads, FFN 3072) built by `ith_core.fusion.model.build_fusion_model`; a batch of
 32 sentences of 128 tokens, one 4-token span each, fused with 1214 frozen-AST tokens of width 768
 (the precomputed features of the frozen-encoder variant); AdamW. The step is forward + backward
 + optimiser under torch.autocast in the given precision; warm-up steps are not timed.
@@ -38,8 +38,8 @@ def main() -> None:
     from transformers import BertConfig, BertForMaskedLM
 
     from ith_core.config import FusionConfig
-    from ith_core.fusion import build_fusion_model
-    from ith_core.profiles import BERT_BASE_CONFIG
+    from ith_core.fusion.model import build_fusion_model
+    from ith_core.models.profiles import BERT_BASE_CONFIG
 
     torch.manual_seed(0)
     bert = dict(BERT_BASE_CONFIG)

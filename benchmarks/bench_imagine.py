@@ -40,10 +40,14 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-from ith_core import auditorybench, imagine_stage, profiles  # noqa: E402
-from ith_core.clap_scoring import ClapScorer  # noqa: E402
+from ith_core.data import auditorybench  # noqa: E402
+
+from ith_core.stages import imagine as imagine_stage
+
+from ith_core.models import profiles
+from ith_core.imagination.clap_scoring import ClapScorer  # noqa: E402
 from ith_core.config import RunConfig  # noqa: E402
-from ith_core.imagine import normalize_span  # noqa: E402
+from ith_core.imagination.generators import normalize_span  # noqa: E402
 from storage.audio_store import pcm16, read_wav, wav_bytes  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
 
@@ -68,7 +72,7 @@ def full_size_models(tiny: dict, device: str, dtype: torch.dtype):
     from diffusers import StableAudioPipeline
     from transformers import ClapProcessor
 
-    from ith_core.profiles import build_paper_architecture, load_clap, load_generator
+    from ith_core.models.profiles import build_paper_architecture, load_clap, load_generator
 
     small = load_generator(tiny["generator"])
     # Built on the target device: random initialisation of 1.2 B parameters is slow on a CPU.
@@ -119,7 +123,7 @@ def reference_loop(pipe, scorer: ClapScorer, spans, cfg, tmp: Path, steps: int |
 
 def stage_run(cfg: RunConfig, model_paths: dict, prompts, device: str) -> dict:
     """Wall time of plan + shards + collection (checksum verification included), with per-component seconds."""
-    from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
 
     layout = RunLayout(cfg.run_root, cfg.effective_run_id)
     spans = [{"example_id": f"bench/{i:05d}", "task": "pitch", "split": "dev", "span_index": 0, "span_text": p,

@@ -21,7 +21,7 @@ import fsspec
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from ith_core.auditorybench import TASK_DIRS, ingest  # noqa: E402
+from ith_core.data.auditorybench import TASK_DIRS, ingest  # noqa: E402
 from ith_core.config import SPLITS, TASKS  # noqa: E402
 
 TARGET_S = 5.0

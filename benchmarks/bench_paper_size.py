@@ -99,10 +99,11 @@ def measure(threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from ith_core import auditorybench, profiles
+    from ith_core.data import auditorybench
+    from ith_core.models import profiles
     from ith_core.audio import resample, to_mono
-    from ith_core.clap_scoring import ClapScorer
-    from ith_core.imagine import decoder_reach_frames
+    from ith_core.imagination.clap_scoring import ClapScorer
+    from ith_core.imagination.generators import decoder_reach_frames
     from storage.audio_store import encode_audio, pcm16
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -190,7 +191,7 @@ def benchmark_dedup() -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_imagine import benchmark_spans
 
-    from ith_core import auditorybench
+    from ith_core.data import auditorybench
 
     return benchmark_spans(auditorybench.locate(None))[1]
 

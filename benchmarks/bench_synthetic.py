@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.environment import environment
-from ith_core.evaluate import bootstrap_units
+from ith_core.evaluation.scoring import bootstrap_units
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -43,7 +43,7 @@ def run_variant(variant: str, seeds: list[int] | None, home: Path, workdir: Path
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ITH_HOME": str(home), "PREFECT_HOME": str(workdir / "prefect"), "HF_HUB_OFFLINE": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
+    cmd = [sys.executable, "-m", "cli.main", "run", "--benchmark", "synthetic", "--run-root", str(workdir / "runs"),
            *(["--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")] if seeds else []),
            *(["--systems", systems] if systems else []), *VARIANTS[variant], "--json"]
     machine = environment()
@@ -83,10 +83,9 @@ def run_variant(variant: str, seeds: list[int] | None, home: Path, workdir: Path
 def encoder_change(run: Path) -> dict:
     """Per trained ITH job: ||AST_best - AST_initial|| / ||AST_initial|| over all its weights (how
     far end-to-end training moved the encoder); empty for the frozen variant."""
-    import torch
     from safetensors.torch import load_file
 
-    from ith_core.profiles import load_audio_encoder
+    from ith_core.models.profiles import load_audio_encoder
 
     out = {}
     for best in sorted((run / "fusion_train").glob("ith-seed*/ith-*/best/fusion.safetensors")):

@@ -103,7 +103,7 @@ def timed_loop(model, loader, optimizer, scheduler, backward, epochs: int, sampl
 def run_loop(spec, job, accelerate: bool) -> float:
     from transformers import get_cosine_schedule_with_warmup
 
-    from ith_core.train_fusion import build_model, feature_reader, get_dataloaders
+    from ith_core.fusion.training import build_model, feature_reader, get_dataloaders
 
     torch.manual_seed(job.seed)
     features = feature_reader(spec)
@@ -139,11 +139,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from ith_core import auditorybench, profiles
-    from ith_core.audio_encoding import precompute_audio_features, read_selection
+    from ith_core.data import auditorybench
+
+    from ith_core.models import profiles
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
     from ith_core.config import FusionConfig
-    from ith_core.profiles import load_audio_encoder
-    from ith_core.train_fusion import TrainJob, TrainSpec, train_job
+    from ith_core.models.profiles import load_audio_encoder
+    from ith_core.fusion.training import TrainJob, TrainSpec, train_job
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 

@@ -34,9 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_imagine import full_size_models
-    from ith_core import imagine_stage, profiles
+    from ith_core.stages import imagine as imagine_stage
+    from ith_core.models import profiles
     from ith_core.config import RunConfig
-    from ith_core.imagine import GenerationSettings, StableAudioGenerator, candidate_seeds
+    from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, candidate_seeds
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32

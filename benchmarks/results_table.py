@@ -12,7 +12,7 @@ is what this script prints). Blocks:
   H100-hours are derived from the paper-size CPU projection as described in `h100_hours`.
 - `synthetic`: synthetic_tiny_cpu.json and its .predictions.parquet (bench_synthetic.py, 3 seeds):
   accuracies, intervals and paired comparisons recomputed from the recorded predictions with
-  ith_core.evaluate, so they are the code's statistics of the recorded run.
+  ith_core.evaluation.scoring, so they are the code's statistics of the recorded run.
 - `synthetic-default`: synthetic_default_seed42.json (bench_synthetic.py --default), the numbers
   the default command gives and `make test` checks.
 """
@@ -130,7 +130,7 @@ def performance() -> None:
 
 
 def _system_labels() -> dict[str, str]:
-    from ith_core.fusion_stage import SYSTEMS  # one name per system, as the run's tables give it
+    from ith_core.stages.fusion import SYSTEMS  # one name per system, as the run's tables give it
 
     return {name: s.label for name, s in SYSTEMS.items()}
 
@@ -146,7 +146,7 @@ def _ci(lo: float, hi: float) -> str:
 
 
 def _command(recorded: str) -> str:
-    """The recorded `flows.cli run ...` as a user types it, without the benchmark's own --run-root and --json."""
+    """The recorded `cli.main run ...` as a user types it, without the benchmark's own --run-root and --json."""
     words = recorded.split()
     out, skip = ["ith"], False
     for word in words[1:]:
@@ -170,7 +170,7 @@ def _verdict(row: dict) -> str:
 def synthetic() -> None:
     import pyarrow.parquet as pq
 
-    from ith_core.evaluate import accuracy_table, paired_comparisons, seed_mean_table
+    from ith_core.evaluation.scoring import accuracy_table, paired_comparisons, seed_mean_table
 
     record = _load("synthetic_tiny_cpu.json")
     parquet = RESULTS / "synthetic_tiny_cpu.predictions.parquet"

@@ -47,7 +47,7 @@ def report_page(markdown: str, location: str) -> str:
 
 def publish_report(run_id: str, report: dict) -> None:
     """`ith-report-<run id>`: a markdown artifact with the report's location as copyable text, then the
-    profile statement and the headline numbers (`ith_core.report.headline_markdown`);
+    profile statement and the headline numbers (`ith_core.report.build.headline_markdown`);
     `ith-report-page-<run id>`: the whole Markdown report, so the report is readable from the UI."""
     import fsspec
     from prefect import get_run_logger

@@ -22,7 +22,7 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
-from ith_core import fusion_stage
+from ith_core.stages import fusion as fusion_stage
 from ith_core.config import RunConfig
 from tasks import fusion as t
 

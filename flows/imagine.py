@@ -4,7 +4,7 @@
 
 `run_imagine(config, model_paths)` picks the task runner from `imagine.task_runner` and runs the
 flow, alone or as a subflow of `ith`. Shards whose manifest exists are skipped, so rerunning the
-flow, retrying a failed flow run in Prefect, or `ith rerun-failed <run>` (flows/imagine_cli.py)
+flow, retrying a failed flow run in Prefect, or `ith rerun-failed <run>` (cli/imagine_commands.py)
 executes exactly the shards without a manifest. A failed shard does not stop the others; the flow
 fails at the end, naming it, after the shard status and the markdown artifact are written.
 """
@@ -23,10 +23,10 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
-from ith_core import imagine_stage
-from ith_core.stages import load_run_config
+from ith_core.stages import imagine as imagine_stage
+from ith_core.stages.skeleton import load_run_config
 from ith_core.config import RunConfig
-from ith_core.report import profile_statement
+from ith_core.report.build import profile_statement
 from storage.run_lock import hold_run_lock
 from tasks import imagine as t
 
@@ -66,7 +66,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     # Settings go in quoted, edges are named with `after` (flows/lineage.py): plan -> shards -> status -> selection.
     settings, models = quote(config), quote(model_paths)
     plan = t.plan_imagine(settings, models, existing_only=rerun_failed)
-    # A new plan logs itself, with the disk it may fill (ith_core.imagine_stage).
+    # A new plan logs itself, with the disk it may fill (ith_core.stages.imagine).
     logger.info("%s plan: %d occurrences -> %d unique prompts (%.2fx); %d shards; %d of %d prompts in the store now",
                 "recorded" if plan.get("reused") else "new", plan["occurrences"], plan["unique_prompts"],
                 plan["dedup_ratio"], len(plan["shards"]), plan.get("in_store_now", plan["already_in_store"]),

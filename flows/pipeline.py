@@ -23,16 +23,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from ith_core import audiobert_stage, stages
+from ith_core.stages import audiobert as audiobert_stage
+
+from ith_core.stages import skeleton
+
+from ith_core.stages import ingest as ingest_stage
+
+from ith_core.stages import spans as spans_stage
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
-from ith_core.fusion_stage import needs_imagination
+from ith_core.stages.fusion import needs_imagination
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
 from storage.run_lock import hold_run_lock
-from tasks import stages as t
+from tasks import ingest as ingest_tasks
+from tasks import report as report_tasks
+from tasks import spans as spans_tasks
 
 
 SpanSettings = overrides_model("span")
@@ -82,7 +90,7 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
                 raise ConfigError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}")
             seeds = [FIRST_SEED + i for i in range(seeds)]
         overrides.setdefault("fusion", {})["seeds"] = seeds
-    return stages.resolve_data(RunConfig.for_profile(profile, **overrides))
+    return ingest_stage.resolve_data(RunConfig.for_profile(profile, **overrides))
 
 
 @flow(name="ith", log_prints=True, flow_run_name=named_by_run("ith", lambda p: build_config(**p).effective_run_id))
@@ -152,7 +160,7 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
 
     # One writer per run: a second flow run (or `ith run`) of this run id refuses, naming the holder.
     # Under `ith run` this process holds the lock already and this is a no-op.
-    with hold_run_lock(stages.layout_for(cfg), f"flow run {flow_run.name} (ith/{flow_run.flow_name})"):
+    with hold_run_lock(skeleton.layout_for(cfg), f"flow run {flow_run.name} (ith/{flow_run.flow_name})"):
         return _run_stages(cfg, started)
 
 
@@ -166,17 +174,17 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     # the UI graph's edges (flows/lineage.py).
     settings = quote(config)
     # Ingestion first: a run folder is only created once its benchmark files were found.
-    reports["ingest"] = t.ingest(settings)
+    reports["ingest"] = ingest_tasks.ingest(settings)
     logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
-                stages.write_config(cfg))
-    create_markdown_artifact(stages.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
+                skeleton.write_config(cfg))
+    create_markdown_artifact(spans_stage.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
                              key=artifact_key("ingest", run_id), description=f"rows, rejects and flags of run {run_id}")
-    model_paths = t.prepare_models(settings)
+    model_paths = ingest_tasks.prepare_models(settings)
     models = quote(model_paths)
-    reports["span_detector"] = t.train_span_detector(settings, models, wait_for=after(reports["ingest"], model_paths))
-    reports["spans"] = t.detect_spans(settings, models,
+    reports["span_detector"] = spans_tasks.train_span_detector(settings, models, wait_for=after(reports["ingest"], model_paths))
+    reports["spans"] = spans_tasks.detect_spans(settings, models,
                                       wait_for=after(reports["ingest"], model_paths, reports["span_detector"]))
-    create_markdown_artifact(stages.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
+    create_markdown_artifact(spans_stage.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
                                                    cfg.benchmark),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
@@ -186,12 +194,12 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
         reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
     # Fusion reads the spans and the imagine stage's selection; a subflow's result is not traced (flows/lineage.py).
     reports["fusion"] = run_fusion(config, model_paths, wait_for=after(model_paths, reports["spans"]))
-    summary_url = t.write_summary(settings, quote(reports), time.perf_counter() - started,
+    summary_url = report_tasks.write_summary(settings, quote(reports), time.perf_counter() - started,
                                   wait_for=after(reports["ingest"], reports["span_detector"], reports["spans"]))
-    report = t.write_report(settings, wait_for=after(summary_url))
+    report = report_tasks.write_report(settings, wait_for=after(summary_url))
     publish_report(run_id, report)
     logger.info("summary: %s; report: %s", summary_url, report["html"])
     from prefect.runtime import flow_run
 
-    return {"run_id": run_id, "run_dir": stages.layout_for(cfg).url(), "summary": summary_url,
+    return {"run_id": run_id, "run_dir": skeleton.layout_for(cfg).url(), "summary": summary_url,
             "report": report["html"], "flow_run_id": flow_run.id, "stages": reports}

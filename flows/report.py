@@ -14,11 +14,12 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import publish_report
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
-from ith_core import fusion_stage
-from ith_core.stages import layout_for, load_run_config
+from ith_core.stages import fusion as fusion_stage
+from ith_core.stages.skeleton import layout_for, load_run_config
 from storage.layout import DONE_MARKER
 from tasks import fusion as fusion_tasks
-from tasks import stages as stage_tasks
+from tasks import ingest as ingest_tasks
+from tasks import report as report_tasks
 
 
 @flow(name="ith-report", log_prints=True, flow_run_name=named_by_run("report", lambda p: p["run_id"]))
@@ -43,12 +44,12 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
                        ", ".join(pending) or "no fusion examples yet")
     else:
         # Settings quoted, edges named with `after` (flows/lineage.py).
-        model_paths = stage_tasks.prepare_models(quote(config))
+        model_paths = ingest_tasks.prepare_models(quote(config))
         evaluated = [fusion_tasks.evaluate_system(quote(config), quote(model_paths), s.name, seed,
                                                   wait_for=after(model_paths))
                      for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)]
         evaluation = fusion_tasks.summarise_results(quote(config), wait_for=after(*evaluated))
-    report = stage_tasks.write_report(quote(config), wait_for=after(evaluation))
+    report = report_tasks.write_report(quote(config), wait_for=after(evaluation))
     publish_report(run_id, report)
     logger.info("report: %s", report["html"])
     return {"run_id": run_id, "report": report["html"], "markdown": report["markdown"],

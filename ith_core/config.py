@@ -312,7 +312,7 @@ class AudioBertConfig(Section):
 
 
 class SyntheticConfig(Section):
-    """The planted-signal benchmark (`--benchmark synthetic`, ith_core.synthetic): sizes and seed.
+    """The planted-signal benchmark (`--benchmark synthetic`, ith_core.data.synthetic): sizes and seed.
 
     Each task gets its own fictional source names, disjoint between splits; a source's answer
     depends only on its hidden tone, which only the `tone` generator renders.

@@ -47,7 +47,7 @@ UNREADABLE_STALE_S = 10.0
 
 logger = logging.getLogger(__name__)
 # The locks this process holds (path -> (lock, record)): `release_held` frees them when the
-# process is interrupted and exits without unwinding (flows/interrupts.py).
+# process is interrupted and exits without unwinding (cli/interrupts.py).
 _HELD: dict[str, tuple["RunLock", dict]] = {}
 
 

@@ -1,4 +1,4 @@
-"""Prefect tasks of the AudioBERT (retrieval) row: each wraps one driver of `ith_core.audiobert_stage`.
+"""Prefect tasks of the AudioBERT (retrieval) row: each wraps one driver of `ith_core.stages.audiobert`.
 
 JSON-friendly in and out; stage markers make a retry resume instead of redo, so Prefect's cache
 is not used. A built pool manifest and CLAP index live under $ITH_HOME and are reused by every run.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ith_core import audiobert_stage
+from ith_core.stages import audiobert as audiobert_stage
 from ith_core.config import RunConfig
-from tasks.retry import retry_transient
+from tasks.runtime import retry_transient
 
 
 @task(name="retrieve-clips", task_run_name="retrieve clips for audiobert", retries=1, retry_delay_seconds=5,

@@ -1,4 +1,4 @@
-"""Prefect tasks of stages 4-5: each wraps one driver of `ith_core.fusion_stage` (or the AudioBERT stages).
+"""Prefect tasks of stages 4-5: each wraps one driver of `ith_core.stages.fusion` (or the AudioBERT stages).
 
 JSON-friendly in and out (the resolved config, model paths, reports). Stage markers and the
 trainer's saved states make a retry resume instead of redo, so Prefect's cache is not used.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ith_core import fusion_stage
+from ith_core.stages import fusion as fusion_stage
 from ith_core.config import RunConfig
-from tasks.retry import retry_transient
+from tasks.runtime import retry_transient
 
 
 @task(name="prepare-examples", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)

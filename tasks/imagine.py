@@ -1,4 +1,4 @@
-"""Prefect tasks of stages 2-3: each wraps one driver of `ith_core.imagine_stage`.
+"""Prefect tasks of stages 2-3: each wraps one driver of `ith_core.stages.imagine`.
 
 They take and return JSON-friendly values (the resolved config, model paths, shard names,
 reports). The shard manifests in the audio store make finished shards skip on any rerun, so
@@ -11,9 +11,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from ith_core import imagine_stage
+from ith_core.stages import imagine as imagine_stage
 from ith_core.config import RunConfig
-from tasks.retry import retry_transient
+from tasks.runtime import retry_transient
 
 
 @task(name="plan-imagine", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)

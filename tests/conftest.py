@@ -46,7 +46,7 @@ def ith_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def train_corpus(bench_dir) -> list[str]:
     """The tiny profile's tokenizer corpus, built exactly as the pipeline builds it."""
-    from ith_core import auditorybench
+    from ith_core.data import auditorybench
 
     examples = auditorybench.ingest(str(bench_dir), splits=("train",)).examples
     rows = examples.select(["sentence", "spans", "answer", "options"]).to_pylist()
@@ -57,6 +57,6 @@ def train_corpus(bench_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_models(ith_home, train_corpus) -> dict[str, Path]:
     """The tiny profile, built once per test session into the session's ITH_HOME."""
-    from ith_core import profiles
+    from ith_core.models import profiles
 
     return profiles.ensure_tiny_profile(train_corpus)

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from test_fusion_stage import _fabricate_upstream  # noqa: E402
 
-from ith_core import retrieval  # noqa: E402
+from ith_core.retrieval import pool as retrieval  # noqa: E402
 from ith_core.config import AudioBertConfig, RunConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_bad_pools_are_named(tmp_path):
 
 
 def test_clap_index_is_built_once_and_matches_direct_scores(tmp_path, tiny_models):
-    from ith_core.clap_scoring import ClapScorer
+    from ith_core.imagination.clap_scoring import ClapScorer
 
     pool = retrieval.load_pool(str(_pool(tmp_path / "pool", GOOD_ROWS, _good_clips())), cache_root=tmp_path / "p")
     scorer = ClapScorer.from_folder(tiny_models["clap"])
@@ -217,8 +217,8 @@ def test_top_k_breaks_ties_by_index():
 
 
 def _tiny_model(tiny_models, **settings):
-    from ith_core.audiobert import build_audiobert_model
-    from ith_core.profiles import load_audio_encoder, load_lm
+    from ith_core.retrieval.audiobert_model import build_audiobert_model
+    from ith_core.models.profiles import load_audio_encoder, load_lm
 
     torch.manual_seed(0)
     mlm, tokenizer = load_lm(tiny_models["lm"])
@@ -320,8 +320,8 @@ def test_tiny_profile_head_and_dense_adapters(tiny_models):
 @pytest.mark.slow
 def test_full_size_forward_with_lora(tmp_path):
     """bert-base-uncased + the AudioSet AST at full size, random weights, LoRA r 64 on: one forward and backward."""
-    from ith_core.audiobert import build_audiobert_model
-    from ith_core.profiles import build_paper_architecture
+    from ith_core.retrieval.audiobert_model import build_audiobert_model
+    from ith_core.models.profiles import build_paper_architecture
 
     torch.manual_seed(0)
     lm = build_paper_architecture("lm")
@@ -358,8 +358,9 @@ def test_full_size_forward_with_lora(tmp_path):
 
 @pytest.mark.slow
 def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, bench_dir):
-    from ith_core import audiobert_stage, fusion_stage
-    from ith_core.train_fusion import load_best
+    from ith_core.stages import audiobert as audiobert_stage
+    from ith_core.stages import fusion as fusion_stage
+    from ith_core.fusion.training import load_best
 
     cfg = RunConfig.for_profile(
         "tiny", run_root=str(tmp_path), run_id="audiobert-test", systems=["audiobert"],
@@ -414,7 +415,7 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
 
 def test_paper_run_without_a_pool_fails_before_any_stage(tmp_path):
     from flows.pipeline import build_config
-    from ith_core.audiobert_stage import PoolNotAvailableError, check_pool
+    from ith_core.stages.audiobert import PoolNotAvailableError, check_pool
 
     cfg = build_config("paper", str(tmp_path / "runs"), systems=["bert", "audiobert"])
     with pytest.raises(PoolNotAvailableError, match="Meranti/CLAP_freesound") as error:
@@ -426,7 +427,7 @@ def test_paper_run_without_a_pool_fails_before_any_stage(tmp_path):
         check_pool(build_config("paper", str(tmp_path / "runs"), systems=["audiobert"],
                                 audiobert={"pool": str(tmp_path / "absent")}))
     env = {**os.environ, "ITH_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--profile", "paper", "--systems",
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--profile", "paper", "--systems",
                            "bert,audiobert", "--run-root", str(tmp_path / "runs")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -436,7 +437,7 @@ def test_paper_run_without_a_pool_fails_before_any_stage(tmp_path):
 
 def test_synthetic_pool_holds_every_source_name(tmp_path, monkeypatch):
     monkeypatch.setenv("ITH_HOME", str(tmp_path))
-    from ith_core import synthetic
+    from ith_core.data import synthetic
 
     cfg = RunConfig.for_profile("tiny", benchmark="synthetic")
     folder = retrieval.synthetic_pool(cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from ith_core.auditorybench import (
+from ith_core.data.auditorybench import (
     DEFAULT_UPSTREAM_TEMPLATE,
     EXAMPLES_SCHEMA,
     FLAG_REASONS,
@@ -594,7 +594,7 @@ def test_every_failed_download_is_named_in_one_error(fake_upstream, tmp_path):
 
 
 def test_interrupted_write_leaves_no_partial_file(fake_upstream, tmp_path, monkeypatch):
-    import ith_core.auditorybench as auditorybench
+    import ith_core.data.auditorybench as auditorybench
 
     def fail_rename(src, dst):
         raise OSError("disk full")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,11 +85,11 @@ def test_a_run_root_you_cannot_write_is_named(in_tmp, capsys, tmp_path):
 def test_retry_only_what_can_change():
     from prefect.states import Failed
 
-    from ith_core.auditorybench import DataError
+    from ith_core.data.auditorybench import DataError
     from ith_core.config import ConfigError
-    from ith_core.profiles import ModelNotAvailableError
+    from ith_core.models.profiles import ModelNotAvailableError
     from storage.layout import StageMismatchError
-    from tasks.retry import is_transient, retry_transient
+    from tasks.runtime import is_transient, retry_transient
 
     never = [DataError("bad file"), ConfigError("bad setting"), ModelNotAvailableError("no model"),
              StageMismatchError("other settings"), ValueError("v"), KeyError("k"), RuntimeError("bug"),
@@ -108,10 +108,13 @@ def test_every_task_with_retries_uses_the_retry_policy():
 
     import tasks.fusion
     import tasks.imagine
-    import tasks.stages
-    from tasks.retry import retry_transient
+    import tasks.audiobert
+    import tasks.ingest
+    import tasks.report
+    import tasks.spans
+    from tasks.runtime import retry_transient
 
-    found = [obj for module in (tasks.stages, tasks.fusion, tasks.imagine) for obj in vars(module).values()
+    found = [obj for module in (tasks.ingest, tasks.spans, tasks.report, tasks.audiobert, tasks.fusion, tasks.imagine) for obj in vars(module).values()
              if isinstance(obj, Task)]
     assert len(found) >= 12
     for task in found:
@@ -141,7 +144,7 @@ def test_broken_files_fail_once_naming_each_without_retries_or_tracebacks(broken
     """Through `ith run` (a real flow): every broken file named in one `ith:` error, the ingest task run once."""
     env = {**os.environ, "ITH_HOME": str(ith_home), "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--run-root", str(tmp_path / "runs"),
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--run-root", str(tmp_path / "runs"),
                            "--data-dir", str(broken_bench)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -167,7 +170,7 @@ def test_no_benchmark_anywhere_fails_once_saying_how_to_fill_the_home_and_leaves
     env.update({"ITH_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
                 "ITH_AUDITORYBENCH_UPSTREAM": f"file://{tmp_path}/no-upstream/{{commit}}/{{path}}",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"})
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--run-root", str(tmp_path / "runs")], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--run-root", str(tmp_path / "runs")], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
     err = done.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "prefect", "diffusers", "accelerate", "peft", "polars")
@@ -20,7 +20,7 @@ def test_help_imports_no_heavy_library():
     # Which modules are loaded, not how long it takes: a timing would pass or fail with the machine's load.
     probe = (
         "import json, sys\n"
-        "from flows.cli import main\n"
+        "from cli.main import main\n"
         "loaded = {}\n"
         f"for argv in [['--help']] + [[c, '--help'] for c in {list(COMMANDS)!r}]:\n"
         "    try:\n"

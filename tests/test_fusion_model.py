@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ith_core.fusion import FusionLayer, FusionLM
-from ith_core.lm_data import FusionCollator, SpanAudio, encode_examples
+from ith_core.fusion.model import FusionLayer, FusionLM
+from ith_core.fusion.lm_inputs import FusionCollator, SpanAudio, encode_examples
 
 SENT = "The sound of a barking dog is [MASK] than the sound of a tiny bird."
 SHORT = "A [MASK] says woof."
@@ -27,7 +27,7 @@ def _span(sentence: str, text: str, audio_id: str, index: int = 0) -> SpanAudio:
 
 @pytest.fixture(scope="module")
 def bert(tiny_models):
-    from ith_core.profiles import load_lm
+    from ith_core.models.profiles import load_lm
 
     return load_lm(tiny_models["lm"])
 
@@ -207,7 +207,7 @@ def test_gradients_reach_fusion_and_lm(bert):
 
 def test_audio_statistics_standardise_per_position_and_survive_save_load():
     from ith_core.config import ConfigError
-    from ith_core.fusion import AudioProjector, audio_feature_statistics
+    from ith_core.fusion.model import AudioProjector, audio_feature_statistics
 
     g = torch.Generator().manual_seed(0)
     # A large shared part per position and a small per-clip deviation: the frozen-encoder case.
@@ -286,8 +286,8 @@ def test_trained_encoder_statistics_and_learning_rate_groups(bert):
     from transformers import ASTConfig, ASTModel
 
     from ith_core.config import FusionConfig
-    from ith_core.fusion import EncodedTokens, audio_feature_statistics
-    from ith_core.train_fusion import TrainJob, parameter_groups
+    from ith_core.fusion.model import EncodedTokens, audio_feature_statistics
+    from ith_core.fusion.training import TrainJob, parameter_groups
 
     mlm, _ = bert
     torch.manual_seed(0)

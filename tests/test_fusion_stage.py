@@ -26,17 +26,20 @@ RATE = 22050
 
 def _fabricate_upstream(cfg: RunConfig) -> dict:
     """ingest (real), spans, imagine (fabricated with the real schemas and the real selection rule)."""
-    from ith_core import imagine_stage, stages
+    from ith_core.stages import imagine as imagine_stage
+    from ith_core.stages import skeleton
+    from ith_core.stages import ingest as ingest_stage
+    from ith_core.stages import spans as spans_stage
     from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
 
-    layout = stages.layout_for(cfg)
-    stages.ingest_stage(cfg)
-    examples = stages._examples(layout, cfg, cfg.data.splits)
+    layout = skeleton.layout_for(cfg)
+    ingest_stage.ingest_stage(cfg)
+    examples = ingest_stage.examples_of(layout, cfg, cfg.data.splits)
     store = AudioStore(cfg.run_root)
     mapping, candidates, counts = [], {}, {"no_span": 0, "spans": 0}
     for task in cfg.data.tasks:
         for split in cfg.data.splits:
-            part = stages.sample_rows([r for r in examples if r["task"] == task and r["split"] == split],
+            part = spans_stage.sample_rows([r for r in examples if r["task"] == task and r["split"] == split],
                                       cfg.data.sample_limit, cfg.data.sample_seed)
             spans, sample = [], []
             for n, row in enumerate(part):
@@ -59,8 +62,8 @@ def _fabricate_upstream(cfg: RunConfig) -> dict:
                                     "audio_id": audio_id})
                     candidates.setdefault(audio_id, prompt)
                 counts["no_span" if not found else "spans"] += 1
-            layout.write_table(pa.Table.from_pylist(spans, schema=stages.SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
-            layout.write_table(pa.Table.from_pylist(sample, schema=stages.SAMPLE_SCHEMA), "spans",
+            layout.write_table(pa.Table.from_pylist(spans, schema=spans_stage.SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
+            layout.write_table(pa.Table.from_pylist(sample, schema=spans_stage.SAMPLE_SCHEMA), "spans",
                                f"{task}-{split}.examples.parquet")
     layout.mark_done("spans", "fabricated-spans", {})
     rows = []
@@ -88,7 +91,7 @@ def _fabricate_upstream(cfg: RunConfig) -> dict:
 
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory, tiny_models, bench_dir):
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     root = tmp_path_factory.mktemp("fusion_stage")
     cfg = RunConfig.for_profile(
@@ -111,7 +114,7 @@ def fusion_run(tmp_path_factory, tiny_models, bench_dir):
 
 @pytest.mark.slow
 def test_adapter_meets_read_selection_contract(fusion_run):
-    from ith_core.audio_encoding import read_selection
+    from ith_core.fusion.audio_features import read_selection
 
     run_dir = fusion_run["run_dir"]
     imagine = pq.read_table(run_dir / "imagine" / "selection.parquet")
@@ -178,7 +181,7 @@ def test_outputs_accounting_and_results(fusion_run):
     assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
     # Each row's accuracy and interval are those of its own predictions (recomputed here), resampled by
     # AuditoryBench's units: animal rows by gold description, pitch rows by their two gold spans crossed.
-    from ith_core.evaluate import UNIT_NAMES, bootstrap_ci, bootstrap_units
+    from ith_core.evaluation.scoring import UNIT_NAMES, bootstrap_ci, bootstrap_units
 
     units = bootstrap_units(examples, "auditorybench")
     assert json.loads((run_dir / "fusion" / "results.json").read_text())["bootstrap_unit"] == UNIT_NAMES["auditorybench"]
@@ -219,7 +222,7 @@ def test_outputs_accounting_and_results(fusion_run):
 
 @pytest.mark.slow
 def test_rerun_is_cached_and_markdown(fusion_run):
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     cfg, paths = fusion_run["cfg"], fusion_run["paths"]
     log = fusion_run["run_dir"] / "fusion_train" / "ith-seed0" / "train.log"
@@ -244,7 +247,7 @@ def test_adding_a_seed_trains_only_that_seed(fusion_run, tmp_path):
     trained (system, seed), and trains and scores only the new seed."""
     import shutil
 
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     src = fusion_run["run_dir"]
     cfg = RunConfig.from_dict({**fusion_run["cfg"].resolved(), "run_root": str(tmp_path)})
@@ -266,7 +269,7 @@ def test_adding_a_seed_trains_only_that_seed(fusion_run, tmp_path):
 
 
 def test_skip_reason_without_train_split():
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     assert fusion_stage.skip_reason(RunConfig.for_profile("tiny")) is None
     reason = fusion_stage.skip_reason(RunConfig.for_profile("tiny", data={"splits": ["dev", "wiki"]}))
@@ -282,7 +285,7 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
     """
     import shutil
 
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     cfg = RunConfig.from_dict({**fusion_run["cfg"].resolved(), "run_root": str(tmp_path), "run_id": "resume",
                                "fusion": {**fusion_run["cfg"].resolved()["fusion"], "seeds": [0],

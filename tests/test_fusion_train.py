@@ -24,8 +24,8 @@ FAULTS = REPO / "tests" / "helpers" / "train_with_faults.py"
 
 @pytest.fixture(scope="module")
 def small_task(tmp_path_factory, tiny_models):
-    from ith_core.audio_encoding import precompute_audio_features, read_selection
-    from ith_core.profiles import load_audio_encoder
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
+    from ith_core.models.profiles import load_audio_encoder
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 
@@ -39,7 +39,7 @@ def small_task(tmp_path_factory, tiny_models):
 
 
 def _spec(task, tiny_models, out, **kw):
-    from ith_core.train_fusion import TrainJob, TrainSpec
+    from ith_core.fusion.training import TrainJob, TrainSpec
 
     fusion = fusion_settings(**{"epochs": 2, "batch_size": 16, "audio_tokens": 8, **kw.pop("fusion", {})})
     return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
@@ -50,8 +50,8 @@ def _spec(task, tiny_models, out, **kw):
 # -- precompute ---------------------------------------------------------------------------------------
 
 def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models, tmp_path, monkeypatch):
-    from ith_core.audio_encoding import precompute_audio_features, read_selection
-    from ith_core.profiles import load_audio_encoder
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
+    from ith_core.models.profiles import load_audio_encoder
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 
@@ -72,7 +72,7 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
     fresh = FeatureStore(RunLayout(str(tmp_path), "run"), "audio_features")
     victim = sorted(distinct)[9]
     victim_path = next(r["audio_path"] for r in rows if r["audio_id"] == victim)
-    import ith_core.audio_encoding as audio_encoding
+    import ith_core.fusion.audio_features as audio_encoding
 
     real_load_wav = audio_encoding.load_wav
 
@@ -103,7 +103,7 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
 def test_wav_formats_and_resampling(tmp_path):
     from scipy.io import wavfile
 
-    from ith_core.audio_encoding import load_wav, to_mono_16k
+    from ith_core.fusion.audio_features import load_wav, to_mono_16k
 
     t = np.arange(44100) / 44100
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
@@ -121,7 +121,7 @@ def test_wav_formats_and_resampling(tmp_path):
 def test_selection_contract_errors(small_task):
     import pyarrow as pa
 
-    from ith_core.audio_encoding import read_selection
+    from ith_core.fusion.audio_features import read_selection
 
     table = pq.read_table(small_task["selection"])
     with pytest.raises(ValueError, match="missing columns \\['sample_rate'\\]"):
@@ -133,7 +133,7 @@ def test_selection_contract_errors(small_task):
 
 
 def test_storage_estimate_paper_size():
-    from ith_core.audio_encoding import ast_token_count, storage_estimate
+    from ith_core.fusion.audio_features import ast_token_count, storage_estimate
 
     assert ast_token_count() == 1214
     est = storage_estimate(21321, trainable_encoder=False, audio_tokens=None)
@@ -144,10 +144,10 @@ def test_storage_estimate_paper_size():
 # -- scoring --------------------------------------------------------------------------------------------
 
 def test_bootstrap_interval_and_animal_heads(tiny_models):
-    from ith_core.evaluate import accuracy_table, bootstrap_ci, predict
-    from ith_core.fusion import FusionLM
-    from ith_core.lm_data import FusionCollator, encode_examples
-    from ith_core.profiles import load_lm
+    from ith_core.evaluation.scoring import accuracy_table, bootstrap_ci, predict
+    from ith_core.fusion.model import FusionLM
+    from ith_core.fusion.lm_inputs import FusionCollator, encode_examples
+    from ith_core.models.profiles import load_lm
 
     lo, hi = bootstrap_ci(np.array([1.0] * 70 + [0.0] * 30), 1000, 0)
     assert 60 < lo < 70 < hi < 80
@@ -192,7 +192,7 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def reference_run(small_task, tiny_models, tmp_path_factory):
     """An uninterrupted run (2 epochs of 6 batches, a state every 2 steps) and every batch loss it computed."""
-    from ith_core.train_fusion import run
+    from ith_core.fusion.training import run
 
     out = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as mp:
@@ -226,7 +226,7 @@ CRASHES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("crash", list(CRASHES))
 def test_resume_after_crash_matches_uninterrupted_run(crash, reference_run, small_task, tiny_models, tmp_path):
-    from ith_core.train_fusion import run
+    from ith_core.fusion.training import run
 
     ref = reference_run["report"]
     faults, resume_point = CRASHES[crash]
@@ -252,7 +252,7 @@ def test_resume_after_crash_matches_uninterrupted_run(crash, reference_run, smal
 @pytest.mark.slow
 def test_epoch_end_save_never_writes_into_a_whole_state(small_task, tiny_models, tmp_path):
     """The crash of the end-of-epoch save leaves the mid-epoch state of the same step as it was."""
-    from ith_core.train_fusion import run
+    from ith_core.fusion.training import run
 
     crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
     states = tmp_path / "crash" / "ith-pitch-seed7" / "states"
@@ -285,7 +285,7 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
     restarts at 0 in a resumed process; the loop must set the epoch through the loader, or the
     rest of the interrupted epoch (and every later one) replays epoch 0's order.
     """
-    from ith_core.train_fusion import run
+    from ith_core.fusion.training import run
 
     [ref] = run(_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2,
                       fusion={"epochs": 3}))
@@ -312,7 +312,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp_path, ith_home):
-    from ith_core.train_fusion import TrainJob
+    from ith_core.fusion.training import TrainJob
 
     spec = _spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2,
                  jobs=(TrainJob("pitch", "ith", 3),))

@@ -27,11 +27,13 @@ from ith_core.config import RunConfig  # noqa: E402
 def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     from safetensors.torch import load_file
 
-    from ith_core import fusion_stage, predict
-    from ith_core.audio_encoding import pool_tokens, read_selection
-    from ith_core.lm_data import FusionCollator, encode_examples, spans_from_selection
-    from ith_core.profiles import load_audio_encoder
-    from ith_core.train_fusion import load_best
+    from ith_core.stages import fusion as fusion_stage
+
+    from ith_core.stages import predict
+    from ith_core.fusion.audio_features import pool_tokens, read_selection
+    from ith_core.fusion.lm_inputs import FusionCollator, encode_examples, spans_from_selection
+    from ith_core.models.profiles import load_audio_encoder
+    from ith_core.fusion.training import load_best
     from storage.features import FeatureStore
 
     cfg = RunConfig.for_profile(

@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from ith_core import imagine_stage as stage
-from ith_core.clap_scoring import ClapScorer, resample, select_first_passing
+from ith_core.stages import imagine as stage
+from ith_core.imagination.clap_scoring import ClapScorer, resample, select_first_passing
 from ith_core.config import ImagineConfig, RunConfig
-from ith_core.imagine import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
+from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
 from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, read_wav, shard_name
 from storage.layout import RunLayout
 
@@ -42,7 +42,7 @@ SPAN_TEXTS = {
 
 
 def write_spans(run_root: str, run_id: str) -> None:
-    from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
 
     layout = RunLayout(run_root, run_id)
     for task in ("animal", "pitch"):
@@ -324,8 +324,8 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(ref
                                                                              monkeypatch, capsys):
     import hashlib
 
-    from flows.cli import main as ith
-    from ith_core.stages import write_config
+    from cli.main import main as ith
+    from ith_core.stages.skeleton import write_config
 
     root = str(tmp_path)
     run_all(root, "first", model_paths)
@@ -630,7 +630,7 @@ def strict_run(tmp_path_factory, model_paths):
     """A run whose thresholds no tiny candidate reaches: every span occurrence goes without audio."""
     root = str(tmp_path_factory.mktemp("strict"))
     out = run_all(root, "strict", model_paths, thresholds=STRICT)
-    from ith_core.stages import write_config
+    from ith_core.stages.skeleton import write_config
 
     write_config(tiny_config(root, "strict", thresholds=STRICT))
     return {"root": root, **out}
@@ -639,7 +639,7 @@ def strict_run(tmp_path_factory, model_paths):
 def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score_and_fix(strict_run, tmp_path,
                                                                                          monkeypatch, capsys):
     import flows.pipeline
-    from flows.cli import main as ith
+    from cli.main import main as ith
 
     assert strict_run["report"]["accepted"] == 0
     candidates, selection = final_tables(strict_run["root"], "strict")
@@ -665,7 +665,7 @@ def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score
 
 
 def test_repair_audio_of_an_unknown_id_is_one_line(strict_run, capsys):
-    from flows.cli import main as ith
+    from cli.main import main as ith
 
     code = ith(["repair-audio", "strict", "0" * 32, "--run-root", strict_run["root"]])
     err = capsys.readouterr().err

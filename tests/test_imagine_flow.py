@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
 from test_imagine import tiny_config, write_spans
 import faults
 from flows.imagine import ShardsFailedError, run_imagine
-from flows.imagine_cli import cmd_rerun_failed
+from cli.imagine_commands import cmd_rerun_failed
 from prefect.client.orchestration import get_client
 import asyncio
 
@@ -34,7 +34,7 @@ out = {"driver_pid": os.getpid()}
 paths = json.loads(PATHS)
 local = tiny_config(LOCAL_ROOT, "flow")
 write_spans(LOCAL_ROOT, "flow")
-stages = __import__("ith_core.stages", fromlist=["write_config"])
+stages = __import__("ith_core.stages.ingest", fromlist=["write_config"])
 stages.write_config(local)
 fault_file = os.path.join(LOCAL_ROOT, "fault")
 with open(fault_file, "w") as handle:

@@ -1,4 +1,4 @@
-"""The statistics behind every interval the pipeline reports (ith_core.evaluate).
+"""The statistics behind every interval the pipeline reports (ith_core.evaluation.scoring).
 
 Each check compares with a computation that does not go through the code under test: a closed
 form, a plain loop, or data built so that the right answer is known.
@@ -10,7 +10,7 @@ import statistics
 
 import numpy as np
 
-from ith_core.evaluate import (UNIT_NAMES, accuracy_table, bootstrap_ci, bootstrap_units, paired_comparisons,
+from ith_core.evaluation.scoring import (UNIT_NAMES, accuracy_table, bootstrap_ci, bootstrap_units, paired_comparisons,
                                seed_mean_table, seed_summary)
 
 

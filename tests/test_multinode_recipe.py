@@ -2,7 +2,7 @@
 
 Two `accelerate launch` commands, each told it is one machine of a two-machine job
 (`--num_machines 2 --machine_rank R --main_process_ip 127.0.0.1`), run one fusion training job
-of `ith_core.train_fusion` together over gloo, exactly as the recipe runs them on two nodes. The
+of `ith_core.fusion.training` together over gloo, exactly as the recipe runs them on two nodes. The
 script launched is tests/helpers/train_with_faults.py, which calls the trainer's own `main` and
 only adds `--grad-check DIR` (each rank's gradient fingerprint after its first backward).
 """
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_two_machine_accelerate_launch_trains_one_job(small_task, tiny_models, tmp_path, ith_home):  # noqa: F811
-    from ith_core.train_fusion import TrainJob
+    from ith_core.fusion.training import TrainJob
 
     spec = _spec(small_task, tiny_models, tmp_path / "nodes", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),))
     config = tmp_path / "spec.json"

@@ -1,7 +1,7 @@
 """The paper's models at full size, random weights: shapes and parameter counts the method states.
 
 No download is involved: the architectures come from the checkpoint configs written out in
-`ith_core.profiles`. Each test builds one role, runs one forward pass on CPU and frees it.
+`ith_core.models.profiles`. Each test builds one role, runs one forward pass on CPU and frees it.
 Run with `pytest -m slow tests/test_paper_architectures.py` (about a minute and 7 GB of RAM).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ith_core.profiles import build_paper_architecture
+from ith_core.models.profiles import build_paper_architecture
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_bert_base_uncased(built):
 def test_roberta_base(built):
     """roberta-base at full size (125 M parameters, 50265 tokens), through the fusion model's text-only
     path with the pitch head's two words, the way the RoBERTa-base rows are scored."""
-    from ith_core.fusion import FusionLM
+    from ith_core.fusion.model import FusionLM
 
     mlm = built["mlm"]
     assert 120e6 <= _params(mlm) <= 130e6  # roberta-base: 124.6 M with its tied MLM head

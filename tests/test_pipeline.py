@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ith_core.config import ConfigError
-from flows.cli import main
+from cli.main import main
 from flows.pipeline import build_config
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,7 +35,7 @@ def cli_env(tmp_path_factory, ith_home, tiny_models, bench_dir):
 
 
 def run_cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=900)
 
 
@@ -115,7 +115,7 @@ def test_doctor_reports_models_devices_and_data(cli_env, tmp_path):
 
 
 def _pinned_copy(bench_dir: Path, root: Path) -> Path:
-    from ith_core.auditorybench import PINNED_FILES
+    from ith_core.data.auditorybench import PINNED_FILES
 
     for f in PINNED_FILES:
         (root / f.local_path).parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def test_data_fetch_fills_the_home_and_doctor_says_it_is_verified(tmp_path, benc
 
 
 def test_the_same_verified_files_from_another_place_keep_the_run_id(tmp_path, bench_dir, monkeypatch, capsys):
-    from ith_core import stages
+    from ith_core.stages import ingest as ingest_stage
 
     monkeypatch.delenv("ITH_AUDITORYBENCH_DIR", raising=False)
     default = build_config()  # the verified home (or a verified download into it)
@@ -146,7 +146,7 @@ def test_the_same_verified_files_from_another_place_keep_the_run_id(tmp_path, be
     assert default.effective_run_id == shared.effective_run_id == moved.effective_run_id
     assert default.data.content == shared.data.content == moved.data.content == "pinned"
     # The location stays in the settings, for the ingestion to read (its provenance records it).
-    assert moved.data.data_dir == str(copy) and stages._ingest_key(shared) == stages._ingest_key(moved)
+    assert moved.data.data_dir == str(copy) and ingest_stage.ingest_key(shared) == ingest_stage.ingest_key(moved)
     monkeypatch.setenv("ITH_AUDITORYBENCH_DIR", str(copy))
     assert build_config().effective_run_id == default.effective_run_id
     assert main(["config", "--data-dir", str(copy)]) == 0
@@ -157,12 +157,12 @@ def test_the_same_verified_files_from_another_place_keep_the_run_id(tmp_path, be
     changed.write_bytes(changed.read_bytes().replace(b"dog", b"cat", 1))
     other = build_config(data_dir=str(copy))
     assert other.data.content.startswith("sha256:") and other.effective_run_id != default.effective_run_id
-    assert stages._ingest_key(other) != stages._ingest_key(moved)
+    assert ingest_stage.ingest_key(other) != ingest_stage.ingest_key(moved)
 
 
 def test_every_subcommand_has_help():
     for command in ([], ["run"], ["doctor"]):
-        out = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--help"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "cli.main", *command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: ith" in out.stdout
 
 
@@ -187,7 +187,7 @@ def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, t
     args = ["run", "--run-root", str(tmp_path / "runs"), "--run-id", "shared", "--sample", "8", "--splits",
             "train,dev", "--systems", "bert,ith", "--set", "span.max_train_steps=30", "--json"]
     repo = Path(__file__).resolve().parents[1]
-    both = [subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=cli_env, cwd=repo, text=True,
+    both = [subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=cli_env, cwd=repo, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outputs = [process.communicate(timeout=900) for process in both]
     codes = sorted(process.returncode for process in both)
@@ -258,7 +258,7 @@ def _trainers(pid: int) -> list:
     found = []
     for process in below:
         try:
-            if "ith_core.train_fusion" in " ".join(process.cmdline()):
+            if "ith_core.fusion.training" in " ".join(process.cmdline()):
                 found.append(process)
         except psutil.Error:
             pass
@@ -270,7 +270,7 @@ def _interrupt_when_training(args, env, cwd, signum) -> tuple[subprocess.Complet
     finished process and the trainer processes that ran then."""
     import psutil
 
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=env, cwd=cwd, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         trainers, deadline = [], time.monotonic() + 900

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.report_fixtures import TINY_IMAGINE  # noqa: E402
 
 from ith_core.config import RunConfig  # noqa: E402
-from ith_core.predict import PredictInputError, check_sentences, infer_task, predict_sentences  # noqa: E402
+from ith_core.stages.predict import PredictInputError, check_sentences, infer_task, predict_sentences  # noqa: E402
 
 RUN_ID = "predict-run"
 # Its spans are not in the run's sample: the tiny detector finds spans here whose prompts no run made.
@@ -29,7 +29,11 @@ PITCH = "The hum of a fridge has a [MASK] pitch than the whistle of a kettle."
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
-    from ith_core import fusion_stage, imagine_stage, stages
+    from ith_core.stages import fusion as fusion_stage
+    from ith_core.stages import imagine as imagine_stage
+    from ith_core.stages import skeleton
+    from ith_core.stages import ingest as ingest_stage
+    from ith_core.stages import spans as spans_stage
 
     root = tmp_path_factory.mktemp("predict")
     cfg = RunConfig.for_profile(
@@ -38,10 +42,10 @@ def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
         span={"max_train_steps": 20, "max_train_examples": 256}, imagine=TINY_IMAGINE,
         fusion={"epochs": 1, "batch_size": 8, "audio_tokens": 4, "seeds": [0]})
     paths = {role: str(p) for role, p in tiny_models.items()}
-    stages.write_config(cfg)
-    stages.ingest_stage(cfg)
-    stages.span_detector_stage(cfg, paths)
-    stages.spans_stage(cfg, paths)
+    skeleton.write_config(cfg)
+    ingest_stage.ingest_stage(cfg)
+    spans_stage.span_detector_stage(cfg, paths)
+    spans_stage.spans_stage(cfg, paths)
     plan = imagine_stage.plan_stage(cfg, paths)
     imagine_stage.write_shard_status(cfg, [imagine_stage.run_shard(cfg, paths, n, "cpu") for n in plan["shards"]])
     imagine_stage.collect_stage(cfg)
@@ -85,7 +89,7 @@ def test_sentence_without_mask_is_a_clear_error(tmp_path):
         predict_sentences(str(tmp_path), "no-such-run", ["A [MASK] barks.", "A dog barks."])
     with pytest.raises(PredictInputError, match=r"has 2 \[MASK\] tokens"):
         check_sentences(["A [MASK] chases a [MASK]."])
-    from flows.predict_cli import add_predict_parser, cmd_predict
+    from cli.predict_command import add_predict_parser, cmd_predict
 
     parser = argparse.ArgumentParser(prog="ith")
     add_predict_parser(parser.add_subparsers(dest="command"))
@@ -117,8 +121,8 @@ def test_seen_audio_is_encoded_as_in_training(trained_run):
     """The AST features predict computes for a fused span equal the run's precomputed ones."""
     import torch
 
-    from ith_core import predict
-    from ith_core.fusion_stage import FEATURES
+    from ith_core.stages import predict
+    from ith_core.stages.fusion import FEATURES
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 
@@ -169,7 +173,7 @@ def test_unseen_prompt_is_generated_once_then_reused(trained_run):
 
 @pytest.mark.slow
 def test_top_answers_with_and_without_audio_for_both_tasks(trained_run):
-    from ith_core.predict import known_animals
+    from ith_core.stages.predict import known_animals
     from storage.layout import RunLayout
 
     animal_sentence, _ = _fused_seen_example(trained_run, "animal")
@@ -195,7 +199,7 @@ def test_top_answers_with_and_without_audio_for_both_tasks(trained_run):
 
 @pytest.mark.slow
 def test_batch_file_form(trained_run, tmp_path, capsys):
-    from flows.predict_cli import add_predict_parser, cmd_predict
+    from cli.predict_command import add_predict_parser, cmd_predict
 
     parser = argparse.ArgumentParser(prog="ith")
     add_predict_parser(parser.add_subparsers(dest="command"))

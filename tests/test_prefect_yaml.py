@@ -35,7 +35,7 @@ def test_deployments_name_existing_flows_and_parameters():
 
 def test_paper_table_is_the_full_pipeline_with_the_table_settings(tmp_path):
     from flows.pipeline import build_config
-    from ith_core.audiobert_stage import check_pool
+    from ith_core.stages.audiobert import check_pool
 
     deployments = _deployments()
     table = deployments["paper-table"]

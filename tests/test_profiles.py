@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ith_core import tiny_models
+from ith_core.models import tiny_builders as tiny_models
 from ith_core.config import ConfigError
-from ith_core.profiles import (
+from ith_core.models.profiles import (
     PAPER_MODELS,
     ROLES,
     ModelNotAvailableError,
@@ -239,7 +239,7 @@ def test_audio_encoder_keeps_the_paper_patch_geometry(tiny):
         hidden = model(**inputs).last_hidden_state
     # The paper's patch geometry (16 x 16 patches, strides 10 x 10, 128 mel bins) over the tiny
     # 128-frame window: 12 frequency x 12 time patches + 2 (CLS, distillation); 1024 frames give 1214.
-    from ith_core.audio_encoding import ast_token_count
+    from ith_core.fusion.audio_features import ast_token_count
 
     assert ast_token_count(1024) == 1214
     assert hidden.shape == (2, ast_token_count(128), model.config.hidden_size) == (2, 146, model.config.hidden_size)

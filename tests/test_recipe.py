@@ -12,16 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-from ith_core.config import ConfigError, RunConfig
+from ith_core.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "config", *args, "--json"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "cli.main", "config", *args, "--json"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
@@ -72,7 +71,7 @@ def test_config_shows_the_overrides_and_the_run_id():
 
 
 def test_config_rejects_bad_settings_in_one_line_each():
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "config", "--set", "fusion.max_grad_norm=0",
+    out = subprocess.run([sys.executable, "-m", "cli.main", "config", "--set", "fusion.max_grad_norm=0",
                           "--set", "span.source=\"both\""], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "fusion.max_grad_norm must be > 0, got 0" in out.stderr
@@ -80,7 +79,7 @@ def test_config_rejects_bad_settings_in_one_line_each():
 
 
 def test_gold_spans_follow_the_reference_string_match():
-    from ith_core.spans import gold_spans
+    from ith_core.models.span_detector import gold_spans
 
     rows = [
         {"example_id": "pitch/dev/00001", "sentence": "The Sound of a Flute is [MASK] than a drum.",
@@ -98,9 +97,9 @@ def test_gradients_are_clipped_in_the_training_loop(monkeypatch, tmp_path, tiny_
     """The production training loop clips before every optimiser step (reference: 1.0)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers.fusion_task import fusion_settings, make_task
-    from ith_core.audio_encoding import precompute_audio_features, read_selection
-    from ith_core.profiles import load_audio_encoder
-    from ith_core.train_fusion import TrainJob, TrainSpec, train_job
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
+    from ith_core.models.profiles import load_audio_encoder
+    from ith_core.fusion.training import TrainJob, TrainSpec, train_job
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 

@@ -62,7 +62,7 @@ def test_stop_stops_the_process_it_started(serve_dir, sleeper):
 def test_serve_on_a_taken_port_names_it_and_suggests_another(serve_dir, capsys):
     import socket
 
-    from flows.cli import main
+    from cli.main import main
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -77,7 +77,7 @@ def test_serve_on_a_taken_port_names_it_and_suggests_another(serve_dir, capsys):
 
 @pytest.mark.parametrize("garbage", ["-1", "0", "not a pid", '{"pid": -1, "create_time": 1.0, "cmdline": []}'])
 def test_stop_removes_a_process_file_holding_no_process_id(serve_dir, capsys, garbage):
-    from flows.cli import main
+    from cli.main import main
 
     serve_dir.pid_file("worker").write_text(garbage + "\n")
     assert main(["serve", "--stop"]) == 1
@@ -106,7 +106,7 @@ def test_stop_signals_a_process_that_leads_no_group(serve_dir):
 
 def test_stop_does_not_claim_a_process_that_outlived_every_signal(serve_dir, sleeper, monkeypatch, capsys):
     import flows.serve
-    from flows.cli import main
+    from cli.main import main
 
     flows.serve._record_pid(serve_dir, "server", sleeper.pid)
     sent = []

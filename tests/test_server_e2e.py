@@ -61,10 +61,10 @@ def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
         "PYTHONPATH": os.pathsep.join(p for p in [str(REPO / "tests" / "helpers" / "fault_site"),
                                                   os.environ.get("PYTHONPATH", "")] if p),
     })
-    fetched = subprocess.run([sys.executable, "-m", "flows.cli", "data", "fetch", "--from", str(bench_dir)],
+    fetched = subprocess.run([sys.executable, "-m", "cli.main", "data", "fetch", "--from", str(bench_dir)],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert fetched.returncode == 0, fetched.stderr[-3000:]
-    started = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--json"],
+    started = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--json"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert started.returncode == 0, started.stderr[-3000:] + started.stdout[-2000:]
@@ -72,7 +72,7 @@ def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
         client_env = {**env, "PREFECT_API_URL": info["api"], "PREFECT_HOME": str(state / "prefect")}
         yield {"env": client_env, "info": info, "fault_file": fault_file, "runs": runs}
     finally:
-        stopped = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--stop", "--json"], cwd=REPO, env=env,
+        stopped = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--stop", "--json"], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=120)
         assert stopped.returncode == 0, stopped.stderr[-2000:]
         for name in ("server", "worker"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ith_core import profiles
+from ith_core.models import profiles
 from ith_core.config import SpanDetectorConfig
-from ith_core.spans import (
+from ith_core.models.span_detector import (
     IGNORE_INDEX,
     build_token_labels,
     detect_spans,
@@ -108,7 +108,7 @@ def _rows(bench_examples, task_split):
 
 @pytest.fixture(scope="module")
 def bench_rows(bench_dir):
-    from ith_core import auditorybench
+    from ith_core.data import auditorybench
 
     table = auditorybench.ingest(str(bench_dir), splits=("train", "dev")).examples
     return table.select(["example_id", "split", "sentence", "spans"]).to_pylist()
@@ -154,7 +154,7 @@ def test_span_detector_logs_dev_f1_after_every_epoch_without_changing_training(t
     model, tokenizer = profiles.load_span_base(tiny_models["lm"])
     # Only this run's lines: where an earlier test left the logger at INFO, caplog has the plain run's too.
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ith_core.spans"):
+    with caplog.at_level(logging.INFO, logger="ith_core.models.span_detector"):
         report = train_span_detector(model, tokenizer, train, cfg, "cpu", dev_rows=dev)
     assert "epoch_dev_span_f1" not in plain and len(report["epoch_dev_span_f1"]) == report["epochs_run"] == 2
     assert report["epoch_mean_loss"] == plain["epoch_mean_loss"]  # evaluating between epochs changes nothing

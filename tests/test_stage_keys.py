@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-from ith_core.profiles import model_identity
+from ith_core.models.profiles import model_identity
 
 
 def _keys(cfg, paths: dict[str, str], run_root: Path) -> dict[str, str]:
-    from ith_core import audiobert_stage, fusion_stage, stages
+    from ith_core.stages import audiobert as audiobert_stage
+    from ith_core.stages import fusion as fusion_stage
+    from ith_core.stages import spans as spans_stage
     from storage.layout import RunLayout
 
     layout = RunLayout(str(run_root), cfg.effective_run_id)
@@ -22,7 +24,7 @@ def _keys(cfg, paths: dict[str, str], run_root: Path) -> dict[str, str]:
     systems = fusion_stage.SYSTEMS
     return {
         "run_id": cfg.effective_run_id,
-        "span_detector": stages._detector_key(cfg, paths["lm"]),
+        "span_detector": spans_stage._detector_key(cfg, paths["lm"]),
         "fusion_features": fusion_stage._features_key(layout, cfg, paths),
         "train ith": fusion_stage._train_key(layout, cfg, paths, systems["ith"], 42),
         "train bert-text": fusion_stage._train_key(layout, cfg, paths, systems["bert-text"], 42),
@@ -36,7 +38,6 @@ def _keys(cfg, paths: dict[str, str], run_root: Path) -> dict[str, str]:
 def test_two_ith_homes_with_the_same_tiny_models_give_the_same_run_id_and_stage_keys(tiny_models, bench_dir,
                                                                                      tmp_path, monkeypatch):
     from flows.pipeline import build_config
-    from ith_core import stages
 
     first = tiny_models["lm"].parents[2]  # <ITH_HOME>/models/tiny-<hash>/lm
     second = tmp_path / "another-home"

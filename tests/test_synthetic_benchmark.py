@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ith_core import synthetic
+from ith_core.data import synthetic
 from ith_core.config import SyntheticConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_files_carry_no_text_shortcut():
 def test_names_are_not_in_the_tiny_vocabulary(tmp_path, monkeypatch):
     """The tokenizer corpus of the tiny profile leaves the made-up names out."""
     monkeypatch.setenv("ITH_HOME", str(tmp_path))
-    from ith_core.tiny_models import train_bert_tokenizer
+    from ith_core.models.tiny_builders import train_bert_tokenizer
 
     cfg = SyntheticConfig()
     root = synthetic.ensure_benchmark(cfg)
@@ -90,7 +90,7 @@ def test_names_are_not_in_the_tiny_vocabulary(tmp_path, monkeypatch):
 def test_tone_generator_renders_the_hidden_tone_with_nuisance():
     import numpy as np
 
-    from ith_core.tone_generator import ToneGenerator
+    from ith_core.imagination.tone_generator import ToneGenerator
 
     class Settings:
         duration_s = 1.0
@@ -112,7 +112,7 @@ def test_tone_generator_renders_the_hidden_tone_with_nuisance():
 def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith_home):
     env = {**os.environ, "ITH_HOME": str(ith_home), "PREFECT_HOME": str(tmp_path / "prefect"),
            "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--benchmark", "synthetic",
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--benchmark", "synthetic",
                            "--run-root", str(tmp_path / "runs"), "--json"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]

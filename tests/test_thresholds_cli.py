@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from flows.cli import main
+from cli.main import main
 from ith_core.config import RunConfig
 from storage.layout import RunLayout
 

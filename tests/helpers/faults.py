@@ -1,6 +1,6 @@
 """Test-only fault injection into the imagine stage; production code has no hook for it.
 
-`install(selection)` wraps `ith_core.imagine_stage.run_shard`: a selected shard runs as usual
+`install(selection)` wraps `ith_core.stages.imagine.run_shard`: a selected shard runs as usual
 (its audio is generated and written) and then fails where it would write its manifest, the
 state a crash leaves behind. `selection` names shards by plan index or name, comma-separated;
 "@<file>" reads them from that file at every shard (a long-running worker can be told to fail a
@@ -41,7 +41,7 @@ def _wanted(selection: str | None) -> set[str]:
 def install(selection: str | None = None, patch=setattr) -> None:
     import pyarrow.compute as pc
 
-    from ith_core import imagine_stage
+    from ith_core.stages import imagine as imagine_stage
     from storage.audio_store import AudioStore
 
     run_shard = imagine_stage.run_shard

@@ -16,9 +16,15 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from ith_core import imagine_stage, stages
+from ith_core.stages import imagine as imagine_stage
+
+from ith_core.stages import skeleton
+
+from ith_core.stages import ingest as ingest_stage
+
+from ith_core.stages import spans as spans_stage
 from ith_core.config import RunConfig
-from ith_core.evaluate import accuracy_table
+from ith_core.evaluation.scoring import accuracy_table
 from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
 from storage.layout import RunLayout
 
@@ -50,8 +56,8 @@ FABRICATED_SYSTEMS = {"bert-zero-shot": 0.2, "bert-text": 0.4, "roberta-zero-sho
 def write_fusion_outputs(layout: RunLayout, seeds=(42,)) -> dict:
     """The fusion stages' outputs by contract (every system of the table), with deterministic made-up
     predictions, through the real aggregation functions."""
-    from ith_core import fusion_stage
-    from ith_core.evaluate import (UNIT_NAMES, bootstrap_units, majority_baseline, paired_comparisons, results_dict,
+    from ith_core.stages import fusion as fusion_stage
+    from ith_core.evaluation.scoring import (UNIT_NAMES, bootstrap_units, majority_baseline, paired_comparisons, results_dict,
                                    seed_mean_table)
 
     examples = {r["example_id"]: r for r in layout.read_table("ingest", "examples.parquet").to_pylist()}
@@ -117,23 +123,23 @@ def build_tiny_run(root: str, run_id: str, model_paths: dict[str, str], bench_di
     """The real stages 1-3 on the tiny profile, fusion by contract; returns the stage reports."""
     started = time.perf_counter()
     cfg = tiny_run_config(root, run_id, bench_dir)
-    stages.write_config(cfg)
-    reports = {"ingest": stages.ingest_stage(cfg)}
-    reports["span_detector"] = stages.span_detector_stage(cfg, model_paths)
-    reports["spans"] = stages.spans_stage(cfg, model_paths)
+    skeleton.write_config(cfg)
+    reports = {"ingest": ingest_stage.ingest_stage(cfg)}
+    reports["span_detector"] = spans_stage.span_detector_stage(cfg, model_paths)
+    reports["spans"] = spans_stage.spans_stage(cfg, model_paths)
     plan = imagine_stage.plan_stage(cfg, model_paths)
     results = [imagine_stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
     imagine_stage.write_shard_status(cfg, results)
     reports["imagine"] = imagine_stage.collect_stage(cfg)
-    reports.update(write_fusion_outputs(stages.layout_for(cfg)))
-    stages.write_summary(cfg, reports, time.perf_counter() - started)
+    reports.update(write_fusion_outputs(skeleton.layout_for(cfg)))
+    skeleton.write_summary(cfg, reports, time.perf_counter() - started)
     return reports
 
 
 def build_hostile_run(root: str, run_id: str) -> RunLayout:
     """One animal example whose sentence and span are injections; spans and imagine outputs only."""
-    from ith_core.imagine_stage import MAPPING_SCHEMA, SELECTION_SCHEMA
-    from ith_core.stages import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from ith_core.stages.imagine import MAPPING_SCHEMA, SELECTION_SCHEMA
+    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
 
     layout = RunLayout(root, run_id)
     example_id = "animal/dev/00001"
@@ -184,7 +190,7 @@ def build_coincident_run(root: str, run_id: str) -> RunLayout:
                                              for t, a in zip((0.0, 0.2, 0.4, 0.6, 0.8), (4, 3, 2, 1, 0))]),
                        "imagine", "acceptance.parquet")
     history = [{"epoch": e, "dev_accuracy": 40.0 + 5 * e, "loss": 1.0 / (e + 1)} for e in range(4)]
-    from ith_core import fusion_stage
+    from ith_core.stages import fusion as fusion_stage
 
     for system in ("ith", "bert-text"):
         job = {"job": f"{system}-animal-seed42", "task": "animal", "model": system, "seed": 42, "steps": 8,

@@ -1,4 +1,4 @@
-"""Test-only fault injection around `ith_core.train_fusion`: the trainer itself has no fault hooks.
+"""Test-only fault injection around `ith_core.fusion.training`: the trainer itself has no fault hooks.
 
 In-process (pytest), with monkeypatch:
 
@@ -9,7 +9,7 @@ In-process (pytest), with monkeypatch:
                                                       # accelerate wrote it, before progress.json
     losses = inject(monkeypatch, record_losses=True)  # every batch loss this process computes
 
-As the script `accelerate launch` runs instead of `-m ith_core.train_fusion` (same arguments plus
+As the script `accelerate launch` runs instead of `-m ith_core.fusion.training` (same arguments plus
 the fault options, which are removed before the trainer parses its own):
 
     accelerate launch ... tests/helpers/train_with_faults.py --fail-after-steps 7 --config spec.json
@@ -47,7 +47,7 @@ def inject(monkeypatch=None, *, fail_after_steps: int | None = None, fail_in_dev
     """Installs the chosen faults; returns the list that `record_losses` fills (batch losses, in order)."""
     from accelerate import Accelerator
 
-    import ith_core.train_fusion as train_fusion
+    import ith_core.fusion.training as train_fusion
 
     patch = _Patcher(monkeypatch)
     losses: list[float] = []
@@ -110,12 +110,12 @@ def _write_grad_check(accelerator, model, input_ids, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ith_core.train_fusion with test faults")
+    parser = argparse.ArgumentParser(description="ith_core.fusion.training with test faults")
     parser.add_argument("--fail-after-steps", type=int, default=None)
     parser.add_argument("--grad-check", default=None, metavar="DIR")
     faults, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     inject(fail_after_steps=faults.fail_after_steps, grad_check_dir=faults.grad_check)
-    from ith_core.train_fusion import main as train_main
+    from ith_core.fusion.training import main as train_main
 
     return train_main(rest)
 

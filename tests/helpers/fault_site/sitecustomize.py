@@ -1,6 +1,6 @@
 """Installs tests/helpers/faults.py in a process started with this folder on PYTHONPATH.
 
-Only when ITH_TEST_FAULT_SHARDS is set, and only once `ith_core.imagine_stage` is imported (an
+Only when ITH_TEST_FAULT_SHARDS is set, and only once `ith_core.stages.imagine` is imported (an
 import hook), so other processes (the Prefect server, the worker itself) are left alone.
 """
 
@@ -14,7 +14,7 @@ if os.environ.get("ITH_TEST_FAULT_SHARDS"):
 
     class _InstallFaults(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name != "ith_core.imagine_stage":
+            if name != "ith_core.stages.imagine":
                 return None
             for finder in sys.meta_path:
                 if finder is self or not hasattr(finder, "find_spec"):

@@ -1,0 +1,1 @@
+"""Benchmarks as data: AuditoryBench (ingest, validation, rejects) and the planted-signal synthetic benchmark."""

@@ -1,0 +1,1 @@
+"""Scoring predictions: accuracies, bootstrap intervals, paired comparisons, the published table."""

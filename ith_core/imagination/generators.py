@@ -1,0 +1,321 @@
+"""Stage 2 core: prompts, deterministic audio ids, deduplication, and the audio generator.
+
+One generation per unique prompt: every span occurrence (and every sampled example without a
+span) maps to a prompt, and the prompt, the generator's identity and every setting that changes
+the audio hash into an `audio_id`. Candidate k of an audio id starts from noise drawn from a CPU
+`torch.Generator` seeded by (base seed, audio id, k), so a waveform does not depend on which
+other prompts share its batch, which shard or worker runs it, or which machine draws the noise.
+
+    gen = StableAudioGenerator.from_folder(path, settings, device="cuda:0")
+    waveforms = gen.generate(["dog barking sound"], [candidate_seeds(42, audio_id, 5)])
+    # -> float32 tensor (prompts, candidates, channels, samples) at gen.sample_rate
+
+Latent length ("full" vs "exact"): Stable Audio Open was trained on whole ~47.5 s windows with
+timing conditioning ("seconds_total") telling it where the sound ends; the reference denoises
+the whole window and crops, paying for 47.5 s to keep 5 s. "exact" denoises only
+ceil(duration * rate / hop) latent frames (108 instead of 1024 at paper size, about 9x fewer
+DiT tokens, and attention is quadratic in them), which is far faster, but the model then sees
+window lengths it was not trained on, so quality can differ from the reference; "full" stays
+the default because it reproduces the method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ith_core.config import ImagineConfig
+from ith_core.models.identity import files_digest, snapshot_name
+
+# Bump when a change here changes the audio produced for the same settings: it enters every id.
+GENERATION_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts and ids
+
+
+def normalize_span(text: str) -> str:
+    """Case-folded, whitespace-collapsed span text: the unit of deduplication.
+
+    The method's count of distinct spans (21,321 over the benchmark) is over case-folded spans,
+    and the span detector is uncased, so detected spans are lower case already.
+    """
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def prompt_for(span_text: str | None, cfg: ImagineConfig) -> tuple[str, str]:
+    """(generation prompt, CLAP text) for one span occurrence; None means "no span detected".
+
+    CLAP scores against the span itself, not the templated prompt; an example without a span
+    is scored against the fallback prompt, the only text it has.
+    """
+    if span_text is None or not normalize_span(span_text):
+        return cfg.fallback_prompt, cfg.fallback_prompt
+    span = normalize_span(span_text)
+    return cfg.prompt_template.format(span=span), span
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Every setting that changes a generated waveform; all of it enters the audio id."""
+
+    generator_id: str
+    negative_prompt: str
+    num_inference_steps: int
+    duration_s: float
+    num_candidates: int
+    guidance_scale: float
+    seed: int
+    dtype: str
+    latent_length: str
+
+    @classmethod
+    def from_config(cls, cfg: ImagineConfig, generator_id: str, device: str) -> "GenerationSettings":
+        return cls(generator_id=generator_id, negative_prompt=cfg.negative_prompt,
+                   num_inference_steps=cfg.num_inference_steps, duration_s=float(cfg.duration_s),
+                   num_candidates=cfg.num_candidates, guidance_scale=float(cfg.guidance_scale), seed=cfg.seed,
+                   dtype=resolve_dtype(cfg.dtype, device), latent_length=cfg.latent_length)
+
+    def key(self) -> dict:
+        return {**asdict(self), "version": GENERATION_VERSION}
+
+
+def audio_id(prompt: str, settings: GenerationSettings) -> str:
+    """128-bit hex id of (prompt, generator identity, generation settings, seed)."""
+    blob = json.dumps({"prompt": prompt, **settings.key()}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def candidate_seeds(base_seed: int, audio_id_: str, num_candidates: int) -> list[int]:
+    """One 63-bit seed per candidate, from the base seed and the audio id only."""
+    seeds = []
+    for k in range(num_candidates):
+        digest = hashlib.sha256(f"{base_seed}:{audio_id_}:{k}".encode()).digest()
+        seeds.append(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+    return seeds
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        return dtype
+    # Half precision is the method's choice on GPUs; CPUs lack fast fp16 kernels.
+    return "float16" if str(device).startswith("cuda") else "float32"
+
+
+def generator_identity(folder: str | Path) -> str:
+    """A name that changes whenever the generator's weights can change.
+
+    Tiny profile: its folder name `tiny-<recipe hash>`. A Hugging Face snapshot: repo@commit.
+    Anything else: a hash of its configs and of its weight files' names and sizes.
+    """
+    folder = Path(folder).resolve()
+    if folder.parent.name.startswith("tiny-"):
+        return folder.parent.name
+    return snapshot_name(folder) or files_digest(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator interface
+
+
+@runtime_checkable
+class AudioGenerator(Protocol):
+    """What the stage needs from a text-to-audio model.
+
+    `generate` takes any number of seeds per prompt (the same number for every prompt of one
+    call): lazy rejection sampling asks for one candidate per prompt at a time, candidate k's
+    seed always being `candidate_seeds(...)[k]`, so candidate k is the same audio whichever
+    call generates it. Any diffusers text-to-audio pipeline that accepts `latents=` and a list
+    of per-sample generators (AudioLDM2 does) fits behind it with its own latent shape.
+    """
+
+    identity: str
+    sample_rate: int
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(prompts, len(seeds[0]), channels, samples) float32 waveforms; seeds[i][j] seeds the j-th of prompt i."""
+        ...
+
+
+def decoder_reach_frames(downsampling_ratios: Sequence[int], kernel: int = 7,
+                         dilations: Sequence[int] = (1, 3, 9)) -> int:
+    """Latent frames to the right of a sample that an Oobleck decoder reads, rounded up.
+
+    The decoder is convolutional only (no attention, no normalisation over time): a first conv
+    (kernel 7) at latent rate, then per upsampling block a transposed conv (kernel 2s, reaching
+    two input frames at most) and three residual units (kernel 7, dilations 1, 3, 9) at the
+    block's output rate, then a last conv (kernel 7). Decoding `needed + reach` frames therefore
+    gives the first `needed` frames' samples as a whole-window decode does, up to the float
+    rounding of convolutions over another length (measured by the tests and the benchmark).
+    """
+    half = kernel // 2
+    reach, rate = float(half), 1
+    for stride in reversed(list(downsampling_ratios)):
+        reach += 2.0 / rate
+        rate *= stride
+        reach += sum(half * d for d in dilations) / rate
+    reach += half / rate
+    return math.ceil(reach)
+
+
+class StableAudioGenerator:
+    """diffusers `StableAudioPipeline` with per-candidate seeded noise, full/exact latents and
+    prefix decoding.
+
+    Denoising runs in the pipeline (output_type "latent"); decoding is done here, on only the
+    latent prefix the kept seconds need plus the decoder's reach (`decode="prefix"`, 119 of 1024
+    frames for 5 s at paper size), in slices of `decode_batch_size` clips. A CUDA out-of-memory
+    error halves the batch and retries: noise is per candidate, so a split batch gives the same
+    audio.
+    """
+
+    def __init__(self, pipe, settings: GenerationSettings, device: str, decode: str = "prefix",
+                 decode_batch_size: int | None = None) -> None:
+        self.pipe = pipe
+        self.settings = settings
+        self.device = device
+        self.decode_mode = decode
+        self.identity = settings.generator_id
+        self.sample_rate = int(pipe.vae.config.sampling_rate)
+        self.channels = int(pipe.vae.config.audio_channels)
+        self.hop = int(pipe.vae.hop_length)
+        self.full_frames = int(pipe.transformer.config.sample_size)
+        self.latent_channels = int(pipe.transformer.config.in_channels)
+        self.decode_batch_size = decode_batch_size
+        max_s = self.full_frames * self.hop / self.sample_rate
+        if settings.duration_s > max_s:
+            raise ValueError(f"imagine.duration_s must be <= the generator's window of {max_s:.2f} s, "
+                             f"got {settings.duration_s}; shorten the clips or use a model with a longer window")
+        if decode not in ("prefix", "full"):
+            raise ValueError(f"decode must be 'prefix' or 'full', got {decode!r}")
+        pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, cfg: ImagineConfig, device: str) -> "StableAudioGenerator":
+        from ith_core.models.profiles import load_generator
+
+        settings = GenerationSettings.from_config(cfg, generator_identity(folder), device)
+        pipe = load_generator(folder, torch_dtype=getattr(torch, settings.dtype)).to(device)
+        return cls(pipe, settings, device, decode=cfg.decode, decode_batch_size=cfg.decode_batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Samples kept per candidate (the pipeline's own crop: int(duration * rate))."""
+        return int(self.settings.duration_s * self.sample_rate)
+
+    @property
+    def latent_frames(self) -> int:
+        if self.settings.latent_length == "full":
+            return self.full_frames
+        needed = math.ceil(self.settings.duration_s * self.sample_rate / self.hop)
+        return min(self.full_frames, needed)
+
+    @property
+    def decode_frames(self) -> int:
+        """Latent frames decoded per candidate: the kept samples' frames plus the decoder's reach."""
+        if self.decode_mode == "full":
+            return self.latent_frames
+        reach = decoder_reach_frames(self.pipe.vae.config.downsampling_ratios)
+        return min(self.latent_frames, math.ceil(self.samples / self.hop) + reach)
+
+    def initial_latents(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Standard-normal latents, one seeded CPU generator per candidate.
+
+        The same generators go on to the scheduler, whose SDE solver draws fresh noise at every
+        step: with a list of generators diffusers draws each sample's noise from its own one,
+        so that noise, too, is independent of the batch. CPU generators give the same numbers
+        on every machine.
+        """
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        shape = (1, self.latent_channels, self.latent_frames)
+        latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return latents.to(self.device, getattr(torch, self.settings.dtype)), generators
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        n = len(seeds[0]) if seeds else 0
+        if len(prompts) != len(seeds) or n < 1 or any(len(s) != n for s in seeds):
+            raise ValueError(f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
+                             f"prompts, got {[len(s) for s in seeds]}")
+        try:
+            return self._generate(prompts, seeds)
+        except torch.cuda.OutOfMemoryError:
+            if len(prompts) * n == 1:
+                raise
+            torch.cuda.empty_cache()
+            # Halve the batch: by prompts while there are several, else by candidates.
+            if len(prompts) > 1:
+                half = len(prompts) // 2
+                return torch.cat([self.generate(prompts[:half], seeds[:half]),
+                                  self.generate(prompts[half:], seeds[half:])])
+            half = n // 2
+            return torch.cat([self.generate(prompts, [s[:half] for s in seeds]),
+                              self.generate(prompts, [s[half:] for s in seeds])], dim=1)
+
+    def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        n = len(seeds[0])
+        # The pipeline orders samples prompt-major (p0c0, p0c1, ..., p1c0), as flattened here.
+        latents, generators = self.initial_latents([s for row in seeds for s in row])
+        latents = self.pipe(
+            list(prompts),
+            negative_prompt=[self.settings.negative_prompt] * len(prompts),
+            num_inference_steps=self.settings.num_inference_steps,
+            audio_end_in_s=self.settings.duration_s,
+            num_waveforms_per_prompt=n,
+            guidance_scale=self.settings.guidance_scale,
+            latents=latents,
+            generator=generators if len(generators) > 1 else generators[0],
+            output_type="latent",
+        ).audios
+        audio = self.decode(latents)
+        return audio.reshape(len(prompts), n, audio.shape[-2], audio.shape[-1])
+
+    @torch.inference_mode()
+    def memory_per_clip(self) -> tuple[int, int]:
+        """(denoising, decoding) device bytes one more clip adds to the peak, measured on this CUDA device.
+
+        Each is the difference of the peaks of a 2-clip and a 1-clip call (one denoising step,
+        one decode of `decode_frames`), so fixed costs (weights, workspaces) cancel out.
+        """
+        device = torch.device(self.device)
+        dtype = getattr(torch, self.settings.dtype)
+
+        def peak(fn) -> int:
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            fn()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - base
+
+        def denoise(n: int) -> None:
+            latents = torch.randn(n, self.latent_channels, self.latent_frames, device=device, dtype=dtype)
+            self.pipe(["sound"] * n, negative_prompt=[self.settings.negative_prompt] * n, num_inference_steps=1,
+                      audio_end_in_s=self.settings.duration_s, guidance_scale=self.settings.guidance_scale,
+                      latents=latents, output_type="latent")
+
+        latents = torch.zeros(2, self.latent_channels, self.decode_frames, device=device, dtype=dtype)
+        generate = peak(lambda: denoise(2)) - peak(lambda: denoise(1))
+        decode = peak(lambda: self.pipe.vae.decode(latents)) - peak(lambda: self.pipe.vae.decode(latents[:1]))
+        return max(1, generate), max(1, decode)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(clips, channels, frames) latents -> (clips, audio channels, samples) float32, the kept seconds only."""
+        frames = self.decode_frames
+        step = self.decode_batch_size or len(latents)
+        out = []
+        for start in range(0, len(latents), step):
+            chunk = latents[start:start + step, :, :frames]
+            out.append(self.pipe.vae.decode(chunk).sample[:, :, :self.samples].float())
+        return torch.cat(out)

@@ -1,0 +1,680 @@
+"""Model profiles: which folder each model role loads from, and the loaders every stage uses.
+
+Two profiles exist for every role (`lm`, `generator`, `clap`, `audio_encoder`):
+
+- `tiny`: random-weight models with locally trained tokenizers, built offline in seconds by
+  `ensure_tiny_profile(corpus)` into `model_home()/tiny-<recipe hash>/<role>/` and reused while
+  the recipe (`tiny_models.TINY_RECIPE`) and the corpus stay the same.
+- `paper`: the method's checkpoints (`PAPER_MODELS`), found in `$ITH_MODEL_<ROLE>`, in
+  `model_home()/paper/<role>/` or in the Hugging Face cache. Nothing is ever downloaded here:
+  a missing checkpoint raises `ModelNotAvailableError` saying where it looked and how to get it.
+
+Both profiles load through the same `load_*` functions (`from_pretrained`, remote code never
+trusted), so the tiny profile exercises the real loading path. `build_paper_architecture` builds
+the paper architectures at full size with random weights, for shape and memory checks without
+a download.
+
+    from ith_core.models.profiles import resolve_models, load_lm
+    paths = resolve_models("tiny", corpus=sentences)   # or resolve_models("paper")
+    model, tokenizer = load_lm(paths["lm"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ith_core.config import PROFILE_NAMES, ConfigError, require
+from ith_core.models.identity import files_digest, snapshot_name
+from ith_core.models.tiny_builders import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("lm", "roberta", "generator", "clap", "audio_encoder")
+
+# Written last into a tiny profile folder: a folder without it is not a profile.
+PROFILE_MARKER = "profile.json"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model folder is missing or incomplete; the message says where it looked and how to get it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    role: str
+    model_id: str
+    revision: str | None
+    purpose: str
+
+
+PAPER_MODELS: dict[str, ModelSpec] = {
+    "lm": ModelSpec("lm", "bert-base-uncased", None,
+                    "masked LM of the fusion model and base of the span detector"),
+    "roberta": ModelSpec("roberta", "roberta-base", None,
+                         "masked LM of the published table's RoBERTa-base row (zero-shot and fine-tuned text-only)"),
+    "generator": ModelSpec("generator", "stabilityai/stable-audio-open-1.0", None,
+                           "text-to-audio diffusion that imagines each span's sound"),
+    "clap": ModelSpec("clap", "laion/clap-htsat-fused", None,
+                      "text-audio similarity for rejection sampling of generated audio"),
+    "audio_encoder": ModelSpec("audio_encoder", "MIT/ast-finetuned-audioset-10-10-0.4593", None,
+                               "audio encoder whose token states are fused into the LM"),
+}
+
+# The hub renamed bert-base-uncased; a copy downloaded under the new name is just as good.
+_HUB_ALIASES = {"bert-base-uncased": ("google-bert/bert-base-uncased",), "roberta-base": ("FacebookAI/roberta-base",)}
+
+_GATED_NOTES = {
+    "stabilityai/stable-audio-open-1.0": (
+        "The repository is gated: accept its licence at "
+        "https://huggingface.co/stabilityai/stable-audio-open-1.0 and log in (`hf auth login`) first. "
+        "Only the diffusers folders are needed: `hf download stabilityai/stable-audio-open-1.0 "
+        "--include model_index.json --include '*/*'` skips the original stable-audio-tools "
+        "checkpoint files at the top level. "
+        "Its scheduler (CosineDPMSolverMultistepScheduler) also needs `pip install torchsde`."
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where models live
+
+
+def model_home(model_dir: str | None = None) -> Path:
+    """The models folder: `model_dir` if given, else `$ITH_HOME/models`, else `~/.cache/ith/models`."""
+    if model_dir:
+        return Path(model_dir).expanduser()
+    ith_home = os.environ.get("ITH_HOME")
+    if ith_home:
+        return Path(ith_home).expanduser() / "models"
+    return Path("~/.cache/ith/models").expanduser()
+
+
+def check_model_dir(model_dir: str | None = None) -> Path:
+    """The models folder, or ConfigError when it cannot be one: it, or a folder above it, is a file."""
+    home = model_home(model_dir)
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == home else f"is under {existing}, which is a file"
+        raise ConfigError(f"model_dir must be a folder, got {str(home)!r}: it {where}; give --model-dir a folder")
+    return home
+
+
+def _env_var(role: str) -> str:
+    return f"ITH_MODEL_{role.upper()}"
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def _missing_files(role: str, folder: Path) -> list[str]:
+    """What `folder` lacks to be a checkpoint of `role` (empty list: looks complete).
+
+    File names only: the Hugging Face cache links a file into a snapshot once it is fully
+    downloaded, so names tell a complete download from a partial one without reading gigabytes.
+    """
+    if not folder.is_dir():
+        return ["the folder itself"]
+    missing: list[str] = []
+
+    def need(relative: str, ok: bool) -> None:
+        if not ok:
+            missing.append(relative)
+
+    if role == "generator":
+        need("model_index.json", (folder / "model_index.json").is_file())
+        for sub in ("transformer", "vae", "text_encoder", "projection_model"):
+            need(f"{sub}/config.json", (folder / sub / "config.json").is_file())
+            need(f"{sub}/ weights (*.safetensors or *.bin)", _has_weights(folder / sub))
+        need("scheduler/scheduler_config.json", (folder / "scheduler" / "scheduler_config.json").is_file())
+        tok = folder / "tokenizer"
+        need("tokenizer/ (tokenizer.json or spiece.model)",
+             (tok / "tokenizer.json").is_file() or (tok / "spiece.model").is_file())
+        return missing
+    need("config.json", (folder / "config.json").is_file())
+    need("weights (*.safetensors or *.bin)", _has_weights(folder))
+    if role in ("lm", "roberta"):
+        need("tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)",
+             (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+             or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
+    if role in ("clap", "audio_encoder"):
+        # Hub checkpoints carry preprocessor_config.json; transformers 5 saves processor_config.json.
+        need("preprocessor_config.json",
+             (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file())
+    if role == "clap":
+        need("tokenizer (tokenizer.json or vocab.json + merges.txt)",
+             (folder / "tokenizer.json").is_file()
+             or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
+    return missing
+
+
+def _hub_cache_dir(repo_id: str) -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The cached snapshot folder of `repo_id`, or None; never touches the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        return None
+
+
+def _locate_paper(role: str, model_dir: str | None) -> tuple[Path | None, list[str]]:
+    """First complete folder for a paper role, and a line per place looked in (path: outcome)."""
+    spec = PAPER_MODELS[role]
+    looked: list[str] = []
+
+    env_name = _env_var(role)
+    explicit = os.environ.get(env_name)
+    if explicit:
+        folder = Path(explicit).expanduser()
+        missing = _missing_files(role, folder)
+        if missing:
+            # An explicit setting that points nowhere is a mistake to report, not to skip.
+            raise ModelNotAvailableError(
+                f"${env_name} points to {folder}, which is not a usable {spec.model_id} checkpoint "
+                f"(missing: {', '.join(missing)}); fix the path or unset ${env_name}"
+            )
+        return folder, [f"${env_name} = {folder}: found"]
+    looked.append(f"${env_name}: not set")
+
+    local = model_home(model_dir) / "paper" / role
+    missing = _missing_files(role, local)
+    if not missing:
+        looked.append(f"{local}: found")
+        return local, looked
+    outcome = f"incomplete (missing: {', '.join(missing)})" if local.exists() else "does not exist"
+    looked.append(f"{local}: {outcome}")
+
+    for repo_id in (spec.model_id, *_HUB_ALIASES.get(spec.model_id, ())):
+        cache_dir = _hub_cache_dir(repo_id)
+        snapshot = _hub_snapshot(repo_id, spec.revision)
+        if snapshot is None:
+            looked.append(f"{cache_dir}: not in the Hugging Face cache")
+            continue
+        missing = _missing_files(role, snapshot)
+        if not missing:
+            looked.append(f"{snapshot}: found")
+            return snapshot, looked
+        looked.append(f"{snapshot}: incomplete download (missing: {', '.join(missing)})")
+    return None, looked
+
+
+def _how_to_get(role: str, model_dir: str | None) -> str:
+    spec = PAPER_MODELS[role]
+    lines = [
+        f"While online, run `hf download {spec.model_id}` (older clients: "
+        f"`huggingface-cli download {spec.model_id}`), or copy a checkpoint folder to "
+        f"{model_home(model_dir) / 'paper' / role}, or point ${_env_var(role)} at one."
+    ]
+    if spec.model_id in _GATED_NOTES:
+        lines.append(_GATED_NOTES[spec.model_id])
+    return " ".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny profile
+
+
+def _corpus_digest(corpus: Sequence[str]) -> tuple[list[str], str]:
+    require(not isinstance(corpus, (str, bytes)), "corpus", "be a sequence of sentences, not one string",
+            type(corpus).__name__)
+    items = list(corpus)
+    require(len(items) > 0, "corpus", "contain at least one sentence", items,
+            "pass the benchmark's train sentences and span texts")
+    for item in items:
+        require(isinstance(item, str), "corpus", "contain only strings", type(item).__name__)
+    # Sorted, so the same sentences in any order (from a set, from shards) give the same
+    # profile, and the tokenizer trainers see one fixed order.
+    items.sort()
+    digest = hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return items, digest
+
+
+def tiny_recipe_hash(corpus_sha256: str) -> str:
+    """The hash naming a tiny profile: recipe version, every size and seed, and the corpus."""
+    blob = json.dumps({"recipe": TINY_RECIPE, "corpus_sha256": corpus_sha256}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _identity_of(folder: Path) -> str:
+    # Tiny profile: tiny-<recipe hash>/<role>; the recipe hash covers every size, seed and the corpus.
+    if folder.parent.name.startswith("tiny-") and (folder.parent / PROFILE_MARKER).is_file():
+        return f"{folder.parent.name}/{folder.name}"
+    # A Hugging Face snapshot: the repository and the commit name the files. Anything else: its
+    # configs' content and its other files' names and sizes (weights are not read).
+    return snapshot_name(folder) or files_digest(folder, skip_hidden=True)
+
+
+def model_identity(folder: str | os.PathLike) -> str:
+    """What a model folder holds, not where it lies: stage keys use it, so the same models under two
+    ITH_HOMEs (two workers, a moved cache) give the same keys. Tiny: `tiny-<recipe hash>/<role>`; a
+    Hugging Face snapshot: `repo@commit`; anything else: `<name>-<hash of its configs and file sizes>`."""
+    return _identity_of(Path(folder).resolve())
+
+
+def _is_complete_tiny(folder: Path) -> bool:
+    return (folder / PROFILE_MARKER).is_file() and all((folder / role).is_dir() for role in ROLES)
+
+
+def _library_versions() -> dict[str, str]:
+    import diffusers
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "diffusers": diffusers.__version__, "tokenizers": tokenizers.__version__}
+
+
+def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> dict[str, Path]:
+    """Build (or reuse) the tiny profile for `corpus`; returns the folder of each role.
+
+    The profile is built in a temporary sibling folder, checked by loading every role, and
+    renamed into place: a crash never leaves a half-built folder under the final name, and a
+    concurrent builder of the same profile simply loses the rename and uses the winner's.
+    """
+    items, corpus_sha256 = _corpus_digest(corpus)
+    home = model_home(model_dir)
+    recipe_hash = tiny_recipe_hash(corpus_sha256)
+    final = home / f"tiny-{recipe_hash}"
+    if _is_complete_tiny(final):
+        return {role: final / role for role in ROLES}
+    if final.exists():
+        # Only damage gets here (rename publishes whole profiles): move it aside, then rebuild.
+        logger.warning("tiny profile %s is damaged; rebuilding it", final)
+        doomed = home / f".tiny-{recipe_hash}.damaged-{uuid.uuid4().hex[:8]}"
+        final.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    home.mkdir(parents=True, exist_ok=True)
+    staging = home / f".tiny-{recipe_hash}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    try:
+        staging.mkdir()
+        for role in ROLES:
+            BUILDERS[role](items, staging / role)
+        _check_loads(staging)
+        marker = {
+            "profile": "tiny",
+            "recipe_hash": recipe_hash,
+            "recipe_version": TINY_RECIPE_VERSION,
+            "recipe": TINY_RECIPE,
+            "corpus_sha256": corpus_sha256,
+            "corpus_sentences": len(items),
+            "build_seconds": round(time.perf_counter() - started, 3),
+            "libraries": _library_versions(),
+        }
+        (staging / PROFILE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
+        try:
+            staging.rename(final)
+            logger.info("built tiny profile %s in %.1f s", final, time.perf_counter() - started)
+        except OSError:
+            if not _is_complete_tiny(final):
+                raise
+            logger.info("tiny profile %s was built concurrently; using that one", final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return {role: final / role for role in ROLES}
+
+
+def _check_loads(profile_dir: Path) -> None:
+    """Every role of a freshly built profile loads through its public loader (cheap at tiny size)."""
+    load_lm(profile_dir / "lm")
+    load_lm(profile_dir / "roberta")
+    load_generator(profile_dir / "generator")
+    load_clap(profile_dir / "clap")
+    load_audio_encoder(profile_dir / "audio_encoder")
+
+
+def _newest_tiny(home: Path) -> Path | None:
+    if not home.is_dir():
+        return None
+    complete = [p for p in home.glob("tiny-*") if _is_complete_tiny(p)]
+    if not complete:
+        return None
+    return max(complete, key=lambda p: (p / PROFILE_MARKER).stat().st_mtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution and status
+
+
+def resolve_models(profile: str, model_dir: str | None = None,
+                   corpus: Sequence[str] | None = None, skip_roles: Sequence[str] = ()) -> dict[str, Path]:
+    """Folder of every role for `profile` (but `skip_roles`, which a run does not need).
+
+    `tiny` builds the profile if needed and requires `corpus`. `paper` only looks (see the
+    module docstring) and raises one `ModelNotAvailableError` listing every missing role.
+    """
+    require(profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", profile)
+    if profile == "tiny":
+        require(corpus is not None, "corpus", "be given for the tiny profile", corpus,
+                "pass the sentences its tokenizers are trained on (train sentences and span texts)")
+        return {role: path for role, path in ensure_tiny_profile(corpus, model_dir).items() if role not in skip_roles}
+
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    for role in (r for r in ROLES if r not in skip_roles):
+        path, looked = _locate_paper(role, model_dir)
+        if path is not None:
+            found[role] = path
+            continue
+        spec = PAPER_MODELS[role]
+        places = "\n".join(f"    - {line}" for line in looked)
+        problems.append(f"  {role}: {spec.model_id} is not available locally. Looked in:\n{places}\n"
+                        f"    {_how_to_get(role, model_dir)}")
+    if problems:
+        raise ModelNotAvailableError("paper profile: missing models (nothing is downloaded automatically)\n"
+                                     + "\n".join(problems))
+    return found
+
+
+def model_status(profile: str, model_dir: str | None = None) -> list[dict]:
+    """Per role: role, model_id, available, path, looked_in. Never builds or downloads anything."""
+    require(profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", profile)
+    rows: list[dict] = []
+    if profile == "tiny":
+        home = model_home(model_dir)
+        newest = _newest_tiny(home)
+        for role in ROLES:
+            rows.append({
+                "role": role,
+                "model_id": f"{newest.name}/{role}" if newest else "tiny (not built yet)",
+                "available": newest is not None,
+                "path": newest / role if newest else None,
+                "looked_in": [str(home)],
+            })
+        return rows
+    for role in ROLES:
+        try:
+            path, looked = _locate_paper(role, model_dir)
+        except ModelNotAvailableError as err:
+            path, looked = None, [str(err)]
+        rows.append({"role": role, "model_id": PAPER_MODELS[role].model_id, "available": path is not None,
+                     "path": path, "looked_in": looked})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+
+
+def _require_folder(path: str | os.PathLike, role: str) -> Path:
+    folder = Path(path).expanduser()
+    missing = _missing_files(role, folder)
+    if missing:
+        raise ModelNotAvailableError(f"{folder} is not a usable {role} model folder (missing: {', '.join(missing)})")
+    return folder
+
+
+_MIN_REGULAR_TOKENS = 16
+
+
+def _require_vocab(tokenizer: Any, folder: Path) -> None:
+    # transformers 5 gives back a tokenizer holding only its special tokens, without an error,
+    # when the tokenizer files are missing; a model fed by it would silently see [UNK]s.
+    vocab = tokenizer.get_vocab()
+    special = set(tokenizer.all_special_tokens)
+    regular = sum(1 for token in vocab if token not in special)
+    if regular < _MIN_REGULAR_TOKENS:
+        raise ModelNotAvailableError(
+            f"the tokenizer in {folder} is empty or broken: {regular} regular tokens beside "
+            f"{len(special)} special ones; its tokenizer files are missing or damaged"
+        )
+
+
+def load_lm(path):
+    """(masked LM, tokenizer) from an lm folder."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    folder = _require_folder(path, "lm")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    _require_vocab(tokenizer, folder)
+    model = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    return model, tokenizer
+
+
+def load_span_base(path):
+    """(token classifier with 2 labels, its head freshly initialised, tokenizer) from an lm folder."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    folder = _require_folder(path, "lm")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    _require_vocab(tokenizer, folder)
+    # Starting from a masked LM, the new head and the unused MLM head are expected.
+    with expected_load_noise():
+        model = AutoModelForTokenClassification.from_pretrained(
+            folder, num_labels=2, local_files_only=True, trust_remote_code=False,
+        )
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def expected_load_noise():
+    """Quiets what a load says that is expected here, nothing else: transformers' load report about
+    heads a model drops or adds on purpose (the AudioSet classifier of AST, the MLM head under the
+    span detector's new head: "UNEXPECTED"/"MISSING" keys; errors still show), and the warning that
+    some of AST's 128 mel filters are all zero at 16 kHz (the checkpoint's own feature settings)."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"At least one mel filter has all zero values",
+                                    category=UserWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_generator(path, torch_dtype=None):
+    """A diffusers `StableAudioPipeline` from a generator folder, in `torch_dtype` if given."""
+    import warnings
+
+    from diffusers import StableAudioPipeline
+
+    folder = _require_folder(path, "generator")
+    scheduler_class = json.loads((folder / "scheduler" / "scheduler_config.json").read_text()).get("_class_name")
+    if scheduler_class == "CosineDPMSolverMultistepScheduler" and importlib.util.find_spec("torchsde") is None:
+        raise ModelNotAvailableError(
+            f"{folder} uses {scheduler_class}, which needs the torchsde package: `pip install torchsde`"
+        )
+    # diffusers 0.42 names the argument `dtype` (`torch_dtype` is its deprecated alias).
+    with warnings.catch_warnings():
+        # diffusers' AutoencoderOobleck builds its convolutions with torch.nn.utils.weight_norm,
+        # which torch deprecates; one FutureWarning per convolution, nothing a caller can change.
+        warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
+                                category=FutureWarning)
+        # "Loading pipeline components" bars would flood worker logs; the stage logs its own progress.
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+        pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
+    _require_vocab(pipe.tokenizer, folder / "tokenizer")
+    return pipe
+
+
+def load_clap(path):
+    """(ClapModel, ClapProcessor) from a clap folder."""
+    from transformers import AutoProcessor, ClapModel
+
+    folder = _require_folder(path, "clap")
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    _require_vocab(processor.tokenizer, folder)
+    model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    return model, processor
+
+
+def load_audio_encoder(path):
+    """(ASTModel, ASTFeatureExtractor) from an audio_encoder folder (classification head dropped)."""
+    from transformers import AutoFeatureExtractor, ASTModel
+
+    folder = _require_folder(path, "audio_encoder")
+    with expected_load_noise():
+        feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True,
+                                                                 trust_remote_code=False)
+        model = ASTModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    return model, feature_extractor
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-size paper architectures (random weights, no download)
+
+# bert-base-uncased is BertConfig()'s defaults (vocab 30522, 12 x 768, 12 heads, 3072 FFN).
+BERT_BASE_CONFIG: dict[str, Any] = {}
+
+# roberta-base's config.json: 50265 byte-level BPE tokens, 12 x 768, 12 heads, 3072 FFN, 514 positions
+# (RoBERTa offsets positions by the padding id), one token type, LayerNorm eps 1e-5.
+ROBERTA_BASE_CONFIG: dict[str, Any] = {
+    "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+    "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+}
+
+# stable-audio-open-1.0, from its stable-audio-tools model_config.json as mapped by diffusers'
+# scripts/convert_stable_audio.py: DiT sample_size 2097152 / 2048, io_channels 64, embed_dim 1536
+# over 24 heads (head dim 64), depth 24, cond_token_dim 768 (12 key/value heads of 64),
+# global_cond_dim 1536; these equal the diffusers defaults of StableAudioDiTModel.
+STABLE_AUDIO_DIT_CONFIG: dict[str, Any] = {
+    "sample_size": 1024, "in_channels": 64, "num_layers": 24, "attention_head_dim": 64,
+    "num_attention_heads": 24, "num_key_value_attention_heads": 12, "out_channels": 64,
+    "cross_attention_dim": 768, "time_proj_dim": 256, "global_states_input_dim": 1536,
+    "cross_attention_input_dim": 768,
+}
+# Oobleck pretransform of the same model_config.json: channels 128, c_mults [1, 2, 4, 8, 16],
+# strides [2, 4, 4, 8, 8] (hop 2048), latent_dim 64, stereo, 44.1 kHz; = AutoencoderOobleck defaults.
+STABLE_AUDIO_VAE_CONFIG: dict[str, Any] = {
+    "encoder_hidden_size": 128, "downsampling_ratios": [2, 4, 4, 8, 8],
+    "channel_multiples": [1, 2, 4, 8, 16], "decoder_channels": 128, "decoder_input_channels": 64,
+    "audio_channels": 2, "sampling_rate": 44100,
+}
+# Conditioning of the same file: T5 width 768, cond_dim 768, seconds_start/total in [0, 512].
+STABLE_AUDIO_PROJECTION_CONFIG: dict[str, Any] = {
+    "text_encoder_dim": 768, "conditioning_dim": 768, "min_value": 0, "max_value": 512,
+}
+# The prompt conditioner is t5-base (max_length 128): its published config.json.
+T5_BASE_CONFIG: dict[str, Any] = {
+    "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12,
+    "relative_attention_num_buckets": 32, "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "relu", "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+}
+T5_MAX_LENGTH = 128
+
+# laion/clap-htsat-fused's config.json: HTSAT-tiny audio tower (patch embeddings 96, depths
+# [2, 2, 6, 2], heads [4, 8, 16, 32], window 8, spec 256, 64 mel bins) with fusion enabled and a
+# RoBERTa-base text tower; both project to 512. Transformers' convert_clap_original_pytorch_to_hf.py
+# builds it from ClapConfig defaults plus enable_fusion, which is what is spelled out here.
+CLAP_HTSAT_FUSED_CONFIG: dict[str, Any] = {
+    "audio_config": {
+        "window_size": 8, "num_mel_bins": 64, "spec_size": 256, "patch_size": 4, "patch_stride": [4, 4],
+        "num_classes": 527, "hidden_size": 768, "projection_dim": 512, "depths": [2, 2, 6, 2],
+        "num_attention_heads": [4, 8, 16, 32], "enable_fusion": True, "fusion_type": None,
+        "patch_embeds_hidden_size": 96, "flatten_patch_embeds": True, "enable_patch_layer_norm": True,
+        "mlp_ratio": 4.0, "aff_block_r": 4, "projection_hidden_act": "relu", "layer_norm_eps": 1e-5,
+    },
+    "text_config": {
+        "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1,
+        "layer_norm_eps": 1e-12, "projection_dim": 512, "pad_token_id": 1, "bos_token_id": 0,
+        "eos_token_id": 2, "projection_hidden_act": "relu",
+    },
+    "projection_dim": 512,
+    "logit_scale_init_value": 1 / 0.07,
+}
+# Its preprocessor_config.json (note frequency_min 50, where ClapFeatureExtractor defaults to 0).
+CLAP_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "feature_size": 64, "sampling_rate": 48000, "hop_length": 480, "max_length_s": 10,
+    "fft_window_size": 1024, "frequency_min": 50, "frequency_max": 14000, "padding": "repeatpad",
+    "truncation": "fusion", "top_db": None,
+}
+
+# MIT/ast-finetuned-audioset-10-10-0.4593: ASTConfig defaults (patch 16, strides 10 x 10,
+# 1024 frames x 128 mel bins, 12 x 768) with the 527 AudioSet labels, as in transformers'
+# convert_audio_spectrogram_transformer_original_to_pytorch.py for "10-10".
+AST_AUDIOSET_CONFIG: dict[str, Any] = {
+    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+    "patch_size": 16, "frequency_stride": 10, "time_stride": 10, "max_length": 1024,
+    "num_mel_bins": 128, "qkv_bias": True, "layer_norm_eps": 1e-12, "num_labels": 527,
+}
+# Its preprocessor_config.json: 16 kHz Kaldi fbank, AudioSet normalisation statistics.
+AST_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "feature_size": 1, "sampling_rate": 16000, "num_mel_bins": 128, "max_length": 1024,
+    "do_normalize": True, "mean": -4.2677393, "std": 4.5689974,
+}
+
+
+def build_paper_architecture(role: str) -> dict:
+    """The paper checkpoint of `role` at full size with random weights (nothing downloaded).
+
+    lm: config, mlm (BertForMaskedLM), token_classifier (2 labels).  roberta: config, mlm (RobertaForMaskedLM).
+    generator: transformer, vae, text_encoder (T5-base encoder), projection_model, tokenizer_max_length.
+    clap: model (ClapModel), feature_extractor.  audio_encoder: model (ASTModel), feature_extractor.
+    Modules are in eval mode, as `from_pretrained` returns them. Tokenizers are not included:
+    their vocabularies come only with the checkpoints.
+    """
+    require(role in ROLES, "role", f"be one of {ROLES}", role)
+    parts = _build_paper_parts(role)
+    for part in parts.values():
+        if hasattr(part, "eval"):
+            part.eval()
+    return parts
+
+
+def _build_paper_parts(role: str) -> dict:
+    if role == "lm":
+        from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
+
+        config = BertConfig(**BERT_BASE_CONFIG)
+        return {"config": config, "mlm": BertForMaskedLM(config),
+                "token_classifier": BertForTokenClassification(BertConfig(**BERT_BASE_CONFIG, num_labels=2))}
+    if role == "roberta":
+        from transformers import RobertaConfig, RobertaForMaskedLM
+
+        config = RobertaConfig(**ROBERTA_BASE_CONFIG)
+        return {"config": config, "mlm": RobertaForMaskedLM(config)}
+    if role == "generator":
+        from diffusers import AutoencoderOobleck, StableAudioDiTModel
+        from diffusers.pipelines.stable_audio import StableAudioProjectionModel
+        from transformers import T5Config, T5EncoderModel
+
+        return {
+            "transformer": StableAudioDiTModel(**STABLE_AUDIO_DIT_CONFIG),
+            "vae": AutoencoderOobleck(**STABLE_AUDIO_VAE_CONFIG),
+            "text_encoder": T5EncoderModel(T5Config(**T5_BASE_CONFIG)),
+            "projection_model": StableAudioProjectionModel(**STABLE_AUDIO_PROJECTION_CONFIG),
+            "tokenizer_max_length": T5_MAX_LENGTH,
+        }
+    if role == "clap":
+        from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+        return {"model": ClapModel(ClapConfig(**CLAP_HTSAT_FUSED_CONFIG)),
+                "feature_extractor": ClapFeatureExtractor(**CLAP_FEATURE_EXTRACTOR_CONFIG)}
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    return {"model": ASTModel(ASTConfig(**AST_AUDIOSET_CONFIG)),
+            "feature_extractor": ASTFeatureExtractor(**AST_FEATURE_EXTRACTOR_CONFIG)}

@@ -1,0 +1,845 @@
+"""Stage drivers of stages 4-5 (audio encoding, fusion LM training, evaluation); no Prefect here.
+
+    precompute_stage(cfg, model_paths)            selection -> AST features once per selected audio
+    train_stage(cfg, model_paths, variant)        `accelerate launch -m ith_core.fusion.training` for
+                                                  every task x seed of one variant ("ith" | "text")
+    evaluate_stage(cfg, model_paths)              dev-best models -> predictions, accuracy with 95 %
+                                                  bootstrap intervals, ours vs paper
+
+Files in the run folder (`<run_root>/<run_id>/`):
+
+    fusion_features/   examples.parquet   the run's sampled examples (ingest columns the LM reads)
+                       selection.parquet  the imagine selection adapted to `read_selection`'s contract
+                       part-*.safetensors/.parquet, features.json   (storage.features)
+    fusion_train_ith/  spec.json, train.log, <job>/best/, <job>/DONE.json   (ith_core.fusion.training)
+    fusion_train_text/ the same for the text-only baseline
+    fusion/            results.parquet, predictions.parquet, results.json
+    <stage>/_DONE.json written last (storage.layout)
+
+Which examples: the examples the spans stage sampled (`data.sample_limit` per task and split).
+Training uses the sampled train split, the dev-best epoch is picked on the sampled dev split,
+and dev/test/wiki (those in `data.splits`) are scored. Examples without an accepted audio, or
+without any detected span, are trained and scored too, just without fusion. Fusion needs
+`train` and `dev` in `data.splits`; otherwise `skip_reason` says why and the flow skips it.
+
+Unlike the earlier stages, a fusion stage without its marker is NOT cleared before it runs:
+feature shards and training states are the resume points (a crashed or retried task picks up
+from the last whole shard / last saved epoch). The stage key is written first (`_KEY.json`); a
+leftover folder with another key is cleared, so a resume never mixes settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ith_core.config import ConfigError, RunConfig
+from ith_core.models.profiles import model_identity
+from storage.layout import DONE_MARKER, RunLayout
+
+logger = logging.getLogger(__name__)
+
+FEATURES = "fusion_features"
+EXAMPLES = "fusion_examples"
+EVALUATE = "fusion"
+EVAL_SPLITS = ("dev", "test", "wiki")
+KEY_FILE = "_KEY.json"
+# Bump when this module changes what a stage writes for the same inputs.
+# 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds;
+# 5: models enter keys by their identity (profiles.model_identity), not their folder.
+FUSION_VERSION = 5
+# Encoding batch and shard size: execution only (shard membership is fixed per run).
+ENCODE_BATCH_SIZE = 16
+FEATURE_SHARD_SIZE = 256
+
+# The adapted selection table: exactly the columns `audio_encoding.read_selection` requires.
+FUSION_SELECTION_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int64()),
+    ("span_text", pa.string()),
+    ("char_start", pa.int64()),
+    ("char_end", pa.int64()),
+    ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
+    ("audio_path", pa.string()),
+    ("sample_rate", pa.int64()),
+])
+
+EXAMPLE_COLUMNS = ("example_id", "task", "split", "sentence", "spans", "answer", "options", "flags")
+
+
+def layout_for(cfg: RunConfig) -> RunLayout:
+    return RunLayout(cfg.run_root, cfg.effective_run_id)
+
+
+def _key(*parts: Any) -> str:
+    blob = json.dumps([FUSION_VERSION, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _open_stage(layout: RunLayout, stage: str, key: str) -> dict | None:
+    """The recorded report if the stage finished with `key`; else prepares the folder for (re)work.
+
+    A folder left by an interrupted attempt with the same key is kept (its shards / training
+    states are resumed from); one with another key, or without a key, is cleared.
+    """
+    report = layout.stage_done(stage, key)
+    if report is not None:
+        logger.info("stage %s: finished earlier in %s, reusing it", stage, layout.url(stage))
+        return {**report, "cached": True}
+    if layout.exists(stage):
+        previous = layout.read_json(stage, KEY_FILE).get("key") if layout.exists(stage, KEY_FILE) else None
+        if previous != key:
+            layout.fs.rm(layout.path(stage), recursive=True)
+    layout.write_json({"key": key}, stage, KEY_FILE)
+    return None
+
+
+def skip_reason(cfg: RunConfig) -> str | None:
+    """Why the fusion stages cannot run on this run's splits (None: they can)."""
+    missing = [s for s in ("train", "dev") if s not in cfg.data.splits]
+    if missing:
+        return (f"fusion needs the train and dev splits (train to learn, dev to pick the best epoch); "
+                f"data.splits is {list(cfg.data.splits)}, missing {missing}")
+    return None
+
+
+def resolve_device(cfg: RunConfig) -> str:
+    from ith_core.models.span_detector import resolve_device as resolve
+
+    return str(resolve(cfg.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter: imagine/selection.parquet -> the fusion selection contract
+
+
+def adapt_selection(selection: pa.Table, spans: pa.Table, candidates: pa.Table) -> tuple[pa.Table, dict]:
+    """The imagination stage's selection in `read_selection`'s contract, and counts by reason.
+
+    The imagine table differs from the contract in four ways, each handled here:
+    - no `char_start`/`char_end`: joined from the spans tables on (example_id, span_index);
+    - no `sample_rate`: joined from the stored candidates on (audio_id, candidate);
+    - `audio_id` names the prompt (its 5 candidates share it) and is set even when no candidate
+      passed CLAP (`accepted` false); tasks have different thresholds, so one prompt can have
+      different chosen candidates. The contract's audio id names the waveform the LM hears, so
+      it becomes `<audio_id>-c<candidate>` when accepted and null (with a null path) when not;
+    - rows with `span_index` -1 (no span detected, fallback prompt "sound") are dropped: fusion
+      rewrites span token states, and such an example has no span positions, so it trains and is
+      scored as text (its examples stay in examples.parquet). Counted as `no_span_fallback`.
+    """
+    counts: Counter = Counter()
+    offsets = {(r["example_id"], int(r["span_index"])): (int(r["char_start"]), int(r["char_end"]))
+               for r in spans.select(["example_id", "span_index", "char_start", "char_end"]).to_pylist()}
+    rates = {(a, int(c)): int(s) for a, c, s in zip(candidates["audio_id"].to_pylist(),
+                                                    candidates["candidate"].to_pylist(),
+                                                    candidates["sample_rate"].to_pylist())}
+    rows = []
+    for r in selection.to_pylist():
+        if r["span_index"] < 0:
+            counts["no_span_fallback"] += 1
+            continue
+        where = offsets.get((r["example_id"], int(r["span_index"])))
+        if where is None:
+            raise ValueError(f"selection row {r['example_id']}/{r['span_index']} has no span in the spans tables; "
+                             "the imagine stage and the spans stage of this run disagree: rerun imagine")
+        accepted = bool(r["accepted"]) and r["audio_path"] is not None
+        counts["span_with_audio" if accepted else "span_without_audio"] += 1
+        rows.append({
+            "example_id": r["example_id"], "task": r["task"], "split": r["split"], "span_index": int(r["span_index"]),
+            "span_text": r["span_text"], "char_start": where[0], "char_end": where[1],
+            "audio_id": f"{r['audio_id']}-c{int(r['candidate'])}" if accepted else None,
+            "audio_path": r["audio_path"] if accepted else None,
+            "sample_rate": rates[(r["audio_id"], int(r["candidate"]))] if accepted else None,
+        })
+    rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
+    return pa.Table.from_pylist(rows, schema=FUSION_SELECTION_SCHEMA), dict(counts)
+
+
+def sampled_examples(layout: RunLayout, cfg: RunConfig) -> pa.Table:
+    """The examples the spans stage sampled, with the columns the LM and the scorer read."""
+    ids: list[str] = []
+    for task in cfg.data.tasks:
+        for split in cfg.data.splits:
+            ids += layout.read_table("spans", f"{task}-{split}.examples.parquet")["example_id"].to_pylist()
+    table = layout.read_table("ingest", "examples.parquet")
+    table = table.filter(pc.is_in(table["example_id"], value_set=pa.array(ids, pa.string())))
+    if table.num_rows != len(set(ids)):
+        raise RuntimeError(f"ingest/examples.parquet holds {table.num_rows} of the {len(set(ids))} sampled examples; "
+                           "the run folder is inconsistent: rerun it from ingestion")
+    return table.select([c for c in EXAMPLE_COLUMNS if c in table.column_names]).sort_by("example_id")
+
+
+def _spans_table(layout: RunLayout, cfg: RunConfig) -> pa.Table:
+    return pa.concat_tables([layout.read_table("spans", f"{t}-{s}.parquet")
+                             for t in cfg.data.tasks for s in cfg.data.splits])
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: audio features
+
+
+def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
+    f = cfg.fusion
+    return _key(FEATURES, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
+                cfg.data.tasks, cfg.data.splits, model_identity(model_paths["audio_encoder"]), f.train_audio_encoder,
+                f.audio_tokens)
+
+
+def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+    """Adapts the selection, then encodes every distinct chosen waveform once into feature shards.
+
+    Features live in the run folder, not in a store shared by runs: `storage.features` names
+    shards by position in the run's sorted id list, so two runs with different selections would
+    write different content under the same shard name. Within a run each waveform is encoded
+    once however many examples (or tasks) use it, and finished shards are skipped on a rerun.
+    """
+    layout = layout_for(cfg)
+    key = _features_key(layout, cfg, model_paths)
+    if (report := _open_stage(layout, FEATURES, key)) is not None:
+        return report
+    started = time.perf_counter()
+    imagined = layout.read_table("imagine", "selection.parquet")
+    # Only this run's tasks and splits (the imagine stage covers exactly those; a copied folder may not).
+    imagined = imagined.filter(pc.and_(pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
+                                       pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits)))))
+    selection, counts = adapt_selection(imagined, _spans_table(layout, cfg),
+                                        layout.read_table("imagine", "candidates.parquet"))
+    report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
+                              trainable_encoder=cfg.fusion.train_audio_encoder, audio_tokens=cfg.fusion.audio_tokens)
+    report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
+    layout.mark_done(FEATURES, key, report)
+    return {**report, "cached": False}
+
+
+def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, examples: pa.Table,
+                     selection: pa.Table, *, trainable_encoder: bool, audio_tokens: int | None) -> dict:
+    """Writes `<stage>/examples.parquet` and `selection.parquet` (read_selection's contract), then
+    encodes every distinct selected audio once into `<stage>`'s feature shards and manifest.
+
+    Returns the stage report's common part; the caller marks the stage done. Shared by the fusion
+    stage (imagined audio) and AudioBERT's features stage (retrieved clips).
+    """
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
+    from ith_core.models.profiles import load_audio_encoder
+    from storage.features import FeatureStore
+
+    layout = layout_for(cfg)
+    layout.write_table(examples, stage, "examples.parquet")
+    layout.write_table(selection, stage, "selection.parquet")
+    rows = read_selection(selection)  # the contract's own checks, before any encoding
+    device = resolve_device(cfg)
+    encoder, extractor = load_audio_encoder(model_paths["audio_encoder"])
+    store = FeatureStore(layout, stage)
+    encoded = precompute_audio_features(rows, encoder, extractor, store, trainable_encoder=trainable_encoder,
+                                        audio_tokens=audio_tokens, batch_size=ENCODE_BATCH_SIZE,
+                                        shard_size=FEATURE_SHARD_SIZE, device=device)
+    index = store.index()
+    manifest = {"encoder": str(model_paths["audio_encoder"]), "train_audio_encoder": trainable_encoder,
+                "audio_tokens": audio_tokens, "audios": index.num_rows,
+                "shards": encoded["shards"], "dtype": "float16",
+                "shape": [int(index["num_tokens"][0].as_py()), int(index["dim"][0].as_py())] if index.num_rows else None}
+    store.write_manifest(manifest)
+    with_audio = {r["example_id"] for r in rows if r["audio_id"] is not None}
+    return {
+        "examples": examples.num_rows,
+        "examples_with_audio": len(with_audio),
+        "distinct_audios": encoded["audios"],
+        "audios_encoded": encoded["audios_encoded"],
+        "shards_written": encoded["shards_written"],
+        "shards_skipped": encoded["shards_skipped"],
+        "bytes_written": encoded["bytes_written"],
+        "audios_per_s": encoded["audios_per_s"],
+        "feature_shape": manifest["shape"],
+        "device": device,
+        "outputs": {name: layout.url(stage, name) for name in ("examples.parquet", "selection.parquet", "features.json")},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems: the rows of the table
+
+
+@dataclass(frozen=True)
+class System:
+    """One row of the table: which LM, trained or not, and which audio it hears."""
+
+    name: str  # the row id, in predictions.parquet's `model` column
+    family: str  # the name `--systems` takes
+    lm_role: str  # the model role of its masked LM
+    trained: bool  # fine-tuned per task and seed; False: zero-shot, scored as it is
+    audio: str | None  # None (text only), "imagined" (ITH), "retrieved" (AudioBERT)
+    label: str
+    published: str | None  # its row in the published table (evaluate.PAPER_RESULTS), if any
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("bert-zero-shot", "bert", "lm", False, None, "BERT, zero-shot", "BERT-base"),
+    System("bert-text", "bert", "lm", True, None, "BERT, fine-tuned text-only", None),
+    System("roberta-zero-shot", "roberta", "roberta", False, None, "RoBERTa, zero-shot", "RoBERTa-base"),
+    System("roberta-text", "roberta", "roberta", True, None, "RoBERTa, fine-tuned text-only", None),
+    System("audiobert", "audiobert", "lm", True, "retrieved", "AudioBERT (retrieved audio)", "AudioBERT"),
+    System("ith", "ith", "lm", True, "imagined", "ITH (imagined audio)", "ITH"),
+)}
+ZERO_SHOT_SEED = 0
+
+
+def run_systems(cfg: RunConfig) -> list[System]:
+    """The run's systems in table order (the families of `systems` expanded)."""
+    return [s for s in SYSTEMS.values() if s.family in cfg.systems]
+
+
+def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
+    """A trained system's seeds; a zero-shot system is one deterministic evaluation."""
+    return tuple(cfg.fusion.seeds) if system.trained else (ZERO_SHOT_SEED,)
+
+
+def run_label(system: str, seed: int) -> str:
+    """'ith seed 42'; a zero-shot system is one deterministic evaluation (its stored seed is a
+    placeholder, ZERO_SHOT_SEED), so it is named without one."""
+    known = SYSTEMS.get(system)
+    return system if known is not None and not known.trained else f"{system} seed {seed}"
+
+
+def train_stage_name(system: str, seed: int) -> str:
+    return f"fusion_train/{system}-seed{seed}"
+
+
+def eval_stage_name(system: str, seed: int) -> str:
+    return f"fusion_eval/{system}" if not SYSTEMS[system].trained else f"fusion_eval/{system}-seed{seed}"
+
+
+def needs_imagination(cfg: RunConfig) -> bool:
+    """Whether a system of the run hears imagined audio (ITH; AudioBERT's tiny stand-in pool is
+    made of the run's imagined clips)."""
+    return any(s.audio == "imagined" or (s.audio == "retrieved" and cfg.profile == "tiny"
+                                         and cfg.benchmark == "auditorybench" and cfg.audiobert.pool is None)
+               for s in run_systems(cfg))
+
+
+def required_roles(cfg: RunConfig) -> set[str]:
+    """The model roles this run's systems need (the span detector always needs `lm`)."""
+    roles = {"lm"}
+    for system in run_systems(cfg):
+        roles.add(system.lm_role)
+        if system.audio is not None:
+            roles |= {"clap", "audio_encoder"}
+    if needs_imagination(cfg):
+        roles |= {"generator", "clap"}
+    return roles
+
+
+# ---------------------------------------------------------------------------------------------
+# The examples every system trains and is scored on
+
+
+def examples_stage(cfg: RunConfig) -> dict:
+    """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
+    layout = layout_for(cfg)
+    key = _key(EXAMPLES, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits)
+    if (report := _open_stage(layout, EXAMPLES, key)) is not None:
+        return report
+    examples = sampled_examples(layout, cfg)
+    layout.write_table(examples, EXAMPLES, "examples.parquet")
+    counts = Counter(f"{t}/{s}" for t, s in zip(examples["task"].to_pylist(), examples["split"].to_pylist()))
+    report = {"examples": examples.num_rows, "per_split": dict(sorted(counts.items())),
+              "outputs": {"examples": layout.url(EXAMPLES, "examples.parquet")}}
+    layout.mark_done(EXAMPLES, key, report)
+    return {**report, "cached": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: training, one (system, seed) at a time
+
+
+def _training_settings(cfg: RunConfig) -> dict:
+    # Everything in FusionConfig changes the trained weights except how many processes share the
+    # global batch, how many bootstrap samples the scorer draws and which seeds the run has (the
+    # seed of a job is part of its own key).
+    settings = cfg.fusion.model_dump(mode="json")
+    for name in ("num_processes", "bootstrap_samples", "seeds"):
+        settings.pop(name)
+    return settings
+
+
+def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
+    """(stage holding the system's examples/selection/features, that stage's key)."""
+    stage = {"imagined": FEATURES, "retrieved": "audiobert_features"}.get(system.audio, EXAMPLES)
+    return stage, layout.finished_key(stage)
+
+
+def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
+    stage, inputs_key = _system_inputs(layout, system)
+    extra = cfg.audiobert.model_dump(mode="json") if system.audio == "retrieved" else None
+    return _key("train", system.name, seed, inputs_key, model_identity(model_paths[system.lm_role]),
+                _training_settings(cfg), extra)
+
+
+def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
+    """Where the trainer writes: the stage folder itself on local disk, else a local working folder
+    (per run root and run id, see `RunLayout.work_dir`) that is reused only for the same stage key."""
+    out = layout.work_dir(stage)
+    if not layout.is_local:
+        marker = out / KEY_FILE
+        if out.exists() and (not marker.is_file() or json.loads(marker.read_text()).get("key") != key):
+            shutil.rmtree(out)  # left by other settings: its states must not be resumed from
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"key": key}))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# What `accelerate launch` runs: the training entry point (a module), then its arguments.
+TRAIN_ENTRY = ("-m", "ith_core.fusion.training")
+
+
+def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cuda: bool) -> list[str]:
+    """`accelerate launch ... -m ith_core.fusion.training --config spec`.
+
+    `--cpu --num_processes N` silently runs ONE process, so N > 1 always goes through
+    `--multi_gpu`, which without GPUs starts N processes over gloo (the entry point builds its
+    Accelerator with cpu=True there).
+    """
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--num_machines", "1", "--num_processes", str(num_processes), "--mixed_precision", mixed_precision,
+            "--dynamo_backend", "no"]
+    if num_processes > 1:
+        cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
+    elif not cuda:
+        cmd += ["--cpu"]
+    return cmd + [*TRAIN_ENTRY, "--config", spec_path]
+
+
+# The trainer's per-epoch lines (train_fusion: "<job> epoch N/M: loss L, dev accuracy A ...") and
+# resumes. This module's own logger relays every output line (weight loading, checkpoint saves)
+# and stays out of run logs; `progress_logger` is one that tasks/runtime.py routes into them.
+PROGRESS_LINE = re.compile(r" epoch \d+(/\d+)?: | resumed from ")
+progress_logger = logging.getLogger(__name__ + ".progress")
+
+
+def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Runs `cmd`, sending each output line to this module's log and to `log_path` as it comes."""
+    tail: list[str] = []
+    with open(log_path, "a", encoding="utf-8") as log, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as proc:
+        log.write(f"$ {' '.join(cmd)}\n")
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            logger.info("train: %s", line.rstrip())
+            if PROGRESS_LINE.search(line):  # epochs, loss and dev accuracy: to the run log as well
+                progress_logger.info("%s", line.rstrip())
+            tail = (tail + [line.rstrip()])[-40:]
+        rc = proc.wait()
+    return rc, tail
+
+
+def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int, inputs: Path, out: Path):
+    """The TrainSpec of one (system, seed): one job per task with train and dev rows."""
+    from ith_core.fusion.training import TrainJob, TrainSpec
+
+    if system.audio == "retrieved":
+        from ith_core.stages import audiobert as audiobert_stage
+
+        return audiobert_stage.train_spec(cfg, model_paths, seed, out)
+    train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    if not train_tasks:
+        raise RuntimeError(f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
+                           "examples or add the train and dev splits")
+    imagined = system.audio == "imagined"
+    if imagined and not any(inputs.glob("part-*.parquet")):
+        from ith_core.stages.imagine import no_audio_error
+
+        raise no_audio_error(cfg)
+    return TrainSpec(
+        lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / "examples.parquet"),
+        output_dir=str(out), selection_path=str(inputs / "selection.parquet") if imagined else None,
+        features_dir=str(inputs) if imagined else None,
+        audio_encoder_path=str(model_paths["audio_encoder"]) if imagined and cfg.fusion.train_audio_encoder else None,
+        fusion=cfg.fusion.model_dump(mode="json"),
+        jobs=tuple(TrainJob(task, "ith" if imagined else "text", seed) for task in train_tasks))
+
+
+def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
+    """Trains one system with one seed, every task, in one `accelerate launch` (jobs one after another).
+
+    Its own stage (`fusion_train/<system>-seed<seed>/`), so a failed seed reruns alone and adding
+    a seed or a system to a finished run trains only what is new. Resumable: the entry point
+    skips finished jobs (DONE.json) and resumes an interrupted one from its last saved state.
+    """
+    from ith_core.fusion.training import resolve_mixed_precision
+
+    system = SYSTEMS[system_name]
+    if not system.trained:
+        raise ConfigError(f"system {system_name} is zero-shot: it has nothing to train")
+    layout = layout_for(cfg)
+    stage = train_stage_name(system.name, seed)
+    key = _train_key(layout, cfg, model_paths, system, seed)
+    if (report := _open_stage(layout, stage, key)) is not None:
+        return report
+    started = time.perf_counter()
+    inputs = layout.local_dir(_system_inputs(layout, system)[0])
+    out = _local_work_dir(layout, stage, key)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = _train_spec(cfg, model_paths, system, seed, inputs, out)
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(spec.to_json(), indent=2))
+    import torch
+
+    cuda = torch.cuda.is_available() and resolve_device(cfg) != "cpu"
+    precision = resolve_mixed_precision(spec.fusion_config.mixed_precision)
+    cmd = launch_command(str(spec_path), cfg.fusion.num_processes, precision, cuda)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                     os.environ.get("PYTHONPATH")) if p)}
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    rc, tail = _run_streaming(cmd, out / "train.log", env)
+    what = f"training {system.name} seed {seed}"
+    if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
+        raise ChildProcessError(f"{what} was killed by signal {-rc}; the next attempt resumes from the last saved "
+                                "epoch. Last output:\n" + "\n".join(tail[-15:]))
+    if rc != 0:
+        raise RuntimeError(f"{what} exited with status {rc}; the next attempt resumes from the last saved epoch. "
+                           "Last output:\n" + "\n".join(tail[-15:]))
+    jobs = []
+    for job in spec.jobs:
+        done = out / job.name / "DONE.json"
+        if not done.is_file():
+            raise RuntimeError(f"{what} ended without {done}; see {out / 'train.log'}")
+        jobs.append(json.loads(done.read_text()))
+        # The resume states (optimizer included) are only needed until the job is done.
+        shutil.rmtree(out / job.name / "states", ignore_errors=True)
+    if not layout.is_local:
+        layout.put_dir(out, stage)
+        layout.write_json({"key": key}, stage, KEY_FILE)
+    report = {
+        "system": system.name,
+        "seed": seed,
+        "launch": " ".join(cmd),
+        "num_processes": cfg.fusion.num_processes,
+        "device": "cuda" if cuda else "cpu",
+        "jobs": [{k: j.get(k) for k in ("job", "task", "seed", "steps", "best_dev", "best_epoch", "history",
+                                        "resumed_from", "seconds", "train_samples_per_s", "world_size", "data")}
+                 for j in jobs],
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {"models": layout.url(stage), "log": layout.url(stage, "train.log")},
+    }
+    layout.mark_done(stage, key, report)
+    return {**report, "cached": False}
+
+
+def _tasks_with_train_rows(examples_path: Path, cfg: RunConfig) -> list[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(examples_path, columns=["task", "split"])
+    present = {(t, s) for t, s in zip(table["task"].to_pylist(), table["split"].to_pylist())}
+    return [t for t in cfg.data.tasks if (t, "train") in present and (t, "dev") in present]
+
+
+def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path]]:
+    """(job report, job folder) of every finished job of `system` over `seeds`."""
+    out = []
+    for seed in seeds:
+        stage = train_stage_name(system, seed)
+        if layout.exists(stage, DONE_MARKER):
+            folder = layout.local_dir(stage)
+            out += [(job, folder / job["job"]) for job in layout.read_json(stage, DONE_MARKER)["report"]["jobs"]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation, one (system, seed) at a time, then the table
+
+
+def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
+    upstream = (layout.finished_key(train_stage_name(system.name, seed)) if system.trained
+                else [layout.finished_key(EXAMPLES), model_identity(model_paths[system.lm_role])])
+    return _key("eval", system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
+
+
+def _score_model(model, tokenizer, task: str, examples: list[dict], splits, spans, features, max_length: int,
+                 device: str, system: str, seed: int, scoring: dict, zero_shot: bool) -> list[dict]:
+    """Predictions of one model on one task's evaluated splits; fills `scoring` (rows = scored + unscored)."""
+    import torch
+
+    from ith_core.evaluation.scoring import predict
+    from ith_core.fusion.lm_inputs import ROW_DROP_REASONS, FusionCollator, encode_examples
+
+    by_id = {r["example_id"]: r for r in examples}
+    items = []
+    for split in splits:
+        rows = [r for r in examples if r["task"] == task and r["split"] == split]
+        part, counts = encode_examples(tokenizer, rows, spans, max_length, use_audio=features is not None, mc=True)
+        gold = [i for i in part if i.variant == "gold"]
+        account = {"rows": len(rows), "scored": len(gold), "windowed": sum(i.windowed for i in gold),
+                   "unscored": {r: counts[r] for r in ROW_DROP_REASONS if counts.get(r)}}
+        if account["rows"] != account["scored"] + sum(account["unscored"].values()):
+            raise RuntimeError(f"{system} seed {seed} {task}/{split}: {account['rows']} rows but {account['scored']} "
+                               f"scored and {account['unscored']} unscored")
+        scoring[f"{task}/{split}"] = account
+        items += part
+    collator = FusionCollator(tokenizer.pad_token_id, features)
+    with torch.no_grad():
+        preds = predict(model, tokenizer, items, collator, by_id, device=device, model_name=system, seed=seed)
+    encoded = {i.example_id for i in items if i.variant == "gold"}
+    if sorted(p["example_id"] for p in preds) != sorted(encoded):
+        raise RuntimeError(f"{system} seed {seed} {task}: {len(preds)} predictions for {len(encoded)} encoded rows")
+    return preds
+
+
+def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
+    """Scores one (system, seed) on the run's sampled dev/test/wiki examples of every task.
+
+    Trained systems: the dev-best checkpoint of each task's job. Zero-shot systems: the masked
+    LM of their role as it is, with the task heads (one [MASK] per wordpiece of the gold animal,
+    argmax over the vocabulary; argmax over lower/higher), no training. Writes
+    `fusion_eval/<system>[-seed<seed>]/predictions.parquet`. Every row of an evaluated split is
+    scored (a sentence longer than `max_length` is windowed around its mask) or counted in
+    `scoring` with its reason: rows = scored + unscored, checked here.
+    """
+    from ith_core.evaluation.scoring import PREDICTION_SCHEMA
+    from ith_core.fusion.model import FusionLM
+    from ith_core.models.profiles import load_lm
+    from ith_core.fusion.training import load_best
+
+    system = SYSTEMS[system_name]
+    layout = layout_for(cfg)
+    stage = eval_stage_name(system.name, seed)
+    key = _eval_key(layout, cfg, model_paths, system, seed)
+    if (report := _open_stage(layout, stage, key)) is not None:
+        return report
+    started = time.perf_counter()
+    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
+    splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
+    device = resolve_device(cfg)
+    spans, features = {}, None
+    if system.audio == "imagined":
+        from ith_core.fusion.audio_features import read_selection
+        from ith_core.fusion.lm_inputs import spans_from_selection
+        from storage.features import FeatureStore
+
+        spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
+        features = FeatureStore(layout, FEATURES).reader()
+    elif system.audio == "retrieved":
+        from ith_core.stages import audiobert as audiobert_stage
+
+        spans, features = audiobert_stage.eval_inputs(cfg)
+    predictions: list[dict] = []
+    scoring: dict[str, dict] = {}
+    if system.trained:
+        for job, folder in trained_jobs(layout, system.name, [seed]):
+            model, tokenizer, _ = load_best(folder, device)
+            predictions += _score_model(model, tokenizer, job["task"], examples, splits, spans, features,
+                                        cfg.fusion.max_length, device, system.name, seed, scoring, zero_shot=False)
+            del model
+    else:
+        mlm, tokenizer = load_lm(model_paths[system.lm_role])
+        model = FusionLM(mlm, audio_dim=None, num_heads=1, ffn_dim=1, dropout=0.0, fusion=False).to(device).eval()
+        for task in cfg.data.tasks:
+            predictions += _score_model(model, tokenizer, task, examples, splits, spans, None, cfg.fusion.max_length,
+                                        device, system.name, seed, scoring, zero_shot=True)
+    layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), stage, "predictions.parquet")
+    report = {
+        "system": system.name, "seed": seed, "splits": splits, "predictions": len(predictions), "scoring": scoring,
+        "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
+        "examples_with_audio": sum(1 for p in predictions if p["audio_ids"]), "device": device,
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {"predictions": layout.url(stage, "predictions.parquet")},
+    }
+    layout.mark_done(stage, key, report)
+    return {**report, "cached": False}
+
+
+def summarise_results(cfg: RunConfig) -> dict:
+    """The table over the run's systems and seeds: `fusion/predictions.parquet` (every system's
+    rows), `fusion/results.parquet` (accuracy per system, seed, task, split and metric with 95 %
+    intervals), `fusion/results.json` (mean and sd over seeds with intervals, published numbers,
+    paired comparisons, constant-answer levels). Recomputed whenever the set of evaluations changes.
+    """
+    from ith_core.evaluation.scoring import (INTERVALS, PREDICTION_SCHEMA, UNIT_NAMES, accuracy_table, bootstrap_units,
+                                   majority_baseline, paired_comparisons, results_dict, seed_mean_table)
+
+    layout = layout_for(cfg)
+    stages = [eval_stage_name(s.name, seed) for s in run_systems(cfg) for seed in seeds_of(cfg, s)]
+    key = _key(EVALUATE, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples)
+    # Derived from the evaluations it lists, so a marker of another set of them is simply redone.
+    if layout.exists(EVALUATE, DONE_MARKER):
+        marker = layout.read_json(EVALUATE, DONE_MARKER)
+        if marker.get("key") == key:
+            return {**marker["report"], "cached": True}
+        layout.fs.rm(layout.path(EVALUATE), recursive=True)
+    started = time.perf_counter()
+    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
+    predictions = [p for st in stages for p in layout.read_table(st, "predictions.parquet").to_pylist()]
+    splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
+    clusters = bootstrap_units(examples, cfg.benchmark)
+    table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results = results_dict(table, cfg.benchmark, {s.name: s.published for s in SYSTEMS.values()})
+    results["systems"] = [{"name": s.name, "label": s.label, "family": s.family, "trained": s.trained,
+                           "audio": s.audio, "published": s.published, "seeds": list(seeds_of(cfg, s))}
+                          for s in run_systems(cfg)]
+    results["over_seeds"] = seed_mean_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results["paired"] = paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")],
+                                           n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results["benchmark"] = cfg.benchmark
+    results["bootstrap_unit"] = UNIT_NAMES[cfg.benchmark]
+    results["intervals"] = INTERVALS
+    results["majority"] = majority_baseline(examples, splits)
+    layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), EVALUATE, "predictions.parquet")
+    layout.write_table(pa.Table.from_pylist(table), EVALUATE, "results.parquet")
+    layout.write_json(results, EVALUATE, "results.json")
+    report = {
+        "splits": splits,
+        "systems": results["systems"],
+        "predictions": dict(Counter(p["model"] for p in predictions)),
+        "ours_vs_paper": results["ours_vs_paper"],
+        "over_seeds": results["over_seeds"],
+        "paired": results["paired"],
+        "per_seed": results["per_seed"],
+        "benchmark": cfg.benchmark,
+        "bootstrap_unit": results["bootstrap_unit"],
+        "majority": results["majority"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {name: layout.url(EVALUATE, name) for name in ("results.parquet", "predictions.parquet",
+                                                                  "results.json")},
+    }
+    layout.mark_done(EVALUATE, key, report)
+    return {**report, "cached": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown summaries (the flow publishes them as Prefect artifacts)
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    text = f"{row['mean']:.2f}"
+    if row["seeds"] > 1:
+        text += f" ± {row['std']:.2f}"
+    if row.get("ci_low") is not None:
+        text += f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+    return text
+
+
+def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
+    """The table: every system x task x split, mean ± sd over seeds [95 % interval], published beside."""
+    from ith_core.evaluation.scoring import PAPER_RESULTS, unit_phrase
+
+    ours = {(r["model"], r["task"], r["split"]): r for r in report.get("over_seeds") or []
+            if r["metric"] in ("exact_match", "accuracy")}
+    columns = [(t, s) for t in ("animal", "pitch") for s in EVAL_SPLITS
+               if any((m, t, s) in ours for m in SYSTEMS)]
+    from ith_core.report.build import profile_statement
+
+    # The profile first: what these accuracies can mean.
+    lines = [f"# ith-fusion: run `{run_id}`", "",
+             f"**{profile_statement(profile or None, report.get('benchmark') or 'auditorybench')}**", ""]
+    if report.get("benchmark") == "synthetic":
+        lines += ["**Benchmark synthetic (planted signal): the answer depends only on each source's hidden tone; "
+                  "systems that hear the audio should beat text, which can only reach the constant-answer level.**",
+                  ""]
+    lines += ["Accuracy (%) on the run's sampled examples: mean ± sample sd over seeds [95 % interval of the "
+              f"seed-mean: hierarchical bootstrap over seeds, then {unit_phrase(report.get('bootstrap_unit'))}]. "
+              "Each published row (Yoo, Ok, Lee 2025, AuditoryBench, full splits) stands under the system of this "
+              "run that reproduces it.", "",
+              "| system | " + " | ".join(f"{t} {s}" for t, s in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    published = PAPER_RESULTS if report.get("benchmark", "auditorybench") == "auditorybench" else {}
+    for system in SYSTEMS.values():
+        if any((system.name, t, s) in ours for t, s in columns):
+            lines.append(f"| {system.label} | " + " | ".join(_cell(ours.get((system.name, t, s))) for t, s in columns)
+                         + " |")
+            if system.published in published:
+                row = published[system.published]
+                lines.append(f"| {system.published} (published) | " + " | ".join(
+                    f"{row[f'{t}/{s}']:.2f}" if f"{t}/{s}" in row else "-" for t, s in columns) + " |")
+    majority = report.get("majority") or {}
+    if majority:
+        lines.append("| one constant answer | " + " | ".join(
+            f"{majority[f'{t}/{s}']['accuracy']:.2f}" if f"{t}/{s}" in majority else "-" for t, s in columns) + " |")
+    paired = report.get("paired") or []
+    if paired:
+        lines += ["", "Paired comparisons on the same rows (difference in points, 95 % interval; hierarchical bootstrap "
+                  "over each system's seeds, then the shared units):", "",
+                  "| comparison | task | split | difference | interval | share of resamples where a is not better |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {p['a']} - {p['b']} | {p['task']} | {p['split']} | {p['difference']:+.2f} | "
+                  f"[{p['ci_low']:.1f}, {p['ci_high']:.1f}] | {p['p_not_better']:.3f} |" for p in paired]
+    return "\n".join(lines) + "\n"
+
+
+def curves_markdown(run_id: str, train_reports: list[dict], profile: str, benchmark: str = "auditorybench") -> str:
+    """Dev accuracy per epoch of every training job (the training curves), epochs counted from 1."""
+    from ith_core.report.build import job_label, profile_statement
+
+    jobs = [(job_label(r["system"], j, j["job"]), j) for r in train_reports for j in r.get("jobs", [])]
+    epochs = max((len(j["history"] or []) for _, j in jobs), default=0)
+    lines = [f"# ith-fusion training curves: run `{run_id}`", "", f"**{profile_statement(profile, benchmark)}**", "",
+             "Dev accuracy (%) after each epoch; "
+             "the bold epoch is the dev-best checkpoint that is scored.", "",
+             "| job | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " | samples/s |",
+             "|---|" + "---|" * (epochs + 1)]
+    for label, j in jobs:
+        cells = []
+        for e in range(epochs):
+            h = (j["history"] or [])[e] if e < len(j["history"] or []) else None
+            cell = "-" if h is None else f"{h['dev_accuracy']:.1f}"
+            cells.append(f"**{cell}**" if h is not None and e == j["best_epoch"] else cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {j.get('train_samples_per_s')} |")
+    return "\n".join(lines) + "\n"
+
+
+def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_reports: list[dict],
+                   results: dict) -> dict:
+    """The compact fusion section of summary.json: per stage seconds and reuse, per system seconds, the table."""
+    seconds_by_system: Counter = Counter()
+    for r in (*train_reports, *eval_reports):
+        seconds_by_system[r["system"]] += r.get("seconds", 0.0) if not r.get("cached") else 0.0
+    scoring = next((r["scoring"] for r in eval_reports if r.get("scoring")), None)
+    return {
+        "prepared": {name: {k: r.get(k) for k in ("seconds", "cached", "examples", "distinct_audios",
+                                                  "audios_encoded", "examples_with_audio", "span_rows")}
+                     for name, r in prepared.items()},
+        "train": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached"),
+                   "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for r in train_reports],
+        "evaluate": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached")}
+                     for r in eval_reports],
+        "summarise": {"seconds": results.get("seconds"), "cached": results.get("cached")},
+        "seconds_by_system": {k: round(v, 3) for k, v in seconds_by_system.items()},
+        "systems": results.get("systems"),
+        "ours_vs_paper": results.get("ours_vs_paper"),
+        "over_seeds": results.get("over_seeds"),
+        "paired": results.get("paired"),
+        "benchmark": results.get("benchmark"),
+        "bootstrap_unit": results.get("bootstrap_unit"),
+        "majority": results.get("majority"),
+        "scoring": scoring,
+        "unscored_rows": sum(r.get("unscored_rows", 0) for r in eval_reports),
+        "outputs": results.get("outputs"),
+        "seconds": round(sum(r.get("seconds", 0) for r in (*prepared.values(), *train_reports, *eval_reports, results)
+                             if not r.get("cached")), 3),
+    }

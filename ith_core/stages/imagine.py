@@ -1,0 +1,1108 @@
+"""Stage drivers of stages 2-3 (imagination and CLAP rejection sampling); no Prefect here.
+
+    plan_stage(cfg, model_paths)            spans -> mapping table, unique prompts, shards to run
+    run_shard(cfg, model_paths, shard)      generate + score one shard into the shared audio store
+    shard_statuses(cfg)                     which planned shards are finished (their manifest exists)
+    collect_stage(cfg)                      candidates -> selection per threshold; marks the stage done
+    repair_audio(cfg, model_paths, ids)     regenerate damaged stored audio, then collect again
+    verify_run(cfg)                         hash every stored file the run's tables name
+
+Files in the run folder (`<run_root>/<run_id>/imagine/`):
+
+    mapping.parquet     (example, span occurrence) -> prompt, CLAP text, audio id
+    plan.json           generation settings, the stage key and the ordered shard list
+    plan.parquet        shard -> audio ids (with prompt and CLAP text) it generates
+    shards.json         status of every shard after the last flow run (done / skipped / failed)
+    candidates.parquet  every candidate of the run's audio ids with its CLAP score
+    selection.parquet   per span occurrence: chosen candidate at the run's threshold, or none
+    acceptance.parquet  per task and threshold of the grid: accepted occurrences
+    _DONE.json          written last
+
+Audio lives in the store shared by all runs over the run root (`storage.audio_store`), so a
+finished candidate is never generated again, whatever the run id. The plan is written once per
+run and reused, so a rerun executes exactly the planned shards that lack a manifest.
+
+Lazy rejection sampling (`imagine.sampling=lazy`, the default): the method keeps the first
+candidate, in index order, whose CLAP score reaches the threshold, and each candidate has its
+own seed, so a shard generates candidate 0 of all its prompts (batched across prompts), scores
+them, then candidate 1 of the prompts still without a pass, and so on. An audio id shared by
+tasks stops at the highest of their thresholds, so every task selects what generating all
+candidates would select. The selection is identical; what lazy sampling does not know is the
+acceptance at thresholds above a prompt's stop (`acceptance.parquet` counts those occurrences
+as `undetermined`; `sampling=all` generates everything for the threshold study), and a later
+run with a higher threshold generates only the candidates still missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ith_core.imagination.clap_scoring import NO_CANDIDATE, ClapScorer
+from ith_core.config import TASKS, ConfigError, RunConfig
+from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
+                              generator_identity, prompt_for)
+from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, shard_name
+from storage.layout import RunLayout, StageNotFinishedError, run_ids
+
+logger = logging.getLogger(__name__)
+
+STAGE = "imagine"
+# Bump when this module changes what the stage writes for the same inputs.
+IMAGINE_VERSION = 2
+# Clips per generation call on a CPU when imagine.batch_size is unset (CPU time is linear in it).
+CPU_BATCH_SIZE = 8
+# A score this close to a threshold may pass on one machine and fail on another (renderings
+# differ in the last bits): such candidates are counted in the stage report.
+NEAR_THRESHOLD = 1e-4
+
+MAPPING_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int32()),  # -1: the example had no span and uses the fallback prompt
+    ("span_text", pa.string()),
+    ("prompt", pa.string()),
+    ("clap_text", pa.string()),
+    ("audio_id", pa.string()),
+])
+
+PLAN_SCHEMA = pa.schema([
+    ("shard", pa.string()),
+    ("shard_index", pa.int32()),
+    ("audio_id", pa.string()),
+    ("prompt", pa.string()),
+    ("clap_text", pa.string()),
+    ("stop_threshold", pa.float64()),  # lazy: stop at the first candidate >= this; null: all candidates
+    ("keep_thresholds", pa.list_(pa.float64())),  # keep_audio=selected: store the first passing of each; null: all
+])
+
+SELECTION_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int32()),
+    ("span_text", pa.string()),
+    ("audio_id", pa.string()),
+    ("threshold", pa.float32()),
+    ("candidate", pa.int32()),  # -1: no candidate passed; the LM gets no fusion for this span
+    ("clap_score", pa.float32()),
+    ("audio_path", pa.string()),
+    ("accepted", pa.bool_()),
+])
+
+
+class ShardsMissingError(RuntimeError):
+    """Planned shards have no manifest yet; `ith rerun-failed <run>` generates exactly those."""
+
+
+class UndeterminedSelectionError(RuntimeError):
+    """Lazy sampling stopped below a threshold now asked for: the stored candidates do not decide it."""
+
+
+class DiskSpaceError(RuntimeError):
+    """The run root cannot hold the audio the plan expects to write."""
+
+
+class NoAudioError(RuntimeError):
+    """No span occurrence got a candidate at its task's threshold, so ITH has nothing to hear."""
+
+
+class UnknownAudioIdError(ValueError):
+    """`ith repair-audio` was given audio ids that the run root's audio store does not hold."""
+
+
+def no_audio_message(selection: pa.Table, candidates: pa.Table, num_candidates: int) -> str:
+    """Per task: span occurrences without a passing candidate, the threshold, the best score seen; and the fix."""
+    best: dict[str, float] = {}
+    for audio, score in zip(candidates["audio_id"].to_pylist(), candidates["clap_score"].to_pylist()):
+        if score is not None:
+            best[audio] = max(score, best.get(audio, float("-inf")))
+    parts, fixes = [], []
+    for task in sorted(set(selection["task"].to_pylist())):
+        rows = [r for r in selection.to_pylist() if r["task"] == task and r["audio_id"] is not None]
+        if not rows:
+            continue
+        threshold = float(rows[0]["threshold"])
+        top = max((best[r["audio_id"]] for r in rows if r["audio_id"] in best), default=None)
+        failed = sum(1 for r in rows if not r["accepted"])
+        parts.append(f"task {task}: {failed} of {len(rows)} spans had no candidate at or above its threshold "
+                     f"{threshold:g} (best CLAP score seen {'none' if top is None else f'{top:.3f}'})")
+        if top is not None and failed:
+            fixes.append(f"imagine.thresholds.{task}={np.floor(top * 100) / 100:g}")
+    lower = f" (e.g. --set {' --set '.join(fixes)})" if fixes else ""
+    return (f"no span got imagined audio, so ITH has nothing to fuse; {'; '.join(parts)}; lower the threshold"
+            f"{lower} or raise imagine.num_candidates (now {num_candidates}) so more candidates are tried")
+
+
+def no_audio_error(cfg: RunConfig) -> NoAudioError:
+    """The `NoAudioError` of a run whose imagine stage finished without accepting any span occurrence."""
+    layout = layout_for(cfg)
+    selection = layout.read_table(STAGE, "selection.parquet")
+    candidates = layout.read_table(STAGE, "candidates.parquet")
+    return NoAudioError(no_audio_message(selection, candidates, cfg.imagine.num_candidates))
+
+
+def layout_for(cfg: RunConfig) -> RunLayout:
+    return RunLayout(cfg.run_root, cfg.effective_run_id)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def planning_device(cfg: RunConfig) -> str:
+    """The device kind shard workers will use; it decides the "auto" dtype, hence the audio ids."""
+    if cfg.device != "auto":
+        return cfg.device
+    if cfg.imagine.task_runner == "ray":
+        # Ray places each shard on a GPU of some node, which this process may not have.
+        return "cuda" if (cfg.imagine.gpus is None or cfg.imagine.gpus > 0) and _cuda_available() else "cpu"
+    return "cuda" if _cuda_available() and cfg.imagine.gpus != 0 else "cpu"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def span_occurrences(layout: RunLayout, cfg: RunConfig) -> list[dict]:
+    """Every span occurrence of the run's sampled examples, plus one row per example without a span."""
+    rows: list[dict] = []
+    for task in cfg.data.tasks:
+        for split in cfg.data.splits:
+            spans = layout.read_table("spans", f"{task}-{split}.parquet").to_pylist()
+            examples = layout.read_table("spans", f"{task}-{split}.examples.parquet").to_pylist()
+            for span in spans:
+                rows.append({"example_id": span["example_id"], "task": task, "split": split,
+                             "span_index": int(span["span_index"]), "span_text": span["span_text"]})
+            for example in examples:
+                if example["n_spans"] == 0:
+                    rows.append({"example_id": example["example_id"], "task": task, "split": split,
+                                 "span_index": -1, "span_text": None})
+    return rows
+
+
+def build_mapping(occurrences: Sequence[dict], cfg: RunConfig, settings: GenerationSettings) -> pa.Table:
+    ids: dict[str, str] = {}
+    rows = []
+    for occ in occurrences:
+        prompt, clap_text = prompt_for(occ["span_text"], cfg.imagine)
+        if prompt not in ids:
+            ids[prompt] = audio_id(prompt, settings)
+        rows.append({**occ, "prompt": prompt, "clap_text": clap_text, "audio_id": ids[prompt]})
+    rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
+    return pa.Table.from_pylist(rows, schema=MAPPING_SCHEMA)
+
+
+def work_spec(thresholds: Sequence[float], sampling: str, keep_audio: str) -> tuple[float | None, list[float] | None]:
+    """(stop threshold, keep thresholds) of an audio id whose occurrences have these task thresholds.
+
+    Lazy sampling stops at the first candidate passing the highest threshold: for every lower
+    one the first passing candidate comes no later, so each task selects what it would select
+    from all candidates. keep_audio=selected stores the first passing candidate of each threshold.
+    """
+    distinct = sorted({float(t) for t in thresholds})
+    return (distinct[-1] if sampling == "lazy" else None), (distinct if keep_audio == "selected" else None)
+
+
+def _work_key(audio_id_: str, stop: float | None, keep: list[float] | None) -> str:
+    # All candidates with all audio kept is the plain id (the shard names of recipe v1).
+    return audio_id_ if stop is None and keep is None else json.dumps([audio_id_, stop, keep])
+
+
+def first_passing(candidates: dict[int, float], threshold: float, k: int) -> tuple[int, bool]:
+    """(index of the first candidate >= threshold or -1, whether the stored candidates decide it).
+
+    `candidates` maps index -> score of the stored candidates of one audio id. The rule needs
+    candidates 0..j in order: a missing one before any pass leaves the answer undetermined.
+    """
+    for c in range(k):
+        if c not in candidates:
+            return NO_CANDIDATE, False
+        if candidates[c] >= threshold:
+            return c, True
+    return NO_CANDIDATE, True
+
+
+def needs_work(stored: dict[int, dict], k: int, stop: float | None, keep: list[float] | None) -> bool:
+    """Whether the stored candidate rows of an audio id (index -> row) lack something its spec needs."""
+    scores = {c: r["clap_score"] for c, r in stored.items()}
+    if stop is None:
+        needed = list(range(k))
+        if any(c not in stored for c in needed):
+            return True
+    else:
+        j, decided = first_passing(scores, stop, k)
+        if not decided:
+            return True
+        needed = list(range(j + 1 if j != NO_CANDIDATE else k))
+    if keep is None:
+        return any(stored[c]["audio_path"] is None for c in needed)
+    chosen = {first_passing(scores, t, k)[0] for t in keep} - {NO_CANDIDATE}
+    return any(stored[c]["audio_path"] is None for c in chosen)
+
+
+def _rows_by_id(candidates: pa.Table) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    for row in candidates.to_pylist():
+        out.setdefault(row["audio_id"], {})[int(row["candidate"])] = row
+    return out
+
+
+def cut_shards(unique: dict[str, tuple], todo: set[str], shard_size: int) -> pa.Table:
+    """Ids with work left, sorted, cut into shards named by their work (ids and sampling spec)."""
+    rows = []
+    ordered = sorted(todo)
+    for index, start in enumerate(range(0, len(ordered), shard_size)):
+        chunk = ordered[start:start + shard_size]
+        name = shard_name([_work_key(a, unique[a][2], unique[a][3]) for a in chunk])
+        rows.extend({"shard": name, "shard_index": index, "audio_id": a, "prompt": unique[a][0],
+                     "clap_text": unique[a][1], "stop_threshold": unique[a][2], "keep_thresholds": unique[a][3]}
+                    for a in chunk)
+    return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+
+
+def disk_estimate(cfg: RunConfig, plan_rows: pa.Table, k: int, bytes_per_clip: int) -> dict:
+    """Audio the plan writes: an upper bound, and an expectation for lazy sampling at 50 % acceptance.
+
+    keep_audio=selected stores at most one clip per distinct threshold of a prompt; otherwise
+    every generated candidate is stored: k per prompt at most, and with lazy sampling
+    E[n] = sum_c 0.5^c (1.94 of 5) expected when each candidate passes with probability 0.5.
+    Clips are counted at their WAV size (FLAC is smaller by an amount that depends on the audio).
+    """
+    lazy_expected = (1 - 0.5 ** k) / 0.5
+    most, expected = 0, 0.0
+    for keep, stop in zip(plan_rows["keep_thresholds"].to_pylist(), plan_rows["stop_threshold"].to_pylist()):
+        clips = len(keep) if keep is not None else k
+        most += clips
+        expected += clips if keep is not None or stop is None else lazy_expected
+    return {"clips_at_most": most, "bytes_at_most": most * bytes_per_clip, "clips_expected": round(expected, 1),
+            "bytes_expected": int(expected * bytes_per_clip), "bytes_per_clip": bytes_per_clip,
+            "format": cfg.imagine.audio_format}
+
+
+def check_disk(cfg: RunConfig, estimate: dict) -> dict:
+    """Logs the expected disk use; refuses (DiskSpaceError) when the run root cannot hold the upper bound."""
+    free = free_bytes(cfg.run_root)
+    gib = 2 ** 30
+    estimate = {**estimate, "free_bytes": free}
+    logger.info("imagine: audio to write %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
+                estimate["bytes_at_most"] / gib, estimate["clips_at_most"], estimate["format"],
+                estimate["bytes_expected"] / gib, "unknown" if free is None else f"{free / gib:.2f} GiB")
+    if cfg.imagine.disk_check and free is not None and estimate["bytes_at_most"] > free:
+        raise DiskSpaceError(
+            f"run root {cfg.run_root} has {free / gib:.2f} GiB free, imagination may write "
+            f"{estimate['bytes_at_most'] / gib:.2f} GiB of audio ({estimate['clips_at_most']} clips of "
+            f"{estimate['bytes_per_clip'] / 2**20:.2f} MiB; {estimate['bytes_expected'] / gib:.2f} GiB expected). "
+            "Free space, use another --run-root, keep only the chosen candidates' audio "
+            "(--set imagine.keep_audio=\"selected\"), store FLAC (--set imagine.audio_format=\"flac\"), "
+            "or accept the risk with --set imagine.disk_check=false")
+    return estimate
+
+
+def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
+    """Writes mapping and plan (once per run and settings) and returns the plan's summary.
+
+    `existing_only`: return the run's recorded plan as it is (rerunning failed shards must run
+    exactly the shards planned before, nothing else), or fail if there is none.
+    """
+    layout = layout_for(cfg)
+    if cfg.imagine.clap_backend != "transformers":
+        raise ConfigError(f"imagine.clap_backend must be 'transformers' (laion-clap is not shipped: it needs "
+                          f"numpy<2 and torchvision), got {cfg.imagine.clap_backend!r}")
+    if existing_only:
+        return {**_read_plan(layout), "reused": True}
+    device = planning_device(cfg)
+    settings = GenerationSettings.from_config(cfg.imagine, generator_identity(model_paths["generator"]), device)
+    clap_id = generator_identity(model_paths["clap"])
+    for task in cfg.data.tasks:
+        if task not in cfg.imagine.thresholds:
+            raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
+                              f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
+    sampling = {"sampling": cfg.imagine.sampling, "keep_audio": cfg.imagine.keep_audio,
+                "audio_format": cfg.imagine.audio_format,
+                "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks}}
+    key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key("spans"), cfg.data.tasks, cfg.data.splits,
+                 cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
+                 cfg.imagine.shard_size, sampling])
+    if layout.exists(STAGE, "plan.json"):
+        plan = layout.read_json(STAGE, "plan.json")
+        if plan["key"] == key:
+            return {**plan, "reused": True, "in_store_now": _in_store_now(layout, plan)}
+    started = time.perf_counter()
+    mapping = build_mapping(span_occurrences(layout, cfg), cfg, settings)
+    tasks_of: dict[str, set] = {}
+    prompts = {}
+    for a, prompt, text, task in zip(*(mapping[c].to_pylist() for c in ("audio_id", "prompt", "clap_text", "task"))):
+        prompts[a] = (prompt, text)
+        tasks_of.setdefault(a, set()).add(task)
+    unique = {a: (*prompts[a], *work_spec([cfg.imagine.thresholds[t] for t in tasks_of[a]], cfg.imagine.sampling,
+                                          cfg.imagine.keep_audio)) for a in prompts}
+    store = AudioStore(cfg.run_root)
+    stored = _rows_by_id(store.read_candidates(set(unique)))
+    k = settings.num_candidates
+    todo = {a for a, spec in unique.items() if needs_work(stored.get(a, {}), k, spec[2], spec[3])}
+    shards = cut_shards(unique, todo, cfg.imagine.shard_size)
+    names = list(dict.fromkeys(shards["shard"].to_pylist()))
+    # Upper bound of the audio written: WAV-sized clips (the generator's rate and channels are
+    # not known before loading it; the pipeline's configs are read without loading weights).
+    rate, channels = _generator_audio_format(model_paths["generator"])
+    disk = check_disk(cfg, disk_estimate(cfg, shards, k, audio_bytes_per_clip(settings.duration_s, rate, channels)))
+    plan = {
+        "key": key,
+        "settings": settings.key(),
+        **sampling,
+        "clap_id": clap_id,
+        "occurrences": mapping.num_rows,
+        "unique_prompts": len(unique),
+        "dedup_ratio": round(mapping.num_rows / max(1, len(unique)), 4),
+        "already_in_store": len(unique) - len(todo),
+        "to_generate": len(todo),
+        "disk": disk,
+        "shards": names,
+        "model_paths": dict(model_paths),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    layout.write_table(mapping, STAGE, "mapping.parquet")
+    layout.write_table(shards, STAGE, "plan.parquet")
+    # plan.json last: a plan is only reused once both tables exist.
+    layout.write_json(plan, STAGE, "plan.json")
+    logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
+                plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], plan["already_in_store"],
+                len(names), cfg.imagine.sampling)
+    return {**plan, "reused": False, "in_store_now": plan["already_in_store"]}
+
+
+def _in_store_now(layout: RunLayout, plan: dict) -> int:
+    """Prompts of a recorded plan whose work is in the store now: those found when planning, plus those
+    of the planned shards finished since (an earlier flow run made their manifests)."""
+    store = AudioStore(layout.run_root)
+    finished = {name for name in plan["shards"] if store.has_shard(name)}
+    if not finished:
+        return plan["already_in_store"]
+    table = layout.read_table(STAGE, "plan.parquet")
+    return plan["already_in_store"] + sum(1 for name in table["shard"].to_pylist() if name in finished)
+
+
+def _generator_audio_format(folder: str) -> tuple[int, int]:
+    """(sample rate, channels) from the generator's VAE config, without loading weights."""
+    config = Path(folder) / "vae" / "config.json"
+    if config.is_file():
+        vae = json.loads(config.read_text())
+        return int(vae.get("sampling_rate", 44100)), int(vae.get("audio_channels", 2))
+    return 44100, 2
+
+
+def _read_plan(layout: RunLayout) -> dict:
+    if not layout.exists(STAGE, "plan.json"):
+        raise ShardsMissingError(f"no imagine plan in {layout.url(STAGE)}; run the imagine stage first")
+    return layout.read_json(STAGE, "plan.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and per-process model caches
+
+
+class DevicePool:
+    """Hands each concurrently running shard its own device (one worker per GPU, pinned)."""
+
+    def __init__(self, devices: Sequence[str]) -> None:
+        self.devices = tuple(devices)
+        self._free: queue.Queue[str] = queue.Queue()
+        for device in self.devices:
+            self._free.put(device)
+
+    @contextlib.contextmanager
+    def acquire(self):
+        device = self._free.get()
+        try:
+            yield device
+        finally:
+            self._free.put(device)
+
+
+_POOLS: dict[tuple[str, ...], DevicePool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def device_pool(devices: Sequence[str]) -> DevicePool:
+    with _POOLS_LOCK:
+        return _POOLS.setdefault(tuple(devices), DevicePool(devices))
+
+
+def local_devices(cfg: RunConfig) -> list[str]:
+    """cuda:0..N-1 for the visible GPUs (capped by imagine.gpus), the explicit device, or cpu."""
+    if cfg.device != "auto":
+        return [cfg.device]
+    count = 0
+    if _cuda_available():
+        import torch
+
+        count = torch.cuda.device_count()
+    if cfg.imagine.gpus is not None:
+        count = min(count, cfg.imagine.gpus)
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _cached_model(key: tuple, build):
+    # Workers run many shards; loading the generator once per process and device, not per shard.
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = build()
+        return _MODELS[key]
+
+
+def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device: str):
+    from ith_core.models.profiles import load_generator
+
+    import torch
+
+    settings = GenerationSettings(**{k: v for k, v in plan["settings"].items() if k != "version"})
+    if generator_identity(model_paths["generator"]) != settings.generator_id:
+        raise ConfigError(f"generator {model_paths['generator']} is not the one this run was planned with "
+                          f"({settings.generator_id}); plan a new run instead of resuming this one")
+    if cfg.imagine.generator == "tone":
+        from ith_core.imagination.tone_generator import ToneGenerator
+
+        generator = ToneGenerator.from_folder(model_paths["generator"], settings)
+    else:
+        pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
+                             lambda: load_generator(model_paths["generator"],
+                                                    torch_dtype=getattr(torch, settings.dtype)).to(device))
+        generator = StableAudioGenerator(pipe, settings, device, decode=cfg.imagine.decode,
+                                         decode_batch_size=cfg.imagine.decode_batch_size)
+    scorer = _cached_model(("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
+                           lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size))
+    return generator, scorer
+
+
+def size_batches(free_bytes_: int, generate_bytes_per_clip: int, decode_bytes_per_clip: int,
+                 fraction: float = 0.6, cap: int = 64) -> tuple[int, int]:
+    """(clips per generation call, clips per VAE decode) that fit `fraction` of the free device memory.
+
+    Per-clip bytes are the marginal peak of one more clip (`StableAudioGenerator.memory_per_clip`
+    measures them on the device); `cap` bounds the generation batch, past which a GPU gains little.
+    """
+    budget = fraction * free_bytes_
+    generate = max(1, min(cap, int(budget // max(1, generate_bytes_per_clip))))
+    decode = max(1, min(generate, int(budget // max(1, decode_bytes_per_clip))))
+    return generate, decode
+
+
+def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, int | None]:
+    """(clips per generation call, clips per decode) from the settings, else from the device.
+
+    On a GPU, unset sizes come from its free memory and the per-clip peaks measured once per
+    process and generator (`memory_per_clip`); on a CPU the generation batch is CPU_BATCH_SIZE
+    clips (time is linear in it) and decoding takes the whole batch.
+    """
+    batch, decode = cfg.imagine.batch_size, cfg.imagine.decode_batch_size
+    if batch is not None and decode is not None:
+        return batch, decode
+    # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
+    if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
+        return batch or CPU_BATCH_SIZE, decode
+    import torch
+
+    key = ("memory", generator.identity, generator.settings.dtype, generator.latent_frames, generator.decode_frames,
+           generator.device)
+    per_clip = _cached_model(key, generator.memory_per_clip)
+    free, _ = torch.cuda.mem_get_info(torch.device(generator.device))
+    auto_batch, auto_decode = size_batches(free, *per_clip)
+    batch = batch or auto_batch
+    decode = decode or min(auto_decode, batch)
+    logger.info("imagine on %s: %.1f GiB free, per clip %.2f GiB generating and %.2f GiB decoding -> batch %d, "
+                "decode %d", generator.device, free / 2**30, per_clip[0] / 2**30, per_clip[1] / 2**30, batch, decode)
+    return batch, decode
+
+
+def worker_identity() -> dict:
+    """Where this shard runs: process, host, and the Ray worker and node when inside a Ray worker."""
+    out: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        out.update(ray_node_id=context.get_node_id(), ray_worker_id=context.get_worker_id())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One shard
+
+
+class _Prompt:
+    """One planned audio id in a shard: its candidates' scores so far and whether it still samples."""
+
+    def __init__(self, row: dict, seeds: list[int], stored: dict[int, dict], k: int) -> None:
+        self.row, self.seeds, self.stored, self.k = row, seeds, stored, k
+        self.stop = row.get("stop_threshold")
+        self.keep = row.get("keep_thresholds")
+        self.scores: dict[int, float] = {}
+        self.open = True
+
+    def audio_needed(self, c: int, score: float) -> bool:
+        """Whether candidate c's audio is stored: always, or (keep selected) when it is the first
+        candidate to pass one of the prompt's thresholds."""
+        if self.keep is None:
+            return True
+        return any(score >= t and not any(s >= t for s in self.scores.values()) for t in self.keep)
+
+    def reusable(self, c: int) -> bool:
+        row = self.stored.get(c)
+        return row is not None and (row["audio_path"] is not None or not self.audio_needed(c, row["clap_score"]))
+
+    def take(self, c: int, score: float) -> None:
+        self.scores[c] = score
+        if (self.stop is not None and score >= self.stop) or c == self.k - 1:
+            self.open = False
+
+
+def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: str | None = None) -> dict:
+    """Generates, scores and stores one planned shard; a shard with a manifest is skipped.
+
+    Candidates are generated round by round (candidate 0 of every prompt, then candidate 1 of
+    the prompts still sampling, ...), each round in calls of `batch_size` clips; with
+    `sampling=all` no prompt stops early. Candidates the store already holds (an earlier run,
+    a lower threshold) are reused, not generated. CLAP scores the 16-bit samples that the audio
+    files hold, so scores describe the stored audio.
+    """
+    layout = layout_for(cfg)
+    store = AudioStore(cfg.run_root)
+    if store.has_shard(shard):
+        return {"shard": shard, "status": "skipped"}
+    started = time.perf_counter()
+    plan = _read_plan(layout)
+    table = layout.read_table(STAGE, "plan.parquet")
+    rows = table.filter(pc.equal(table["shard"], shard)).to_pylist()
+    if not rows:
+        raise ValueError(f"shard {shard} is not in the plan of {layout.url(STAGE)}; "
+                         f"planned shards: {len(plan['shards'])}")
+    device = device or local_devices(cfg)[0]
+    generator, scorer = load_models(cfg, model_paths, plan, device)
+    batch, generator.decode_batch_size = batch_sizes(cfg, generator)
+    loaded = time.perf_counter()
+    k = generator.settings.num_candidates
+    fmt = plan.get("audio_format", "wav")
+    for row in rows:
+        # The plan was made from the same settings; a mismatch here would write audio under a wrong id.
+        if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
+            raise ConfigError(f"audio id of prompt {row['prompt']!r} does not match the plan; "
+                              "the generation settings changed since planning: plan a new run")
+    stored = _rows_by_id(store.read_candidates({r["audio_id"] for r in rows}))
+    stored = {a: {c: r for c, r in by_c.items() if r["clap_id"] == plan["clap_id"]} for a, by_c in stored.items()}
+    prompts = [_Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k),
+                       stored.get(row["audio_id"], {}), k) for row in rows]
+    timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
+    manifest_rows: list[dict] = []
+    counts = {"generated": 0, "reused": 0, "collisions": 0, "audio_written": 0}
+    calls = 0  # generation calls so far: a row's `batch`, so a repair can render its call again
+    for c in range(k):
+        todo = []
+        for p in [p for p in prompts if p.open]:
+            if p.reusable(c):
+                p.take(c, float(p.stored[c]["clap_score"]))
+                counts["reused"] += 1
+            else:
+                todo.append(p)
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            t0 = time.perf_counter()
+            waveforms = generator.generate([p.row["prompt"] for p in chunk], [[p.seeds[c]] for p in chunk])
+            t1 = time.perf_counter()
+            samples = pcm16(waveforms.cpu().numpy())
+            scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
+                                  [p.row["clap_text"] for p in chunk])
+            t2 = time.perf_counter()
+            for i, p in enumerate(chunk):
+                score = float(scores[i, 0])
+                put = None
+                if p.audio_needed(c, score):
+                    put = store.put_audio(p.row["audio_id"], c, samples[i, 0], generator.sample_rate, fmt)
+                    counts["audio_written"] += put.created
+                    counts["collisions"] += not put.created
+                manifest_rows.append({
+                    "audio_id": p.row["audio_id"], "candidate": c, "prompt": p.row["prompt"],
+                    "clap_text": p.row["clap_text"], "seed": p.seeds[c], "clap_score": score,
+                    "clap_id": plan["clap_id"], "audio_path": put.path if put else None,
+                    "duration_s": samples.shape[-1] / generator.sample_rate, "sample_rate": generator.sample_rate,
+                    "channels": samples.shape[-2], "checksum": put.checksum if put else None, "shard": shard,
+                    "batch": calls, "decode_batch_size": generator.decode_batch_size,
+                })
+                p.take(c, score)
+            calls += 1
+            counts["generated"] += len(chunk)
+            timings["generate"] += t1 - t0
+            timings["score"] += t2 - t1
+            timings["write"] += time.perf_counter() - t2
+        if todo:
+            logger.info("%s: candidate %d of %d generated for %d prompts (%d of %d prompts still sampling)", shard,
+                        c + 1, k, len(todo), sum(p.open for p in prompts), len(prompts))
+    # Written last: the manifest's existence means every file it lists is whole.
+    store.write_manifest(shard, manifest_rows)
+    total = time.perf_counter() - started
+    return {"shard": shard, "status": "done", "device": device, "worker": worker_identity(), "prompts": len(rows),
+            "candidates": counts["generated"], "candidates_reused": counts["reused"],
+            "candidates_per_prompt": round((counts["generated"] + counts["reused"]) / len(rows), 3),
+            "audio_written": counts["audio_written"], "collisions": counts["collisions"], "batch_size": batch,
+            "decode_batch_size": generator.decode_batch_size, "seconds": round(total, 3),
+            "seconds_load": round(loaded - started, 3),
+            **{f"seconds_{name}": round(v, 3) for name, v in timings.items()}}
+
+
+def shard_statuses(cfg: RunConfig) -> dict[str, bool]:
+    """Planned shard -> finished (manifest present)."""
+    plan = _read_plan(layout_for(cfg))
+    store = AudioStore(cfg.run_root)
+    return {name: store.has_shard(name) for name in plan["shards"]}
+
+
+def write_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
+    """Records what the last flow run did to each shard (done / skipped / failed with its error)."""
+    layout = layout_for(cfg)
+    by_status: dict[str, list] = {"done": [], "skipped": [], "failed": []}
+    for result in results:
+        by_status.setdefault(result["status"], []).append(result)
+    status = {"shards": list(results), "counts": {k: len(v) for k, v in by_status.items()}}
+    layout.write_json(status, STAGE, "shards.json")
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+
+
+def _scores_by_id(candidates: pa.Table) -> dict[str, dict[int, tuple[float, str | None]]]:
+    out: dict[str, dict[int, tuple[float, str | None]]] = {}
+    for a, c, s, p in zip(*(candidates[n].to_pylist() for n in ("audio_id", "candidate", "clap_score", "audio_path"))):
+        out.setdefault(a, {})[int(c)] = (float(s), p)
+    return out
+
+
+def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float], store_url, k: int) -> pa.Table:
+    """Per span occurrence: the first candidate at or above its task's threshold (rule of the method).
+
+    Raises `UndeterminedSelectionError` when the stored candidates of an audio id do not decide
+    it (lazy sampling stopped below this threshold): `ith run` with that threshold generates the
+    missing candidates.
+    """
+    by_id = _scores_by_id(candidates)
+    out, undecided = [], set()
+    for row in mapping.to_pylist():
+        threshold = thresholds[row["task"]]
+        cands = by_id.get(row["audio_id"], {})
+        chosen, decided = first_passing({c: s for c, (s, _) in cands.items()}, threshold, k)
+        if not decided:
+            undecided.add(row["audio_id"])
+            continue
+        if chosen != NO_CANDIDATE and cands[chosen][1] is None:
+            raise RuntimeError(f"candidate {chosen} of audio id {row['audio_id']} is chosen at threshold {threshold} "
+                               "but its audio was not kept (imagine.keep_audio=selected kept other thresholds' "
+                               "choices): rerun the stage with this threshold to store it")
+        score = cands[chosen][0] if chosen != NO_CANDIDATE else None
+        out.append({
+            "example_id": row["example_id"], "task": row["task"], "split": row["split"],
+            "span_index": row["span_index"], "span_text": row["span_text"], "audio_id": row["audio_id"],
+            "threshold": threshold, "candidate": chosen, "clap_score": score,
+            "audio_path": store_url(cands[chosen][1]) if chosen != NO_CANDIDATE else None,
+            "accepted": chosen != NO_CANDIDATE,
+        })
+    if undecided:
+        raise UndeterminedSelectionError(
+            f"the stored candidates of {len(undecided)} audio id(s) (e.g. {sorted(undecided)[0]}) do not decide the "
+            f"selection at thresholds {thresholds}: lazy sampling stopped below them; run the imagine stage with "
+            "these thresholds (`ith run --set imagine.thresholds.TASK=...`), which generates only the missing "
+            "candidates")
+    return pa.Table.from_pylist(out, schema=SELECTION_SCHEMA)
+
+
+def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float], k: int) -> pa.Table:
+    """Accepted span occurrences per task at every threshold of the grid (no regeneration needed).
+
+    `undetermined`: occurrences whose stored candidates cannot tell (lazy sampling stopped at a
+    lower threshold and no stored candidate reaches this one); `accepted` is then a lower bound
+    and `rate` counts them as rejected. `sampling=all` leaves none undetermined.
+    """
+    by_id = {a: {c: s for c, (s, _) in cands.items()} for a, cands in _scores_by_id(candidates).items()}
+    rows = []
+    tasks = sorted(set(mapping["task"].to_pylist()))
+    ids_task = list(zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()))
+    for threshold in grid:
+        decisions = {a: first_passing(scores, threshold, k) for a, scores in by_id.items()}
+        for task in tasks:
+            ids = [a for a, t in ids_task if t == task]
+            accepted = sum(1 for a in ids if decisions[a][0] != NO_CANDIDATE)
+            undetermined = sum(1 for a in ids if not decisions[a][1])
+            rows.append({"task": task, "threshold": float(threshold), "occurrences": len(ids), "accepted": accepted,
+                         "undetermined": undetermined, "rate": accepted / len(ids) if ids else 0.0})
+    return pa.Table.from_pylist(rows)
+
+
+def _specs(mapping: pa.Table, cfg: RunConfig, plan: dict) -> dict[str, tuple[float | None, list[float] | None]]:
+    tasks_of: dict[str, set] = {}
+    for a, task in zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()):
+        tasks_of.setdefault(a, set()).add(task)
+    return {a: work_spec([cfg.imagine.thresholds[t] for t in tasks], plan.get("sampling", "all"),
+                         plan.get("keep_audio", "all")) for a, tasks in tasks_of.items()}
+
+
+def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
+    return (f"regenerate them with `ith repair-audio {cfg.effective_run_id} {' '.join(audio_ids[:20])} "
+            f"--run-root {cfg.run_root}`")
+
+
+def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> bool:
+    """Whether the run's collected tables name files no manifest names any more (`ith repair-audio`
+    rendered other bytes for them and pointed the manifests at the new files)."""
+    candidates = layout.read_table(STAGE, "candidates.parquet").select(["audio_id", "audio_path"])
+    used = set(candidates["audio_path"].to_pylist()) - {None}
+    gone = used - store.listed_paths(set(candidates["audio_id"].to_pylist()))
+    if gone:
+        logger.warning("run %s: %d audio file(s) its selection used were replaced by `ith repair-audio` (e.g. %s); "
+                       "collecting its selection again", cfg.effective_run_id, len(gone), sorted(gone)[0])
+    return bool(gone)
+
+
+def _check_selected_files(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> None:
+    """A finished stage's selected audio files exist and have their size (no hashing: `ith verify`
+    hashes them), so a rerun reports a lost or truncated file instead of training on it."""
+    selection = layout.read_table(STAGE, "selection.parquet").select(["audio_id", "candidate", "accepted"])
+    chosen = {(a, c) for a, c, ok in zip(*(selection[n].to_pylist() for n in ("audio_id", "candidate", "accepted")))
+              if ok}
+    rows = [r for r in layout.read_table(STAGE, "candidates.parquet").to_pylist()
+            if (r["audio_id"], r["candidate"]) in chosen and r["audio_path"] is not None]
+    bad = [(r, why) for r in rows if (why := store.size_problem(r)) is not None]
+    if bad:
+        error = store.damage_error(bad, "missing or not the size of their audio")
+        raise AudioStoreError(f"{error}\n{_repair_hint(cfg, error.audio_ids)}", error.audio_ids)
+
+
+def verify_run(cfg: RunConfig) -> dict:
+    """Hashes every stored file the run's imagine tables name (its candidates, hence its selection)
+    against the recorded checksum. Returns the files checked and one entry per bad file."""
+    layout = layout_for(cfg)
+    store = AudioStore(cfg.run_root)
+    if layout.exists(STAGE, "candidates.parquet"):
+        table = layout.read_table(STAGE, "candidates.parquet")
+    elif layout.exists(STAGE, "mapping.parquet"):
+        table = store.read_candidates(set(layout.read_table(STAGE, "mapping.parquet")["audio_id"].to_pylist()))
+    else:
+        raise StageNotFinishedError(f"run {cfg.effective_run_id} has no imagine tables under {layout.url(STAGE)}: "
+                                    "nothing to verify yet (`ith run` plans and generates them)")
+    checked, bad = store.check_files(table)
+    problems = [{"audio_id": r["audio_id"], "candidate": r["candidate"], "path": store.url(r["audio_path"]),
+                 "problem": why,
+                 "repair": f"ith repair-audio {cfg.effective_run_id} {r['audio_id']} --run-root {cfg.run_root}"}
+                for r, why in bad]
+    return {"run_id": cfg.effective_run_id, "files_checked": checked, "damaged": problems}
+
+
+def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
+    """Joins the run's spans to chosen audio once every planned shard is finished; marks the stage done.
+
+    `seconds_before`: wall time the flow run spent on the stage before this step (plan and
+    shards); the report's `seconds_total` adds this step's own time, so it is the stage's time
+    in every table. Without it: the plan's and the last flow run's shards' seconds.
+    """
+    layout = layout_for(cfg)
+    plan = _read_plan(layout)
+    for task in cfg.data.tasks:
+        if task not in cfg.imagine.thresholds:
+            raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
+                              f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
+    key = _hash(["imagine", plan["key"], cfg.imagine.thresholds, cfg.imagine.threshold_grid])
+    store = AudioStore(cfg.run_root)
+    if (report := layout.stage_done(STAGE, key)) is not None:
+        if not _replaced_since_collect(cfg, layout, store):
+            _check_selected_files(cfg, layout, store)
+            return {**report, "cached": True}
+        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+    missing = [name for name in plan["shards"] if not store.has_shard(name)]
+    if missing:
+        raise ShardsMissingError(f"{len(missing)} of {len(plan['shards'])} shards of run {cfg.effective_run_id} "
+                                 f"have no manifest ({', '.join(missing[:5])}); run `ith rerun-failed` on the run")
+    started = time.perf_counter()
+    mapping = layout.read_table(STAGE, "mapping.parquet")
+    needed = set(mapping["audio_id"].to_pylist())
+    candidates = store.read_candidates(needed)
+    other_clap = set(candidates["clap_id"].to_pylist()) - {plan["clap_id"]}
+    if other_clap:
+        raise ConfigError(f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
+                          "rescoring stored audio with another CLAP model is not supported: use another run_root")
+    # Files are named by their content and never replaced: a file that no longer hashes to its
+    # recorded checksum is damage, and the scores recorded for it describe other audio.
+    try:
+        verified = store.verify_checksums(candidates)
+    except AudioStoreError as error:
+        raise AudioStoreError(f"{error}\n{_repair_hint(cfg, error.audio_ids)}", error.audio_ids) from None
+    k = plan["settings"]["num_candidates"]
+    specs = _specs(mapping, cfg, plan)
+    by_id = _rows_by_id(candidates)
+    incomplete = sorted(a for a in needed if needs_work(by_id.get(a, {}), k, *specs[a]))
+    if incomplete:
+        raise RuntimeError(f"audio store {store.url('')} lacks candidates (or their audio) of {len(incomplete)} audio "
+                           f"ids, e.g. {incomplete[0]}; run `ith rerun-failed {cfg.effective_run_id} --run-root "
+                           f"{cfg.run_root}`")
+    selection = select(mapping, candidates, cfg.imagine.thresholds, store.url, k)
+    grid = acceptance(mapping, candidates, cfg.imagine.threshold_grid, k)
+    layout.write_table(candidates, STAGE, "candidates.parquet")
+    layout.write_table(selection, STAGE, "selection.parquet")
+    layout.write_table(grid, STAGE, "acceptance.parquet")
+    scores = np.asarray(candidates["clap_score"].to_pylist(), dtype=np.float64)
+    quantiles = {f"q{int(q * 100):02d}": round(float(np.quantile(scores, q)), 4)
+                 for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)}
+    # Candidates this close to one of their prompt's thresholds could be decided otherwise by a
+    # machine that renders the audio differently in the last bits.
+    thresholds_of = {a: set(map(float, [cfg.imagine.thresholds[t] for t in cfg.data.tasks])) for a in needed}
+    near = sum(1 for a, s in zip(candidates["audio_id"].to_pylist(), scores)
+               if any(abs(s - t) < NEAR_THRESHOLD for t in thresholds_of[a]))
+    accepted = selection["accepted"].to_pylist()
+    used = []
+    for task in sorted(set(selection["task"].to_pylist())):
+        flags = [a for a, t in zip(accepted, selection["task"].to_pylist()) if t == task]
+        used.append({"task": task, "threshold": float(cfg.imagine.thresholds[task]), "occurrences": len(flags),
+                     "accepted": int(sum(flags)), "rate": round(sum(flags) / len(flags), 6) if flags else 0.0})
+    status = layout.read_json(STAGE, "shards.json") if layout.exists(STAGE, "shards.json") else {}
+    generated = [r for r in status.get("shards", []) if r.get("status") == "done"]
+    if seconds_before is None:
+        seconds_before = float(plan.get("seconds") or 0) + sum(float(r.get("seconds") or 0) for r in generated)
+    own = time.perf_counter() - started
+    report = {
+        "occurrences": plan["occurrences"],
+        "unique_prompts": plan["unique_prompts"],
+        "dedup_ratio": plan["dedup_ratio"],
+        "sampling": plan.get("sampling", "all"),
+        "candidates": candidates.num_rows,
+        "candidates_per_prompt": round(candidates.num_rows / max(1, len(needed)), 4),
+        "audio_files_verified": verified,
+        "near_threshold": near,
+        "shards": len(plan["shards"]),
+        "thresholds": dict(cfg.imagine.thresholds),
+        "accepted": int(sum(accepted)),
+        "rejected": len(accepted) - int(sum(accepted)),
+        "acceptance_at_threshold": used,
+        "acceptance_by_threshold": grid.to_pylist(),
+        "clap_score_quantiles": quantiles,
+        "device": ", ".join(sorted({str(r["device"]) for r in generated if r.get("device")})) or None,
+        "seconds": round(own, 3),
+        "seconds_total": round(seconds_before + own, 3),
+        "outputs": {name: layout.url(STAGE, f"{name}.parquet")
+                    for name in ("mapping", "candidates", "selection", "acceptance")},
+    }
+    layout.mark_done(STAGE, key, report)
+    return {**report, "cached": False}
+
+
+def reselect(cfg: RunConfig, thresholds: dict[str, float]) -> pa.Table:
+    """The selection at other thresholds, from the stored scores of a finished run (no generation).
+
+    Raises `UndeterminedSelectionError` where lazy sampling did not generate what a higher
+    threshold needs.
+    """
+    layout = layout_for(cfg)
+    for task, value in thresholds.items():
+        if task not in TASKS or not -1.0 <= value <= 1.0:
+            raise ConfigError(f"thresholds must map tasks {TASKS} to values in [-1, 1], got {task}={value}")
+    store = AudioStore(cfg.run_root)
+    k = _read_plan(layout)["settings"]["num_candidates"]
+    return select(layout.read_table(STAGE, "mapping.parquet"), layout.read_table(STAGE, "candidates.parquet"),
+                  thresholds, store.url, k)
+
+
+def _render_again(generator, store: AudioStore, rows: Sequence[dict]) -> dict[tuple[str, int], np.ndarray]:
+    """(audio id, candidate) -> its (channels, samples) int16, rendered as its shard rendered it.
+
+    Floating-point results depend on the batch (kernels vary with its size), so a clip rendered
+    alone differs from its stored rendering in the last bits. Each row is rendered in the very
+    generation call its manifest records (`batch`: the same prompts and seeds in the same order,
+    the same decode slices); a row from a manifest without that record is rendered alone.
+    """
+    out: dict[tuple[str, int], np.ndarray] = {}
+    calls: dict[tuple[str, int], list[dict]] = {}
+    manifests: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["batch"] is None:
+            calls[(f"alone:{row['audio_id']}:{row['candidate']}", -1)] = [row]
+            continue
+        if row["shard"] not in manifests:
+            manifests[row["shard"]] = store.read_manifest(row["shard"]).to_pylist()
+        calls[(row["shard"], row["batch"])] = [r for r in manifests[row["shard"]] if r["batch"] == row["batch"]]
+    wanted = {(r["audio_id"], r["candidate"]) for r in rows}
+    for call in calls.values():
+        generator.decode_batch_size = call[0]["decode_batch_size"]
+        waves = generator.generate([r["prompt"] for r in call], [[r["seed"]] for r in call])
+        samples = pcm16(waves.cpu().numpy())
+        for i, r in enumerate(call):
+            if (r["audio_id"], r["candidate"]) in wanted:
+                out[(r["audio_id"], r["candidate"])] = samples[i, 0]
+    return out
+
+
+def runs_using(run_root: str, paths: set[str]) -> list[str]:
+    """Run ids under the run root whose collected imagine tables name any of these store paths."""
+    found = []
+    for run_id in run_ids(run_root):
+        layout = RunLayout(run_root, run_id)
+        if layout.exists(STAGE, "candidates.parquet"):
+            used = set(layout.read_table(STAGE, "candidates.parquet")["audio_path"].to_pylist())
+            if used & paths:
+                found.append(run_id)
+    return found
+
+
+def recollect(cfg: RunConfig) -> dict:
+    """Collects a run's selection again from the store as it is now (after a repair)."""
+    layout = layout_for(cfg)
+    if layout.exists(STAGE, "_DONE.json"):
+        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+    return collect_stage(cfg)
+
+
+def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequence[str],
+                 device: str | None = None) -> dict:
+    """Regenerates the damaged or missing stored files of `audio_ids`, then collects the run again.
+
+    Each file is rendered again in its recorded generation call (`_render_again`), which on the
+    machine and settings that made it gives the same bytes: the file is restored under its own
+    name, its row (and recorded score) stays, and no table anywhere changes. Where the bytes
+    differ (another machine or library), the new file gets its own name, is scored, and every
+    manifest row naming the old file is pointed at it; the old file is never deleted (other runs'
+    tables may name it). Every other run under the run root whose tables name a replaced file is
+    collected again under its lock, or, when another process holds it, listed with the command
+    that updates it (`runs_to_update`); their own next `ith run` or `rerun-failed` also collects
+    again, finding files their tables name that no manifest names any more.
+    """
+    from ith_core.stages.skeleton import load_run_config
+    from storage.run_lock import RunLockedError, hold_run_lock
+
+    layout = layout_for(cfg)
+    plan = _read_plan(layout)
+    store = AudioStore(cfg.run_root)
+    stored = store.read_candidates(set(audio_ids))
+    unknown = sorted(set(audio_ids) - set(stored["audio_id"].to_pylist()))
+    if unknown:
+        raise UnknownAudioIdError(f"audio ids {unknown} have no stored candidates under {store.url('')}, so there "
+                                  f"is nothing to repair; give the ids the imagine stage named (check --run-root "
+                                  f"and the run id {cfg.effective_run_id})")
+    if stored["clap_id"].to_pylist() and set(stored["clap_id"].to_pylist()) != {plan["clap_id"]}:
+        raise ConfigError("the stored candidates were scored by another CLAP than this run's; repair from the run "
+                          "that generated them")
+    _, bad = store.check_files(stored)
+    damaged_keys = {(r["audio_id"], r["candidate"]) for r, _ in bad}
+    rows = [r for r in stored.to_pylist() if (r["audio_id"], r["candidate"]) in damaged_keys]
+    restored, replaced = [], {}
+    if rows:
+        device = device or local_devices(cfg)[0]
+        generator, scorer = load_models(cfg, model_paths, plan, device)
+        for row in rows:
+            if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
+                raise ConfigError(f"audio id {row['audio_id']} was not generated with this run's settings; repair "
+                                  "it from the run that generated it")
+        fmt = plan.get("audio_format", "wav")
+        rendered = _render_again(generator, store, rows)
+        for row in rows:
+            samples = rendered[(row["audio_id"], row["candidate"])]
+            put = store.put_audio(row["audio_id"], row["candidate"], samples, generator.sample_rate, fmt,
+                                  restore=True)
+            if put.checksum == row["checksum"]:
+                restored.append(put.path)  # the same bytes: the recorded score describes them
+                continue
+            score = float(scorer.score(samples[None, None].astype(np.float32) / 32767.0, generator.sample_rate,
+                                       [row["clap_text"]])[0, 0])
+            replaced[row["audio_path"]] = {"audio_path": put.path, "checksum": put.checksum, "clap_score": score}
+            logger.warning("audio id %s candidate %d rendered other bytes than stored (%s -> %s); the manifests now "
+                           "name the new file, the old one stays", row["audio_id"], row["candidate"],
+                           row["audio_path"], put.path)
+    manifests = store.repoint_rows(replaced) if replaced else []
+    # The run's selection was computed from the damaged rows (or not at all): collect again.
+    report = recollect(cfg)
+    updated, to_update = [], []
+    for run_id in runs_using(cfg.run_root, set(replaced)):
+        if run_id == cfg.effective_run_id:
+            continue
+        command = f"ith rerun-failed {run_id} --run-root {cfg.run_root}"
+        try:
+            other = load_run_config(cfg.run_root, run_id)
+            with hold_run_lock(layout_for(other)):
+                recollect(other)
+            updated.append(run_id)
+        except RunLockedError as error:
+            logger.warning("run %s names replaced audio but is being written (%s): `%s` collects it again",
+                           run_id, error, command)
+            to_update.append({"run_id": run_id, "command": command})
+    return {"audio_ids": sorted(set(audio_ids)), "candidates_regenerated": len(rows),
+            "restored_identical": len(restored), "replaced": [{"old": k, **v} for k, v in replaced.items()],
+            "manifests_rewritten": manifests, "runs_updated": updated, "runs_to_update": to_update,
+            "collect": report}
+
+
+def summary_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | None) -> str:
+    """The run's markdown summary: what the profile means, shards, dedup, the thresholds used and their
+    acceptance, acceptance over the grid, the score distribution."""
+    from ith_core.report.build import ordered_quantiles, profile_statement
+
+    counts = status["counts"]
+    lines = [f"# ith-imagine: run `{cfg.effective_run_id}`", "", f"**{profile_statement(cfg.profile, cfg.benchmark)}**", "",
+             f"- span occurrences: {plan['occurrences']}, unique prompts: {plan['unique_prompts']} "
+             f"(dedup ratio {plan['dedup_ratio']:.2f}x)",
+             f"- prompts whose audio was already in the store: {plan['already_in_store']} when planned, "
+             f"{plan.get('in_store_now', plan['already_in_store'])} at the start of this flow run",
+             f"- sampling: {plan.get('sampling', 'all')}; audio: {plan.get('audio_format', 'wav')}, "
+             f"kept for {plan.get('keep_audio', 'all')} candidates"
+             + (f"; disk: {plan['disk']['bytes_at_most'] / 2**30:.2f} GiB at most, "
+                f"{plan['disk']['bytes_expected'] / 2**30:.2f} GiB expected" if plan.get("disk") else ""),
+             f"- shards planned: {len(plan['shards'])}; this flow run: generated {counts.get('done', 0)}, "
+             f"skipped {counts.get('skipped', 0)} (their manifest existed), failed {counts.get('failed', 0)}", ""]
+    failed = [s for s in status["shards"] if s["status"] == "failed"]
+    if failed:
+        lines += ["## Failed shards (rerun with `ith rerun-failed`)", "", "| shard | error |", "|---|---|"]
+        lines += [f"| {s['shard']} | {str(s.get('error', '')).splitlines()[0][:200]} |" for s in failed]
+        lines.append("")
+    done = [s for s in status["shards"] if s["status"] == "done"]
+    if done:
+        lines += ["## Shards generated", "", "| shard | device | worker | prompts | candidates per prompt | seconds | "
+                  "generate s |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['shard']} | {s['device']} | {s['worker']['host']}:{s['worker']['pid']} | {s['prompts']} | "
+                  f"{s['candidates_per_prompt']} | {s['seconds']} | {s['seconds_generate']} |" for s in done]
+        lines.append("")
+    if report:
+        used = report.get("acceptance_at_threshold") or []
+        if used:
+            lines += ["## Thresholds used by this run", "", "| task | threshold | accepted | rate |", "|---|---|---|---|"]
+            lines += [f"| {r['task']} | {r['threshold']:g} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} |"
+                      for r in used]
+            lines.append("")
+        lines += ["## Acceptance over the threshold grid (span occurrences)", "",
+                  "| task | threshold | accepted | rate | undetermined (lazy sampling) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['threshold']:.2f} | {r['accepted']}/{r['occurrences']} | {r['rate']:.1%} | "
+                  f"{r.get('undetermined', 0)} |" for r in report["acceptance_by_threshold"]]
+        quantiles = ordered_quantiles(report["clap_score_quantiles"])
+        lines += ["", f"## CLAP score distribution ({report['candidates']} generated candidates, "
+                      f"{report.get('candidates_per_prompt', '?')} per prompt)", "",
+                  "| " + " | ".join(k for k, _ in quantiles) + " |", "|" + "---|" * len(quantiles),
+                  "| " + " | ".join(str(v) for _, v in quantiles) + " |"]
+    return "\n".join(lines) + "\n"

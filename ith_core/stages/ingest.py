@@ -1,0 +1,151 @@
+"""Stage drivers `ingest-auditorybench` and `prepare-models`: the benchmark's rows into the run folder
+(accepted and rejected, rows in = accepted + rejected), and the models of the run's profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ith_core.data import auditorybench
+
+from ith_core.models import profiles
+from ith_core.config import RunConfig
+from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
+from storage.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+INGEST_VERSION = 2  # bump when ingestion writes something else for the same inputs
+
+# Bump when a stage's code changes its output, so old results are not reused.
+
+# -- ingestion -------------------------------------------------------------------------------
+
+def ingest_key(cfg: RunConfig) -> str:
+    if cfg.benchmark == "synthetic":
+        from ith_core.data import synthetic
+
+        return stage_key("ingest", INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
+    # What the files are, not where they were read: a verified copy elsewhere reuses the stage. A
+    # config built without `resolve_data` (a test calling a driver) falls back to the location.
+    return stage_key("ingest", INGEST_VERSION, cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
+
+
+def resolve_data(cfg: RunConfig) -> RunConfig:
+    """`cfg` with `data.content` filled in (`auditorybench.content_id`): what enters the run id.
+
+    Reads the files where `--data-dir` or `$ITH_AUDITORYBENCH_DIR` point (a missing one is a
+    `DataError` now, before a run folder exists); downloads nothing. The synthetic benchmark's
+    files follow from its settings, which the run id already holds.
+    """
+    if cfg.benchmark != "auditorybench":
+        return cfg
+    content = auditorybench.content_id(cfg.data.data_dir, cfg.data.tasks)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"content": content})})
+
+
+def data_source(cfg: RunConfig) -> str:
+    """Where the run's benchmark files are: AuditoryBench (located, downloaded if needed) or the synthetic one."""
+    if cfg.benchmark == "synthetic":
+        from ith_core.data import synthetic
+
+        return str(synthetic.ensure_benchmark(cfg.synthetic))
+    return auditorybench.locate(cfg.data.data_dir)
+
+
+def ingest_stage(cfg: RunConfig) -> dict:
+    """Reads all four splits of the chosen tasks (later stages pick `data.splits` from them)."""
+    layout = layout_for(cfg)
+    key = ingest_key(cfg)
+    if (report := reuse_or_clear(layout, "ingest", key)) is not None:
+        return report
+    started = time.perf_counter()
+    source = data_source(cfg)
+    result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
+    layout.write_table(result.examples, "ingest", "examples.parquet")
+    layout.write_table(result.rejects, "ingest", "rejects.parquet")
+    layout.write_json(result.provenance, "ingest", "provenance.json")
+    rejects_by_reason: dict[str, int] = {}
+    flags_by_reason: dict[str, int] = {}
+    for counts in result.counts.values():
+        for reason, n in counts["rejects_by_reason"].items():
+            rejects_by_reason[reason] = rejects_by_reason.get(reason, 0) + n
+        for reason, n in counts["flags_by_reason"].items():
+            flags_by_reason[reason] = flags_by_reason.get(reason, 0) + n
+    report = {
+        "benchmark": cfg.benchmark,
+        "source": source,
+        "rows_in": sum(c["rows_in"] for c in result.counts.values()),
+        "accepted": result.examples.num_rows,
+        "rejected": result.rejects.num_rows,
+        "rejects_by_reason": rejects_by_reason,
+        "flags_by_reason": flags_by_reason,
+        "per_split": result.counts,
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {name: layout.url("ingest", name) for name in ("examples.parquet", "rejects.parquet")},
+    }
+    layout.mark_done("ingest", key, report)
+    return {**report, "cached": False}
+
+
+def examples_of(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
+    table = layout.read_table("ingest", "examples.parquet")
+    mask = pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.is_in(table["split"], pa.array(splits)))
+    return table.filter(mask).select(["example_id", "task", "split", "sentence", "spans"]).to_pylist()
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def tiny_corpus(cfg: RunConfig) -> list[str]:
+    """What the tiny profile's tokenizers are trained on: train sentences, gold spans and answers.
+
+    The answers (and animal options) are in it because the sentences hold [MASK] where the answer
+    goes: a real LM's vocabulary knows animal names, and the tiny one should too. The synthetic
+    benchmark's made-up source names are left out.
+    """
+    layout = layout_for(cfg)
+    table = layout.read_table("ingest", "examples.parquet")
+    table = table.filter(pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.equal(table["split"], "train")))
+    rows = table.select(["sentence", "spans", "answer", "options"]).to_pylist()
+    corpus = ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]
+              + [o for r in rows for o in (r["options"] or [])])
+    if cfg.benchmark == "synthetic":
+        # Made-up source names must stay unknown to the LM: a name learnt as a token would let
+        # the text-only model memorise the train names' answers.
+        from ith_core.data import synthetic
+
+        corpus = synthetic.without_source_names(corpus, cfg.synthetic)
+    return corpus
+
+
+def prepare_models(cfg: RunConfig) -> dict[str, str]:
+    """Role -> local model folder; builds the tiny profile once, finds the paper checkpoints.
+
+    The paper profile looks only for the roles the run's systems need (`fusion_stage.
+    required_roles`: a text-only table needs no generator). With `imagine.generator=tone` the
+    generator is the synthetic benchmark's tone table and Stable Audio is not looked for.
+    """
+    from ith_core.stages.fusion import required_roles
+
+    corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
+    tone = cfg.imagine.generator == "tone"
+    if tone and cfg.benchmark != "synthetic":
+        from ith_core.config import ConfigError
+
+        raise ConfigError("imagine.generator=tone renders the hidden tones of the synthetic benchmark's sources and "
+                          f"has nothing to render for {cfg.benchmark}; use --benchmark synthetic or "
+                          "imagine.generator=stable-audio")
+    needed = required_roles(cfg)
+    skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
+    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip)
+    if tone and "generator" in needed:
+        from ith_core.data import synthetic
+
+        paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
+    return {role: str(path) for role, path in paths.items()}
+
+

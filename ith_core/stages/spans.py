@@ -1,0 +1,211 @@
+"""Stage drivers `train-span-detector` and `detect-spans`: the span detector fine-tuned on the train
+split, then the spans of a sample of each chosen (task, split), one table per split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+
+import pyarrow as pa
+
+
+from ith_core.models import profiles
+from ith_core.config import RunConfig
+from ith_core.models.span_detector import detect_spans, evaluate_span_detector, gold_spans, resolve_device, train_span_detector
+from ith_core.stages.ingest import examples_of, ingest_key
+from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
+
+logger = logging.getLogger(__name__)
+
+SPAN_DETECTOR_VERSION = 2  # bump when a stage writes something else for the same inputs
+SPANS_VERSION = 1
+
+# Bump when a stage's code changes its output, so old results are not reused.
+
+SPANS_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int32()),
+    ("span_text", pa.string()),
+    ("char_start", pa.int32()),
+    ("char_end", pa.int32()),
+    ("score", pa.float32()),
+])
+
+SAMPLE_SCHEMA = pa.schema([
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("n_spans", pa.int32()),
+])
+
+
+# -- span detection ------------------------------------------------------------------------------
+
+def _detector_key(cfg: RunConfig, lm_path: str) -> str:
+    span = cfg.resolved()["span"]
+    training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "adam_epsilon",
+                                     "lr_schedule", "max_length", "seed", "max_train_steps", "max_train_examples",
+                                     "threshold")}
+    # What the base model is, not where it was loaded from: a worker with another ITH_HOME reuses the stage.
+    return stage_key("span_detector", SPAN_DETECTOR_VERSION, ingest_key(cfg), cfg.profile, profiles.model_identity(lm_path), training)
+
+
+def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+    """Fine-tunes the span detector on the train splits; evaluates it on dev before and after."""
+    layout = layout_for(cfg)
+    key = _detector_key(cfg, model_paths["lm"])
+    if (report := reuse_or_clear(layout, "span_detector", key)) is not None:
+        return report
+    started = time.perf_counter()
+    # The classification head is initialised when the model loads: seed first, so the same
+    # settings give the same detector.
+    from transformers import set_seed
+
+    set_seed(cfg.span.seed)
+    model, tokenizer = profiles.load_span_base(model_paths["lm"])
+    train_rows = examples_of(layout, cfg, ("train",))
+    dev_rows = examples_of(layout, cfg, ("dev",))
+    untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
+    training = train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device, dev_rows=dev_rows)
+    trained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)  # safetensors
+        tokenizer.save_pretrained(tmp)
+        layout.put_dir(tmp, "span_detector", "model")
+    metrics = {"dev_untrained": untrained, "dev_trained": trained, "training": training}
+    layout.write_json(metrics, "span_detector", "metrics.json")
+    logger.info("span detector: dev span F1 %.3f untrained -> %.3f trained (token F1 %.3f, %d steps on %d examples)",
+                untrained["span_f1"], trained["span_f1"], trained["token_f1"], training["steps"],
+                training["train_examples"])
+    report = {
+        "train_examples": training["train_examples"],
+        "steps": training["steps"],
+        "train_labels": training["labels"],
+        "dev_span_f1_untrained": round(untrained["span_f1"], 4),
+        "dev_span_f1": round(trained["span_f1"], 4),
+        "dev_span_f1_per_epoch": [round(f, 4) for f in training.get("epoch_dev_span_f1", [])],
+        "dev_token_f1": round(trained["token_f1"], 4),
+        "dev_span_precision": round(trained["span_precision"], 4),
+        "dev_span_recall": round(trained["span_recall"], 4),
+        "device": str(resolve_device(cfg.device)),
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": {"model": layout.url("span_detector", "model"), "metrics": layout.url("span_detector", "metrics.json")},
+    }
+    layout.mark_done("span_detector", key, report)
+    return {**report, "cached": False}
+
+
+def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A deterministic sample per (task, split): the `limit` rows with the smallest seeded hash.
+
+    Independent of row order and of which other splits are in the run.
+    """
+    if limit is None or len(rows) <= limit:
+        return rows
+
+    def rank(row: dict) -> str:
+        return hashlib.sha256(f"{seed}:{row['example_id']}".encode()).hexdigest()
+
+    chosen = set(r["example_id"] for r in sorted(rows, key=rank)[:limit])
+    return [r for r in rows if r["example_id"] in chosen]
+
+
+def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+    """Detects spans on a sample of each chosen (task, split); one table per split.
+
+    `span.source=gold` writes the benchmark's own span columns instead, placed by a lower-cased
+    string match (`spans.gold_spans`, the reference code's rule); gold spans that do not occur in
+    their sentence are left out and counted (`gold_spans_not_found`).
+    """
+    layout = layout_for(cfg)
+    d = cfg.data
+    key = stage_key("spans", SPANS_VERSION, _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
+                    cfg.span.inference_batch_size, cfg.span.source)
+    if (report := reuse_or_clear(layout, "spans", key)) is not None:
+        return report
+    started = time.perf_counter()
+    gold = cfg.span.source == "gold"
+    if not gold:
+        model, tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
+    rows = examples_of(layout, cfg, d.splits)
+    per_split: dict[str, dict] = {}
+    for task in d.tasks:
+        for split in d.splits:
+            part = sample_rows([r for r in rows if r["task"] == task and r["split"] == split], d.sample_limit,
+                               d.sample_seed)
+            not_found = 0
+            if gold:
+                records, not_found = gold_spans(part)
+            else:
+                records = detect_spans(model, tokenizer, part, cfg.span, cfg.device)
+            counts: dict[str, int] = {}
+            for rec in records:
+                counts[rec.example_id] = counts.get(rec.example_id, 0) + 1
+            spans = pa.Table.from_pylist(
+                [{**vars(rec), "task": task, "split": split} for rec in records], schema=SPANS_SCHEMA)
+            sample = pa.Table.from_pylist(
+                [{"example_id": r["example_id"], "task": task, "split": split, "n_spans": counts.get(r["example_id"], 0)}
+                 for r in part], schema=SAMPLE_SCHEMA)
+            layout.write_table(spans, "spans", f"{task}-{split}.parquet")
+            layout.write_table(sample, "spans", f"{task}-{split}.examples.parquet")
+            per_split[f"{task}/{split}"] = {
+                "examples": len(part),
+                "examples_with_spans": len(counts),
+                "examples_without_spans": len(part) - len(counts),
+                "spans": len(records),
+                **({"gold_spans_not_found": not_found} if gold else {}),
+            }
+    report = {
+        "source": cfg.span.source,
+        "examples": sum(v["examples"] for v in per_split.values()),
+        "spans": sum(v["spans"] for v in per_split.values()),
+        "per_split": per_split,
+        "sample_limit": d.sample_limit,
+        **({} if gold else {"device": str(resolve_device(cfg.device))}),
+        "seconds": round(time.perf_counter() - started, 3),
+        "outputs": layout.url("spans"),
+    }
+    layout.mark_done("spans", key, report)
+    return {**report, "cached": False}
+
+
+
+# -- markdown summaries (Prefect artifacts, stage logs) --------------------------------------
+
+def ingest_markdown(run_id: str, report: dict, profile: str, benchmark: str) -> str:
+    from ith_core.report.build import profile_statement
+
+    lines = [f"# Ingestion of run {run_id}", "", f"**{profile_statement(profile, benchmark)}**", "",
+             f"{report['rows_in']} rows read: {report['accepted']} accepted, {report['rejected']} rejected "
+             f"(rows in = accepted + rejected). Source: `{report['source']}`.", "",
+             "| task/split | rows in | accepted | rejected | rejects by reason | flags (kept) |",
+             "|---|---:|---:|---:|---|---|"]
+    for name, counts in sorted(report["per_split"].items()):
+        rejects = ", ".join(f"{k} {v}" for k, v in counts["rejects_by_reason"].items() if v) or "-"
+        flags = ", ".join(f"{k} {v}" for k, v in counts["flags_by_reason"].items() if v) or "-"
+        lines.append(f"| {name} | {counts['rows_in']} | {counts['accepted']} | {counts['rejected']} | {rejects} | {flags} |")
+    return "\n".join(lines) + "\n"
+
+
+def spans_markdown(run_id: str, detector: dict, spans: dict, profile: str, benchmark: str) -> str:
+    from ith_core.report.build import profile_statement
+
+    lines = [f"# Span detection of run {run_id}", "", f"**{profile_statement(profile, benchmark)}**", "",
+             f"Dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
+             f"trained (token F1 {detector['dev_token_f1']:.3f}, span precision {detector['dev_span_precision']:.3f}, "
+             f"recall {detector['dev_span_recall']:.3f}; {detector['steps']} steps on {detector['train_examples']} "
+             "train examples).", ""]
+    if detector.get("dev_span_f1_per_epoch"):
+        lines += ["Dev span F1 after each epoch: " + ", ".join(
+            f"epoch {e + 1} {f:.3f}" for e, f in enumerate(detector["dev_span_f1_per_epoch"])) + ".", ""]
+    lines += ["| task/split | examples | with spans | without | spans |", "|---|---:|---:|---:|---:|"]
+    for name, counts in sorted(spans["per_split"].items()):
+        lines.append(f"| {name} | {counts['examples']} | {counts['examples_with_spans']} | "
+                     f"{counts['examples_without_spans']} | {counts['spans']} |")
+    return "\n".join(lines) + "\n"
+

@@ -98,6 +98,7 @@ import fsspec
 import pyarrow as pa
 
 from ith_core.config import SPLITS, TASKS, require
+from storage.layout import ith_home
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +246,7 @@ def upstream_url(file: UpstreamFile) -> str:
 
 def home_dir() -> str:
     """The verified home of the benchmark: `$ITH_HOME/data/auditorybench` (ITH_HOME: ~/.cache/ith)."""
-    home = os.environ.get("ITH_HOME")
-    root = Path(home).expanduser() if home else Path.home() / ".cache" / "ith"
-    return str(root / "data" / "auditorybench")
+    return str(ith_home() / "data" / "auditorybench")
 
 
 PINNED = "pinned"

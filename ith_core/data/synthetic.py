@@ -40,13 +40,13 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import shutil
 import uuid
 from pathlib import Path
 
 from ith_core.config import SPLITS, SyntheticConfig
+from storage.layout import ith_home
 
 # Bump when the generator of the files changes what it writes for the same settings.
 SYNTHETIC_VERSION = 1
@@ -95,8 +95,7 @@ def settings_hash(cfg: SyntheticConfig) -> str:
 
 def data_home() -> Path:
     """`$ITH_HOME/data` (default ~/.cache/ith/data), where downloaded and generated benchmarks live."""
-    home = os.environ.get("ITH_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".cache" / "ith") / "data"
+    return ith_home() / "data"
 
 
 def benchmark_dir(cfg: SyntheticConfig) -> Path:

@@ -38,6 +38,7 @@ from typing import Any
 from ith_core.config import PROFILE_NAMES, ConfigError, require
 from ith_core.models.identity import files_digest, snapshot_name
 from ith_core.models.tiny_builders import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
+from storage.layout import ith_home
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,7 @@ def model_home(model_dir: str | None = None) -> Path:
     """The models folder: `model_dir` if given, else `$ITH_HOME/models`, else `~/.cache/ith/models`."""
     if model_dir:
         return Path(model_dir).expanduser()
-    ith_home = os.environ.get("ITH_HOME")
-    if ith_home:
-        return Path(ith_home).expanduser() / "models"
-    return Path("~/.cache/ith/models").expanduser()
+    return ith_home() / "models"
 
 
 def check_model_dir(model_dir: str | None = None) -> Path:

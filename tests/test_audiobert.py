@@ -3,8 +3,9 @@
 Pools are folders of sine-wave clips written here; the CLAP and AST are the tiny profile's;
 the full-size forward builds bert-base-uncased and the AudioSet AST from their configs with
 random weights (nothing downloaded). The stage test runs the production drivers (retrieval,
-features, `accelerate launch` training, evaluation) on the run folder test_fusion_stage
-fabricates, whose tiny-profile stand-in pool is the run's own imagined train clips.
+features, `accelerate launch` training, evaluation) on the run folder that
+tests/helpers/fusion_upstream.py fabricates, whose tiny-profile stand-in pool is the run's own
+imagined train clips.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_stage import _fabricate_upstream  # noqa: E402
+from helpers.fusion_upstream import fabricate_upstream  # noqa: E402
 
 from ith_core.retrieval import pool as retrieval  # noqa: E402
 from ith_core.config import AudioBertConfig, RunConfig  # noqa: E402
@@ -367,7 +368,7 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
         data={"data_dir": str(bench_dir), "sample_limit": 12, "tasks": ("pitch",)},
         fusion={"seeds": [0], "bootstrap_samples": 100},
         audiobert={"epochs": 2, "batch_size": 8, "top_k": 3, "policy": "exclude_source"})
-    _fabricate_upstream(cfg)
+    fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
     fusion_stage.examples_stage(cfg)
     found = audiobert_stage.retrieval_stage(cfg, paths)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,36 +14,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.fusion_task import fusion_settings, make_task  # noqa: E402
+from helpers.fusion_task import FAULTS, free_port, small_task_with_features, train_spec  # noqa: E402
 from helpers.train_with_faults import inject  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FAULTS = REPO / "tests" / "helpers" / "train_with_faults.py"
 
 
 @pytest.fixture(scope="module")
 def small_task(tmp_path_factory, tiny_models):
-    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
-    from ith_core.models.profiles import load_audio_encoder
-    from storage.features import FeatureStore
-    from storage.layout import RunLayout
-
-    root = tmp_path_factory.mktemp("fusion_small")
-    task = make_task(root, n_train_names=24, n_heldout_names=6, duration_s=1.0)
-    encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
-    store = FeatureStore(RunLayout(str(root), "run"), "audio_features")
-    report = precompute_audio_features(read_selection(task["selection"]), encoder, extractor, store,
-                                       trainable_encoder=False, audio_tokens=8, batch_size=4, shard_size=4)
-    return {**task, "root": root, "features_dir": str(root / "run" / "audio_features"), "report": report}
-
-
-def _spec(task, tiny_models, out, **kw):
-    from ith_core.fusion.training import TrainJob, TrainSpec
-
-    fusion = fusion_settings(**{"epochs": 2, "batch_size": 16, "audio_tokens": 8, **kw.pop("fusion", {})})
-    return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
-                     selection_path=task["selection"], features_dir=task["features_dir"], fusion=fusion,
-                     jobs=kw.pop("jobs", (TrainJob("pitch", "ith", 7),)), **kw)
+    return small_task_with_features(tmp_path_factory.mktemp("fusion_small"), tiny_models)
 
 
 # -- precompute ---------------------------------------------------------------------------------------
@@ -197,7 +175,7 @@ def reference_run(small_task, tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as mp:
         losses = inject(mp, record_losses=True)
-        [report] = run(_spec(small_task, tiny_models, out, checkpoint_every_steps=2))
+        [report] = run(train_spec(small_task, tiny_models, out, checkpoint_every_steps=2))
     return {"report": report, "losses": list(losses), "job_dir": out / "ith-pitch-seed7"}
 
 
@@ -230,7 +208,7 @@ def test_resume_after_crash_matches_uninterrupted_run(crash, reference_run, smal
 
     ref = reference_run["report"]
     faults, resume_point = CRASHES[crash]
-    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
+    crashed = train_spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
     job_dir = tmp_path / "crash" / "ith-pitch-seed7"
     with pytest.MonkeyPatch.context() as mp:
         inject(mp, **faults)
@@ -254,7 +232,7 @@ def test_epoch_end_save_never_writes_into_a_whole_state(small_task, tiny_models,
     """The crash of the end-of-epoch save leaves the mid-epoch state of the same step as it was."""
     from ith_core.fusion.training import run
 
-    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
+    crashed = train_spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2)
     states = tmp_path / "crash" / "ith-pitch-seed7" / "states"
     snapshots = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -287,9 +265,9 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
     """
     from ith_core.fusion.training import run
 
-    [ref] = run(_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2,
+    [ref] = run(train_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2,
                       fusion={"epochs": 3}))
-    crashed = _spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2, fusion={"epochs": 3})
+    crashed = train_spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2, fusion={"epochs": 3})
     with pytest.MonkeyPatch.context() as mp:
         inject(mp, fail_after_steps=9)
         with pytest.raises(RuntimeError, match="injected failure"):
@@ -304,17 +282,11 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
                          _tensors(tmp_path / "clean" / "ith-pitch-seed7"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp_path, ith_home):
     from ith_core.fusion.training import TrainJob
 
-    spec = _spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2,
+    spec = train_spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2,
                  jobs=(TrainJob("pitch", "ith", 3),))
     config = tmp_path / "spec.json"
     config.write_text(json.dumps(spec.to_json()))
@@ -323,7 +295,7 @@ def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp
     env.pop("CUDA_VISIBLE_DEVICES", None)
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            str(FAULTS), "--grad-check", str(tmp_path / "grads"), "--config", str(config)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

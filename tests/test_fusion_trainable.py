@@ -1,8 +1,8 @@
 """The trainable-encoder path (`fusion.train_audio_encoder=True`, the paper's choice) end to end.
 
 Stage 4 then stores AST *input features* instead of its output tokens and the AST runs inside
-the fusion LM during training. On the run folder that test_fusion_stage fabricates (one task,
-one seed, one epoch): precompute stores (max_length, num_mel_bins) features, training changes
+the fusion LM during training. On the run folder that tests/helpers/fusion_upstream.py fabricates
+(one task, one seed, one epoch): precompute stores (max_length, num_mel_bins) features, training changes
 every AST weight, the dev-best checkpoint holds the trained AST in safetensors and `load_best`
 restores it exactly, and evaluation and `ith predict`'s answer path score with it. The tiny
 profile's standardisation of the trained AST's tokens uses the initial encoder's statistics.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_stage import _fabricate_upstream  # noqa: E402
+from helpers.fusion_upstream import fabricate_upstream  # noqa: E402
 
 from ith_core.config import RunConfig  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
         # No weight decay: AdamW then moves a weight only if it got a nonzero gradient.
         fusion={"train_audio_encoder": True, "epochs": 1, "batch_size": 8, "seeds": [0], "weight_decay": 0.0,
                 "bootstrap_samples": 100})
-    _fabricate_upstream(cfg)
+    fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
     run_dir = tmp_path / "trainable"
 

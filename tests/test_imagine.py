@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
 
 from ith_core.stages import imagine as stage
-from ith_core.imagination.clap_scoring import ClapScorer, resample, select_first_passing
+from ith_core.imagination.clap_scoring import ClapScorer, first_passing, resample
 from ith_core.config import ImagineConfig, RunConfig
 from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
 from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, read_wav, shard_name
@@ -27,88 +26,8 @@ from storage.layout import RunLayout
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 import faults  # noqa: E402
-
-# Tiny settings: exact latents of 1 s, 3 steps, 2 candidates, lazy sampling (the default);
-# thresholds inside the tiny CLAP's score range so that both accepted and rejected spans occur.
-TINY_IMAGINE = {"num_inference_steps": 3, "duration_s": 1.0, "num_candidates": 2, "latent_length": "exact",
-                "batch_size": 3, "shard_size": 4, "retries": 0, "thresholds": {"animal": 0.19, "pitch": 0.19}}
-
-# Span occurrences written as the spans stage would: dev rows with their gold spans, some rows
-# without a span (fallback prompt), and test rows repeating dev spans (dedup across splits).
-SPAN_TEXTS = {
-    "animal": ["loud barking", "a soft purr", None, "Loud  Barking", "chirping", "a soft purr"],
-    "pitch": [["a whistle", "a tuba"], ["a tuba", "thunder"], [], ["a flute", "a whistle"]],
-}
-
-
-def write_spans(run_root: str, run_id: str) -> None:
-    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
-
-    layout = RunLayout(run_root, run_id)
-    for task in ("animal", "pitch"):
-        for split in ("dev", "test"):
-            spans, sample = [], []
-            for i, entry in enumerate(SPAN_TEXTS[task]):
-                texts = [] if entry is None else ([entry] if isinstance(entry, str) else entry)
-                example = f"{task}/{split}/{i:05d}"
-                for j, text in enumerate(texts):
-                    spans.append({"example_id": example, "task": task, "split": split, "span_index": j,
-                                  "span_text": text, "char_start": 0, "char_end": len(text), "score": 0.9})
-                sample.append({"example_id": example, "task": task, "split": split, "n_spans": len(texts)})
-            layout.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
-            layout.write_table(pa.Table.from_pylist(sample, schema=SAMPLE_SCHEMA), "spans",
-                               f"{task}-{split}.examples.parquet")
-    layout.mark_done("spans", "spans-key-for-tests", {})
-
-
-def tiny_config(run_root: str, run_id: str, **imagine) -> RunConfig:
-    return RunConfig.for_profile("tiny", run_root=str(run_root), run_id=run_id, device="cpu",
-                                 data={"tasks": ["animal", "pitch"], "splits": ["dev", "test"]},
-                                 imagine={**TINY_IMAGINE, **imagine})
-
-
-def run_all(run_root: str, run_id: str, model_paths: dict[str, str], **imagine) -> dict:
-    """The stage through its drivers, as the flow runs it but in one process."""
-    cfg = tiny_config(run_root, run_id, **imagine)
-    if not RunLayout(run_root, run_id).exists("spans", "_DONE.json"):
-        write_spans(run_root, run_id)
-    plan = stage.plan_stage(cfg, model_paths)
-    results = [stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
-    return {"plan": plan, "results": results, "report": stage.collect_stage(cfg)}
-
-
-def final_tables(run_root: str, run_id: str) -> tuple[list, list]:
-    layout = RunLayout(run_root, run_id)
-    cands = layout.read_table("imagine", "candidates.parquet")
-    cands = cands.select(["audio_id", "candidate", "seed", "checksum", "clap_score", "audio_path"])
-    sel = layout.read_table("imagine", "selection.parquet").drop(["audio_path"])
-    return (sorted(cands.to_pylist(), key=lambda r: (r["audio_id"], r["candidate"])),
-            sorted(sel.to_pylist(), key=lambda r: (r["example_id"], r["span_index"])))
-
-
-def assert_same_tables(got: tuple[list, list], want: tuple[list, list], atol: float = 1e-5) -> None:
-    """Same ids, seeds, bytes and selections; scores equal within `atol`."""
-    for got_rows, want_rows in zip(got, want):
-        assert len(got_rows) == len(want_rows)
-        for g, w in zip(got_rows, want_rows):
-            assert {k: v for k, v in g.items() if k != "clap_score"} == {k: v for k, v in w.items() if k != "clap_score"}
-            assert (g["clap_score"] is None) == (w["clap_score"] is None)
-            if g["clap_score"] is not None:
-                assert abs(g["clap_score"] - w["clap_score"]) <= atol
-
-
-def assert_store_consistent(run_root: str) -> None:
-    """Every manifest row with audio points at a file whose bytes match its checksum; no duplicate rows."""
-    import hashlib
-
-    store = AudioStore(run_root)
-    rows = store.read_candidates()
-    keys = list(zip(rows["audio_id"].to_pylist(), rows["candidate"].to_pylist()))
-    assert len(keys) == len(set(keys))
-    for path, checksum in zip(rows["audio_path"].to_pylist(), rows["checksum"].to_pylist()):
-        assert (path is None) == (checksum is None), path
-        if path is not None:
-            assert hashlib.sha256(store.read_bytes(path)).hexdigest() == checksum, path
+from helpers.imagine_run import (TINY_IMAGINE, assert_same_tables, assert_store_consistent, final_tables,
+                                 run_all, tiny_config, write_spans)
 
 
 @pytest.fixture(scope="module")
@@ -267,10 +186,21 @@ def test_clap_scores_in_memory_equal_scores_of_the_stored_wav(model_paths, tmp_p
 
 
 def test_selection_rule_first_passing_in_index_order():
-    assert select_first_passing([0.1, 0.5, 0.9], 0.4) == 1
-    assert select_first_passing([0.1, 0.2], 0.4) == -1
-    assert select_first_passing([0.4], 0.4) == 0
-    assert select_first_passing([-0.3, 0.1], 0.0) == 1
+    def rule(scores, threshold):
+        return first_passing(dict(enumerate(scores)), threshold, len(scores))
+
+    assert rule([0.1, 0.5, 0.9], 0.4) == (1, True)
+    assert rule([0.1, 0.2], 0.4) == (-1, True)
+    assert rule([0.4], 0.4) == (0, True)
+    assert rule([-0.3, 0.1], 0.0) == (1, True)
+
+
+def test_selection_rule_needs_the_candidates_before_a_pass():
+    # Lazy sampling stores candidates 0..j only: a pass at j decides every lower index's fate.
+    assert first_passing({0: 0.1, 1: 0.5}, 0.4, k=4) == (1, True)
+    assert first_passing({0: 0.1}, 0.4, k=4) == (-1, False)
+    assert first_passing({0: 0.1, 2: 0.9}, 0.4, k=4) == (-1, False)
+    assert first_passing({0: 0.1, 1: 0.2}, 0.4, k=2) == (-1, True)
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -565,7 +495,7 @@ AudioStore.put_audio = gated_put
 
 def _stage_subprocess(root: str, run_id: str, model_paths: dict, gate: str | None = None,
                       **imagine) -> subprocess.Popen:
-    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from test_imagine import run_all\n"
+    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from helpers.imagine_run import run_all\n"
             + (GATE.format(gate=gate, run_id=run_id) if gate else "")
             + "out = run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))\n"
             "print('RESULT ' + json.dumps(out['results']))").format(

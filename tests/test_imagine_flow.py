@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_imagine import assert_same_tables, assert_store_consistent, final_tables
+from helpers.imagine_run import assert_same_tables, assert_store_consistent, final_tables, run_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ SCRIPT = r'''
 import argparse, json, os, sys
 sys.path[:0] = [REPO, TESTS]
 sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
-from test_imagine import tiny_config, write_spans
+from helpers.imagine_run import tiny_config, write_spans
 import faults
 from flows.imagine import ShardsFailedError, run_imagine
 from cli.imagine_commands import cmd_rerun_failed
@@ -98,8 +98,6 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
 
     # The local run after the rerun equals an undisturbed in-process run; Ray's equals the local one.
     reference = tmp_path / "reference"
-    from test_imagine import run_all
-
     run_all(str(reference), "flow", paths)
     local_tables = final_tables(local_root, "flow")
     assert_same_tables(local_tables, final_tables(str(reference), "flow"))

@@ -17,23 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from test_fusion_train import FAULTS, _free_port, _spec, small_task  # noqa: F401 (small_task is a fixture)
+from helpers.fusion_task import FAULTS, free_port, small_task_with_features, train_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def small_task(tmp_path_factory, tiny_models):
+    return small_task_with_features(tmp_path_factory.mktemp("fusion_small"), tiny_models)
+
+
 @pytest.mark.slow
-def test_two_machine_accelerate_launch_trains_one_job(small_task, tiny_models, tmp_path, ith_home):  # noqa: F811
+def test_two_machine_accelerate_launch_trains_one_job(small_task, tiny_models, tmp_path, ith_home):
     from ith_core.fusion.training import TrainJob
 
-    spec = _spec(small_task, tiny_models, tmp_path / "nodes", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),))
+    spec = train_spec(small_task, tiny_models, tmp_path / "nodes", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),))
     config = tmp_path / "spec.json"
     config.write_text(json.dumps(spec.to_json()))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ITH_HOME": str(ith_home),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     accelerate = Path(sys.executable).parent / "accelerate"
-    port = str(_free_port())
+    port = str(free_port())
     procs = [subprocess.Popen([str(accelerate), "launch", "--multi_gpu", "--num_machines", "2", "--machine_rank",
                                str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
                                "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import wave
 from pathlib import Path
 
@@ -28,6 +29,8 @@ TEMPLATES = ("The sound of a {a} is [MASK] than the sound of a whistle.",
              "Listen: the {a} is [MASK] than the whistle.")
 REFERENCE_HZ = 1000.0
 SYNTH_RATE = 22050
+# The training entry point the launch tests start: the trainer's own `main` plus fault hooks.
+FAULTS = Path(__file__).with_name("train_with_faults.py")
 
 
 def _names(n: int, seed: int) -> list[str]:
@@ -102,3 +105,33 @@ def fusion_settings(**overrides) -> dict:
     return {"num_heads": 4, "ffn_dim": 256, "audio_tokens": 24, "learning_rates": {"pitch": 2e-3},
             "train_audio_encoder": False, "epochs": 20, "batch_size": 32, "mixed_precision": "no",
             "bootstrap_samples": 200, **overrides}
+
+
+def small_task_with_features(root: Path, tiny_models: dict) -> dict:
+    """A 24 + 6 name task with the tiny AST's tokens precomputed (shards of 4), for the training tests."""
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
+    from ith_core.models.profiles import load_audio_encoder
+    from storage.features import FeatureStore
+    from storage.layout import RunLayout
+
+    task = make_task(root, n_train_names=24, n_heldout_names=6, duration_s=1.0)
+    encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
+    store = FeatureStore(RunLayout(str(root), "run"), "audio_features")
+    report = precompute_audio_features(read_selection(task["selection"]), encoder, extractor, store,
+                                       trainable_encoder=False, audio_tokens=8, batch_size=4, shard_size=4)
+    return {**task, "root": root, "features_dir": str(root / "run" / "audio_features"), "report": report}
+
+
+def train_spec(task, tiny_models, out, **kw):
+    from ith_core.fusion.training import TrainJob, TrainSpec
+
+    fusion = fusion_settings(**{"epochs": 2, "batch_size": 16, "audio_tokens": 8, **kw.pop("fusion", {})})
+    return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
+                     selection_path=task["selection"], features_dir=task["features_dir"], fusion=fusion,
+                     jobs=kw.pop("jobs", (TrainJob("pitch", "ith", 7),)), **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

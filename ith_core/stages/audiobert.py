@@ -37,12 +37,9 @@ gets none (counted) and is not injected.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,8 +47,9 @@ import pyarrow.compute as pc
 from ith_core.retrieval import pool as retrieval
 from ith_core.config import ConfigError, RunConfig
 from ith_core.models.profiles import model_identity
-from ith_core.stages.fusion import (FUSION_SELECTION_SCHEMA, _open_stage, _spans_table, _tasks_with_train_rows,
-                                   encode_selection, layout_for, resolve_device, sampled_examples)
+from ith_core.stages.skeleton import layout_for, reuse_or_resume, stage_key
+from ith_core.stages.system_inputs import (FUSION_SELECTION_SCHEMA, encode_selection, resolve_device, sampled_examples,
+                                          spans_table, tasks_with_train_rows)
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -59,7 +57,7 @@ logger = logging.getLogger(__name__)
 RETRIEVAL = "audiobert_retrieval"
 FEATURES = "audiobert_features"
 # Bump when this module changes what a stage writes for the same inputs.
-AUDIOBERT_VERSION = 2  # 2: the audio encoder enters keys by its identity, not its folder
+AUDIOBERT_VERSION = 3  # 2: the audio encoder enters keys by its identity, not its folder; 3: one key scheme
 
 PUBLISHED_POOL = ("the Freesound part of LAION-Audio-630K (Hugging Face dataset `Meranti/CLAP_freesound`: 48 kHz "
                   "FLAC clips, each with a JSON caption `text`)")
@@ -81,11 +79,6 @@ RETRIEVAL_SCHEMA = pa.schema([
 
 class PoolNotAvailableError(ConfigError):
     """No clip pool is configured and the run has no default one; the message says how to get one."""
-
-
-def _key(*parts: Any) -> str:
-    blob = json.dumps([AUDIOBERT_VERSION, *parts], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +171,7 @@ def _queries(layout: RunLayout, cfg: RunConfig) -> tuple[list[dict], dict]:
     """Span occurrences of the run with their query, and counts (examples without a span)."""
     examples = sampled_examples(layout, cfg).select(["example_id", "spans"]).to_pylist()
     gold = {r["example_id"]: r["spans"] or [] for r in examples}
-    spans = _spans_table(layout, cfg).to_pylist()
+    spans = spans_table(layout, cfg).to_pylist()
     with_span = {s["example_id"] for s in spans}
     rows = []
     for s in sorted(spans, key=lambda s: (s["task"], s["split"], s["example_id"], s["span_index"])):
@@ -192,7 +185,7 @@ def _queries(layout: RunLayout, cfg: RunConfig) -> tuple[list[dict], dict]:
 
 def _retrieval_key(layout: RunLayout, cfg: RunConfig, pool: retrieval.Pool, clap: str | None) -> str:
     a = cfg.audiobert
-    return _key(RETRIEVAL, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits,
+    return stage_key(RETRIEVAL, AUDIOBERT_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits,
                 pool.manifest_hash, a.query_mode, a.query_template, a.top_k, a.policy, clap)
 
 
@@ -203,7 +196,7 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     pool = resolve_pool(cfg)
     clap = retrieval.clap_identity(model_paths["clap"]) if a.query_mode == "clap" else None
     key = _retrieval_key(layout, cfg, pool, clap)
-    if (report := _open_stage(layout, RETRIEVAL, key)) is not None:
+    if (report := reuse_or_resume(layout, RETRIEVAL, key)) is not None:
         return report
     started = time.perf_counter()
     rows, counts = _queries(layout, cfg)
@@ -265,7 +258,7 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
-    return _key(FEATURES, layout.finished_key(RETRIEVAL), model_identity(model_paths["audio_encoder"]),
+    return stage_key(FEATURES, AUDIOBERT_VERSION, layout.finished_key(RETRIEVAL), model_identity(model_paths["audio_encoder"]),
                 cfg.audiobert.train_audio_encoder)
 
 
@@ -273,7 +266,7 @@ def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Stores the AST inputs (trained AST) or mean-pooled AST vectors (frozen) of every retrieved top-1 clip."""
     layout = layout_for(cfg)
     key = _features_key(layout, cfg, model_paths)
-    if (report := _open_stage(layout, FEATURES, key)) is not None:
+    if (report := reuse_or_resume(layout, FEATURES, key)) is not None:
         return report
     started = time.perf_counter()
     selection = layout.read_table(RETRIEVAL, "selection.parquet")
@@ -315,7 +308,7 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
     inputs = layout.local_dir(FEATURES)
-    tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    tasks = tasks_with_train_rows(inputs / "examples.parquet", cfg)
     if not tasks:
         raise RuntimeError(f"run {layout.url()}: no task has sampled train and dev examples; AudioBERT needs both")
     if not any(inputs.glob("part-*.parquet")):

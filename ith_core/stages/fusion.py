@@ -30,7 +30,6 @@ leftover folder with another key is cleared, so a resume never mixes settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,13 +42,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
 from ith_core.models.profiles import model_identity
+from ith_core.stages import audiobert as audiobert_stage
+from ith_core.stages.skeleton import KEY_FILE, layout_for, reuse_or_resume, stage_key
+from ith_core.stages.system_inputs import (adapt_selection, encode_selection, resolve_device,
+                                          sampled_examples, spans_table, tasks_with_train_rows)
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -58,57 +60,14 @@ FEATURES = "fusion_features"
 EXAMPLES = "fusion_examples"
 EVALUATE = "fusion"
 EVAL_SPLITS = ("dev", "test", "wiki")
-KEY_FILE = "_KEY.json"
 # Bump when this module changes what a stage writes for the same inputs.
 # 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds;
-# 5: models enter keys by their identity (profiles.model_identity), not their folder.
-FUSION_VERSION = 5
-# Encoding batch and shard size: execution only (shard membership is fixed per run).
-ENCODE_BATCH_SIZE = 16
-FEATURE_SHARD_SIZE = 256
-
-# The adapted selection table: exactly the columns `audio_encoding.read_selection` requires.
-FUSION_SELECTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int64()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
-    ("audio_path", pa.string()),
-    ("sample_rate", pa.int64()),
-])
-
-EXAMPLE_COLUMNS = ("example_id", "task", "split", "sentence", "spans", "answer", "options", "flags")
+# 5: models enter keys by their identity (profiles.model_identity), not their folder;
+# 6: keys follow the one scheme of stages/skeleton.py ([stage, version, *parts]).
+FUSION_VERSION = 6
 
 
-def layout_for(cfg: RunConfig) -> RunLayout:
-    return RunLayout(cfg.run_root, cfg.effective_run_id)
 
-
-def _key(*parts: Any) -> str:
-    blob = json.dumps([FUSION_VERSION, *parts], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _open_stage(layout: RunLayout, stage: str, key: str) -> dict | None:
-    """The recorded report if the stage finished with `key`; else prepares the folder for (re)work.
-
-    A folder left by an interrupted attempt with the same key is kept (its shards / training
-    states are resumed from); one with another key, or without a key, is cleared.
-    """
-    report = layout.stage_done(stage, key)
-    if report is not None:
-        logger.info("stage %s: finished earlier in %s, reusing it", stage, layout.url(stage))
-        return {**report, "cached": True}
-    if layout.exists(stage):
-        previous = layout.read_json(stage, KEY_FILE).get("key") if layout.exists(stage, KEY_FILE) else None
-        if previous != key:
-            layout.fs.rm(layout.path(stage), recursive=True)
-    layout.write_json({"key": key}, stage, KEY_FILE)
-    return None
 
 
 def skip_reason(cfg: RunConfig) -> str | None:
@@ -120,84 +79,13 @@ def skip_reason(cfg: RunConfig) -> str | None:
     return None
 
 
-def resolve_device(cfg: RunConfig) -> str:
-    from ith_core.models.span_detector import resolve_device as resolve
-
-    return str(resolve(cfg.device))
-
-
-# ---------------------------------------------------------------------------------------------
-# Adapter: imagine/selection.parquet -> the fusion selection contract
-
-
-def adapt_selection(selection: pa.Table, spans: pa.Table, candidates: pa.Table) -> tuple[pa.Table, dict]:
-    """The imagination stage's selection in `read_selection`'s contract, and counts by reason.
-
-    The imagine table differs from the contract in four ways, each handled here:
-    - no `char_start`/`char_end`: joined from the spans tables on (example_id, span_index);
-    - no `sample_rate`: joined from the stored candidates on (audio_id, candidate);
-    - `audio_id` names the prompt (its 5 candidates share it) and is set even when no candidate
-      passed CLAP (`accepted` false); tasks have different thresholds, so one prompt can have
-      different chosen candidates. The contract's audio id names the waveform the LM hears, so
-      it becomes `<audio_id>-c<candidate>` when accepted and null (with a null path) when not;
-    - rows with `span_index` -1 (no span detected, fallback prompt "sound") are dropped: fusion
-      rewrites span token states, and such an example has no span positions, so it trains and is
-      scored as text (its examples stay in examples.parquet). Counted as `no_span_fallback`.
-    """
-    counts: Counter = Counter()
-    offsets = {(r["example_id"], int(r["span_index"])): (int(r["char_start"]), int(r["char_end"]))
-               for r in spans.select(["example_id", "span_index", "char_start", "char_end"]).to_pylist()}
-    rates = {(a, int(c)): int(s) for a, c, s in zip(candidates["audio_id"].to_pylist(),
-                                                    candidates["candidate"].to_pylist(),
-                                                    candidates["sample_rate"].to_pylist())}
-    rows = []
-    for r in selection.to_pylist():
-        if r["span_index"] < 0:
-            counts["no_span_fallback"] += 1
-            continue
-        where = offsets.get((r["example_id"], int(r["span_index"])))
-        if where is None:
-            raise ValueError(f"selection row {r['example_id']}/{r['span_index']} has no span in the spans tables; "
-                             "the imagine stage and the spans stage of this run disagree: rerun imagine")
-        accepted = bool(r["accepted"]) and r["audio_path"] is not None
-        counts["span_with_audio" if accepted else "span_without_audio"] += 1
-        rows.append({
-            "example_id": r["example_id"], "task": r["task"], "split": r["split"], "span_index": int(r["span_index"]),
-            "span_text": r["span_text"], "char_start": where[0], "char_end": where[1],
-            "audio_id": f"{r['audio_id']}-c{int(r['candidate'])}" if accepted else None,
-            "audio_path": r["audio_path"] if accepted else None,
-            "sample_rate": rates[(r["audio_id"], int(r["candidate"]))] if accepted else None,
-        })
-    rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
-    return pa.Table.from_pylist(rows, schema=FUSION_SELECTION_SCHEMA), dict(counts)
-
-
-def sampled_examples(layout: RunLayout, cfg: RunConfig) -> pa.Table:
-    """The examples the spans stage sampled, with the columns the LM and the scorer read."""
-    ids: list[str] = []
-    for task in cfg.data.tasks:
-        for split in cfg.data.splits:
-            ids += layout.read_table("spans", f"{task}-{split}.examples.parquet")["example_id"].to_pylist()
-    table = layout.read_table("ingest", "examples.parquet")
-    table = table.filter(pc.is_in(table["example_id"], value_set=pa.array(ids, pa.string())))
-    if table.num_rows != len(set(ids)):
-        raise RuntimeError(f"ingest/examples.parquet holds {table.num_rows} of the {len(set(ids))} sampled examples; "
-                           "the run folder is inconsistent: rerun it from ingestion")
-    return table.select([c for c in EXAMPLE_COLUMNS if c in table.column_names]).sort_by("example_id")
-
-
-def _spans_table(layout: RunLayout, cfg: RunConfig) -> pa.Table:
-    return pa.concat_tables([layout.read_table("spans", f"{t}-{s}.parquet")
-                             for t in cfg.data.tasks for s in cfg.data.splits])
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage 4: audio features
 
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
     f = cfg.fusion
-    return _key(FEATURES, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
+    return stage_key(FEATURES, FUSION_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
                 cfg.data.tasks, cfg.data.splits, model_identity(model_paths["audio_encoder"]), f.train_audio_encoder,
                 f.audio_tokens)
 
@@ -212,64 +100,20 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """
     layout = layout_for(cfg)
     key = _features_key(layout, cfg, model_paths)
-    if (report := _open_stage(layout, FEATURES, key)) is not None:
+    if (report := reuse_or_resume(layout, FEATURES, key)) is not None:
         return report
     started = time.perf_counter()
     imagined = layout.read_table("imagine", "selection.parquet")
     # Only this run's tasks and splits (the imagine stage covers exactly those; a copied folder may not).
     imagined = imagined.filter(pc.and_(pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
                                        pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits)))))
-    selection, counts = adapt_selection(imagined, _spans_table(layout, cfg),
+    selection, counts = adapt_selection(imagined, spans_table(layout, cfg),
                                         layout.read_table("imagine", "candidates.parquet"))
     report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
                               trainable_encoder=cfg.fusion.train_audio_encoder, audio_tokens=cfg.fusion.audio_tokens)
     report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
     layout.mark_done(FEATURES, key, report)
     return {**report, "cached": False}
-
-
-def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, examples: pa.Table,
-                     selection: pa.Table, *, trainable_encoder: bool, audio_tokens: int | None) -> dict:
-    """Writes `<stage>/examples.parquet` and `selection.parquet` (read_selection's contract), then
-    encodes every distinct selected audio once into `<stage>`'s feature shards and manifest.
-
-    Returns the stage report's common part; the caller marks the stage done. Shared by the fusion
-    stage (imagined audio) and AudioBERT's features stage (retrieved clips).
-    """
-    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
-    from ith_core.models.profiles import load_audio_encoder
-    from storage.features import FeatureStore
-
-    layout = layout_for(cfg)
-    layout.write_table(examples, stage, "examples.parquet")
-    layout.write_table(selection, stage, "selection.parquet")
-    rows = read_selection(selection)  # the contract's own checks, before any encoding
-    device = resolve_device(cfg)
-    encoder, extractor = load_audio_encoder(model_paths["audio_encoder"])
-    store = FeatureStore(layout, stage)
-    encoded = precompute_audio_features(rows, encoder, extractor, store, trainable_encoder=trainable_encoder,
-                                        audio_tokens=audio_tokens, batch_size=ENCODE_BATCH_SIZE,
-                                        shard_size=FEATURE_SHARD_SIZE, device=device)
-    index = store.index()
-    manifest = {"encoder": str(model_paths["audio_encoder"]), "train_audio_encoder": trainable_encoder,
-                "audio_tokens": audio_tokens, "audios": index.num_rows,
-                "shards": encoded["shards"], "dtype": "float16",
-                "shape": [int(index["num_tokens"][0].as_py()), int(index["dim"][0].as_py())] if index.num_rows else None}
-    store.write_manifest(manifest)
-    with_audio = {r["example_id"] for r in rows if r["audio_id"] is not None}
-    return {
-        "examples": examples.num_rows,
-        "examples_with_audio": len(with_audio),
-        "distinct_audios": encoded["audios"],
-        "audios_encoded": encoded["audios_encoded"],
-        "shards_written": encoded["shards_written"],
-        "shards_skipped": encoded["shards_skipped"],
-        "bytes_written": encoded["bytes_written"],
-        "audios_per_s": encoded["audios_per_s"],
-        "feature_shape": manifest["shape"],
-        "device": device,
-        "outputs": {name: layout.url(stage, name) for name in ("examples.parquet", "selection.parquet", "features.json")},
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,8 +196,8 @@ def required_roles(cfg: RunConfig) -> set[str]:
 def examples_stage(cfg: RunConfig) -> dict:
     """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
     layout = layout_for(cfg)
-    key = _key(EXAMPLES, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits)
-    if (report := _open_stage(layout, EXAMPLES, key)) is not None:
+    key = stage_key(EXAMPLES, FUSION_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits)
+    if (report := reuse_or_resume(layout, EXAMPLES, key)) is not None:
         return report
     examples = sampled_examples(layout, cfg)
     layout.write_table(examples, EXAMPLES, "examples.parquet")
@@ -387,7 +231,7 @@ def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
 def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
     stage, inputs_key = _system_inputs(layout, system)
     extra = cfg.audiobert.model_dump(mode="json") if system.audio == "retrieved" else None
-    return _key("train", system.name, seed, inputs_key, model_identity(model_paths[system.lm_role]),
+    return stage_key("train", FUSION_VERSION, system.name, seed, inputs_key, model_identity(model_paths[system.lm_role]),
                 _training_settings(cfg), extra)
 
 
@@ -461,10 +305,8 @@ def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, see
     from ith_core.fusion.training import TrainJob, TrainSpec
 
     if system.audio == "retrieved":
-        from ith_core.stages import audiobert as audiobert_stage
-
         return audiobert_stage.train_spec(cfg, model_paths, seed, out)
-    train_tasks = _tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    train_tasks = tasks_with_train_rows(inputs / "examples.parquet", cfg)
     if not train_tasks:
         raise RuntimeError(f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
                            "examples or add the train and dev splits")
@@ -497,7 +339,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     layout = layout_for(cfg)
     stage = train_stage_name(system.name, seed)
     key = _train_key(layout, cfg, model_paths, system, seed)
-    if (report := _open_stage(layout, stage, key)) is not None:
+    if (report := reuse_or_resume(layout, stage, key)) is not None:
         return report
     started = time.perf_counter()
     inputs = layout.local_dir(_system_inputs(layout, system)[0])
@@ -551,14 +393,6 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     return {**report, "cached": False}
 
 
-def _tasks_with_train_rows(examples_path: Path, cfg: RunConfig) -> list[str]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(examples_path, columns=["task", "split"])
-    present = {(t, s) for t, s in zip(table["task"].to_pylist(), table["split"].to_pylist())}
-    return [t for t in cfg.data.tasks if (t, "train") in present and (t, "dev") in present]
-
-
 def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path]]:
     """(job report, job folder) of every finished job of `system` over `seeds`."""
     out = []
@@ -577,7 +411,7 @@ def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path
 def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
     upstream = (layout.finished_key(train_stage_name(system.name, seed)) if system.trained
                 else [layout.finished_key(EXAMPLES), model_identity(model_paths[system.lm_role])])
-    return _key("eval", system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
+    return stage_key("eval", FUSION_VERSION, system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
 
 
 def _score_model(model, tokenizer, task: str, examples: list[dict], splits, spans, features, max_length: int,
@@ -629,7 +463,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     layout = layout_for(cfg)
     stage = eval_stage_name(system.name, seed)
     key = _eval_key(layout, cfg, model_paths, system, seed)
-    if (report := _open_stage(layout, stage, key)) is not None:
+    if (report := reuse_or_resume(layout, stage, key)) is not None:
         return report
     started = time.perf_counter()
     examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
@@ -644,8 +478,6 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
         spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
         features = FeatureStore(layout, FEATURES).reader()
     elif system.audio == "retrieved":
-        from ith_core.stages import audiobert as audiobert_stage
-
         spans, features = audiobert_stage.eval_inputs(cfg)
     predictions: list[dict] = []
     scoring: dict[str, dict] = {}
@@ -684,7 +516,7 @@ def summarise_results(cfg: RunConfig) -> dict:
 
     layout = layout_for(cfg)
     stages = [eval_stage_name(s.name, seed) for s in run_systems(cfg) for seed in seeds_of(cfg, s)]
-    key = _key(EVALUATE, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples)
+    key = stage_key(EVALUATE, FUSION_VERSION, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples)
     # Derived from the evaluations it lists, so a marker of another set of them is simply redone.
     if layout.exists(EVALUATE, DONE_MARKER):
         marker = layout.read_json(EVALUATE, DONE_MARKER)

@@ -4,11 +4,11 @@ Scores come straight from in-memory waveforms: candidates are mixed to mono and 
 the CLAP model's own rate (48 kHz for laion/clap-htsat-fused) with soxr before feature
 extraction. The reference release fed 44.1 kHz audio labelled as 48 kHz; that bug is not
 copied. Every candidate's score is kept, so another threshold is a re-selection over stored
-scores (`select_first_passing`), never a regeneration.
+scores (`first_passing`), never a regeneration.
 
     scorer = ClapScorer.from_folder(paths["clap"], device="cuda:0")
     scores = scorer.score(waveforms, sample_rate=44100, texts=["dog barking"])  # (prompts, candidates)
-    chosen = select_first_passing(scores[0], threshold=0.4)                       # index or -1
+    chosen, _ = first_passing(dict(enumerate(scores[0])), threshold=0.4, k=len(scores[0]))  # index or -1
 
 laion-clap is not offered as a backend: it pins numpy<2 (pyarrow then fails to import) and
 imports torchvision, which cannot be installed beside the CPU torch here.
@@ -16,7 +16,7 @@ imports torchvision, which cannot be installed beside the CPU torch here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,19 @@ from ith_core.audio import resample, to_mono  # noqa: F401 (re-exported: callers
 NO_CANDIDATE = -1
 
 
-def select_first_passing(scores: Sequence[float], threshold: float) -> int:
-    """The method's rule: the first candidate, in index order, whose score >= threshold; else -1."""
-    for k, score in enumerate(scores):
-        if score >= threshold:
-            return k
-    return NO_CANDIDATE
+def first_passing(candidates: Mapping[int, float], threshold: float, k: int) -> tuple[int, bool]:
+    """The method's rule: (index of the first of candidates 0..k-1 whose score >= threshold, else -1,
+    whether the stored candidates decide it).
+
+    `candidates` maps index -> score of the stored candidates of one audio id. The rule needs
+    candidates 0..j in order: a missing one before any pass leaves the answer undetermined.
+    """
+    for c in range(k):
+        if c not in candidates:
+            return NO_CANDIDATE, False
+        if candidates[c] >= threshold:
+            return c, True
+    return NO_CANDIDATE, True
 
 
 class ClapScorer:

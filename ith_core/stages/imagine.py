@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.imagination.clap_scoring import NO_CANDIDATE, ClapScorer
+from ith_core.imagination.clap_scoring import NO_CANDIDATE, ClapScorer, first_passing
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
                               generator_identity, prompt_for)
@@ -229,20 +229,6 @@ def work_spec(thresholds: Sequence[float], sampling: str, keep_audio: str) -> tu
 def _work_key(audio_id_: str, stop: float | None, keep: list[float] | None) -> str:
     # All candidates with all audio kept is the plain id (the shard names of recipe v1).
     return audio_id_ if stop is None and keep is None else json.dumps([audio_id_, stop, keep])
-
-
-def first_passing(candidates: dict[int, float], threshold: float, k: int) -> tuple[int, bool]:
-    """(index of the first candidate >= threshold or -1, whether the stored candidates decide it).
-
-    `candidates` maps index -> score of the stored candidates of one audio id. The rule needs
-    candidates 0..j in order: a missing one before any pass leaves the answer undetermined.
-    """
-    for c in range(k):
-        if c not in candidates:
-            return NO_CANDIDATE, False
-        if candidates[c] >= threshold:
-            return c, True
-    return NO_CANDIDATE, True
 
 
 def needs_work(stored: dict[int, dict], k: int, stop: float | None, keep: list[float] | None) -> bool:

@@ -287,12 +287,13 @@ def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans
 
 def select_audio(spans: list[dict], thresholds: dict[str, float]) -> None:
     """The method's rule per span: the first candidate whose CLAP score >= the task's threshold."""
-    from ith_core.imagination.clap_scoring import NO_CANDIDATE, select_first_passing
+    from ith_core.imagination.clap_scoring import NO_CANDIDATE, first_passing
 
     for span in spans:
         threshold = float(thresholds[span["task"]])
         scores = [float(r["clap_score"]) for r in span["candidates"]]
-        k = select_first_passing(scores, threshold)
+        # The rows are the id's stored candidates in index order, a prefix that decides the rule.
+        k, _ = first_passing(dict(enumerate(scores)), threshold, len(scores))
         chosen = span["candidates"][k] if k != NO_CANDIDATE else None
         span.update(threshold=threshold, candidate=k, clap_scores=scores,
                     clap_score=float(chosen["clap_score"]) if chosen else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from cli.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "prefect", "diffusers", "accelerate", "peft", "polars")
@@ -34,6 +35,39 @@ def test_help_imports_no_heavy_library():
     loaded = json.loads(done.stderr)
     assert len(loaded) == len(COMMANDS) + 1 and "usage: ith" in done.stdout
     assert loaded == {argv: [] for argv in loaded}, loaded
+
+
+def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """Every (sub)command the parser knows, nested ones included (`data fetch`), read from argparse itself."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _command_paths(sub, (*prefix, name))
+
+
+COMMAND_PATHS = list(_command_paths(build_parser()))
+
+
+def test_the_parser_walk_finds_every_command():
+    # Guards the walk itself: an empty or top-level-only list would make the help test below vacuous.
+    assert {(c,) for c in COMMANDS} | {("verify",), ("thresholds",), ("data", "fetch")} <= set(COMMAND_PATHS)
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_every_command_help_exits_0_with_its_usage(path, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ITH_SERVE_DIR", str(tmp_path))  # no running `ith serve` redirects this process's Prefect
+    with pytest.raises(SystemExit) as done:
+        main([*path, "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and out.startswith(f"usage: ith {' '.join(path)}"), out[:500]
+
+
+def test_ith_help_through_the_installed_entry_point():
+    ith = Path(sys.executable).parent / "ith"
+    done = subprocess.run([str(ith), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: ith") and all(c in done.stdout for c in COMMANDS), done.stdout[:2000]
 
 
 @pytest.fixture()

@@ -21,7 +21,6 @@ a download.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -37,6 +36,7 @@ from typing import Any
 
 from ith_core.config import PROFILE_NAMES, ConfigError, require
 from ith_core.models.identity import files_digest, snapshot_name
+from ith_core.models.quiet_loading import expected_load_noise
 from ith_core.models.tiny_builders import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
 from storage.layout import ith_home
 
@@ -467,27 +467,6 @@ def load_span_base(path):
             folder, num_labels=2, local_files_only=True, trust_remote_code=False,
         )
     return model, tokenizer
-
-
-@contextlib.contextmanager
-def expected_load_noise():
-    """Quiets what a load says that is expected here, nothing else: transformers' load report about
-    heads a model drops or adds on purpose (the AudioSet classifier of AST, the MLM head under the
-    span detector's new head: "UNEXPECTED"/"MISSING" keys; errors still show), and the warning that
-    some of AST's 128 mel filters are all zero at 16 kHz (the checkpoint's own feature settings)."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"At least one mel filter has all zero values",
-                                    category=UserWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def load_generator(path, torch_dtype=None):

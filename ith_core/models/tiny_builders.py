@@ -349,7 +349,7 @@ def build_audio_encoder(corpus: Sequence[str], out_dir: Path) -> None:
     with _seeded("audio_encoder"):
         model = ASTForAudioClassification(config)
     model.save_pretrained(out_dir)
-    from ith_core.models.profiles import expected_load_noise
+    from ith_core.models.quiet_loading import expected_load_noise
 
     with expected_load_noise():
         ASTFeatureExtractor(**recipe["feature_extractor"]).save_pretrained(out_dir)

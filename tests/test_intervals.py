@@ -6,9 +6,11 @@ form, a plain loop, or data built so that the right answer is known.
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import numpy as np
+import pytest
 
 from ith_core.evaluation.scoring import (UNIT_NAMES, accuracy_table, bootstrap_ci, bootstrap_units, paired_comparisons,
                                seed_mean_table, seed_summary)
@@ -24,6 +26,52 @@ def test_row_interval_matches_the_normal_approximation():
     lo, hi = bootstrap_ci(np.array([1.0] * 70 + [0.0] * 30), n_boot=4000, seed=1)
     se = 100 * (0.7 * 0.3 / 100) ** 0.5
     assert abs(lo - (70 - 1.96 * se)) < 1.5 and abs(hi - (70 + 1.96 * se)) < 1.5, (lo, hi)
+
+
+def _ideal_bootstrap_interval(units: int, correct: int, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval (in %) of the ideal bootstrap of `correct` right out of `units` equal units.
+
+    Resampling the units with replacement draws a Binomial(units, correct / units) count of right
+    ones, so the interval is that binomial's quantiles over `units`: a closed form, summed here.
+    A Monte Carlo bootstrap of 20,000 draws lands on it exactly only where the binomial CDF steps
+    across each tail probability with room to spare (>= 0.005, about 4.5 sd of the estimate), so
+    that is asserted too.
+    """
+    p, cdf, below, bounds = correct / units, 0.0, 0.0, []
+    tails = [(1 - level) / 2, 1 - (1 - level) / 2]
+    for x in range(units + 1):
+        below, cdf = cdf, cdf + math.comb(units, x) * p**x * (1 - p) ** (units - x)
+        while tails and cdf >= tails[0]:
+            assert tails[0] - below >= 0.005 and cdf - tails[0] >= 0.005, (units, correct, x)
+            bounds.append(100 * x / units)
+            tails.pop(0)
+    return bounds[0], bounds[1]
+
+
+def test_interval_equals_the_ideal_bootstrap_in_closed_form_for_rows_units_and_crossed_units():
+    # Rows: 14 of 20 right, each row its own unit.
+    want = _ideal_bootstrap_interval(20, 14)
+    assert want == (50.0, 90.0)
+    outcomes = np.array([1.0] * 14 + [0.0] * 6)
+    assert bootstrap_ci(outcomes, n_boot=20000, seed=4) == pytest.approx(want, abs=1e-9)
+    # Units: 12 descriptions of 5 rows each, all 5 right or all 5 wrong (8 of 12 descriptions right):
+    # 60 rows, but the interval is that of 12 observations.
+    clustered = np.repeat([1.0] * 8 + [0.0] * 4, 5)
+    units = np.repeat([f"d{i}" for i in range(12)], 5)
+    assert bootstrap_ci(clustered, n_boot=20000, seed=4, clusters=units) == pytest.approx(_ideal_bootstrap_interval(12, 8), abs=1e-9)
+    # Crossed units (first sound x second sound) where only the first sound decides the outcome:
+    # the second factor's draw weighs every first sound alike, so the interval is the first's alone.
+    keys = [(f"a{a}", f"b{b}") for a in range(20) for b in range(3)]
+    crossed = np.array([float(a < 14) for a in range(20) for _ in range(3)])
+    assert bootstrap_ci(crossed, n_boot=20000, seed=4, clusters=keys) == pytest.approx(want, abs=1e-9)
+
+
+def test_degenerate_intervals_are_exact():
+    assert bootstrap_ci(np.ones(37), n_boot=500, seed=9) == (100.0, 100.0)
+    assert bootstrap_ci(np.zeros(37), n_boot=500, seed=9) == (0.0, 0.0)
+    # One unit holding every row: every resample is the whole data, 3 of 4 right.
+    assert bootstrap_ci(np.array([1.0, 0.0, 1.0, 1.0]), n_boot=500, seed=9, clusters=["u"] * 4) == (75.0, 75.0)
+    assert all(math.isnan(x) for x in bootstrap_ci(np.array([]), n_boot=500, seed=9))
 
 
 def test_cluster_interval_matches_a_plain_loop_and_is_wider_where_clusters_repeat():

@@ -1,20 +1,24 @@
-"""The README's measured numbers, printed from the committed files in benchmarks/results/.
+"""The measured numbers of README.md and docs/, printed from the committed files in benchmarks/results/.
 
     .venv/bin/python benchmarks/results_table.py            # every block, markdown to stdout
-    .venv/bin/python benchmarks/results_table.py --write    # rewrite the blocks inside README.md
-    .venv/bin/python benchmarks/results_table.py --check    # exit 1 if a README block is stale
+    .venv/bin/python benchmarks/results_table.py --write    # rewrite the blocks inside every target file
+    .venv/bin/python benchmarks/results_table.py --check    # exit 1 if a block is stale, missing or misplaced
 
-The README holds each block between `<!-- results:NAME -->` and `<!-- /results:NAME -->`; no
-measured number is typed into it by hand (tests/test_readme_results.py checks that every block
-is what this script prints). Blocks:
-- `performance`: imagine_tiny_cpu.json (bench_imagine.py), paper_size_cpu.json
+Each block stands in one target file (`TARGETS`), between `<!-- results:NAME -->` and
+`<!-- /results:NAME -->`; no measured number is typed into README.md or docs/ by hand
+(tests/test_readme_results.py checks that every block is in its file and is what this script
+prints). Blocks:
+- `headline` (README.md): the planted-signal seed means and the imagination speed-ups, short, with
+  links to the pages holding the full tables.
+- `performance` (docs/performance.md): imagine_tiny_cpu.json (bench_imagine.py), paper_size_cpu.json
   (bench_paper_size.py) and, when present, the GPU check's imagine_full_size_cuda.json.
   H100-hours are derived from the paper-size CPU projection as described in `h100_hours`.
-- `synthetic`: synthetic_tiny_cpu.json and its .predictions.parquet (bench_synthetic.py, 3 seeds):
-  accuracies, intervals and paired comparisons recomputed from the recorded predictions with
-  ith_core.evaluation.scoring, so they are the code's statistics of the recorded run.
-- `synthetic-default`: synthetic_default_seed42.json (bench_synthetic.py --default), the numbers
-  the default command gives and `make test` checks.
+- `synthetic` (docs/synthetic-benchmark.md): synthetic_tiny_cpu.json and its .predictions.parquet
+  (bench_synthetic.py, 3 seeds): accuracies, intervals and paired comparisons recomputed from the
+  recorded predictions with ith_core.evaluation.scoring, so they are the code's statistics of the
+  recorded run.
+- `synthetic-default` (docs/synthetic-benchmark.md): synthetic_default_seed42.json
+  (bench_synthetic.py --default), the numbers the default command gives and `make test` checks.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import re
 import sys
 from collections import defaultdict
 from contextlib import redirect_stdout
+from functools import cache
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
 # Published: Stable Audio Open generates 47 s of audio in 100 steps in 8.6 s on an A40.
 A40_SECONDS_100_STEPS = 8.6
 # Assumed, not measured: an H100 runs this fp16 DiT about 2.5x as fast as an A40.
@@ -167,6 +172,32 @@ def _verdict(row: dict) -> str:
     return "not distinguishable from"
 
 
+PAIRS = (("ith", "bert-text"), ("ith", "audiobert"), ("audiobert", "bert-text"))
+TASKS = ("animal", "pitch")
+
+
+def _comparison_claims(variant: str, found: list[dict], labels: dict[str, str]) -> tuple[list[str], list[str]]:
+    """One variant's paired comparisons: the table rows, and one claim per pair read off its intervals."""
+    by = {(c["a"], c["b"], c["task"]): c for c in found}
+    lines, claims = [], []
+    for a, b in PAIRS:
+        if not any((a, b, t) in by for t in TASKS):
+            continue
+        lines.append(f"| {labels[a]} − {labels[b]} | {variant} | " + " | ".join(
+            f"{by[(a, b, t)]['difference']:+.2f} {_ci(by[(a, b, t)]['ci_low'], by[(a, b, t)]['ci_high'])}, "
+            f"{by[(a, b, t)]['p_not_better']:.3f}" for t in TASKS) + " |")
+        verdicts = {t: _verdict(by[(a, b, t)]) for t in TASKS if (a, b, t) in by}
+        if len(set(verdicts.values())) == 1:
+            verdict = next(iter(verdicts.values()))
+            where = (("either task" if verdict.startswith("not") else "both tasks") if len(verdicts) == len(TASKS)
+                     else " and ".join(verdicts))
+            said = f"{verdict} {labels[b]} on {where}"
+        else:
+            said = ", ".join(f"{v} {labels[b]} on {t}" for t, v in verdicts.items())
+        claims.append(f"{labels[a]} is {said} ({variant} encoder)")
+    return lines, claims
+
+
 def synthetic() -> None:
     import pyarrow.parquet as pq
 
@@ -220,8 +251,7 @@ def synthetic() -> None:
                         f"{r['accuracy']:.2f} {_ci(r['ci_low'], r['ci_high'])}" for r in seeds))
                 cells[(variant, model, task)] = {"over": o, "seeds": seeds}
             print(f"| {label} | " + " | ".join(line) + " |")
-        comparisons[variant] = paired_comparisons(mine, [("ith", "bert-text"), ("ith", "audiobert"),
-                                                         ("audiobert", "bert-text")], n_boot=n_boot, clusters=units)
+        comparisons[variant] = paired_comparisons(mine, list(PAIRS), n_boot=n_boot, clusters=units)
     print("\nPaired comparisons on the test split: difference of seed-mean accuracies in points [95 % hierarchical "
           "interval: each system's seeds drawn with replacement, then the same source names for both], and the "
           "share of resamples where the first is not better (a one-sided bootstrap p-value, with 3 seeds a coarse "
@@ -230,22 +260,9 @@ def synthetic() -> None:
     print("|---|---|---|---|")
     claims = []
     for variant, found in comparisons.items():
-        by = {(c["a"], c["b"], c["task"]): c for c in found}
-        for a, b in (("ith", "bert-text"), ("ith", "audiobert"), ("audiobert", "bert-text")):
-            if not any((a, b, t) in by for t in tasks):
-                continue
-            print(f"| {labels[a]} − {labels[b]} | {variant} | " + " | ".join(
-                f"{by[(a, b, t)]['difference']:+.2f} {_ci(by[(a, b, t)]['ci_low'], by[(a, b, t)]['ci_high'])}, "
-                f"{by[(a, b, t)]['p_not_better']:.3f}" for t in tasks) + " |")
-            verdicts = {t: _verdict(by[(a, b, t)]) for t in tasks if (a, b, t) in by}
-            if len(set(verdicts.values())) == 1:
-                verdict = next(iter(verdicts.values()))
-                where = (("either task" if verdict.startswith("not") else "both tasks") if len(verdicts) == len(tasks)
-                         else " and ".join(verdicts))
-                said = f"{verdict} {labels[b]} on {where}"
-            else:
-                said = ", ".join(f"{v} {labels[b]} on {t}" for t, v in verdicts.items())
-            claims.append(f"{labels[a]} is {said} ({variant} encoder)")
+        lines, said = _comparison_claims(variant, found, labels)
+        print("\n".join(lines))
+        claims += said
     print("\nWhat this shows, read off the intervals above (an interval that excludes 0 is a difference; one that "
           "holds 0 is not shown to be one): " + "; ".join(claims) + ".")
     gains = {}
@@ -317,10 +334,66 @@ def synthetic_default() -> None:
                                                              "other accuracies on: " + ", ".join(differ) + "."))
 
 
-BLOCKS = {"performance": performance, "synthetic": synthetic, "synthetic-default": synthetic_default}
+def headline() -> None:
+    """README's short version: seed means of the planted-signal run and the imagination speed-ups."""
+    import pyarrow.parquet as pq
+
+    from ith_core.evaluation.scoring import paired_comparisons, seed_mean_table
+
+    record, tiny, paper = _load("synthetic_tiny_cpu.json"), _load("imagine_tiny_cpu.json"), _load("paper_size_cpu.json")
+    parquet = RESULTS / "synthetic_tiny_cpu.predictions.parquet"
+    if record is None or tiny is None or paper is None or not parquet.is_file():
+        raise SystemExit("benchmarks/results/ lacks synthetic_tiny_cpu.json (and its .predictions.parquet), "
+                         "imagine_tiny_cpu.json or paper_size_cpu.json")
+    from ith_core.stages.fusion import SYSTEMS
+
+    labels = _system_labels()
+    mine = [r for r in pq.read_table(parquet).to_pylist() if r["variant"] == "trained" and r["split"] == "test"]
+    units = {r["example_id"]: r["unit"] for r in mine}
+    over = {(r["model"], r["task"]): r for r in seed_mean_table(mine, n_boot=2000, clusters=units)
+            if r["metric"] in ("exact_match", "accuracy")}
+    majority = next(r for r in record["runs"] if r["variant"] == "trained")["majority"]
+    print(f"**Planted-signal benchmark** (`ith run --benchmark synthetic`, tiny profile, seeds "
+          f"{', '.join(map(str, record['seeds']))}; recorded in "
+          "[synthetic_tiny_cpu.json](benchmarks/results/synthetic_tiny_cpu.json)): test accuracy in %, mean ± sample "
+          f"sd over seeds; one constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
+          f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n")
+    print("| system | animal test | pitch test |")
+    print("|---|---|---|")
+    for model in labels:
+        if SYSTEMS[model].trained and all((model, t) in over for t in TASKS):
+            print(f"| {labels[model]} | " + " | ".join(
+                f"{over[(model, t)]['mean']:.2f} ± {over[(model, t)]['std']:.2f}" for t in TASKS) + " |")
+    _, claims = _comparison_claims("trained", paired_comparisons(mine, list(PAIRS), n_boot=2000, clusters=units),
+                                   labels)
+    print("\nRead off the 95 % hierarchical bootstrap intervals of the paired differences: " + "; ".join(claims)
+          + ". Intervals, every seed, the frozen-encoder variant and wall times: "
+          "[the planted-signal benchmark](docs/synthetic-benchmark.md).")
+    default = next(m for m in tiny["modes"] if (m["latent_length"], m["sampling"]) == ("full", "lazy"))
+    half = next(m for m in paper["projection"]["modes"]
+                if (m["latent_length"], m["sampling"], m["acceptance_rate"]) == ("full", "lazy", 0.5))
+    _, hours = h100_hours(paper)
+    print(f"\n**Imagination speed** (recorded in [imagine_tiny_cpu.json](benchmarks/results/imagine_tiny_cpu.json), "
+          "tiny profile, CPU): the default mode (the method's full latent window, lazy rejection sampling) is "
+          f"{default['per_prompt_speedup']:.2f}x as fast per prompt as a reference-style loop, "
+          f"{default['whole_benchmark_speedup']:.2f}x over the whole benchmark with its prompts deduplicated. "
+          "At paper size, projected from CPU timings "
+          "([paper_size_cpu.json](benchmarks/results/paper_size_cpu.json); acceptance rate 0.5 assumed): "
+          f"{half['whole_benchmark_speedup']:.2f}x over the whole benchmark, about {hours['full-lazy-p0.5']:.1f} "
+          f"H100-hours against the reference's {hours['reference']:.1f} (assumptions and every mode: "
+          "[performance](docs/performance.md)).")
+
+
+BLOCKS = {"headline": headline, "performance": performance, "synthetic": synthetic,
+          "synthetic-default": synthetic_default}
+# The file each block stands in, relative to the repository root: README.md keeps the headline,
+# each topic's page in docs/ its full tables.
+TARGETS = {"headline": "README.md", "performance": "docs/performance.md", "synthetic": "docs/synthetic-benchmark.md",
+           "synthetic-default": "docs/synthetic-benchmark.md"}
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) [^>]*-->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
+@cache
 def render(name: str) -> str:
     out = io.StringIO()
     with redirect_stdout(out):
@@ -338,22 +411,72 @@ def stale_blocks(text: str) -> list[str]:
     return [m.group("name") for m in BLOCK.finditer(text) if m.group("body") != render(m.group("name"))]
 
 
+def documents(root: Path = REPO) -> list[str]:
+    """Every file that may hold a block: README.md, docs/*.md and each target, relative to `root`."""
+    found = {"README.md", *TARGETS.values(), *(str(p.relative_to(root)) for p in (root / "docs").glob("*.md"))}
+    return sorted(f for f in found if (root / f).is_file() or f in TARGETS.values())
+
+
+def problems(root: Path = REPO) -> list[str]:
+    """What `--check` reports: per file, a block missing from its target, one outside it, one twice, one stale."""
+    out = []
+    for name in documents(root):
+        path = root / name
+        if not path.is_file():
+            out.append(f"{name}: missing (it should hold {', '.join(b for b, f in TARGETS.items() if f == name)})")
+            continue
+        text = path.read_text()
+        held = [m.group("name") for m in BLOCK.finditer(text)]
+        for block, target in TARGETS.items():
+            if target == name and block not in held:
+                out.append(f"{name}: lacks the block {block}")
+        for block in sorted(set(held)):
+            if block not in TARGETS:
+                out.append(f"{name}: holds {block}, which this script does not print")
+            elif TARGETS[block] != name:
+                out.append(f"{name}: holds {block}, whose place is {TARGETS[block]}")
+            elif held.count(block) > 1:
+                out.append(f"{name}: holds {block} {held.count(block)} times")
+        out += [f"{name}: {block} is out of date" for block in stale_blocks(text) if block in TARGETS]
+    return out
+
+
+def write(names: list[str] | None = None, root: Path = REPO) -> list[str]:
+    """Rewrites the blocks in every target file; returns the files changed. A block missing from its file is an error."""
+    changed = []
+    for name in sorted(set(TARGETS.values())):
+        path = root / name
+        text = path.read_text()
+        held = {m.group("name") for m in BLOCK.finditer(text)}
+        lacking = [b for b, f in TARGETS.items() if f == name and b not in held]
+        if lacking:
+            raise SystemExit(f"{name} lacks the block(s) {', '.join(lacking)}: add `<!-- results:NAME (printed by "
+                             "benchmarks/results_table.py --write; do not edit) -->` and `<!-- /results:NAME -->` "
+                             "where each belongs, then --write again")
+        new = rewrite(text, names)
+        if new != text:
+            path.write_text(new)
+            changed.append(name)
+    return changed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite the results blocks inside README.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 naming each README block that is stale")
+    parser.add_argument("--write", action="store_true", help="rewrite the results blocks inside every target file")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 naming each block that is stale, missing from its file or outside it")
     parser.add_argument("blocks", nargs="*", choices=[[], *BLOCKS], help="blocks to print (default: all)")
     args = parser.parse_args()
     if args.write:
-        README.write_text(rewrite(README.read_text(), args.blocks))
-        print(f"rewrote the results blocks of {README}")
+        changed = write(args.blocks)
+        print(f"rewrote the results blocks of {', '.join(changed)}" if changed else "every results block was current")
         return 0
     if args.check:
-        stale = stale_blocks(README.read_text())
-        if stale:
-            print(f"README.md blocks out of date: {', '.join(stale)}; run .venv/bin/python benchmarks/results_table.py "
-                  "--write", file=sys.stderr)
-        return 1 if stale else 0
+        found = problems()
+        if found:
+            print("results blocks to fix:\n  " + "\n  ".join(found) + "\nrun .venv/bin/python "
+                  "benchmarks/results_table.py --write (after re-recording what moved)", file=sys.stderr)
+        return 1 if found else 0
     for name in args.blocks or BLOCKS:
         print(f"<!-- results:{name} -->\n{render(name)}")
     return 0

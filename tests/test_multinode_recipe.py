@@ -1,4 +1,4 @@
-"""The README's multi-node training recipe, on one machine.
+"""The multi-node training recipe of docs/performance.md ("Many machines"), on one machine.
 
 Two `accelerate launch` commands, each told it is one machine of a two-machine job
 (`--num_machines 2 --machine_rank R --main_process_ip 127.0.0.1`), run one fusion training job

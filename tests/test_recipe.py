@@ -1,8 +1,8 @@
 """The `paper` profile is the method's recipe; the reference code's behaviours are settings.
 
 Values below are transcribed from ../shared/ith-method.md (the method) and the reference release
-uso7d0/ImagineToHear (27c7a0f), as cited per line; the README's table "Differences from the
-reference code" lists every place where the two disagree and which one the default follows.
+uso7d0/ImagineToHear (27c7a0f), as cited per line; the table "Differences from the reference
+code" in docs/recipe.md lists every place where the two disagree and which one the default follows.
 """
 
 from __future__ import annotations

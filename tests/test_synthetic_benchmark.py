@@ -132,7 +132,7 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     results = json.loads((run / "fusion" / "results.json").read_text())
     assert results["bootstrap_unit"] == {"animal": "source name", "pitch": "source name"}
     # The recorded numbers are the code's numbers: every accuracy of every system, task, split and
-    # metric equals the one recorded by `bench_synthetic.py --default` (which the README prints).
+    # metric equals the one recorded by `bench_synthetic.py --default` (which docs/synthetic-benchmark.md prints).
     recorded = json.loads(RECORDED_DEFAULT.read_text())
     want = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in recorded["accuracy"]}
     got = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in results["per_seed"]}
@@ -140,7 +140,7 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
               for m, t, s, metric in [k] if want.get(k) != got.get(k)}
     assert not differ, (
         f"the default planted-signal run no longer gives the recorded seed-42 accuracies (recorded, now): {differ}. "
-        "If the change that moved them is intended, re-record them and the README in the same commit: "
+        "If the change that moved them is intended, re-record them and the docs' results blocks in the same commit: "
         "`.venv/bin/python benchmarks/bench_synthetic.py --default && .venv/bin/python benchmarks/bench_synthetic.py "
         "&& .venv/bin/python benchmarks/results_table.py --write`. Recorded on: "
         f"{recorded['machine']}; exact equality holds on that CPU kind, torch version and thread count only.")

@@ -48,8 +48,9 @@ from ith_core.models import profiles
 from ith_core.imagination.clap_scoring import ClapScorer  # noqa: E402
 from ith_core.config import RunConfig  # noqa: E402
 from ith_core.imagination.generators import normalize_span  # noqa: E402
-from storage.audio_store import pcm16, read_wav, wav_bytes  # noqa: E402
+from storage.audio_store import pcm16, pcm16_to_float, wav_bytes  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
+from storage.wav import decode_pcm16  # noqa: E402
 
 
 def benchmark_spans(data_dir: str) -> tuple[list[str], dict]:
@@ -111,7 +112,7 @@ def reference_loop(pipe, scorer: ClapScorer, spans, cfg, tmp: Path, steps: int |
             path = tmp / f"{stem}-{k}.wav"
             path.write_bytes(wav_bytes(pcm16(wave), rate))
             files.append(path)
-        waves = np.stack([read_wav(p.read_bytes())[0] for p in files])[None]
+        waves = np.stack([pcm16_to_float(decode_pcm16(p.read_bytes())[0]) for p in files])[None]
         t2 = time.perf_counter()
         scores.extend(float(x) for x in scorer.score(waves, rate, [span])[0])
         seconds["generate"] += t1 - t0

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.layout import temporary_sibling, write_atomic
+from storage.wav import decode_pcm16
 
 STORE_DIR = "_imagine"
 logger = logging.getLogger(__name__)
@@ -123,25 +124,12 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str = "wav") -> byt
     return sink.getvalue()
 
 
-def decode_samples(data: bytes) -> tuple[np.ndarray, int]:
-    """WAV or FLAC bytes (16-bit) -> ((channels, samples) int16, sample rate), exactly as written."""
-    if data[:4] == b"fLaC":
-        import soundfile
+def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
+    """int16 -> float32 / 32767, the inverse of `pcm16`: the waveform the imagine stage scores with CLAP.
 
-        frames, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
-        return np.ascontiguousarray(frames.T), int(rate)
-    with wave.open(io.BytesIO(data), "rb") as handle:
-        channels, rate = handle.getnchannels(), handle.getframerate()
-        if handle.getsampwidth() != 2:
-            raise wave.Error(f"{8 * handle.getsampwidth()}-bit samples, the store writes 16-bit")
-        frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-    return frames.reshape(-1, channels).T.astype(np.int16), rate
-
-
-def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """Stored audio bytes (WAV or FLAC) -> ((channels, samples) float32 in [-1, 1], sample rate)."""
-    samples, rate = decode_samples(data)
-    return samples.astype(np.float32) / 32767.0, rate
+    Not the 2^15 full scale of `storage.wav.decode_audio` (what AST encoding and the clip pool read).
+    """
+    return samples.astype(np.float32) / 32767.0
 
 
 def audio_bytes_per_clip(duration_s: float, sample_rate: int, channels: int) -> int:
@@ -317,7 +305,7 @@ class AudioStore:
 
     def read_samples(self, relative: str) -> np.ndarray:
         """A stored clip's (channels, samples) int16, exactly as written."""
-        return decode_samples(self.read_bytes(relative))[0]
+        return decode_pcm16(self.read_bytes(relative))[0]
 
     def _check(self, row: dict) -> str | None:
         """None if the row's file hashes to its checksum, else why not."""

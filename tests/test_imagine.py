@@ -20,8 +20,9 @@ from ith_core.stages import imagine as stage
 from ith_core.imagination.clap_scoring import ClapScorer, first_passing, resample
 from ith_core.config import ImagineConfig, RunConfig
 from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
-from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, read_wav, shard_name
+from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, pcm16_to_float, shard_name
 from storage.layout import RunLayout
+from storage.wav import decode_pcm16
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
@@ -179,7 +180,8 @@ def test_clap_scores_in_memory_equal_scores_of_the_stored_wav(model_paths, tmp_p
     store = AudioStore(str(tmp_path))
     samples = pcm16(waves[0, 0])
     path = store.put_audio("ab" * 16, 0, samples, 44100).path
-    audio, rate = read_wav(store.read_bytes(path))
+    stored, rate = decode_pcm16(store.read_bytes(path))
+    audio = pcm16_to_float(stored)
     assert rate == 44100 and np.array_equal(pcm16(audio), samples)
     from_file = scorer.score(audio[None, None], rate, ["a low hum"])[0, 0]
     assert abs(from_file - scorer.score((samples / 32767.0)[None, None], 44100, ["a low hum"])[0, 0]) < 1e-6

@@ -75,9 +75,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ith_core.audio import WavError, decode_audio, read_wav, resample, to_mono
+from ith_core.audio import read_wav, resample, to_mono
 from ith_core.config import SPLITS
 from storage.layout import ith_home, listing_stamp, write_atomic
+from storage.wav import WavError, decode_audio
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,8 @@ from ith_core.imagination.clap_scoring import NO_CANDIDATE, ClapScorer, first_pa
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
                               generator_identity, prompt_for)
-from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, shard_name
+from storage.audio_store import (AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, pcm16_to_float,
+                                 shard_name)
 from storage.layout import RunLayout, StageNotFinishedError, run_ids
 
 logger = logging.getLogger(__name__)
@@ -621,7 +622,7 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
             waveforms = generator.generate([p.row["prompt"] for p in chunk], [[p.seeds[c]] for p in chunk])
             t1 = time.perf_counter()
             samples = pcm16(waveforms.cpu().numpy())
-            scores = scorer.score(samples.astype(np.float32) / 32767.0, generator.sample_rate,
+            scores = scorer.score(pcm16_to_float(samples), generator.sample_rate,
                                   [p.row["clap_text"] for p in chunk])
             t2 = time.perf_counter()
             for i, p in enumerate(chunk):
@@ -1017,7 +1018,7 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
             if put.checksum == row["checksum"]:
                 restored.append(put.path)  # the same bytes: the recorded score describes them
                 continue
-            score = float(scorer.score(samples[None, None].astype(np.float32) / 32767.0, generator.sample_rate,
+            score = float(scorer.score(pcm16_to_float(samples[None, None]), generator.sample_rate,
                                        [row["clap_text"]])[0, 0])
             replaced[row["audio_path"]] = {"audio_path": put.path, "checksum": put.checksum, "clap_score": score}
             logger.warning("audio id %s candidate %d rendered other bytes than stored (%s -> %s); the manifests now "

@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ith_core.net import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POOL = "ith-local"
 # How long `--stop` waits for a process after each signal before trying the next, firmer one.
@@ -166,12 +168,6 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def healthy(port: int, timeout_s: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=timeout_s) as response:
@@ -210,10 +206,10 @@ def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
                              f"{port}; stop it with `ith serve --stop` first")
         if healthy(port):
             raise ServeError(f"port {port} already serves a Prefect API not started by `ith serve`; "
-                             f"choose another with --port (e.g. --port {_free_port()})")
+                             f"choose another with --port (e.g. --port {free_port()})")
         if _port_taken(port):
             raise ServeError(f"port {port} on 127.0.0.1 is taken by another program; choose a free one with --port "
-                             f"(e.g. --port {_free_port()})")
+                             f"(e.g. --port {free_port()})")
         server = _spawn("server", [*_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                         env, paths)
         deadline = time.monotonic() + wait_s

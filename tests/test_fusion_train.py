@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from ith_core.net import free_port
+
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.fusion_task import FAULTS, free_port, small_task_with_features, train_spec  # noqa: E402
+from helpers.fusion_task import FAULTS, small_task_with_features, train_spec  # noqa: E402
 from helpers.train_with_faults import inject  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.fusion_task import FAULTS, free_port, small_task_with_features, train_spec
+from helpers.fusion_task import FAULTS, small_task_with_features, train_spec
+from ith_core.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from ith_core.net import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.browser import PNG_SIGNATURE, artifact_dir, browser  # noqa: E402
@@ -34,17 +35,11 @@ PROBE = REPO / "tests" / "helpers" / "prefect_probe.py"
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
     state = tmp_path_factory.mktemp("serve")
     runs = tmp_path_factory.mktemp("runs")
-    port = _free_port()
+    port = free_port()
     fault_file = state / "fault"
     env = dict(os.environ)
     # As a user would: the benchmark in the home (`ith data fetch`), not named by the environment.

@@ -35,7 +35,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
 from ith_core.models.profiles import model_identity
+from ith_core.net import free_port
 from ith_core.stages import audiobert as audiobert_stage
 from ith_core.stages.skeleton import KEY_FILE, layout_for, reuse_or_resume, stage_key
 from ith_core.stages.system_inputs import (adapt_selection, encode_selection, resolve_device,
@@ -248,12 +248,6 @@ def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # What `accelerate launch` runs: the training entry point (a module), then its arguments.
 TRAIN_ENTRY = ("-m", "ith_core.fusion.training")
 
@@ -270,7 +264,7 @@ def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cud
     cmd += ["--num_machines", "1", "--num_processes", str(num_processes), "--mixed_precision", mixed_precision,
             "--dynamo_backend", "no"]
     if num_processes > 1:
-        cmd += ["--multi_gpu", "--main_process_port", str(_free_port())]
+        cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
     elif not cuda:
         cmd += ["--cpu"]
     return cmd + [*TRAIN_ENTRY, "--config", spec_path]

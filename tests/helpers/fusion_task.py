@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import socket
 import wave
 from pathlib import Path
 
@@ -129,9 +128,3 @@ def train_spec(task, tiny_models, out, **kw):
     return TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
                      selection_path=task["selection"], features_dir=task["features_dir"], fusion=fusion,
                      jobs=kw.pop("jobs", (TrainJob("pitch", "ith", 7),)), **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

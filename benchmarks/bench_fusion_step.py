@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks.environment import environment  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -96,6 +98,7 @@ def main() -> None:
               "torch": torch.__version__, "small": args.small, "batch": b, "seq_len": seq, "audio_tokens": audio_tokens,
               "parameters": sum(p.numel() for p in model.parameters()),
               "seconds_per_step": sorted(seconds)[len(seconds) // 2], "seconds": [round(s, 4) for s in seconds],
+              "environment": environment("cuda" if cuda else "cpu"),
               "examples_per_s": round(b / sorted(seconds)[len(seconds) // 2], 2),
               "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
               "losses_finite": all(map(lambda x: x == x and abs(x) < float("inf"), losses))}

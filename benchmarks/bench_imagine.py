@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.environment import environment  # noqa: E402
 from ith_core.data import auditorybench  # noqa: E402
 
 from ith_core.stages import imagine as imagine_stage
@@ -147,21 +148,6 @@ def stage_run(cfg: RunConfig, model_paths: dict, prompts, device: str) -> dict:
     for key in ("generate", "score", "write", "load"):
         out[f"seconds_{key}"] = round(sum(r[f"seconds_{key}"] for r in reports), 3)
     return out
-
-
-def environment(device: str, threads: int) -> dict:
-    import platform
-
-    versions = {}
-    for name in ("torch", "diffusers", "transformers", "numpy", "soundfile"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
-    return {"machine": platform.machine(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": threads, "python": platform.python_version(), "device": device, "gpu": gpu,
-            "versions": versions}
 
 
 MODES = (("full", "lazy"), ("full", "all"), ("exact", "lazy"), ("exact", "all"))

@@ -249,19 +249,14 @@ def project(measured: dict, dedup: dict, rates=(0.3, 0.5, 0.8), steps: int = STE
     return out
 
 
-def environment(threads: int) -> dict:
+def paper_environment(threads: int) -> dict:
+    """`benchmarks.environment` plus the fields paper_size_cpu.json has always recorded beside it."""
     import torch
 
-    versions = {}
-    for name in ("torch", "diffusers", "transformers", "numpy", "soundfile"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
-            "platform": platform.platform(), "device": "cpu", "dtype": "float32",
-            "cuda": torch.cuda.is_available(), "versions": versions,
+    from benchmarks.environment import environment
+
+    return {**environment("cpu", threads), "processor": platform.processor() or platform.machine(),
+            "dtype": "float32", "cuda": torch.cuda.is_available(),
             "note": "full-size architectures with random weights; per-clip timings on a shared 2-core machine"}
 
 
@@ -279,7 +274,7 @@ def main() -> None:
         result.pop("projection", None)
     else:
         started = time.perf_counter()
-        result = {"benchmark": "paper_size_components", "environment": environment(args.threads),
+        result = {"benchmark": "paper_size_components", "environment": paper_environment(args.threads),
                   "settings": {"steps": STEPS, "candidates": CANDIDATES, "duration_s": DURATION_S,
                                "guidance_scale": 7.0, "repeats": args.repeats},
                   "measured": measure(args.threads, args.repeats)}

@@ -232,8 +232,3 @@ def bootstrap_unit(example: dict) -> str:
     """The independent unit of a synthetic row: its source name (the first gold span, case-folded)."""
     spans = example.get("spans") or []
     return " ".join(spans[0].split()).casefold() if spans else example["example_id"]
-
-
-def chance_levels(cfg: SyntheticConfig) -> dict[str, float]:
-    """Accuracy (%) of the best constant answer: what text alone can reach, per task."""
-    return {"animal": 100.0 / len(cfg.animals), "pitch": 50.0}

@@ -168,14 +168,3 @@ def storage_estimate(num_audios: int, *, trainable_encoder: bool, audio_tokens: 
         shape = (tokens, hidden)
     return {"shape": shape, "bytes_per_audio": per_audio, "num_audios": num_audios,
             "total_bytes": per_audio * num_audios, "total_gib": round(per_audio * num_audios / 2**30, 3)}
-
-
-def paper_storage_table(num_audios: int = 21321) -> list[dict]:
-    """Storage at paper size for the benchmark's distinct spans (one accepted audio each at most)."""
-    rows = []
-    for trainable, k in ((False, None), (False, 64), (False, 16), (True, None)):
-        est = storage_estimate(num_audios, trainable_encoder=trainable, audio_tokens=k)
-        rows.append({"stored": "AST input features" if trainable else f"AST tokens{'' if k is None else f' pooled to {k}'}",
-                     **est, "mib_per_audio": round(est["bytes_per_audio"] / 2**20, 3)})
-    return rows
-

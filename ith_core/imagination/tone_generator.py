@@ -37,10 +37,6 @@ SAMPLE_RATE = 44100
 CHANNELS = 2
 
 
-def is_tone_generator(folder: str | Path) -> bool:
-    return (Path(folder) / TONE_FILE).is_file()
-
-
 class ToneGenerator:
     """Renders each prompt's hidden source tone(s) with per-candidate nuisance; see the module docstring."""
 

@@ -97,7 +97,6 @@ QUERY_CHUNK = 64
 AUDIO_EXTENSIONS = (".wav", ".flac")
 CAPTION_TABLES = ("captions.csv", "captions.tsv", "captions.jsonl", "captions.parquet")
 POLICIES = ("all", "split_own", "exclude_source")
-QUERY_MODES = ("clap", "text")
 
 MANIFEST_SCHEMA = pa.schema([
     ("clip_id", pa.string()),

@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(result: dict, profile: str, benchmark: str) -> None:
-    from ith_core.report.build import profile_statement
+    from ith_core.report.summaries import profile_statement
 
     stages = result["stages"]
     ingest, detector, spans = stages["ingest"], stages["span_detector"], stages["spans"]

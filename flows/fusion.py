@@ -24,6 +24,7 @@ from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
 from ith_core.stages import fusion as fusion_stage
 from ith_core.config import RunConfig
+from ith_core.report import summaries
 from tasks import fusion as t
 
 
@@ -65,10 +66,10 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
             eval_reports.append(t.evaluate_system(settings, models, system.name, seed, wait_for=read))
     results = t.summarise_results(settings, wait_for=after(*eval_reports))
     run_id = cfg.effective_run_id
-    create_markdown_artifact(fusion_stage.results_markdown(run_id, results, cfg.profile),
+    create_markdown_artifact(summaries.fusion_results_markdown(run_id, results, cfg.profile),
                              key=artifact_key("fusion", run_id),
                              description=f"accuracy of every system of run {run_id} (profile {cfg.profile})")
-    create_markdown_artifact(fusion_stage.curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
+    create_markdown_artifact(summaries.fusion_curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
                              key=artifact_key("fusion-curves", run_id),
                              description=f"dev accuracy per epoch of run {run_id}")
     return fusion_stage.fusion_summary(prepared, train_reports, eval_reports, results)

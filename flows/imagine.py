@@ -26,7 +26,7 @@ from flows.naming import named_by_run, tag_flow_run
 from ith_core.stages import imagine as imagine_stage
 from ith_core.stages.skeleton import load_run_config
 from ith_core.config import RunConfig
-from ith_core.report.build import profile_statement
+from ith_core.report.summaries import imagine_markdown, profile_statement
 from storage.run_lock import hold_run_lock
 from tasks import imagine as t
 
@@ -111,7 +111,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     failed = [r for r in results if r["status"] == "failed"]
     report = None if failed else t.select_candidates(settings, round(time.perf_counter() - started, 3),
                                                       wait_for=after(status))
-    create_markdown_artifact(imagine_stage.summary_markdown(cfg, plan, status, report),
+    create_markdown_artifact(imagine_markdown(cfg, plan, status, report),
                              key=artifact_key("imagine", cfg.effective_run_id),
                              description=f"ith-imagine summary of run {cfg.effective_run_id}")
     if failed:

@@ -28,9 +28,8 @@ from ith_core.stages import audiobert as audiobert_stage
 from ith_core.stages import skeleton
 
 from ith_core.stages import ingest as ingest_stage
-
-from ith_core.stages import spans as spans_stage
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
+from ith_core.report import summaries
 from ith_core.stages.fusion import needs_imagination
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
@@ -177,15 +176,15 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     reports["ingest"] = ingest_tasks.ingest(settings)
     logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
                 skeleton.write_config(cfg))
-    create_markdown_artifact(spans_stage.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
+    create_markdown_artifact(summaries.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
                              key=artifact_key("ingest", run_id), description=f"rows, rejects and flags of run {run_id}")
     model_paths = ingest_tasks.prepare_models(settings)
     models = quote(model_paths)
     reports["span_detector"] = spans_tasks.train_span_detector(settings, models, wait_for=after(reports["ingest"], model_paths))
     reports["spans"] = spans_tasks.detect_spans(settings, models,
                                       wait_for=after(reports["ingest"], model_paths, reports["span_detector"]))
-    create_markdown_artifact(spans_stage.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
-                                                   cfg.benchmark),
+    create_markdown_artifact(summaries.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
+                                                      cfg.benchmark),
                              key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
     if needs_imagination(cfg):

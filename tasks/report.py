@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ith_core.config import RunConfig
-from ith_core.report.build import write_report as write
+from ith_core.report.rendering import write_report as write
 from ith_core.stages import skeleton
 
 

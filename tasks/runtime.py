@@ -30,7 +30,8 @@ CORE_LOGGER = "ith_core"
 # fusion_stage relays its trainer's whole output at INFO (checkpoint saves, weight-loading bars).
 # Its trainer's epoch lines (loss, dev accuracy) come through `ith_core.stages.fusion.progress`.
 ROUTED = ("ith_core.data.auditorybench", "ith_core.stages.ingest", "ith_core.models.span_detector", "ith_core.models.profiles",
-          "ith_core.stages.imagine", "ith_core.imagination.generators", "ith_core.imagination.clap_scoring", "ith_core.report.build",
+          "ith_core.stages.imagine", "ith_core.imagination.generators", "ith_core.imagination.clap_scoring", "ith_core.report.loading",
+          "ith_core.report.charts", "ith_core.report.rendering",
           "ith_core.stages.fusion.progress")
 
 

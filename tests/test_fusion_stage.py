@@ -153,6 +153,7 @@ def test_outputs_accounting_and_results(fusion_run):
 
 @pytest.mark.slow
 def test_rerun_is_cached_and_markdown(fusion_run):
+    from ith_core.report.summaries import fusion_curves_markdown, fusion_results_markdown
     from ith_core.stages import fusion as fusion_stage
 
     cfg, paths = fusion_run["cfg"], fusion_run["paths"]
@@ -163,11 +164,11 @@ def test_rerun_is_cached_and_markdown(fusion_run):
     again += [fusion_stage.evaluate_system(cfg, paths, "bert-zero-shot", 0), fusion_stage.summarise_results(cfg)]
     assert all(r["cached"] for r in again)
     assert log.stat().st_size == size  # no training process was launched
-    md = fusion_stage.results_markdown(cfg.effective_run_id, again[-1], "tiny")
+    md = fusion_results_markdown(cfg.effective_run_id, again[-1], "tiny")
     assert md.splitlines()[2].startswith("**Profile tiny: every model has random weights")
     assert "| ITH (imagined audio) |" in md and "| BERT, zero-shot |" in md
     assert "78.96" in md and "60.41" in md and "| ith - bert-text | pitch | test |" in md
-    curves = fusion_stage.curves_markdown(cfg.effective_run_id, again[2:6], cfg.profile)
+    curves = fusion_curves_markdown(cfg.effective_run_id, again[2:6], cfg.profile)
     assert "| ith pitch seed 0 |" in curves and "| bert-text animal seed 1 |" in curves
     assert "| epoch 1 |" in curves and "epoch 0" not in curves
 

@@ -26,7 +26,7 @@ from helpers.report_fixtures import (HOSTILE_PREDICTION, HOSTILE_SENTENCE, HOSTI
                                      build_coincident_run, build_hostile_run, build_tiny_run, tiny_run_config)
 
 from helpers.browser import artifact_dir, browser  # noqa: E402
-from ith_core.report.build import write_report  # noqa: E402
+from ith_core.report.rendering import write_report  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
 
 TABLES = ["table-run", "table-stages", "table-accuracy", "table-accuracy-seeds", "table-span-metrics",
@@ -204,7 +204,7 @@ def test_report_of_bare_and_remote_runs(tmp_path):
 
 
 def test_the_profile_comes_first_in_the_report_and_its_artifact(tiny_run):
-    from ith_core.report.build import profile_statement
+    from ith_core.report.summaries import profile_statement
 
     page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
     statement = profile_statement("tiny", "auditorybench")
@@ -225,7 +225,7 @@ def test_the_profile_comes_first_in_the_report_and_its_artifact(tiny_run):
 def test_case_studies_show_each_kind_and_say_how_they_were_chosen(tiny_run):
     import pyarrow.parquet as pq
 
-    from ith_core.report.build import CASE_KINDS, _cases, load_run
+    from ith_core.report.loading import CASE_KINDS, _cases, load_run
 
     # The kinds the run has, from its predictions (seed 42): ITH right/text-only wrong, the reverse, ...
     rows = pq.read_table(Path(tiny_run["root"]) / "tiny-report" / "fusion" / "predictions.parquet").to_pylist()
@@ -273,6 +273,7 @@ def test_imagine_tables_show_the_threshold_used_and_ordered_quantiles(tiny_run):
 def test_imagine_artifact_after_a_rerun(tiny_run):
     """A rerun reuses the plan: 0 prompts were in the store when it was made, all are now; every shard is
     skipped; the thresholds used and the quantiles in order."""
+    from ith_core.report.summaries import imagine_markdown
     from ith_core.stages import imagine as imagine_stage
 
     cfg = tiny_run_config(tiny_run["root"], "tiny-report", tiny_run["bench_dir"])
@@ -282,7 +283,7 @@ def test_imagine_artifact_after_a_rerun(tiny_run):
     status = {"shards": results, "counts": {"skipped": len(results)}}
     report = imagine_stage.collect_stage(cfg)
     assert report["cached"]
-    md = imagine_stage.summary_markdown(cfg, plan, status, report)
+    md = imagine_markdown(cfg, plan, status, report)
     lines = md.splitlines()
     assert lines[2].startswith("**Profile tiny: every model has random weights")  # bold, as every artifact
     assert (f"- prompts whose audio was already in the store: 0 when planned, {plan['unique_prompts']} at the "
@@ -308,8 +309,9 @@ def test_stage_times_and_devices_agree_across_tables(tiny_run):
 
 def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path):
     """BERT's and RoBERTa's text-only jobs share a folder name ('text-animal-seed42'): labels name the system."""
+    from ith_core.report.loading import load_run
+    from ith_core.report.summaries import fusion_curves_markdown, profile_statement
     from ith_core.stages import fusion as fusion_stage
-    from ith_core.report.build import load_run, profile_statement
 
     layout = RunLayout(str(tmp_path), "labels")
     layout.write_json({"profile": "tiny", "benchmark": "auditorybench"}, "config.json")
@@ -320,7 +322,7 @@ def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path
                "best_dev": best, "best_epoch": 1, "seconds": 1.0, "world_size": 1, "history": history}
         reports.append({"system": system, "seed": 42, "jobs": [job], "seconds": 1.0})
         layout.write_json({"key": "k", "report": reports[-1]}, fusion_stage.train_stage_name(system, 42), "_DONE.json")
-    curves = fusion_stage.curves_markdown("labels", reports, "tiny").splitlines()
+    curves = fusion_curves_markdown("labels", reports, "tiny").splitlines()
     assert curves[2] == f"**{profile_statement('tiny')}**"
     assert curves[6] == "| job | epoch 1 | epoch 2 | samples/s |"
     assert curves[8:] == ["| bert-text animal seed 42 | 40.0 | **50.0** | None |",
@@ -331,9 +333,7 @@ def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path
 
 
 def test_ingest_spans_and_curves_artifacts_start_with_the_profile_statement():
-    from ith_core.stages import fusion as fusion_stage
-    from ith_core.stages import spans as spans_stage
-    from ith_core.report.build import profile_statement
+    from ith_core.report.summaries import fusion_curves_markdown, ingest_markdown, profile_statement, spans_markdown
 
     counts = {"rows_in": 3, "accepted": 2, "rejected": 1, "rejects_by_reason": {"empty": 1}, "flags_by_reason": {}}
     ingest = {"rows_in": 3, "accepted": 2, "rejected": 1, "source": "x", "per_split": {"animal/dev": counts}}
@@ -343,11 +343,11 @@ def test_ingest_spans_and_curves_artifacts_start_with_the_profile_statement():
                                           "spans": 1}}}
     for profile, benchmark in (("tiny", "auditorybench"), ("paper", "synthetic")):
         statement = f"**{profile_statement(profile, benchmark)}**"
-        for md in (spans_stage.ingest_markdown("r", ingest, profile, benchmark),
-                   spans_stage.spans_markdown("r", detector, spans, profile, benchmark),
-                   fusion_stage.curves_markdown("r", [], profile, benchmark)):
+        for md in (ingest_markdown("r", ingest, profile, benchmark),
+                   spans_markdown("r", detector, spans, profile, benchmark),
+                   fusion_curves_markdown("r", [], profile, benchmark)):
             assert md.splitlines()[2] == statement, md
-    assert "Dev span F1 after each epoch: epoch 1 0.200, epoch 2 0.500." in spans_stage.spans_markdown(
+    assert "Dev span F1 after each epoch: epoch 1 0.200, epoch 2 0.500." in spans_markdown(
         "r", detector, spans, "tiny", "auditorybench")
 
 
@@ -355,7 +355,7 @@ def test_a_rerun_keeps_each_stage_time_of_the_run_that_computed_it_and_marks_reu
     """summary.json of an identical rerun: every stage reused; the report shows the seconds each stage
     recorded when it was computed, with 'reused' beside them (not the rerun's seconds, not 'computed')."""
     from ith_core.stages import fusion as fusion_stage
-    from ith_core.report.build import load_run, stage_reused, stage_seconds
+    from ith_core.report.loading import load_run, stage_reused, stage_seconds
 
     layout = RunLayout(str(tmp_path), "again")
     layout.write_json({"profile": "tiny", "benchmark": "auditorybench"}, "config.json")
@@ -387,7 +387,7 @@ def test_a_rerun_keeps_each_stage_time_of_the_run_that_computed_it_and_marks_reu
 
 
 def test_span_highlights_never_split_a_word():
-    from ith_core.report.build import _highlight
+    from ith_core.report.rendering import _highlight
 
     sentence = "The dog barked loudly at the cat."
     inside = sentence.index("arked")

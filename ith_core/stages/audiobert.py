@@ -337,16 +337,3 @@ def eval_inputs(cfg: RunConfig):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
     spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
     return spans, FeatureStore(layout, FEATURES).reader()
-
-
-def summary_markdown(run_id: str, report: dict) -> str:
-    """A short markdown summary of the retrieval stage (for a Prefect artifact)."""
-    lines = [f"# AudioBERT retrieval of run `{run_id}`", "",
-             f"Pool `{report['pool']}` ({report['pool_kind']}): {report['pool_clips']} clips, "
-             f"{report['pool_rejects']} rejected; policy `{report['policy']}`, query mode `{report['query_mode']}`.", "",
-             f"{report['span_occurrences']} span occurrences ({report['distinct_queries']} distinct queries) of "
-             f"{report['examples']} examples; {report['examples_without_span']} examples without a span (scored as "
-             f"text); {report['spans_with_clip']} spans got a clip, {report['spans_without_clip']} none; "
-             f"{report['distinct_top1_clips']} distinct top-1 clips."]
-    return "\n".join(lines) + "\n"
-

@@ -39,13 +39,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
+from ith_core.fusion.systems import (EVAL_SPLITS, SYSTEMS, ZERO_SHOT_SEED, System, eval_stage_name,  # noqa: F401
+                                     run_label, train_stage_name)
 from ith_core.models.profiles import model_identity
 from ith_core.net import free_port
 from ith_core.stages import audiobert as audiobert_stage
@@ -59,7 +60,6 @@ logger = logging.getLogger(__name__)
 FEATURES = "fusion_features"
 EXAMPLES = "fusion_examples"
 EVALUATE = "fusion"
-EVAL_SPLITS = ("dev", "test", "wiki")
 # Bump when this module changes what a stage writes for the same inputs.
 # 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds;
 # 5: models enter keys by their identity (profiles.model_identity), not their folder;
@@ -117,31 +117,7 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Systems: the rows of the table
-
-
-@dataclass(frozen=True)
-class System:
-    """One row of the table: which LM, trained or not, and which audio it hears."""
-
-    name: str  # the row id, in predictions.parquet's `model` column
-    family: str  # the name `--systems` takes
-    lm_role: str  # the model role of its masked LM
-    trained: bool  # fine-tuned per task and seed; False: zero-shot, scored as it is
-    audio: str | None  # None (text only), "imagined" (ITH), "retrieved" (AudioBERT)
-    label: str
-    published: str | None  # its row in the published table (evaluate.PAPER_RESULTS), if any
-
-
-SYSTEMS: dict[str, System] = {s.name: s for s in (
-    System("bert-zero-shot", "bert", "lm", False, None, "BERT, zero-shot", "BERT-base"),
-    System("bert-text", "bert", "lm", True, None, "BERT, fine-tuned text-only", None),
-    System("roberta-zero-shot", "roberta", "roberta", False, None, "RoBERTa, zero-shot", "RoBERTa-base"),
-    System("roberta-text", "roberta", "roberta", True, None, "RoBERTa, fine-tuned text-only", None),
-    System("audiobert", "audiobert", "lm", True, "retrieved", "AudioBERT (retrieved audio)", "AudioBERT"),
-    System("ith", "ith", "lm", True, "imagined", "ITH (imagined audio)", "ITH"),
-)}
-ZERO_SHOT_SEED = 0
+# Systems: the rows of the table (ith_core.fusion.systems)
 
 
 def run_systems(cfg: RunConfig) -> list[System]:
@@ -152,21 +128,6 @@ def run_systems(cfg: RunConfig) -> list[System]:
 def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
     """A trained system's seeds; a zero-shot system is one deterministic evaluation."""
     return tuple(cfg.fusion.seeds) if system.trained else (ZERO_SHOT_SEED,)
-
-
-def run_label(system: str, seed: int) -> str:
-    """'ith seed 42'; a zero-shot system is one deterministic evaluation (its stored seed is a
-    placeholder, ZERO_SHOT_SEED), so it is named without one."""
-    known = SYSTEMS.get(system)
-    return system if known is not None and not known.trained else f"{system} seed {seed}"
-
-
-def train_stage_name(system: str, seed: int) -> str:
-    return f"fusion_train/{system}-seed{seed}"
-
-
-def eval_stage_name(system: str, seed: int) -> str:
-    return f"fusion_eval/{system}" if not SYSTEMS[system].trained else f"fusion_eval/{system}-seed{seed}"
 
 
 def needs_imagination(cfg: RunConfig) -> bool:
@@ -558,85 +519,6 @@ def summarise_results(cfg: RunConfig) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Markdown summaries (the flow publishes them as Prefect artifacts)
-
-
-def _cell(row: dict | None) -> str:
-    if row is None:
-        return "-"
-    text = f"{row['mean']:.2f}"
-    if row["seeds"] > 1:
-        text += f" ± {row['std']:.2f}"
-    if row.get("ci_low") is not None:
-        text += f" [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
-    return text
-
-
-def results_markdown(run_id: str, report: dict, profile: str = "") -> str:
-    """The table: every system x task x split, mean ± sd over seeds [95 % interval], published beside."""
-    from ith_core.evaluation.scoring import PAPER_RESULTS, unit_phrase
-
-    ours = {(r["model"], r["task"], r["split"]): r for r in report.get("over_seeds") or []
-            if r["metric"] in ("exact_match", "accuracy")}
-    columns = [(t, s) for t in ("animal", "pitch") for s in EVAL_SPLITS
-               if any((m, t, s) in ours for m in SYSTEMS)]
-    from ith_core.report.build import profile_statement
-
-    # The profile first: what these accuracies can mean.
-    lines = [f"# ith-fusion: run `{run_id}`", "",
-             f"**{profile_statement(profile or None, report.get('benchmark') or 'auditorybench')}**", ""]
-    if report.get("benchmark") == "synthetic":
-        lines += ["**Benchmark synthetic (planted signal): the answer depends only on each source's hidden tone; "
-                  "systems that hear the audio should beat text, which can only reach the constant-answer level.**",
-                  ""]
-    lines += ["Accuracy (%) on the run's sampled examples: mean ± sample sd over seeds [95 % interval of the "
-              f"seed-mean: hierarchical bootstrap over seeds, then {unit_phrase(report.get('bootstrap_unit'))}]. "
-              "Each published row (Yoo, Ok, Lee 2025, AuditoryBench, full splits) stands under the system of this "
-              "run that reproduces it.", "",
-              "| system | " + " | ".join(f"{t} {s}" for t, s in columns) + " |",
-              "|---|" + "---|" * len(columns)]
-    published = PAPER_RESULTS if report.get("benchmark", "auditorybench") == "auditorybench" else {}
-    for system in SYSTEMS.values():
-        if any((system.name, t, s) in ours for t, s in columns):
-            lines.append(f"| {system.label} | " + " | ".join(_cell(ours.get((system.name, t, s))) for t, s in columns)
-                         + " |")
-            if system.published in published:
-                row = published[system.published]
-                lines.append(f"| {system.published} (published) | " + " | ".join(
-                    f"{row[f'{t}/{s}']:.2f}" if f"{t}/{s}" in row else "-" for t, s in columns) + " |")
-    majority = report.get("majority") or {}
-    if majority:
-        lines.append("| one constant answer | " + " | ".join(
-            f"{majority[f'{t}/{s}']['accuracy']:.2f}" if f"{t}/{s}" in majority else "-" for t, s in columns) + " |")
-    paired = report.get("paired") or []
-    if paired:
-        lines += ["", "Paired comparisons on the same rows (difference in points, 95 % interval; hierarchical bootstrap "
-                  "over each system's seeds, then the shared units):", "",
-                  "| comparison | task | split | difference | interval | share of resamples where a is not better |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {p['a']} - {p['b']} | {p['task']} | {p['split']} | {p['difference']:+.2f} | "
-                  f"[{p['ci_low']:.1f}, {p['ci_high']:.1f}] | {p['p_not_better']:.3f} |" for p in paired]
-    return "\n".join(lines) + "\n"
-
-
-def curves_markdown(run_id: str, train_reports: list[dict], profile: str, benchmark: str = "auditorybench") -> str:
-    """Dev accuracy per epoch of every training job (the training curves), epochs counted from 1."""
-    from ith_core.report.build import job_label, profile_statement
-
-    jobs = [(job_label(r["system"], j, j["job"]), j) for r in train_reports for j in r.get("jobs", [])]
-    epochs = max((len(j["history"] or []) for _, j in jobs), default=0)
-    lines = [f"# ith-fusion training curves: run `{run_id}`", "", f"**{profile_statement(profile, benchmark)}**", "",
-             "Dev accuracy (%) after each epoch; "
-             "the bold epoch is the dev-best checkpoint that is scored.", "",
-             "| job | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " | samples/s |",
-             "|---|" + "---|" * (epochs + 1)]
-    for label, j in jobs:
-        cells = []
-        for e in range(epochs):
-            h = (j["history"] or [])[e] if e < len(j["history"] or []) else None
-            cell = "-" if h is None else f"{h['dev_accuracy']:.1f}"
-            cells.append(f"**{cell}**" if h is not None and e == j["best_epoch"] else cell)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {j.get('train_samples_per_s')} |")
-    return "\n".join(lines) + "\n"
 
 
 def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_reports: list[dict],

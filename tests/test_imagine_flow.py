@@ -34,7 +34,7 @@ out = {"driver_pid": os.getpid()}
 paths = json.loads(PATHS)
 local = tiny_config(LOCAL_ROOT, "flow")
 write_spans(LOCAL_ROOT, "flow")
-stages = __import__("ith_core.stages.ingest", fromlist=["write_config"])
+stages = __import__("ith_core.stages.skeleton", fromlist=["write_config"])
 stages.write_config(local)
 fault_file = os.path.join(LOCAL_ROOT, "fault")
 with open(fault_file, "w") as handle:

@@ -125,14 +125,15 @@ def reference_loop(pipe, scorer: ClapScorer, spans, cfg, tmp: Path, steps: int |
 
 def stage_run(cfg: RunConfig, model_paths: dict, prompts, device: str) -> dict:
     """Wall time of plan + shards + collection (checksum verification included), with per-component seconds."""
-    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from storage import run_files
 
     layout = RunLayout(cfg.run_root, cfg.effective_run_id)
     spans = [{"example_id": f"bench/{i:05d}", "task": "pitch", "split": "dev", "span_index": 0, "span_text": p,
               "char_start": 0, "char_end": len(p), "score": 1.0} for i, p in enumerate(prompts)]
     sample = [{"example_id": s["example_id"], "task": "pitch", "split": "dev", "n_spans": 1} for s in spans]
-    layout.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), "spans", "pitch-dev.parquet")
-    layout.write_table(pa.Table.from_pylist(sample, schema=SAMPLE_SCHEMA), "spans", "pitch-dev.examples.parquet")
+    layout.write_table(pa.Table.from_pylist(spans, schema=run_files.SPANS_SCHEMA), *run_files.spans_table("pitch", "dev"))
+    layout.write_table(pa.Table.from_pylist(sample, schema=run_files.SAMPLE_SCHEMA),
+                       *run_files.sampled_examples("pitch", "dev"))
     layout.mark_done("spans", "bench", {})
     started = time.perf_counter()
     plan = imagine_stage.plan_stage(cfg, model_paths)

@@ -21,7 +21,6 @@ import logging
 from collections import Counter, defaultdict
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
@@ -41,12 +40,6 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
             "pitch/dev": 79.82, "pitch/test": 78.96, "pitch/wiki": 76.74},
 }
 
-PREDICTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("model", pa.string()),
-    ("seed", pa.int64()), ("prediction", pa.string()), ("gold", pa.string()), ("correct", pa.bool_()),
-    ("mc_prediction", pa.string()), ("mc_correct", pa.bool_()),
-    ("spans_used", pa.list_(pa.string())), ("audio_ids", pa.list_(pa.string())),
-])
 
 
 def _norm(text: str) -> str:

@@ -1,12 +1,14 @@
 """The systems of the results table (which LM, trained or zero-shot, which audio it hears) and the
 names of their per-system stage folders; read by the fusion stage driver and by the report.
 
-Stage folder names are spelled here until storage/run_files.py (train_stage, eval_stage, in progress) lands.
+The folder names themselves are spelled in storage/run_files.py (train_stage, eval_stage).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from storage import run_files
 
 # The splits a system is scored on (those of them in `data.splits`).
 EVAL_SPLITS = ("dev", "test", "wiki")
@@ -44,8 +46,8 @@ def run_label(system: str, seed: int) -> str:
 
 
 def train_stage_name(system: str, seed: int) -> str:
-    return f"fusion_train/{system}-seed{seed}"
+    return run_files.train_stage(system, seed)
 
 
 def eval_stage_name(system: str, seed: int) -> str:
-    return f"fusion_eval/{system}" if not SYSTEMS[system].trained else f"fusion_eval/{system}-seed{seed}"
+    return run_files.eval_stage(system, seed, SYSTEMS[system].trained)

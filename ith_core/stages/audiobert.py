@@ -48,33 +48,21 @@ from ith_core.retrieval import pool as retrieval
 from ith_core.config import ConfigError, RunConfig
 from ith_core.models.profiles import model_identity
 from ith_core.stages.skeleton import layout_for, reuse_or_resume, stage_key
-from ith_core.stages.system_inputs import (FUSION_SELECTION_SCHEMA, encode_selection, resolve_device, sampled_examples,
-                                          spans_table, tasks_with_train_rows)
+from ith_core.stages.system_inputs import (encode_selection, resolve_device, sampled_examples, spans_table,
+                                          tasks_with_train_rows)
+from storage import run_files
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
 
-RETRIEVAL = "audiobert_retrieval"
-FEATURES = "audiobert_features"
+RETRIEVAL = run_files.AUDIOBERT_RETRIEVAL
+FEATURES = run_files.AUDIOBERT_FEATURES
 # Bump when this module changes what a stage writes for the same inputs.
 AUDIOBERT_VERSION = 3  # 2: the audio encoder enters keys by its identity, not its folder; 3: one key scheme
 
 PUBLISHED_POOL = ("the Freesound part of LAION-Audio-630K (Hugging Face dataset `Meranti/CLAP_freesound`: 48 kHz "
                   "FLAC clips, each with a JSON caption `text`)")
 
-RETRIEVAL_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int64()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("query", pa.string()),
-    ("clip_ids", pa.list_(pa.string())),  # best first; empty: the policy left no clip
-    ("scores", pa.list_(pa.float32())),
-    ("allowed_clips", pa.int64()),  # clips of the pool the policy let this row retrieve
-])
 
 
 class PoolNotAvailableError(ConfigError):
@@ -94,14 +82,14 @@ def audio_store_pool(cfg: RunConfig) -> retrieval.Pool:
     from storage.audio_store import AudioStore
 
     layout = layout_for(cfg)
-    if not layout.exists("imagine", DONE_MARKER):
+    if not layout.exists(run_files.IMAGINE, DONE_MARKER):
         raise PoolNotAvailableError(
             f"the tiny profile's default AudioBERT pool is the clips the imagine stage of run {layout.url()} stored "
             "for its train split, and that stage has not finished; run the imagine stage first, or set "
             "audiobert.pool to a folder of captioned clips")
-    mapping = layout.read_table("imagine", "mapping.parquet").to_pylist()
+    mapping = layout.read_table(*run_files.MAPPING).to_pylist()
     wanted = {r["audio_id"]: r["clap_text"] for r in mapping if r["split"] == "train" and r["span_index"] >= 0}
-    candidates = layout.read_table("imagine", "candidates.parquet").to_pylist()
+    candidates = layout.read_table(*run_files.CANDIDATES).to_pylist()
     store = AudioStore(cfg.run_root)
     chosen: dict[str, dict] = {}
     for c in sorted(candidates, key=lambda c: (c["audio_id"], c["candidate"])):
@@ -185,7 +173,7 @@ def _queries(layout: RunLayout, cfg: RunConfig) -> tuple[list[dict], dict]:
 
 def _retrieval_key(layout: RunLayout, cfg: RunConfig, pool: retrieval.Pool, clap: str | None) -> str:
     a = cfg.audiobert
-    return stage_key(RETRIEVAL, AUDIOBERT_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits,
+    return stage_key(RETRIEVAL, AUDIOBERT_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)}, cfg.data.tasks, cfg.data.splits,
                 pool.manifest_hash, a.query_mode, a.query_template, a.top_k, a.policy, clap)
 
 
@@ -216,21 +204,22 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     out, selection = [], []
     for r, hit in zip(rows, hits):
         clips = [manifest[i] for i in hit["clip_index"]]
-        out.append({**{k: r[k] for k in RETRIEVAL_SCHEMA.names if k in r}, "clip_ids": [c["clip_id"] for c in clips],
+        out.append({**{k: r[k] for k in run_files.RETRIEVAL_SCHEMA.names if k in r}, "clip_ids": [c["clip_id"] for c in clips],
                     "scores": hit["scores"], "allowed_clips": hit["allowed"]})
         top = clips[0] if clips else None
         selection.append({**{k: r[k] for k in ("example_id", "task", "split", "span_index", "span_text", "char_start",
                                                  "char_end")},
                           "audio_id": top["clip_id"] if top else None, "audio_path": top["path"] if top else None,
                           "sample_rate": top["sample_rate"] if top else None})
-    layout.write_table(pa.Table.from_pylist(out, schema=RETRIEVAL_SCHEMA), RETRIEVAL, "retrieval.parquet")
-    layout.write_table(pa.Table.from_pylist(selection, schema=FUSION_SELECTION_SCHEMA), RETRIEVAL, "selection.parquet")
-    layout.write_table(pool.manifest, RETRIEVAL, "pool_manifest.parquet")
-    layout.write_table(pool.rejects, RETRIEVAL, "pool_rejects.parquet")
+    layout.write_table(pa.Table.from_pylist(out, schema=run_files.RETRIEVAL_SCHEMA), *run_files.RETRIEVAL)
+    layout.write_table(pa.Table.from_pylist(selection, schema=run_files.FUSION_SELECTION_SCHEMA),
+                       *run_files.RETRIEVAL_SELECTION)
+    layout.write_table(pool.manifest, *run_files.POOL_MANIFEST)
+    layout.write_table(pool.rejects, *run_files.POOL_REJECTS)
     top_scores = [h["scores"][0] for h in hits if h["scores"]]
     info = {"pool": pool.describe(), "policy": a.policy, "query_mode": a.query_mode, "query_template": a.query_template,
             "top_k": a.top_k, "index": index_meta, "clap": clap}
-    layout.write_json(info, RETRIEVAL, "pool.json")
+    layout.write_json(info, *run_files.POOL_INFO)
     report = {
         **counts,
         "pool": pool.name,
@@ -247,7 +236,8 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "distinct_top1_clips": len({s["audio_id"] for s in selection if s["audio_id"]}),
         "index_cached": index_meta["cached"] if index_meta else None,
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {name: layout.url(RETRIEVAL, name) for name in ("retrieval.parquet", "selection.parquet", "pool.json")},
+        "outputs": {parts[-1]: layout.url(*parts) for parts in (run_files.RETRIEVAL, run_files.RETRIEVAL_SELECTION,
+                                                                    run_files.POOL_INFO)},
     }
     layout.mark_done(RETRIEVAL, key, report)
     return {**report, "cached": False}
@@ -269,7 +259,7 @@ def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     if (report := reuse_or_resume(layout, FEATURES, key)) is not None:
         return report
     started = time.perf_counter()
-    selection = layout.read_table(RETRIEVAL, "selection.parquet")
+    selection = layout.read_table(*run_files.RETRIEVAL_SELECTION)
     trainable = cfg.audiobert.train_audio_encoder
     # The frozen variant's one vector per clip: the mean over all AST tokens (pooling to 1 group).
     report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
@@ -308,15 +298,15 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
     inputs = layout.local_dir(FEATURES)
-    tasks = tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    tasks = tasks_with_train_rows(inputs / run_files.EXAMPLES_FILE, cfg)
     if not tasks:
         raise RuntimeError(f"run {layout.url()}: no task has sampled train and dev examples; AudioBERT needs both")
     if not any(inputs.glob("part-*.parquet")):
         raise RuntimeError(f"run {layout.url()}: no span retrieved a clip (policy {cfg.audiobert.policy}), so "
                            "AudioBERT has nothing to hear; see audiobert_retrieval/pool.json")
     return TrainSpec(
-        lm_path=str(model_paths["lm"]), examples_path=str(inputs / "examples.parquet"), output_dir=str(output_dir),
-        selection_path=str(inputs / "selection.parquet"), features_dir=str(inputs),
+        lm_path=str(model_paths["lm"]), examples_path=str(inputs / run_files.EXAMPLES_FILE), output_dir=str(output_dir),
+        selection_path=str(inputs / run_files.SELECTION_FILE), features_dir=str(inputs),
         audio_encoder_path=str(model_paths["audio_encoder"]) if cfg.audiobert.train_audio_encoder else None,
         fusion=training_settings(cfg), audiobert=cfg.audiobert.model_dump(mode="json"),
         jobs=tuple(TrainJob(task, "audiobert", seed) for task in tasks))
@@ -335,5 +325,5 @@ def eval_inputs(cfg: RunConfig):
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
-    spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
+    spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
     return spans, FeatureStore(layout, FEATURES).reader()

@@ -53,13 +53,14 @@ from ith_core.stages import audiobert as audiobert_stage
 from ith_core.stages.skeleton import KEY_FILE, layout_for, reuse_or_resume, stage_key
 from ith_core.stages.system_inputs import (adapt_selection, encode_selection, resolve_device,
                                           sampled_examples, spans_table, tasks_with_train_rows)
+from storage import run_files
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
 
-FEATURES = "fusion_features"
-EXAMPLES = "fusion_examples"
-EVALUATE = "fusion"
+FEATURES = run_files.FUSION_FEATURES
+EXAMPLES = run_files.FUSION_EXAMPLES
+EVALUATE = run_files.FUSION
 # Bump when this module changes what a stage writes for the same inputs.
 # 2: sentences longer than max_length are windowed; 3: the paper recipe; 4: systems x seeds;
 # 5: models enter keys by their identity (profiles.model_identity), not their folder;
@@ -85,7 +86,8 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
     f = cfg.fusion
-    return stage_key(FEATURES, FUSION_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans", "imagine")},
+    return stage_key(FEATURES, FUSION_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS,
+                                                                                      run_files.IMAGINE)},
                 cfg.data.tasks, cfg.data.splits, model_identity(model_paths["audio_encoder"]), f.train_audio_encoder,
                 f.audio_tokens)
 
@@ -103,12 +105,12 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     if (report := reuse_or_resume(layout, FEATURES, key)) is not None:
         return report
     started = time.perf_counter()
-    imagined = layout.read_table("imagine", "selection.parquet")
+    imagined = layout.read_table(*run_files.SELECTION)
     # Only this run's tasks and splits (the imagine stage covers exactly those; a copied folder may not).
     imagined = imagined.filter(pc.and_(pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
                                        pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits)))))
     selection, counts = adapt_selection(imagined, spans_table(layout, cfg),
-                                        layout.read_table("imagine", "candidates.parquet"))
+                                        layout.read_table(*run_files.CANDIDATES))
     report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
                               trainable_encoder=cfg.fusion.train_audio_encoder, audio_tokens=cfg.fusion.audio_tokens)
     report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
@@ -157,14 +159,14 @@ def required_roles(cfg: RunConfig) -> set[str]:
 def examples_stage(cfg: RunConfig) -> dict:
     """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
     layout = layout_for(cfg)
-    key = stage_key(EXAMPLES, FUSION_VERSION, {s: layout.finished_key(s) for s in ("ingest", "spans")}, cfg.data.tasks, cfg.data.splits)
+    key = stage_key(EXAMPLES, FUSION_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)}, cfg.data.tasks, cfg.data.splits)
     if (report := reuse_or_resume(layout, EXAMPLES, key)) is not None:
         return report
     examples = sampled_examples(layout, cfg)
-    layout.write_table(examples, EXAMPLES, "examples.parquet")
+    layout.write_table(examples, *run_files.inputs_examples(EXAMPLES))
     counts = Counter(f"{t}/{s}" for t, s in zip(examples["task"].to_pylist(), examples["split"].to_pylist()))
     report = {"examples": examples.num_rows, "per_split": dict(sorted(counts.items())),
-              "outputs": {"examples": layout.url(EXAMPLES, "examples.parquet")}}
+              "outputs": {"examples": layout.url(*run_files.inputs_examples(EXAMPLES))}}
     layout.mark_done(EXAMPLES, key, report)
     return {**report, "cached": False}
 
@@ -185,7 +187,7 @@ def _training_settings(cfg: RunConfig) -> dict:
 
 def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
     """(stage holding the system's examples/selection/features, that stage's key)."""
-    stage = {"imagined": FEATURES, "retrieved": "audiobert_features"}.get(system.audio, EXAMPLES)
+    stage = {"imagined": FEATURES, "retrieved": run_files.AUDIOBERT_FEATURES}.get(system.audio, EXAMPLES)
     return stage, layout.finished_key(stage)
 
 
@@ -261,7 +263,7 @@ def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, see
 
     if system.audio == "retrieved":
         return audiobert_stage.train_spec(cfg, model_paths, seed, out)
-    train_tasks = tasks_with_train_rows(inputs / "examples.parquet", cfg)
+    train_tasks = tasks_with_train_rows(inputs / run_files.EXAMPLES_FILE, cfg)
     if not train_tasks:
         raise RuntimeError(f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
                            "examples or add the train and dev splits")
@@ -271,8 +273,8 @@ def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, see
 
         raise no_audio_error(cfg)
     return TrainSpec(
-        lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / "examples.parquet"),
-        output_dir=str(out), selection_path=str(inputs / "selection.parquet") if imagined else None,
+        lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / run_files.EXAMPLES_FILE),
+        output_dir=str(out), selection_path=str(inputs / run_files.SELECTION_FILE) if imagined else None,
         features_dir=str(inputs) if imagined else None,
         audio_encoder_path=str(model_paths["audio_encoder"]) if imagined and cfg.fusion.train_audio_encoder else None,
         fusion=cfg.fusion.model_dump(mode="json"),
@@ -301,7 +303,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     out = _local_work_dir(layout, stage, key)
     out.mkdir(parents=True, exist_ok=True)
     spec = _train_spec(cfg, model_paths, system, seed, inputs, out)
-    spec_path = out / "spec.json"
+    spec_path = out / run_files.TRAIN_SPEC
     spec_path.write_text(json.dumps(spec.to_json(), indent=2))
     import torch
 
@@ -313,7 +315,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
                                                      os.environ.get("PYTHONPATH")) if p)}
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    rc, tail = _run_streaming(cmd, out / "train.log", env)
+    rc, tail = _run_streaming(cmd, out / run_files.TRAIN_LOG, env)
     what = f"training {system.name} seed {seed}"
     if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
         raise ChildProcessError(f"{what} was killed by signal {-rc}; the next attempt resumes from the last saved "
@@ -325,7 +327,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     for job in spec.jobs:
         done = out / job.name / "DONE.json"
         if not done.is_file():
-            raise RuntimeError(f"{what} ended without {done}; see {out / 'train.log'}")
+            raise RuntimeError(f"{what} ended without {done}; see {out / run_files.TRAIN_LOG}")
         jobs.append(json.loads(done.read_text()))
         # The resume states (optimizer included) are only needed until the job is done.
         shutil.rmtree(out / job.name / "states", ignore_errors=True)
@@ -342,7 +344,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
                                         "resumed_from", "seconds", "train_samples_per_s", "world_size", "data")}
                  for j in jobs],
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {"models": layout.url(stage), "log": layout.url(stage, "train.log")},
+        "outputs": {"models": layout.url(stage), "log": layout.url(stage, run_files.TRAIN_LOG)},
     }
     layout.mark_done(stage, key, report)
     return {**report, "cached": False}
@@ -409,7 +411,6 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     scored (a sentence longer than `max_length` is windowed around its mask) or counted in
     `scoring` with its reason: rows = scored + unscored, checked here.
     """
-    from ith_core.evaluation.scoring import PREDICTION_SCHEMA
     from ith_core.fusion.model import FusionLM
     from ith_core.models.profiles import load_lm
     from ith_core.fusion.training import load_best
@@ -421,7 +422,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     if (report := reuse_or_resume(layout, stage, key)) is not None:
         return report
     started = time.perf_counter()
-    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
+    examples = layout.read_table(*run_files.inputs_examples(EXAMPLES)).to_pylist()
     splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
     device = resolve_device(cfg)
     spans, features = {}, None
@@ -430,7 +431,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
         from ith_core.fusion.lm_inputs import spans_from_selection
         from storage.features import FeatureStore
 
-        spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / "selection.parquet")))
+        spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
         features = FeatureStore(layout, FEATURES).reader()
     elif system.audio == "retrieved":
         spans, features = audiobert_stage.eval_inputs(cfg)
@@ -448,13 +449,13 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
         for task in cfg.data.tasks:
             predictions += _score_model(model, tokenizer, task, examples, splits, spans, None, cfg.fusion.max_length,
                                         device, system.name, seed, scoring, zero_shot=True)
-    layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), stage, "predictions.parquet")
+    layout.write_table(pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.predictions(stage))
     report = {
         "system": system.name, "seed": seed, "splits": splits, "predictions": len(predictions), "scoring": scoring,
         "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
         "examples_with_audio": sum(1 for p in predictions if p["audio_ids"]), "device": device,
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {"predictions": layout.url(stage, "predictions.parquet")},
+        "outputs": {"predictions": layout.url(*run_files.predictions(stage))},
     }
     layout.mark_done(stage, key, report)
     return {**report, "cached": False}
@@ -466,7 +467,7 @@ def summarise_results(cfg: RunConfig) -> dict:
     intervals), `fusion/results.json` (mean and sd over seeds with intervals, published numbers,
     paired comparisons, constant-answer levels). Recomputed whenever the set of evaluations changes.
     """
-    from ith_core.evaluation.scoring import (INTERVALS, PREDICTION_SCHEMA, UNIT_NAMES, accuracy_table, bootstrap_units,
+    from ith_core.evaluation.scoring import (INTERVALS, UNIT_NAMES, accuracy_table, bootstrap_units,
                                    majority_baseline, paired_comparisons, results_dict, seed_mean_table)
 
     layout = layout_for(cfg)
@@ -479,8 +480,8 @@ def summarise_results(cfg: RunConfig) -> dict:
             return {**marker["report"], "cached": True}
         layout.fs.rm(layout.path(EVALUATE), recursive=True)
     started = time.perf_counter()
-    examples = layout.read_table(EXAMPLES, "examples.parquet").to_pylist()
-    predictions = [p for st in stages for p in layout.read_table(st, "predictions.parquet").to_pylist()]
+    examples = layout.read_table(*run_files.inputs_examples(EXAMPLES)).to_pylist()
+    predictions = [p for st in stages for p in layout.read_table(*run_files.predictions(st)).to_pylist()]
     splits = [s for s in EVAL_SPLITS if s in cfg.data.splits]
     clusters = bootstrap_units(examples, cfg.benchmark)
     table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
@@ -495,9 +496,9 @@ def summarise_results(cfg: RunConfig) -> dict:
     results["bootstrap_unit"] = UNIT_NAMES[cfg.benchmark]
     results["intervals"] = INTERVALS
     results["majority"] = majority_baseline(examples, splits)
-    layout.write_table(pa.Table.from_pylist(predictions, schema=PREDICTION_SCHEMA), EVALUATE, "predictions.parquet")
-    layout.write_table(pa.Table.from_pylist(table), EVALUATE, "results.parquet")
-    layout.write_json(results, EVALUATE, "results.json")
+    layout.write_table(pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.ALL_PREDICTIONS)
+    layout.write_table(pa.Table.from_pylist(table), *run_files.RESULTS_TABLE)
+    layout.write_json(results, *run_files.RESULTS)
     report = {
         "splits": splits,
         "systems": results["systems"],
@@ -510,8 +511,8 @@ def summarise_results(cfg: RunConfig) -> dict:
         "bootstrap_unit": results["bootstrap_unit"],
         "majority": results["majority"],
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {name: layout.url(EVALUATE, name) for name in ("results.parquet", "predictions.parquet",
-                                                                  "results.json")},
+        "outputs": {parts[-1]: layout.url(*parts) for parts in (run_files.RESULTS_TABLE, run_files.ALL_PREDICTIONS,
+                                                                    run_files.RESULTS)},
     }
     layout.mark_done(EVALUATE, key, report)
     return {**report, "cached": False}

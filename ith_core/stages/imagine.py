@@ -59,11 +59,12 @@ from ith_core.imagination.generators import (GenerationSettings, StableAudioGene
                               generator_identity, prompt_for)
 from storage.audio_store import (AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, pcm16_to_float,
                                  shard_name)
+from storage import run_files
 from storage.layout import RunLayout, StageNotFinishedError, run_ids
 
 logger = logging.getLogger(__name__)
 
-STAGE = "imagine"
+STAGE = run_files.IMAGINE
 # Bump when this module changes what the stage writes for the same inputs.
 IMAGINE_VERSION = 2
 # Clips per generation call on a CPU when imagine.batch_size is unset (CPU time is linear in it).
@@ -72,40 +73,8 @@ CPU_BATCH_SIZE = 8
 # differ in the last bits): such candidates are counted in the stage report.
 NEAR_THRESHOLD = 1e-4
 
-MAPPING_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),  # -1: the example had no span and uses the fallback prompt
-    ("span_text", pa.string()),
-    ("prompt", pa.string()),
-    ("clap_text", pa.string()),
-    ("audio_id", pa.string()),
-])
 
-PLAN_SCHEMA = pa.schema([
-    ("shard", pa.string()),
-    ("shard_index", pa.int32()),
-    ("audio_id", pa.string()),
-    ("prompt", pa.string()),
-    ("clap_text", pa.string()),
-    ("stop_threshold", pa.float64()),  # lazy: stop at the first candidate >= this; null: all candidates
-    ("keep_thresholds", pa.list_(pa.float64())),  # keep_audio=selected: store the first passing of each; null: all
-])
 
-SELECTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),
-    ("span_text", pa.string()),
-    ("audio_id", pa.string()),
-    ("threshold", pa.float32()),
-    ("candidate", pa.int32()),  # -1: no candidate passed; the LM gets no fusion for this span
-    ("clap_score", pa.float32()),
-    ("audio_path", pa.string()),
-    ("accepted", pa.bool_()),
-])
 
 
 class ShardsMissingError(RuntimeError):
@@ -154,8 +123,8 @@ def no_audio_message(selection: pa.Table, candidates: pa.Table, num_candidates: 
 def no_audio_error(cfg: RunConfig) -> NoAudioError:
     """The `NoAudioError` of a run whose imagine stage finished without accepting any span occurrence."""
     layout = layout_for(cfg)
-    selection = layout.read_table(STAGE, "selection.parquet")
-    candidates = layout.read_table(STAGE, "candidates.parquet")
+    selection = layout.read_table(*run_files.SELECTION)
+    candidates = layout.read_table(*run_files.CANDIDATES)
     return NoAudioError(no_audio_message(selection, candidates, cfg.imagine.num_candidates))
 
 
@@ -192,8 +161,8 @@ def span_occurrences(layout: RunLayout, cfg: RunConfig) -> list[dict]:
     rows: list[dict] = []
     for task in cfg.data.tasks:
         for split in cfg.data.splits:
-            spans = layout.read_table("spans", f"{task}-{split}.parquet").to_pylist()
-            examples = layout.read_table("spans", f"{task}-{split}.examples.parquet").to_pylist()
+            spans = layout.read_table(*run_files.spans_table(task, split)).to_pylist()
+            examples = layout.read_table(*run_files.sampled_examples(task, split)).to_pylist()
             for span in spans:
                 rows.append({"example_id": span["example_id"], "task": task, "split": split,
                              "span_index": int(span["span_index"]), "span_text": span["span_text"]})
@@ -213,7 +182,7 @@ def build_mapping(occurrences: Sequence[dict], cfg: RunConfig, settings: Generat
             ids[prompt] = audio_id(prompt, settings)
         rows.append({**occ, "prompt": prompt, "clap_text": clap_text, "audio_id": ids[prompt]})
     rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
-    return pa.Table.from_pylist(rows, schema=MAPPING_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=run_files.MAPPING_SCHEMA)
 
 
 def work_spec(thresholds: Sequence[float], sampling: str, keep_audio: str) -> tuple[float | None, list[float] | None]:
@@ -267,7 +236,7 @@ def cut_shards(unique: dict[str, tuple], todo: set[str], shard_size: int) -> pa.
         rows.extend({"shard": name, "shard_index": index, "audio_id": a, "prompt": unique[a][0],
                      "clap_text": unique[a][1], "stop_threshold": unique[a][2], "keep_thresholds": unique[a][3]}
                     for a in chunk)
-    return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=run_files.PLAN_SCHEMA)
 
 
 def disk_estimate(cfg: RunConfig, plan_rows: pa.Table, k: int, bytes_per_clip: int) -> dict:
@@ -330,11 +299,11 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     sampling = {"sampling": cfg.imagine.sampling, "keep_audio": cfg.imagine.keep_audio,
                 "audio_format": cfg.imagine.audio_format,
                 "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks}}
-    key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key("spans"), cfg.data.tasks, cfg.data.splits,
+    key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key(run_files.SPANS), cfg.data.tasks, cfg.data.splits,
                  cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
                  cfg.imagine.shard_size, sampling])
-    if layout.exists(STAGE, "plan.json"):
-        plan = layout.read_json(STAGE, "plan.json")
+    if layout.exists(*run_files.PLAN):
+        plan = layout.read_json(*run_files.PLAN)
         if plan["key"] == key:
             return {**plan, "reused": True, "in_store_now": _in_store_now(layout, plan)}
     started = time.perf_counter()
@@ -371,10 +340,10 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
         "model_paths": dict(model_paths),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    layout.write_table(mapping, STAGE, "mapping.parquet")
-    layout.write_table(shards, STAGE, "plan.parquet")
+    layout.write_table(mapping, *run_files.MAPPING)
+    layout.write_table(shards, *run_files.PLAN_SHARDS)
     # plan.json last: a plan is only reused once both tables exist.
-    layout.write_json(plan, STAGE, "plan.json")
+    layout.write_json(plan, *run_files.PLAN)
     logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
                 plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], plan["already_in_store"],
                 len(names), cfg.imagine.sampling)
@@ -388,7 +357,7 @@ def _in_store_now(layout: RunLayout, plan: dict) -> int:
     finished = {name for name in plan["shards"] if store.has_shard(name)}
     if not finished:
         return plan["already_in_store"]
-    table = layout.read_table(STAGE, "plan.parquet")
+    table = layout.read_table(*run_files.PLAN_SHARDS)
     return plan["already_in_store"] + sum(1 for name in table["shard"].to_pylist() if name in finished)
 
 
@@ -402,9 +371,9 @@ def _generator_audio_format(folder: str) -> tuple[int, int]:
 
 
 def _read_plan(layout: RunLayout) -> dict:
-    if not layout.exists(STAGE, "plan.json"):
+    if not layout.exists(*run_files.PLAN):
         raise ShardsMissingError(f"no imagine plan in {layout.url(STAGE)}; run the imagine stage first")
-    return layout.read_json(STAGE, "plan.json")
+    return layout.read_json(*run_files.PLAN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,7 +553,7 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
         return {"shard": shard, "status": "skipped"}
     started = time.perf_counter()
     plan = _read_plan(layout)
-    table = layout.read_table(STAGE, "plan.parquet")
+    table = layout.read_table(*run_files.PLAN_SHARDS)
     rows = table.filter(pc.equal(table["shard"], shard)).to_pylist()
     if not rows:
         raise ValueError(f"shard {shard} is not in the plan of {layout.url(STAGE)}; "
@@ -675,7 +644,7 @@ def write_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
     for result in results:
         by_status.setdefault(result["status"], []).append(result)
     status = {"shards": list(results), "counts": {k: len(v) for k, v in by_status.items()}}
-    layout.write_json(status, STAGE, "shards.json")
+    layout.write_json(status, *run_files.SHARD_STATUS)
     return status
 
 
@@ -724,7 +693,7 @@ def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float]
             f"selection at thresholds {thresholds}: lazy sampling stopped below them; run the imagine stage with "
             "these thresholds (`ith run --set imagine.thresholds.TASK=...`), which generates only the missing "
             "candidates")
-    return pa.Table.from_pylist(out, schema=SELECTION_SCHEMA)
+    return pa.Table.from_pylist(out, schema=run_files.SELECTION_SCHEMA)
 
 
 def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float], k: int) -> pa.Table:
@@ -765,7 +734,7 @@ def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
 def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> bool:
     """Whether the run's collected tables name files no manifest names any more (`ith repair-audio`
     rendered other bytes for them and pointed the manifests at the new files)."""
-    candidates = layout.read_table(STAGE, "candidates.parquet").select(["audio_id", "audio_path"])
+    candidates = layout.read_table(*run_files.CANDIDATES).select(["audio_id", "audio_path"])
     used = set(candidates["audio_path"].to_pylist()) - {None}
     gone = used - store.listed_paths(set(candidates["audio_id"].to_pylist()))
     if gone:
@@ -777,10 +746,10 @@ def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore
 def _check_selected_files(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> None:
     """A finished stage's selected audio files exist and have their size (no hashing: `ith verify`
     hashes them), so a rerun reports a lost or truncated file instead of training on it."""
-    selection = layout.read_table(STAGE, "selection.parquet").select(["audio_id", "candidate", "accepted"])
+    selection = layout.read_table(*run_files.SELECTION).select(["audio_id", "candidate", "accepted"])
     chosen = {(a, c) for a, c, ok in zip(*(selection[n].to_pylist() for n in ("audio_id", "candidate", "accepted")))
               if ok}
-    rows = [r for r in layout.read_table(STAGE, "candidates.parquet").to_pylist()
+    rows = [r for r in layout.read_table(*run_files.CANDIDATES).to_pylist()
             if (r["audio_id"], r["candidate"]) in chosen and r["audio_path"] is not None]
     bad = [(r, why) for r in rows if (why := store.size_problem(r)) is not None]
     if bad:
@@ -793,10 +762,10 @@ def verify_run(cfg: RunConfig) -> dict:
     against the recorded checksum. Returns the files checked and one entry per bad file."""
     layout = layout_for(cfg)
     store = AudioStore(cfg.run_root)
-    if layout.exists(STAGE, "candidates.parquet"):
-        table = layout.read_table(STAGE, "candidates.parquet")
-    elif layout.exists(STAGE, "mapping.parquet"):
-        table = store.read_candidates(set(layout.read_table(STAGE, "mapping.parquet")["audio_id"].to_pylist()))
+    if layout.exists(*run_files.CANDIDATES):
+        table = layout.read_table(*run_files.CANDIDATES)
+    elif layout.exists(*run_files.MAPPING):
+        table = store.read_candidates(set(layout.read_table(*run_files.MAPPING)["audio_id"].to_pylist()))
     else:
         raise StageNotFinishedError(f"run {cfg.effective_run_id} has no imagine tables under {layout.url(STAGE)}: "
                                     "nothing to verify yet (`ith run` plans and generates them)")
@@ -827,13 +796,13 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         if not _replaced_since_collect(cfg, layout, store):
             _check_selected_files(cfg, layout, store)
             return {**report, "cached": True}
-        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+        layout.fs.rm(layout.path(STAGE, run_files.DONE_MARKER))
     missing = [name for name in plan["shards"] if not store.has_shard(name)]
     if missing:
         raise ShardsMissingError(f"{len(missing)} of {len(plan['shards'])} shards of run {cfg.effective_run_id} "
                                  f"have no manifest ({', '.join(missing[:5])}); run `ith rerun-failed` on the run")
     started = time.perf_counter()
-    mapping = layout.read_table(STAGE, "mapping.parquet")
+    mapping = layout.read_table(*run_files.MAPPING)
     needed = set(mapping["audio_id"].to_pylist())
     candidates = store.read_candidates(needed)
     other_clap = set(candidates["clap_id"].to_pylist()) - {plan["clap_id"]}
@@ -856,9 +825,9 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
                            f"{cfg.run_root}`")
     selection = select(mapping, candidates, cfg.imagine.thresholds, store.url, k)
     grid = acceptance(mapping, candidates, cfg.imagine.threshold_grid, k)
-    layout.write_table(candidates, STAGE, "candidates.parquet")
-    layout.write_table(selection, STAGE, "selection.parquet")
-    layout.write_table(grid, STAGE, "acceptance.parquet")
+    layout.write_table(candidates, *run_files.CANDIDATES)
+    layout.write_table(selection, *run_files.SELECTION)
+    layout.write_table(grid, *run_files.ACCEPTANCE)
     scores = np.asarray(candidates["clap_score"].to_pylist(), dtype=np.float64)
     quantiles = {f"q{int(q * 100):02d}": round(float(np.quantile(scores, q)), 4)
                  for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)}
@@ -873,7 +842,7 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         flags = [a for a, t in zip(accepted, selection["task"].to_pylist()) if t == task]
         used.append({"task": task, "threshold": float(cfg.imagine.thresholds[task]), "occurrences": len(flags),
                      "accepted": int(sum(flags)), "rate": round(sum(flags) / len(flags), 6) if flags else 0.0})
-    status = layout.read_json(STAGE, "shards.json") if layout.exists(STAGE, "shards.json") else {}
+    status = layout.read_json(*run_files.SHARD_STATUS) if layout.exists(*run_files.SHARD_STATUS) else {}
     generated = [r for r in status.get("shards", []) if r.get("status") == "done"]
     if seconds_before is None:
         seconds_before = float(plan.get("seconds") or 0) + sum(float(r.get("seconds") or 0) for r in generated)
@@ -897,8 +866,8 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         "device": ", ".join(sorted({str(r["device"]) for r in generated if r.get("device")})) or None,
         "seconds": round(own, 3),
         "seconds_total": round(seconds_before + own, 3),
-        "outputs": {name: layout.url(STAGE, f"{name}.parquet")
-                    for name in ("mapping", "candidates", "selection", "acceptance")},
+        "outputs": {parts[-1].removesuffix(".parquet"): layout.url(*parts)
+                    for parts in (run_files.MAPPING, run_files.CANDIDATES, run_files.SELECTION, run_files.ACCEPTANCE)},
     }
     layout.mark_done(STAGE, key, report)
     return {**report, "cached": False}
@@ -916,7 +885,7 @@ def reselect(cfg: RunConfig, thresholds: dict[str, float]) -> pa.Table:
             raise ConfigError(f"thresholds must map tasks {TASKS} to values in [-1, 1], got {task}={value}")
     store = AudioStore(cfg.run_root)
     k = _read_plan(layout)["settings"]["num_candidates"]
-    return select(layout.read_table(STAGE, "mapping.parquet"), layout.read_table(STAGE, "candidates.parquet"),
+    return select(layout.read_table(*run_files.MAPPING), layout.read_table(*run_files.CANDIDATES),
                   thresholds, store.url, k)
 
 
@@ -954,8 +923,8 @@ def runs_using(run_root: str, paths: set[str]) -> list[str]:
     found = []
     for run_id in run_ids(run_root):
         layout = RunLayout(run_root, run_id)
-        if layout.exists(STAGE, "candidates.parquet"):
-            used = set(layout.read_table(STAGE, "candidates.parquet")["audio_path"].to_pylist())
+        if layout.exists(*run_files.CANDIDATES):
+            used = set(layout.read_table(*run_files.CANDIDATES)["audio_path"].to_pylist())
             if used & paths:
                 found.append(run_id)
     return found
@@ -964,8 +933,8 @@ def runs_using(run_root: str, paths: set[str]) -> list[str]:
 def recollect(cfg: RunConfig) -> dict:
     """Collects a run's selection again from the store as it is now (after a repair)."""
     layout = layout_for(cfg)
-    if layout.exists(STAGE, "_DONE.json"):
-        layout.fs.rm(layout.path(STAGE, "_DONE.json"))
+    if layout.exists(STAGE, run_files.DONE_MARKER):
+        layout.fs.rm(layout.path(STAGE, run_files.DONE_MARKER))
     return collect_stage(cfg)
 
 

@@ -15,6 +15,7 @@ from ith_core.data import auditorybench
 from ith_core.models import profiles
 from ith_core.config import RunConfig
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
+from storage import run_files
 from storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,10 @@ def ingest_key(cfg: RunConfig) -> str:
     if cfg.benchmark == "synthetic":
         from ith_core.data import synthetic
 
-        return stage_key("ingest", INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
+        return stage_key(run_files.INGEST, INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
     # What the files are, not where they were read: a verified copy elsewhere reuses the stage. A
     # config built without `resolve_data` (a test calling a driver) falls back to the location.
-    return stage_key("ingest", INGEST_VERSION, cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
+    return stage_key(run_files.INGEST, INGEST_VERSION, cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
 
 
 def resolve_data(cfg: RunConfig) -> RunConfig:
@@ -61,14 +62,14 @@ def ingest_stage(cfg: RunConfig) -> dict:
     """Reads all four splits of the chosen tasks (later stages pick `data.splits` from them)."""
     layout = layout_for(cfg)
     key = ingest_key(cfg)
-    if (report := reuse_or_clear(layout, "ingest", key)) is not None:
+    if (report := reuse_or_clear(layout, run_files.INGEST, key)) is not None:
         return report
     started = time.perf_counter()
     source = data_source(cfg)
     result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
-    layout.write_table(result.examples, "ingest", "examples.parquet")
-    layout.write_table(result.rejects, "ingest", "rejects.parquet")
-    layout.write_json(result.provenance, "ingest", "provenance.json")
+    layout.write_table(result.examples, *run_files.EXAMPLES)
+    layout.write_table(result.rejects, *run_files.REJECTS)
+    layout.write_json(result.provenance, *run_files.PROVENANCE)
     rejects_by_reason: dict[str, int] = {}
     flags_by_reason: dict[str, int] = {}
     for counts in result.counts.values():
@@ -86,14 +87,14 @@ def ingest_stage(cfg: RunConfig) -> dict:
         "flags_by_reason": flags_by_reason,
         "per_split": result.counts,
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {name: layout.url("ingest", name) for name in ("examples.parquet", "rejects.parquet")},
+        "outputs": {parts[-1]: layout.url(*parts) for parts in (run_files.EXAMPLES, run_files.REJECTS)},
     }
-    layout.mark_done("ingest", key, report)
+    layout.mark_done(run_files.INGEST, key, report)
     return {**report, "cached": False}
 
 
 def examples_of(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
-    table = layout.read_table("ingest", "examples.parquet")
+    table = layout.read_table(*run_files.EXAMPLES)
     mask = pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.is_in(table["split"], pa.array(splits)))
     return table.filter(mask).select(["example_id", "task", "split", "sentence", "spans"]).to_pylist()
 
@@ -108,7 +109,7 @@ def tiny_corpus(cfg: RunConfig) -> list[str]:
     benchmark's made-up source names are left out.
     """
     layout = layout_for(cfg)
-    table = layout.read_table("ingest", "examples.parquet")
+    table = layout.read_table(*run_files.EXAMPLES)
     table = table.filter(pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.equal(table["split"], "train")))
     rows = table.select(["sentence", "spans", "answer", "options"]).to_pylist()
     corpus = ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]

@@ -56,6 +56,7 @@ import pyarrow.compute as pc
 
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.stages.skeleton import load_run_config
+from storage import run_files
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -231,12 +232,11 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
     try:
         rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1],
                  "stop_threshold": prompts[a][2], "keep_thresholds": prompts[a][3]} for a in ids]
-        layout.write_table(pa.Table.from_pylist(rows, schema=imagine_stage.PLAN_SCHEMA), imagine_stage.STAGE,
-                           "plan.parquet")
+        layout.write_table(pa.Table.from_pylist(rows, schema=run_files.PLAN_SCHEMA), *run_files.PLAN_SHARDS)
         layout.write_json({"key": f"predict:{shard}", "settings": plan["settings"], "clap_id": plan["clap_id"],
                            "audio_format": plan.get("audio_format", "wav"),
                            "shards": [shard], "model_paths": dict(model_paths), "source_run": cfg.effective_run_id},
-                          imagine_stage.STAGE, "plan.json")
+                          *run_files.PLAN)
         return imagine_stage.run_shard(scratch, model_paths, shard, device)
     finally:
         layout.fs.rm(layout.path(), recursive=True)
@@ -332,7 +332,7 @@ def encode_audio(cfg: RunConfig, layout: RunLayout, model_paths: dict[str, str],
             for s in spans if s["fused_audio_id"]]
     if not rows:
         return features
-    manifest = layout.read_json(FEATURES, "features.json") if layout.exists(FEATURES, "features.json") else {}
+    manifest = layout.read_json(*run_files.features_manifest(FEATURES)) if layout.exists(*run_files.features_manifest(FEATURES)) else {}
     encoder_path = manifest.get("encoder") or model_paths["audio_encoder"]
     if not Path(encoder_path).is_dir():
         encoder_path = model_paths["audio_encoder"]
@@ -348,7 +348,7 @@ def encode_audio(cfg: RunConfig, layout: RunLayout, model_paths: dict[str, str],
 
 def known_animals(layout: RunLayout) -> list[str]:
     """Distinct animal names of the run's ingested train split (case-folded), the candidates of the animal ranking."""
-    table = layout.read_table("ingest", "examples.parquet")
+    table = layout.read_table(*run_files.EXAMPLES)
     table = table.filter(pc.and_(pc.equal(table["task"], "animal"), pc.equal(table["split"], "train")))
     names = {" ".join(str(a).split()).casefold() for a in table["answer"].to_pylist() if a and str(a).strip()}
     return sorted(names)
@@ -463,11 +463,11 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
     cfg = load_run_config(run_root, run_id, device)
     device = str(resolve_device(device))
     layout = RunLayout(run_root, run_id)
-    _require_stage(layout, "span_detector", "the span detector")
+    _require_stage(layout, run_files.SPAN_DETECTOR, "the span detector")
     _require_stage(layout, IMAGINE, "the imagined audio and its generation settings")
-    if not layout.exists(IMAGINE, "plan.json"):
-        raise RunNotReadyError(f"run {layout.url()} has no imagine plan ({layout.url(IMAGINE, 'plan.json')})")
-    plan = layout.read_json(IMAGINE, "plan.json")
+    if not layout.exists(*run_files.PLAN):
+        raise RunNotReadyError(f"run {layout.url()} has no imagine plan ({layout.url(*run_files.PLAN)})")
+    plan = layout.read_json(*run_files.PLAN)
     tasks = [task or infer_task(s) for s in sentences]
     for t in sorted(set(tasks)):
         if t not in cfg.imagine.thresholds:
@@ -475,7 +475,7 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
     jobs = {(variant, t): best_job(layout, variant, t) for t in sorted(set(tasks)) for variant in ("ith", "text")}
     model_paths = resolve_model_paths(cfg, plan)
 
-    detector, detector_tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
+    detector, detector_tokenizer = profiles.load_span_base(str(layout.local_dir(*run_files.SPAN_MODEL)))
     rows = [{"example_id": f"predict/{i:05d}", "sentence": s} for i, s in enumerate(sentences)]
     records = detect_spans(detector, detector_tokenizer, rows, cfg.span, device)
     del detector

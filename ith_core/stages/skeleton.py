@@ -19,11 +19,12 @@ import logging
 from typing import Any
 
 from ith_core.config import RunConfig
+from storage import run_files
 from storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
-KEY_FILE = "_KEY.json"  # the key of an attempt in progress (stages that resume)
+KEY_FILE = run_files.KEY_FILE
 
 
 def layout_for(cfg: RunConfig) -> RunLayout:
@@ -73,9 +74,9 @@ def reuse_or_resume(layout: RunLayout, stage: str, key: str) -> dict | None:
 def load_run_config(run_root: str, run_id: str, device: str | None = None) -> RunConfig:
     """A finished or started run's resolved config, pointed at `run_root` (the run may have moved)."""
     layout = RunLayout(run_root, run_id)
-    if not layout.exists("config.json"):
-        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url('config.json')})")
-    raw = layout.read_json("config.json")
+    if not layout.exists(*run_files.CONFIG):
+        raise FileNotFoundError(f"no run {run_id!r} under {run_root} (missing {layout.url(*run_files.CONFIG)})")
+    raw = layout.read_json(*run_files.CONFIG)
     raw.pop("fingerprint", None)
     raw.update(run_root=run_root, run_id=run_id)
     if device is not None:
@@ -86,7 +87,7 @@ def load_run_config(run_root: str, run_id: str, device: str | None = None) -> Ru
 def write_config(cfg: RunConfig) -> str:
     layout = layout_for(cfg)
     layout.write_json({**cfg.resolved(), "run_id": cfg.effective_run_id, "fingerprint": cfg.fingerprint()},
-                      "config.json")
+                      *run_files.CONFIG)
     return layout.url()
 
 
@@ -100,7 +101,7 @@ def write_summary(cfg: RunConfig, reports: dict[str, dict], seconds: float) -> s
         "stages": reports,
         "seconds": round(seconds, 3),
     }
-    layout.write_json(summary, "summary.json")
-    return layout.url("summary.json")
+    layout.write_json(summary, *run_files.SUMMARY)
+    return layout.url(*run_files.SUMMARY)
 
 

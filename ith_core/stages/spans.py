@@ -17,6 +17,7 @@ from ith_core.config import RunConfig
 from ith_core.models.span_detector import detect_spans, evaluate_span_detector, gold_spans, resolve_device, train_span_detector
 from ith_core.stages.ingest import examples_of, ingest_key
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
+from storage import run_files
 
 logger = logging.getLogger(__name__)
 
@@ -25,23 +26,7 @@ SPANS_VERSION = 1
 
 # Bump when a stage's code changes its output, so old results are not reused.
 
-SPANS_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int32()),
-    ("char_end", pa.int32()),
-    ("score", pa.float32()),
-])
 
-SAMPLE_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("n_spans", pa.int32()),
-])
 
 
 # -- span detection ------------------------------------------------------------------------------
@@ -52,14 +37,14 @@ def _detector_key(cfg: RunConfig, lm_path: str) -> str:
                                      "lr_schedule", "max_length", "seed", "max_train_steps", "max_train_examples",
                                      "threshold")}
     # What the base model is, not where it was loaded from: a worker with another ITH_HOME reuses the stage.
-    return stage_key("span_detector", SPAN_DETECTOR_VERSION, ingest_key(cfg), cfg.profile, profiles.model_identity(lm_path), training)
+    return stage_key(run_files.SPAN_DETECTOR, SPAN_DETECTOR_VERSION, ingest_key(cfg), cfg.profile, profiles.model_identity(lm_path), training)
 
 
 def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Fine-tunes the span detector on the train splits; evaluates it on dev before and after."""
     layout = layout_for(cfg)
     key = _detector_key(cfg, model_paths["lm"])
-    if (report := reuse_or_clear(layout, "span_detector", key)) is not None:
+    if (report := reuse_or_clear(layout, run_files.SPAN_DETECTOR, key)) is not None:
         return report
     started = time.perf_counter()
     # The classification head is initialised when the model loads: seed first, so the same
@@ -76,9 +61,9 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-        layout.put_dir(tmp, "span_detector", "model")
+        layout.put_dir(tmp, *run_files.SPAN_MODEL)
     metrics = {"dev_untrained": untrained, "dev_trained": trained, "training": training}
-    layout.write_json(metrics, "span_detector", "metrics.json")
+    layout.write_json(metrics, *run_files.SPAN_METRICS)
     logger.info("span detector: dev span F1 %.3f untrained -> %.3f trained (token F1 %.3f, %d steps on %d examples)",
                 untrained["span_f1"], trained["span_f1"], trained["token_f1"], training["steps"],
                 training["train_examples"])
@@ -94,9 +79,9 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "dev_span_recall": round(trained["span_recall"], 4),
         "device": str(resolve_device(cfg.device)),
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {"model": layout.url("span_detector", "model"), "metrics": layout.url("span_detector", "metrics.json")},
+        "outputs": {"model": layout.url(*run_files.SPAN_MODEL), "metrics": layout.url(*run_files.SPAN_METRICS)},
     }
-    layout.mark_done("span_detector", key, report)
+    layout.mark_done(run_files.SPAN_DETECTOR, key, report)
     return {**report, "cached": False}
 
 
@@ -124,14 +109,14 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """
     layout = layout_for(cfg)
     d = cfg.data
-    key = stage_key("spans", SPANS_VERSION, _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
+    key = stage_key(run_files.SPANS, SPANS_VERSION, _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
                     cfg.span.inference_batch_size, cfg.span.source)
-    if (report := reuse_or_clear(layout, "spans", key)) is not None:
+    if (report := reuse_or_clear(layout, run_files.SPANS, key)) is not None:
         return report
     started = time.perf_counter()
     gold = cfg.span.source == "gold"
     if not gold:
-        model, tokenizer = profiles.load_span_base(str(layout.local_dir("span_detector", "model")))
+        model, tokenizer = profiles.load_span_base(str(layout.local_dir(*run_files.SPAN_MODEL)))
     rows = examples_of(layout, cfg, d.splits)
     per_split: dict[str, dict] = {}
     for task in d.tasks:
@@ -147,12 +132,12 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
             for rec in records:
                 counts[rec.example_id] = counts.get(rec.example_id, 0) + 1
             spans = pa.Table.from_pylist(
-                [{**vars(rec), "task": task, "split": split} for rec in records], schema=SPANS_SCHEMA)
+                [{**vars(rec), "task": task, "split": split} for rec in records], schema=run_files.SPANS_SCHEMA)
             sample = pa.Table.from_pylist(
                 [{"example_id": r["example_id"], "task": task, "split": split, "n_spans": counts.get(r["example_id"], 0)}
-                 for r in part], schema=SAMPLE_SCHEMA)
-            layout.write_table(spans, "spans", f"{task}-{split}.parquet")
-            layout.write_table(sample, "spans", f"{task}-{split}.examples.parquet")
+                 for r in part], schema=run_files.SAMPLE_SCHEMA)
+            layout.write_table(spans, *run_files.spans_table(task, split))
+            layout.write_table(sample, *run_files.sampled_examples(task, split))
             per_split[f"{task}/{split}"] = {
                 "examples": len(part),
                 "examples_with_spans": len(counts),
@@ -168,7 +153,7 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "sample_limit": d.sample_limit,
         **({} if gold else {"device": str(resolve_device(cfg.device))}),
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": layout.url("spans"),
+        "outputs": layout.url(run_files.SPANS),
     }
-    layout.mark_done("spans", key, report)
+    layout.mark_done(run_files.SPANS, key, report)
     return {**report, "cached": False}

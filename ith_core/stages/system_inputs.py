@@ -19,25 +19,13 @@ from ith_core.models.profiles import load_audio_encoder
 from ith_core.models.span_detector import resolve_device as resolve
 from ith_core.stages.skeleton import layout_for
 from storage.features import FeatureStore
+from storage import run_files
 from storage.layout import RunLayout
 
 # Encoding batch and shard size: execution only (shard membership is fixed per run).
 ENCODE_BATCH_SIZE = 16
 FEATURE_SHARD_SIZE = 256
 
-# The adapted selection table: exactly the columns `audio_encoding.read_selection` requires.
-FUSION_SELECTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int64()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
-    ("audio_path", pa.string()),
-    ("sample_rate", pa.int64()),
-])
 
 EXAMPLE_COLUMNS = ("example_id", "task", "split", "sentence", "spans", "answer", "options", "flags")
 
@@ -89,7 +77,7 @@ def adapt_selection(selection: pa.Table, spans: pa.Table, candidates: pa.Table) 
             "sample_rate": rates[(r["audio_id"], int(r["candidate"]))] if accepted else None,
         })
     rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
-    return pa.Table.from_pylist(rows, schema=FUSION_SELECTION_SCHEMA), dict(counts)
+    return pa.Table.from_pylist(rows, schema=run_files.FUSION_SELECTION_SCHEMA), dict(counts)
 
 
 def sampled_examples(layout: RunLayout, cfg: RunConfig) -> pa.Table:
@@ -97,8 +85,8 @@ def sampled_examples(layout: RunLayout, cfg: RunConfig) -> pa.Table:
     ids: list[str] = []
     for task in cfg.data.tasks:
         for split in cfg.data.splits:
-            ids += layout.read_table("spans", f"{task}-{split}.examples.parquet")["example_id"].to_pylist()
-    table = layout.read_table("ingest", "examples.parquet")
+            ids += layout.read_table(*run_files.sampled_examples(task, split))["example_id"].to_pylist()
+    table = layout.read_table(*run_files.EXAMPLES)
     table = table.filter(pc.is_in(table["example_id"], value_set=pa.array(ids, pa.string())))
     if table.num_rows != len(set(ids)):
         raise RuntimeError(f"ingest/examples.parquet holds {table.num_rows} of the {len(set(ids))} sampled examples; "
@@ -107,7 +95,7 @@ def sampled_examples(layout: RunLayout, cfg: RunConfig) -> pa.Table:
 
 
 def spans_table(layout: RunLayout, cfg: RunConfig) -> pa.Table:
-    return pa.concat_tables([layout.read_table("spans", f"{t}-{s}.parquet")
+    return pa.concat_tables([layout.read_table(*run_files.spans_table(t, s))
                              for t in cfg.data.tasks for s in cfg.data.splits])
 
 
@@ -120,8 +108,8 @@ def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, ex
     stage (imagined audio) and AudioBERT's features stage (retrieved clips).
     """
     layout = layout_for(cfg)
-    layout.write_table(examples, stage, "examples.parquet")
-    layout.write_table(selection, stage, "selection.parquet")
+    layout.write_table(examples, *run_files.inputs_examples(stage))
+    layout.write_table(selection, *run_files.inputs_selection(stage))
     rows = read_selection(selection)  # the contract's own checks, before any encoding
     device = resolve_device(cfg)
     encoder, extractor = load_audio_encoder(model_paths["audio_encoder"])
@@ -147,7 +135,8 @@ def encode_selection(cfg: RunConfig, model_paths: dict[str, str], stage: str, ex
         "audios_per_s": encoded["audios_per_s"],
         "feature_shape": manifest["shape"],
         "device": device,
-        "outputs": {name: layout.url(stage, name) for name in ("examples.parquet", "selection.parquet", "features.json")},
+        "outputs": {name: layout.url(stage, name) for name in (run_files.EXAMPLES_FILE, run_files.SELECTION_FILE,
+                                                                 run_files.FEATURES_MANIFEST)},
     }
 
 

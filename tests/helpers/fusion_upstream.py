@@ -22,6 +22,7 @@ def fabricate_upstream(cfg: RunConfig) -> dict:
     from ith_core.stages import skeleton
     from ith_core.stages import ingest as ingest_stage
     from ith_core.stages import spans as spans_stage
+    from storage import run_files
     from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
 
     layout = skeleton.layout_for(cfg)
@@ -54,9 +55,9 @@ def fabricate_upstream(cfg: RunConfig) -> dict:
                                     "audio_id": audio_id})
                     candidates.setdefault(audio_id, prompt)
                 counts["no_span" if not found else "spans"] += 1
-            layout.write_table(pa.Table.from_pylist(spans, schema=spans_stage.SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
-            layout.write_table(pa.Table.from_pylist(sample, schema=spans_stage.SAMPLE_SCHEMA), "spans",
-                               f"{task}-{split}.examples.parquet")
+            layout.write_table(pa.Table.from_pylist(spans, schema=run_files.SPANS_SCHEMA), *run_files.spans_table(task, split))
+            layout.write_table(pa.Table.from_pylist(sample, schema=run_files.SAMPLE_SCHEMA),
+                               *run_files.sampled_examples(task, split))
     layout.mark_done("spans", "fabricated-spans", {})
     rows = []
     for audio_id, prompt in sorted(candidates.items()):
@@ -71,11 +72,11 @@ def fabricate_upstream(cfg: RunConfig) -> dict:
                          "clap_score": score, "clap_id": "fabricated", "audio_path": path, "duration_s": 1.0,
                          "sample_rate": RATE, "channels": 2, "checksum": checksum, "shard": "part-fabricated"})
     store.write_manifest("part-fabricated", rows)
-    mapping_t = pa.Table.from_pylist(mapping, schema=imagine_stage.MAPPING_SCHEMA)
+    mapping_t = pa.Table.from_pylist(mapping, schema=run_files.MAPPING_SCHEMA)
     candidates_t = pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA)
     selection = imagine_stage.select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url, 2)
-    layout.write_table(mapping_t, "imagine", "mapping.parquet")
-    layout.write_table(candidates_t, "imagine", "candidates.parquet")
-    layout.write_table(selection, "imagine", "selection.parquet")
+    layout.write_table(mapping_t, *run_files.MAPPING)
+    layout.write_table(candidates_t, *run_files.CANDIDATES)
+    layout.write_table(selection, *run_files.SELECTION)
     layout.mark_done("imagine", "fabricated-imagine", {})
     return {"counts": counts, "selection": selection}

@@ -27,7 +27,7 @@ SPAN_TEXTS = {
 
 
 def write_spans(run_root: str, run_id: str) -> None:
-    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from storage import run_files
 
     layout = RunLayout(run_root, run_id)
     for task in ("animal", "pitch"):
@@ -40,9 +40,9 @@ def write_spans(run_root: str, run_id: str) -> None:
                     spans.append({"example_id": example, "task": task, "split": split, "span_index": j,
                                   "span_text": text, "char_start": 0, "char_end": len(text), "score": 0.9})
                 sample.append({"example_id": example, "task": task, "split": split, "n_spans": len(texts)})
-            layout.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), "spans", f"{task}-{split}.parquet")
-            layout.write_table(pa.Table.from_pylist(sample, schema=SAMPLE_SCHEMA), "spans",
-                               f"{task}-{split}.examples.parquet")
+            layout.write_table(pa.Table.from_pylist(spans, schema=run_files.SPANS_SCHEMA), *run_files.spans_table(task, split))
+            layout.write_table(pa.Table.from_pylist(sample, schema=run_files.SAMPLE_SCHEMA),
+                               *run_files.sampled_examples(task, split))
     layout.mark_done("spans", "spans-key-for-tests", {})
 
 

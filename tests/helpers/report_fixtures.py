@@ -138,8 +138,7 @@ def build_tiny_run(root: str, run_id: str, model_paths: dict[str, str], bench_di
 
 def build_hostile_run(root: str, run_id: str) -> RunLayout:
     """One animal example whose sentence and span are injections; spans and imagine outputs only."""
-    from ith_core.stages.imagine import MAPPING_SCHEMA, SELECTION_SCHEMA
-    from ith_core.stages.spans import SAMPLE_SCHEMA, SPANS_SCHEMA
+    from storage.run_files import MAPPING_SCHEMA, SAMPLE_SCHEMA, SELECTION_SCHEMA, SPANS_SCHEMA
 
     layout = RunLayout(root, run_id)
     example_id = "animal/dev/00001"

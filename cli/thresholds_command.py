@@ -52,17 +52,18 @@ def threshold_table(run_root: str, run_id: str, grid_text: str) -> dict:
     """Acceptance per task at every threshold of the grid, from the run's stored CLAP scores."""
     from ith_core.stages import imagine as imagine_stage
     from ith_core.stages.skeleton import load_run_config
+    from storage import run_files
 
     cfg = load_run_config(run_root, run_id)
     layout = imagine_stage.layout_for(cfg)
-    if not (layout.exists(imagine_stage.STAGE, "mapping.parquet") and
-            layout.exists(imagine_stage.STAGE, "candidates.parquet")):
+    if not (layout.exists(*run_files.MAPPING) and
+            layout.exists(*run_files.CANDIDATES)):
         raise FileNotFoundError(f"run {run_id!r} has no stored CLAP scores yet ({layout.url(imagine_stage.STAGE)} "
                                 "lacks mapping.parquet or candidates.parquet): let its imagine stage finish first")
     own = dict(cfg.imagine.thresholds)
     grid = _grid(grid_text, own)
-    table = imagine_stage.acceptance(layout.read_table(imagine_stage.STAGE, "mapping.parquet"),
-                                     layout.read_table(imagine_stage.STAGE, "candidates.parquet"), grid,
+    table = imagine_stage.acceptance(layout.read_table(*run_files.MAPPING),
+                                     layout.read_table(*run_files.CANDIDATES), grid,
                                      cfg.imagine.num_candidates)
     return {"run_id": run_id, "thresholds": own, "num_candidates": cfg.imagine.num_candidates,
             "sampling": cfg.imagine.sampling, "rows": table.to_pylist()}

@@ -35,6 +35,7 @@ AUDIOBERT_FEATURES = "audiobert_features"  # retrieved audio encoded for the LM
 FUSION_TRAIN = "fusion_train"  # one subfolder per (system, seed): train_stage
 FUSION_EVAL = "fusion_eval"  # one subfolder per (system, seed): eval_stage
 FUSION = "fusion"  # every system's predictions scored together
+# (the report, `report/`, is written by ith_core.report: REPORT below)
 
 # -- ingest ----------------------------------------------------------------------------------------
 EXAMPLES = (INGEST, "examples.parquet")
@@ -115,6 +116,11 @@ def predictions(stage: str) -> tuple[str, str]:
 RESULTS = (FUSION, "results.json")
 RESULTS_TABLE = (FUSION, "results.parquet")
 ALL_PREDICTIONS = (FUSION, PREDICTIONS_FILE)
+
+# -- the report ----------------------------------------------------------------------------------------
+REPORT = "report"
+REPORT_HTML = (REPORT, "report.html")
+REPORT_MD = (REPORT, "report.md")
 
 # -- schemas -----------------------------------------------------------------------------------------
 SPANS_SCHEMA = pa.schema([

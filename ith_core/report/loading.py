@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ith_core.fusion.systems import SYSTEMS, eval_stage_name, train_stage_name
+from storage import run_files
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("ingest", "span_detector", "spans", "imagine", "fusion_examples", "fusion_features", "audiobert_retrieval",
-          "audiobert_features", "fusion")
+STAGES = (run_files.INGEST, run_files.SPAN_DETECTOR, run_files.SPANS, run_files.IMAGINE, run_files.FUSION_EXAMPLES,
+          run_files.FUSION_FEATURES, run_files.AUDIOBERT_RETRIEVAL, run_files.AUDIOBERT_FEATURES, run_files.FUSION)
 # Stages with one folder per (system, seed): fusion_train/<system>-seed<seed>, fusion_eval/<system>[-seed<seed>].
-PER_SYSTEM_STAGES = ("fusion_train", "fusion_eval")
+PER_SYSTEM_STAGES = (run_files.FUSION_TRAIN, run_files.FUSION_EVAL)
 SPLIT_ORDER = ("train", "dev", "test", "wiki")
 # The case studies compare ITH with its text-only twin, the same LM fine-tuned without audio
 # (system `bert-text`); every table and chart names a system as ith_core.evaluation.scoring does.
@@ -109,8 +110,8 @@ def read_fusion(layout: RunLayout, summary: dict | None) -> FusionOutputs | None
     summary.json. `model` is read as a synonym of `variant` (ith_core.evaluation.scoring's name), a
     missing `metric` as the task's primary metric, fractions as percentages.
     """
-    results = _table_rows(layout, "fusion", "results.parquet")
-    predictions = _table_rows(layout, "fusion", "predictions.parquet")
+    results = _table_rows(layout, *run_files.RESULTS_TABLE)
+    predictions = _table_rows(layout, *run_files.ALL_PREDICTIONS)
     stage = ((summary or {}).get("stages") or {}).get("fusion")
     if results is None and predictions is None and stage is None:
         return None
@@ -163,7 +164,7 @@ def _training_logs(data: RunData) -> list[dict]:
                 name = str(entry.get("job") or entry.get("name") or len(logs))
                 logs.setdefault(job_label(system, entry, name), entry)
     layout = data.layout
-    for path in sorted(layout.fs.glob(layout.path("fusion_train", "*", "*", "train_log.json"))):
+    for path in sorted(layout.fs.glob(layout.path(run_files.FUSION_TRAIN, "*", "*", "train_log.json"))):
         with layout.fs.open(path, "rb") as handle:
             entry = json.load(handle)
         if entry.get("history"):
@@ -176,21 +177,21 @@ def _training_logs(data: RunData) -> list[dict]:
 def load_run(run_root: str, run_id: str) -> RunData:
     layout = RunLayout(run_root, run_id)
     data = RunData(layout=layout)
-    data.summary = _attempt(data, "summary.json", lambda: _json(layout, "summary.json"))
-    data.config = _attempt(data, "config.json", lambda: _json(layout, "config.json"))
+    data.summary = _attempt(data, "/".join(run_files.SUMMARY), lambda: _json(layout, *run_files.SUMMARY))
+    data.config = _attempt(data, "/".join(run_files.CONFIG), lambda: _json(layout, *run_files.CONFIG))
     for stage in (*STAGES, *(_attempt(data, "per-system stages", lambda: _per_system_stages(layout)) or [])):
         data.markers[stage] = _attempt(data, f"{stage}/{DONE_MARKER}", lambda s=stage: _json(layout, s, DONE_MARKER))
-    data.span_metrics = _attempt(data, "span_detector/metrics.json",
-                                 lambda: _json(layout, "span_detector", "metrics.json"))
+    data.span_metrics = _attempt(data, "/".join(run_files.SPAN_METRICS),
+                                 lambda: _json(layout, *run_files.SPAN_METRICS))
 
     def spans() -> None:
-        if not layout.exists("spans"):
+        if not layout.exists(run_files.SPANS):
             return
-        for path in sorted(layout.fs.glob(layout.path("spans", "*.parquet"))):
+        for path in sorted(layout.fs.glob(layout.path(run_files.SPANS, "*.parquet"))):
             name = posixpath.basename(path)
             if name.startswith(".tmp-"):
                 continue
-            rows = layout.read_table("spans", name).to_pylist()
+            rows = layout.read_table(run_files.SPANS, name).to_pylist()
             if name.endswith(".examples.parquet"):
                 data.sampled.extend(rows)
             else:
@@ -200,29 +201,29 @@ def load_run(run_root: str, run_id: str) -> RunData:
             rows.sort(key=lambda r: r["span_index"])
 
     _attempt(data, "spans/*.parquet", spans)
-    data.plan = _attempt(data, "imagine/plan.json", lambda: _json(layout, "imagine", "plan.json"))
-    data.shards = _attempt(data, "imagine/shards.json", lambda: _json(layout, "imagine", "shards.json"))
-    for name in ("mapping", "candidates", "selection", "acceptance"):
-        setattr(data, name, _attempt(data, f"imagine/{name}.parquet",
-                                     lambda n=name: _table_rows(layout, "imagine", f"{n}.parquet")))
+    data.plan = _attempt(data, "/".join(run_files.PLAN), lambda: _json(layout, *run_files.PLAN))
+    data.shards = _attempt(data, "/".join(run_files.SHARD_STATUS), lambda: _json(layout, *run_files.SHARD_STATUS))
+    for name, parts in (("mapping", run_files.MAPPING), ("candidates", run_files.CANDIDATES),
+                        ("selection", run_files.SELECTION), ("acceptance", run_files.ACCEPTANCE)):
+        setattr(data, name, _attempt(data, "/".join(parts), lambda p=parts: _table_rows(layout, *p)))
     data.fusion = _attempt(data, "fusion outputs", lambda: read_fusion(layout, data.summary))
     data.training_logs = _attempt(data, "training logs", lambda: _training_logs(data)) or []
 
     def examples() -> None:
         # Only the rows the case studies can show: the sampled examples of the spans stage.
-        if not layout.exists("ingest", "examples.parquet"):
+        if not layout.exists(*run_files.EXAMPLES):
             return
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        table = layout.read_table("ingest", "examples.parquet")
+        table = layout.read_table(*run_files.EXAMPLES)
         wanted = {r["example_id"] for r in data.sampled} | set(data.spans)
         if wanted:
             table = table.filter(pc.is_in(table["example_id"], value_set=pa.array(sorted(wanted), pa.string())))
         cols = [c for c in ("example_id", "task", "split", "sentence", "answer", "spans") if c in table.column_names]
         data.examples = {r["example_id"]: r for r in table.select(cols).to_pylist()}
 
-    _attempt(data, "ingest/examples.parquet", examples)
+    _attempt(data, "/".join(run_files.EXAMPLES), examples)
     return data
 
 

@@ -42,11 +42,11 @@ from ith_core.report.tables import (
     section_spans,
     section_training,
 )
+from storage import run_files
 from storage.audio_store import STORE_DIR
 
 logger = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
 # From <run_root>/<run_id>/report/ up to the run root, where the audio store lives.
 STORE_FROM_REPORT = f"../../{STORE_DIR}/"
 
@@ -316,8 +316,8 @@ def write_report(run_root: str, run_id: str, cases_per_task: int = 4) -> dict[st
                 section_training(data), section_compute(data), cases_section]
     page = render_html(data, sections, generated)
     markdown = render_markdown(data, sections, cases, generated)
-    data.layout.write_bytes(page.encode("utf-8"), REPORT_DIR, "report.html")
-    data.layout.write_bytes(markdown.encode("utf-8"), REPORT_DIR, "report.md")
-    logger.info("report: %s", data.layout.url(REPORT_DIR, "report.html"))
-    return {"html": data.layout.url(REPORT_DIR, "report.html"), "markdown": data.layout.url(REPORT_DIR, "report.md"),
-            "dir": data.layout.url(REPORT_DIR), "headline": headline_markdown(data)}
+    data.layout.write_bytes(page.encode("utf-8"), *run_files.REPORT_HTML)
+    data.layout.write_bytes(markdown.encode("utf-8"), *run_files.REPORT_MD)
+    logger.info("report: %s", data.layout.url(*run_files.REPORT_HTML))
+    return {"html": data.layout.url(*run_files.REPORT_HTML), "markdown": data.layout.url(*run_files.REPORT_MD),
+            "dir": data.layout.url(run_files.REPORT), "headline": headline_markdown(data)}

@@ -36,7 +36,6 @@ run with a higher threshold generates only the candidates still missing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -59,6 +58,7 @@ from ith_core.imagination.generators import (GenerationSettings, StableAudioGene
                               generator_identity, prompt_for)
 from storage.audio_store import (AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, pcm16_to_float,
                                  shard_name)
+from ith_core.stages.skeleton import layout_for, stage_key
 from storage import run_files
 from storage.layout import RunLayout, StageNotFinishedError, run_ids
 
@@ -66,7 +66,8 @@ logger = logging.getLogger(__name__)
 
 STAGE = run_files.IMAGINE
 # Bump when this module changes what the stage writes for the same inputs.
-IMAGINE_VERSION = 2
+# 3: the plan and selection keys follow the one scheme of stages/skeleton.py ([stage, version, *parts]).
+IMAGINE_VERSION = 3
 # Clips per generation call on a CPU when imagine.batch_size is unset (CPU time is linear in it).
 CPU_BATCH_SIZE = 8
 # A score this close to a threshold may pass on one machine and fail on another (renderings
@@ -126,14 +127,6 @@ def no_audio_error(cfg: RunConfig) -> NoAudioError:
     selection = layout.read_table(*run_files.SELECTION)
     candidates = layout.read_table(*run_files.CANDIDATES)
     return NoAudioError(no_audio_message(selection, candidates, cfg.imagine.num_candidates))
-
-
-def layout_for(cfg: RunConfig) -> RunLayout:
-    return RunLayout(cfg.run_root, cfg.effective_run_id)
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def planning_device(cfg: RunConfig) -> str:
@@ -299,9 +292,9 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     sampling = {"sampling": cfg.imagine.sampling, "keep_audio": cfg.imagine.keep_audio,
                 "audio_format": cfg.imagine.audio_format,
                 "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks}}
-    key = _hash(["imagine-plan", IMAGINE_VERSION, layout.finished_key(run_files.SPANS), cfg.data.tasks, cfg.data.splits,
+    key = stage_key("imagine-plan", IMAGINE_VERSION, layout.finished_key(run_files.SPANS), cfg.data.tasks, cfg.data.splits,
                  cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
-                 cfg.imagine.shard_size, sampling])
+                 cfg.imagine.shard_size, sampling)
     if layout.exists(*run_files.PLAN):
         plan = layout.read_json(*run_files.PLAN)
         if plan["key"] == key:
@@ -790,7 +783,7 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         if task not in cfg.imagine.thresholds:
             raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
                               f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
-    key = _hash(["imagine", plan["key"], cfg.imagine.thresholds, cfg.imagine.threshold_grid])
+    key = stage_key(STAGE, IMAGINE_VERSION, plan["key"], cfg.imagine.thresholds, cfg.imagine.threshold_grid)
     store = AudioStore(cfg.run_root)
     if (report := layout.stage_done(STAGE, key)) is not None:
         if not _replaced_since_collect(cfg, layout, store):

@@ -26,8 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.fusion_upstream import fabricate_upstream  # noqa: E402
 
-from ith_core.retrieval import pool as retrieval  # noqa: E402
 from ith_core.config import AudioBertConfig, RunConfig  # noqa: E402
+from ith_core.retrieval import pool as retrieval  # noqa: E402
+from ith_core.retrieval.clip_index import _clap_input, clap_identity, ensure_index  # noqa: E402
+from ith_core.retrieval.queries import Query, clap_scores, retrieve, text_scores, top_k  # noqa: E402
+from ith_core.retrieval.synthetic_pool import SYNTHETIC_CAPTIONS, synthetic_pool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -159,20 +162,19 @@ def test_clap_index_is_built_once_and_matches_direct_scores(tmp_path, tiny_model
 
     pool = retrieval.load_pool(str(_pool(tmp_path / "pool", GOOD_ROWS, _good_clips())), cache_root=tmp_path / "p")
     scorer = ClapScorer.from_folder(tiny_models["clap"])
-    index = retrieval.ensure_index(pool, tiny_models["clap"], scorer=scorer, cache_root=tmp_path / "index")
+    index = ensure_index(pool, tiny_models["clap"], scorer=scorer, cache_root=tmp_path / "index")
     assert not index.cached and index.embeddings.shape[0] == pool.size
     assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
     meta = index.meta
-    assert meta["clap_identity"] == retrieval.clap_identity(tiny_models["clap"])
+    assert meta["clap_identity"] == clap_identity(tiny_models["clap"])
     assert meta["preprocessing"]["sample_rate"] == 48000 and meta["preprocessing"]["channels"] == "mean to mono"
-    again = retrieval.ensure_index(pool, tiny_models["clap"], scorer=scorer, cache_root=tmp_path / "index")
+    again = ensure_index(pool, tiny_models["clap"], scorer=scorer, cache_root=tmp_path / "index")
     assert again.cached and np.array_equal(again.embeddings, index.embeddings)
     # Retrieval's top-1 is the argmax of text . audio over the pool (what CLAP itself says).
     queries = ["dog bark sound", "a high whistle sound"]
-    hits = retrieval.retrieve([retrieval.Query(q, "test") for q in queries], pool,
-                              retrieval.clap_scores(scorer, again), "all", 2)
+    hits = retrieve([Query(q, "test") for q in queries], pool, clap_scores(scorer, again), "all", 2)
     text = scorer.text_embeddings(queries).numpy()
-    waves = [retrieval._clap_input(p, scorer.sample_rate) for p in pool.manifest["path"].to_pylist()]
+    waves = [_clap_input(p, scorer.sample_rate) for p in pool.manifest["path"].to_pylist()]
     direct = text @ scorer.audio_embeddings(waves).numpy().T
     for q, hit in enumerate(hits):
         assert hit["clip_index"][0] == int(direct[q].argmax())
@@ -182,11 +184,11 @@ def test_clap_index_is_built_once_and_matches_direct_scores(tmp_path, tiny_model
 def test_text_mode_retrieval_and_policies(tmp_path):
     pool = retrieval.read_pool_folder(str(_pool(tmp_path / "pool", GOOD_ROWS, _good_clips())))
     captions = pool.manifest["caption"].to_pylist()
-    score = retrieval.text_scores(pool)
-    dog = retrieval.Query("dog bark sound", "test", frozenset({"pitch/test/9", "Dog Bark"}))
-    whistle = retrieval.Query("high whistle sound", "test", frozenset({"pitch/test/3"}))
-    nothing = retrieval.Query("zzz sound", "test")
-    hits = retrieval.retrieve([dog, whistle, nothing], pool, score, "all", 10)
+    score = text_scores(pool)
+    dog = Query("dog bark sound", "test", frozenset({"pitch/test/9", "Dog Bark"}))
+    whistle = Query("high whistle sound", "test", frozenset({"pitch/test/3"}))
+    nothing = Query("zzz sound", "test")
+    hits = retrieve([dog, whistle, nothing], pool, score, "all", 10)
     assert captions[hits[0]["clip_index"][0]] == "a dog barking loudly"
     assert captions[hits[1]["clip_index"][0]] == "a high whistle"
     assert all(h["allowed"] == pool.size for h in hits)
@@ -195,22 +197,22 @@ def test_text_mode_retrieval_and_policies(tmp_path):
         assert len(h["clip_index"]) == pool.size and h["scores"] == sorted(h["scores"], reverse=True)
     assert hits[2]["clip_index"] == list(range(pool.size)) and set(hits[2]["scores"]) == {0.0}
     # split_own: the test rows see test clips and clips without a split.
-    own = retrieval.retrieve([dog], pool, score, "split_own", 10)[0]
+    own = retrieve([dog], pool, score, "split_own", 10)[0]
     assert sorted(captions[i] for i in own["clip_index"]) == ["a bird singing", "a cat meowing"]
     assert own["allowed"] == 2
     # exclude_source: a row's own source (its example id or gold span, case-folded) is never retrieved.
-    excluded = retrieval.retrieve([dog, whistle], pool, score, "exclude_source", 10)
+    excluded = retrieve([dog, whistle], pool, score, "exclude_source", 10)
     assert "a dog barking loudly" not in [captions[i] for i in excluded[0]["clip_index"]]
     assert "a high whistle" not in [captions[i] for i in excluded[1]["clip_index"]]
     assert excluded[0]["allowed"] == excluded[1]["allowed"] == pool.size - 1
     with pytest.raises(ValueError, match="policy"):
-        retrieval.retrieve([dog], pool, score, "none", 1)
+        retrieve([dog], pool, score, "none", 1)
 
 
 def test_top_k_breaks_ties_by_index():
     scores = np.array([0.5, 0.9, 0.5, -np.inf, 0.5, 0.1], dtype=np.float32)
-    assert retrieval.top_k(scores, 3).tolist() == [1, 0, 2]
-    assert retrieval.top_k(scores, 10).tolist() == [1, 0, 2, 4, 5]
+    assert top_k(scores, 3).tolist() == [1, 0, 2]
+    assert top_k(scores, 10).tolist() == [1, 0, 2, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,11 +443,11 @@ def test_synthetic_pool_holds_every_source_name(tmp_path, monkeypatch):
     from ith_core.data import synthetic
 
     cfg = RunConfig.for_profile("tiny", benchmark="synthetic")
-    folder = retrieval.synthetic_pool(cfg)
-    assert retrieval.synthetic_pool(cfg) == folder  # written once
+    folder = synthetic_pool(cfg)
+    assert synthetic_pool(cfg) == folder  # written once
     pool = retrieval.read_pool_folder(folder)
     assert pool.rejects.num_rows == 0
     names = set(synthetic.source_names(cfg.synthetic)) | {synthetic.ANCHOR}
     captioned = {c.split()[-2] if c.endswith(" call") else c.split()[-1] for c in pool.manifest["caption"].to_pylist()}
     assert captioned == names
-    assert pool.size == len(names) * len(retrieval.SYNTHETIC_CAPTIONS)
+    assert pool.size == len(names) * len(SYNTHETIC_CAPTIONS)

@@ -1,6 +1,6 @@
 """The AudioBERT model: a LoRA masked LM whose span's first wordpiece hears a retrieved clip.
 
-Per span with a retrieved clip (top-1 of `ith_core.retrieval.pool`): AST runs on the clip's stored
+Per span with a retrieved clip (top-1 of `ith_core.retrieval.queries`): AST runs on the clip's stored
 input features, its `last_hidden_state` is mean-pooled over all tokens to one vector,
 projected to the LM's width only when the widths differ (the release has no projection for
 base models), and that vector replaces the WORD embedding of the span's first wordpiece. The

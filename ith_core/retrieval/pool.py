@@ -1,4 +1,4 @@
-"""Clip pools, their CLAP index and retrieval for the AudioBERT backend; no Prefect here.
+"""Clip pools of the AudioBERT backend: a pool folder read into a manifest, cached; no Prefect here.
 
 A clip pool is a folder (or fsspec URL) of audio files with captions. It is read once into a
 manifest (`MANIFEST_SCHEMA`: clip_id, path, caption, source, split, sample_rate, duration_s,
@@ -27,26 +27,10 @@ kept in the pool's rejects table with the row number, the path, the reason and t
 (checked). A clip's id is a hash of its relative path and its bytes' sha256: never of its
 caption, and stable when the pool folder moves.
 
-Index (query mode `clap`): the CLAP audio embedding of every clip, L2-normalised float32, in
-`$ITH_HOME/retrieval/index/<hash of (manifest content, CLAP identity, preprocessing)>/`
-(`index.parquet`: clip_id, embedding; `index.json`: CLAP identity, preprocessing, counts),
-built once in resumable shards and published by one rename, then reused by every run.
-Preprocessing fixes the release's CLAP bugs: each clip is mixed to mono and resampled to the
-CLAP extractor's 48 kHz with soxr, and the extractor gets the whole clip (its default 10 s
-`fusion` input), not `max_length=64` samples.
-
-Queries: `query_template` (`"{span} sound"`) over the case-folded span. Mode `clap`: the CLAP
-text embedding against the index, dot product (cosine). Mode `text` (for pools whose CLAP is
-untrained: tiny profile, synthetic benchmark): TF-IDF cosine between the query's words and each
-caption's words (words: runs of letters and digits after NFKC and case folding; idf =
-ln((1 + N) / (1 + df)) + 1; raw term counts; vectors L2-normalised). Ties are broken by clip id,
-so retrieval is deterministic. Pool policies: `all`; `split_own` (clips whose split is the
-row's, plus clips without a split); `exclude_source` (all but the clips whose `source` is the
-row's example id or one of its case-folded gold spans).
+The pool's CLAP index is built by `clip_index`, queries are scored and retrieved by `queries`,
+and the synthetic benchmark's own pool is written by `synthetic_pool`.
 
     pool = load_pool("/data/freesound_pool")
-    index = ensure_index(pool, "/models/clap")
-    hits = retrieve(queries, pool, clap_scores(pool, scorer, index), policy="all", top_k=50)
 """
 
 from __future__ import annotations
@@ -56,26 +40,19 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import posixpath
-import re
-import shutil
 import time
-import unicodedata
-import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ith_core.audio import read_wav, resample, to_mono
 from ith_core.config import SPLITS
 from storage.layout import ith_home, listing_stamp, write_atomic
 from storage.wav import WavError, decode_audio
@@ -84,19 +61,9 @@ logger = logging.getLogger(__name__)
 
 # Bump when reading a pool folder changes what its manifest holds.
 MANIFEST_VERSION = 1
-# Bump when the index's embeddings change for the same clips and CLAP model.
-INDEX_VERSION = 1
-# Clips per CLAP call and per index shard. Fixed (not settings): the extractor crops clips
-# longer than 10 s with numpy's RNG reseeded per call, so the batches must be the same on
-# every build for the same embeddings.
-INDEX_BATCH_SIZE = 32
-INDEX_SHARD_CLIPS = 1024
-# Queries scored at once (a chunk x pool float32 matrix).
-QUERY_CHUNK = 64
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 CAPTION_TABLES = ("captions.csv", "captions.tsv", "captions.jsonl", "captions.parquet")
-POLICIES = ("all", "split_own", "exclude_source")
 
 MANIFEST_SCHEMA = pa.schema([
     ("clip_id", pa.string()),
@@ -133,16 +100,6 @@ def _sha256(data: bytes) -> str:
 def clip_id_for(relative_path: str, content_sha256: str) -> str:
     """128-bit id of a clip: its path inside the pool and its bytes (never its caption)."""
     return _sha256(f"{relative_path}\0{content_sha256}".encode())[:32]
-
-
-def normalize_words(text: str) -> list[str]:
-    """Words of `text` for the `text` query mode: runs of letters and digits after NFKC and case folding."""
-    return re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold())
-
-
-def normalize_span(text: str) -> str:
-    """Case-folded, whitespace-collapsed span (as ith_core.imagination.generators.normalize_span: one key for both backends)."""
-    return re.sub(r"\s+", " ", text).strip().casefold()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,330 +424,3 @@ def load_pool(url: str, cache_root: str | os.PathLike | None = None) -> Pool:
     write_atomic(local, str(info), json.dumps({"url": canonical, "stamp": stamp, "version": MANIFEST_VERSION,
                                                "report": report}, indent=2).encode())
     return Pool(url, "folder", pool.manifest, pool.rejects, report)
-
-
-# ---------------------------------------------------------------------------------------------
-# The CLAP index
-
-
-@dataclass
-class ClipIndex:
-    """CLAP audio embeddings of a pool, one unit row per clip in manifest order."""
-
-    embeddings: np.ndarray  # (clips, dim) float32
-    meta: dict
-    folder: Path
-    cached: bool
-
-
-def clap_preprocessing(feature_extractor) -> dict:
-    """What the index's audio went through before CLAP (recorded in index.json and in its key)."""
-    return {"channels": "mean to mono", "resampler": "soxr HQ", "sample_rate": int(feature_extractor.sampling_rate),
-            "max_length_s": float(feature_extractor.nb_max_samples / feature_extractor.sampling_rate),
-            "truncation": getattr(feature_extractor, "truncation", None),
-            "padding": getattr(feature_extractor, "padding", None),
-            "is_longer": "from each clip's length", "batch_size": INDEX_BATCH_SIZE,
-            "crops": "numpy RNG seeded 0 per batch, batches of sorted clip ids",
-            "normalised": "L2, float32", "version": INDEX_VERSION}
-
-
-def clap_identity(folder: str | os.PathLike) -> str:
-    # The same rule that names generators: tiny folder name, hub repo@commit, or a hash of the files.
-    from ith_core.imagination.generators import generator_identity
-
-    return generator_identity(folder)
-
-
-def ensure_index(pool: Pool, clap_folder: str | os.PathLike, device: str = "cpu", scorer=None,
-                 cache_root: str | os.PathLike | None = None) -> ClipIndex:
-    """The pool's CLAP index: read from the cache, or built once (resumable shards, one final rename)."""
-    from transformers import AutoFeatureExtractor
-
-    identity = clap_identity(clap_folder)
-    extractor = scorer.processor.feature_extractor if scorer is not None else AutoFeatureExtractor.from_pretrained(
-        clap_folder, local_files_only=True, trust_remote_code=False)
-    preprocessing = clap_preprocessing(extractor)
-    key = _sha256(json.dumps([pool.manifest_hash, identity, preprocessing], sort_keys=True).encode())[:16]
-    base = Path(cache_root) if cache_root else retrieval_home() / "index"
-    final = base / key
-    if (final / "index.json").is_file():
-        return _read_index(pool, final, cached=True)
-    if scorer is None:
-        from ith_core.imagination.clap_scoring import ClapScorer
-
-        scorer = ClapScorer.from_folder(clap_folder, device=device, batch_size=INDEX_BATCH_SIZE)
-    scorer.batch_size = INDEX_BATCH_SIZE
-    building = base / f".building-{key}"
-    (building / "parts").mkdir(parents=True, exist_ok=True)
-    local = fsspec.filesystem("file")
-    ids = pool.manifest["clip_id"].to_pylist()
-    paths = pool.manifest["path"].to_pylist()
-    started = time.perf_counter()
-    embedded = 0
-    shards = range(0, len(ids), INDEX_SHARD_CLIPS)
-    for shard, start in enumerate(shards):
-        part = building / "parts" / f"part-{shard:05d}.parquet"
-        chunk = ids[start:start + INDEX_SHARD_CLIPS]
-        if part.is_file() and pq.read_table(part, columns=["clip_id"])["clip_id"].to_pylist() == chunk:
-            continue  # finished by an earlier, interrupted build
-        vectors = []
-        for b in range(start, start + len(chunk), INDEX_BATCH_SIZE):
-            end = min(b + INDEX_BATCH_SIZE, start + len(chunk))
-            waves = [_clap_input(p, scorer.sample_rate) for p in paths[b:end]]
-            vectors.append(scorer.audio_embeddings(waves).cpu().numpy().astype(np.float32))
-        matrix = np.concatenate(vectors)
-        table = pa.table({"clip_id": pa.array(chunk, pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        write_atomic(local, str(part), sink.getvalue())
-        embedded += len(chunk)
-        logger.info("CLAP index %s: %d of %d clips embedded (%.0f s)", key, start + len(chunk), len(ids),
-                    time.perf_counter() - started)
-    parts = sorted((building / "parts").glob("part-*.parquet"))
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
-    if table["clip_id"].to_pylist() != ids:
-        raise RuntimeError(f"CLAP index {building}: its shards do not cover the pool's clips in order; delete the "
-                           "folder and rerun")
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    write_atomic(local, str(building / "index.parquet"), sink.getvalue())
-    shutil.rmtree(building / "parts")
-    meta = {"clap_identity": identity, "clap_folder": str(clap_folder), "preprocessing": preprocessing,
-            "pool": pool.name, "manifest_sha256": pool.manifest_hash, "clips": len(ids),
-            "dim": int(table["embedding"].type.list_size), "build_seconds": round(time.perf_counter() - started, 3),
-            "clips_embedded_by_this_build": embedded}
-    (building / "index.json").write_text(json.dumps(meta, indent=2))
-    try:
-        building.rename(final)
-    except OSError:
-        if not (final / "index.json").is_file():
-            raise
-        shutil.rmtree(building, ignore_errors=True)  # a concurrent build published the same index first
-    return _read_index(pool, final, cached=False)
-
-
-def _clap_input(path: str, rate: int) -> np.ndarray:
-    samples, native = read_wav(path)
-    return resample(to_mono(samples), native, rate)
-
-
-def _read_index(pool: Pool, folder: Path, cached: bool) -> ClipIndex:
-    table = pq.read_table(folder / "index.parquet")
-    if table["clip_id"].to_pylist() != pool.manifest["clip_id"].to_pylist():
-        raise RuntimeError(f"CLAP index {folder} does not hold the pool's clips in manifest order; delete it and rerun")
-    column = table["embedding"].combine_chunks()
-    matrix = column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
-    return ClipIndex(np.ascontiguousarray(matrix, dtype=np.float32), json.loads((folder / "index.json").read_text()),
-                     folder, cached)
-
-
-# ---------------------------------------------------------------------------------------------
-# Query modes: each turns query texts into a (queries, clips) score matrix
-
-
-class CaptionMatcher:
-    """The `text` query mode: TF-IDF cosine between a query's words and each caption's words."""
-
-    def __init__(self, captions: Sequence[str]) -> None:
-        self.size = len(captions)
-        df: Counter = Counter()
-        counted = []
-        for caption in captions:
-            counts = Counter(normalize_words(caption))
-            counted.append(counts)
-            df.update(counts.keys())
-        self.idf = {w: math.log((1 + self.size) / (1 + n)) + 1.0 for w, n in df.items()}
-        postings: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-        for clip, counts in enumerate(counted):
-            weights = {w: c * self.idf[w] for w, c in counts.items()}
-            norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
-            for w, v in weights.items():
-                postings[w][0].append(clip)
-                postings[w][1].append(v / norm)
-        self.postings = {w: (np.asarray(i, dtype=np.int64), np.asarray(v, dtype=np.float32))
-                         for w, (i, v) in postings.items()}
-
-    def query_vector(self, text: str) -> dict[str, float]:
-        counts = Counter(w for w in normalize_words(text) if w in self.idf)
-        weights = {w: c * self.idf[w] for w, c in counts.items()}
-        norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
-        return {w: v / norm for w, v in weights.items()}
-
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.size), dtype=np.float32)
-        for q, text in enumerate(texts):
-            for word, weight in self.query_vector(text).items():
-                clips, values = self.postings[word]
-                out[q, clips] += weight * values
-        return out
-
-
-def text_scores(pool: Pool) -> Callable[[Sequence[str]], np.ndarray]:
-    return CaptionMatcher(pool.manifest["caption"].to_pylist()).scores
-
-
-def clap_scores(scorer, index: ClipIndex) -> Callable[[Sequence[str]], np.ndarray]:
-    """The `clap` query mode: CLAP text embeddings (unit vectors) dot the index's audio embeddings."""
-    def scores(texts: Sequence[str]) -> np.ndarray:
-        text = scorer.text_embeddings(list(texts)).cpu().numpy().astype(np.float32)
-        return text @ index.embeddings.T
-    return scores
-
-
-# ---------------------------------------------------------------------------------------------
-# Retrieval
-
-
-@dataclass(frozen=True)
-class Query:
-    """One span occurrence to retrieve for: its query text, the row's split and its source keys."""
-
-    text: str
-    split: str
-    sources: frozenset = frozenset()
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best finite scores, best first; equal scores in index (clip id) order."""
-    finite = np.isfinite(scores)
-    k = min(k, int(finite.sum()))
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-np.where(finite, scores, -np.inf), k - 1)[:k]
-    cut = scores[part].min()
-    above = np.flatnonzero(finite & (scores > cut))
-    equal = np.flatnonzero(scores == cut)[:k - len(above)]
-    chosen = np.concatenate([above, equal])
-    return chosen[np.lexsort((chosen, -scores[chosen]))]
-
-
-def retrieve(queries: Sequence[Query], pool: Pool, score_fn: Callable[[Sequence[str]], np.ndarray],
-             policy: str, k: int) -> list[dict]:
-    """Per query: {clip_index (list), scores (list), allowed (clips the policy left it)}, in query order.
-
-    Each distinct query text is scored once against the whole pool; `split_own` masks the clips of
-    other splits (clips without a split stay), `exclude_source` drops the clips whose `source`
-    is one of the query's source keys.
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    splits = pool.manifest["split"].to_pylist()
-    shared = np.asarray([s is None for s in splits])
-    by_split = {s: shared | np.asarray([x == s for x in splits]) for s in {q.split for q in queries}}
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, source in enumerate(pool.manifest["source"].to_pylist()):
-        if source is not None:
-            by_source[normalize_span(source)].append(i)
-
-    def excluded(query: Query) -> set[int]:
-        if policy != "exclude_source":
-            return set()
-        return {i for key in query.sources for i in by_source.get(normalize_span(key), ())}
-
-    groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
-    for n, query in enumerate(queries):
-        groups[(query.text, query.split if policy == "split_own" else None)].append(n)
-    texts = sorted({q.text for q in queries})
-    out: list[dict | None] = [None] * len(queries)
-    for start in range(0, len(texts), QUERY_CHUNK):
-        chunk = texts[start:start + QUERY_CHUNK]
-        matrix = score_fn(chunk)
-        for row, text in enumerate(chunk):
-            for split in ([None] if policy != "split_own" else sorted({s for t, s in groups if t == text})):
-                members = groups[(text, split)]
-                scores = matrix[row] if split is None else np.where(by_split[split], matrix[row], -np.inf)
-                allowed_base = pool.size if split is None else int(by_split[split].sum())
-                drops = {n: excluded(queries[n]) for n in members}
-                candidates = top_k(scores, k + max(len(d) for d in drops.values()))
-                for n in members:
-                    picked = [int(i) for i in candidates if int(i) not in drops[n]][:k]
-                    dropped = sum(1 for i in drops[n] if split is None or by_split[split][i])
-                    out[n] = {"clip_index": picked, "scores": [float(scores[i]) for i in picked],
-                              "allowed": allowed_base - dropped}
-    return out  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------
-# Pools the pipeline builds itself
-
-# Bump when the synthetic pool's clips or captions change for the same settings.
-SYNTHETIC_POOL_VERSION = 1
-SYNTHETIC_CAPTIONS = ("a {name} call", "the sound of a {name}")
-
-
-@dataclass(frozen=True)
-class _RenderSettings:
-    duration_s: float
-    generator_id: str
-
-
-def _synthetic_sources(bench: Path) -> list[tuple[str, str, str | None]]:
-    """(name, source key, split) of every source of the synthetic benchmark, the anchor last (no split)."""
-    from ith_core.data.synthetic import ANCHOR, TASK_DIRS
-
-    out = []
-    for split in SPLITS:
-        with open(bench / TASK_DIRS["animal"] / f"{split}.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        # The animal task's span is "<name> call": its source key is that span, as the rows spell it.
-        for span in sorted({r.get("span") or r.get("description") for r in rows}):
-            out.append((span.split()[0], normalize_span(span), split))
-        with open(bench / TASK_DIRS["pitch"] / f"{split}.csv", newline="", encoding="utf-8") as handle:
-            names = sorted({r["span1"] for r in csv.DictReader(handle)})
-        out += [(name, normalize_span(name), split) for name in names]
-    return out + [(ANCHOR, ANCHOR, None)]
-
-
-def synthetic_pool(cfg) -> str:
-    """The clip pool of the synthetic benchmark (a folder; written once, reused): every source's clips.
-
-    For every source name of both tasks, and the whistle anchor, `len(SYNTHETIC_CAPTIONS)` clips
-    rendered by the tone generator (the source's hidden tone with fresh nuisance), captioned "a
-    kelomit call" and "the sound of a kelomit"; `source` is the name's span as the benchmark
-    writes it ("kelomit call" for an animal-like name, "kelomit" for a pitch-like one), `split`
-    the name's split (none for the anchor, which every split shares). Clip seeds hash
-    ("audiobert-pool", benchmark, name, k): independent of ITH's candidate seeds. Clips last
-    `imagine.duration_s` (what the profile's AST window is sized for). File names are hashes
-    of the bytes.
-    """
-    from ith_core.data import synthetic
-    from ith_core.imagination.tone_generator import ToneGenerator
-    from storage.audio_store import encode_audio, pcm16
-
-    bench = synthetic.ensure_benchmark(cfg.synthetic)
-    settings = {"version": SYNTHETIC_POOL_VERSION, "benchmark": synthetic.settings_hash(cfg.synthetic),
-                "duration_s": float(cfg.imagine.duration_s), "captions": SYNTHETIC_CAPTIONS}
-    key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
-    final = retrieval_home() / "synthetic" / key
-    if (final / "captions.csv").is_file():
-        return str(final)
-    generator = ToneGenerator.from_folder(bench / "tone_generator", _RenderSettings(float(cfg.imagine.duration_s),
-                                                                                    f"audiobert-pool-{key}"))
-    staging = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    (staging / "clips").mkdir(parents=True)
-    try:
-        rows = []
-        for name, source, split in _synthetic_sources(bench):
-            for k, template in enumerate(SYNTHETIC_CAPTIONS):
-                seed = int.from_bytes(hashlib.sha256(f"audiobert-pool:{settings['benchmark']}:{name}:{k}".encode())
-                                      .digest()[:8], "big") & (2**63 - 1)
-                data = encode_audio(pcm16(generator.render(generator.sources(name), seed)), generator.sample_rate)
-                relative = f"clips/{_sha256(data)[:16]}.wav"
-                (staging / relative).write_bytes(data)
-                rows.append([relative, template.format(name=name), source, split or ""])
-        sink = io.StringIO(newline="")
-        writer = csv.writer(sink, lineterminator="\n")
-        writer.writerow(["path", "caption", "source", "split"])
-        writer.writerows(rows)
-        (staging / "pool.json").write_text(json.dumps({**settings, "clips": len(rows)}, indent=2))
-        # The captions table goes last: a folder with it is whole.
-        (staging / "captions.csv").write_text(sink.getvalue(), encoding="utf-8")
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / "captions.csv").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(final)

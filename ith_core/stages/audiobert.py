@@ -23,7 +23,7 @@ Files in the run folder (`<run_root>/<run_id>/`):
 
 Which pool (`audiobert.pool`, null = the default of the profile and benchmark):
 - a folder or URL: read by `ith_core.retrieval.pool.load_pool` (formats in its docstring);
-- synthetic benchmark: `retrieval.synthetic_pool`, clips of every source name;
+- synthetic benchmark: `ith_core.retrieval.synthetic_pool`, clips of every source name;
 - tiny profile on AuditoryBench: a stand-in, the clips the run's imagine stage stored for its
   train-split span occurrences (the first stored candidate of each train prompt, captioned with
   its span): a pool independent of the dev/test rows, built from what the run already has;
@@ -44,9 +44,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.retrieval import pool as retrieval
 from ith_core.config import ConfigError, RunConfig
 from ith_core.models.profiles import model_identity
+from ith_core.retrieval import pool as retrieval
+from ith_core.retrieval.clip_index import clap_identity, ensure_index
+from ith_core.retrieval.queries import Query, clap_scores, normalize_span, retrieve, text_scores
+from ith_core.retrieval.synthetic_pool import synthetic_pool
 from ith_core.stages.skeleton import layout_for, reuse_or_resume, stage_key
 from ith_core.stages.system_inputs import (encode_selection, resolve_device, sampled_examples, spans_table,
                                           tasks_with_train_rows)
@@ -112,7 +115,7 @@ def resolve_pool(cfg: RunConfig) -> retrieval.Pool:
     if configured:
         return retrieval.load_pool(configured)
     if cfg.benchmark == "synthetic":
-        return retrieval.load_pool(retrieval.synthetic_pool(cfg))
+        return retrieval.load_pool(synthetic_pool(cfg))
     if cfg.profile == "tiny":
         return audio_store_pool(cfg)
     raise PoolNotAvailableError(_no_pool_message(cfg))
@@ -166,7 +169,7 @@ def _queries(layout: RunLayout, cfg: RunConfig) -> tuple[list[dict], dict]:
         rows.append({**{k: s[k] for k in ("example_id", "task", "split", "span_text")},
                      "span_index": int(s["span_index"]), "char_start": int(s["char_start"]),
                      "char_end": int(s["char_end"]),
-                     "query": cfg.audiobert.query_template.format(span=retrieval.normalize_span(s["span_text"])),
+                     "query": cfg.audiobert.query_template.format(span=normalize_span(s["span_text"])),
                      "sources": frozenset([s["example_id"], *gold.get(s["example_id"], [])])})
     return rows, {"examples": len(gold), "examples_without_span": len(set(gold) - with_span), "span_occurrences": len(rows)}
 
@@ -182,7 +185,7 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     layout = layout_for(cfg)
     a = cfg.audiobert
     pool = resolve_pool(cfg)
-    clap = retrieval.clap_identity(model_paths["clap"]) if a.query_mode == "clap" else None
+    clap = clap_identity(model_paths["clap"]) if a.query_mode == "clap" else None
     key = _retrieval_key(layout, cfg, pool, clap)
     if (report := reuse_or_resume(layout, RETRIEVAL, key)) is not None:
         return report
@@ -193,13 +196,13 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         from ith_core.imagination.clap_scoring import ClapScorer
 
         scorer = ClapScorer.from_folder(model_paths["clap"], device=resolve_device(cfg))
-        index = retrieval.ensure_index(pool, model_paths["clap"], scorer=scorer)
+        index = ensure_index(pool, model_paths["clap"], scorer=scorer)
         index_meta = {**index.meta, "folder": str(index.folder), "cached": index.cached}
-        score_fn = retrieval.clap_scores(scorer, index)
+        score_fn = clap_scores(scorer, index)
     else:
-        score_fn = retrieval.text_scores(pool)
-    queries = [retrieval.Query(r["query"], r["split"], r["sources"]) for r in rows]
-    hits = retrieval.retrieve(queries, pool, score_fn, a.policy, a.top_k)
+        score_fn = text_scores(pool)
+    queries = [Query(r["query"], r["split"], r["sources"]) for r in rows]
+    hits = retrieve(queries, pool, score_fn, a.policy, a.top_k)
     manifest = pool.manifest.to_pylist()
     out, selection = [], []
     for r, hit in zip(rows, hits):

@@ -14,6 +14,11 @@ and the value (`ConfigError`). Unknown keys are errors, so a typo in a settings 
 changes nothing); `overrides_model(section)` builds the all-optional twin of a section that the
 Prefect flows take as typed parameters, so the deployment form shows every setting with its
 description.
+
+One module because the section models, `RunConfig.for_profile`, `PROFILE_DEFAULTS` /
+`BENCHMARK_DEFAULTS` and `overrides_model` describe the same fields (`profile_default` and the
+flows' parameter models are read off the section models' own fields), so they change together;
+most of its length is those fields and their descriptions.
 """
 
 from __future__ import annotations

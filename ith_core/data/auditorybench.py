@@ -79,6 +79,11 @@ found 2") and not the file, so the rejects table does not depend on where the da
 Provenance (one dict per file) records the URL read, sha256, bytes, rows, git blob id and
 `verified_by`: `sha256` (the bytes are the pinned file) or `local` (a local or modified copy). It
 is computed from the bytes actually ingested, whatever `locate` did.
+
+One module because finding, fetching and reading the files check bytes against the same pinned
+table (`PINNED_FILES`: `fetch` and `folder_status` through `_verification_problem`, `content_id`
+by its sha256 values, `ingest` as `verified_by`) and fail through one `DataError` naming every
+bad file; this docstring, the data contract, is nearly 90 of its lines.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ trusted), so the tiny profile exercises the real loading path. `build_paper_arch
 the paper architectures at full size with random weights, for shape and memory checks without
 a download.
 
+One module because every part of it is keyed by the same `ROLES` and `PAPER_MODELS` and shares one
+error contract: locating a paper checkpoint, `resolve_models`, `model_status` and every `load_*`
+check a role's folder with the same `_missing_files` rule and raise `ModelNotAvailableError`; the
+last ~140 lines build the full-size paper architectures from their published configs.
+
     from ith_core.models.profiles import resolve_models, load_lm
     paths = resolve_models("tiny", corpus=sentences)   # or resolve_models("paper")
     model, tokenizer = load_lm(paths["lm"])

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from benchmarks.environment import environment  # noqa: E402
 from ith_core.data import auditorybench  # noqa: E402
 
+from ith_core.imagination import devices as imagine_devices
 from ith_core.stages import imagine as imagine_stage
 
 from ith_core.models import profiles
@@ -240,8 +241,8 @@ def main() -> None:
             # The stage uses these very objects: its per-process model cache is filled with them.
             plan_settings = imagine_stage.GenerationSettings.from_config(
                 cfg.imagine, imagine_stage.generator_identity(tiny["generator"]), device)
-            imagine_stage._MODELS[("generator", tiny["generator"], plan_settings.dtype, device)] = pipe
-            imagine_stage._MODELS[("clap", tiny["clap"], device, cfg.imagine.clap_batch_size)] = scorer
+            imagine_devices._MODELS[("generator", tiny["generator"], plan_settings.dtype, device)] = pipe
+            imagine_devices._MODELS[("clap", tiny["clap"], device, cfg.imagine.clap_batch_size)] = scorer
             run = stage_run(cfg, tiny, prompts, device)
             ref = results["reference"]["seconds"]
             run.update(latent_length=latent, sampling=sampling,

@@ -5,7 +5,7 @@
 
 On CUDA the stage measures the device bytes one more clip adds when denoising and when decoding
 (`StableAudioGenerator.memory_per_clip`) and sizes its batches to 60 % of the free memory
-(`imagine_stage.batch_sizes`); this script records those numbers and then runs one generation
+(`ith_core.imagination.devices.batch_sizes`); this script records those numbers and then runs one generation
 call of that many clips over the full 1024-frame window (2 steps, prefix decoding in slices) and
 its peak memory, which must stay under the device's total.
 """
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_imagine import full_size_models
-    from ith_core.stages import imagine as imagine_stage
+    from ith_core.imagination.devices import batch_sizes
     from ith_core.models import profiles
     from ith_core.config import RunConfig
     from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, candidate_seeds
@@ -55,7 +55,7 @@ def main() -> None:
         started = time.perf_counter()
         out["per_clip_bytes"] = dict(zip(("generate", "decode"), generator.memory_per_clip()))
         out["seconds_measure"] = round(time.perf_counter() - started, 2)
-    batch, decode = imagine_stage.batch_sizes(cfg, generator)
+    batch, decode = batch_sizes(cfg, generator)
     generator.decode_batch_size = decode
     out.update(batch_size=batch, decode_batch_size=decode)
     if device == "cuda":

@@ -50,8 +50,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from flows.serve import ServeError
     from storage.run_lock import RunLockedError
     from ith_core.data.auditorybench import DataError
-    from ith_core.stages.imagine import (DiskSpaceError, NoAudioError, ShardsMissingError, UndeterminedSelectionError,
-                                        UnknownAudioIdError)
+    from ith_core.imagination.planning import DiskSpaceError
+    from ith_core.imagination.selection import UndeterminedSelectionError
+    from ith_core.stages.imagine import NoAudioError, ShardsMissingError, UnknownAudioIdError
     from ith_core.models.profiles import ModelNotAvailableError
     from storage.audio_store import AudioStoreError
     from storage.layout import RunIdError, RunRootError, StageMismatchError, StageNotFinishedError

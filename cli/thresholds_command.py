@@ -50,6 +50,7 @@ def _grid(text: str, own: dict[str, float]) -> list[float]:
 
 def threshold_table(run_root: str, run_id: str, grid_text: str) -> dict:
     """Acceptance per task at every threshold of the grid, from the run's stored CLAP scores."""
+    from ith_core.imagination.selection import acceptance
     from ith_core.stages import imagine as imagine_stage
     from ith_core.stages.skeleton import load_run_config
     from storage import run_files
@@ -62,9 +63,9 @@ def threshold_table(run_root: str, run_id: str, grid_text: str) -> dict:
                                 "lacks mapping.parquet or candidates.parquet): let its imagine stage finish first")
     own = dict(cfg.imagine.thresholds)
     grid = _grid(grid_text, own)
-    table = imagine_stage.acceptance(layout.read_table(*run_files.MAPPING),
-                                     layout.read_table(*run_files.CANDIDATES), grid,
-                                     cfg.imagine.num_candidates)
+    table = acceptance(layout.read_table(*run_files.MAPPING),
+                       layout.read_table(*run_files.CANDIDATES), grid,
+                       cfg.imagine.num_candidates)
     return {"run_id": run_id, "thresholds": own, "num_candidates": cfg.imagine.num_candidates,
             "sampling": cfg.imagine.sampling, "rows": table.to_pylist()}
 

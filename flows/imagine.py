@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
+from ith_core.imagination.devices import local_devices
 from ith_core.stages import imagine as imagine_stage
 from ith_core.stages.skeleton import load_run_config
 from ith_core.config import RunConfig
@@ -46,7 +47,7 @@ def task_runner_for(cfg: RunConfig):
         if cfg.imagine.gpus is not None:
             init["num_gpus"] = cfg.imagine.gpus
         return RayTaskRunner(init_kwargs=init)
-    return ThreadPoolTaskRunner(max_workers=len(imagine_stage.local_devices(cfg)))
+    return ThreadPoolTaskRunner(max_workers=len(local_devices(cfg)))
 
 
 @flow(name="ith-imagine", log_prints=True,
@@ -72,7 +73,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
                 plan["dedup_ratio"], len(plan["shards"]), plan.get("in_store_now", plan["already_in_store"]),
                 plan["unique_prompts"])
     ray = cfg.imagine.task_runner == "ray"
-    devices = None if ray else imagine_stage.local_devices(cfg)
+    devices = None if ray else local_devices(cfg)
     shard_task = t.generate_candidates.with_options(retries=cfg.imagine.retries)
     if ray:
         from prefect_ray.context import remote_options

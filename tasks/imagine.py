@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
+from ith_core.imagination.devices import device_pool, local_devices
 from ith_core.stages import imagine as imagine_stage
 from ith_core.config import RunConfig
 from tasks.runtime import retry_transient
@@ -31,9 +32,9 @@ def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, d
     """
     cfg = RunConfig.from_dict(config)
     if devices is None:
-        result = imagine_stage.run_shard(cfg, model_paths, shard, imagine_stage.local_devices(cfg)[0])
+        result = imagine_stage.run_shard(cfg, model_paths, shard, local_devices(cfg)[0])
     else:
-        with imagine_stage.device_pool(devices).acquire() as device:
+        with device_pool(devices).acquire() as device:
             result = imagine_stage.run_shard(cfg, model_paths, shard, device)
     if result["status"] == "skipped":
         return Completed(name="Skipped", message=f"{shard}: its manifest exists (an earlier flow run generated it)",

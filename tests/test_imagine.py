@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
+from ith_core.imagination import devices, planning
+from ith_core.imagination.selection import UndeterminedSelectionError
 from ith_core.stages import imagine as stage
 from ith_core.imagination.clap_scoring import ClapScorer, first_passing, resample
 from ith_core.config import ImagineConfig, RunConfig
@@ -148,12 +150,12 @@ def test_prefix_decode_equals_full_decode_then_trim(model_paths):
 def test_batch_sizes_follow_free_memory():
     # 80 GB free, 0.4 GB per denoised clip, 1.5 GB per decoded clip: 60 % of the memory for each.
     gb = 10 ** 9
-    assert stage.size_batches(80 * gb, int(0.4 * gb), int(1.5 * gb)) == (64, 32)
-    assert stage.size_batches(8 * gb, 1 * gb, 2 * gb) == (4, 2)
-    assert stage.size_batches(1 * gb, 4 * gb, 4 * gb) == (1, 1)  # never below one clip
+    assert devices.size_batches(80 * gb, int(0.4 * gb), int(1.5 * gb)) == (64, 32)
+    assert devices.size_batches(8 * gb, 1 * gb, 2 * gb) == (4, 2)
+    assert devices.size_batches(1 * gb, 4 * gb, 4 * gb) == (1, 1)  # never below one clip
     gen = type("Gen", (), {"device": "cpu"})()
-    assert stage.batch_sizes(RunConfig.for_profile("tiny"), gen) == (stage.CPU_BATCH_SIZE, None)
-    assert stage.batch_sizes(tiny_config("/tmp", "x", batch_size=3, decode_batch_size=2), gen) == (3, 2)
+    assert devices.batch_sizes(RunConfig.for_profile("tiny"), gen) == (devices.CPU_BATCH_SIZE, None)
+    assert devices.batch_sizes(tiny_config("/tmp", "x", batch_size=3, decode_batch_size=2), gen) == (3, 2)
 
 
 # -- CLAP ---------------------------------------------------------------------------------------
@@ -371,7 +373,7 @@ def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths
     lenient = stage.reselect(cfg, {"animal": -1.0, "pitch": -1.0})
     assert all(lenient["accepted"].to_pylist()) and set(lenient["candidate"].to_pylist()) == {0}
     # A higher threshold than lazy sampling stopped at is not decided by the stored candidates.
-    with pytest.raises(stage.UndeterminedSelectionError, match="generates only the missing"):
+    with pytest.raises(UndeterminedSelectionError, match="generates only the missing"):
         stage.reselect(cfg, {"animal": 0.99, "pitch": 0.99})
 
 
@@ -438,8 +440,8 @@ def test_lazy_selection_equals_all_candidates_and_a_higher_threshold_generates_o
 def test_disk_check_refuses_a_run_root_too_small(tmp_path, model_paths, monkeypatch):
     write_spans(str(tmp_path), "d")
     clip = 2 * 44100 * 2 + 44  # 1 s of 16-bit stereo at 44.1 kHz
-    monkeypatch.setattr(stage, "free_bytes", lambda root: 8 * 2 * clip - 1)
-    with pytest.raises(stage.DiskSpaceError, match=r"keep_audio=.selected.*disk_check=false"):
+    monkeypatch.setattr(planning, "free_bytes", lambda root: 8 * 2 * clip - 1)
+    with pytest.raises(planning.DiskSpaceError, match=r"keep_audio=.selected.*disk_check=false"):
         stage.plan_stage(tiny_config(tmp_path, "d"), model_paths)
     # Keeping only the chosen candidates' audio needs one clip per prompt (both tasks' thresholds are equal).
     plan = stage.plan_stage(tiny_config(tmp_path, "d", keep_audio="selected"), model_paths)

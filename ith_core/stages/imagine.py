@@ -7,6 +7,9 @@
     repair_audio(cfg, model_paths, ids)     regenerate damaged stored audio, then collect again
     verify_run(cfg)                         hash every stored file the run's tables name
 
+The rules they apply are in `ith_core.imagination`: planning (mapping, shards, disk), sampling
+(lazy rejection sampling), devices (device pool, model caches, batch sizes), selection.
+
 Files in the run folder (`<run_root>/<run_id>/imagine/`):
 
     mapping.parquet     (example, span occurrence) -> prompt, CLAP text, audio id
@@ -35,31 +38,30 @@ run with a higher threshold generates only the candidates still missing.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import queue
-import socket
-import sys
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.imagination.clap_scoring import NO_CANDIDATE, ClapScorer, first_passing
 from ith_core.config import TASKS, ConfigError, RunConfig
-from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds,
-                              generator_identity, prompt_for)
-from storage.audio_store import (AudioStore, AudioStoreError, audio_bytes_per_clip, free_bytes, pcm16, pcm16_to_float,
-                                 shard_name)
+from ith_core.imagination.devices import batch_sizes, load_models, local_devices, planning_device, worker_identity
+from ith_core.imagination.generators import GenerationSettings, audio_id, candidate_seeds, generator_identity
+from ith_core.imagination.planning import (
+    build_mapping,
+    check_disk,
+    cut_shards,
+    disk_estimate,
+    generator_audio_format,
+    rows_by_id,
+)
+from ith_core.imagination.sampling import Prompt, needs_work, work_spec
+from ith_core.imagination.selection import acceptance, no_audio_message, select
 from ith_core.stages.skeleton import layout_for, stage_key
 from storage import run_files
+from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, pcm16, pcm16_to_float
 from storage.layout import RunLayout, StageNotFinishedError, run_ids
 
 logger = logging.getLogger(__name__)
@@ -68,26 +70,13 @@ STAGE = run_files.IMAGINE
 # Bump when this module changes what the stage writes for the same inputs.
 # 3: the plan and selection keys follow the one scheme of stages/skeleton.py ([stage, version, *parts]).
 IMAGINE_VERSION = 3
-# Clips per generation call on a CPU when imagine.batch_size is unset (CPU time is linear in it).
-CPU_BATCH_SIZE = 8
 # A score this close to a threshold may pass on one machine and fail on another (renderings
 # differ in the last bits): such candidates are counted in the stage report.
 NEAR_THRESHOLD = 1e-4
 
 
-
-
-
 class ShardsMissingError(RuntimeError):
     """Planned shards have no manifest yet; `ith rerun-failed <run>` generates exactly those."""
-
-
-class UndeterminedSelectionError(RuntimeError):
-    """Lazy sampling stopped below a threshold now asked for: the stored candidates do not decide it."""
-
-
-class DiskSpaceError(RuntimeError):
-    """The run root cannot hold the audio the plan expects to write."""
 
 
 class NoAudioError(RuntimeError):
@@ -98,51 +87,12 @@ class UnknownAudioIdError(ValueError):
     """`ith repair-audio` was given audio ids that the run root's audio store does not hold."""
 
 
-def no_audio_message(selection: pa.Table, candidates: pa.Table, num_candidates: int) -> str:
-    """Per task: span occurrences without a passing candidate, the threshold, the best score seen; and the fix."""
-    best: dict[str, float] = {}
-    for audio, score in zip(candidates["audio_id"].to_pylist(), candidates["clap_score"].to_pylist()):
-        if score is not None:
-            best[audio] = max(score, best.get(audio, float("-inf")))
-    parts, fixes = [], []
-    for task in sorted(set(selection["task"].to_pylist())):
-        rows = [r for r in selection.to_pylist() if r["task"] == task and r["audio_id"] is not None]
-        if not rows:
-            continue
-        threshold = float(rows[0]["threshold"])
-        top = max((best[r["audio_id"]] for r in rows if r["audio_id"] in best), default=None)
-        failed = sum(1 for r in rows if not r["accepted"])
-        parts.append(f"task {task}: {failed} of {len(rows)} spans had no candidate at or above its threshold "
-                     f"{threshold:g} (best CLAP score seen {'none' if top is None else f'{top:.3f}'})")
-        if top is not None and failed:
-            fixes.append(f"imagine.thresholds.{task}={np.floor(top * 100) / 100:g}")
-    lower = f" (e.g. --set {' --set '.join(fixes)})" if fixes else ""
-    return (f"no span got imagined audio, so ITH has nothing to fuse; {'; '.join(parts)}; lower the threshold"
-            f"{lower} or raise imagine.num_candidates (now {num_candidates}) so more candidates are tried")
-
-
 def no_audio_error(cfg: RunConfig) -> NoAudioError:
     """The `NoAudioError` of a run whose imagine stage finished without accepting any span occurrence."""
     layout = layout_for(cfg)
     selection = layout.read_table(*run_files.SELECTION)
     candidates = layout.read_table(*run_files.CANDIDATES)
     return NoAudioError(no_audio_message(selection, candidates, cfg.imagine.num_candidates))
-
-
-def planning_device(cfg: RunConfig) -> str:
-    """The device kind shard workers will use; it decides the "auto" dtype, hence the audio ids."""
-    if cfg.device != "auto":
-        return cfg.device
-    if cfg.imagine.task_runner == "ray":
-        # Ray places each shard on a GPU of some node, which this process may not have.
-        return "cuda" if (cfg.imagine.gpus is None or cfg.imagine.gpus > 0) and _cuda_available() else "cpu"
-    return "cuda" if _cuda_available() and cfg.imagine.gpus != 0 else "cpu"
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,110 +114,6 @@ def span_occurrences(layout: RunLayout, cfg: RunConfig) -> list[dict]:
                     rows.append({"example_id": example["example_id"], "task": task, "split": split,
                                  "span_index": -1, "span_text": None})
     return rows
-
-
-def build_mapping(occurrences: Sequence[dict], cfg: RunConfig, settings: GenerationSettings) -> pa.Table:
-    ids: dict[str, str] = {}
-    rows = []
-    for occ in occurrences:
-        prompt, clap_text = prompt_for(occ["span_text"], cfg.imagine)
-        if prompt not in ids:
-            ids[prompt] = audio_id(prompt, settings)
-        rows.append({**occ, "prompt": prompt, "clap_text": clap_text, "audio_id": ids[prompt]})
-    rows.sort(key=lambda r: (r["task"], r["split"], r["example_id"], r["span_index"]))
-    return pa.Table.from_pylist(rows, schema=run_files.MAPPING_SCHEMA)
-
-
-def work_spec(thresholds: Sequence[float], sampling: str, keep_audio: str) -> tuple[float | None, list[float] | None]:
-    """(stop threshold, keep thresholds) of an audio id whose occurrences have these task thresholds.
-
-    Lazy sampling stops at the first candidate passing the highest threshold: for every lower
-    one the first passing candidate comes no later, so each task selects what it would select
-    from all candidates. keep_audio=selected stores the first passing candidate of each threshold.
-    """
-    distinct = sorted({float(t) for t in thresholds})
-    return (distinct[-1] if sampling == "lazy" else None), (distinct if keep_audio == "selected" else None)
-
-
-def _work_key(audio_id_: str, stop: float | None, keep: list[float] | None) -> str:
-    # All candidates with all audio kept is the plain id (the shard names of recipe v1).
-    return audio_id_ if stop is None and keep is None else json.dumps([audio_id_, stop, keep])
-
-
-def needs_work(stored: dict[int, dict], k: int, stop: float | None, keep: list[float] | None) -> bool:
-    """Whether the stored candidate rows of an audio id (index -> row) lack something its spec needs."""
-    scores = {c: r["clap_score"] for c, r in stored.items()}
-    if stop is None:
-        needed = list(range(k))
-        if any(c not in stored for c in needed):
-            return True
-    else:
-        j, decided = first_passing(scores, stop, k)
-        if not decided:
-            return True
-        needed = list(range(j + 1 if j != NO_CANDIDATE else k))
-    if keep is None:
-        return any(stored[c]["audio_path"] is None for c in needed)
-    chosen = {first_passing(scores, t, k)[0] for t in keep} - {NO_CANDIDATE}
-    return any(stored[c]["audio_path"] is None for c in chosen)
-
-
-def _rows_by_id(candidates: pa.Table) -> dict[str, dict[int, dict]]:
-    out: dict[str, dict[int, dict]] = {}
-    for row in candidates.to_pylist():
-        out.setdefault(row["audio_id"], {})[int(row["candidate"])] = row
-    return out
-
-
-def cut_shards(unique: dict[str, tuple], todo: set[str], shard_size: int) -> pa.Table:
-    """Ids with work left, sorted, cut into shards named by their work (ids and sampling spec)."""
-    rows = []
-    ordered = sorted(todo)
-    for index, start in enumerate(range(0, len(ordered), shard_size)):
-        chunk = ordered[start:start + shard_size]
-        name = shard_name([_work_key(a, unique[a][2], unique[a][3]) for a in chunk])
-        rows.extend({"shard": name, "shard_index": index, "audio_id": a, "prompt": unique[a][0],
-                     "clap_text": unique[a][1], "stop_threshold": unique[a][2], "keep_thresholds": unique[a][3]}
-                    for a in chunk)
-    return pa.Table.from_pylist(rows, schema=run_files.PLAN_SCHEMA)
-
-
-def disk_estimate(cfg: RunConfig, plan_rows: pa.Table, k: int, bytes_per_clip: int) -> dict:
-    """Audio the plan writes: an upper bound, and an expectation for lazy sampling at 50 % acceptance.
-
-    keep_audio=selected stores at most one clip per distinct threshold of a prompt; otherwise
-    every generated candidate is stored: k per prompt at most, and with lazy sampling
-    E[n] = sum_c 0.5^c (1.94 of 5) expected when each candidate passes with probability 0.5.
-    Clips are counted at their WAV size (FLAC is smaller by an amount that depends on the audio).
-    """
-    lazy_expected = (1 - 0.5 ** k) / 0.5
-    most, expected = 0, 0.0
-    for keep, stop in zip(plan_rows["keep_thresholds"].to_pylist(), plan_rows["stop_threshold"].to_pylist()):
-        clips = len(keep) if keep is not None else k
-        most += clips
-        expected += clips if keep is not None or stop is None else lazy_expected
-    return {"clips_at_most": most, "bytes_at_most": most * bytes_per_clip, "clips_expected": round(expected, 1),
-            "bytes_expected": int(expected * bytes_per_clip), "bytes_per_clip": bytes_per_clip,
-            "format": cfg.imagine.audio_format}
-
-
-def check_disk(cfg: RunConfig, estimate: dict) -> dict:
-    """Logs the expected disk use; refuses (DiskSpaceError) when the run root cannot hold the upper bound."""
-    free = free_bytes(cfg.run_root)
-    gib = 2 ** 30
-    estimate = {**estimate, "free_bytes": free}
-    logger.info("imagine: audio to write %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
-                estimate["bytes_at_most"] / gib, estimate["clips_at_most"], estimate["format"],
-                estimate["bytes_expected"] / gib, "unknown" if free is None else f"{free / gib:.2f} GiB")
-    if cfg.imagine.disk_check and free is not None and estimate["bytes_at_most"] > free:
-        raise DiskSpaceError(
-            f"run root {cfg.run_root} has {free / gib:.2f} GiB free, imagination may write "
-            f"{estimate['bytes_at_most'] / gib:.2f} GiB of audio ({estimate['clips_at_most']} clips of "
-            f"{estimate['bytes_per_clip'] / 2**20:.2f} MiB; {estimate['bytes_expected'] / gib:.2f} GiB expected). "
-            "Free space, use another --run-root, keep only the chosen candidates' audio "
-            "(--set imagine.keep_audio=\"selected\"), store FLAC (--set imagine.audio_format=\"flac\"), "
-            "or accept the risk with --set imagine.disk_check=false")
-    return estimate
 
 
 def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
@@ -309,14 +155,14 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     unique = {a: (*prompts[a], *work_spec([cfg.imagine.thresholds[t] for t in tasks_of[a]], cfg.imagine.sampling,
                                           cfg.imagine.keep_audio)) for a in prompts}
     store = AudioStore(cfg.run_root)
-    stored = _rows_by_id(store.read_candidates(set(unique)))
+    stored = rows_by_id(store.read_candidates(set(unique)))
     k = settings.num_candidates
     todo = {a for a, spec in unique.items() if needs_work(stored.get(a, {}), k, spec[2], spec[3])}
     shards = cut_shards(unique, todo, cfg.imagine.shard_size)
     names = list(dict.fromkeys(shards["shard"].to_pylist()))
     # Upper bound of the audio written: WAV-sized clips (the generator's rate and channels are
     # not known before loading it; the pipeline's configs are read without loading weights).
-    rate, channels = _generator_audio_format(model_paths["generator"])
+    rate, channels = generator_audio_format(model_paths["generator"])
     disk = check_disk(cfg, disk_estimate(cfg, shards, k, audio_bytes_per_clip(settings.duration_s, rate, channels)))
     plan = {
         "key": key,
@@ -354,181 +200,13 @@ def _in_store_now(layout: RunLayout, plan: dict) -> int:
     return plan["already_in_store"] + sum(1 for name in table["shard"].to_pylist() if name in finished)
 
 
-def _generator_audio_format(folder: str) -> tuple[int, int]:
-    """(sample rate, channels) from the generator's VAE config, without loading weights."""
-    config = Path(folder) / "vae" / "config.json"
-    if config.is_file():
-        vae = json.loads(config.read_text())
-        return int(vae.get("sampling_rate", 44100)), int(vae.get("audio_channels", 2))
-    return 44100, 2
-
-
 def _read_plan(layout: RunLayout) -> dict:
     if not layout.exists(*run_files.PLAN):
         raise ShardsMissingError(f"no imagine plan in {layout.url(STAGE)}; run the imagine stage first")
     return layout.read_json(*run_files.PLAN)
 
-
-# ---------------------------------------------------------------------------------------------
-# Devices and per-process model caches
-
-
-class DevicePool:
-    """Hands each concurrently running shard its own device (one worker per GPU, pinned)."""
-
-    def __init__(self, devices: Sequence[str]) -> None:
-        self.devices = tuple(devices)
-        self._free: queue.Queue[str] = queue.Queue()
-        for device in self.devices:
-            self._free.put(device)
-
-    @contextlib.contextmanager
-    def acquire(self):
-        device = self._free.get()
-        try:
-            yield device
-        finally:
-            self._free.put(device)
-
-
-_POOLS: dict[tuple[str, ...], DevicePool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def device_pool(devices: Sequence[str]) -> DevicePool:
-    with _POOLS_LOCK:
-        return _POOLS.setdefault(tuple(devices), DevicePool(devices))
-
-
-def local_devices(cfg: RunConfig) -> list[str]:
-    """cuda:0..N-1 for the visible GPUs (capped by imagine.gpus), the explicit device, or cpu."""
-    if cfg.device != "auto":
-        return [cfg.device]
-    count = 0
-    if _cuda_available():
-        import torch
-
-        count = torch.cuda.device_count()
-    if cfg.imagine.gpus is not None:
-        count = min(count, cfg.imagine.gpus)
-    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
-
-
-_MODELS: dict[tuple, Any] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _cached_model(key: tuple, build):
-    # Workers run many shards; loading the generator once per process and device, not per shard.
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = build()
-        return _MODELS[key]
-
-
-def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device: str):
-    from ith_core.models.profiles import load_generator
-
-    import torch
-
-    settings = GenerationSettings(**{k: v for k, v in plan["settings"].items() if k != "version"})
-    if generator_identity(model_paths["generator"]) != settings.generator_id:
-        raise ConfigError(f"generator {model_paths['generator']} is not the one this run was planned with "
-                          f"({settings.generator_id}); plan a new run instead of resuming this one")
-    if cfg.imagine.generator == "tone":
-        from ith_core.imagination.tone_generator import ToneGenerator
-
-        generator = ToneGenerator.from_folder(model_paths["generator"], settings)
-    else:
-        pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
-                             lambda: load_generator(model_paths["generator"],
-                                                    torch_dtype=getattr(torch, settings.dtype)).to(device))
-        generator = StableAudioGenerator(pipe, settings, device, decode=cfg.imagine.decode,
-                                         decode_batch_size=cfg.imagine.decode_batch_size)
-    scorer = _cached_model(("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
-                           lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size))
-    return generator, scorer
-
-
-def size_batches(free_bytes_: int, generate_bytes_per_clip: int, decode_bytes_per_clip: int,
-                 fraction: float = 0.6, cap: int = 64) -> tuple[int, int]:
-    """(clips per generation call, clips per VAE decode) that fit `fraction` of the free device memory.
-
-    Per-clip bytes are the marginal peak of one more clip (`StableAudioGenerator.memory_per_clip`
-    measures them on the device); `cap` bounds the generation batch, past which a GPU gains little.
-    """
-    budget = fraction * free_bytes_
-    generate = max(1, min(cap, int(budget // max(1, generate_bytes_per_clip))))
-    decode = max(1, min(generate, int(budget // max(1, decode_bytes_per_clip))))
-    return generate, decode
-
-
-def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, int | None]:
-    """(clips per generation call, clips per decode) from the settings, else from the device.
-
-    On a GPU, unset sizes come from its free memory and the per-clip peaks measured once per
-    process and generator (`memory_per_clip`); on a CPU the generation batch is CPU_BATCH_SIZE
-    clips (time is linear in it) and decoding takes the whole batch.
-    """
-    batch, decode = cfg.imagine.batch_size, cfg.imagine.decode_batch_size
-    if batch is not None and decode is not None:
-        return batch, decode
-    # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
-    if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
-        return batch or CPU_BATCH_SIZE, decode
-    import torch
-
-    key = ("memory", generator.identity, generator.settings.dtype, generator.latent_frames, generator.decode_frames,
-           generator.device)
-    per_clip = _cached_model(key, generator.memory_per_clip)
-    free, _ = torch.cuda.mem_get_info(torch.device(generator.device))
-    auto_batch, auto_decode = size_batches(free, *per_clip)
-    batch = batch or auto_batch
-    decode = decode or min(auto_decode, batch)
-    logger.info("imagine on %s: %.1f GiB free, per clip %.2f GiB generating and %.2f GiB decoding -> batch %d, "
-                "decode %d", generator.device, free / 2**30, per_clip[0] / 2**30, per_clip[1] / 2**30, batch, decode)
-    return batch, decode
-
-
-def worker_identity() -> dict:
-    """Where this shard runs: process, host, and the Ray worker and node when inside a Ray worker."""
-    out: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        context = ray.get_runtime_context()
-        out.update(ray_node_id=context.get_node_id(), ray_worker_id=context.get_worker_id())
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # One shard
-
-
-class _Prompt:
-    """One planned audio id in a shard: its candidates' scores so far and whether it still samples."""
-
-    def __init__(self, row: dict, seeds: list[int], stored: dict[int, dict], k: int) -> None:
-        self.row, self.seeds, self.stored, self.k = row, seeds, stored, k
-        self.stop = row.get("stop_threshold")
-        self.keep = row.get("keep_thresholds")
-        self.scores: dict[int, float] = {}
-        self.open = True
-
-    def audio_needed(self, c: int, score: float) -> bool:
-        """Whether candidate c's audio is stored: always, or (keep selected) when it is the first
-        candidate to pass one of the prompt's thresholds."""
-        if self.keep is None:
-            return True
-        return any(score >= t and not any(s >= t for s in self.scores.values()) for t in self.keep)
-
-    def reusable(self, c: int) -> bool:
-        row = self.stored.get(c)
-        return row is not None and (row["audio_path"] is not None or not self.audio_needed(c, row["clap_score"]))
-
-    def take(self, c: int, score: float) -> None:
-        self.scores[c] = score
-        if (self.stop is not None and score >= self.stop) or c == self.k - 1:
-            self.open = False
 
 
 def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: str | None = None) -> dict:
@@ -562,9 +240,9 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
         if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
             raise ConfigError(f"audio id of prompt {row['prompt']!r} does not match the plan; "
                               "the generation settings changed since planning: plan a new run")
-    stored = _rows_by_id(store.read_candidates({r["audio_id"] for r in rows}))
+    stored = rows_by_id(store.read_candidates({r["audio_id"] for r in rows}))
     stored = {a: {c: r for c, r in by_c.items() if r["clap_id"] == plan["clap_id"]} for a, by_c in stored.items()}
-    prompts = [_Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k),
+    prompts = [Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k),
                        stored.get(row["audio_id"], {}), k) for row in rows]
     timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
     manifest_rows: list[dict] = []
@@ -642,73 +320,7 @@ def write_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Selection
-
-
-def _scores_by_id(candidates: pa.Table) -> dict[str, dict[int, tuple[float, str | None]]]:
-    out: dict[str, dict[int, tuple[float, str | None]]] = {}
-    for a, c, s, p in zip(*(candidates[n].to_pylist() for n in ("audio_id", "candidate", "clap_score", "audio_path"))):
-        out.setdefault(a, {})[int(c)] = (float(s), p)
-    return out
-
-
-def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float], store_url, k: int) -> pa.Table:
-    """Per span occurrence: the first candidate at or above its task's threshold (rule of the method).
-
-    Raises `UndeterminedSelectionError` when the stored candidates of an audio id do not decide
-    it (lazy sampling stopped below this threshold): `ith run` with that threshold generates the
-    missing candidates.
-    """
-    by_id = _scores_by_id(candidates)
-    out, undecided = [], set()
-    for row in mapping.to_pylist():
-        threshold = thresholds[row["task"]]
-        cands = by_id.get(row["audio_id"], {})
-        chosen, decided = first_passing({c: s for c, (s, _) in cands.items()}, threshold, k)
-        if not decided:
-            undecided.add(row["audio_id"])
-            continue
-        if chosen != NO_CANDIDATE and cands[chosen][1] is None:
-            raise RuntimeError(f"candidate {chosen} of audio id {row['audio_id']} is chosen at threshold {threshold} "
-                               "but its audio was not kept (imagine.keep_audio=selected kept other thresholds' "
-                               "choices): rerun the stage with this threshold to store it")
-        score = cands[chosen][0] if chosen != NO_CANDIDATE else None
-        out.append({
-            "example_id": row["example_id"], "task": row["task"], "split": row["split"],
-            "span_index": row["span_index"], "span_text": row["span_text"], "audio_id": row["audio_id"],
-            "threshold": threshold, "candidate": chosen, "clap_score": score,
-            "audio_path": store_url(cands[chosen][1]) if chosen != NO_CANDIDATE else None,
-            "accepted": chosen != NO_CANDIDATE,
-        })
-    if undecided:
-        raise UndeterminedSelectionError(
-            f"the stored candidates of {len(undecided)} audio id(s) (e.g. {sorted(undecided)[0]}) do not decide the "
-            f"selection at thresholds {thresholds}: lazy sampling stopped below them; run the imagine stage with "
-            "these thresholds (`ith run --set imagine.thresholds.TASK=...`), which generates only the missing "
-            "candidates")
-    return pa.Table.from_pylist(out, schema=run_files.SELECTION_SCHEMA)
-
-
-def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float], k: int) -> pa.Table:
-    """Accepted span occurrences per task at every threshold of the grid (no regeneration needed).
-
-    `undetermined`: occurrences whose stored candidates cannot tell (lazy sampling stopped at a
-    lower threshold and no stored candidate reaches this one); `accepted` is then a lower bound
-    and `rate` counts them as rejected. `sampling=all` leaves none undetermined.
-    """
-    by_id = {a: {c: s for c, (s, _) in cands.items()} for a, cands in _scores_by_id(candidates).items()}
-    rows = []
-    tasks = sorted(set(mapping["task"].to_pylist()))
-    ids_task = list(zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()))
-    for threshold in grid:
-        decisions = {a: first_passing(scores, threshold, k) for a, scores in by_id.items()}
-        for task in tasks:
-            ids = [a for a, t in ids_task if t == task]
-            accepted = sum(1 for a in ids if decisions[a][0] != NO_CANDIDATE)
-            undetermined = sum(1 for a in ids if not decisions[a][1])
-            rows.append({"task": task, "threshold": float(threshold), "occurrences": len(ids), "accepted": accepted,
-                         "undetermined": undetermined, "rate": accepted / len(ids) if ids else 0.0})
-    return pa.Table.from_pylist(rows)
+# Collection, verification and repair
 
 
 def _specs(mapping: pa.Table, cfg: RunConfig, plan: dict) -> dict[str, tuple[float | None, list[float] | None]]:
@@ -810,7 +422,7 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         raise AudioStoreError(f"{error}\n{_repair_hint(cfg, error.audio_ids)}", error.audio_ids) from None
     k = plan["settings"]["num_candidates"]
     specs = _specs(mapping, cfg, plan)
-    by_id = _rows_by_id(candidates)
+    by_id = rows_by_id(candidates)
     incomplete = sorted(a for a in needed if needs_work(by_id.get(a, {}), k, *specs[a]))
     if incomplete:
         raise RuntimeError(f"audio store {store.url('')} lacks candidates (or their audio) of {len(incomplete)} audio "

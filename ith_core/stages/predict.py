@@ -205,9 +205,10 @@ def _generation_settings(plan: dict):
 
 def _stored_candidates(store, specs: dict[str, tuple], num_candidates: int) -> dict[str, list[dict]]:
     """audio id -> its candidate rows (sorted), for ids whose stored candidates satisfy their sampling spec."""
-    from ith_core.stages.imagine import _rows_by_id, needs_work
+    from ith_core.imagination.planning import rows_by_id
+    from ith_core.imagination.sampling import needs_work
 
-    by_id = _rows_by_id(store.read_candidates(set(specs))) if specs else {}
+    by_id = rows_by_id(store.read_candidates(set(specs))) if specs else {}
     return {a: [rows[c] for c in sorted(rows)] for a, rows in by_id.items()
             if not needs_work(rows, num_candidates, *specs[a])}
 
@@ -245,7 +246,7 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
 def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans: list[dict], device: str) -> dict:
     """Adds prompt, audio id, source (reused / generated) and candidate rows to every span; returns counts."""
     from ith_core.imagination.generators import audio_id, prompt_for
-    from ith_core.stages.imagine import work_spec
+    from ith_core.imagination.sampling import work_spec
     from storage.audio_store import AudioStore
 
     settings = _generation_settings(plan)

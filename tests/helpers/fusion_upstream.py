@@ -18,7 +18,7 @@ RATE = 22050
 
 def fabricate_upstream(cfg: RunConfig) -> dict:
     """ingest (real), spans, imagine (fabricated with the real schemas and the real selection rule)."""
-    from ith_core.stages import imagine as imagine_stage
+    from ith_core.imagination.selection import select
     from ith_core.stages import skeleton
     from ith_core.stages import ingest as ingest_stage
     from ith_core.stages import spans as spans_stage
@@ -74,7 +74,7 @@ def fabricate_upstream(cfg: RunConfig) -> dict:
     store.write_manifest("part-fabricated", rows)
     mapping_t = pa.Table.from_pylist(mapping, schema=run_files.MAPPING_SCHEMA)
     candidates_t = pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA)
-    selection = imagine_stage.select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url, 2)
+    selection = select(mapping_t, candidates_t, {"animal": 0.3, "pitch": 0.3}, store.url, 2)
     layout.write_table(mapping_t, *run_files.MAPPING)
     layout.write_table(candidates_t, *run_files.CANDIDATES)
     layout.write_table(selection, *run_files.SELECTION)

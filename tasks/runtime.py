@@ -31,6 +31,7 @@ CORE_LOGGER = "ith_core"
 # Its trainer's epoch lines (loss, dev accuracy) come through `ith_core.stages.fusion.progress`.
 ROUTED = ("ith_core.data.auditorybench", "ith_core.stages.ingest", "ith_core.models.span_detector", "ith_core.models.profiles",
           "ith_core.stages.imagine", "ith_core.imagination.generators", "ith_core.imagination.clap_scoring", "ith_core.report.loading",
+          "ith_core.imagination.planning", "ith_core.imagination.devices",
           "ith_core.report.charts", "ith_core.report.rendering",
           "ith_core.stages.fusion.progress")
 

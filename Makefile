@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench
+.PHONY: setup run test lint bench
 
 setup: .venv/.setup-done
 
@@ -26,9 +26,15 @@ ifneq ($(SHARED_BENCH),)
 endif
 	.venv/bin/ith run $(ARGS)
 
-test: setup
+test: setup lint
 	./scripts/setup-browser.sh
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+# Lint, formatting and the import layers (pyproject.toml's [tool.ruff] and [tool.importlinter]).
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 bench: setup
 	.venv/bin/python benchmarks/bench_ingest.py

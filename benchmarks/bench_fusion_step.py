@@ -60,7 +60,9 @@ def main() -> None:
     labels = torch.full((b, seq), -100, device=device)
     labels[:, 10] = input_ids[:, 10]
     batch = {
-        "input_ids": input_ids, "attention_mask": torch.ones(b, seq, dtype=torch.long, device=device), "labels": labels,
+        "input_ids": input_ids,
+        "attention_mask": torch.ones(b, seq, dtype=torch.long, device=device),
+        "labels": labels,
         "span_batch": torch.arange(b, device=device),
         "span_positions": torch.arange(20, 24, device=device).expand(b, 4).contiguous(),
         "span_position_mask": torch.ones(b, 4, dtype=torch.long, device=device),
@@ -93,15 +95,24 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
-    result = {"benchmark": "fusion_training_step", "device": str(device),
-              "gpu": torch.cuda.get_device_name(device) if cuda else None, "precision": args.precision,
-              "torch": torch.__version__, "small": args.small, "batch": b, "seq_len": seq, "audio_tokens": audio_tokens,
-              "parameters": sum(p.numel() for p in model.parameters()),
-              "seconds_per_step": sorted(seconds)[len(seconds) // 2], "seconds": [round(s, 4) for s in seconds],
-              "environment": environment("cuda" if cuda else "cpu"),
-              "examples_per_s": round(b / sorted(seconds)[len(seconds) // 2], 2),
-              "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
-              "losses_finite": all(map(lambda x: x == x and abs(x) < float("inf"), losses))}
+    result = {
+        "benchmark": "fusion_training_step",
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "precision": args.precision,
+        "torch": torch.__version__,
+        "small": args.small,
+        "batch": b,
+        "seq_len": seq,
+        "audio_tokens": audio_tokens,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds_per_step": sorted(seconds)[len(seconds) // 2],
+        "seconds": [round(s, 4) for s in seconds],
+        "environment": environment("cuda" if cuda else "cpu"),
+        "examples_per_s": round(b / sorted(seconds)[len(seconds) // 2], 2),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+        "losses_finite": all(map(lambda x: x == x and abs(x) < float("inf"), losses)),
+    }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

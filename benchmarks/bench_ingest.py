@@ -21,8 +21,8 @@ import fsspec
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from ith_core.data.auditorybench import TASK_DIRS, ingest  # noqa: E402
 from ith_core.config import SPLITS, TASKS  # noqa: E402
+from ith_core.data.auditorybench import TASK_DIRS, ingest  # noqa: E402
 
 TARGET_S = 5.0
 
@@ -49,10 +49,12 @@ def best_of(repeats: int, fn, *args) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("ITH_AUDITORYBENCH_DIR")
-                        or str(REPO_ROOT.parent / "shared" / "auditorybench"),
-                        help="benchmark directory or fsspec URL (default: $ITH_AUDITORYBENCH_DIR, "
-                             "else ../shared/auditorybench beside the repository)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("ITH_AUDITORYBENCH_DIR") or str(REPO_ROOT.parent / "shared" / "auditorybench"),
+        help="benchmark directory or fsspec URL (default: $ITH_AUDITORYBENCH_DIR, "
+        "else ../shared/auditorybench beside the repository)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each; the best counts")
     args = parser.parse_args()
     if args.repeats < 1:
@@ -66,8 +68,10 @@ def main() -> None:
 
     print(f"data: {args.data_dir} ({len(result.counts)} files, {rows} rows), best of {args.repeats}")
     print(f"baseline csv.DictReader: {base_s:.4f} s  {rows / base_s:,.0f} rows/s")
-    print(f"ingest:                  {ingest_s:.4f} s  {rows / ingest_s:,.0f} rows/s  "
-          f"({ingest_s / base_s:.1f}x the baseline)")
+    print(
+        f"ingest:                  {ingest_s:.4f} s  {rows / ingest_s:,.0f} rows/s  "
+        f"({ingest_s / base_s:.1f}x the baseline)"
+    )
     print(f"target < {TARGET_S:.0f} s: {'met' if ingest_s < TARGET_S else 'MISSED'}")
     if ingest_s >= TARGET_S:
         sys.exit(1)

@@ -89,8 +89,12 @@ def timed(fn, repeats: int) -> dict:
             seconds.append(time.perf_counter() - started)
         peaks.append(rss.bytes)
         print(f"    {seconds[-1]:.2f} s, peak +{rss.bytes / 2**20:.0f} MiB", flush=True)
-    return {"seconds": [round(s, 3) for s in seconds], "median_s": round(sorted(seconds)[len(seconds) // 2], 3),
-            "peak_rss_bytes": max(peaks), "result": out}
+    return {
+        "seconds": [round(s, 3) for s in seconds],
+        "median_s": round(sorted(seconds)[len(seconds) // 2], 3),
+        "peak_rss_bytes": max(peaks),
+        "result": out,
+    }
 
 
 def measure(threads: int, repeats: int) -> dict:
@@ -99,11 +103,11 @@ def measure(threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from ith_core.data import auditorybench
-    from ith_core.models import profiles
     from ith_core.audio import resample, to_mono
+    from ith_core.data import auditorybench
     from ith_core.imagination.clap_scoring import ClapScorer
     from ith_core.imagination.generators import decoder_reach_frames
+    from ith_core.models import profiles
     from storage.audio_store import encode_audio, pcm16
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -133,16 +137,24 @@ def measure(threads: int, repeats: int) -> dict:
         handle = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
         try:
             latents = torch.randn(1, pipe.transformer.config.in_channels, frames)
-            pipe("dog barking sound", negative_prompt="Low quality", num_inference_steps=1,
-                 audio_end_in_s=DURATION_S, guidance_scale=7.0, latents=latents, output_type="latent")
+            pipe(
+                "dog barking sound",
+                negative_prompt="Low quality",
+                num_inference_steps=1,
+                audio_end_in_s=DURATION_S,
+                guidance_scale=7.0,
+                latents=latents,
+                output_type="latent",
+            )
         finally:
             handle.remove()
         return captured["args"], captured["kwargs"]
 
     with torch.inference_mode():
         print("T5 prompt encoding (prompt + negative prompt)", flush=True)
-        comp["text_encode"] = timed(lambda: pipe.encode_prompt(["dog barking sound"], "cpu", True, ["Low quality"])
-                                    is not None, repeats)
+        comp["text_encode"] = timed(
+            lambda: pipe.encode_prompt(["dog barking sound"], "cpu", True, ["Low quality"]) is not None, repeats
+        )
         for name, frames in (("dit_step_exact", exact), ("dit_step_full", full)):
             args, kwargs = dit_inputs(frames)
             print(f"DiT step, {frames} frames, CFG batch {args[0].shape[0]}", flush=True)
@@ -153,9 +165,11 @@ def measure(threads: int, repeats: int) -> dict:
         print(f"VAE decode, full {full} frames", flush=True)
         comp["vae_decode_full"] = timed(lambda: pipe.vae.decode(latents).sample[:, :, :samples], 1)
         a, b = comp["vae_decode_full"].pop("result"), comp["vae_decode_prefix"].pop("result")
-        out["prefix_decode_check"] = {"max_abs_diff": float((a - b).abs().max()),
-                                      "max_abs_full": float(a.abs().max()),
-                                      "rms_full": float(a.pow(2).mean().sqrt())}
+        out["prefix_decode_check"] = {
+            "max_abs_diff": float((a - b).abs().max()),
+            "max_abs_full": float(a.abs().max()),
+            "rms_full": float(a.pow(2).mean().sqrt()),
+        }
         print(f"  prefix vs full decode: {out['prefix_decode_check']}", flush=True)
         wave = (a / a.abs().max().clamp(min=1e-6) * 0.5).numpy()[0]  # a playable-range clip
         for fmt in ("wav", "flac"):
@@ -218,20 +232,36 @@ def project(measured: dict, dedup: dict, rates=(0.3, 0.5, 0.8), steps: int = STE
 
     def per_prompt(dit: float, decode: float, write: float, n: float, encodes: float) -> dict:
         generate = n * (steps * dit + decode)
-        return {"clips": round(n, 4), "generate_s": round(generate, 2), "text_s": round(encodes * c["text_encode"], 2),
-                "write_s": round(n * write, 3), "clap_s": round(n * clap_clip, 2),
-                "total_s": round(generate + encodes * c["text_encode"] + n * write + n * clap_clip, 2)}
+        return {
+            "clips": round(n, 4),
+            "generate_s": round(generate, 2),
+            "text_s": round(encodes * c["text_encode"], 2),
+            "write_s": round(n * write, 3),
+            "clap_s": round(n * clap_clip, 2),
+            "total_s": round(generate + encodes * c["text_encode"] + n * write + n * clap_clip, 2),
+        }
 
     ref_prompts = dedup["distinct_per_task_split"]
     ref = per_prompt(c["dit_step_full"], c["vae_decode_full"], c["encode_wav"], CANDIDATES, 1)
     ref_total = ref["total_s"] * ref_prompts
     dedup_gain = ref_prompts / dedup["distinct_prompts"]
-    out = {"steps": steps, "candidates": CANDIDATES, "occurrences": occurrences,
-           "distinct_prompts": dedup["distinct_prompts"], "per_split_dedup": dedup["reference_per_split_dedup"],
-           "global_dedup": dedup["global_dedup"], "dedup_gain": round(dedup_gain, 4),
-           "reference": {**ref, "prompts": ref_prompts, "seconds_per_occurrence": round(ref_total / occurrences, 2),
-                         "whole_benchmark_hours_one_device": round(ref_total / 3600, 1)},
-           "ast_clip_s": c["ast_clip"], "modes": []}
+    out = {
+        "steps": steps,
+        "candidates": CANDIDATES,
+        "occurrences": occurrences,
+        "distinct_prompts": dedup["distinct_prompts"],
+        "per_split_dedup": dedup["reference_per_split_dedup"],
+        "global_dedup": dedup["global_dedup"],
+        "dedup_gain": round(dedup_gain, 4),
+        "reference": {
+            **ref,
+            "prompts": ref_prompts,
+            "seconds_per_occurrence": round(ref_total / occurrences, 2),
+            "whole_benchmark_hours_one_device": round(ref_total / 3600, 1),
+        },
+        "ast_clip_s": c["ast_clip"],
+        "modes": [],
+    }
     for latent in ("full", "exact"):
         dit = c["dit_step_full" if latent == "full" else "dit_step_exact"]
         for sampling, p in [("all", None)] + [("lazy", r) for r in rates]:
@@ -239,13 +269,19 @@ def project(measured: dict, dedup: dict, rates=(0.3, 0.5, 0.8), steps: int = STE
             # A prompt is encoded once per round it takes part in: E[n] rounds on average.
             ours = per_prompt(dit, c["vae_decode_prefix"], c["encode_flac"], n, n if sampling == "lazy" else 1)
             total = ours["total_s"] * dedup["distinct_prompts"]
-            out["modes"].append({"latent_length": latent, "sampling": sampling, "acceptance_rate": p, **ours,
-                                 "seconds_per_occurrence": round(total / occurrences, 2),
-                                 "per_prompt_speedup": round(ref["total_s"] / ours["total_s"], 3),
-                                 "whole_benchmark_speedup": round(ref_total / total, 3),
-                                 "lower_bound_speedup": round(CANDIDATES / n * dedup_gain, 3)
-                                 if latent == "full" else None,
-                                 "whole_benchmark_hours_one_device": round(total / 3600, 1)})
+            out["modes"].append(
+                {
+                    "latent_length": latent,
+                    "sampling": sampling,
+                    "acceptance_rate": p,
+                    **ours,
+                    "seconds_per_occurrence": round(total / occurrences, 2),
+                    "per_prompt_speedup": round(ref["total_s"] / ours["total_s"], 3),
+                    "whole_benchmark_speedup": round(ref_total / total, 3),
+                    "lower_bound_speedup": round(CANDIDATES / n * dedup_gain, 3) if latent == "full" else None,
+                    "whole_benchmark_hours_one_device": round(total / 3600, 1),
+                }
+            )
     return out
 
 
@@ -255,9 +291,13 @@ def paper_environment(threads: int) -> dict:
 
     from benchmarks.environment import environment
 
-    return {**environment("cpu", threads), "processor": platform.processor() or platform.machine(),
-            "dtype": "float32", "cuda": torch.cuda.is_available(),
-            "note": "full-size architectures with random weights; per-clip timings on a shared 2-core machine"}
+    return {
+        **environment("cpu", threads),
+        "processor": platform.processor() or platform.machine(),
+        "dtype": "float32",
+        "cuda": torch.cuda.is_available(),
+        "note": "full-size architectures with random weights; per-clip timings on a shared 2-core machine",
+    }
 
 
 def main() -> None:
@@ -274,10 +314,18 @@ def main() -> None:
         result.pop("projection", None)
     else:
         started = time.perf_counter()
-        result = {"benchmark": "paper_size_components", "environment": paper_environment(args.threads),
-                  "settings": {"steps": STEPS, "candidates": CANDIDATES, "duration_s": DURATION_S,
-                               "guidance_scale": 7.0, "repeats": args.repeats},
-                  "measured": measure(args.threads, args.repeats)}
+        result = {
+            "benchmark": "paper_size_components",
+            "environment": paper_environment(args.threads),
+            "settings": {
+                "steps": STEPS,
+                "candidates": CANDIDATES,
+                "duration_s": DURATION_S,
+                "guidance_scale": 7.0,
+                "repeats": args.repeats,
+            },
+            "measured": measure(args.threads, args.repeats),
+        }
         result["wall_s"] = round(time.perf_counter() - started, 1)
     result["dedup"] = benchmark_dedup()
     result["projection"] = project(result["measured"], result["dedup"], rates)

@@ -64,13 +64,33 @@ def make_data(root: Path, n_examples: int, n_audios: int, duration_s: float, rat
         word = WORDS[i % len(WORDS)]
         sentence = f"The sound of a {word} is [MASK] than the sound of a bell."
         example_id = f"bench/{split}/{i:05d}"
-        examples.append({"example_id": example_id, "task": "pitch", "split": split, "sentence": sentence,
-                         "answer": "higher" if rng.random() < 0.5 else "lower", "options": None, "flags": []})
+        examples.append(
+            {
+                "example_id": example_id,
+                "task": "pitch",
+                "split": split,
+                "sentence": sentence,
+                "answer": "higher" if rng.random() < 0.5 else "lower",
+                "options": None,
+                "flags": [],
+            }
+        )
         start = sentence.index(word)
         a = i % n_audios
-        selection.append({"example_id": example_id, "task": "pitch", "split": split, "span_index": 0,
-                          "span_text": word, "char_start": start, "char_end": start + len(word),
-                          "audio_id": f"audio-{a}", "audio_path": str(wavs / f"{a}.wav"), "sample_rate": rate})
+        selection.append(
+            {
+                "example_id": example_id,
+                "task": "pitch",
+                "split": split,
+                "span_index": 0,
+                "span_text": word,
+                "char_start": start,
+                "char_end": start + len(word),
+                "audio_id": f"audio-{a}",
+                "audio_path": str(wavs / f"{a}.wav"),
+                "sample_rate": rate,
+            }
+        )
     pq.write_table(pa.Table.from_pylist(examples), root / "examples.parquet")
     pq.write_table(pa.Table.from_pylist(selection), root / "selection.parquet")
     return {"examples": str(root / "examples.parquet"), "selection": str(root / "selection.parquet")}
@@ -123,8 +143,10 @@ def run_loop(spec, job, accelerate: bool) -> float:
         model, optimizer, train_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, scheduler)
         backward = accelerator.backward
     else:
+
         def backward(loss):
             loss.backward()
+
     seconds, seen = timed_loop(model, train_dl, optimizer, scheduler, backward, cfg.epochs, sampler)
     return seen / seconds
 
@@ -139,13 +161,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from ith_core.data import auditorybench
-
-    from ith_core.models import profiles
-    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
     from ith_core.config import FusionConfig
-    from ith_core.models.profiles import load_audio_encoder
+    from ith_core.data import auditorybench
+    from ith_core.fusion.audio_features import precompute_audio_features, read_selection
     from ith_core.fusion.training import TrainJob, TrainSpec, train_job
+    from ith_core.models import profiles
+    from ith_core.models.profiles import load_audio_encoder
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 
@@ -162,20 +183,37 @@ def main(argv=None) -> int:
         encoder, extractor = load_audio_encoder(paths["audio_encoder"])
         tracemalloc.start()
         store = FeatureStore(RunLayout(str(root), "run"), "features")
-        pre = precompute_audio_features(rows, encoder, extractor, store, trainable_encoder=False, audio_tokens=8,
-                                        batch_size=16, shard_size=256)
-        results["precompute"] = {"audios": pre["audios_encoded"], "audio_s": args.duration,
-                                 "audios_per_s": pre["audios_per_s"], "seconds": pre["seconds"],
-                                 "python_heap_peak_mib": round(tracemalloc.get_traced_memory()[1] / 2**20, 1),
-                                 "peak_rss_mib": round(peak_rss_mib(), 1)}
+        pre = precompute_audio_features(
+            rows, encoder, extractor, store, trainable_encoder=False, audio_tokens=8, batch_size=16, shard_size=256
+        )
+        results["precompute"] = {
+            "audios": pre["audios_encoded"],
+            "audio_s": args.duration,
+            "audios_per_s": pre["audios_per_s"],
+            "seconds": pre["seconds"],
+            "python_heap_peak_mib": round(tracemalloc.get_traced_memory()[1] / 2**20, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        }
         tracemalloc.stop()
 
         # -- training: bare vs Accelerate vs the entry point -------------------------------------------
-        fusion = FusionConfig(num_heads=4, ffn_dim=256, audio_tokens=8, learning_rates={"pitch": 1e-3},
-                              batch_size=32, epochs=args.epochs, mixed_precision="no")
-        spec = TrainSpec(lm_path=str(paths["lm"]), examples_path=data["examples"], output_dir=str(root / "train"),
-                         selection_path=data["selection"], features_dir=str(root / "run" / "features"),
-                         fusion={k: getattr(fusion, k) for k in fusion.__dataclass_fields__})
+        fusion = FusionConfig(
+            num_heads=4,
+            ffn_dim=256,
+            audio_tokens=8,
+            learning_rates={"pitch": 1e-3},
+            batch_size=32,
+            epochs=args.epochs,
+            mixed_precision="no",
+        )
+        spec = TrainSpec(
+            lm_path=str(paths["lm"]),
+            examples_path=data["examples"],
+            output_dir=str(root / "train"),
+            selection_path=data["selection"],
+            features_dir=str(root / "run" / "features"),
+            fusion={k: getattr(fusion, k) for k in fusion.__dataclass_fields__},
+        )
         job = TrainJob("pitch", "ith", 0)
         bare, accel = [], []
         tracemalloc.start()
@@ -187,11 +225,15 @@ def main(argv=None) -> int:
         report = train_job(spec, job)
         best_bare, best_accel = max(bare), max(accel)
         results["train"] = {
-            "train_examples": args.examples * 3 // 4, "batch_size": 32, "epochs": args.epochs,
-            "bare_samples_per_s": round(best_bare, 1), "accelerate_samples_per_s": round(best_accel, 1),
+            "train_examples": args.examples * 3 // 4,
+            "batch_size": 32,
+            "epochs": args.epochs,
+            "bare_samples_per_s": round(best_bare, 1),
+            "accelerate_samples_per_s": round(best_accel, 1),
             "accelerate_vs_bare": round(best_accel / best_bare, 3),
             "accelerate_overhead_pct": round(100 * (best_bare / best_accel - 1), 1),
-            "all_bare": [round(x, 1) for x in bare], "all_accelerate": [round(x, 1) for x in accel],
+            "all_bare": [round(x, 1) for x in bare],
+            "all_accelerate": [round(x, 1) for x in accel],
             "entry_point_samples_per_s": report["train_samples_per_s"],
             "entry_point_vs_bare": round(report["train_samples_per_s"] / best_bare, 3),
             "entry_point_seconds": report["seconds"],
@@ -202,14 +244,20 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=2))
     else:
         p, t = results["precompute"], results["train"]
-        print(f"precompute: {p['audios']} audios of {p['audio_s']} s in {p['seconds']} s = {p['audios_per_s']} audios/s; "
-              f"python heap peak {p['python_heap_peak_mib']} MiB, peak RSS {p['peak_rss_mib']} MiB")
+        print(
+            f"precompute: {p['audios']} audios of {p['audio_s']} s in {p['seconds']} s = {p['audios_per_s']} audios/s; "
+            f"python heap peak {p['python_heap_peak_mib']} MiB, peak RSS {p['peak_rss_mib']} MiB"
+        )
         print(f"train (fusion LM, {t['train_examples']} examples x {t['epochs']} epochs, batch 32, CPU):")
         print(f"  bare PyTorch loop      {t['bare_samples_per_s']:8.1f} samples/s  (1.000)  runs {t['all_bare']}")
-        print(f"  Accelerate loop        {t['accelerate_samples_per_s']:8.1f} samples/s  ({t['accelerate_vs_bare']:.3f})  "
-              f"runs {t['all_accelerate']}; overhead {t['accelerate_overhead_pct']} % (target < 10 %)")
-        print(f"  train_job entry point  {t['entry_point_samples_per_s']:8.1f} samples/s  ({t['entry_point_vs_bare']:.3f})  "
-              "incl. per-epoch dev pass, save_state and dev-best save")
+        print(
+            f"  Accelerate loop        {t['accelerate_samples_per_s']:8.1f} samples/s  ({t['accelerate_vs_bare']:.3f})  "
+            f"runs {t['all_accelerate']}; overhead {t['accelerate_overhead_pct']} % (target < 10 %)"
+        )
+        print(
+            f"  train_job entry point  {t['entry_point_samples_per_s']:8.1f} samples/s  ({t['entry_point_vs_bare']:.3f})  "
+            "incl. per-epoch dev pass, save_state and dev-best save"
+        )
         print(f"  python heap peak {t['python_heap_peak_mib']} MiB, process peak RSS {t['peak_rss_mib']} MiB")
     return 0
 

@@ -30,11 +30,16 @@ def commit() -> str:
     the code that produced the numbers (a benchmark writing its own results file is not a change
     of code)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                  ":(exclude)benchmarks/results"], cwd=REPO, capture_output=True, text=True,
-                                 check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if changed else "")
@@ -49,8 +54,15 @@ def environment(device: str = "cpu", threads: int | None = None) -> dict:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    return {"machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": threads if threads is not None else torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(), "device": device,
-            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-            "versions": versions, "commit": commit()}
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "versions": versions,
+        "commit": commit(),
+    }

@@ -34,21 +34,30 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_imagine import full_size_models
-    from ith_core.imagination.devices import batch_sizes
-    from ith_core.models import profiles
+
     from ith_core.config import RunConfig
+    from ith_core.imagination.devices import batch_sizes
     from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, candidate_seeds
+    from ith_core.models import profiles
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     tiny = {r: str(p) for r, p in profiles.ensure_tiny_profile(["dog barking sound", "a low hum"] * 200).items()}
-    pipe = (profiles.load_generator(tiny["generator"], torch_dtype=dtype).to(device) if args.tiny
-            else full_size_models(tiny, device, dtype)[0])
+    pipe = (
+        profiles.load_generator(tiny["generator"], torch_dtype=dtype).to(device)
+        if args.tiny
+        else full_size_models(tiny, device, dtype)[0]
+    )
     cfg = RunConfig.for_profile("paper", device=device, imagine={"num_inference_steps": 2, "latent_length": "full"})
     settings = GenerationSettings.from_config(cfg.imagine, "memory-check", device)
     generator = StableAudioGenerator(pipe, settings, device)
-    out = {"device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-           "dtype": settings.dtype, "latent_frames": generator.latent_frames, "decode_frames": generator.decode_frames}
+    out = {
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "dtype": settings.dtype,
+        "latent_frames": generator.latent_frames,
+        "decode_frames": generator.decode_frames,
+    }
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         out.update(free_bytes_before=free, total_bytes=total)
@@ -67,8 +76,11 @@ def main() -> None:
         torch.cuda.synchronize()
         out["peak_bytes"] = torch.cuda.max_memory_allocated()
         out["peak_fraction_of_total"] = round(out["peak_bytes"] / out["total_bytes"], 3)
-    out.update(seconds_call=round(time.perf_counter() - started, 2), clips=int(audio.shape[0] * audio.shape[1]),
-               finite=bool(torch.isfinite(audio).all()))
+    out.update(
+        seconds_call=round(time.perf_counter() - started, 2),
+        clips=int(audio.shape[0] * audio.shape[1]),
+        finite=bool(torch.isfinite(audio).all()),
+    )
     print(json.dumps(out, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

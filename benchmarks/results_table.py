@@ -72,66 +72,88 @@ def performance() -> None:
         raise SystemExit("benchmarks/results/ lacks imagine_tiny_cpu.json or paper_size_cpu.json")
     s, env, d = tiny["settings"], tiny["environment"], tiny["dedup"]
     ref = tiny["reference"]
-    print(f"**Tiny profile, CPU** (`imagine_tiny_cpu.json`: {s['prompts']} prompts x {s['candidates']} candidates, "
-          f"{s['steps']} steps, {s['duration_s']} s clips, torch {env['versions']['torch']}, {env['torch_threads']} "
-          f"thread(s); stage threshold {s['threshold']} = median reference score). Reference-style loop "
-          f"{ref['seconds'] / s['prompts']:.2f} s/prompt. Dedup over the whole benchmark: {d['occurrences']} span "
-          f"occurrences, {d['distinct_prompts']} distinct prompts ({d['global_dedup']}x); the reference's per-split "
-          f"skip leaves {d['distinct_per_task_split']} ({d['reference_per_split_dedup']}x), so ours adds "
-          f"{d['global_dedup'] / d['reference_per_split_dedup']:.3f}x over it.\n")
+    print(
+        f"**Tiny profile, CPU** (`imagine_tiny_cpu.json`: {s['prompts']} prompts x {s['candidates']} candidates, "
+        f"{s['steps']} steps, {s['duration_s']} s clips, torch {env['versions']['torch']}, {env['torch_threads']} "
+        f"thread(s); stage threshold {s['threshold']} = median reference score). Reference-style loop "
+        f"{ref['seconds'] / s['prompts']:.2f} s/prompt. Dedup over the whole benchmark: {d['occurrences']} span "
+        f"occurrences, {d['distinct_prompts']} distinct prompts ({d['global_dedup']}x); the reference's per-split "
+        f"skip leaves {d['distinct_per_task_split']} ({d['reference_per_split_dedup']}x), so ours adds "
+        f"{d['global_dedup'] / d['reference_per_split_dedup']:.3f}x over it.\n"
+    )
     print("| mode | s/prompt | candidates/prompt | per prompt vs reference | whole benchmark, with dedup |")
     print("|---|---|---|---|---|")
     for m in tiny["modes"]:
         default = " (default)" if (m["latent_length"], m["sampling"]) == ("full", "lazy") else ""
-        print(f"| {m['latent_length']}, {m['sampling']}{default} | {m['seconds_per_prompt']:.2f} | "
-              f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
-              f"{m['whole_benchmark_speedup']:.2f}x |")
+        print(
+            f"| {m['latent_length']}, {m['sampling']}{default} | {m['seconds_per_prompt']:.2f} | "
+            f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
+            f"{m['whole_benchmark_speedup']:.2f}x |"
+        )
     c = paper["measured"]["components"]
     pe, pr = paper["environment"], paper["projection"]
     check = paper["measured"]["prefix_decode_check"]
-    print(f"\n**Paper size, CPU, measured** (`paper_size_cpu.json`: random weights, float32, {pe['torch_threads']} "
-          f"thread(s), shared machine): DiT step (CFG batch 2) {c['dit_step_full']['median_s']:.1f} s at 1024 frames, "
-          f"{c['dit_step_exact']['median_s']:.1f} s at 108; VAE decode {c['vae_decode_full']['median_s']:.0f} s "
-          "for 1024 "
-          f"frames, {c['vae_decode_prefix']['median_s']:.1f} s for the 119-frame prefix (kept 5 s equal within "
-          f"{check['max_abs_diff']:.1e}, signal max {check['max_abs_full']:.2f}); CLAP 5 clips "
-          f"{c['clap_batch5']['median_s']:.1f} s; AST one clip {c['ast_clip']['median_s']:.1f} s; T5 "
-          f"{c['text_encode']['median_s']:.1f} s; FLAC {c['encode_flac']['bytes'] / c['encode_wav']['bytes']:.2f}x "
-          "the WAV size on this (noise-like) audio.\n")
-    print(f"**Paper size, projected** at {pr['steps']} steps, {pr['candidates']} candidates: the reference "
-          f"{pr['reference']['total_s']:.0f} s per prompt over {pr['reference']['prompts']} prompts (per-split skip); "
-          f"the stage over {pr['distinct_prompts']} distinct prompts. p = per-candidate acceptance rate (assumed, "
-          "independent candidates).\n")
+    print(
+        f"\n**Paper size, CPU, measured** (`paper_size_cpu.json`: random weights, float32, {pe['torch_threads']} "
+        f"thread(s), shared machine): DiT step (CFG batch 2) {c['dit_step_full']['median_s']:.1f} s at 1024 frames, "
+        f"{c['dit_step_exact']['median_s']:.1f} s at 108; VAE decode {c['vae_decode_full']['median_s']:.0f} s "
+        "for 1024 "
+        f"frames, {c['vae_decode_prefix']['median_s']:.1f} s for the 119-frame prefix (kept 5 s equal within "
+        f"{check['max_abs_diff']:.1e}, signal max {check['max_abs_full']:.2f}); CLAP 5 clips "
+        f"{c['clap_batch5']['median_s']:.1f} s; AST one clip {c['ast_clip']['median_s']:.1f} s; T5 "
+        f"{c['text_encode']['median_s']:.1f} s; FLAC {c['encode_flac']['bytes'] / c['encode_wav']['bytes']:.2f}x "
+        "the WAV size on this (noise-like) audio.\n"
+    )
+    print(
+        f"**Paper size, projected** at {pr['steps']} steps, {pr['candidates']} candidates: the reference "
+        f"{pr['reference']['total_s']:.0f} s per prompt over {pr['reference']['prompts']} prompts (per-split skip); "
+        f"the stage over {pr['distinct_prompts']} distinct prompts. p = per-candidate acceptance rate (assumed, "
+        "independent candidates).\n"
+    )
     factor, hours = h100_hours(paper)
-    print("| mode | p | candidates/prompt | s/prompt (CPU) | per prompt vs reference | whole benchmark | "
-          "H100-hours, whole benchmark |")
+    print(
+        "| mode | p | candidates/prompt | s/prompt (CPU) | per prompt vs reference | whole benchmark | "
+        "H100-hours, whole benchmark |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(f"| reference loop | - | 5 | {pr['reference']['total_s']:.0f} | 1x | 1x | {hours['reference']:.1f} |")
     for m in pr["modes"]:
         key = f"{m['latent_length']}-{m['sampling']}" + (f"-p{m['acceptance_rate']}" if m["acceptance_rate"] else "")
-        print(f"| {m['latent_length']}, {m['sampling']} | {m['acceptance_rate'] if m['acceptance_rate'] else '-'} | "
-              f"{m['clips']:.2f} | {m['total_s']:.0f} | {m['per_prompt_speedup']:.2f}x | "
-              f"{m['whole_benchmark_speedup']:.2f}x | {hours[key]:.1f} |")
-    bounds = ", ".join(f"{m['lower_bound_speedup']:.2f}x at p = {m['acceptance_rate']}" for m in pr["modes"]
-                       if m["latent_length"] == "full" and m["sampling"] == "lazy")
-    print(f"\nThe `full`, lazy ratio without any prefix-decoding saving (our clips as costly as the reference's; only "
-          f"fewer clips and the dedup gain of {pr['dedup_gain']}x): {bounds}. The full-window decode was timed once "
-          "on a machine shared with other jobs, so it is the least certain number here; this bound does not use it.")
-    print(f"\nH100-hours = CPU hours x {factor:.2e} (published A40: 8.6 s per 100-step window, over this CPU's "
-          f"{100 * c['dit_step_full']['median_s'] + c['vae_decode_full']['median_s']:.0f} s; H100 assumed "
-          f"{H100_OVER_A40}x an A40). On N GPUs divide by N (shards are independent).")
+        print(
+            f"| {m['latent_length']}, {m['sampling']} | {m['acceptance_rate'] if m['acceptance_rate'] else '-'} | "
+            f"{m['clips']:.2f} | {m['total_s']:.0f} | {m['per_prompt_speedup']:.2f}x | "
+            f"{m['whole_benchmark_speedup']:.2f}x | {hours[key]:.1f} |"
+        )
+    bounds = ", ".join(
+        f"{m['lower_bound_speedup']:.2f}x at p = {m['acceptance_rate']}"
+        for m in pr["modes"]
+        if m["latent_length"] == "full" and m["sampling"] == "lazy"
+    )
+    print(
+        f"\nThe `full`, lazy ratio without any prefix-decoding saving (our clips as costly as the reference's; only "
+        f"fewer clips and the dedup gain of {pr['dedup_gain']}x): {bounds}. The full-window decode was timed once "
+        "on a machine shared with other jobs, so it is the least certain number here; this bound does not use it."
+    )
+    print(
+        f"\nH100-hours = CPU hours x {factor:.2e} (published A40: 8.6 s per 100-step window, over this CPU's "
+        f"{100 * c['dit_step_full']['median_s'] + c['vae_decode_full']['median_s']:.0f} s; H100 assumed "
+        f"{H100_OVER_A40}x an A40). On N GPUs divide by N (shards are independent)."
+    )
     gpu = _load("imagine_full_size_cuda.json")
     if gpu:
         print(f"\n**GPU** ({gpu['environment']['gpu']}, `imagine_full_size_cuda.json`):\n")
         print("| mode | s/prompt | clips/s | candidates/prompt | per prompt vs reference | peak GiB |")
         print("|---|---|---|---|---|---|")
         for m in gpu["modes"]:
-            print(f"| {m['latent_length']}, {m['sampling']} | {m['seconds_per_prompt']:.2f} | {m['clips_per_s']:.2f} | "
-                  f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
-                  f"{m.get('peak_memory_bytes', 0) / 2**30:.1f} |")
+            print(
+                f"| {m['latent_length']}, {m['sampling']} | {m['seconds_per_prompt']:.2f} | {m['clips_per_s']:.2f} | "
+                f"{m['candidates_per_prompt']:.2f} | {m['per_prompt_speedup']:.2f}x | "
+                f"{m.get('peak_memory_bytes', 0) / 2**30:.1f} |"
+            )
     else:
-        print("\nNo GPU results yet: `benchmarks/gpu_check.sh` writes them (no GPU was available when these "
-              "were made).")
+        print(
+            "\nNo GPU results yet: `benchmarks/gpu_check.sh` writes them (no GPU was available when these were made)."
+        )
 
 
 def _system_labels() -> dict[str, str]:
@@ -142,8 +164,10 @@ def _system_labels() -> dict[str, str]:
 
 def _machine(env: dict) -> str:
     v = env.get("versions") or {}
-    return (f"{env.get('cpu', env.get('machine'))}, {env.get('cpu_count')} cores, {env.get('torch_threads')} torch "
-            f"threads, torch {v.get('torch')}, transformers {v.get('transformers')}, commit {env.get('commit')}")
+    return (
+        f"{env.get('cpu', env.get('machine'))}, {env.get('cpu_count')} cores, {env.get('torch_threads')} torch "
+        f"threads, torch {v.get('torch')}, transformers {v.get('transformers')}, commit {env.get('commit')}"
+    )
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -183,14 +207,23 @@ def _comparison_claims(variant: str, found: list[dict], labels: dict[str, str]) 
     for a, b in PAIRS:
         if not any((a, b, t) in by for t in TASKS):
             continue
-        lines.append(f"| {labels[a]} − {labels[b]} | {variant} | " + " | ".join(
-            f"{by[(a, b, t)]['difference']:+.2f} {_ci(by[(a, b, t)]['ci_low'], by[(a, b, t)]['ci_high'])}, "
-            f"{by[(a, b, t)]['p_not_better']:.3f}" for t in TASKS) + " |")
+        lines.append(
+            f"| {labels[a]} − {labels[b]} | {variant} | "
+            + " | ".join(
+                f"{by[(a, b, t)]['difference']:+.2f} {_ci(by[(a, b, t)]['ci_low'], by[(a, b, t)]['ci_high'])}, "
+                f"{by[(a, b, t)]['p_not_better']:.3f}"
+                for t in TASKS
+            )
+            + " |"
+        )
         verdicts = {t: _verdict(by[(a, b, t)]) for t in TASKS if (a, b, t) in by}
         if len(set(verdicts.values())) == 1:
             verdict = next(iter(verdicts.values()))
-            where = (("either task" if verdict.startswith("not") else "both tasks") if len(verdicts) == len(TASKS)
-                     else " and ".join(verdicts))
+            where = (
+                ("either task" if verdict.startswith("not") else "both tasks")
+                if len(verdicts) == len(TASKS)
+                else " and ".join(verdicts)
+            )
             said = f"{verdict} {labels[b]} on {where}"
         else:
             said = ", ".join(f"{v} {labels[b]} on {t}" for t, v in verdicts.items())
@@ -206,8 +239,10 @@ def synthetic() -> None:
     record = _load("synthetic_tiny_cpu.json")
     parquet = RESULTS / "synthetic_tiny_cpu.predictions.parquet"
     if record is None or not parquet.is_file():
-        raise SystemExit("benchmarks/results/ lacks synthetic_tiny_cpu.json or its .predictions.parquet: "
-                         "run benchmarks/bench_synthetic.py")
+        raise SystemExit(
+            "benchmarks/results/ lacks synthetic_tiny_cpu.json or its .predictions.parquet: "
+            "run benchmarks/bench_synthetic.py"
+        )
     labels = _system_labels()
     rows = pq.read_table(parquet).to_pylist()
     runs = {r["variant"]: r for r in record["runs"]}
@@ -215,13 +250,15 @@ def synthetic() -> None:
     n_boot = 2000
     tasks = ("animal", "pitch")
     majority = trained["majority"]
-    print(f"Recorded in `benchmarks/results/synthetic_tiny_cpu.json` (`benchmarks/bench_synthetic.py`): tiny profile, "
-          f"seeds {', '.join(map(str, record['seeds']))}, test split; {_machine(trained.get('machine') or record['machine'])}"
-          ". Each cell: mean ± "
-          "sample sd (ddof 1) over seeds [95 % hierarchical bootstrap interval: seeds, then source names], then "
-          "each seed's accuracy [95 % interval over source names, conditional on that seed's trained checkpoint]. "
-          f"One constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
-          f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n")
+    print(
+        f"Recorded in `benchmarks/results/synthetic_tiny_cpu.json` (`benchmarks/bench_synthetic.py`): tiny profile, "
+        f"seeds {', '.join(map(str, record['seeds']))}, test split; {_machine(trained.get('machine') or record['machine'])}"
+        ". Each cell: mean ± "
+        "sample sd (ddof 1) over seeds [95 % hierarchical bootstrap interval: seeds, then source names], then "
+        "each seed's accuracy [95 % interval over source names, conditional on that seed's trained checkpoint]. "
+        f"One constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
+        f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n"
+    )
     print("| system | animal test | pitch test |")
     print("|---|---|---|")
     cells: dict[tuple[str, str], dict] = {}
@@ -233,8 +270,11 @@ def synthetic() -> None:
         for r in accuracy_table(mine, n_boot=n_boot, clusters=units):
             if r["metric"] in ("exact_match", "accuracy"):
                 per_seed[(r["model"], r["task"])].append(r)
-        over = {(r["model"], r["task"]): r for r in seed_mean_table(mine, n_boot=n_boot, clusters=units)
-                if r["metric"] in ("exact_match", "accuracy")}
+        over = {
+            (r["model"], r["task"]): r
+            for r in seed_mean_table(mine, n_boot=n_boot, clusters=units)
+            if r["metric"] in ("exact_match", "accuracy")
+        }
         for model in labels:
             if not any((model, t) in over for t in tasks):
                 continue
@@ -247,15 +287,19 @@ def synthetic() -> None:
                 if o["seeds"] == 1:
                     line.append(f"{o['mean']:.2f} {_ci(o['ci_low'], o['ci_high'])}")
                 else:
-                    line.append(f"{o['mean']:.2f} ± {o['std']:.2f} {_ci(o['ci_low'], o['ci_high'])}: " + ", ".join(
-                        f"{r['accuracy']:.2f} {_ci(r['ci_low'], r['ci_high'])}" for r in seeds))
+                    line.append(
+                        f"{o['mean']:.2f} ± {o['std']:.2f} {_ci(o['ci_low'], o['ci_high'])}: "
+                        + ", ".join(f"{r['accuracy']:.2f} {_ci(r['ci_low'], r['ci_high'])}" for r in seeds)
+                    )
                 cells[(variant, model, task)] = {"over": o, "seeds": seeds}
             print(f"| {label} | " + " | ".join(line) + " |")
         comparisons[variant] = paired_comparisons(mine, list(PAIRS), n_boot=n_boot, clusters=units)
-    print("\nPaired comparisons on the test split: difference of seed-mean accuracies in points [95 % hierarchical "
-          "interval: each system's seeds drawn with replacement, then the same source names for both], and the "
-          "share of resamples where the first is not better (a one-sided bootstrap p-value, with 3 seeds a coarse "
-          "one).\n")
+    print(
+        "\nPaired comparisons on the test split: difference of seed-mean accuracies in points [95 % hierarchical "
+        "interval: each system's seeds drawn with replacement, then the same source names for both], and the "
+        "share of resamples where the first is not better (a one-sided bootstrap p-value, with 3 seeds a coarse "
+        "one).\n"
+    )
     print("| comparison | encoder | animal test | pitch test |")
     print("|---|---|---|---|")
     claims = []
@@ -263,8 +307,10 @@ def synthetic() -> None:
         lines, said = _comparison_claims(variant, found, labels)
         print("\n".join(lines))
         claims += said
-    print("\nWhat this shows, read off the intervals above (an interval that excludes 0 is a difference; one that "
-          "holds 0 is not shown to be one): " + "; ".join(claims) + ".")
+    print(
+        "\nWhat this shows, read off the intervals above (an interval that excludes 0 is a difference; one that "
+        "holds 0 is not shown to be one): " + "; ".join(claims) + "."
+    )
     gains = {}
     for model in ("ith", "audiobert"):
         per = []
@@ -280,58 +326,82 @@ def synthetic() -> None:
             continue
         total = sum(len(d) for _, d in per)
         passed = sum(1 for _, d in per for x in d if x >= 25)
-        print(f"\n{labels[model]} − {labels['bert-text']} per seed (the +25 check `make test` makes at seed 42): " + "; ".join(
-            f"{task} " + "/".join(f"{x:+.1f}" for x in d) for task, d in per) + f": {passed} of {total} at +25 or more.")
+        print(
+            f"\n{labels[model]} − {labels['bert-text']} per seed (the +25 check `make test` makes at seed 42): "
+            + "; ".join(f"{task} " + "/".join(f"{x:+.1f}" for x in d) for task, d in per)
+            + f": {passed} of {total} at +25 or more."
+        )
     change = [v for run in runs.values() for v in (run.get("encoder_change") or {}).values()]
     if change:
-        print(f"\nTrained-encoder jobs moved AST by {100 * min(change):.2f}-{100 * max(change):.2f} % of its weight "
-              "norm (relative L2 change of the dev-best checkpoint from the initial weights).")
+        print(
+            f"\nTrained-encoder jobs moved AST by {100 * min(change):.2f}-{100 * max(change):.2f} % of its weight "
+            "norm (relative L2 change of the dev-best checkpoint from the initial weights)."
+        )
     for variant, run in runs.items():
         st = run["stage_seconds"]
         by_system = ", ".join(f"{labels.get(k, k)} {v:.0f} s" for k, v in sorted(st["fusion_by_system"].items()))
         machine = run.get("machine") or {}
-        print(f"\nWall time of the {variant}-encoder run (`{_command(run['command'])}`, commit "
-              f"{machine.get('commit', 'not recorded')}{' (' + machine['commit_note'] + ')' if 'commit_note' in machine else ''}, "
-              f"{'the tiny profile built inside it' if run.get('tiny_profile_built_in_this_run') else 'tiny profile reused'}"
-              f"): {run['wall_seconds']:.0f} s; stages: ingest {st['ingest']:.1f} s, span detector "
-              f"{st['span_detector']:.1f} s, spans {st['spans']:.1f} s, imagine {st['imagine']:.1f} s; training and "
-              f"scoring per system over all seeds: {by_system}. Wall times come from a 2-core machine that other "
-              "jobs may have shared; read them as upper bounds.")
+        print(
+            f"\nWall time of the {variant}-encoder run (`{_command(run['command'])}`, commit "
+            f"{machine.get('commit', 'not recorded')}{' (' + machine['commit_note'] + ')' if 'commit_note' in machine else ''}, "
+            f"{'the tiny profile built inside it' if run.get('tiny_profile_built_in_this_run') else 'tiny profile reused'}"
+            f"): {run['wall_seconds']:.0f} s; stages: ingest {st['ingest']:.1f} s, span detector "
+            f"{st['span_detector']:.1f} s, spans {st['spans']:.1f} s, imagine {st['imagine']:.1f} s; training and "
+            f"scoring per system over all seeds: {by_system}. Wall times come from a 2-core machine that other "
+            "jobs may have shared; read them as upper bounds."
+        )
 
 
 def synthetic_default() -> None:
     record = _load("synthetic_default_seed42.json")
     if record is None:
-        raise SystemExit("benchmarks/results/ lacks synthetic_default_seed42.json: run "
-                         "benchmarks/bench_synthetic.py --default")
+        raise SystemExit(
+            "benchmarks/results/ lacks synthetic_default_seed42.json: run benchmarks/bench_synthetic.py --default"
+        )
     labels = _system_labels()
-    acc = {(r["model"], r["task"], r["split"]): r for r in record["accuracy"]
-           if r["metric"] in ("exact_match", "accuracy")}
+    acc = {
+        (r["model"], r["task"], r["split"]): r for r in record["accuracy"] if r["metric"] in ("exact_match", "accuracy")
+    }
     st = record["stage_seconds"]
     by_system = ", ".join(f"{labels.get(k, k)} {v:.0f} s" for k, v in sorted(st["fusion_by_system"].items()))
-    print(f"The default command, `ith run --benchmark synthetic` (seed 42; systems BERT, AudioBERT, ITH), recorded "
-          f"in `benchmarks/results/synthetic_default_seed42.json` ({_machine(record['machine'])}): "
-          f"{record['wall_seconds'] / 60:.1f} minutes wall with an empty `ITH_HOME` (the tiny profile built inside "
-          f"the run); stages: span detector {st['span_detector']:.1f} s, imagine {st['imagine']:.1f} s; training and "
-          f"scoring: {by_system} (a 2-core machine other jobs may have shared: an upper bound). `make test` runs the "
-          "same command and fails unless every accuracy below (and on dev and wiki, and the second animal metric) "
-          "is the recorded one. Test accuracy in %; intervals are in the 3-seed table above.\n")
+    print(
+        f"The default command, `ith run --benchmark synthetic` (seed 42; systems BERT, AudioBERT, ITH), recorded "
+        f"in `benchmarks/results/synthetic_default_seed42.json` ({_machine(record['machine'])}): "
+        f"{record['wall_seconds'] / 60:.1f} minutes wall with an empty `ITH_HOME` (the tiny profile built inside "
+        f"the run); stages: span detector {st['span_detector']:.1f} s, imagine {st['imagine']:.1f} s; training and "
+        f"scoring: {by_system} (a 2-core machine other jobs may have shared: an upper bound). `make test` runs the "
+        "same command and fails unless every accuracy below (and on dev and wiki, and the second animal metric) "
+        "is the recorded one. Test accuracy in %; intervals are in the 3-seed table above.\n"
+    )
     print("| system | animal test | pitch test |")
     print("|---|---|---|")
     for model in labels:
         if (model, "animal", "test") in acc:
-            print(f"| {labels[model]} | " + " | ".join(
-                f"{acc[(model, t, 'test')]['accuracy']:.2f}" for t in ("animal", "pitch")) + " |")
+            print(
+                f"| {labels[model]} | "
+                + " | ".join(f"{acc[(model, t, 'test')]['accuracy']:.2f}" for t in ("animal", "pitch"))
+                + " |"
+            )
     three = _load("synthetic_tiny_cpu.json")
     if three:
-        seed42 = {(r["model"], r["task"], r["split"]): r["accuracy"] for run in three["runs"]
-                  if run["variant"] == "trained" for r in run["accuracy"] if r["seed"] in (42, 0)
-                  and r.get("metric", "accuracy") in ("exact_match", "accuracy")}
-        differ = sorted(f"{m} {t} {s}" for (m, t, s), r in acc.items()
-                        if (m, t, s) in seed42 and seed42[(m, t, s)] != r["accuracy"])
-        print("\nSeed 42 of the 3-seed run above gives " + ("the same accuracies on every system, task and split "
-                                                             "they share." if not differ else
-                                                             "other accuracies on: " + ", ".join(differ) + "."))
+        seed42 = {
+            (r["model"], r["task"], r["split"]): r["accuracy"]
+            for run in three["runs"]
+            if run["variant"] == "trained"
+            for r in run["accuracy"]
+            if r["seed"] in (42, 0) and r.get("metric", "accuracy") in ("exact_match", "accuracy")
+        }
+        differ = sorted(
+            f"{m} {t} {s}" for (m, t, s), r in acc.items() if (m, t, s) in seed42 and seed42[(m, t, s)] != r["accuracy"]
+        )
+        print(
+            "\nSeed 42 of the 3-seed run above gives "
+            + (
+                "the same accuracies on every system, task and split they share."
+                if not differ
+                else "other accuracies on: " + ", ".join(differ) + "."
+            )
+        )
 
 
 def headline() -> None:
@@ -343,53 +413,80 @@ def headline() -> None:
     record, tiny, paper = _load("synthetic_tiny_cpu.json"), _load("imagine_tiny_cpu.json"), _load("paper_size_cpu.json")
     parquet = RESULTS / "synthetic_tiny_cpu.predictions.parquet"
     if record is None or tiny is None or paper is None or not parquet.is_file():
-        raise SystemExit("benchmarks/results/ lacks synthetic_tiny_cpu.json (and its .predictions.parquet), "
-                         "imagine_tiny_cpu.json or paper_size_cpu.json")
+        raise SystemExit(
+            "benchmarks/results/ lacks synthetic_tiny_cpu.json (and its .predictions.parquet), "
+            "imagine_tiny_cpu.json or paper_size_cpu.json"
+        )
     from ith_core.stages.fusion import SYSTEMS
 
     labels = _system_labels()
     mine = [r for r in pq.read_table(parquet).to_pylist() if r["variant"] == "trained" and r["split"] == "test"]
     units = {r["example_id"]: r["unit"] for r in mine}
-    over = {(r["model"], r["task"]): r for r in seed_mean_table(mine, n_boot=2000, clusters=units)
-            if r["metric"] in ("exact_match", "accuracy")}
+    over = {
+        (r["model"], r["task"]): r
+        for r in seed_mean_table(mine, n_boot=2000, clusters=units)
+        if r["metric"] in ("exact_match", "accuracy")
+    }
     majority = next(r for r in record["runs"] if r["variant"] == "trained")["majority"]
-    print(f"**Planted-signal benchmark** (`ith run --benchmark synthetic`, tiny profile, seeds "
-          f"{', '.join(map(str, record['seeds']))}; recorded in "
-          "[synthetic_tiny_cpu.json](benchmarks/results/synthetic_tiny_cpu.json)): test accuracy in %, mean ± sample "
-          f"sd over seeds; one constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
-          f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n")
+    print(
+        f"**Planted-signal benchmark** (`ith run --benchmark synthetic`, tiny profile, seeds "
+        f"{', '.join(map(str, record['seeds']))}; recorded in "
+        "[synthetic_tiny_cpu.json](benchmarks/results/synthetic_tiny_cpu.json)): test accuracy in %, mean ± sample "
+        f"sd over seeds; one constant answer scores {majority['animal/test']['accuracy']:.2f} (animal) and "
+        f"{majority['pitch/test']['accuracy']:.2f} (pitch).\n"
+    )
     print("| system | animal test | pitch test |")
     print("|---|---|---|")
     for model in labels:
         if SYSTEMS[model].trained and all((model, t) in over for t in TASKS):
-            print(f"| {labels[model]} | " + " | ".join(
-                f"{over[(model, t)]['mean']:.2f} ± {over[(model, t)]['std']:.2f}" for t in TASKS) + " |")
-    _, claims = _comparison_claims("trained", paired_comparisons(mine, list(PAIRS), n_boot=2000, clusters=units),
-                                   labels)
-    print("\nRead off the 95 % hierarchical bootstrap intervals of the paired differences: " + "; ".join(claims)
-          + ". Intervals, every seed, the frozen-encoder variant and wall times: "
-          "[the planted-signal benchmark](docs/synthetic-benchmark.md).")
+            print(
+                f"| {labels[model]} | "
+                + " | ".join(f"{over[(model, t)]['mean']:.2f} ± {over[(model, t)]['std']:.2f}" for t in TASKS)
+                + " |"
+            )
+    _, claims = _comparison_claims(
+        "trained", paired_comparisons(mine, list(PAIRS), n_boot=2000, clusters=units), labels
+    )
+    print(
+        "\nRead off the 95 % hierarchical bootstrap intervals of the paired differences: "
+        + "; ".join(claims)
+        + ". Intervals, every seed, the frozen-encoder variant and wall times: "
+        "[the planted-signal benchmark](docs/synthetic-benchmark.md)."
+    )
     default = next(m for m in tiny["modes"] if (m["latent_length"], m["sampling"]) == ("full", "lazy"))
-    half = next(m for m in paper["projection"]["modes"]
-                if (m["latent_length"], m["sampling"], m["acceptance_rate"]) == ("full", "lazy", 0.5))
+    half = next(
+        m
+        for m in paper["projection"]["modes"]
+        if (m["latent_length"], m["sampling"], m["acceptance_rate"]) == ("full", "lazy", 0.5)
+    )
     _, hours = h100_hours(paper)
-    print(f"\n**Imagination speed** (recorded in [imagine_tiny_cpu.json](benchmarks/results/imagine_tiny_cpu.json), "
-          "tiny profile, CPU): the default mode (the method's full latent window, lazy rejection sampling) is "
-          f"{default['per_prompt_speedup']:.2f}x as fast per prompt as a reference-style loop, "
-          f"{default['whole_benchmark_speedup']:.2f}x over the whole benchmark with its prompts deduplicated. "
-          "At paper size, projected from CPU timings "
-          "([paper_size_cpu.json](benchmarks/results/paper_size_cpu.json); acceptance rate 0.5 assumed): "
-          f"{half['whole_benchmark_speedup']:.2f}x over the whole benchmark, about {hours['full-lazy-p0.5']:.1f} "
-          f"H100-hours against the reference's {hours['reference']:.1f} (assumptions and every mode: "
-          "[performance](docs/performance.md)).")
+    print(
+        f"\n**Imagination speed** (recorded in [imagine_tiny_cpu.json](benchmarks/results/imagine_tiny_cpu.json), "
+        "tiny profile, CPU): the default mode (the method's full latent window, lazy rejection sampling) is "
+        f"{default['per_prompt_speedup']:.2f}x as fast per prompt as a reference-style loop, "
+        f"{default['whole_benchmark_speedup']:.2f}x over the whole benchmark with its prompts deduplicated. "
+        "At paper size, projected from CPU timings "
+        "([paper_size_cpu.json](benchmarks/results/paper_size_cpu.json); acceptance rate 0.5 assumed): "
+        f"{half['whole_benchmark_speedup']:.2f}x over the whole benchmark, about {hours['full-lazy-p0.5']:.1f} "
+        f"H100-hours against the reference's {hours['reference']:.1f} (assumptions and every mode: "
+        "[performance](docs/performance.md))."
+    )
 
 
-BLOCKS = {"headline": headline, "performance": performance, "synthetic": synthetic,
-          "synthetic-default": synthetic_default}
+BLOCKS = {
+    "headline": headline,
+    "performance": performance,
+    "synthetic": synthetic,
+    "synthetic-default": synthetic_default,
+}
 # The file each block stands in, relative to the repository root: README.md keeps the headline,
 # each topic's page in docs/ its full tables.
-TARGETS = {"headline": "README.md", "performance": "docs/performance.md", "synthetic": "docs/synthetic-benchmark.md",
-           "synthetic-default": "docs/synthetic-benchmark.md"}
+TARGETS = {
+    "headline": "README.md",
+    "performance": "docs/performance.md",
+    "synthetic": "docs/synthetic-benchmark.md",
+    "synthetic-default": "docs/synthetic-benchmark.md",
+}
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) [^>]*-->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -403,8 +500,12 @@ def render(name: str) -> str:
 
 def rewrite(text: str, names: list[str] | None = None) -> str:
     """`text` with its results blocks (those in `names`, default all) replaced by what this script prints now."""
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4)
-                     if not names or m.group("name") in names else m.group(0), text)
+    return BLOCK.sub(
+        lambda m: (
+            m.group(1) + render(m.group("name")) + m.group(4) if not names or m.group("name") in names else m.group(0)
+        ),
+        text,
+    )
 
 
 def stale_blocks(text: str) -> list[str]:
@@ -450,9 +551,11 @@ def write(names: list[str] | None = None, root: Path = REPO) -> list[str]:
         held = {m.group("name") for m in BLOCK.finditer(text)}
         lacking = [b for b, f in TARGETS.items() if f == name and b not in held]
         if lacking:
-            raise SystemExit(f"{name} lacks the block(s) {', '.join(lacking)}: add `<!-- results:NAME (printed by "
-                             "benchmarks/results_table.py --write; do not edit) -->` and `<!-- /results:NAME -->` "
-                             "where each belongs, then --write again")
+            raise SystemExit(
+                f"{name} lacks the block(s) {', '.join(lacking)}: add `<!-- results:NAME (printed by "
+                "benchmarks/results_table.py --write; do not edit) -->` and `<!-- /results:NAME -->` "
+                "where each belongs, then --write again"
+            )
         new = rewrite(text, names)
         if new != text:
             path.write_text(new)
@@ -463,8 +566,11 @@ def write(names: list[str] | None = None, root: Path = REPO) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the results blocks inside every target file")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 naming each block that is stale, missing from its file or outside it")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 naming each block that is stale, missing from its file or outside it",
+    )
     parser.add_argument("blocks", nargs="*", choices=[[], *BLOCKS], help="blocks to print (default: all)")
     args = parser.parse_args()
     if args.write:
@@ -474,8 +580,11 @@ def main() -> int:
     if args.check:
         found = problems()
         if found:
-            print("results blocks to fix:\n  " + "\n  ".join(found) + "\nrun .venv/bin/python "
-                  "benchmarks/results_table.py --write (after re-recording what moved)", file=sys.stderr)
+            print(
+                "results blocks to fix:\n  " + "\n  ".join(found) + "\nrun .venv/bin/python "
+                "benchmarks/results_table.py --write (after re-recording what moved)",
+                file=sys.stderr,
+            )
         return 1 if found else 0
     for name in args.blocks or BLOCKS:
         print(f"<!-- results:{name} -->\n{render(name)}")

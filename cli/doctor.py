@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import platform
 
-from ith_core.data import auditorybench
-
-from ith_core.models import profiles
 from ith_core.config import PROFILE_NAMES
+from ith_core.data import auditorybench
+from ith_core.models import profiles
 
 
 def _devices() -> dict:
@@ -42,9 +41,12 @@ def _data(data_dir: str | None) -> dict:
         files = auditorybench.folder_status(source)
     else:
         source, files = home, home_files
-        how = ("the verified home" if all(v == "verified" for v in files.values()) else
-               "the verified home, incomplete: the first run downloads what is missing (or `ith data fetch --from "
-               "DIR`)")
+        how = (
+            "the verified home"
+            if all(v == "verified" for v in files.values())
+            else "the verified home, incomplete: the first run downloads what is missing (or `ith data fetch --from "
+            "DIR`)"
+        )
     return {"location": source, "chosen_by": how, "files": files, "home": home, "home_files": home_files}
 
 
@@ -91,10 +93,14 @@ def format_doctor(report: dict) -> str:
     for state in ("missing", "modified"):
         names = [k for k, v in files.items() if v == state]
         if names:
-            lines.append(f"  {state}: {', '.join(names)}" + (" (read as a local copy, provenance says so)"
-                                                            if state == "modified" else ""))
+            lines.append(
+                f"  {state}: {', '.join(names)}"
+                + (" (read as a local copy, provenance says so)" if state == "modified" else "")
+            )
     if data["location"] != data["home"]:
         home_verified = sum(v == "verified" for v in data["home_files"].values())
-        lines.append(f"  verified home {data['home']}: {home_verified} of {len(data['home_files'])} files "
-                     "(used when neither --data-dir nor $ITH_AUDITORYBENCH_DIR is set)")
+        lines.append(
+            f"  verified home {data['home']}: {home_verified} of {len(data['home_files'])} files "
+            "(used when neither --data-dir nor $ITH_AUDITORYBENCH_DIR is set)"
+        )
     return "\n".join(lines)

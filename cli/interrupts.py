@@ -87,8 +87,7 @@ def _watch(read_fd: int) -> None:
 
     runs = release_held()
     name = signal.Signals(signum).name
-    where = (f"; finished stages of run {', '.join(runs)} are kept: run the same command again to resume"
-             if runs else "")
+    where = f"; finished stages of run {', '.join(runs)} are kept: run the same command again to resume" if runs else ""
     stream = sys.__stderr__
     try:
         sys.__stdout__.flush()

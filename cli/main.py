@@ -27,7 +27,6 @@ from typing import Any
 # command imports what it needs when it runs.
 from ith_core.config import PROFILE_NAMES, SPLITS, TASKS, ConfigError, default_run_root
 
-
 _SERVER_UI: str | None = None
 
 
@@ -48,18 +47,34 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors the user can act on: one `ith:` line, no traceback (a bug still shows its traceback)."""
     from flows.imagine import ShardsFailedError
     from flows.serve import ServeError
-    from storage.run_lock import RunLockedError
     from ith_core.data.auditorybench import DataError
     from ith_core.imagination.planning import DiskSpaceError
     from ith_core.imagination.selection import UndeterminedSelectionError
-    from ith_core.stages.imagine import NoAudioError, ShardsMissingError, UnknownAudioIdError
     from ith_core.models.profiles import ModelNotAvailableError
+    from ith_core.stages.imagine import NoAudioError, ShardsMissingError, UnknownAudioIdError
     from storage.audio_store import AudioStoreError
     from storage.layout import RunIdError, RunRootError, StageMismatchError, StageNotFinishedError
+    from storage.run_lock import RunLockedError
 
-    return (DataError, ModelNotAvailableError, StageMismatchError, ShardsFailedError, ShardsMissingError,
-            StageNotFinishedError, RunIdError, RunRootError, ConfigError, OSError, AudioStoreError, DiskSpaceError,
-            UndeterminedSelectionError, NoAudioError, UnknownAudioIdError, ServeError, RunLockedError)
+    return (
+        DataError,
+        ModelNotAvailableError,
+        StageMismatchError,
+        ShardsFailedError,
+        ShardsMissingError,
+        StageNotFinishedError,
+        RunIdError,
+        RunRootError,
+        ConfigError,
+        OSError,
+        AudioStoreError,
+        DiskSpaceError,
+        UndeterminedSelectionError,
+        NoAudioError,
+        UnknownAudioIdError,
+        ServeError,
+        RunLockedError,
+    )
 
 
 class _HideUserErrorsOnConsole(logging.Filter):
@@ -91,8 +106,9 @@ def _quiet_console() -> None:
     import prefect.main  # noqa: F401  (sets up Prefect's logging)
 
     for handler in logging.getLogger().handlers:
-        if type(handler).__name__ == "PrefectConsoleHandler" and \
-                not any(isinstance(f, _HideUserErrorsOnConsole) for f in handler.filters):
+        if type(handler).__name__ == "PrefectConsoleHandler" and not any(
+            isinstance(f, _HideUserErrorsOnConsole) for f in handler.filters
+        ):
             handler.addFilter(_HideUserErrorsOnConsole())
 
 
@@ -110,8 +126,10 @@ def _settings(pairs: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, value = pair.partition("=")
         parts = key.split(".")
         if not sep or len(parts) < 2 or not all(parts):
-            raise ConfigError(f"--set takes SECTION.NAME=VALUE or SECTION.NAME.KEY=VALUE (e.g. span.epochs=3, "
-                              f"imagine.thresholds.animal=0.4), got {pair!r}")
+            raise ConfigError(
+                f"--set takes SECTION.NAME=VALUE or SECTION.NAME.KEY=VALUE (e.g. span.epochs=3, "
+                f"imagine.thresholds.animal=0.4), got {pair!r}"
+            )
         node: dict[str, Any] = settings
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -155,57 +173,112 @@ def _csv(text: str) -> list[str]:
 def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     """The options that choose a run's settings (shared by `ith run` and `ith config`)."""
     add = parser.add_argument
-    add("--profile", choices=PROFILE_NAMES, default="tiny",
-        help="tiny: small random-weight models built offline (default); paper: the method's checkpoints")
-    add("--benchmark", choices=("auditorybench", "synthetic"), default="auditorybench",
+    add(
+        "--profile",
+        choices=PROFILE_NAMES,
+        default="tiny",
+        help="tiny: small random-weight models built offline (default); paper: the method's checkpoints",
+    )
+    add(
+        "--benchmark",
+        choices=("auditorybench", "synthetic"),
+        default="auditorybench",
         help="auditorybench (default); synthetic: the planted-signal benchmark in AuditoryBench's layout, whose "
-             "answers only the audio can give (a check of the audio path, see the README)")
-    add("--run-root", default=default_run_root(),
-        help="folder or fsspec URL (s3://, gs://, memory://) for runs (default: $ITH_RUNS_DIR, else ./runs)")
-    add("--run-id", default=None, help="name of the run folder (default: <profile>[-<benchmark>]-<hash of the "
-                                       "settings>, so an identical run reuses its results)")
-    add("--data-dir", default=None, help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, else the "
-                                         "verified home $ITH_HOME/data/auditorybench, else a verified download into "
-                                         "it); where the files are does not change the run id, what they are does")
+        "answers only the audio can give (a check of the audio path, see the README)",
+    )
+    add(
+        "--run-root",
+        default=default_run_root(),
+        help="folder or fsspec URL (s3://, gs://, memory://) for runs (default: $ITH_RUNS_DIR, else ./runs)",
+    )
+    add(
+        "--run-id",
+        default=None,
+        help="name of the run folder (default: <profile>[-<benchmark>]-<hash of the "
+        "settings>, so an identical run reuses its results)",
+    )
+    add(
+        "--data-dir",
+        default=None,
+        help="AuditoryBench folder or URL (default: $ITH_AUDITORYBENCH_DIR, else the "
+        "verified home $ITH_HOME/data/auditorybench, else a verified download into "
+        "it); where the files are does not change the run id, what they are does",
+    )
     add("--tasks", type=_csv, default=None, help=f"comma-separated tasks (default: {','.join(TASKS)})")
-    add("--splits", type=_csv, default=None,
-        help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion always reads all four")
-    add("--sample", type=_sample, default=None, metavar="N|all|profile",
+    add(
+        "--splits",
+        type=_csv,
+        default=None,
+        help=f"comma-separated splits to detect spans on (default: {','.join(SPLITS)}); ingestion always reads all four",
+    )
+    add(
+        "--sample",
+        type=_sample,
+        default=None,
+        metavar="N|all|profile",
         help="examples per task and split for span detection (default: the profile's, 64 for tiny, all for paper "
-             "and for the synthetic benchmark)")
-    add("--model-dir", default=None, help="where models are built or looked for (default: $ITH_HOME/models, "
-                                          "ITH_HOME defaulting to ~/.cache/ith)")
+        "and for the synthetic benchmark)",
+    )
+    add(
+        "--model-dir",
+        default=None,
+        help="where models are built or looked for (default: $ITH_HOME/models, ITH_HOME defaulting to ~/.cache/ith)",
+    )
     add("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
-    add("--systems", type=_csv, default=None, metavar="LIST",
+    add(
+        "--systems",
+        type=_csv,
+        default=None,
+        metavar="LIST",
         help="the table's systems, comma-separated: bert, roberta (each zero-shot and fine-tuned text-only), "
-             "audiobert (retrieval; needs a clip pool), ith (default: the profile's; `ith config` shows it)")
-    add("--seeds", type=_seeds, default=None, metavar="N|LIST",
+        "audiobert (retrieval; needs a clip pool), ith (default: the profile's; `ith config` shows it)",
+    )
+    add(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        metavar="N|LIST",
         help="training seeds: N for 42, 43, ... (N of them) or a comma-separated list (default: fusion.seeds, 42); "
-             "adding seeds or systems to a finished run trains only the new ones")
-    add("--set", dest="settings", action="append", default=[], metavar="SECTION.NAME=VALUE",
+        "adding seeds or systems to a finished run trains only the new ones",
+    )
+    add(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="SECTION.NAME=VALUE",
         help="override a setting of section span, imagine, fusion or synthetic, e.g. --set span.epochs=3 or "
-             "--set imagine.thresholds.animal=0.4 (repeatable; values are JSON; `ith config` lists every setting)")
+        "--set imagine.thresholds.animal=0.4 (repeatable; values are JSON; `ith config` lists every setting)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ith", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ith", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="run the pipeline locally",
+        "run",
+        help="run the pipeline locally",
         description="Run the pipeline locally as the Prefect flow `ith` (no server needed). Each run writes "
-                    "<run-root>/<run-id>/ with one folder per stage, config.json and summary.json. An identical "
-                    "run reuses every finished stage.")
+        "<run-root>/<run-id>/ with one folder per stage, config.json and summary.json. An identical "
+        "run reuses every finished stage.",
+    )
     _add_run_settings(run)
-    run.add_argument("--wait-lock", action="store_true",
-                     help="if another process writes the same run id, wait for it to finish instead of refusing")
+    run.add_argument(
+        "--wait-lock",
+        action="store_true",
+        help="if another process writes the same run id, wait for it to finish instead of refusing",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     config = commands.add_parser(
-        "config", help="print the resolved settings a run would use",
+        "config",
+        help="print the resolved settings a run would use",
         description="Print the settings `ith run` would use with the same options (profile defaults, then the "
-                    "benchmark's, then --set), validated, and the run id they give. Runs nothing.")
+        "benchmark's, then --set), validated, and the run id they give. Runs nothing.",
+    )
     _add_run_settings(config)
     config.add_argument("--json", action="store_true", help="print the settings as JSON (config.json's form)")
 
@@ -228,30 +301,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(commands)
 
     doctor = commands.add_parser(
-        "doctor", help="show models, devices and data location",
+        "doctor",
+        help="show models, devices and data location",
         description="Print which models of each profile are available locally and where each was looked for, "
-                    "the torch/CUDA/device situation, and where AuditoryBench will be read from. Builds and "
-                    "downloads nothing.")
+        "the torch/CUDA/device situation, and where AuditoryBench will be read from. Builds and "
+        "downloads nothing.",
+    )
     doctor.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="only this profile (default: both)")
     doctor.add_argument("--model-dir", default=None, help="as for `ith run`")
     doctor.add_argument("--data-dir", default=None, help="as for `ith run`")
 
     data = commands.add_parser(
-        "data", help="the benchmark's verified home",
+        "data",
+        help="the benchmark's verified home",
         description="AuditoryBench is read from --data-dir, else $ITH_AUDITORYBENCH_DIR, else its verified home "
-                    "$ITH_HOME/data/auditorybench (ITH_HOME defaults to ~/.cache/ith), else downloaded into the home. "
-                    "Every entry point (ith run, deployments and their workers) looks there, so fill it once per "
-                    "machine.")
+        "$ITH_HOME/data/auditorybench (ITH_HOME defaults to ~/.cache/ith), else downloaded into the home. "
+        "Every entry point (ith run, deployments and their workers) looks there, so fill it once per "
+        "machine.",
+    )
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     fetch = data_commands.add_parser(
-        "fetch", help="put the pinned benchmark files into the verified home",
+        "fetch",
+        help="put the pinned benchmark files into the verified home",
         description="Put the eight pinned AuditoryBench files into $ITH_HOME/data/auditorybench, each checked by its "
-                    "sha256 (a file that fails is not kept; the error names it). Files already there and verified "
-                    "are left alone. Without --from the files are downloaded from their pinned upstream commits "
-                    "($ITH_AUDITORYBENCH_UPSTREAM: a mirror).")
-    fetch.add_argument("--from", dest="source", default=None, metavar="DIR|URL",
-                       help="copy from this benchmark folder or fsspec URL (layout <task dir>/<split>.csv, e.g. "
-                            "../shared/auditorybench) instead of downloading")
+        "sha256 (a file that fails is not kept; the error names it). Files already there and verified "
+        "are left alone. Without --from the files are downloaded from their pinned upstream commits "
+        "($ITH_AUDITORYBENCH_UPSTREAM: a mirror).",
+    )
+    fetch.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="DIR|URL",
+        help="copy from this benchmark folder or fsspec URL (layout <task dir>/<split>.csv, e.g. "
+        "../shared/auditorybench) instead of downloading",
+    )
     fetch.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -265,52 +349,78 @@ def _print_summary(result: dict, profile: str, benchmark: str) -> None:
     print(f"run {result['run_id']}: {result['run_dir']}")
     print(f"  {profile_statement(profile, benchmark)}")
     print(f"  {'stage':<15} {'cached':<7} {'seconds':>8}  result")
-    print(f"  {'ingest':<15} {str(ingest['cached']).lower():<7} {ingest['seconds']:>8.1f}  "
-          f"{ingest['rows_in']} rows: {ingest['accepted']} accepted, {ingest['rejected']} rejected "
-          f"{ {k: v for k, v in ingest['rejects_by_reason'].items() if v} }")
-    print(f"  {'span_detector':<15} {str(detector['cached']).lower():<7} {detector['seconds']:>8.1f}  "
-          f"dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
-          f"trained ({detector['steps']} steps)")
-    print(f"  {'spans':<15} {str(spans['cached']).lower():<7} {spans['seconds']:>8.1f}  "
-          f"{spans['spans']} spans in {spans['examples']} examples")
+    print(
+        f"  {'ingest':<15} {str(ingest['cached']).lower():<7} {ingest['seconds']:>8.1f}  "
+        f"{ingest['rows_in']} rows: {ingest['accepted']} accepted, {ingest['rejected']} rejected "
+        f"{ {k: v for k, v in ingest['rejects_by_reason'].items() if v} }"
+    )
+    print(
+        f"  {'span_detector':<15} {str(detector['cached']).lower():<7} {detector['seconds']:>8.1f}  "
+        f"dev span F1 {detector['dev_span_f1_untrained']:.3f} untrained -> {detector['dev_span_f1']:.3f} "
+        f"trained ({detector['steps']} steps)"
+    )
+    print(
+        f"  {'spans':<15} {str(spans['cached']).lower():<7} {spans['seconds']:>8.1f}  "
+        f"{spans['spans']} spans in {spans['examples']} examples"
+    )
     imagine = stages["imagine"]
     if "skipped" in imagine:
         print(f"  {'imagine':<15} skipped: {imagine['skipped']}")
     else:
-        print(f"  {'imagine':<15} {str(imagine['cached']).lower():<7} "
-              f"{imagine.get('seconds_total', imagine['seconds']):>8.1f}  "
-              f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
-              f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
-              f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}")
+        print(
+            f"  {'imagine':<15} {str(imagine['cached']).lower():<7} "
+            f"{imagine.get('seconds_total', imagine['seconds']):>8.1f}  "
+            f"{imagine['occurrences']} span occurrences -> {imagine['unique_prompts']} prompts "
+            f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
+            f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}"
+        )
     fusion = stages["fusion"]
     if "skipped" in fusion:
         print(f"  {'fusion':<15} skipped: {fusion['skipped']}")
     else:
         trained = [r for r in fusion.get("train") or [] if not r.get("cached")]
-        print(f"  {'fusion':<15} {'':<7} {fusion['seconds']:>8.1f}  {len(trained)} (system, seed) trained now, "
-              f"{len(fusion.get('train') or []) - len(trained)} reused; seconds by system "
-              f"{fusion.get('seconds_by_system')}")
+        print(
+            f"  {'fusion':<15} {'':<7} {fusion['seconds']:>8.1f}  {len(trained)} (system, seed) trained now, "
+            f"{len(fusion.get('train') or []) - len(trained)} reused; seconds by system "
+            f"{fusion.get('seconds_by_system')}"
+        )
         print(_systems_table(fusion))
         if fusion.get("unscored_rows"):
-            print(f"      {fusion['unscored_rows']} rows could not be scored: " + ", ".join(
-                f"{name} {a['unscored']}" for name, a in sorted((fusion.get("scoring") or {}).items()) if a["unscored"]))
+            print(
+                f"      {fusion['unscored_rows']} rows could not be scored: "
+                + ", ".join(
+                    f"{name} {a['unscored']}"
+                    for name, a in sorted((fusion.get("scoring") or {}).items())
+                    if a["unscored"]
+                )
+            )
     print(f"summary: {result['summary']}")
     print(f"report:  {result['report']}")
     if _SERVER_UI:
         print(f"in the Prefect UI: {_SERVER_UI}/runs/flow-run/{result['flow_run_id']}")
     else:
-        print("To browse runs in the Prefect UI: `ith serve` (it prints the address); `ith run` then records "
-              "its runs there, with their artifacts.")
+        print(
+            "To browse runs in the Prefect UI: `ith serve` (it prints the address); `ith run` then records "
+            "its runs there, with their artifacts."
+        )
 
 
 def _systems_table(fusion: dict) -> str:
     """Accuracy (%) per system and task/split: mean (± sd over seeds), the published number in brackets."""
-    rows = {(r["model"], r["task"], r["split"]): r for r in fusion.get("over_seeds") or []
-            if r["metric"] in ("exact_match", "accuracy")}
-    paper = {(r["model"], r["task"], r["split"]): r.get("paper") for r in fusion.get("ours_vs_paper") or []
-             if r["metric"] in ("exact_match", "accuracy")}
-    columns = sorted({(t, s) for _, t, s in rows}, key=lambda ts: (ts[0], ("dev", "test", "wiki").index(ts[1])
-                                                                   if ts[1] in ("dev", "test", "wiki") else 9))
+    rows = {
+        (r["model"], r["task"], r["split"]): r
+        for r in fusion.get("over_seeds") or []
+        if r["metric"] in ("exact_match", "accuracy")
+    }
+    paper = {
+        (r["model"], r["task"], r["split"]): r.get("paper")
+        for r in fusion.get("ours_vs_paper") or []
+        if r["metric"] in ("exact_match", "accuracy")
+    }
+    columns = sorted(
+        {(t, s) for _, t, s in rows},
+        key=lambda ts: (ts[0], ("dev", "test", "wiki").index(ts[1]) if ts[1] in ("dev", "test", "wiki") else 9),
+    )
     names = [s["name"] for s in fusion.get("systems") or []] or sorted({m for m, _, _ in rows})
     width = max([len(n) for n in names] + [6])
     lines = ["      " + f"{'system':<{width}}  " + "  ".join(f"{f'{t} {s}':>18}" for t, s in columns)]
@@ -338,20 +448,36 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     sections = ("span", "imagine", "fusion", "synthetic", "audiobert")
     unknown = sorted(set(settings) - set(sections))
     if unknown:
-        hint = (" (data settings have their own options: --data-dir, --tasks, --splits, --sample)"
-                if unknown[0] == "data" else "")
-        raise ConfigError(f"--set {unknown[0]}.*: {unknown[0]!r} is not a settings section; sections: "
-                          f"{', '.join(sections)}{hint}")
-    return dict(profile=args.profile, benchmark=args.benchmark, run_root=args.run_root, run_id=args.run_id,
-                data_dir=args.data_dir, tasks=args.tasks, splits=args.splits, sample_limit=args.sample,
-                model_dir=args.model_dir, device=args.device, systems=args.systems, seeds=args.seeds, **settings)
+        hint = (
+            " (data settings have their own options: --data-dir, --tasks, --splits, --sample)"
+            if unknown[0] == "data"
+            else ""
+        )
+        raise ConfigError(
+            f"--set {unknown[0]}.*: {unknown[0]!r} is not a settings section; sections: {', '.join(sections)}{hint}"
+        )
+    return dict(
+        profile=args.profile,
+        benchmark=args.benchmark,
+        run_root=args.run_root,
+        run_id=args.run_id,
+        data_dir=args.data_dir,
+        tasks=args.tasks,
+        splits=args.splits,
+        sample_limit=args.sample,
+        model_dir=args.model_dir,
+        device=args.device,
+        systems=args.systems,
+        seeds=args.seeds,
+        **settings,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import build_config, ith_pipeline
-    from ith_core.stages import audiobert as audiobert_stage
     from ith_core.models.profiles import check_model_dir
     from ith_core.models.span_detector import resolve_device
+    from ith_core.stages import audiobert as audiobert_stage
     from storage.layout import RunLayout, check_run_root
     from storage.run_lock import hold_run_lock
 
@@ -382,8 +508,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     from ith_core.config import SECTIONS
 
-    print(f"run id {cfg.effective_run_id} (profile {cfg.profile}, benchmark {cfg.benchmark}); "
-          f"written as <run root>/<run id>/config.json")
+    print(
+        f"run id {cfg.effective_run_id} (profile {cfg.profile}, benchmark {cfg.benchmark}); "
+        f"written as <run root>/<run id>/config.json"
+    )
     for name in ("run_root", "model_dir", "device"):
         print(f"  {name:<22} {json.dumps(resolved[name])}")
     for section, model in SECTIONS.items():
@@ -409,14 +537,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    said = {"verified": "already there", "copied": f"copied from {result['source']}",
-            "downloaded": f"downloaded from {result['source']}"}
+    said = {
+        "verified": "already there",
+        "copied": f"copied from {result['source']}",
+        "downloaded": f"downloaded from {result['source']}",
+    }
     counts: dict[str, int] = {}
     for entry in result["files"]:
         counts[entry["status"]] = counts.get(entry["status"], 0) + 1
     print(f"AuditoryBench home: {result['home']}")
-    print(f"  {len(result['files'])} files verified by sha256: "
-          + ", ".join(f"{n} {said[status]}" for status, n in sorted(counts.items())))
+    print(
+        f"  {len(result['files'])} files verified by sha256: "
+        + ", ".join(f"{n} {said[status]}" for status, n in sorted(counts.items()))
+    )
     return 0
 
 
@@ -488,10 +621,18 @@ def main(argv: list[str] | None = None) -> int:
 
         install()
     try:
-        return {"run": cmd_run, "config": cmd_config, "doctor": cmd_doctor, "data": cmd_data,
-                "rerun-failed": cmd_rerun_failed,
-                "repair-audio": cmd_repair_audio, "verify": cmd_verify,
-                "serve": cmd_serve, "predict": cmd_predict, "thresholds": cmd_thresholds}[args.command](args)
+        return {
+            "run": cmd_run,
+            "config": cmd_config,
+            "doctor": cmd_doctor,
+            "data": cmd_data,
+            "rerun-failed": cmd_rerun_failed,
+            "repair-audio": cmd_repair_audio,
+            "verify": cmd_verify,
+            "serve": cmd_serve,
+            "predict": cmd_predict,
+            "thresholds": cmd_thresholds,
+        }[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)
         return 2

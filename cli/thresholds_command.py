@@ -24,16 +24,24 @@ DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(-4, 17))  # -0.2 ... 0.8
 
 def add_thresholds_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "thresholds", help="acceptance each CLAP threshold would give a run, from its stored scores",
-        description=__doc__.split("\n\n", 2)[2].split("\n\n")[0].replace("\n", " "))
+        "thresholds",
+        help="acceptance each CLAP threshold would give a run, from its stored scores",
+        description=__doc__.split("\n\n", 2)[2].split("\n\n")[0].replace("\n", " "),
+    )
     parser.add_argument("run", help="the run id (folder name under --run-root)")
     parser.add_argument("--run-root", default=default_run_root(), help=RUN_ROOT_HELP)
-    parser.add_argument("--grid", default=",".join(f"{t:g}" for t in DEFAULT_GRID),
-                        help="comma-separated thresholds to show (default -0.2 to 0.8 in steps of 0.05, plus the "
-                             "run's own thresholds)")
-    parser.add_argument("--acceptance", type=float, default=None, metavar="SHARE",
-                        help="also print, per task, the highest threshold of the grid whose acceptance is at least "
-                             "SHARE (0-1)")
+    parser.add_argument(
+        "--grid",
+        default=",".join(f"{t:g}" for t in DEFAULT_GRID),
+        help="comma-separated thresholds to show (default -0.2 to 0.8 in steps of 0.05, plus the run's own thresholds)",
+    )
+    parser.add_argument(
+        "--acceptance",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="also print, per task, the highest threshold of the grid whose acceptance is at least SHARE (0-1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     return parser
 
@@ -57,17 +65,26 @@ def threshold_table(run_root: str, run_id: str, grid_text: str) -> dict:
 
     cfg = load_run_config(run_root, run_id)
     layout = imagine_stage.layout_for(cfg)
-    if not (layout.exists(*run_files.MAPPING) and
-            layout.exists(*run_files.CANDIDATES)):
-        raise FileNotFoundError(f"run {run_id!r} has no stored CLAP scores yet ({layout.url(imagine_stage.STAGE)} "
-                                "lacks mapping.parquet or candidates.parquet): let its imagine stage finish first")
+    if not (layout.exists(*run_files.MAPPING) and layout.exists(*run_files.CANDIDATES)):
+        raise FileNotFoundError(
+            f"run {run_id!r} has no stored CLAP scores yet ({layout.url(imagine_stage.STAGE)} "
+            "lacks mapping.parquet or candidates.parquet): let its imagine stage finish first"
+        )
     own = dict(cfg.imagine.thresholds)
     grid = _grid(grid_text, own)
-    table = acceptance(layout.read_table(*run_files.MAPPING),
-                       layout.read_table(*run_files.CANDIDATES), grid,
-                       cfg.imagine.num_candidates)
-    return {"run_id": run_id, "thresholds": own, "num_candidates": cfg.imagine.num_candidates,
-            "sampling": cfg.imagine.sampling, "rows": table.to_pylist()}
+    table = acceptance(
+        layout.read_table(*run_files.MAPPING),
+        layout.read_table(*run_files.CANDIDATES),
+        grid,
+        cfg.imagine.num_candidates,
+    )
+    return {
+        "run_id": run_id,
+        "thresholds": own,
+        "num_candidates": cfg.imagine.num_candidates,
+        "sampling": cfg.imagine.sampling,
+        "rows": table.to_pylist(),
+    }
 
 
 def choose(rows: list[dict], share: float) -> dict[str, float | None]:
@@ -88,21 +105,33 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"run {args.run}: span occurrences with an accepted candidate (first of {result['num_candidates']} "
-          f"candidates whose CLAP score reaches the threshold; sampling {result['sampling']}); the run uses "
-          + ", ".join(f"{t} {v:g}" for t, v in sorted(result["thresholds"].items())))
+    print(
+        f"run {args.run}: span occurrences with an accepted candidate (first of {result['num_candidates']} "
+        f"candidates whose CLAP score reaches the threshold; sampling {result['sampling']}); the run uses "
+        + ", ".join(f"{t} {v:g}" for t, v in sorted(result["thresholds"].items()))
+    )
     print(f"{'task':<8} {'threshold':>9} {'accepted':>9} {'of':>7} {'share':>7} {'undetermined':>13}")
     for r in sorted(result["rows"], key=lambda r: (r["task"], r["threshold"])):
         mark = " <- the run's" if result["thresholds"].get(r["task"]) == r["threshold"] else ""
-        print(f"{r['task']:<8} {r['threshold']:>9.2f} {r['accepted']:>9} {r['occurrences']:>7} "
-              f"{100 * r['rate']:>6.1f}% {r['undetermined']:>13}{mark}")
+        print(
+            f"{r['task']:<8} {r['threshold']:>9.2f} {r['accepted']:>9} {r['occurrences']:>7} "
+            f"{100 * r['rate']:>6.1f}% {r['undetermined']:>13}{mark}"
+        )
     if any(r["undetermined"] for r in result["rows"]):
-        print("undetermined: lazy sampling stopped before these occurrences' later candidates were generated; their "
-              "acceptance at that threshold is unknown and counted as rejected (rerun with "
-              "--set imagine.sampling='\"all\"' to know it)")
+        print(
+            "undetermined: lazy sampling stopped before these occurrences' later candidates were generated; their "
+            "acceptance at that threshold is unknown and counted as rejected (rerun with "
+            "--set imagine.sampling='\"all\"' to know it)"
+        )
     if args.acceptance is not None:
         for task, threshold in result["for_acceptance"]["threshold"].items():
-            print(f"{task}: " + (f"threshold {threshold:g} keeps at least {100 * args.acceptance:.0f} % "
-                                 f"(--set imagine.thresholds.{task}={threshold:g})" if threshold is not None else
-                                 f"no threshold of the grid keeps {100 * args.acceptance:.0f} %"))
+            print(
+                f"{task}: "
+                + (
+                    f"threshold {threshold:g} keeps at least {100 * args.acceptance:.0f} % "
+                    f"(--set imagine.thresholds.{task}={threshold:g})"
+                    if threshold is not None
+                    else f"no threshold of the grid keeps {100 * args.acceptance:.0f} %"
+                )
+            )
     return 0

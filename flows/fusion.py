@@ -22,14 +22,18 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
-from ith_core.stages import fusion as fusion_stage
 from ith_core.config import RunConfig
 from ith_core.report import summaries
+from ith_core.stages import fusion as fusion_stage
+from tasks import audiobert as audiobert_tasks
 from tasks import fusion as t
 
 
-@flow(name="ith-fusion", log_prints=True,
-      flow_run_name=named_by_run("fusion", lambda p: RunConfig.from_dict(p["config"]).effective_run_id))
+@flow(
+    name="ith-fusion",
+    log_prints=True,
+    flow_run_name=named_by_run("fusion", lambda p: RunConfig.from_dict(p["config"]).effective_run_id),
+)
 def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
     """Prepares each system's inputs, trains every (system, seed), scores them, and writes the table."""
     cfg = RunConfig.from_dict(config)
@@ -45,33 +49,38 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
     prepared = {"examples": t.prepare_examples(settings)}
     inputs = {None: prepared["examples"]}
     if any(s.audio == "imagined" for s in systems):
-        prepared["features"] = inputs["imagined"] = t.encode_audio(settings, models,
-                                                                   wait_for=after(prepared["examples"]))
+        prepared["features"] = inputs["imagined"] = t.encode_audio(
+            settings, models, wait_for=after(prepared["examples"])
+        )
     if any(s.audio == "retrieved" for s in systems):
-        from tasks import audiobert as audiobert_tasks
-
         retrieval = audiobert_tasks.retrieve_clips(settings, models, wait_for=after(prepared["examples"]))
         prepared["audiobert_retrieval"] = retrieval
         prepared["audiobert_features"] = inputs["retrieved"] = audiobert_tasks.encode_clips(
-            settings, models, wait_for=after(retrieval))
+            settings, models, wait_for=after(retrieval)
+        )
     train_reports, eval_reports = [], []
     for system in systems:
         for seed in fusion_stage.seeds_of(cfg, system):
             trained = None
             if system.trained:
-                trained = t.train_system(settings, models, system.name, seed,
-                                         wait_for=after(prepared["examples"], inputs[system.audio]))
+                trained = t.train_system(
+                    settings, models, system.name, seed, wait_for=after(prepared["examples"], inputs[system.audio])
+                )
                 train_reports.append(trained)
             read = after(prepared["examples"], trained or inputs[system.audio])
             eval_reports.append(t.evaluate_system(settings, models, system.name, seed, wait_for=read))
     results = t.summarise_results(settings, wait_for=after(*eval_reports))
     run_id = cfg.effective_run_id
-    create_markdown_artifact(summaries.fusion_results_markdown(run_id, results, cfg.profile),
-                             key=artifact_key("fusion", run_id),
-                             description=f"accuracy of every system of run {run_id} (profile {cfg.profile})")
-    create_markdown_artifact(summaries.fusion_curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
-                             key=artifact_key("fusion-curves", run_id),
-                             description=f"dev accuracy per epoch of run {run_id}")
+    create_markdown_artifact(
+        summaries.fusion_results_markdown(run_id, results, cfg.profile),
+        key=artifact_key("fusion", run_id),
+        description=f"accuracy of every system of run {run_id} (profile {cfg.profile})",
+    )
+    create_markdown_artifact(
+        summaries.fusion_curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
+        key=artifact_key("fusion-curves", run_id),
+        description=f"dev accuracy per epoch of run {run_id}",
+    )
     return fusion_stage.fusion_summary(prepared, train_reports, eval_reports, results)
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
+
 from ith_core.config import RunConfig
 
 TAG_KINDS = ("run", "profile", "benchmark")
@@ -26,8 +30,6 @@ def named_by_run(prefix: str, run_id_of: Callable[[dict[str, Any]], str]) -> Cal
     """A `flow_run_name` callable: `<prefix>-<run id>`, the run id computed from the flow run's parameters."""
 
     def name() -> str:
-        from prefect.runtime import flow_run
-
         try:
             return f"{prefix}-{run_id_of(dict(flow_run.parameters))}"
         except Exception:  # bad settings or data: the flow body fails with its own clear message
@@ -38,9 +40,6 @@ def named_by_run(prefix: str, run_id_of: Callable[[dict[str, Any]], str]) -> Cal
 
 def tag_flow_run(cfg: RunConfig) -> list[str]:
     """Sets the run, profile and benchmark tags on the current flow run (kept: tags of other kinds)."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return []

@@ -20,27 +20,26 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import Field
+from transformers.utils import logging as hf_logging
 
-from ith_core.stages import audiobert as audiobert_stage
-
-from ith_core.stages import skeleton
-
-from ith_core.stages import ingest as ingest_stage
-from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
-from ith_core.report import summaries
-from ith_core.stages.fusion import needs_imagination
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
 from flows.imagine import run_imagine
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
+from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
+from ith_core.report import summaries
+from ith_core.stages import audiobert as audiobert_stage
+from ith_core.stages import ingest as ingest_stage
+from ith_core.stages import skeleton
+from ith_core.stages.fusion import needs_imagination
 from storage.run_lock import hold_run_lock
 from tasks import ingest as ingest_tasks
 from tasks import report as report_tasks
 from tasks import spans as spans_tasks
-
 
 SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
@@ -53,12 +52,25 @@ Device = Union[Literal["auto", "cpu", "cuda"], Annotated[str, Field(pattern=r"^c
 FIRST_SEED = 42
 
 
-def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | None = None,
-                 data_dir: str | None = None, tasks: list[str] | None = None, splits: list[str] | None = None,
-                 sample_limit: int | str | None = None, model_dir: str | None = None, device: str = "auto",
-                 span: Any = None, imagine: Any = None, fusion: Any = None, benchmark: str = "auditorybench",
-                 synthetic: Any = None, systems: list[str] | None = None, seeds: int | list[int] | None = None,
-                 audiobert: Any = None) -> RunConfig:
+def build_config(
+    profile: str = "tiny",
+    run_root: str = "runs",
+    run_id: str | None = None,
+    data_dir: str | None = None,
+    tasks: list[str] | None = None,
+    splits: list[str] | None = None,
+    sample_limit: int | str | None = None,
+    model_dir: str | None = None,
+    device: str = "auto",
+    span: Any = None,
+    imagine: Any = None,
+    fusion: Any = None,
+    benchmark: str = "auditorybench",
+    synthetic: Any = None,
+    systems: list[str] | None = None,
+    seeds: int | list[int] | None = None,
+    audiobert: Any = None,
+) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
     `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
@@ -67,8 +79,13 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     (None: the profile's). `seeds`: a list of training seeds, or N for the first N of 42, 43, ...
     (None: fusion.seeds).
     """
-    overrides: dict[str, Any] = {"run_root": run_root, "run_id": run_id, "model_dir": model_dir, "device": device,
-                                 "benchmark": benchmark}
+    overrides: dict[str, Any] = {
+        "run_root": run_root,
+        "run_id": run_id,
+        "model_dir": model_dir,
+        "device": device,
+        "benchmark": benchmark,
+    }
     if systems:
         overrides["systems"] = systems
     data: dict[str, Any] = {"data_dir": data_dir}
@@ -81,8 +98,9 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
     elif sample_limit is not None:
         data["sample_limit"] = sample_limit
     overrides["data"] = data
-    overrides.update(overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic,
-                                    audiobert=audiobert))
+    overrides.update(
+        overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic, audiobert=audiobert)
+    )
     if seeds is not None:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             if seeds < 1:
@@ -93,23 +111,25 @@ def build_config(profile: str = "tiny", run_root: str = "runs", run_id: str | No
 
 
 @flow(name="ith", log_prints=True, flow_run_name=named_by_run("ith", lambda p: build_config(**p).effective_run_id))
-def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
-                 benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
-                 systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
-                 seeds: Union[Annotated[int, Field(ge=1)], list[int], None] = None,
-                 run_root: str = "runs",
-                 run_id: Optional[str] = None,
-                 data_dir: Optional[str] = None,
-                 tasks: Optional[list[Literal["animal", "pitch"]]] = None,
-                 splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
-                 sample_limit: Union[Annotated[int, Field(ge=1)], Literal["all"], None] = None,
-                 model_dir: Optional[str] = None,
-                 device: Device = "auto",
-                 span: Optional[SpanSettings] = None,
-                 imagine: Optional[ImagineSettings] = None,
-                 fusion: Optional[FusionSettings] = None,
-                 synthetic: Optional[SyntheticSettings] = None,
-                 audiobert: Optional[AudioBertSettings] = None) -> dict:
+def ith_pipeline(
+    profile: Literal["tiny", "paper"] = "tiny",
+    benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
+    systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
+    seeds: Union[Annotated[int, Field(ge=1)], list[int], None] = None,
+    run_root: str = "runs",
+    run_id: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    tasks: Optional[list[Literal["animal", "pitch"]]] = None,
+    splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
+    sample_limit: Union[Annotated[int, Field(ge=1)], Literal["all"], None] = None,
+    model_dir: Optional[str] = None,
+    device: Device = "auto",
+    span: Optional[SpanSettings] = None,
+    imagine: Optional[ImagineSettings] = None,
+    fusion: Optional[FusionSettings] = None,
+    synthetic: Optional[SyntheticSettings] = None,
+    audiobert: Optional[AudioBertSettings] = None,
+) -> dict:
     """Runs every stage and returns the run's summary.
 
     Args:
@@ -148,15 +168,28 @@ def ith_pipeline(profile: Literal["tiny", "paper"] = "tiny",
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
-    cfg = build_config(profile, run_root, run_id, data_dir, tasks, splits, sample_limit, model_dir, device,
-                       span, imagine, fusion, benchmark, synthetic, systems, seeds, audiobert)
+    cfg = build_config(
+        profile,
+        run_root,
+        run_id,
+        data_dir,
+        tasks,
+        splits,
+        sample_limit,
+        model_dir,
+        device,
+        span,
+        imagine,
+        fusion,
+        benchmark,
+        synthetic,
+        systems,
+        seeds,
+        audiobert,
+    )
     audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
     tag_flow_run(cfg)
-    from prefect.runtime import flow_run
-
     # One writer per run: a second flow run (or `ith run`) of this run id refuses, naming the holder.
     # Under `ith run` this process holds the lock already and this is a no-op.
     with hold_run_lock(skeleton.layout_for(cfg), f"flow run {flow_run.name} (ith/{flow_run.flow_name})"):
@@ -174,18 +207,27 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     settings = quote(config)
     # Ingestion first: a run folder is only created once its benchmark files were found.
     reports["ingest"] = ingest_tasks.ingest(settings)
-    logger.info("run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark,
-                skeleton.write_config(cfg))
-    create_markdown_artifact(summaries.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
-                             key=artifact_key("ingest", run_id), description=f"rows, rejects and flags of run {run_id}")
+    logger.info(
+        "run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark, skeleton.write_config(cfg)
+    )
+    create_markdown_artifact(
+        summaries.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
+        key=artifact_key("ingest", run_id),
+        description=f"rows, rejects and flags of run {run_id}",
+    )
     model_paths = ingest_tasks.prepare_models(settings)
     models = quote(model_paths)
-    reports["span_detector"] = spans_tasks.train_span_detector(settings, models, wait_for=after(reports["ingest"], model_paths))
-    reports["spans"] = spans_tasks.detect_spans(settings, models,
-                                      wait_for=after(reports["ingest"], model_paths, reports["span_detector"]))
-    create_markdown_artifact(summaries.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile,
-                                                      cfg.benchmark),
-                             key=artifact_key("spans", run_id), description=f"span detection of run {run_id}")
+    reports["span_detector"] = spans_tasks.train_span_detector(
+        settings, models, wait_for=after(reports["ingest"], model_paths)
+    )
+    reports["spans"] = spans_tasks.detect_spans(
+        settings, models, wait_for=after(reports["ingest"], model_paths, reports["span_detector"])
+    )
+    create_markdown_artifact(
+        summaries.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile, cfg.benchmark),
+        key=artifact_key("spans", run_id),
+        description=f"span detection of run {run_id}",
+    )
     # Imagination is ITH's (and the tiny AudioBERT stand-in pool's) input; text-only systems skip it.
     if needs_imagination(cfg):
         reports["imagine"] = run_imagine(config, model_paths, wait_for=after(model_paths, reports["spans"]))
@@ -193,12 +235,20 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
         reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
     # Fusion reads the spans and the imagine stage's selection; a subflow's result is not traced (flows/lineage.py).
     reports["fusion"] = run_fusion(config, model_paths, wait_for=after(model_paths, reports["spans"]))
-    summary_url = report_tasks.write_summary(settings, quote(reports), time.perf_counter() - started,
-                                  wait_for=after(reports["ingest"], reports["span_detector"], reports["spans"]))
+    summary_url = report_tasks.write_summary(
+        settings,
+        quote(reports),
+        time.perf_counter() - started,
+        wait_for=after(reports["ingest"], reports["span_detector"], reports["spans"]),
+    )
     report = report_tasks.write_report(settings, wait_for=after(summary_url))
     publish_report(run_id, report)
     logger.info("summary: %s; report: %s", summary_url, report["html"])
-    from prefect.runtime import flow_run
-
-    return {"run_id": run_id, "run_dir": skeleton.layout_for(cfg).url(), "summary": summary_url,
-            "report": report["html"], "flow_run_id": flow_run.id, "stages": reports}
+    return {
+        "run_id": run_id,
+        "run_dir": skeleton.layout_for(cfg).url(),
+        "summary": summary_url,
+        "report": report["html"],
+        "flow_run_id": flow_run.id,
+        "stages": reports,
+    }

@@ -36,21 +36,34 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
     config = cfg.resolved()
     logger = get_run_logger()
     layout = layout_for(cfg)
-    pending = [f"{s.name} seed {seed}" for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)
-               if s.trained and not layout.exists(fusion_stage.train_stage_name(s.name, seed), DONE_MARKER)]
+    pending = [
+        f"{s.name} seed {seed}"
+        for s in fusion_stage.run_systems(cfg)
+        for seed in fusion_stage.seeds_of(cfg, s)
+        if s.trained and not layout.exists(fusion_stage.train_stage_name(s.name, seed), DONE_MARKER)
+    ]
     evaluation = None
     if not layout.exists(fusion_stage.EXAMPLES, DONE_MARKER) or pending:
-        logger.warning("run %s has untrained systems (%s): the report shows the stages it has", run_id,
-                       ", ".join(pending) or "no fusion examples yet")
+        logger.warning(
+            "run %s has untrained systems (%s): the report shows the stages it has",
+            run_id,
+            ", ".join(pending) or "no fusion examples yet",
+        )
     else:
         # Settings quoted, edges named with `after` (flows/lineage.py).
         model_paths = ingest_tasks.prepare_models(quote(config))
-        evaluated = [fusion_tasks.evaluate_system(quote(config), quote(model_paths), s.name, seed,
-                                                  wait_for=after(model_paths))
-                     for s in fusion_stage.run_systems(cfg) for seed in fusion_stage.seeds_of(cfg, s)]
+        evaluated = [
+            fusion_tasks.evaluate_system(quote(config), quote(model_paths), s.name, seed, wait_for=after(model_paths))
+            for s in fusion_stage.run_systems(cfg)
+            for seed in fusion_stage.seeds_of(cfg, s)
+        ]
         evaluation = fusion_tasks.summarise_results(quote(config), wait_for=after(*evaluated))
     report = report_tasks.write_report(quote(config), wait_for=after(evaluation))
     publish_report(run_id, report)
     logger.info("report: %s", report["html"])
-    return {"run_id": run_id, "report": report["html"], "markdown": report["markdown"],
-            "evaluated": evaluation is not None}
+    return {
+        "run_id": run_id,
+        "report": report["html"],
+        "markdown": report["markdown"],
+        "evaluated": evaluation is not None,
+    }

@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from ith_core.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,17 +68,19 @@ def _prefect() -> list[str]:
 
 def serve_env(paths: ServePaths, port: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PREFECT_HOME": str(paths.prefect_home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-        "ITH_PROJECT_DIR": str(REPO_ROOT),
-        # The deployments' run_root default (prefect.yaml), absolute so the form shows where runs go.
-        "ITH_RUNS_DIR": str(Path(env.get("ITH_RUNS_DIR") or REPO_ROOT / "runs").resolve()),
-        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"),
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(paths.prefect_home),
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            "ITH_PROJECT_DIR": str(REPO_ROOT),
+            # The deployments' run_root default (prefect.yaml), absolute so the form shows where runs go.
+            "ITH_RUNS_DIR": str(Path(env.get("ITH_RUNS_DIR") or REPO_ROOT / "runs").resolve()),
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "TRANSFORMERS_OFFLINE": env.get("TRANSFORMERS_OFFLINE", "1"),
+        }
+    )
     return env
 
 
@@ -101,8 +105,6 @@ def _alive(pid: int) -> bool:
 
 def _identity(pid: int) -> dict | None:
     """{"pid", "create_time", "cmdline"} of a running process, None if there is none."""
-    import psutil
-
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -119,8 +121,11 @@ def _record_pid(paths: ServePaths, name: str, pid: int) -> None:
 
 def _same_process(recorded: dict, now: dict) -> bool:
     # Start times come from the same clock and formula each time; a tolerance covers rounding only.
-    return (recorded.get("create_time") is not None and abs(recorded["create_time"] - now["create_time"]) < 0.05
-            and recorded.get("cmdline") == now["cmdline"])
+    return (
+        recorded.get("create_time") is not None
+        and abs(recorded["create_time"] - now["create_time"]) < 0.05
+        and recorded.get("cmdline") == now["cmdline"]
+    )
 
 
 def _started_process(paths: ServePaths, name: str) -> tuple[int | None, str | None]:
@@ -144,11 +149,15 @@ def _started_process(paths: ServePaths, name: str) -> tuple[int | None, str | No
     if now is None:
         return None, None
     if recorded.get("create_time") is None:
-        return None, (f"process {pid} was recorded without its start time, so it cannot be checked; it was left "
-                      f"alone: if it is the {name}, stop it with `kill -INT -- -{pid}`")
+        return None, (
+            f"process {pid} was recorded without its start time, so it cannot be checked; it was left "
+            f"alone: if it is the {name}, stop it with `kill -INT -- -{pid}`"
+        )
     if not _same_process(recorded, now):
-        return None, (f"process {pid} is not the {name} `ith serve` started (started at {now['create_time']:.2f}, "
-                      f"command {' '.join(now['cmdline'])[:120]!r}); it was left alone")
+        return None, (
+            f"process {pid} is not the {name} `ith serve` started (started at {now['create_time']:.2f}, "
+            f"command {' '.join(now['cmdline'])[:120]!r}); it was left alone"
+        )
     return pid, None
 
 
@@ -181,8 +190,15 @@ def _spawn(name: str, command: list[str], env: dict[str, str], paths: ServePaths
     log = open(paths.log_file(name), "ab")
     # A session of its own: `--stop` signals the whole process group, the server's uvicorn
     # child included, and the process outlives the `ith serve` command that started it.
-    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     _record_pid(paths, name, process.pid)  # Popen returns after the exec: the command line is the new one
     return process.pid
 
@@ -202,23 +218,31 @@ def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
     server = _read_pid(paths, "server")
     if server is None or not healthy(port):
         if server is not None:
-            raise ServeError(f"a server started by `ith serve` (pid {server}) runs but does not answer on port "
-                             f"{port}; stop it with `ith serve --stop` first")
+            raise ServeError(
+                f"a server started by `ith serve` (pid {server}) runs but does not answer on port "
+                f"{port}; stop it with `ith serve --stop` first"
+            )
         if healthy(port):
-            raise ServeError(f"port {port} already serves a Prefect API not started by `ith serve`; "
-                             f"choose another with --port (e.g. --port {free_port()})")
+            raise ServeError(
+                f"port {port} already serves a Prefect API not started by `ith serve`; "
+                f"choose another with --port (e.g. --port {free_port()})"
+            )
         if _port_taken(port):
-            raise ServeError(f"port {port} on 127.0.0.1 is taken by another program; choose a free one with --port "
-                             f"(e.g. --port {free_port()})")
-        server = _spawn("server", [*_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                        env, paths)
+            raise ServeError(
+                f"port {port} on 127.0.0.1 is taken by another program; choose a free one with --port "
+                f"(e.g. --port {free_port()})"
+            )
+        server = _spawn(
+            "server", [*_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, paths
+        )
         deadline = time.monotonic() + wait_s
         while not healthy(port):
             if not _alive(server):
                 raise RuntimeError(f"the Prefect server exited; see {paths.log_file('server')}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not answer within {wait_s:.0f} s; "
-                                   f"see {paths.log_file('server')}")
+                raise RuntimeError(
+                    f"the Prefect server did not answer within {wait_s:.0f} s; see {paths.log_file('server')}"
+                )
             time.sleep(1.0)
     (paths.state / "port").write_text(f"{port}\n")
 
@@ -231,8 +255,14 @@ def start(port: int = 4200, pool: str = POOL, wait_s: float = 120.0) -> dict:
     if worker is None:
         worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "2")}
         worker = _spawn("worker", [*_prefect(), "worker", "start", "--pool", pool], worker_env, paths)
-    return {"ui": f"http://127.0.0.1:{port}", "api": env["PREFECT_API_URL"], "server_pid": server,
-            "worker_pid": worker, "prefect_home": str(paths.prefect_home), "logs": str(paths.state)}
+    return {
+        "ui": f"http://127.0.0.1:{port}",
+        "api": env["PREFECT_API_URL"],
+        "server_pid": server,
+        "worker_pid": worker,
+        "prefect_home": str(paths.prefect_home),
+        "logs": str(paths.state),
+    }
 
 
 def running_server() -> str | None:
@@ -304,7 +334,8 @@ def stop() -> dict:
                 break
         if _alive(pid):
             stopped.setdefault("still_running", []).append(
-                f"the {name} (pid {pid}) is still running after SIGKILL; its process file was kept")
+                f"the {name} (pid {pid}) is still running after SIGKILL; its process file was kept"
+            )
             continue
         paths.pid_file(name).unlink(missing_ok=True)
         stopped[name] = pid
@@ -313,10 +344,12 @@ def stop() -> dict:
 
 def add_serve_parser(subparsers):
     parser = subparsers.add_parser(
-        "serve", help="start a local Prefect server, work pool, deployments and worker",
+        "serve",
+        help="start a local Prefect server, work pool, deployments and worker",
         description="Start (or reuse) a Prefect server on 127.0.0.1 with its database under .ith/prefect, create "
-                    f"the process work pool '{POOL}', deploy prefect.yaml, start a worker, and print the UI "
-                    "address. `ith serve --stop` stops what it started, by process id.")
+        f"the process work pool '{POOL}', deploy prefect.yaml, start a worker, and print the UI "
+        "address. `ith serve --stop` stops what it started, by process id.",
+    )
     parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1 (default: 4200)")
     parser.add_argument("--stop", action="store_true", help="stop the worker and server started by `ith serve`")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

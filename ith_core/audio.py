@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fsspec
 import numpy as np
+import soxr
 
 from storage.wav import WavError, decode_audio
 
@@ -35,11 +36,11 @@ def resample(waveforms: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """(samples,) or (n, samples) float32 at rate_in -> same rank at rate_out (soxr, HQ filter)."""
     if rate_in == rate_out:
         return np.ascontiguousarray(waveforms, dtype=np.float32)
-    import soxr
-
     if waveforms.ndim == 1:
-        return np.asarray(soxr.resample(np.ascontiguousarray(waveforms, dtype=np.float32), rate_in, rate_out,
-                                        quality="HQ"), dtype=np.float32)
+        return np.asarray(
+            soxr.resample(np.ascontiguousarray(waveforms, dtype=np.float32), rate_in, rate_out, quality="HQ"),
+            dtype=np.float32,
+        )
     # soxr takes (frames, channels): the batch becomes the channels, one call for all rows.
     out = soxr.resample(np.ascontiguousarray(waveforms.T, dtype=np.float32), rate_in, rate_out, quality="HQ")
     return np.ascontiguousarray(out.T, dtype=np.float32)

@@ -31,6 +31,8 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model, field_validator
 
+from storage.layout import run_id_problem
+
 TASKS = ("animal", "pitch")
 SPLITS = ("train", "dev", "test", "wiki")
 PROFILE_NAMES = ("tiny", "paper")
@@ -43,6 +45,7 @@ RUN_ROOT_HELP = f"folder or fsspec URL holding runs (default: ${RUNS_DIR_ENV}, e
 def default_run_root() -> str:
     """`$ITH_RUNS_DIR` when set, else `runs` (relative to the working directory)."""
     return os.environ.get(RUNS_DIR_ENV) or "runs"
+
 
 # Strict scalars: no str -> number coercion, no bool as a number, no float as an int.
 Int = Annotated[int, Strict()]
@@ -77,19 +80,25 @@ class DataConfig(Section):
     """Where the benchmark comes from and which part of it a run uses."""
 
     data_dir: Optional[Str] = Field(
-        None, description="AuditoryBench folder or fsspec URL in the layout <task dir>/<split>.csv; null: "
-                          "$ITH_AUDITORYBENCH_DIR, else the verified home $ITH_HOME/data/auditorybench (filled by "
-                          "`ith data fetch`, or downloaded into it and verified). A location: it does not enter the "
-                          "run id. Ignored by the synthetic benchmark.")
+        None,
+        description="AuditoryBench folder or fsspec URL in the layout <task dir>/<split>.csv; null: "
+        "$ITH_AUDITORYBENCH_DIR, else the verified home $ITH_HOME/data/auditorybench (filled by "
+        "`ith data fetch`, or downloaded into it and verified). A location: it does not enter the "
+        "run id. Ignored by the synthetic benchmark.",
+    )
     content: Optional[Str] = Field(
-        None, description="what the benchmark files are, filled in when a run's settings are resolved (not a "
-                          "setting): 'pinned' (each file matches its pinned sha256, wherever it was read from) or "
-                          "'sha256:<hash>' of a local or modified copy; it enters the run id, data_dir does not")
+        None,
+        description="what the benchmark files are, filled in when a run's settings are resolved (not a "
+        "setting): 'pinned' (each file matches its pinned sha256, wherever it was read from) or "
+        "'sha256:<hash>' of a local or modified copy; it enters the run id, data_dir does not",
+    )
     tasks: tuple[Literal["animal", "pitch"], ...] = Field(TASKS, description="tasks to run")
     splits: tuple[Literal["train", "dev", "test", "wiki"], ...] = Field(
-        SPLITS, description="splits that spans are detected on and fusion scores (ingestion reads all four)")
+        SPLITS, description="splits that spans are detected on and fusion scores (ingestion reads all four)"
+    )
     sample_limit: Optional[Int] = Field(
-        None, ge=1, description="examples per (task, split) for the later stages; null: every row")
+        None, ge=1, description="examples per (task, split) for the later stages; null: every row"
+    )
     sample_seed: Int = Field(0, description="seed of the deterministic per-split sample")
 
     _csv = field_validator("tasks", "splits", mode="before")(_split_csv)
@@ -108,21 +117,25 @@ class SpanDetectorConfig(Section):
     """Stage 1: the auditory span detector (token classifier, 2 labels). Defaults are the method's."""
 
     source: Literal["detected", "gold"] = Field(
-        "detected", description="detected: the trained detector's spans (the paper); gold: the benchmark's own "
-                                "span columns, located by a lower-cased string match (the reference code's "
-                                "behaviour for fusion positions)")
+        "detected",
+        description="detected: the trained detector's spans (the paper); gold: the benchmark's own "
+        "span columns, located by a lower-cased string match (the reference code's "
+        "behaviour for fusion positions)",
+    )
     epochs: Int = Field(5, ge=1, description="training epochs (method: 5)")
     batch_size: Int = Field(16, ge=1, description="training batch (method: 16)")
     learning_rate: Float = Field(1e-5, gt=0, description="AdamW learning rate (method: 1e-5)")
     weight_decay: Float = Field(0.0, ge=0, description="AdamW weight decay (reference: 0, transformers.AdamW)")
     adam_epsilon: Float = Field(1e-6, gt=0, description="AdamW epsilon (reference: 1e-6, transformers.AdamW)")
     lr_schedule: Literal["constant", "linear"] = Field(
-        "constant", description="constant (the reference) or linear decay to 0")
+        "constant", description="constant (the reference) or linear decay to 0"
+    )
     max_length: Int = Field(128, ge=8, le=512, description="tokens per sentence (method: 128)")
     seed: Int = Field(42, description="seed of the head initialisation and the shuffle")
     max_train_steps: Optional[Int] = Field(None, ge=1, description="cap on optimiser steps; null: all epochs")
     max_train_examples: Optional[Int] = Field(
-        None, ge=1, description="cap on training examples; null: every accepted train row of every task")
+        None, ge=1, description="cap on training examples; null: every accepted train row of every task"
+    )
     inference_batch_size: Int = Field(64, ge=1, description="batch of detection (execution only)")
     threshold: Float = Field(0.5, gt=0.0, lt=1.0, description="a token is inside a span when P(label 1) >= this")
 
@@ -131,9 +144,11 @@ class ImagineConfig(Section):
     """Stages 2-3: audio generation and CLAP rejection sampling. Defaults are the method's."""
 
     generator: Literal["stable-audio", "tone"] = Field(
-        "stable-audio", description="stable-audio: the text-to-audio model of the method; tone: the planted-signal "
-                                    "check of the synthetic benchmark (renders each source's hidden tone; not a "
-                                    "text-to-audio model)")
+        "stable-audio",
+        description="stable-audio: the text-to-audio model of the method; tone: the planted-signal "
+        "check of the synthetic benchmark (renders each source's hidden tone; not a "
+        "text-to-audio model)",
+    )
     prompt_template: Str = Field("{span} sound", description="generation prompt; must contain {span}")
     fallback_prompt: Str = Field("sound", description="prompt of an example without a detected span")
     negative_prompt: Str = Field("Low quality", description="negative prompt (method: 'Low quality')")
@@ -143,45 +158,68 @@ class ImagineConfig(Section):
     guidance_scale: Float = Field(7.0, ge=0, description="classifier-free guidance (method: 7)")
     seed: Int = Field(42, description="base seed; each candidate's seed derives from it and the audio id")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="auto: float16 on GPU (the method), float32 on CPU")
+        "auto", description="auto: float16 on GPU (the method), float32 on CPU"
+    )
     latent_length: Literal["full", "exact"] = Field(
-        "full", description="full: denoise the model's whole window and crop (the reference); exact: denoise "
-                            "only the frames the duration needs (faster, not the method)")
+        "full",
+        description="full: denoise the model's whole window and crop (the reference); exact: denoise "
+        "only the frames the duration needs (faster, not the method)",
+    )
     sampling: Literal["lazy", "all"] = Field(
-        "lazy", description="lazy: generate candidates in index order and stop a prompt at the first that passes "
-                            "its threshold (the highest of its tasks'), which selects exactly what generating all "
-                            "of them selects; all: generate every candidate (the threshold study needs every score)")
+        "lazy",
+        description="lazy: generate candidates in index order and stop a prompt at the first that passes "
+        "its threshold (the highest of its tasks'), which selects exactly what generating all "
+        "of them selects; all: generate every candidate (the threshold study needs every score)",
+    )
     keep_audio: Literal["all", "selected"] = Field(
-        "all", description="all: store every generated candidate's audio; selected: only the candidates the "
-                           "thresholds choose (scores of all are kept) (execution only)")
+        "all",
+        description="all: store every generated candidate's audio; selected: only the candidates the "
+        "thresholds choose (scores of all are kept) (execution only)",
+    )
     audio_format: Literal["wav", "flac"] = Field(
-        "wav", description="stored audio: 16-bit PCM WAV, or FLAC (lossless, the same 16-bit samples, smaller); "
-                           "CLAP scores the generated samples either way (execution only)")
+        "wav",
+        description="stored audio: 16-bit PCM WAV, or FLAC (lossless, the same 16-bit samples, smaller); "
+        "CLAP scores the generated samples either way (execution only)",
+    )
     decode: Literal["prefix", "full"] = Field(
-        "prefix", description="prefix: VAE-decode only the latent frames the kept seconds need (plus the decoder's "
-                              "reach; equal to full-then-trim within float rounding); full: the whole latent "
-                              "(execution only)")
+        "prefix",
+        description="prefix: VAE-decode only the latent frames the kept seconds need (plus the decoder's "
+        "reach; equal to full-then-trim within float rounding); full: the whole latent "
+        "(execution only)",
+    )
     batch_size: Optional[Int] = Field(
-        None, ge=1, description="clips (prompt x candidate) per generation call; null: from the device's free "
-                                "memory on a GPU, 8 on a CPU (execution only)")
+        None,
+        ge=1,
+        description="clips (prompt x candidate) per generation call; null: from the device's free "
+        "memory on a GPU, 8 on a CPU (execution only)",
+    )
     decode_batch_size: Optional[Int] = Field(
-        None, ge=1, description="clips per VAE decode call; null: from the device's free memory on a GPU, all "
-                                "of the generation call on a CPU (execution only)")
+        None,
+        ge=1,
+        description="clips per VAE decode call; null: from the device's free memory on a GPU, all "
+        "of the generation call on a CPU (execution only)",
+    )
     disk_check: Bool = Field(
-        True, description="refuse to start when the run root's free space cannot hold the audio the plan "
-                          "expects to write (local run roots; execution only)")
+        True,
+        description="refuse to start when the run root's free space cannot hold the audio the plan "
+        "expects to write (local run roots; execution only)",
+    )
     shard_size: Int = Field(64, ge=1, description="prompts per shard task (execution only)")
     clap_backend: Literal["transformers"] = Field(
-        "transformers", description="CLAP implementation; laion-clap is not shipped (it pins numpy<2)")
+        "transformers", description="CLAP implementation; laion-clap is not shipped (it pins numpy<2)"
+    )
     clap_batch_size: Int = Field(32, ge=1, description="clips per CLAP batch (execution only)")
     thresholds: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=-1.0, le=1.0)]] = Field(
         default_factory=lambda: {"animal": 0.4, "pitch": 0.3},
         description="CLAP acceptance threshold per task (method: animal 0.4, pitch 0.3); "
-                    "set one with --set imagine.thresholds.animal=0.4")
+        "set one with --set imagine.thresholds.animal=0.4",
+    )
     threshold_grid: tuple[Annotated[Float, Field(ge=-1.0, le=1.0)], ...] = Field(
-        (0.0, 0.2, 0.4, 0.6, 0.8), description="thresholds whose acceptance is reported (the paper's study)")
+        (0.0, 0.2, 0.4, 0.6, 0.8), description="thresholds whose acceptance is reported (the paper's study)"
+    )
     task_runner: Literal["local", "ray"] = Field(
-        "local", description="local: one worker per visible GPU (one on CPU); ray: prefect-ray, one GPU per shard")
+        "local", description="local: one worker per visible GPU (one on CPU); ray: prefect-ray, one GPU per shard"
+    )
     ray_address: Optional[Str] = Field(None, description="Ray cluster address (ray://head:10001); null: local Ray")
     gpus: Optional[Int] = Field(None, ge=0, description="GPUs to use; null: all visible")
     retries: Int = Field(2, ge=0, description="retries of a failed shard (I/O and device errors)")
@@ -200,43 +238,61 @@ class FusionConfig(Section):
     """Stages 4-5: audio encoding, the fusion LM, training and evaluation. Defaults are the method's."""
 
     train_audio_encoder: Bool = Field(
-        True, description="true: AST trained end to end on precomputed input features (the method and the "
-                          "reference); false: the frozen-encoder variant (AST tokens precomputed once and "
-                          "standardised; cheaper, not the method)")
+        True,
+        description="true: AST trained end to end on precomputed input features (the method and the "
+        "reference); false: the frozen-encoder variant (AST tokens precomputed once and "
+        "standardised; cheaper, not the method)",
+    )
     audio_tokens: Optional[Int] = Field(
-        None, ge=1, description="pool the encoder's tokens to this many (mean over contiguous groups; AST orders "
-                                "them frequency-major); null: all (~1214, the method)")
+        None,
+        ge=1,
+        description="pool the encoder's tokens to this many (mean over contiguous groups; AST orders "
+        "them frequency-major); null: all (~1214, the method)",
+    )
     standardize_audio: Optional[Bool] = Field(
-        None, description="standardise the encoder's tokens per position and channel with fixed statistics over the "
-                          "training audios before the projector MLP; null: the frozen-encoder variant does (its "
-                          "stored tokens differ between clips by a small deviation from what all clips share), the "
-                          "trained one does not (the method); true with a trained encoder: statistics of the encoder "
-                          "as loaded, before training (an affine reparametrisation of the MLP's first layer)")
+        None,
+        description="standardise the encoder's tokens per position and channel with fixed statistics over the "
+        "training audios before the projector MLP; null: the frozen-encoder variant does (its "
+        "stored tokens differ between clips by a small deviation from what all clips share), the "
+        "trained one does not (the method); true with a trained encoder: statistics of the encoder "
+        "as loaded, before training (an affine reparametrisation of the MLP's first layer)",
+    )
     fusion_layer: Int = Field(-1, ge=-1, description="-1: fuse on the embedding output; i: after encoder layer i")
     num_heads: Int = Field(12, ge=1, description="cross-attention heads (method: 12)")
     ffn_dim: Int = Field(3072, ge=1, description="fusion FFN width (method: 3072)")
     dropout: Float = Field(0.1, ge=0.0, lt=1.0, description="fusion dropout (method: 0.1)")
     learning_rates: dict[Literal["animal", "pitch"], Annotated[Float, Field(gt=0)]] = Field(
         default_factory=lambda: {"animal": 3e-4, "pitch": 4e-5},
-        description="AdamW learning rate per task (method: animal 3e-4, pitch 4e-5)")
+        description="AdamW learning rate per task (method: animal 3e-4, pitch 4e-5)",
+    )
     audio_encoder_lr_scale: Float = Field(
-        1.0, ge=0.0, description="a trained audio encoder's learning rate as a share of the task's (method: 1, one "
-                                 "rate for every weight)")
+        1.0,
+        ge=0.0,
+        description="a trained audio encoder's learning rate as a share of the task's (method: 1, one "
+        "rate for every weight)",
+    )
     batch_size: Int = Field(32, ge=1, description="global batch (method: 32)")
     epochs: Int = Field(8, ge=1, description="training epochs (method: 8)")
     warmup_ratios: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
         default_factory=lambda: {"animal": 0.1, "pitch": 0.1},
         description="linear warmup share of the cosine schedule per task (paper: 10 %; the reference's pitch "
-                    "script warms up for 2 epochs, 0.25 at 8 epochs)")
+        "script warms up for 2 epochs, 0.25 at 8 epochs)",
+    )
     weight_decay: Float = Field(0.01, ge=0.0, description="AdamW weight decay (torch default, as the reference)")
     max_grad_norm: Optional[Float] = Field(
-        1.0, gt=0, description="clip the gradient norm to this (reference: 1.0); null: no clipping")
+        1.0, gt=0, description="clip the gradient norm to this (reference: 1.0); null: no clipping"
+    )
     max_length: Int = Field(
-        512, ge=8, le=512, description="tokens per sentence; longer ones are cut to a window around the [MASK] "
-                                       "(reference: no truncation below BERT's 512)")
+        512,
+        ge=8,
+        le=512,
+        description="tokens per sentence; longer ones are cut to a window around the [MASK] "
+        "(reference: no truncation below BERT's 512)",
+    )
     seeds: tuple[Int, ...] = Field((42,), min_length=1, description="training seeds; one model per task and seed")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "no", description="no: fp32 (the reference); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU")
+        "no", description="no: fp32 (the reference); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU"
+    )
     bootstrap_samples: Int = Field(1000, ge=100, description="bootstrap resamples of the 95 % intervals")
     num_processes: Int = Field(1, ge=1, description="accelerate processes (execution only)")
 
@@ -255,56 +311,76 @@ class AudioBertConfig(Section):
     """
 
     pool: Optional[Str] = Field(
-        None, description="clip pool: a folder or fsspec URL of WAV/FLAC files with a captions table (captions.csv, "
-                          ".tsv, .jsonl or .parquet: path, caption[, source, split]) or a caption JSON beside each "
-                          "clip (LAION-Audio-630K's layout); null: the profile's and benchmark's default pool "
-                          "(synthetic: clips rendered for every source name; tiny AuditoryBench: the run's imagined "
-                          "train-split clips; paper AuditoryBench: none, an error says how to get the published one)")
+        None,
+        description="clip pool: a folder or fsspec URL of WAV/FLAC files with a captions table (captions.csv, "
+        ".tsv, .jsonl or .parquet: path, caption[, source, split]) or a caption JSON beside each "
+        "clip (LAION-Audio-630K's layout); null: the profile's and benchmark's default pool "
+        "(synthetic: clips rendered for every source name; tiny AuditoryBench: the run's imagined "
+        "train-split clips; paper AuditoryBench: none, an error says how to get the published one)",
+    )
     query_mode: Literal["clap", "text"] = Field(
-        "clap", description="clap: CLAP text embedding of the query against the pool's CLAP audio index (the "
-                            "release); text: the query's words against the captions' words (TF-IDF cosine), for "
-                            "pools whose CLAP is untrained (tiny profile, synthetic benchmark)")
-    query_template: Str = Field("{span} sound", description="retrieval query of a span; must contain {span} "
-                                                            "(release: '{span} sound')")
+        "clap",
+        description="clap: CLAP text embedding of the query against the pool's CLAP audio index (the "
+        "release); text: the query's words against the captions' words (TF-IDF cosine), for "
+        "pools whose CLAP is untrained (tiny profile, synthetic benchmark)",
+    )
+    query_template: Str = Field(
+        "{span} sound", description="retrieval query of a span; must contain {span} (release: '{span} sound')"
+    )
     top_k: Int = Field(50, ge=1, description="clips kept per span, best first (release: 50; the LM hears the top-1)")
     policy: Literal["all", "split_own", "exclude_source"] = Field(
-        "all", description="which clips a row may retrieve: all (the release's code default); split_own: clips whose "
-                           "split is the row's (clips without a split are shared; emulates the release's per-split "
-                           "files and leaks the clip that fixed a pitch label); exclude_source: all but the clips "
-                           "whose source is the row's example id or one of its gold spans")
+        "all",
+        description="which clips a row may retrieve: all (the release's code default); split_own: clips whose "
+        "split is the row's (clips without a split are shared; emulates the release's per-split "
+        "files and leaks the clip that fixed a pitch label); exclude_source: all but the clips "
+        "whose source is the row's example id or one of its gold spans",
+    )
     lora_targets: tuple[Str, ...] = Field(
-        ("query", "key", "value"), min_length=1,
+        ("query", "key", "value"),
+        min_length=1,
         description="names of the LM's linear layers that get LoRA adapters (release: query, key, value); every LM "
-                    "weight stays frozen either way")
+        "weight stays frozen either way",
+    )
     train_lm_head: Bool = Field(
-        False, description="false: the MLM head stays frozen with the rest of the LM (the release); true: its "
-                           "transform and output bias train too (not the word embeddings tied to it). For "
-                           "random-weight LMs, whose frozen head cannot make any answer likely")
+        False,
+        description="false: the MLM head stays frozen with the rest of the LM (the release); true: its "
+        "transform and output bias train too (not the word embeddings tied to it). For "
+        "random-weight LMs, whose frozen head cannot make any answer likely",
+    )
     lora_r: Int = Field(64, ge=1, description="LoRA rank on query/key/value (release: 64)")
     lora_alpha: Int = Field(128, ge=1, description="LoRA alpha (release: 128)")
     lora_dropout: Float = Field(0.01, ge=0.0, lt=1.0, description="LoRA dropout (release: 0.01)")
     train_audio_encoder: Bool = Field(
-        True, description="true: AST trained end to end on stored input features (the release); false: a frozen AST "
-                          "whose mean-pooled vectors are precomputed once (cheaper, not the release)")
+        True,
+        description="true: AST trained end to end on stored input features (the release); false: a frozen AST "
+        "whose mean-pooled vectors are precomputed once (cheaper, not the release)",
+    )
     standardize_audio: Bool = Field(
-        False, description="true: the pooled AST vector is standardised per dimension with fixed statistics of the "
-                           "training clips (computed once before training) before it replaces the word embedding; "
-                           "false: injected raw (the release)")
+        False,
+        description="true: the pooled AST vector is standardised per dimension with fixed statistics of the "
+        "training clips (computed once before training) before it replaces the word embedding; "
+        "false: injected raw (the release)",
+    )
     loss_on_all_tokens: Bool = Field(
-        False, description="false: masked-LM loss at the [MASK] positions only; true: the release's loss on every "
-                           "token, padding included (its bug 5, kept as a flag to replicate it)")
+        False,
+        description="false: masked-LM loss at the [MASK] positions only; true: the release's loss on every "
+        "token, padding included (its bug 5, kept as a flag to replicate it)",
+    )
     learning_rates: dict[Literal["animal", "pitch"], Annotated[Float, Field(gt=0)]] = Field(
         default_factory=lambda: {"animal": 3e-4, "pitch": 3e-4},
-        description="AdamW learning rate per task (release README: 3e-4; its animal script defaults to 1e-4)")
+        description="AdamW learning rate per task (release README: 3e-4; its animal script defaults to 1e-4)",
+    )
     batch_size: Int = Field(32, ge=1, description="global batch (release README: 32)")
     epochs: Int = Field(20, ge=1, description="training epochs (release: 20)")
     warmup_ratios: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
         default_factory=lambda: {"animal": 0.1, "pitch": 0.1},
-        description="linear warmup share of the cosine schedule per task (release: 10 %)")
+        description="linear warmup share of the cosine schedule per task (release: 10 %)",
+    )
     weight_decay: Float = Field(0.01, ge=0.0, description="AdamW weight decay (torch default, as the release)")
     max_grad_norm: Optional[Float] = Field(1.0, gt=0, description="gradient-norm clip (release: 1.0); null: none")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "no", description="no: fp32 (the release); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU")
+        "no", description="no: fp32 (the release); bf16/fp16 on request; auto: bf16 (or fp16) on GPU, none on CPU"
+    )
 
     _csv = field_validator("lora_targets", mode="before")(_split_csv)
 
@@ -326,28 +402,38 @@ class SyntheticConfig(Section):
     seed: Int = Field(0, description="seed of the names, hidden tones, templates and options")
     names: dict[Literal["train", "dev", "test", "wiki"], Annotated[Int, Field(ge=2)]] = Field(
         default_factory=lambda: {"train": 96, "dev": 24, "test": 48, "wiki": 24},
-        description="source names per task and split (balanced over the answers)")
+        description="source names per task and split (balanced over the answers)",
+    )
     rows_per_name: dict[Literal["train", "dev", "test", "wiki"], Annotated[Int, Field(ge=1)]] = Field(
         default_factory=lambda: {"train": 4, "dev": 2, "test": 2, "wiki": 2},
-        description="sentences per source name (each from another template)")
+        description="sentences per source name (each from another template)",
+    )
     animals: tuple[Str, ...] = Field(
-        ("dog", "cat", "cow", "owl"), min_length=4, max_length=4,
-        description="the animal-like task's four answers (single wordpieces); each owns one tone band")
+        ("dog", "cat", "cow", "owl"),
+        min_length=4,
+        max_length=4,
+        description="the animal-like task's four answers (single wordpieces); each owns one tone band",
+    )
 
 
 class RunConfig(Section):
     """One pipeline run: profile, data, stage settings and where outputs go."""
 
     profile: Literal["tiny", "paper"] = Field(
-        "tiny", description="tiny: small random-weight models built offline; paper: the method's checkpoints")
+        "tiny", description="tiny: small random-weight models built offline; paper: the method's checkpoints"
+    )
     benchmark: Literal["auditorybench", "synthetic"] = Field(
-        "auditorybench", description="auditorybench: the real benchmark; synthetic: the planted-signal benchmark "
-                                     "in AuditoryBench's layout, whose answers only the audio can give")
+        "auditorybench",
+        description="auditorybench: the real benchmark; synthetic: the planted-signal benchmark "
+        "in AuditoryBench's layout, whose answers only the audio can give",
+    )
     systems: tuple[Literal["bert", "roberta", "audiobert", "ith"], ...] = Field(
-        ("bert", "roberta", "ith"), min_length=1,
+        ("bert", "roberta", "ith"),
+        min_length=1,
         description="systems of the table: bert and roberta (each zero-shot and fine-tuned text-only), audiobert "
-                    "(retrieval of real audio; needs a clip pool), ith; adding one (or a seed) to a finished run "
-                    "trains only what is new")
+        "(retrieval of real audio; needs a clip pool), ith; adding one (or a seed) to a finished run "
+        "trains only what is new",
+    )
     run_root: Str = Field("runs", min_length=1, description="folder or fsspec URL that holds runs")
     run_id: Optional[Str] = Field(None, description="run folder name; null: <profile>-<hash of the settings>")
     model_dir: Optional[Str] = Field(None, description="models folder; null: $ITH_HOME/models")
@@ -371,8 +457,6 @@ class RunConfig(Section):
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
-        from storage.layout import run_id_problem
-
         if value is not None and (problem := run_id_problem(value)):
             raise ValueError(f"must {problem}")
         return value
@@ -380,8 +464,9 @@ class RunConfig(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if value not in ("auto", "cpu") and not (value == "cuda" or (value.startswith("cuda:")
-                                                                     and value[5:].isdigit())):
+        if value not in ("auto", "cpu") and not (
+            value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit())
+        ):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
@@ -469,10 +554,13 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"{where} must be {bounds[kind]} {bound}, got {error['input']!r}"
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-    message = (message.replace("Input should be a valid integer", "must be an integer")
-               .replace("Input should be a valid", "must be a").replace("Input should be", "must be")
-               .replace("Input should have", "must have"))
+        message = message[len("Value error, ") :]
+    message = (
+        message.replace("Input should be a valid integer", "must be an integer")
+        .replace("Input should be a valid", "must be a")
+        .replace("Input should be", "must be")
+        .replace("Input should have", "must have")
+    )
     line = f"{where} {message}, got {error['input']!r}"
     if kind in ("dict_type", "model_type"):
         line += "; set one key with --set SECTION.NAME.KEY=VALUE (e.g. imagine.thresholds.animal=0.4)"
@@ -485,16 +573,29 @@ def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:
         return model.model_validate(raw)
     except ValidationError as error:
         lines = [_describe(e, model) for e in error.errors(include_url=False)]
-        raise ConfigError("; ".join(lines) if len(lines) == 1 else
-                          f"{len(lines)} invalid settings:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(
+            "; ".join(lines) if len(lines) == 1 else f"{len(lines)} invalid settings:\n  " + "\n  ".join(lines)
+        ) from None
 
 
 # Settings that only choose how work is executed (batching, sharding, workers); left out of the
 # run fingerprint, since results do not depend on them.
 EXECUTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "span": ("inference_batch_size",),
-    "imagine": ("batch_size", "decode_batch_size", "decode", "keep_audio", "audio_format", "disk_check", "shard_size",
-                "clap_batch_size", "task_runner", "ray_address", "gpus", "retries"),
+    "imagine": (
+        "batch_size",
+        "decode_batch_size",
+        "decode",
+        "keep_audio",
+        "audio_format",
+        "disk_check",
+        "shard_size",
+        "clap_batch_size",
+        "task_runner",
+        "ray_address",
+        "gpus",
+        "retries",
+    ),
     "fusion": ("num_processes",),
 }
 
@@ -510,8 +611,13 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         # Random-weight CLAP scores cluster around 0.16-0.22 (median about 0.19 on the default
         # run), so the method's thresholds would accept nothing; 0.19 rejects about half of the
         # candidates and keeps the rejection path exercised.
-        "imagine": {"num_inference_steps": 4, "num_candidates": 2, "duration_s": 1.0, "latent_length": "exact",
-                    "thresholds": {"animal": 0.19, "pitch": 0.19}},
+        "imagine": {
+            "num_inference_steps": 4,
+            "num_candidates": 2,
+            "duration_s": 1.0,
+            "latent_length": "exact",
+            "thresholds": {"animal": 0.19, "pitch": 0.19},
+        },
         # The tiny LM is 64 wide: 4 heads divide it; random weights need a larger learning rate.
         # AST trains end to end, as in the method, but the tiny AST has random weights where the
         # method fine-tunes a pretrained one: at the task's rate (2e-3), with its raw tokens, it
@@ -520,8 +626,14 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         # tokens with fixed statistics of the initial encoder. The tiny AST's 146 tokens are
         # pooled to 12, about one per frequency row of its patch grid (AST orders tokens
         # frequency-major): all 146 took about 3x as many epochs to be heard.
-        "fusion": {"num_heads": 4, "ffn_dim": 256, "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
-                   "audio_tokens": 12, "audio_encoder_lr_scale": 0.01, "standardize_audio": True},
+        "fusion": {
+            "num_heads": 4,
+            "ffn_dim": 256,
+            "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
+            "audio_tokens": 12,
+            "audio_encoder_lr_scale": 0.01,
+            "standardize_audio": True,
+        },
         # The tiny CLAP is untrained: its text and audio embeddings do not meet, so retrieval
         # matches captions as text. LoRA rank 8 on the 64-wide LM (64 would be full rank);
         # random weights need a larger learning rate, as for fusion. A frozen random-weight LM
@@ -529,9 +641,15 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         # about 4.2 and dev stayed at the constant answer (synthetic benchmark, README), so the
         # tiny profile also trains the MLM head (not the tied word embeddings) and puts LoRA on
         # every dense layer; batch 16 doubles the steps of the release's 20 epochs.
-        "audiobert": {"query_mode": "text", "lora_r": 8, "lora_alpha": 16,
-                      "lora_targets": ["query", "key", "value", "dense"], "train_lm_head": True, "batch_size": 16,
-                      "learning_rates": {"animal": 2e-3, "pitch": 2e-3}},
+        "audiobert": {
+            "query_mode": "text",
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "lora_targets": ["query", "key", "value", "dense"],
+            "train_lm_head": True,
+            "batch_size": 16,
+            "learning_rates": {"animal": 2e-3, "pitch": 2e-3},
+        },
     },
     "paper": {},
 }
@@ -540,15 +658,17 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 # defaults; documented in the README. Every row is used (the sample is small by construction);
 # the tone generator renders the planted signal; CLAP still scores every candidate, but the
 # tiny CLAP is untrained and says nothing about tones, so every first candidate is accepted.
-_SYNTHETIC = {"data": {"sample_limit": None},
-              "imagine": {"generator": "tone", "thresholds": {"animal": -1.0, "pitch": -1.0}},
-              # Made-up source names mean nothing to any CLAP: the pool's captions are matched as text.
-              "audiobert": {"query_mode": "text"},
-              # The retrieval row hears clips of the pool the benchmark builds. RoBERTa's text-only row
-              # is left out of the default (`--systems bert,roberta,audiobert,ith` adds it): the text
-              # carries nothing here, one text-only baseline shows it, and the default run must stay
-              # under 6 minutes on 2 cores (with it: 6 min 16 s from a fresh clone).
-              "systems": ["bert", "audiobert", "ith"]}
+_SYNTHETIC = {
+    "data": {"sample_limit": None},
+    "imagine": {"generator": "tone", "thresholds": {"animal": -1.0, "pitch": -1.0}},
+    # Made-up source names mean nothing to any CLAP: the pool's captions are matched as text.
+    "audiobert": {"query_mode": "text"},
+    # The retrieval row hears clips of the pool the benchmark builds. RoBERTa's text-only row
+    # is left out of the default (`--systems bert,roberta,audiobert,ith` adds it): the text
+    # carries nothing here, one text-only baseline shows it, and the default run must stay
+    # under 6 minutes on 2 cores (with it: 6 min 16 s from a fresh clone).
+    "systems": ["bert", "audiobert", "ith"],
+}
 BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "auditorybench": {},
     "synthetic": {
@@ -560,9 +680,14 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "span": SpanDetectorConfig, "imagine": ImagineConfig,
-                                      "fusion": FusionConfig, "audiobert": AudioBertConfig,
-                                      "synthetic": SyntheticConfig}
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig,
+    "span": SpanDetectorConfig,
+    "imagine": ImagineConfig,
+    "fusion": FusionConfig,
+    "audiobert": AudioBertConfig,
+    "synthetic": SyntheticConfig,
+}
 
 
 def profile_default(profile: str, section: str, name: str) -> Any:
@@ -589,8 +714,12 @@ def overrides_model(section: str) -> type[BaseModel]:
         defaults = ", ".join(f"{p} {json.dumps(_jsonable(profile_default(p, section, name)))}" for p in PROFILE_NAMES)
         annotation = Annotated[tuple([field.annotation, *field.metadata])] if field.metadata else field.annotation
         fields[name] = (Optional[annotation], Field(None, description=f"{field.description} (default: {defaults})"))
-    return create_model(f"{model.__name__.replace('Config', '')}Settings",
-                        __config__=ConfigDict(frozen=True, extra="forbid"), __doc__=model.__doc__, **fields)
+    return create_model(
+        f"{model.__name__.replace('Config', '')}Settings",
+        __config__=ConfigDict(frozen=True, extra="forbid"),
+        __doc__=model.__doc__,
+        **fields,
+    )
 
 
 def _jsonable(value: Any) -> Any:

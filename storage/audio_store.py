@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import posixpath
+import shutil
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -41,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import soundfile
+from fsspec.implementations.local import LocalFileSystem
 
 from storage.layout import temporary_sibling, write_atomic
 from storage.wav import decode_pcm16
@@ -49,27 +52,29 @@ STORE_DIR = "_imagine"
 logger = logging.getLogger(__name__)
 AUDIO_FORMATS = ("wav", "flac")
 
-CANDIDATES_SCHEMA = pa.schema([
-    ("audio_id", pa.string()),
-    ("candidate", pa.int32()),
-    ("prompt", pa.string()),
-    ("clap_text", pa.string()),
-    ("seed", pa.int64()),
-    ("clap_score", pa.float32()),
-    ("clap_id", pa.string()),
-    ("audio_path", pa.string()),  # relative to the store root; null: the audio was not kept
-    ("duration_s", pa.float32()),
-    ("sample_rate", pa.int32()),
-    ("channels", pa.int32()),
-    ("checksum", pa.string()),  # sha256 of the audio file's bytes; null when no file was kept
-    ("shard", pa.string()),
-    # How the shard rendered it: rows of one manifest with the same `batch` (in manifest order)
-    # were one generation call, decoded in slices of `decode_batch_size` clips (null: the whole
-    # call). Floating-point results depend on the batch, so `ith repair-audio` renders the same
-    # call again to get the same bytes. Null in manifests written before these columns existed.
-    ("batch", pa.int32()),
-    ("decode_batch_size", pa.int32()),
-])
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("candidate", pa.int32()),
+        ("prompt", pa.string()),
+        ("clap_text", pa.string()),
+        ("seed", pa.int64()),
+        ("clap_score", pa.float32()),
+        ("clap_id", pa.string()),
+        ("audio_path", pa.string()),  # relative to the store root; null: the audio was not kept
+        ("duration_s", pa.float32()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("checksum", pa.string()),  # sha256 of the audio file's bytes; null when no file was kept
+        ("shard", pa.string()),
+        # How the shard rendered it: rows of one manifest with the same `batch` (in manifest order)
+        # were one generation call, decoded in slices of `decode_batch_size` clips (null: the whole
+        # call). Floating-point results depend on the batch, so `ith repair-audio` renders the same
+        # call again to get the same bytes. Null in manifests written before these columns existed.
+        ("batch", pa.int32()),
+        ("decode_batch_size", pa.int32()),
+    ]
+)
 
 
 class AudioStoreError(RuntimeError):
@@ -117,8 +122,6 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str = "wav") -> byt
         return wav_bytes(samples, sample_rate)
     if fmt != "flac":
         raise ValueError(f"audio format must be one of {AUDIO_FORMATS}, got {fmt!r}")
-    import soundfile
-
     sink = io.BytesIO()
     soundfile.write(sink, np.ascontiguousarray(samples.T), sample_rate, format="FLAC", subtype="PCM_16")
     return sink.getvalue()
@@ -163,8 +166,15 @@ class AudioStore:
         return f"shards/{shard}.parquet"
 
     # -- writes ------------------------------------------------------------------------------
-    def put_audio(self, audio_id: str, candidate: int, samples: np.ndarray, sample_rate: int,
-                  fmt: str = "wav", restore: bool = False) -> StoredAudio:
+    def put_audio(
+        self,
+        audio_id: str,
+        candidate: int,
+        samples: np.ndarray,
+        sample_rate: int,
+        fmt: str = "wav",
+        restore: bool = False,
+    ) -> StoredAudio:
         """Writes one candidate under its content name; an existing file of that name is these bytes.
 
         `restore`: hash an existing file of that name and replace it (atomically) when its bytes
@@ -210,8 +220,12 @@ class AudioStore:
                 handle.write(sink.getvalue())
             finished = self._rows_in(target)
             if finished is not None and finished > table.num_rows:
-                logger.warning("kept manifest %s (%d rows): the new one has only %d rows", self.url(relative),
-                               finished, table.num_rows)
+                logger.warning(
+                    "kept manifest %s (%d rows): the new one has only %d rows",
+                    self.url(relative),
+                    finished,
+                    table.num_rows,
+                )
                 return False
             self.fs.mv(tmp, target)
             return True
@@ -235,7 +249,7 @@ class AudioStore:
             for i in hit:
                 new = replacements[rows[i]["audio_path"]]
                 rows[i] = {**rows[i], **{k: new[k] for k in ("audio_path", "checksum", "clap_score")}}
-            shard = posixpath.basename(file)[:-len(".parquet")]
+            shard = posixpath.basename(file)[: -len(".parquet")]
             self._write_table(pa.Table.from_pylist(rows, schema=CANDIDATES_SCHEMA), self.manifest_relpath(shard))
             rewritten.append(shard)
         return rewritten
@@ -270,8 +284,8 @@ class AudioStore:
         table = pa.concat_tables(tables)
         no_audio = pc.is_null(table["audio_path"])
         table = table.append_column("_no_audio", no_audio).sort_by(
-            [("audio_id", "ascending"), ("candidate", "ascending"), ("_no_audio", "ascending"),
-             ("shard", "ascending")])
+            [("audio_id", "ascending"), ("candidate", "ascending"), ("_no_audio", "ascending"), ("shard", "ascending")]
+        )
         # Overlapping shards of several runs hold one candidate more than once: the same score,
         # rendered by another writer or without its audio kept. A row with audio wins.
         keep, last = [], None
@@ -318,8 +332,11 @@ class AudioStore:
 
     def check_files(self, table: pa.Table, workers: int = 16) -> tuple[int, list[tuple[dict, str]]]:
         """(files checked, [(row, why) for every row whose file is missing or not its checksum])."""
-        rows = [r for r in table.select(["audio_id", "candidate", "audio_path", "checksum", "shard"]).to_pylist()
-                if r["audio_path"] is not None]
+        rows = [
+            r
+            for r in table.select(["audio_id", "candidate", "audio_path", "checksum", "shard"]).to_pylist()
+            if r["audio_path"] is not None
+        ]
         if not rows:
             return 0, []
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
@@ -354,18 +371,21 @@ class AudioStore:
 
     def damage_error(self, bad: list[tuple[dict, str]], what: str) -> AudioStoreError:
         """One error naming every bad file (path, audio id, candidate, manifest) and why."""
-        lines = [f"{self.url(r['audio_path'])} (audio id {r['audio_id']}, candidate {r['candidate']}, "
-                 f"manifest {r['shard']}): {why}" for r, why in bad[:10]]
+        lines = [
+            f"{self.url(r['audio_path'])} (audio id {r['audio_id']}, candidate {r['candidate']}, "
+            f"manifest {r['shard']}): {why}"
+            for r, why in bad[:10]
+        ]
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        return AudioStoreError(f"{len(bad)} stored audio file(s) are {what}, so their CLAP scores describe other "
-                               "audio:\n  " + "\n  ".join(lines) + more, [r["audio_id"] for r, _ in bad])
+        return AudioStoreError(
+            f"{len(bad)} stored audio file(s) are {what}, so their CLAP scores describe other "
+            "audio:\n  " + "\n  ".join(lines) + more,
+            [r["audio_id"] for r, _ in bad],
+        )
 
 
 def free_bytes(run_root: str) -> int | None:
     """Free bytes on the file system of a local run root; None where it cannot be measured (object stores)."""
-    import shutil
-
-    from fsspec.implementations.local import LocalFileSystem
 
     fs, root = fsspec.core.url_to_fs(run_root)
     if not isinstance(fs, LocalFileSystem):

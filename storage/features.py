@@ -26,13 +26,15 @@ from safetensors.torch import save as safetensors_bytes
 
 from storage.layout import RunLayout
 
-INDEX_SCHEMA = pa.schema([
-    ("audio_id", pa.string()),
-    ("shard", pa.int32()),
-    ("num_tokens", pa.int32()),
-    ("dim", pa.int32()),
-    ("dtype", pa.string()),
-])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("shard", pa.int32()),
+        ("num_tokens", pa.int32()),
+        ("dim", pa.int32()),
+        ("dtype", pa.string()),
+    ]
+)
 
 MANIFEST = "features.json"
 
@@ -44,7 +46,7 @@ def shard_name(shard: int) -> str:
 def plan_shards(audio_ids, shard_size: int) -> list[list[str]]:
     """Distinct audio ids, sorted, cut into shards of `shard_size`: deterministic across reruns."""
     ids = sorted(set(audio_ids))
-    return [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
+    return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
 
 
 class FeatureStore:
@@ -63,10 +65,20 @@ class FeatureStore:
     def write_shard(self, shard: int, tensors: dict[str, torch.Tensor]) -> None:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         self.layout.write_bytes(safetensors_bytes(tensors), self.stage, shard_name(shard) + ".safetensors")
-        rows = [{"audio_id": k, "shard": shard, "num_tokens": int(v.shape[0]), "dim": int(v.shape[-1]),
-                 "dtype": str(v.dtype).replace("torch.", "")} for k, v in sorted(tensors.items())]
+        rows = [
+            {
+                "audio_id": k,
+                "shard": shard,
+                "num_tokens": int(v.shape[0]),
+                "dim": int(v.shape[-1]),
+                "dtype": str(v.dtype).replace("torch.", ""),
+            }
+            for k, v in sorted(tensors.items())
+        ]
         # The index goes second: it is the shard's completion marker.
-        self.layout.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), self.stage, shard_name(shard) + ".parquet")
+        self.layout.write_table(
+            pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), self.stage, shard_name(shard) + ".parquet"
+        )
 
     def write_manifest(self, manifest: dict) -> None:
         self.layout.write_json(manifest, self.stage, MANIFEST)
@@ -75,8 +87,11 @@ class FeatureStore:
         return self.layout.read_json(self.stage, MANIFEST) if self.layout.exists(self.stage, MANIFEST) else None
 
     def index(self) -> pa.Table:
-        files = sorted(f for f in self.layout.fs.ls(self.layout.path(self.stage), detail=False)
-                       if posixpath.basename(f).startswith("part-") and f.endswith(".parquet"))
+        files = sorted(
+            f
+            for f in self.layout.fs.ls(self.layout.path(self.stage), detail=False)
+            if posixpath.basename(f).startswith("part-") and f.endswith(".parquet")
+        )
         tables = [self.layout.read_table(self.stage, posixpath.basename(f)) for f in files]
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
@@ -100,8 +115,10 @@ class FeatureReader:
 
     def get(self, audio_id: str) -> torch.Tensor:
         if audio_id not in self.shard_of:
-            raise KeyError(f"audio id {audio_id!r} has no precomputed features in {self.local_dir}; "
-                           "rerun the audio-encoding stage on the current selection table")
+            raise KeyError(
+                f"audio id {audio_id!r} has no precomputed features in {self.local_dir}; "
+                "rerun the audio-encoding stage on the current selection table"
+            )
         shard = self.shard_of[audio_id]
         handle = self._open.get(shard)
         if handle is None:

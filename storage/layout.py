@@ -75,8 +75,13 @@ RUN_ID_RULE = "use only letters, digits, '-', '_' and '.', not start with '.', a
 
 def run_id_problem(run_id: object) -> str | None:
     """None for a usable run id, else the rule it breaks (shared by the settings and the CLI)."""
-    if not isinstance(run_id, str) or not run_id or len(run_id) > 128 or run_id.startswith(".") \
-            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in run_id):
+    if (
+        not isinstance(run_id, str)
+        or not run_id
+        or len(run_id) > 128
+        or run_id.startswith(".")
+        or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in run_id)
+    ):
         return RUN_ID_RULE
     return None
 
@@ -109,8 +114,10 @@ def check_run_root(run_root: str) -> None:
         if not target.is_dir():
             raise RunRootError(f"run root {run_root} is a file, not a folder; choose a folder with --run-root")
         if not os.access(target, os.W_OK | os.X_OK):
-            raise RunRootError(f"run root {run_root} is a folder you cannot write to; choose another with "
-                               "--run-root or fix its permissions")
+            raise RunRootError(
+                f"run root {run_root} is a folder you cannot write to; choose another with "
+                "--run-root or fix its permissions"
+            )
         return
     ancestor = target.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
@@ -118,8 +125,10 @@ def check_run_root(run_root: str) -> None:
     if not ancestor.is_dir():
         raise RunRootError(f"run root {run_root} cannot be created: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise RunRootError(f"run root {run_root} does not exist and cannot be created: you cannot write to "
-                           f"{ancestor}; choose another --run-root")
+        raise RunRootError(
+            f"run root {run_root} does not exist and cannot be created: you cannot write to "
+            f"{ancestor}; choose another --run-root"
+        )
 
 
 def listing_stamp(fs, root: str) -> str | None:
@@ -127,8 +136,9 @@ def listing_stamp(fs, root: str) -> str | None:
     files = fs.find(root, detail=True)
     if not files:
         return None
-    entries = sorted((posixpath.relpath(name, root), json.dumps(info, sort_keys=True, default=str))
-                     for name, info in files.items())
+    entries = sorted(
+        (posixpath.relpath(name, root), json.dumps(info, sort_keys=True, default=str)) for name, info in files.items()
+    )
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
@@ -145,8 +155,9 @@ def run_ids(run_root: str) -> list[str]:
     fs, root = fsspec.core.url_to_fs(run_root)
     root = root.rstrip("/") or "/"
     found = fs.glob(posixpath.join(root, "*", "config.json"))
-    return sorted(name for name in (posixpath.basename(posixpath.dirname(f)) for f in found)
-                  if run_id_problem(name) is None)
+    return sorted(
+        name for name in (posixpath.basename(posixpath.dirname(f)) for f in found) if run_id_problem(name) is None
+    )
 
 
 class RunLayout:
@@ -283,8 +294,10 @@ class RunLayout:
     def finished_key(self, stage: str) -> str:
         """The key a finished stage recorded; later stages build theirs on it."""
         if not self.exists(stage, DONE_MARKER):
-            raise StageNotFinishedError(f"stage '{stage}' of run {self.url()} has not finished; run it first "
-                                        "(`ith run` runs the stages in order)")
+            raise StageNotFinishedError(
+                f"stage '{stage}' of run {self.url()} has not finished; run it first "
+                "(`ith run` runs the stages in order)"
+            )
         return self.read_json(stage, DONE_MARKER)["key"]
 
     def mark_done(self, stage: str, key: str, report: dict) -> None:

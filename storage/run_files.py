@@ -123,90 +123,114 @@ REPORT_HTML = (REPORT, "report.html")
 REPORT_MD = (REPORT, "report.md")
 
 # -- schemas -----------------------------------------------------------------------------------------
-SPANS_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int32()),
-    ("char_end", pa.int32()),
-    ("score", pa.float32()),
-])
+SPANS_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("span_index", pa.int32()),
+        ("span_text", pa.string()),
+        ("char_start", pa.int32()),
+        ("char_end", pa.int32()),
+        ("score", pa.float32()),
+    ]
+)
 
-SAMPLE_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("n_spans", pa.int32()),
-])
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("n_spans", pa.int32()),
+    ]
+)
 
-MAPPING_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),  # -1: the example had no span and uses the fallback prompt
-    ("span_text", pa.string()),
-    ("prompt", pa.string()),
-    ("clap_text", pa.string()),
-    ("audio_id", pa.string()),
-])
+MAPPING_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("span_index", pa.int32()),  # -1: the example had no span and uses the fallback prompt
+        ("span_text", pa.string()),
+        ("prompt", pa.string()),
+        ("clap_text", pa.string()),
+        ("audio_id", pa.string()),
+    ]
+)
 
-PLAN_SCHEMA = pa.schema([
-    ("shard", pa.string()),
-    ("shard_index", pa.int32()),
-    ("audio_id", pa.string()),
-    ("prompt", pa.string()),
-    ("clap_text", pa.string()),
-    ("stop_threshold", pa.float64()),  # lazy: stop at the first candidate >= this; null: all candidates
-    ("keep_thresholds", pa.list_(pa.float64())),  # keep_audio=selected: store the first passing of each; null: all
-])
+PLAN_SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("shard_index", pa.int32()),
+        ("audio_id", pa.string()),
+        ("prompt", pa.string()),
+        ("clap_text", pa.string()),
+        ("stop_threshold", pa.float64()),  # lazy: stop at the first candidate >= this; null: all candidates
+        ("keep_thresholds", pa.list_(pa.float64())),  # keep_audio=selected: store the first passing of each; null: all
+    ]
+)
 
-SELECTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int32()),
-    ("span_text", pa.string()),
-    ("audio_id", pa.string()),
-    ("threshold", pa.float32()),
-    ("candidate", pa.int32()),  # -1: no candidate passed; the LM gets no fusion for this span
-    ("clap_score", pa.float32()),
-    ("audio_path", pa.string()),
-    ("accepted", pa.bool_()),
-])
+SELECTION_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("span_index", pa.int32()),
+        ("span_text", pa.string()),
+        ("audio_id", pa.string()),
+        ("threshold", pa.float32()),
+        ("candidate", pa.int32()),  # -1: no candidate passed; the LM gets no fusion for this span
+        ("clap_score", pa.float32()),
+        ("audio_path", pa.string()),
+        ("accepted", pa.bool_()),
+    ]
+)
 
 # The adapted selection table: exactly the columns `audio_encoding.read_selection` requires.
-FUSION_SELECTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int64()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
-    ("audio_path", pa.string()),
-    ("sample_rate", pa.int64()),
-])
+FUSION_SELECTION_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("span_index", pa.int64()),
+        ("span_text", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
+        ("audio_path", pa.string()),
+        ("sample_rate", pa.int64()),
+    ]
+)
 
-RETRIEVAL_SCHEMA = pa.schema([
-    ("example_id", pa.string()),
-    ("task", pa.string()),
-    ("split", pa.string()),
-    ("span_index", pa.int64()),
-    ("span_text", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("query", pa.string()),
-    ("clip_ids", pa.list_(pa.string())),  # best first; empty: the policy left no clip
-    ("scores", pa.list_(pa.float32())),
-    ("allowed_clips", pa.int64()),  # clips of the pool the policy let this row retrieve
-])
+RETRIEVAL_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("span_index", pa.int64()),
+        ("span_text", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("query", pa.string()),
+        ("clip_ids", pa.list_(pa.string())),  # best first; empty: the policy left no clip
+        ("scores", pa.list_(pa.float32())),
+        ("allowed_clips", pa.int64()),  # clips of the pool the policy let this row retrieve
+    ]
+)
 
-PREDICTION_SCHEMA = pa.schema([
-    ("example_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("model", pa.string()),
-    ("seed", pa.int64()), ("prediction", pa.string()), ("gold", pa.string()), ("correct", pa.bool_()),
-    ("mc_prediction", pa.string()), ("mc_correct", pa.bool_()),
-    ("spans_used", pa.list_(pa.string())), ("audio_ids", pa.list_(pa.string())),
-])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("model", pa.string()),
+        ("seed", pa.int64()),
+        ("prediction", pa.string()),
+        ("gold", pa.string()),
+        ("correct", pa.bool_()),
+        ("mc_prediction", pa.string()),
+        ("mc_correct", pa.bool_()),
+        ("spans_used", pa.list_(pa.string())),
+        ("audio_ids", pa.list_(pa.string())),
+    ]
+)

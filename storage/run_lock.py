@@ -38,6 +38,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
+import psutil
+
 from storage.layout import RunLayout, write_atomic
 
 LOCK_FILE = "_LOCK.json"
@@ -60,8 +62,6 @@ class RunLockedError(RuntimeError):
 
 
 def _start_time(pid: int) -> float | None:
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
@@ -69,15 +69,24 @@ def _start_time(pid: int) -> float | None:
 
 
 def this_process(command: str) -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start_time": _start_time(os.getpid()),
-            "command": command, "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "token": uuid.uuid4().hex}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "process_start_time": _start_time(os.getpid()),
+        "command": command,
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "token": uuid.uuid4().hex,
+    }
 
 
 def _same_process(holder: dict, pid: int, start_time: float | None) -> bool:
-    return (holder.get("host") == socket.gethostname() and holder.get("pid") == pid
-            and start_time is not None and holder.get("process_start_time") is not None
-            and abs(float(holder["process_start_time"]) - start_time) < 1.0)
+    return (
+        holder.get("host") == socket.gethostname()
+        and holder.get("pid") == pid
+        and start_time is not None
+        and holder.get("process_start_time") is not None
+        and abs(float(holder["process_start_time"]) - start_time) < 1.0
+    )
 
 
 def is_stale(holder: dict) -> bool:
@@ -93,8 +102,10 @@ def is_stale(holder: dict) -> bool:
 
 
 def describe(holder: dict) -> str:
-    return (f"{holder.get('command') or 'a process'!s} (host {holder.get('host')}, pid {holder.get('pid')}, "
-            f"since {holder.get('since')})")
+    return (
+        f"{holder.get('command') or 'a process'!s} (host {holder.get('host')}, pid {holder.get('pid')}, "
+        f"since {holder.get('since')})"
+    )
 
 
 class RunLock:
@@ -166,8 +177,9 @@ class RunLock:
                 os.link(aside, self.path)  # a fresh holder's lock: back where it was
         os.unlink(aside)
 
-    def acquire(self, command: str, wait: bool = False, poll_s: float = 1.0,
-                on_wait: Callable[[dict], None] | None = None) -> dict | None:
+    def acquire(
+        self, command: str, wait: bool = False, poll_s: float = 1.0, on_wait: Callable[[dict], None] | None = None
+    ) -> dict | None:
         """Takes the lock; returns this process's record, or None when this process holds it already.
 
         Raises `RunLockedError` when another live process holds it (after waiting, if `wait`).
@@ -190,17 +202,20 @@ class RunLock:
                 time.sleep(0.05)
                 continue
             if unreadable_local or is_stale(holder):
-                logger.warning("run %s: taking over the stale lock of %s: %s", self.layout.run_id,
-                               describe(holder) if holder else "an unreadable lock file",
-                               "its process is gone" if holder else "empty since more than "
-                               f"{UNREADABLE_STALE_S:.0f} s")
+                logger.warning(
+                    "run %s: taking over the stale lock of %s: %s",
+                    self.layout.run_id,
+                    describe(holder) if holder else "an unreadable lock file",
+                    "its process is gone" if holder else f"empty since more than {UNREADABLE_STALE_S:.0f} s",
+                )
                 self._take_over(holder)
                 continue
             if not wait:
                 raise RunLockedError(
                     f"run {self.layout.run_id} is being written by {describe(holder)}; wait for it to finish, "
                     f"pass --wait-lock to wait, or if that process is gone, delete {self.layout.url(LOCK_FILE)}",
-                    holder)
+                    holder,
+                )
             if not waited:
                 waited = True
                 logger.warning("run %s is being written by %s; waiting for it", self.layout.run_id, describe(holder))
@@ -230,8 +245,9 @@ def release_held() -> list[str]:
 
 
 @contextlib.contextmanager
-def hold_run_lock(layout: RunLayout, command: str | None = None, wait: bool = False,
-                  poll_s: float = 1.0) -> Iterator[None]:
+def hold_run_lock(
+    layout: RunLayout, command: str | None = None, wait: bool = False, poll_s: float = 1.0
+) -> Iterator[None]:
     """Holds the run's lock for the block (released in a finally); see `RunLock.acquire`."""
     lock = RunLock(layout)
     record = lock.acquire(command or " ".join(["ith", *sys.argv[1:]]), wait=wait, poll_s=poll_s)

@@ -18,6 +18,7 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
+import soundfile
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -45,8 +46,8 @@ def parse_wav(data: bytes) -> WavData:
     payload = None
     pos = 12
     while pos + 8 <= len(data):
-        chunk_id, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
+        chunk_id, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
         if chunk_id == b"fmt ":
             fmt = body
         elif chunk_id == b"data":
@@ -69,7 +70,7 @@ def parse_wav(data: bytes) -> WavData:
     if block_align != width * channels or bits % 8:
         raise WavError(f"unsupported sample layout: {bits} bits, block align {block_align}, {channels} channels")
     frames = len(payload) // block_align
-    return WavData(tag, channels, rate, bits, frames, payload[:frames * block_align])
+    return WavData(tag, channels, rate, bits, frames, payload[: frames * block_align])
 
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -101,8 +102,6 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     """WAV or FLAC bytes -> ((channels, samples) float32, sample rate); `WavError` names what is wrong."""
     if data[:4] == b"fLaC":
-        import soundfile
-
         try:
             frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except RuntimeError as error:  # soundfile.LibsndfileError is one
@@ -114,8 +113,6 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
 def decode_pcm16(data: bytes) -> tuple[np.ndarray, int]:
     """16-bit WAV or FLAC bytes -> ((channels, samples) int16, sample rate), exactly as written."""
     if data[:4] == b"fLaC":
-        import soundfile
-
         frames, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
         return np.ascontiguousarray(frames.T), int(rate)
     wav = parse_wav(data)

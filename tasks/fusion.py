@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
-from ith_core.stages import fusion as fusion_stage
 from ith_core.config import RunConfig
+from ith_core.stages import fusion as fusion_stage
 from tasks.runtime import retry_transient
 
 
@@ -27,20 +28,29 @@ def encode_audio(config: dict, model_paths: dict[str, str]) -> dict:
     return fusion_stage.precompute_stage(RunConfig.from_dict(config), model_paths)
 
 
-@task(name="train-system", task_run_name="train {system} seed {seed}", retries=1, retry_delay_seconds=5,
-      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@task(
+    name="train-system",
+    task_run_name="train {system} seed {seed}",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def train_system(config: dict, model_paths: dict[str, str], system: str, seed: int) -> dict:
     return fusion_stage.train_system(RunConfig.from_dict(config), model_paths, system, seed)
 
 
 def _evaluate_run_name() -> str:
-    from prefect.runtime import task_run
-
     return f"evaluate {fusion_stage.run_label(task_run.parameters['system'], task_run.parameters['seed'])}"
 
 
-@task(name="evaluate-system", task_run_name=_evaluate_run_name, retries=1, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
+@task(
+    name="evaluate-system",
+    task_run_name=_evaluate_run_name,
+    retries=1,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def evaluate_system(config: dict, model_paths: dict[str, str], system: str, seed: int) -> dict:
     return fusion_stage.evaluate_system(RunConfig.from_dict(config), model_paths, system, seed)
 

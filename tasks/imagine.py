@@ -11,9 +11,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
+from ith_core.config import RunConfig
 from ith_core.imagination.devices import device_pool, local_devices
 from ith_core.stages import imagine as imagine_stage
-from ith_core.config import RunConfig
 from tasks.runtime import retry_transient
 
 
@@ -22,8 +22,13 @@ def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool 
     return imagine_stage.plan_stage(RunConfig.from_dict(config), model_paths, existing_only)
 
 
-@task(name="generate-candidates", task_run_name="generate {shard}", cache_policy=NO_CACHE, retry_delay_seconds=2,
-      retry_condition_fn=retry_transient)
+@task(
+    name="generate-candidates",
+    task_run_name="generate {shard}",
+    cache_policy=NO_CACHE,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, devices: list[str] | None):
     """One shard; `devices`: the local worker pool to take a device from, None: this worker's own.
 
@@ -37,8 +42,9 @@ def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, d
         with device_pool(devices).acquire() as device:
             result = imagine_stage.run_shard(cfg, model_paths, shard, device)
     if result["status"] == "skipped":
-        return Completed(name="Skipped", message=f"{shard}: its manifest exists (an earlier flow run generated it)",
-                         data=result)
+        return Completed(
+            name="Skipped", message=f"{shard}: its manifest exists (an earlier flow run generated it)", data=result
+        )
     return result
 
 

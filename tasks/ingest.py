@@ -17,8 +17,13 @@ from ith_core.stages import ingest as ingest_stage
 from tasks.runtime import retry_transient
 
 
-@task(name="ingest-auditorybench", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
+@task(
+    name="ingest-auditorybench",
+    retries=2,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def ingest(config: dict) -> dict:
     return ingest_stage.ingest_stage(RunConfig.from_dict(config))
 

@@ -25,20 +25,31 @@ from __future__ import annotations
 
 import logging
 
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
+
 CORE_LOGGER = "ith_core"
 # The modules whose INFO lines are progress and metrics worth a run log. Others stay at WARNING:
 # fusion_stage relays its trainer's whole output at INFO (checkpoint saves, weight-loading bars).
 # Its trainer's epoch lines (loss, dev accuracy) come through `ith_core.stages.fusion.progress`.
-ROUTED = ("ith_core.data.auditorybench", "ith_core.stages.ingest", "ith_core.models.span_detector", "ith_core.models.profiles",
-          "ith_core.stages.imagine", "ith_core.imagination.generators", "ith_core.imagination.clap_scoring", "ith_core.report.loading",
-          "ith_core.imagination.planning", "ith_core.imagination.devices",
-          "ith_core.report.charts", "ith_core.report.rendering",
-          "ith_core.stages.fusion.progress")
+ROUTED = (
+    "ith_core.data.auditorybench",
+    "ith_core.stages.ingest",
+    "ith_core.models.span_detector",
+    "ith_core.models.profiles",
+    "ith_core.stages.imagine",
+    "ith_core.imagination.generators",
+    "ith_core.imagination.clap_scoring",
+    "ith_core.report.loading",
+    "ith_core.imagination.planning",
+    "ith_core.imagination.devices",
+    "ith_core.report.charts",
+    "ith_core.report.rendering",
+    "ith_core.stages.fusion.progress",
+)
 
 
 def _inside_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
 
@@ -58,8 +69,6 @@ class _CoreInfoOnlyInRuns(logging.Filter):
 
 def route_core_logs() -> None:
     """Idempotent: the ROUTED modules log from INFO up, to the API from inside runs, to the console as above."""
-    from prefect.logging.handlers import APILogHandler
-
     for name in ROUTED:
         routed = logging.getLogger(name)
         if routed.level == logging.NOTSET or routed.level > logging.INFO:
@@ -72,6 +81,7 @@ def route_core_logs() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _CoreInfoOnlyInRuns) for f in handler.filters):
             handler.addFilter(_CoreInfoOnlyInRuns())
+
 
 PATH_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 

@@ -50,8 +50,12 @@ def train_corpus(bench_dir) -> list[str]:
 
     examples = auditorybench.ingest(str(bench_dir), splits=("train",)).examples
     rows = examples.select(["sentence", "spans", "answer", "options"]).to_pylist()
-    return ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]
-            + [o for r in rows for o in (r["options"] or [])])
+    return (
+        [r["sentence"] for r in rows]
+        + [s for r in rows for s in r["spans"]]
+        + [r["answer"] for r in rows]
+        + [o for r in rows for o in (r["options"] or [])]
+    )
 
 
 @pytest.fixture(scope="session")

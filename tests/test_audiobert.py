@@ -54,37 +54,51 @@ def _pool(folder: Path, rows: list[list[str]], clips: dict[str, bytes]) -> Path:
     return folder
 
 
-GOOD = {"clips/dog.wav": _wav(300), "clips/cat.wav": _wav(600), "clips/bird.flac": None,
-        "clips/whistle.wav": _wav(1000)}
+GOOD = {
+    "clips/dog.wav": _wav(300),
+    "clips/cat.wav": _wav(600),
+    "clips/bird.flac": None,
+    "clips/whistle.wav": _wav(1000),
+}
 
 
 def _good_clips() -> dict[str, bytes]:
     import soundfile
 
     sink = io.BytesIO()
-    soundfile.write(sink, (0.3 * np.sin(2 * np.pi * 2000 * np.arange(8000) / 8000)).astype(np.float32), 8000,
-                    format="FLAC")
+    soundfile.write(
+        sink, (0.3 * np.sin(2 * np.pi * 2000 * np.arange(8000) / 8000)).astype(np.float32), 8000, format="FLAC"
+    )
     return {**{k: v for k, v in GOOD.items() if v is not None}, "clips/bird.flac": sink.getvalue()}
 
 
-GOOD_ROWS = [["clips/dog.wav", "a dog barking loudly", "dog bark", "train"],
-             ["clips/cat.wav", "a cat meowing", "cat meow", ""],
-             ["clips/bird.flac", "a bird singing", "", "test"],
-             ["clips/whistle.wav", "a high whistle", "pitch/test/3", "Dev"]]
+GOOD_ROWS = [
+    ["clips/dog.wav", "a dog barking loudly", "dog bark", "train"],
+    ["clips/cat.wav", "a cat meowing", "cat meow", ""],
+    ["clips/bird.flac", "a bird singing", "", "test"],
+    ["clips/whistle.wav", "a high whistle", "pitch/test/3", "Dev"],
+]
 
 
 def test_pool_rows_in_equal_clips_plus_rejects(tmp_path):
-    clips = {**_good_clips(), "clips/broken.wav": b"RIFF not really a wav", "clips/silent.wav": _wav(1, 0.0),
-             "clips/orphan.wav": _wav(440), "notes.txt": b"not audio"}
-    bad = [["clips/dog.wav", "a second caption for dog", "", ""],  # duplicate_path
-           ["", "no path", "", ""],  # empty_path
-           ["../outside.wav", "escapes", "", ""],  # path_outside_pool
-           ["notes.txt", "a text file", "", ""],  # not_audio
-           ["clips/missing.wav", "not there", "", ""],  # missing_file
-           ["clips/cat.wav", "", "", ""],  # duplicate_path (checked before the caption)
-           ["clips/broken.wav", "a broken file", "", ""],  # unreadable_audio
-           ["clips/silent.wav", "nothing", "", ""],  # empty_audio
-           ["clips/whistle.wav", "x", "", "validation"]]  # duplicate_path
+    clips = {
+        **_good_clips(),
+        "clips/broken.wav": b"RIFF not really a wav",
+        "clips/silent.wav": _wav(1, 0.0),
+        "clips/orphan.wav": _wav(440),
+        "notes.txt": b"not audio",
+    }
+    bad = [
+        ["clips/dog.wav", "a second caption for dog", "", ""],  # duplicate_path
+        ["", "no path", "", ""],  # empty_path
+        ["../outside.wav", "escapes", "", ""],  # path_outside_pool
+        ["notes.txt", "a text file", "", ""],  # not_audio
+        ["clips/missing.wav", "not there", "", ""],  # missing_file
+        ["clips/cat.wav", "", "", ""],  # duplicate_path (checked before the caption)
+        ["clips/broken.wav", "a broken file", "", ""],  # unreadable_audio
+        ["clips/silent.wav", "nothing", "", ""],  # empty_audio
+        ["clips/whistle.wav", "x", "", "validation"],
+    ]  # duplicate_path
     folder = _pool(tmp_path / "pool", GOOD_ROWS + bad, clips)
     # One malformed row (a field too many) and one with an empty caption / a bad split on fresh files.
     (folder / "clips/empty_caption.wav").write_bytes(_wav(500))
@@ -98,9 +112,20 @@ def test_pool_rows_in_equal_clips_plus_rejects(tmp_path):
     assert pool.size + len(row_rejects) == rows_in == pool.report["caption_rows"]
     assert pool.size == 4
     reasons = {r["row"]: r["reason"] for r in row_rejects}
-    assert reasons == {5: "duplicate_path", 6: "empty_path", 7: "path_outside_pool", 8: "not_audio",
-                       9: "missing_file", 10: "duplicate_path", 11: "unreadable_audio", 12: "empty_audio",
-                       13: "duplicate_path", 14: "malformed_row", 15: "empty_caption", 16: "invalid_split"}
+    assert reasons == {
+        5: "duplicate_path",
+        6: "empty_path",
+        7: "path_outside_pool",
+        8: "not_audio",
+        9: "missing_file",
+        10: "duplicate_path",
+        11: "unreadable_audio",
+        12: "empty_audio",
+        13: "duplicate_path",
+        14: "malformed_row",
+        15: "empty_caption",
+        16: "invalid_split",
+    }
     # A clip no caption names is listed too (no row).
     assert [r["path"] for r in rejects if r["row"] is None] == ["clips/orphan.wav"]
     by_path = {Path(r["path"]).name: r for r in pool.manifest.to_pylist()}
@@ -220,8 +245,8 @@ def test_top_k_breaks_ties_by_index():
 
 
 def _tiny_model(tiny_models, **settings):
-    from ith_core.retrieval.audiobert_model import build_audiobert_model
     from ith_core.models.profiles import load_audio_encoder, load_lm
+    from ith_core.retrieval.audiobert_model import build_audiobert_model
 
     torch.manual_seed(0)
     mlm, tokenizer = load_lm(tiny_models["lm"])
@@ -232,8 +257,9 @@ def _tiny_model(tiny_models, **settings):
 
 def _ast_input(extractor, hz: float) -> torch.Tensor:
     t = np.arange(extractor.sampling_rate) / extractor.sampling_rate
-    return extractor(np.sin(2 * np.pi * hz * t).astype(np.float32), sampling_rate=extractor.sampling_rate,
-                     return_tensors="pt")["input_values"][0]
+    return extractor(
+        np.sin(2 * np.pi * hz * t).astype(np.float32), sampling_rate=extractor.sampling_rate, return_tensors="pt"
+    )["input_values"][0]
 
 
 def test_audio_replaces_the_first_wordpiece_embedding_once(tiny_models):
@@ -242,9 +268,14 @@ def test_audio_replaces_the_first_wordpiece_embedding_once(tiny_models):
     enc = tokenizer(["a dog barks at the [MASK] .", "the [MASK] ."], padding=True, return_tensors="pt")
     ids, att = enc["input_ids"], enc["attention_mask"]
     audio = torch.stack([_ast_input(extractor, 440)])
-    batch = {"span_batch": torch.tensor([0]), "span_positions": torch.tensor([[2, 3]]),
-             "span_position_mask": torch.ones(1, 2, dtype=torch.bool), "span_audio": torch.tensor([0]),
-             "audio_tokens": audio, "audio_mask": torch.ones(1, audio.shape[1], dtype=torch.bool)}
+    batch = {
+        "span_batch": torch.tensor([0]),
+        "span_positions": torch.tensor([[2, 3]]),
+        "span_position_mask": torch.ones(1, 2, dtype=torch.bool),
+        "span_audio": torch.tensor([0]),
+        "audio_tokens": audio,
+        "audio_mask": torch.ones(1, audio.shape[1], dtype=torch.bool),
+    }
     seen = {}
     words = model.lm.get_input_embeddings()
 
@@ -294,8 +325,9 @@ def test_loss_on_the_masks_and_what_trains(tiny_models):
     with torch.no_grad():
         everywhere = release(ids, enc["attention_mask"], labels=labels)
     filled = torch.where(labels == -100, ids, labels)
-    assert torch.allclose(everywhere.loss, torch.nn.functional.cross_entropy(everywhere.logits[0], filled[0]),
-                          atol=1e-5)
+    assert torch.allclose(
+        everywhere.loss, torch.nn.functional.cross_entropy(everywhere.logits[0], filled[0]), atol=1e-5
+    )
     # LoRA on query/key/value and the whole AST train; every LM weight (MLM head included) is frozen.
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     lm_trainable = [n for n in trainable if n.startswith("lm.")]
@@ -315,16 +347,19 @@ def test_tiny_profile_head_and_dense_adapters(tiny_models):
     assert any(n.endswith("cls.predictions.bias") for n in head)
     assert not model.lm.get_input_embeddings().weight.requires_grad
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable - head} == {"query", "key", "value", "dense"}
-    assert all(not p.requires_grad for n, p in model.named_parameters()
-               if n.startswith("lm.") and ".cls." not in n and "lora_" not in n)
+    assert all(
+        not p.requires_grad
+        for n, p in model.named_parameters()
+        if n.startswith("lm.") and ".cls." not in n and "lora_" not in n
+    )
     assert head <= set(model.trainable_state())  # saved with the dev-best weights
 
 
 @pytest.mark.slow
 def test_full_size_forward_with_lora(tmp_path):
     """bert-base-uncased + the AudioSet AST at full size, random weights, LoRA r 64 on: one forward and backward."""
-    from ith_core.retrieval.audiobert_model import build_audiobert_model
     from ith_core.models.profiles import build_paper_architecture
+    from ith_core.retrieval.audiobert_model import build_audiobert_model
 
     torch.manual_seed(0)
     lm = build_paper_architecture("lm")
@@ -333,17 +368,26 @@ def test_full_size_forward_with_lora(tmp_path):
     assert model.projection is None  # 768 = 768: the release's direct substitution
     extractor = ast["feature_extractor"]
     t = np.arange(extractor.sampling_rate * 2) / extractor.sampling_rate
-    audio = extractor(np.sin(2 * np.pi * 440 * t).astype(np.float32), sampling_rate=extractor.sampling_rate,
-                      return_tensors="pt")["input_values"]
+    audio = extractor(
+        np.sin(2 * np.pi * 440 * t).astype(np.float32), sampling_rate=extractor.sampling_rate, return_tensors="pt"
+    )["input_values"]
     assert tuple(audio.shape) == (1, 1024, 128)
     ids = torch.randint(1000, 30000, (2, 24))
     ids[:, 0], ids[:, -1], ids[:, 10] = 101, 102, 103
     labels = torch.full_like(ids, -100)
     labels[:, 10] = 2000
     model.train()
-    out = model(ids, torch.ones_like(ids), labels=labels, span_batch=torch.tensor([0, 1]),
-                span_positions=torch.tensor([[4], [5]]), span_position_mask=torch.ones(2, 1, dtype=torch.bool),
-                span_audio=torch.tensor([0, 0]), audio_tokens=audio, audio_mask=torch.ones(1, 1024, dtype=torch.bool))
+    out = model(
+        ids,
+        torch.ones_like(ids),
+        labels=labels,
+        span_batch=torch.tensor([0, 1]),
+        span_positions=torch.tensor([[4], [5]]),
+        span_position_mask=torch.ones(2, 1, dtype=torch.bool),
+        span_audio=torch.tensor([0, 0]),
+        audio_tokens=audio,
+        audio_mask=torch.ones(1, 1024, dtype=torch.bool),
+    )
     assert out.logits.shape == (2, 24, 30522) and torch.isfinite(out.loss)
     out.loss.backward()
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
@@ -361,15 +405,19 @@ def test_full_size_forward_with_lora(tmp_path):
 
 @pytest.mark.slow
 def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, bench_dir):
+    from ith_core.fusion.training import load_best
     from ith_core.stages import audiobert as audiobert_stage
     from ith_core.stages import fusion as fusion_stage
-    from ith_core.fusion.training import load_best
 
     cfg = RunConfig.for_profile(
-        "tiny", run_root=str(tmp_path), run_id="audiobert-test", systems=["audiobert"],
+        "tiny",
+        run_root=str(tmp_path),
+        run_id="audiobert-test",
+        systems=["audiobert"],
         data={"data_dir": str(bench_dir), "sample_limit": 12, "tasks": ("pitch",)},
         fusion={"seeds": [0], "bootstrap_samples": 100},
-        audiobert={"epochs": 2, "batch_size": 8, "top_k": 3, "policy": "exclude_source"})
+        audiobert={"epochs": 2, "batch_size": 8, "top_k": 3, "policy": "exclude_source"},
+    )
     fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
     fusion_stage.examples_stage(cfg)
@@ -377,10 +425,15 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
     run = tmp_path / "audiobert-test"
     table = pq.read_table(run / "audiobert_retrieval" / "retrieval.parquet").to_pylist()
     spans = pq.read_table(run / "spans" / "pitch-test.parquet").num_rows
-    assert found["span_occurrences"] == len(table) == sum(
-        pq.read_table(run / "spans" / f"pitch-{s}.parquet").num_rows for s in ("train", "dev", "test", "wiki"))
+    assert (
+        found["span_occurrences"]
+        == len(table)
+        == sum(pq.read_table(run / "spans" / f"pitch-{s}.parquet").num_rows for s in ("train", "dev", "test", "wiki"))
+    )
     assert spans > 0 and found["pool_kind"] == "audio_store" and found["policy"] == "exclude_source"
-    manifest = {r["clip_id"]: r for r in pq.read_table(run / "audiobert_retrieval" / "pool_manifest.parquet").to_pylist()}
+    manifest = {
+        r["clip_id"]: r for r in pq.read_table(run / "audiobert_retrieval" / "pool_manifest.parquet").to_pylist()
+    }
     assert all(r["split"] == "train" for r in manifest.values())  # the stand-in: imagined train clips
     for r in table:
         assert r["query"] == f"{r['span_text'].lower()} sound" and 0 < len(r["clip_ids"]) <= 3
@@ -410,8 +463,10 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
     assert any(k.startswith("audio_encoder.") for k in stored)
     assert any(stored[k].abs().sum() > 0 for k in stored if "lora_B" in k)  # B starts at zero
     # Rerunning the stages reuses them.
-    assert audiobert_stage.retrieval_stage(cfg, paths)["cached"] and fusion_stage.train_system(
-        cfg, paths, "audiobert", 0)["cached"]
+    assert (
+        audiobert_stage.retrieval_stage(cfg, paths)["cached"]
+        and fusion_stage.train_system(cfg, paths, "audiobert", 0)["cached"]
+    )
     summary = fusion_stage.summarise_results(cfg)
     assert {r["model"] for r in summary["over_seeds"]} == {"audiobert"}
 
@@ -427,12 +482,31 @@ def test_paper_run_without_a_pool_fails_before_any_stage(tmp_path):
     check_pool(build_config("paper", str(tmp_path / "runs"), systems=["bert", "ith"]))  # no AudioBERT row: fine
     check_pool(build_config("tiny", str(tmp_path / "runs"), systems=["audiobert"]))  # the stand-in pool
     with pytest.raises(PoolNotAvailableError, match="not a folder"):
-        check_pool(build_config("paper", str(tmp_path / "runs"), systems=["audiobert"],
-                                audiobert={"pool": str(tmp_path / "absent")}))
+        check_pool(
+            build_config(
+                "paper", str(tmp_path / "runs"), systems=["audiobert"], audiobert={"pool": str(tmp_path / "absent")}
+            )
+        )
     env = {**os.environ, "ITH_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--profile", "paper", "--systems",
-                           "bert,audiobert", "--run-root", str(tmp_path / "runs")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "run",
+            "--profile",
+            "paper",
+            "--systems",
+            "bert,audiobert",
+            "--run-root",
+            str(tmp_path / "runs"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Meranti/CLAP_freesound" in done.stderr and "audiobert.pool" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from ith_core.config import SPLITS, TASKS, ConfigError
 from ith_core.data.auditorybench import (
     DEFAULT_UPSTREAM_TEMPLATE,
     EXAMPLES_SCHEMA,
@@ -32,11 +33,16 @@ from ith_core.data.auditorybench import (
     locate,
     upstream_url,
 )
-from ith_core.config import SPLITS, TASKS, ConfigError
 
 README_ROWS = {
-    "animal/train": 4211, "animal/dev": 592, "animal/test": 1211, "animal/wiki": 197,
-    "pitch/train": 8312, "pitch/dev": 1178, "pitch/test": 2387, "pitch/wiki": 3625,
+    "animal/train": 4211,
+    "animal/dev": 592,
+    "animal/test": 1211,
+    "animal/wiki": 197,
+    "pitch/train": 8312,
+    "pitch/dev": 1178,
+    "pitch/test": 2387,
+    "pitch/wiki": 3625,
 }
 README_MISMATCH_ROWS = {
     "animal/train": [416, 651, 925, 1472, 2041, 2690, 3133, 3144, 3659, 3729, 4046, 4195],
@@ -150,8 +156,12 @@ def test_duplicate_flags_count_repeats_of_earlier_rows(full, rows, bench_dir):
     # pitch dev: all nine are repeats of one row that occurs ten times; its first copy is unflagged.
     dev = rows["pitch/dev"]["examples"]
     flagged = [r for r in dev if "duplicate_row" in r["flags"]]
-    copies = [r for r in dev if (r["sentence"], r["spans"], r["answer"]) ==
-              (flagged[0]["sentence"], flagged[0]["spans"], flagged[0]["answer"])]
+    copies = [
+        r
+        for r in dev
+        if (r["sentence"], r["spans"], r["answer"])
+        == (flagged[0]["sentence"], flagged[0]["spans"], flagged[0]["answer"])
+    ]
     assert len(copies) == 10 and copies[1:] == flagged and "duplicate_row" not in copies[0]["flags"]
 
 
@@ -162,8 +172,8 @@ def test_empty_span_rows(rows):
     assert _flagged(rows, "pitch/train", "empty_span") == [2390, 4086, 5802]
     assert _flagged(rows, "pitch/test", "empty_span") == [485]
     assert rows["pitch/dev"]["examples"][675]["spans"] == [
-        "sound of a typical CMaj - FMaj - GMaj - CMaj chord progression played with the "
-        "'Space rez' patch in Synth1"]
+        "sound of a typical CMaj - FMaj - GMaj - CMaj chord progression played with the 'Space rez' patch in Synth1"
+    ]
     # v2 train fills span2 of row 5,345 (empty in v1): the v2 file is the one read.
     assert rows["pitch/train"]["examples"][5344]["row"] == 5345
     assert rows["pitch/train"]["examples"][5344]["spans"][1] == "sound of a flute in 'Mozart - La Flûte enchantée"
@@ -211,7 +221,10 @@ def test_example_ids_stable_unique_and_cover_every_row(full, rows, bench_dir):
 def test_pitch_wiki_column_order_is_normalised(rows, tmp_path):
     wiki = rows["pitch/wiki"]["examples"][0]
     assert (wiki["sentence"], wiki["spans"], wiki["answer"]) == (
-        "The sound of Bass is [MASK] than the sound of alto", ["Bass", "alto"], "lower")
+        "The sound of Bass is [MASK] than the sound of alto",
+        ["Bass", "alto"],
+        "lower",
+    )
     s, a, s1, s2 = GOOD_PITCH
     _write_csv(tmp_path, "pitch", "train", PITCH_HEADER, [[s, a, s1, s2]])
     _write_csv(tmp_path, "pitch", "wiki", ["span1", "span2", "sentence", "answer"], [[s1, s2, s, a]])
@@ -246,20 +259,28 @@ def _pitch(**changes) -> list[str]:
     return [row[c] for c in PITCH_HEADER]
 
 
-@pytest.mark.parametrize("task, bad, reason, detail", [
-    ("animal", _animal(sentence="   "), "empty_sentence", "sentence: must not be empty"),
-    ("pitch", _pitch(sentence=""), "empty_sentence", "sentence: must not be empty"),
-    ("animal", _animal(sentence="An owl makes a hoot."), "no_mask", "sentence: must contain [MASK] once, found none"),
-    ("pitch", _pitch(sentence="A whistle has a [mask] pitch."), "no_mask", "found none"),
-    ("animal", _animal(sentence="A [MASK] hoots like a [MASK]."), "multiple_masks", "found 2"),
-    ("pitch", _pitch(sentence="[MASK] [MASK] [MASK]"), "multiple_masks", "found 3"),
-    ("animal", _animal(animal=" "), "empty_answer", "animal: must not be empty"),
-    ("animal", _animal(Answer="E"), "invalid_answer_letter", "Answer: must be one of A, B, C, D, got 'E'"),
-    ("animal", _animal(Answer=""), "invalid_answer_letter", "got ''"),
-    ("animal", _animal(Answer="a"), "invalid_answer_letter", "got 'a'"),
-    ("pitch", _pitch(answer="same"), "answer_not_higher_lower", "answer: must be 'higher' or 'lower'"),
-    ("pitch", _pitch(answer=""), "answer_not_higher_lower", "got ''"),
-])
+@pytest.mark.parametrize(
+    "task, bad, reason, detail",
+    [
+        ("animal", _animal(sentence="   "), "empty_sentence", "sentence: must not be empty"),
+        ("pitch", _pitch(sentence=""), "empty_sentence", "sentence: must not be empty"),
+        (
+            "animal",
+            _animal(sentence="An owl makes a hoot."),
+            "no_mask",
+            "sentence: must contain [MASK] once, found none",
+        ),
+        ("pitch", _pitch(sentence="A whistle has a [mask] pitch."), "no_mask", "found none"),
+        ("animal", _animal(sentence="A [MASK] hoots like a [MASK]."), "multiple_masks", "found 2"),
+        ("pitch", _pitch(sentence="[MASK] [MASK] [MASK]"), "multiple_masks", "found 3"),
+        ("animal", _animal(animal=" "), "empty_answer", "animal: must not be empty"),
+        ("animal", _animal(Answer="E"), "invalid_answer_letter", "Answer: must be one of A, B, C, D, got 'E'"),
+        ("animal", _animal(Answer=""), "invalid_answer_letter", "got ''"),
+        ("animal", _animal(Answer="a"), "invalid_answer_letter", "got 'a'"),
+        ("pitch", _pitch(answer="same"), "answer_not_higher_lower", "answer: must be 'higher' or 'lower'"),
+        ("pitch", _pitch(answer=""), "answer_not_higher_lower", "got ''"),
+    ],
+)
 def test_reject_rules(tmp_path, task, bad, reason, detail):
     good = GOOD_ANIMAL if task == "animal" else GOOD_PITCH
     result = _one(tmp_path, task, [good, bad])
@@ -274,12 +295,15 @@ def test_reject_rules(tmp_path, task, bad, reason, detail):
     assert count["rejects_by_reason"] == {r: int(r == reason) for r in REJECT_REASONS}
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (_animal(sentence="", animal="", Answer="Z"), "empty_sentence"),
-    (_animal(sentence="no mask here", animal="", Answer="Z"), "no_mask"),
-    (_animal(sentence="[MASK][MASK]", animal="", Answer="Z"), "multiple_masks"),
-    (_animal(animal="", Answer="Z"), "empty_answer"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (_animal(sentence="", animal="", Answer="Z"), "empty_sentence"),
+        (_animal(sentence="no mask here", animal="", Answer="Z"), "no_mask"),
+        (_animal(sentence="[MASK][MASK]", animal="", Answer="Z"), "multiple_masks"),
+        (_animal(animal="", Answer="Z"), "empty_answer"),
+    ],
+)
 def test_first_failing_reason_wins(tmp_path, bad, reason):
     assert _one(tmp_path, "animal", [bad]).rejects.column("reason").to_pylist() == [reason]
 
@@ -290,19 +314,26 @@ def test_pitch_answer_is_normalised(tmp_path):
     assert result.rejects.num_rows == 0
 
 
-@pytest.mark.parametrize("task, row, flags, spans", [
-    ("animal", _animal(description="  "), ["empty_span"], []),
-    ("pitch", _pitch(span2=""), ["empty_span"], ["whistle"]),
-    ("pitch", _pitch(span1=" ", span2="\t"), ["empty_span"], []),
-    ("animal", _animal(description="loud roar"), ["span_not_in_sentence"], ["loud roar"]),
-    ("pitch", _pitch(span2="trumpet"), ["span_not_in_sentence"], ["whistle", "trumpet"]),
-    ("pitch", _pitch(span1="A  WHISTLE ", span2="drum"), [], ["A  WHISTLE", "drum"]),
-    ("animal", _animal(Answer="B"), ["answer_letter_mismatch"], ["hoot"]),
-    ("animal", _animal(A="Owl ", Answer="A"), [], ["hoot"]),
-    ("animal", _animal(A="bat", Answer="A"), ["answer_letter_mismatch", "animal_not_in_options"], ["hoot"]),
-    ("animal", _animal(description="", A="bat", Answer="B"),
-     ["empty_span", "answer_letter_mismatch", "animal_not_in_options"], []),
-])
+@pytest.mark.parametrize(
+    "task, row, flags, spans",
+    [
+        ("animal", _animal(description="  "), ["empty_span"], []),
+        ("pitch", _pitch(span2=""), ["empty_span"], ["whistle"]),
+        ("pitch", _pitch(span1=" ", span2="\t"), ["empty_span"], []),
+        ("animal", _animal(description="loud roar"), ["span_not_in_sentence"], ["loud roar"]),
+        ("pitch", _pitch(span2="trumpet"), ["span_not_in_sentence"], ["whistle", "trumpet"]),
+        ("pitch", _pitch(span1="A  WHISTLE ", span2="drum"), [], ["A  WHISTLE", "drum"]),
+        ("animal", _animal(Answer="B"), ["answer_letter_mismatch"], ["hoot"]),
+        ("animal", _animal(A="Owl ", Answer="A"), [], ["hoot"]),
+        ("animal", _animal(A="bat", Answer="A"), ["answer_letter_mismatch", "animal_not_in_options"], ["hoot"]),
+        (
+            "animal",
+            _animal(description="", A="bat", Answer="B"),
+            ["empty_span", "answer_letter_mismatch", "animal_not_in_options"],
+            [],
+        ),
+    ],
+)
 def test_flag_rules(tmp_path, task, row, flags, spans):
     result = _one(tmp_path, task, [row])
     assert result.rejects.num_rows == 0
@@ -313,27 +344,39 @@ def test_flag_rules(tmp_path, task, row, flags, spans):
 
 def test_mismatch_keeps_animal_as_gold_and_letter_as_upstream(tmp_path):
     (example,) = _one(tmp_path, "animal", [_animal(Answer=" C ")]).examples.to_pylist()
-    assert (example["answer"], example["answer_letter"], example["options"]) == ("owl", "C", ["owl", "cat", "dog", "cow"])
+    assert (example["answer"], example["answer_letter"], example["options"]) == (
+        "owl",
+        "C",
+        ["owl", "cat", "dog", "cow"],
+    )
 
 
 def test_duplicate_row_flags_each_repeat_only(tmp_path):
     rows = [GOOD_PITCH, _pitch(answer="lower"), GOOD_PITCH, _pitch(answer="higher "), GOOD_PITCH]
     result = _one(tmp_path, "pitch", rows)
     assert [e["flags"] for e in result.examples.to_pylist()] == [
-        [], [], ["duplicate_row"], ["normalised_duplicate_row"], ["duplicate_row"]]
+        [],
+        [],
+        ["duplicate_row"],
+        ["normalised_duplicate_row"],
+        ["duplicate_row"],
+    ]
     assert result.counts["pitch/dev"]["flags_by_reason"]["duplicate_row"] == 2
     assert result.counts["pitch/dev"]["flags_by_reason"]["normalised_duplicate_row"] == 1
 
 
-@pytest.mark.parametrize("task, first, later, duplicate", [
-    ("pitch", GOOD_PITCH, _pitch(answer="Higher"), True),
-    ("pitch", GOOD_PITCH, _pitch(sentence="a  whistle has a [MASK] pitch\tthan a DRUM. "), True),
-    ("pitch", GOOD_PITCH, _pitch(span1="WHISTLE"), True),
-    ("animal", GOOD_ANIMAL, _animal(animal="Owl", A="OWL", description=" Hoot"), True),
-    ("pitch", GOOD_PITCH, _pitch(sentence="A whistle has a [MASK] pitch than a drum!"), False),  # punctuation
-    ("pitch", GOOD_PITCH, _pitch(span2="drúm"), False),  # accents count
-    ("pitch", GOOD_PITCH, _pitch(answer="lower"), False),
-])
+@pytest.mark.parametrize(
+    "task, first, later, duplicate",
+    [
+        ("pitch", GOOD_PITCH, _pitch(answer="Higher"), True),
+        ("pitch", GOOD_PITCH, _pitch(sentence="a  whistle has a [MASK] pitch\tthan a DRUM. "), True),
+        ("pitch", GOOD_PITCH, _pitch(span1="WHISTLE"), True),
+        ("animal", GOOD_ANIMAL, _animal(animal="Owl", A="OWL", description=" Hoot"), True),
+        ("pitch", GOOD_PITCH, _pitch(sentence="A whistle has a [MASK] pitch than a drum!"), False),  # punctuation
+        ("pitch", GOOD_PITCH, _pitch(span2="drúm"), False),  # accents count
+        ("pitch", GOOD_PITCH, _pitch(answer="lower"), False),
+    ],
+)
 def test_duplicates_after_normalisation_are_flagged(tmp_path, task, first, later, duplicate):
     """Normalisation: whitespace stripped and collapsed, then case-folded; nothing else."""
     result = _one(tmp_path, task, [first, later, later])
@@ -384,7 +427,9 @@ def test_memory_url_source():
     assert result.examples.column("example_id").to_pylist() == ["animal/test/00001", "pitch/test/00001"]
     assert result.rejects.column("reason").to_pylist() == ["invalid_answer_letter", "answer_not_higher_lower"]
     assert [p["url"] for p in result.provenance] == [
-        f"{root}/animal_sound_recognition/test.csv", f"{root}/sound_pitch_comparison/test.csv"]
+        f"{root}/animal_sound_recognition/test.csv",
+        f"{root}/sound_pitch_comparison/test.csv",
+    ]
     assert {p["verified_by"] for p in result.provenance} == {"local"}
 
 
@@ -416,8 +461,11 @@ def test_ragged_row_names_file_and_row(tmp_path):
     assert str(path) in str(info.value)
     rows = [GOOD_PITCH] + [GOOD_PITCH[:3]] * 3 + [GOOD_PITCH + ["x"]] * 4
     _write_csv(tmp_path, "pitch", "dev", PITCH_HEADER, rows)
-    with pytest.raises(DataError, match=r"7 data rows have a field count other than the header's 4: rows \(fields\) "
-                                        r"2 \(3\), 3 \(3\), 4 \(3\), 5 \(5\), 6 \(5\) and 2 more"):
+    with pytest.raises(
+        DataError,
+        match=r"7 data rows have a field count other than the header's 4: rows \(fields\) "
+        r"2 \(3\), 3 \(3\), 4 \(3\), 5 \(5\), 6 \(5\) and 2 more",
+    ):
         ingest(str(tmp_path), tasks=("pitch",), splits=("dev",))
 
 
@@ -485,8 +533,10 @@ def test_shared_copies_against_their_pinned_hashes(bench_dir):
 def test_upstream_url(monkeypatch):
     monkeypatch.delenv("ITH_AUDITORYBENCH_UPSTREAM", raising=False)
     assert DEFAULT_UPSTREAM_TEMPLATE == "https://raw.githubusercontent.com/HJ-Ok/AudioBERT/{commit}/{path}"
-    assert upstream_url(PINNED_FILES[5]) == ("https://raw.githubusercontent.com/HJ-Ok/AudioBERT/"
-                                             "92ea6b356b9ee247f8541cd1fd919fbe0d990b23/dataset/sound_pitch_comparsion_dev.csv")
+    assert upstream_url(PINNED_FILES[5]) == (
+        "https://raw.githubusercontent.com/HJ-Ok/AudioBERT/"
+        "92ea6b356b9ee247f8541cd1fd919fbe0d990b23/dataset/sound_pitch_comparsion_dev.csv"
+    )
     monkeypatch.setenv("ITH_AUDITORYBENCH_UPSTREAM", "file:///x/{path}")
     with pytest.raises(ConfigError, match=r"ITH_AUDITORYBENCH_UPSTREAM must be a URL template containing"):
         upstream_url(PINNED_FILES[0])
@@ -566,8 +616,11 @@ def test_corrupt_rows_download_fails_and_is_not_kept(fake_upstream, tmp_path):
     source = fake_upstream / pinned.commit / pinned.path
     source.write_bytes(source.read_bytes().rsplit(b"\n", 2)[0] + b"\n")
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"sha256 expected .* the file has columns \[.*\] and 591 data rows "
-                                        r"\(expected \[.*\] and 592\)") as info:
+    with pytest.raises(
+        DataError,
+        match=r"sha256 expected .* the file has columns \[.*\] and 591 data rows "
+        r"\(expected \[.*\] and 592\)",
+    ) as info:
         locate(cache_dir=str(cache))
     assert str(source) in str(info.value)
     assert _cache_files(cache) == sorted(f.local_path for f in PINNED_FILES if f != pinned)
@@ -629,8 +682,11 @@ def test_fetch_from_a_copy_keeps_only_verified_files_then_locate_reads_the_home(
     modified = copy / "sound_pitch_comparison" / "dev.csv"
     original = modified.read_bytes()
     modified.write_bytes(original.replace(b"higher", b"HIGHER", 1))
-    with pytest.raises(DataError, match=r"sound_pitch_comparison/dev.csv: copied from .* failed verification: "
-                                        r"sha256 expected .*not kept"):
+    with pytest.raises(
+        DataError,
+        match=r"sound_pitch_comparison/dev.csv: copied from .* failed verification: "
+        r"sha256 expected .*not kept",
+    ):
         fetch(str(copy))
     status = folder_status(str(no_network))
     assert status.pop("pitch/dev") == "missing" and set(status.values()) == {"verified"}

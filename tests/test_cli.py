@@ -29,7 +29,8 @@ def test_help_imports_no_heavy_library():
         "    except SystemExit:\n"
         "        pass\n"
         f"    loaded[' '.join(argv)] = sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))\n"
-        "sys.stderr.write(json.dumps(loaded))\n")
+        "sys.stderr.write(json.dumps(loaded))\n"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stderr)
@@ -106,8 +107,14 @@ def test_run_uses_runs_dir(runs_dir, capsys, monkeypatch):
     assert not (Path.cwd() / "runs").exists()
 
 
-@pytest.mark.parametrize("argv", [["rerun-failed", "nosuch"], ["repair-audio", "nosuch", "0123abcd"],
-                                  ["predict", "A [MASK] barks.", "--run", "nosuch"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rerun-failed", "nosuch"],
+        ["repair-audio", "nosuch", "0123abcd"],
+        ["predict", "A [MASK] barks.", "--run", "nosuch"],
+    ],
+)
 def test_run_commands_look_in_runs_dir(runs_dir, capsys, argv):
     code = main(argv)
     err = capsys.readouterr().err
@@ -127,5 +134,6 @@ def test_predict_file_that_is_not_utf8_names_the_file_and_byte(tmp_path, capsys)
     code = main(["predict", "--file", str(sentences), "--run", "nosuch", "--run-root", str(tmp_path)])
     err = capsys.readouterr().err
     offset = sentences.read_bytes().index(b"\xe9")
-    assert code == 2 and err == (f"ith: {sentences} is not UTF-8 text: byte offset {offset} (line 2) is b'\\xe9'; "
-                                 "save the file as UTF-8\n"), err
+    assert code == 2 and err == (
+        f"ith: {sentences} is not UTF-8 text: byte offset {offset} (line 2) is b'\\xe9'; save the file as UTF-8\n"
+    ), err

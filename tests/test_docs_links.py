@@ -68,9 +68,13 @@ def test_a_broken_link_or_anchor_is_found(tmp_path, monkeypatch):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# Title\n\n## Where it is: found\n\n## Where it is: found\n")
     page = tmp_path / "README.md"
-    page.write_text("[ok](docs/a.md) [ok](docs/a.md#where-it-is-found) [ok](docs/a.md#where-it-is-found-1) "
-                    "[ok](https://example.org/x) [self](#top)\n\n# Top\n\n"
-                    "[gone](docs/missing.md) [bad anchor](docs/a.md#nowhere)\n\n"
-                    "`[not a link](nowhere.md)`\n\n```\n[nor this](nowhere.md)\n```\n")
-    assert broken_links(page) == ["README.md: docs/missing.md (no such file)",
-                                  "README.md: docs/a.md#nowhere (no heading #nowhere in docs/a.md)"]
+    page.write_text(
+        "[ok](docs/a.md) [ok](docs/a.md#where-it-is-found) [ok](docs/a.md#where-it-is-found-1) "
+        "[ok](https://example.org/x) [self](#top)\n\n# Top\n\n"
+        "[gone](docs/missing.md) [bad anchor](docs/a.md#nowhere)\n\n"
+        "`[not a link](nowhere.md)`\n\n```\n[nor this](nowhere.md)\n```\n"
+    )
+    assert broken_links(page) == [
+        "README.md: docs/missing.md (no such file)",
+        "README.md: docs/a.md#nowhere (no heading #nowhere in docs/a.md)",
+    ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ith_core.fusion.model import FusionLayer, FusionLM
 from ith_core.fusion.lm_inputs import FusionCollator, SpanAudio, encode_examples
+from ith_core.fusion.model import FusionLayer, FusionLM
 
 SENT = "The sound of a barking dog is [MASK] than the sound of a tiny bird."
 SHORT = "A [MASK] says woof."
@@ -43,16 +43,39 @@ def roberta(train_corpus):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = train_corpus[:3000] + ["it is higher or lower than that"] * 200
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1200, special_tokens=special,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=1200,
+            special_tokens=special,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
-    wrapped = RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    wrapped = RobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=len(wrapped), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
-                        eos_token_id=2, type_vocab_size=1)
+    cfg = RobertaConfig(
+        vocab_size=len(wrapped),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
     return RobertaForMaskedLM(cfg), wrapped
 
 
@@ -166,8 +189,10 @@ def test_audio_padding_and_shared_audio(bert):
     model = _model(mlm)
     feats = _features(lengths=(5, 9))
     rows = [_rows()[0], {**_rows()[0], "example_id": "p/2"}]
-    spans = {"p/1": [_span(SENT, "barking dog", "aud0")], "p/2": [_span(SENT, "barking dog", "aud0"),
-                                                                  _span(SENT, "tiny bird", "aud1", 1)]}
+    spans = {
+        "p/1": [_span(SENT, "barking dog", "aud0")],
+        "p/2": [_span(SENT, "barking dog", "aud0"), _span(SENT, "tiny bird", "aud1", 1)],
+    }
     _, batch, _ = _batch(tokenizer, rows, spans, feats)
     # Two spans share aud0: it is gathered once; aud0 is padded to aud1's 9 tokens.
     assert batch["audio_tokens"].shape[:2] == (2, 9) and batch["audio_mask"].sum().item() == 14
@@ -245,10 +270,23 @@ def test_mask_past_max_length_is_windowed_and_scored(family, bert, roberta):
     _, tokenizer = bert if family == "bert" else roberta
     filler = " ".join(["the dog barks and the bird sings"] * 12)  # far more than 32 tokens
     sentence = f"{filler}. A loud quacking noise is what a [MASK] makes, said {filler}."
-    rows = [{"example_id": "a/long", "task": "animal", "split": "test", "sentence": sentence, "answer": "duck",
-             "options": ["duck", "cat", "cow", "hippopotamus"]},
-            {"example_id": "p/long", "task": "pitch", "split": "test", "answer": "higher",
-             "sentence": f"{filler}. A loud quacking noise is [MASK] than {filler}."}]
+    rows = [
+        {
+            "example_id": "a/long",
+            "task": "animal",
+            "split": "test",
+            "sentence": sentence,
+            "answer": "duck",
+            "options": ["duck", "cat", "cow", "hippopotamus"],
+        },
+        {
+            "example_id": "p/long",
+            "task": "pitch",
+            "split": "test",
+            "answer": "higher",
+            "sentence": f"{filler}. A loud quacking noise is [MASK] than {filler}.",
+        },
+    ]
     near = _span(sentence, "loud quacking noise", "aud0")
     far = SpanAudio(1, "the dog", 0, len("the dog"), "aud1")  # the sentence's first words: outside the window
     spans = {"a/long": [near, far], "p/long": [_span(rows[1]["sentence"], "loud quacking noise", "aud0")]}
@@ -272,8 +310,12 @@ def test_mask_past_max_length_is_windowed_and_scored(family, bert, roberta):
     # A sentence that fits is not windowed and encodes as before (special tokens around it).
     short, short_counts = encode_examples(tokenizer, [{**rows[0], "sentence": SHORT}], {}, max_length=32)
     assert not short[0].windowed and "windowed" not in short_counts
-    assert short[0].input_ids == tokenizer(SHORT.replace("[MASK]", " ".join(
-        [tokenizer.mask_token] * len(short[0].mask_positions))))["input_ids"]
+    assert (
+        short[0].input_ids
+        == tokenizer(SHORT.replace("[MASK]", " ".join([tokenizer.mask_token] * len(short[0].mask_positions))))[
+            "input_ids"
+        ]
+    )
     # Only masks that alone exceed max_length leave a row unscored, and they are counted.
     _, tight = encode_examples(tokenizer, [{**rows[0], "answer": "hippopotamus " * 12}], {}, max_length=8)
     assert tight["masks_exceed_max_length"] == 1
@@ -291,11 +333,29 @@ def test_trained_encoder_statistics_and_learning_rate_groups(bert):
 
     mlm, _ = bert
     torch.manual_seed(0)
-    ast = ASTModel(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             patch_size=16, frequency_stride=10, time_stride=10, max_length=32, num_mel_bins=32,
-                             hidden_dropout_prob=0.5))
-    model = FusionLM(mlm, audio_dim=16, num_heads=mlm.config.num_attention_heads, ffn_dim=48, dropout=0.1,
-                     audio_encoder=ast, pool_to=3)
+    ast = ASTModel(
+        ASTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            patch_size=16,
+            frequency_stride=10,
+            time_stride=10,
+            max_length=32,
+            num_mel_bins=32,
+            hidden_dropout_prob=0.5,
+        )
+    )
+    model = FusionLM(
+        mlm,
+        audio_dim=16,
+        num_heads=mlm.config.num_attention_heads,
+        ffn_dim=48,
+        dropout=0.1,
+        audio_encoder=ast,
+        pool_to=3,
+    )
     g = torch.Generator().manual_seed(5)
     feats = DictFeatures({f"c{i}": torch.randn(32, 32, generator=g).half() for i in range(6)})
     model.train()

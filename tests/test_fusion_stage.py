@@ -15,20 +15,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from helpers.fusion_upstream import RATE, fabricate_upstream
+
 from ith_core.config import RunConfig
 
 SAMPLE = 12
+
+
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory, tiny_models, bench_dir):
     from ith_core.stages import fusion as fusion_stage
 
     root = tmp_path_factory.mktemp("fusion_stage")
     cfg = RunConfig.for_profile(
-        "tiny", run_root=str(root), run_id="fusion-test", systems=["bert", "ith"],
+        "tiny",
+        run_root=str(root),
+        run_id="fusion-test",
+        systems=["bert", "ith"],
         data={"data_dir": str(bench_dir), "sample_limit": SAMPLE},
-        fusion={"epochs": 2, "batch_size": 8, "audio_tokens": 4, "seeds": [0, 1], "bootstrap_samples": 200})
+        fusion={"epochs": 2, "batch_size": 8, "audio_tokens": 4, "seeds": [0, 1], "bootstrap_samples": 200},
+    )
     upstream = fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
     reports = {"examples": fusion_stage.examples_stage(cfg), "features": fusion_stage.precompute_stage(cfg, paths)}
@@ -39,8 +45,7 @@ def fusion_run(tmp_path_factory, tiny_models, bench_dir):
         for seed in seeds:
             reports[("eval", system, seed)] = fusion_stage.evaluate_system(cfg, paths, system, seed)
     reports["summary"] = fusion_stage.summarise_results(cfg)
-    return {"cfg": cfg, "paths": paths, "reports": reports, "upstream": upstream,
-            "run_dir": root / "fusion-test"}
+    return {"cfg": cfg, "paths": paths, "reports": reports, "upstream": upstream, "run_dir": root / "fusion-test"}
 
 
 @pytest.mark.slow
@@ -85,8 +90,9 @@ def test_outputs_accounting_and_results(fusion_run):
         for seed in (0, 1):
             report = reports[(system, seed)]
             model = "ith" if system == "ith" else "text"
-            assert sorted(j["job"] for j in report["jobs"]) == sorted(f"{model}-{t}-seed{seed}"
-                                                                      for t in ("animal", "pitch"))
+            assert sorted(j["job"] for j in report["jobs"]) == sorted(
+                f"{model}-{t}-seed{seed}" for t in ("animal", "pitch")
+            )
             for job in report["jobs"]:
                 folder = run_dir / f"fusion_train/{system}-seed{seed}" / job["job"]
                 assert (folder / "best" / "config.json").is_file() and not (folder / "states").exists()
@@ -109,24 +115,35 @@ def test_outputs_accounting_and_results(fusion_run):
     assert sum(reports[("eval", "ith", k)]["examples_with_audio"] for k in (0, 1)) == len(fused)
     results = pq.read_table(run_dir / "fusion" / "results.parquet").to_pylist()
     assert {r["model"] for r in results} == {"bert-zero-shot", "bert-text", "ith"}
-    assert {(r["task"], r["split"]) for r in results} == {(t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
+    assert {(r["task"], r["split"]) for r in results} == {
+        (t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")
+    }
     # Each row's accuracy and interval are those of its own predictions (recomputed here), resampled by
     # AuditoryBench's units: animal rows by gold description, pitch rows by their two gold spans crossed.
     from ith_core.evaluation.scoring import UNIT_NAMES, bootstrap_ci, bootstrap_units
 
     units = bootstrap_units(examples, "auditorybench")
-    assert json.loads((run_dir / "fusion" / "results.json").read_text())["bootstrap_unit"] == UNIT_NAMES["auditorybench"]
+    assert (
+        json.loads((run_dir / "fusion" / "results.json").read_text())["bootstrap_unit"] == UNIT_NAMES["auditorybench"]
+    )
     assert all(isinstance(units[i], tuple) == i.startswith("pitch/") for i in units)
     for r in results:
         key = "mc_correct" if r["metric"] == "mc4_accuracy" else "correct"
-        mine = [p for p in preds if (p["model"], p["seed"], p["task"], p["split"]) ==
-                (r["model"], r["seed"], r["task"], r["split"]) and p[key] is not None]
+        mine = [
+            p
+            for p in preds
+            if (p["model"], p["seed"], p["task"], p["split"]) == (r["model"], r["seed"], r["task"], r["split"])
+            and p[key] is not None
+        ]
         outcomes = [p[key] for p in mine]
         assert r["n"] == len(outcomes)
         if r["n"]:
             assert r["accuracy"] == round(100 * sum(outcomes) / len(outcomes), 2)
-            lo, hi = bootstrap_ci(np.asarray(outcomes, dtype=np.float64), cfg.fusion.bootstrap_samples,
-                                  clusters=[units[p["example_id"]] for p in mine])
+            lo, hi = bootstrap_ci(
+                np.asarray(outcomes, dtype=np.float64),
+                cfg.fusion.bootstrap_samples,
+                clusters=[units[p["example_id"]] for p in mine],
+            )
             assert (r["ci_low"], r["ci_high"]) == (round(lo, 2), round(hi, 2))
             if 0 < r["accuracy"] < 100:
                 assert r["ci_high"] - r["ci_low"] > 0
@@ -138,16 +155,27 @@ def test_outputs_accounting_and_results(fusion_run):
     assert all(r["seeds"] == (1 if r["model"] == "bert-zero-shot" else 2) for r in ours)
     # Over seeds: the mean of the per-seed accuracies, and an interval of that mean.
     for row in summary["over_seeds"]:
-        per_seed = [r["accuracy"] for r in results if (r["model"], r["task"], r["split"], r["metric"]) ==
-                    (row["model"], row["task"], row["split"], row["metric"])]
+        per_seed = [
+            r["accuracy"]
+            for r in results
+            if (r["model"], r["task"], r["split"], r["metric"])
+            == (row["model"], row["task"], row["split"], row["metric"])
+        ]
         # (per-seed accuracies are rounded to 2 decimals, the mean is taken before rounding)
         assert abs(row["mean"] - float(np.mean(per_seed))) <= 0.01 and row["seeds"] == len(per_seed)
         assert row["ci_low"] <= row["ci_high"]
     paired = {(p["a"], p["b"], p["task"], p["split"]): p for p in summary["paired"]}
     assert set(paired) == {("ith", "bert-text", t, s) for t in ("animal", "pitch") for s in ("dev", "test", "wiki")}
     for (a, b, task, split), p in paired.items():
-        mean = {m: next(r["mean"] for r in summary["over_seeds"] if (r["model"], r["task"], r["split"], r["metric"])
-                        == (m, task, split, "exact_match" if task == "animal" else "accuracy")) for m in (a, b)}
+        mean = {
+            m: next(
+                r["mean"]
+                for r in summary["over_seeds"]
+                if (r["model"], r["task"], r["split"], r["metric"])
+                == (m, task, split, "exact_match" if task == "animal" else "accuracy")
+            )
+            for m in (a, b)
+        }
         assert abs(p["difference"] - (mean[a] - mean[b])) < 0.02 and p["ci_low"] <= p["difference"] <= p["ci_high"]
 
 
@@ -187,14 +215,18 @@ def test_adding_a_seed_trains_only_that_seed(fusion_run, tmp_path):
     more = RunConfig.from_dict({**cfg.resolved(), "fusion": {**cfg.resolved()["fusion"], "seeds": [0, 1, 2]}})
     assert more.effective_run_id == cfg.effective_run_id  # seeds are not part of the run id
     paths = fusion_run["paths"]
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")}
+    before = {
+        p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")
+    }
     shared = [fusion_stage.examples_stage(more), fusion_stage.precompute_stage(more, paths)]
     trained = {(s, k): fusion_stage.train_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)}
     assert all(r["cached"] for r in shared)
     assert [key for key, r in trained.items() if not r["cached"]] == [("bert-text", 2), ("ith", 2)]
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")}
     assert all(after[p] == t for p, t in before.items())  # earlier seeds' weights untouched
-    evaluated = {(s, k): fusion_stage.evaluate_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)}
+    evaluated = {
+        (s, k): fusion_stage.evaluate_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)
+    }
     assert [key for key, r in evaluated.items() if not r["cached"]] == [("bert-text", 2), ("ith", 2)]
     summary = fusion_stage.summarise_results(more)
     assert not summary["cached"] and all(r["seeds"] == 3 for r in summary["over_seeds"] if r["model"] == "ith")
@@ -219,9 +251,14 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
 
     from ith_core.stages import fusion as fusion_stage
 
-    cfg = RunConfig.from_dict({**fusion_run["cfg"].resolved(), "run_root": str(tmp_path), "run_id": "resume",
-                               "fusion": {**fusion_run["cfg"].resolved()["fusion"], "seeds": [0],
-                                          "epochs": 3}})
+    cfg = RunConfig.from_dict(
+        {
+            **fusion_run["cfg"].resolved(),
+            "run_root": str(tmp_path),
+            "run_id": "resume",
+            "fusion": {**fusion_run["cfg"].resolved()["fusion"], "seeds": [0], "epochs": 3},
+        }
+    )
     cfg = RunConfig.from_dict({**cfg.resolved(), "data": {**cfg.resolved()["data"], "tasks": ["pitch"]}})
     src = fusion_run["run_dir"]
     dst = tmp_path / "resume"
@@ -229,8 +266,9 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
         shutil.copytree(src / stage, dst / stage)
     fusion_stage.examples_stage(cfg)
     examples = pq.read_table(dst / "fusion_examples" / "examples.parquet").to_pylist()
-    steps_per_epoch = -(-sum(1 for r in examples if r["task"] == "pitch" and r["split"] == "train")
-                        // cfg.fusion.batch_size)
+    steps_per_epoch = -(
+        -sum(1 for r in examples if r["task"] == "pitch" and r["split"] == "train") // cfg.fusion.batch_size
+    )
     faults = Path(__file__).parent / "helpers" / "train_with_faults.py"
     # Dies in the second epoch, after the first epoch's state was saved.
     monkeypatch.setattr(fusion_stage, "TRAIN_ENTRY", (str(faults), "--fail-after-steps", str(steps_per_epoch + 1)))

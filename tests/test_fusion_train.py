@@ -29,6 +29,7 @@ def small_task(tmp_path_factory, tiny_models):
 
 # -- precompute ---------------------------------------------------------------------------------------
 
+
 def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models, tmp_path, monkeypatch):
     from ith_core.fusion.audio_features import precompute_audio_features, read_selection
     from ith_core.models.profiles import load_audio_encoder
@@ -63,13 +64,15 @@ def test_precompute_once_per_audio_sharded_and_resumable(small_task, tiny_models
 
     monkeypatch.setattr(audio_encoding, "load_wav", load_wav)
     with pytest.raises(RuntimeError, match="injected"):
-        precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
-                                  batch_size=4, shard_size=4)
+        precompute_audio_features(
+            rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8, batch_size=4, shard_size=4
+        )
     monkeypatch.undo()
     assert len(fresh.index()) == 8  # two whole shards, nothing partial
     assert not list(Path(tmp_path, "run", "audio_features").glob(".tmp-*"))
-    again = precompute_audio_features(rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8,
-                                      batch_size=4, shard_size=4)
+    again = precompute_audio_features(
+        rows, encoder, extractor, fresh, trainable_encoder=False, audio_tokens=8, batch_size=4, shard_size=4
+    )
     assert again["shards_skipped"] == 2 and again["shards_written"] == 6 and again["audios_encoded"] == 22
     assert sorted(fresh.index()["audio_id"].to_pylist()) == sorted(distinct)
     torch.testing.assert_close(fresh.reader().get(victim), reader.get(victim))
@@ -123,18 +126,26 @@ def test_storage_estimate_paper_size():
 
 # -- scoring --------------------------------------------------------------------------------------------
 
+
 def test_bootstrap_interval_and_animal_heads(tiny_models):
     from ith_core.evaluation.scoring import accuracy_table, bootstrap_ci, predict
-    from ith_core.fusion.model import FusionLM
     from ith_core.fusion.lm_inputs import FusionCollator, encode_examples
+    from ith_core.fusion.model import FusionLM
     from ith_core.models.profiles import load_lm
 
     lo, hi = bootstrap_ci(np.array([1.0] * 70 + [0.0] * 30), 1000, 0)
     assert 60 < lo < 70 < hi < 80
     mlm, tok = load_lm(tiny_models["lm"])
     model = FusionLM(mlm, None, 4, 64, 0.0, fusion=False).eval()
-    row = {"example_id": "a/1", "task": "animal", "split": "test", "sentence": "A [MASK] barks.", "answer": "dog",
-           "options": ["cat", "dog", "hippopotamus", "cow"], "flags": ["answer_letter_mismatch"]}
+    row = {
+        "example_id": "a/1",
+        "task": "animal",
+        "split": "test",
+        "sentence": "A [MASK] barks.",
+        "answer": "dog",
+        "options": ["cat", "dog", "hippopotamus", "cow"],
+        "flags": ["answer_letter_mismatch"],
+    }
     items, _ = encode_examples(tok, [row], {}, 32, use_audio=False, mc=True)
     # One item per distinct option length; the gold item has one mask per gold wordpiece.
     assert len(items[0].mask_positions) == len(tok.tokenize("dog"))
@@ -152,15 +163,18 @@ def test_bootstrap_interval_and_animal_heads(tiny_models):
 
 # -- training ----------------------------------------------------------------------------------------------
 
+
 def _tensors(job_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor a finished job leaves: its dev-best weights and its last training state."""
     from safetensors.torch import load_file
 
     best = job_dir / "best"
     states = sorted(p.name for p in (job_dir / "states").iterdir())
-    return {**{f"best/lm/{k}": v for k, v in load_file(best / "lm" / "model.safetensors").items()},
-            **{f"best/fusion/{k}": v for k, v in load_file(best / "fusion.safetensors").items()},
-            **{f"{states[-1]}/{k}": v for k, v in load_file(job_dir / "states" / states[-1] / "model.safetensors").items()}}
+    return {
+        **{f"best/lm/{k}": v for k, v in load_file(best / "lm" / "model.safetensors").items()},
+        **{f"best/fusion/{k}": v for k, v in load_file(best / "fusion.safetensors").items()},
+        **{f"{states[-1]}/{k}": v for k, v in load_file(job_dir / "states" / states[-1] / "model.safetensors").items()},
+    }
 
 
 def _assert_same_tensors(a: dict, b: dict) -> None:
@@ -186,7 +200,7 @@ def test_epoch_loss_is_the_mean_over_the_epoch(reference_run):
     report, losses = reference_run["report"], reference_run["losses"]
     assert report["steps"] == len(losses) == 12 and report["resumed_from"] is None
     for epoch, h in enumerate(report["history"]):
-        assert h["loss"] == pytest.approx(float(np.mean(losses[6 * epoch:6 * epoch + 6])), rel=1e-12)
+        assert h["loss"] == pytest.approx(float(np.mean(losses[6 * epoch : 6 * epoch + 6])), rel=1e-12)
     assert report["history"][0]["loss"] != pytest.approx(losses[5])  # not the last batch's
 
 
@@ -267,8 +281,7 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
     """
     from ith_core.fusion.training import run
 
-    [ref] = run(train_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2,
-                      fusion={"epochs": 3}))
+    [ref] = run(train_spec(small_task, tiny_models, tmp_path / "clean", checkpoint_every_steps=2, fusion={"epochs": 3}))
     crashed = train_spec(small_task, tiny_models, tmp_path / "crash", checkpoint_every_steps=2, fusion={"epochs": 3})
     with pytest.MonkeyPatch.context() as mp:
         inject(mp, fail_after_steps=9)
@@ -280,25 +293,48 @@ def test_resumed_training_equals_uninterrupted(small_task, tiny_models, tmp_path
     # same arithmetic in the same order, so exact equality (no tolerance) for the losses and for
     # every weight at the end.
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in ref["history"]]
-    _assert_same_tensors(_tensors(tmp_path / "crash" / "ith-pitch-seed7"),
-                         _tensors(tmp_path / "clean" / "ith-pitch-seed7"))
+    _assert_same_tensors(
+        _tensors(tmp_path / "crash" / "ith-pitch-seed7"), _tensors(tmp_path / "clean" / "ith-pitch-seed7")
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_over_gloo_agree_on_gradients(small_task, tiny_models, tmp_path, ith_home):
     from ith_core.fusion.training import TrainJob
 
-    spec = train_spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2,
-                 jobs=(TrainJob("pitch", "ith", 3),))
+    spec = train_spec(small_task, tiny_models, tmp_path / "ddp", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),))
     config = tmp_path / "spec.json"
     config.write_text(json.dumps(spec.to_json()))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ITH_HOME": str(ith_home),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "ITH_HOME": str(ith_home),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     accelerate = Path(sys.executable).parent / "accelerate"
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           str(FAULTS), "--grad-check", str(tmp_path / "grads"), "--config", str(config)]
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(FAULTS),
+        "--grad-check",
+        str(tmp_path / "grads"),
+        "--config",
+        str(config),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     job_dir = tmp_path / "ddp" / "ith-pitch-seed3"

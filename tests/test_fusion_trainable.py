@@ -41,11 +41,21 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     from storage.features import FeatureStore
 
     cfg = RunConfig.for_profile(
-        "tiny", run_root=str(tmp_path), run_id="trainable",
-        data={"data_dir": str(bench_dir), "sample_limit": 8, "tasks": ["pitch"]}, systems=["bert", "ith"],
+        "tiny",
+        run_root=str(tmp_path),
+        run_id="trainable",
+        data={"data_dir": str(bench_dir), "sample_limit": 8, "tasks": ["pitch"]},
+        systems=["bert", "ith"],
         # No weight decay: AdamW then moves a weight only if it got a nonzero gradient.
-        fusion={"train_audio_encoder": True, "epochs": 1, "batch_size": 8, "seeds": [0], "weight_decay": 0.0,
-                "bootstrap_samples": 100})
+        fusion={
+            "train_audio_encoder": True,
+            "epochs": 1,
+            "batch_size": 8,
+            "seeds": [0],
+            "weight_decay": 0.0,
+            "bootstrap_samples": 100,
+        },
+    )
     fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
     run_dir = tmp_path / "trainable"
@@ -70,7 +80,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     job_dir = run_dir / "fusion_train" / "ith-seed0" / job["job"]
     saved = load_file(str(job_dir / "best" / "fusion.safetensors"))
     before = initial.state_dict()
-    encoder_saved = {k[len("audio_encoder."):]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
+    encoder_saved = {k[len("audio_encoder.") :]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
     assert encoder_saved.keys() == before.keys()
     unchanged = [k for k in before if torch.equal(encoder_saved[k], before[k])]
     assert not unchanged, f"AST weights the training never moved (no gradient reached them): {unchanged}"
@@ -81,8 +91,14 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     assert cfg.fusion.standardize_audio is True
     train_ids = sorted({r["audio_id"] for r in rows if r["audio_id"] and r["split"] == "train"})
     with torch.no_grad():
-        initial_tokens = torch.stack([pool_tokens(initial.eval()(input_values=reader.get(a).float()[None])
-                                                  .last_hidden_state, cfg.fusion.audio_tokens)[0] for a in train_ids])
+        initial_tokens = torch.stack(
+            [
+                pool_tokens(
+                    initial.eval()(input_values=reader.get(a).float()[None]).last_hidden_state, cfg.fusion.audio_tokens
+                )[0]
+                for a in train_ids
+            ]
+        )
     assert saved["projector.input_mean"].shape == (cfg.fusion.audio_tokens, width)
     torch.testing.assert_close(saved["projector.input_mean"], initial_tokens.mean(0), atol=1e-4, rtol=1e-4)
 
@@ -121,17 +137,45 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     # -- `ith predict`'s encoding and answer path with the trained AST -----------------------------
     row = next(r for r in rows if r["audio_id"] and r["split"] == "test")
     sentence = next(e["sentence"] for e in examples if e["example_id"] == row["example_id"])
-    span = {"span_index": row["span_index"], "text": row["span_text"], "char_start": row["char_start"],
-            "char_end": row["char_end"], "fused_audio_id": row["audio_id"], "audio_path": row["audio_path"],
-            "sample_rate": row["sample_rate"]}
+    span = {
+        "span_index": row["span_index"],
+        "text": row["span_text"],
+        "char_start": row["char_start"],
+        "char_end": row["char_end"],
+        "fused_audio_id": row["audio_id"],
+        "audio_path": row["audio_path"],
+        "sample_rate": row["sample_rate"],
+    }
     features = predict.encode_audio(cfg, fusion_stage.layout_for(cfg), paths, [span], "cpu")
     # The same preparation as stage 4: identical input features for the same waveform.
     assert torch.equal(features.get(row["audio_id"]), reader.get(row["audio_id"]))
     model.eval()
-    fused = predict.answer(model, tokenizer, sentence, "pitch", [span], features, use_audio=True, animals=[],
-                           top_k=2, max_length=cfg.fusion.max_length, device="cpu")
-    plain = predict.answer(model, tokenizer, sentence, "pitch", [span], features, use_audio=False, animals=[],
-                           top_k=2, max_length=cfg.fusion.max_length, device="cpu")
+    fused = predict.answer(
+        model,
+        tokenizer,
+        sentence,
+        "pitch",
+        [span],
+        features,
+        use_audio=True,
+        animals=[],
+        top_k=2,
+        max_length=cfg.fusion.max_length,
+        device="cpu",
+    )
+    plain = predict.answer(
+        model,
+        tokenizer,
+        sentence,
+        "pitch",
+        [span],
+        features,
+        use_audio=False,
+        animals=[],
+        top_k=2,
+        max_length=cfg.fusion.max_length,
+        device="cpu",
+    )
     assert {a["answer"] for a in fused["answers"]} == {"higher", "lower"}
     assert fused["spans_fused"] == [row["span_text"]] and plain["spans_fused"] == []
     # The audio reaches the answer: the fused probabilities differ from the same model without it.
@@ -161,14 +205,44 @@ def test_trainable_encoder_hears_the_planted_pitch(tmp_path):
     from ith_core.models.profiles import load_audio_encoder
 
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "ITH_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--benchmark", "synthetic", "--tasks", "pitch",
-                           "--systems", "bert,ith", "--seeds", "42,", "--set", "fusion.train_audio_encoder=true",
-                           "--set", f"fusion.epochs={PITCH_EPOCHS}", "--run-root", str(tmp_path / "runs"), "--json"],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
+    env = {
+        **os.environ,
+        "ITH_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "run",
+            "--benchmark",
+            "synthetic",
+            "--tasks",
+            "pitch",
+            "--systems",
+            "bert,ith",
+            "--seeds",
+            "42,",
+            "--set",
+            "fusion.train_audio_encoder=true",
+            "--set",
+            f"fusion.epochs={PITCH_EPOCHS}",
+            "--run-root",
+            str(tmp_path / "runs"),
+            "--json",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout[done.stdout.index("{\n"):])
+    result = json.loads(done.stdout[done.stdout.index("{\n") :])
     run = Path(result["run_dir"])
     config = json.loads((run / "config.json").read_text())
     assert config["fusion"]["train_audio_encoder"] is True and config["fusion"]["epochs"] == PITCH_EPOCHS
@@ -180,15 +254,16 @@ def test_trainable_encoder_hears_the_planted_pitch(tmp_path):
     assert features["train_audio_encoder"] is True
     assert features["shape"] == [extractor.max_length, extractor.num_mel_bins]
     saved = load_file(str(run / "fusion_train" / "ith-seed42" / "ith-pitch-seed42" / "best" / "fusion.safetensors"))
-    encoder = {k[len("audio_encoder."):]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
+    encoder = {k[len("audio_encoder.") :]: v for k, v in saved.items() if k.startswith("audio_encoder.")}
     before = initial.state_dict()
     assert encoder.keys() == before.keys()
     assert not [k for k in before if torch.equal(encoder[k], before[k])]
 
     # The direction: with the audio the answer is right far more often than without it.
     results = json.loads((run / "fusion" / "results.json").read_text())
-    rows = {(r["model"], r["split"]): r for r in results["per_seed"]
-            if r["task"] == "pitch" and r["metric"] == "accuracy"}
+    rows = {
+        (r["model"], r["split"]): r for r in results["per_seed"] if r["task"] == "pitch" and r["metric"] == "accuracy"
+    }
     print(json.dumps({f"{m} {s}": (r["accuracy"], r["ci_low"], r["ci_high"]) for (m, s), r in rows.items()}))
     for split in ("dev", "test"):
         ith, text = rows[("ith", split)], rows[("bert-text", split)]

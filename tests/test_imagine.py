@@ -16,12 +16,18 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
+from ith_core.config import ImagineConfig, RunConfig
 from ith_core.imagination import devices, planning
+from ith_core.imagination.clap_scoring import ClapScorer, first_passing, resample
+from ith_core.imagination.generators import (
+    GenerationSettings,
+    StableAudioGenerator,
+    audio_id,
+    candidate_seeds,
+    prompt_for,
+)
 from ith_core.imagination.selection import UndeterminedSelectionError
 from ith_core.stages import imagine as stage
-from ith_core.imagination.clap_scoring import ClapScorer, first_passing, resample
-from ith_core.config import ImagineConfig, RunConfig
-from ith_core.imagination.generators import (GenerationSettings, StableAudioGenerator, audio_id, candidate_seeds, prompt_for)
 from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, pcm16_to_float, shard_name
 from storage.layout import RunLayout
 from storage.wav import decode_pcm16
@@ -29,8 +35,15 @@ from storage.wav import decode_pcm16
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 import faults  # noqa: E402
-from helpers.imagine_run import (TINY_IMAGINE, assert_same_tables, assert_store_consistent, final_tables,
-                                 run_all, tiny_config, write_spans)
+from helpers.imagine_run import (
+    TINY_IMAGINE,
+    assert_same_tables,
+    assert_store_consistent,
+    final_tables,
+    run_all,
+    tiny_config,
+    write_spans,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +61,7 @@ def reference(tmp_path_factory, model_paths):
 
 # -- prompts, ids, dedup -------------------------------------------------------------------------
 
+
 def test_prompts_normalise_and_fall_back():
     cfg = ImagineConfig()
     assert prompt_for("Loud  Barking ", cfg) == ("loud barking sound", "loud barking")
@@ -61,13 +75,25 @@ def test_audio_ids_follow_every_generation_setting():
     ref = audio_id("dog sound", base)
     assert ref == audio_id("dog sound", GenerationSettings.from_config(cfg, "tiny-abc", "cpu"))
     assert len(ref) == 32 and ref != audio_id("cat sound", base)
-    changes = [{"num_inference_steps": 49}, {"duration_s": 4.0}, {"num_candidates": 4}, {"guidance_scale": 6.0},
-               {"seed": 1}, {"negative_prompt": "x"}, {"latent_length": "exact"}, {"dtype": "float16"}]
-    ids = {audio_id("dog sound", GenerationSettings.from_config(ImagineConfig(**c), "tiny-abc", "cpu")) for c in changes}
+    changes = [
+        {"num_inference_steps": 49},
+        {"duration_s": 4.0},
+        {"num_candidates": 4},
+        {"guidance_scale": 6.0},
+        {"seed": 1},
+        {"negative_prompt": "x"},
+        {"latent_length": "exact"},
+        {"dtype": "float16"},
+    ]
+    ids = {
+        audio_id("dog sound", GenerationSettings.from_config(ImagineConfig(**c), "tiny-abc", "cpu")) for c in changes
+    }
     ids.add(audio_id("dog sound", GenerationSettings.from_config(cfg, "tiny-def", "cpu")))
     assert ref not in ids and len(ids) == len(changes) + 1
     # Execution settings do not change audio, so they do not change ids.
-    same = GenerationSettings.from_config(ImagineConfig(batch_size=1, shard_size=3, task_runner="ray"), "tiny-abc", "cpu")
+    same = GenerationSettings.from_config(
+        ImagineConfig(batch_size=1, shard_size=3, task_runner="ray"), "tiny-abc", "cpu"
+    )
     assert audio_id("dog sound", same) == ref
     seeds = candidate_seeds(42, ref, 5)
     assert seeds == candidate_seeds(42, ref, 5) and len(set(seeds)) == 5
@@ -98,6 +124,7 @@ def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
 
 # -- generator -----------------------------------------------------------------------------------
 
+
 def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
     cfg = ImagineConfig(**{k: v for k, v in TINY_IMAGINE.items() if k != "thresholds"})
     gen = StableAudioGenerator.from_folder(model_paths["generator"], cfg, "cpu")
@@ -117,8 +144,13 @@ def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
     assert gen.latent_frames == 22  # ceil(1.0 s * 44100 / 2048)
     # "full" denoises the paper's whole window (1024 frames, 47.55 s) and crops to the duration;
     # one candidate keeps it short (the tiny VAE decodes 2M samples per candidate).
-    full = StableAudioGenerator(gen.pipe, GenerationSettings.from_config(
-        ImagineConfig(**{**cfg.__dict__, "latent_length": "full", "num_candidates": 1}), gen.identity, "cpu"), "cpu")
+    full = StableAudioGenerator(
+        gen.pipe,
+        GenerationSettings.from_config(
+            ImagineConfig(**{**cfg.__dict__, "latent_length": "full", "num_candidates": 1}), gen.identity, "cpu"
+        ),
+        "cpu",
+    )
     assert full.latent_frames == 1024 == gen.pipe.transformer.config.sample_size
     assert full.generate(["cat sound"], [seeds["cat sound"][:1]]).shape == (1, 1, 2, 44100)
 
@@ -126,8 +158,9 @@ def test_generator_noise_is_per_candidate_not_per_batch(model_paths):
 def test_prefix_decode_equals_full_decode_then_trim(model_paths):
     """The kept seconds of a prefix decode (needed frames + the decoder's reach) equal a whole-window
     decode cropped to them, within float rounding; decoding in slices changes nothing."""
-    cfg = ImagineConfig(**{**{k: v for k, v in TINY_IMAGINE.items() if k != "thresholds"},
-                           "latent_length": "full", "duration_s": 5.0})
+    cfg = ImagineConfig(
+        **{**{k: v for k, v in TINY_IMAGINE.items() if k != "thresholds"}, "latent_length": "full", "duration_s": 5.0}
+    )
     gen = StableAudioGenerator.from_folder(model_paths["generator"], cfg, "cpu")
     full = StableAudioGenerator(gen.pipe, gen.settings, "cpu", decode="full")
     assert gen.decode_frames == 108 + 11 and full.decode_frames == 1024  # 5 s at hop 2048, reach 11 frames
@@ -149,7 +182,7 @@ def test_prefix_decode_equals_full_decode_then_trim(model_paths):
 
 def test_batch_sizes_follow_free_memory():
     # 80 GB free, 0.4 GB per denoised clip, 1.5 GB per decoded clip: 60 % of the memory for each.
-    gb = 10 ** 9
+    gb = 10**9
     assert devices.size_batches(80 * gb, int(0.4 * gb), int(1.5 * gb)) == (64, 32)
     assert devices.size_batches(8 * gb, 1 * gb, 2 * gb) == (4, 2)
     assert devices.size_batches(1 * gb, 4 * gb, 4 * gb) == (1, 1)  # never below one clip
@@ -159,6 +192,7 @@ def test_batch_sizes_follow_free_memory():
 
 
 # -- CLAP ---------------------------------------------------------------------------------------
+
 
 def test_resample_keeps_pitch_and_length():
     t = np.arange(44100) / 44100
@@ -209,14 +243,29 @@ def test_selection_rule_needs_the_candidates_before_a_pass():
 
 # -- store ---------------------------------------------------------------------------------------
 
+
 def test_store_on_memory_fs_reads_only_manifests_and_dedupes():
     store = AudioStore(f"memory://ith-store-{os.getpid()}-{time.time_ns()}")
     rows = []
     for c in range(2):
         put = store.put_audio("cd" * 16, c, np.zeros((2, 100), np.int16), 44100)
-        rows.append({"audio_id": "cd" * 16, "candidate": c, "prompt": "x sound", "clap_text": "x", "seed": c,
-                     "clap_score": 0.1 * c, "clap_id": "m", "audio_path": put.path, "duration_s": 100 / 44100,
-                     "sample_rate": 44100, "channels": 2, "checksum": put.checksum, "shard": "part-b"})
+        rows.append(
+            {
+                "audio_id": "cd" * 16,
+                "candidate": c,
+                "prompt": "x sound",
+                "clap_text": "x",
+                "seed": c,
+                "clap_score": 0.1 * c,
+                "clap_id": "m",
+                "audio_path": put.path,
+                "duration_s": 100 / 44100,
+                "sample_rate": 44100,
+                "channels": 2,
+                "checksum": put.checksum,
+                "shard": "part-b",
+            }
+        )
     assert store.read_candidates().num_rows == 0 and store.finished_ids() == set()  # no manifest: invisible
     # part-a (first in name order) kept candidate 1's score but not its audio: the row with audio wins.
     store.write_manifest("part-a", [{**rows[1], "audio_path": None, "checksum": None, "shard": "part-a"}])
@@ -254,8 +303,9 @@ def _audio_files(root: str) -> set[str]:
     return {str(p) for p in Path(root, "_imagine", "audio").rglob("*") if p.is_file()}
 
 
-def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(reference, tmp_path, model_paths,
-                                                                             monkeypatch, capsys):
+def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
+    reference, tmp_path, model_paths, monkeypatch, capsys
+):
     import hashlib
 
     from cli.main import main as ith
@@ -272,8 +322,11 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(ref
     # A selected file rendered in a call of several clips: rendered alone, 144-174 of its 88,200
     # samples come out one step off (measured), so only a repair that renders its call again
     # gives its bytes back.
-    row = [r for r in rows if r["audio_path"] and (r["audio_id"], r["candidate"]) in selected
-           and calls.count((r["shard"], r["batch"])) > 1][0]
+    row = [
+        r
+        for r in rows
+        if r["audio_path"] and (r["audio_id"], r["candidate"]) in selected and calls.count((r["shard"], r["batch"])) > 1
+    ][0]
     path = Path(store.path(row["audio_path"]))
     original = path.read_bytes()
     # One sample changed in the last bit, as bit rot or a stray writer would: same shape, other audio.
@@ -283,15 +336,20 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(ref
     capsys.readouterr()
     assert ith(["verify", "first", "--run-root", root]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == (f"damaged: audio id {row['audio_id']} candidate {row['candidate']}: {path} (sha256 "
-                      f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}..., recorded {row['checksum'][:16]}...); "
-                      f"repair: ith repair-audio first {row['audio_id']} --run-root {root}")
+    assert out[0] == (
+        f"damaged: audio id {row['audio_id']} candidate {row['candidate']}: {path} (sha256 "
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}..., recorded {row['checksum'][:16]}...); "
+        f"repair: ith repair-audio first {row['audio_id']} --run-root {root}"
+    )
     assert out[1].startswith("run first: 1 of ") and len(out) == 2
     # A rerun of the finished run looks at the selected files' existence and size (`ith verify` hashes):
     # a truncated file is named before anything trains on it.
     path.write_bytes(original[:-100])
-    with pytest.raises(AudioStoreError, match=f"(?s)not the size.*{row['audio_path']}.*{len(original) - 100} bytes.*"
-                                              f"ith repair-audio first {row['audio_id']}"):
+    with pytest.raises(
+        AudioStoreError,
+        match=f"(?s)not the size.*{row['audio_path']}.*{len(original) - 100} bytes.*"
+        f"ith repair-audio first {row['audio_id']}",
+    ):
         stage.collect_stage(tiny_config(root, "first"))
     path.write_bytes(encode_audio(samples, row["sample_rate"]))
     with pytest.raises(AudioStoreError, match=f"(?s){row['audio_path']}.*ith repair-audio second {row['audio_id']}"):
@@ -302,8 +360,9 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(ref
     assert ith(["repair-audio", "second", row["audio_id"], "--run-root", root]) == 0
     assert "1 with their original bytes, 0 as new files" in capsys.readouterr().out
     assert path.read_bytes() == original and _audio_files(root) == before
-    assert [r for r in store.read_candidates([row["audio_id"]]).to_pylist()
-            if r["candidate"] == row["candidate"]][0] == row
+    assert [r for r in store.read_candidates([row["audio_id"]]).to_pylist() if r["candidate"] == row["candidate"]][
+        0
+    ] == row
     assert_same_tables(final_tables(root, "second"), reference["tables"], atol=0.0)
     for run in ("first", "second"):
         assert ith(["verify", run, "--run-root", root]) == 0
@@ -343,6 +402,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(ref
 
 # -- stage drivers -------------------------------------------------------------------------------
 
+
 def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths):
     report = reference["report"]
     # Lazy sampling: candidate 1 only for the prompts whose candidate 0 failed.
@@ -366,8 +426,9 @@ def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths
     # A changed setting gives new ids and new files, never overwrites.
     changed = run_all(reference["root"], "changed", model_paths, num_inference_steps=2)
     assert changed["plan"]["already_in_store"] == 0
-    assert not set(r["audio_id"] for r in final_tables(reference["root"], "changed")[0]) & \
-        set(r["audio_id"] for r in cands)
+    assert not set(r["audio_id"] for r in final_tables(reference["root"], "changed")[0]) & set(
+        r["audio_id"] for r in cands
+    )
     # Re-selection at another threshold reads stored scores only.
     cfg = tiny_config(reference["root"], "ref")
     lenient = stage.reselect(cfg, {"animal": -1.0, "pitch": -1.0})
@@ -411,8 +472,11 @@ def test_lazy_selection_equals_all_candidates_and_a_higher_threshold_generates_o
         assert {key: r["candidate"] for key, r in got.items()} == want
         for r in got.values():
             assert r["accepted"] == (r["candidate"] >= 0)
-            assert (r["clap_score"] is None if r["candidate"] < 0
-                    else abs(r["clap_score"] - scores[(r["audio_id"], r["candidate"])]) < 1e-5), r
+            assert (
+                r["clap_score"] is None
+                if r["candidate"] < 0
+                else abs(r["clap_score"] - scores[(r["audio_id"], r["candidate"])]) < 1e-5
+            ), r
 
     # The all-candidates run itself selects what the loop does at its thresholds.
     assert_selects(selected(RunLayout(str(tmp_path / "all"), "all")), first_passing_by_loop(TINY_IMAGINE["thresholds"]))
@@ -522,16 +586,25 @@ AudioStore.put_audio = gated_put
 """
 
 
-def _stage_subprocess(root: str, run_id: str, model_paths: dict, gate: str | None = None,
-                      **imagine) -> subprocess.Popen:
-    code = ("import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from helpers.imagine_run import run_all\n"
-            + (GATE.format(gate=gate, run_id=run_id) if gate else "")
-            + "out = run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))\n"
-            "print('RESULT ' + json.dumps(out['results']))").format(
-        repo=str(REPO), tests=str(REPO / "tests"), root=root, run_id=run_id, paths=json.dumps(model_paths),
-        imagine=json.dumps(imagine))
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ))
+def _stage_subprocess(
+    root: str, run_id: str, model_paths: dict, gate: str | None = None, **imagine
+) -> subprocess.Popen:
+    code = (
+        "import json, sys; sys.path[:0] = [{repo!r}, {tests!r}]; from helpers.imagine_run import run_all\n"
+        + (GATE.format(gate=gate, run_id=run_id) if gate else "")
+        + "out = run_all({root!r}, {run_id!r}, json.loads({paths!r}), **json.loads({imagine!r}))\n"
+        "print('RESULT ' + json.dumps(out['results']))"
+    ).format(
+        repo=str(REPO),
+        tests=str(REPO / "tests"),
+        root=root,
+        run_id=run_id,
+        paths=json.dumps(model_paths),
+        imagine=json.dumps(imagine),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
 
 
 @pytest.mark.slow
@@ -554,8 +627,9 @@ def test_sigkill_mid_shard_leaves_no_partial_shard(reference, model_paths, tmp_p
     assert len(store.finished_ids()) == 4 * len(manifests)  # only whole shards are visible
     assert_store_consistent(root)
     out = run_all(root, "k", model_paths)
-    assert sorted(r["status"] for r in out["results"]) == sorted(["done"] * (2 - len(manifests)) +
-                                                                 ["skipped"] * len(manifests))
+    assert sorted(r["status"] for r in out["results"]) == sorted(
+        ["done"] * (2 - len(manifests)) + ["skipped"] * len(manifests)
+    )
     assert_same_tables(final_tables(root, "k"), reference["tables"])
     assert_store_consistent(root)
 
@@ -595,8 +669,9 @@ def strict_run(tmp_path_factory, model_paths):
     return {"root": root, **out}
 
 
-def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score_and_fix(strict_run, tmp_path,
-                                                                                         monkeypatch, capsys):
+def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score_and_fix(
+    strict_run, tmp_path, monkeypatch, capsys
+):
     import flows.pipeline
     from cli.main import main as ith
 
@@ -607,8 +682,10 @@ def test_no_candidate_reaching_the_thresholds_is_one_line_with_counts_best_score
     for task in ("animal", "pitch"):
         spans = sum(1 for r in selection if r["task"] == task and r["audio_id"] is not None)
         best = max(r["clap_score"] for r in candidates if task_of[r["audio_id"]] == task)
-        assert (f"task {task}: {spans} of {spans} spans had no candidate at or above its threshold 0.99 "
-                f"(best CLAP score seen {best:.3f})") in str(error)
+        assert (
+            f"task {task}: {spans} of {spans} spans had no candidate at or above its threshold 0.99 "
+            f"(best CLAP score seen {best:.3f})"
+        ) in str(error)
         assert f"--set imagine.thresholds.{task}={np.floor(best * 100) / 100:g}" in str(error)
     assert "raise imagine.num_candidates (now 2)" in str(error)
 

@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers.imagine_run import assert_same_tables, assert_store_consistent, final_tables, run_all
 
 REPO = Path(__file__).resolve().parents[1]
 
-SCRIPT = r'''
+SCRIPT = r"""
 import argparse, json, os, sys
 sys.path[:0] = [REPO, TESTS]
 sys.path.insert(0, os.path.join(sys.path[1], "helpers"))
@@ -62,7 +61,7 @@ write_spans(RAY_ROOT, "flow")
 out["ray"] = run_imagine(ray_cfg.resolved(), paths)
 out["ray_status"] = json.load(open(os.path.join(RAY_ROOT, "flow", "imagine", "shards.json")))
 print("RESULT " + json.dumps(out, default=str))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -72,13 +71,16 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     code = SCRIPT.replace("REPO", repr(str(REPO)), 1).replace("TESTS", repr(str(REPO / "tests")), 1)
     code = code.replace("PATHS", repr(json.dumps(paths))).replace("LOCAL_ROOT", repr(local_root))
     code = code.replace("RAY_ROOT", repr(ray_root))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           # Ray workers import the project from the checkout.
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Ray workers import the project from the checkout.
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
-    out = json.loads(proc.stdout[proc.stdout.index("RESULT ") + 7:].splitlines()[0])
+    out = json.loads(proc.stdout[proc.stdout.index("RESULT ") + 7 :].splitlines()[0])
 
     # The injected failure in shard 1 leaves shard 0 done and names shard 1.
     assert "1 of 2 shards failed" in out["first"] and "InjectedFault" in out["first"], out["first"]
@@ -93,8 +95,10 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     versions = out["artifacts"]
     assert len(versions) == 2 and all("dedup ratio 3.25x" in v for v in versions)
     assert any("Failed shards" in v and failed[0]["shard"] in v for v in versions)
-    assert any("Thresholds used by this run" in v and "Acceptance over the threshold grid" in v and "q50" in v
-               for v in versions)
+    assert any(
+        "Thresholds used by this run" in v and "Acceptance over the threshold grid" in v and "q50" in v
+        for v in versions
+    )
 
     # The local run after the rerun equals an undisturbed in-process run; Ray's equals the local one.
     reference = tmp_path / "reference"
@@ -104,8 +108,10 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     assert out["ray_status"]["counts"]["done"] == 2
     # The shards ran in Ray worker processes, not in the driver.
     workers = [s["worker"] for s in out["ray_status"]["shards"]]
-    assert all(w["pid"] != out["driver_pid"] and w.get("ray_worker_id") and w.get("ray_node_id") for w in workers), \
-        (workers, out["driver_pid"])
+    assert all(w["pid"] != out["driver_pid"] and w.get("ray_worker_id") and w.get("ray_node_id") for w in workers), (
+        workers,
+        out["driver_pid"],
+    )
     ray_tables = final_tables(ray_root, "flow")
     # Ray workers run torch with other thread counts: bytes differ in the last bits (measured: no
     # WAV byte-identical, scores within 1.1e-6), ids, seeds and selections are identical.

@@ -12,13 +12,27 @@ import statistics
 import numpy as np
 import pytest
 
-from ith_core.evaluation.scoring import (UNIT_NAMES, accuracy_table, bootstrap_ci, bootstrap_units, paired_comparisons,
-                               seed_mean_table, seed_summary)
+from ith_core.evaluation.scoring import (
+    UNIT_NAMES,
+    accuracy_table,
+    bootstrap_ci,
+    bootstrap_units,
+    paired_comparisons,
+    seed_mean_table,
+    seed_summary,
+)
 
 
 def _pred(model, seed, example_id, correct, task="pitch", split="test"):
-    return {"model": model, "seed": seed, "task": task, "split": split, "example_id": example_id,
-            "correct": bool(correct), "mc_correct": None}
+    return {
+        "model": model,
+        "seed": seed,
+        "task": task,
+        "split": split,
+        "example_id": example_id,
+        "correct": bool(correct),
+        "mc_correct": None,
+    }
 
 
 def test_row_interval_matches_the_normal_approximation():
@@ -58,7 +72,9 @@ def test_interval_equals_the_ideal_bootstrap_in_closed_form_for_rows_units_and_c
     # 60 rows, but the interval is that of 12 observations.
     clustered = np.repeat([1.0] * 8 + [0.0] * 4, 5)
     units = np.repeat([f"d{i}" for i in range(12)], 5)
-    assert bootstrap_ci(clustered, n_boot=20000, seed=4, clusters=units) == pytest.approx(_ideal_bootstrap_interval(12, 8), abs=1e-9)
+    assert bootstrap_ci(clustered, n_boot=20000, seed=4, clusters=units) == pytest.approx(
+        _ideal_bootstrap_interval(12, 8), abs=1e-9
+    )
     # Crossed units (first sound x second sound) where only the first sound decides the outcome:
     # the second factor's draw weighs every first sound alike, so the interval is the first's alone.
     keys = [(f"a{a}", f"b{b}") for a in range(20) for b in range(3)]
@@ -114,10 +130,13 @@ def test_auditorybench_units_and_the_run_table_on_repeated_descriptions():
     # A tiny AuditoryBench-like split where 60 rows share 6 descriptions (as "chirping" shares 73 rows).
     examples = []
     for i in range(60):
-        examples.append({"example_id": f"a{i}", "task": "animal", "spans": [f" Chirping{i % 6} " if i % 2 else
-                                                                             f"chirping{i % 6}"]})
-    examples += [{"example_id": "p0", "task": "pitch", "spans": ["Sound of Birds", "sound of  a car"]},
-                 {"example_id": "p1", "task": "pitch", "spans": ["sound of birds"]}]
+        examples.append(
+            {"example_id": f"a{i}", "task": "animal", "spans": [f" Chirping{i % 6} " if i % 2 else f"chirping{i % 6}"]}
+        )
+    examples += [
+        {"example_id": "p0", "task": "pitch", "spans": ["Sound of Birds", "sound of  a car"]},
+        {"example_id": "p1", "task": "pitch", "spans": ["sound of birds"]},
+    ]
     units = bootstrap_units(examples, "auditorybench")
     assert units["a0"] == units["a6"] == "chirping0" and len({units[f"a{i}"] for i in range(60)}) == 6
     assert units["p0"] == ("sound of birds", "sound of a car") and units["p1"] == ("sound of birds", "")
@@ -154,8 +173,10 @@ def test_paired_comparison_p_value_tells_better_from_equal():
         preds += [_pred("ith", seed, f"r{i}", rng.random() < 0.9) for i in range(150)]
         preds += [_pred("bert-text", seed, f"r{i}", rng.random() < 0.5) for i in range(150)]
         preds += [_pred("audiobert", seed, f"r{i}", rng.random() < 0.9) for i in range(150)]
-    rows = {(r["a"], r["b"]): r for r in paired_comparisons(preds, [("ith", "bert-text"), ("ith", "audiobert")],
-                                                           n_boot=2000)}
+    rows = {
+        (r["a"], r["b"]): r
+        for r in paired_comparisons(preds, [("ith", "bert-text"), ("ith", "audiobert")], n_boot=2000)
+    }
     better, equal = rows[("ith", "bert-text")], rows[("ith", "audiobert")]
     assert better["p_not_better"] == 0.0 and better["ci_low"] > 25 and better["seeds_a"] == 3
     assert 0.05 < equal["p_not_better"] < 0.95 and equal["ci_low"] < 0 < equal["ci_high"], equal

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers.fusion_task import FAULTS, small_task_with_features, train_spec
+
 from ith_core.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,20 +32,56 @@ def small_task(tmp_path_factory, tiny_models):
 def test_two_machine_accelerate_launch_trains_one_job(small_task, tiny_models, tmp_path, ith_home):
     from ith_core.fusion.training import TrainJob
 
-    spec = train_spec(small_task, tiny_models, tmp_path / "nodes", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),))
+    spec = train_spec(
+        small_task, tiny_models, tmp_path / "nodes", max_train_steps=2, jobs=(TrainJob("pitch", "ith", 3),)
+    )
     config = tmp_path / "spec.json"
     config.write_text(json.dumps(spec.to_json()))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ITH_HOME": str(ith_home),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "ITH_HOME": str(ith_home),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     accelerate = Path(sys.executable).parent / "accelerate"
     port = str(free_port())
-    procs = [subprocess.Popen([str(accelerate), "launch", "--multi_gpu", "--num_machines", "2", "--machine_rank",
-                               str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
-                               "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-                               str(FAULTS), "--grad-check", str(tmp_path / "grads"), "--config", str(config)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(accelerate),
+                "launch",
+                "--multi_gpu",
+                "--num_machines",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                port,
+                "--num_processes",
+                "2",
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                str(FAULTS),
+                "--grad-check",
+                str(tmp_path / "grads"),
+                "--config",
+                str(config),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-4000:]

@@ -71,8 +71,12 @@ def test_roberta_base(built):
 def test_stable_audio_open(built):
     from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-    dit, vae, text_encoder, projection = (built["transformer"], built["vae"], built["text_encoder"],
-                                          built["projection_model"])
+    dit, vae, text_encoder, projection = (
+        built["transformer"],
+        built["vae"],
+        built["text_encoder"],
+        built["projection_model"],
+    )
     # method: ~1.06 B DiT + Oobleck VAE + T5-base encoder; its "~1.2 B" total rounds down the
     # sum of the published component sizes (1.057 B + 0.156 B + 0.110 B = 1.32 B).
     assert 1.0e9 <= _params(dit) <= 1.12e9
@@ -86,19 +90,27 @@ def test_stable_audio_open(built):
         ids = torch.randint(2, 32128, (1, built["tokenizer_max_length"]))
         text = text_encoder(ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         assert text.shape == (1, 128, 768)
-        cond = projection(text_hidden_states=text, start_seconds=torch.tensor([0.0]),
-                          end_seconds=torch.tensor([seconds]))
+        cond = projection(
+            text_hidden_states=text, start_seconds=torch.tensor([0.0]), end_seconds=torch.tensor([seconds])
+        )
         # As StableAudioPipeline assembles them: the text tokens plus the two timing tokens for
         # cross-attention, the two timing embeddings side by side as the global condition.
         timing = [cond.seconds_start_hidden_states, cond.seconds_end_hidden_states]
         cross = torch.cat([cond.text_hidden_states, *timing], dim=1)
         global_states = torch.cat(timing, dim=2)
         assert cross.shape == (1, 130, 768) and global_states.shape == (1, 1, 1536)
-        rotary = get_1d_rotary_pos_embed(dit.config.attention_head_dim // 2, latent_frames + 1,
-                                         use_real=True, repeat_interleave_real=False)
+        rotary = get_1d_rotary_pos_embed(
+            dit.config.attention_head_dim // 2, latent_frames + 1, use_real=True, repeat_interleave_real=False
+        )
         latents = torch.randn(1, dit.config.in_channels, latent_frames)
-        velocity = dit(latents, torch.tensor([0.5]), encoder_hidden_states=cross,
-                       global_hidden_states=global_states, rotary_embedding=rotary, return_dict=False)[0]
+        velocity = dit(
+            latents,
+            torch.tensor([0.5]),
+            encoder_hidden_states=cross,
+            global_hidden_states=global_states,
+            rotary_embedding=rotary,
+            return_dict=False,
+        )[0]
         assert velocity.shape == (1, 64, 108)
         audio = vae.decode(velocity).sample
     assert audio.shape == (1, 2, 108 * 2048) and sample_rate == 44100

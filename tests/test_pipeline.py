@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ith_core.config import ConfigError
 from cli.main import main
 from flows.pipeline import build_config
+from ith_core.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.summary_checks import assert_every_stage_cached  # noqa: E402
@@ -24,29 +24,42 @@ from helpers.summary_checks import assert_every_stage_cached  # noqa: E402
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory, ith_home, tiny_models, bench_dir):
     env = dict(os.environ)
-    env.update({
-        "ITH_HOME": str(ith_home),
-        "ITH_AUDITORYBENCH_DIR": str(bench_dir),
-        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect_home")),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-    })
+    env.update(
+        {
+            "ITH_HOME": str(ith_home),
+            "ITH_AUDITORYBENCH_DIR": str(bench_dir),
+            "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect_home")),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     return env
 
 
 def run_cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
 def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
     root = tmp_path / "runs"
-    args = ["run", "--run-root", str(root), "--sample", "8", "--splits", "train,dev",
-            "--set", "span.max_train_steps=30", "--json"]
+    args = [
+        "run",
+        "--run-root",
+        str(root),
+        "--sample",
+        "8",
+        "--splits",
+        "train,dev",
+        "--set",
+        "span.max_train_steps=30",
+        "--json",
+    ]
     first = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert first.returncode == 0, first.stderr[-3000:]
-    result = json.loads(first.stdout[first.stdout.index("{\n"):])
+    result = json.loads(first.stdout[first.stdout.index("{\n") :])
     run_dir = Path(result["run_dir"])
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
@@ -85,7 +98,7 @@ def test_ith_run_writes_tables_and_summary_then_reuses_them(cli_env, tmp_path):
 
     second = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert second.returncode == 0, second.stderr[-3000:]
-    again = json.loads(second.stdout[second.stdout.index("{\n"):])
+    again = json.loads(second.stdout[second.stdout.index("{\n") :])
     assert again["run_dir"] == result["run_dir"]
     assert_every_stage_cached(again)
     for stage in ("ingest", "span_detector", "spans", "imagine"):
@@ -177,15 +190,32 @@ def test_every_subcommand_has_help():
 
 @pytest.mark.slow
 def test_thresholds_no_candidate_reaches_end_in_one_line_without_tracebacks(cli_env, tmp_path):
-    args = ["run", "--run-root", str(tmp_path / "runs"), "--sample", "8", "--splits", "train,dev", "--systems", "ith",
-            "--set", "span.max_train_steps=30", "--set", "imagine.thresholds.animal=0.99",
-            "--set", "imagine.thresholds.pitch=0.99"]
+    args = [
+        "run",
+        "--run-root",
+        str(tmp_path / "runs"),
+        "--sample",
+        "8",
+        "--splits",
+        "train,dev",
+        "--systems",
+        "ith",
+        "--set",
+        "span.max_train_steps=30",
+        "--set",
+        "imagine.thresholds.animal=0.99",
+        "--set",
+        "imagine.thresholds.pitch=0.99",
+    ]
     done = run_cli(args, cli_env, Path(__file__).resolve().parents[1])
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ith: no span got imagined audio, so ITH has nothing to fuse; task animal: ") and \
-        "task pitch: " in last and "or raise imagine.num_candidates" in last, last
+    assert (
+        last.startswith("ith: no span got imagined audio, so ITH has nothing to fuse; task animal: ")
+        and "task pitch: " in last
+        and "or raise imagine.num_candidates" in last
+    ), last
     assert sum(line.startswith("ith: ") for line in done.stderr.splitlines()) == 1
 
 
@@ -193,25 +223,49 @@ def test_thresholds_no_candidate_reaches_end_in_one_line_without_tracebacks(cli_
 def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, tmp_path):
     import socket
 
-    args = ["run", "--run-root", str(tmp_path / "runs"), "--run-id", "shared", "--sample", "8", "--splits",
-            "train,dev", "--systems", "bert,ith", "--set", "span.max_train_steps=30", "--json"]
+    args = [
+        "run",
+        "--run-root",
+        str(tmp_path / "runs"),
+        "--run-id",
+        "shared",
+        "--sample",
+        "8",
+        "--splits",
+        "train,dev",
+        "--systems",
+        "bert,ith",
+        "--set",
+        "span.max_train_steps=30",
+        "--json",
+    ]
     repo = Path(__file__).resolve().parents[1]
-    both = [subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=cli_env, cwd=repo, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args],
+            env=cli_env,
+            cwd=repo,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=900) for process in both]
     codes = sorted(process.returncode for process in both)
     assert codes == [0, 1], [err[-2000:] for _, err in outputs]
     winner, loser = (0, 1) if both[0].returncode == 0 else (1, 0)
     said = [line for line in outputs[loser][1].splitlines() if line.startswith("ith")]
     assert len(said) == 1 and said[0].startswith(
-        f"ith: run shared is being written by ith run --run-root {tmp_path / 'runs'} --run-id shared "), said
+        f"ith: run shared is being written by ith run --run-root {tmp_path / 'runs'} --run-id shared "
+    ), said
     assert f"(host {socket.gethostname()}, pid {both[winner].pid}, since " in said[0]
     assert "Traceback" not in outputs[loser][1]
     assert not (tmp_path / "runs" / "shared" / "_LOCK.json").exists()  # released by the winner
 
     third = run_cli(args, cli_env, repo)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert_every_stage_cached(json.loads(third.stdout[third.stdout.index("{\n"):]))
+    assert_every_stage_cached(json.loads(third.stdout[third.stdout.index("{\n") :]))
 
     # A worker with another ITH_HOME holding the same models reuses every stage too (stage keys hold
     # what the models are, not their folder).
@@ -219,10 +273,10 @@ def test_two_runs_of_one_run_id_at_once_one_refuses_naming_the_holder(cli_env, t
     shutil.copytree(Path(cli_env["ITH_HOME"]) / "models", other_home / "models")
     fourth = run_cli(args, {**cli_env, "ITH_HOME": str(other_home)}, repo)
     assert fourth.returncode == 0, fourth.stderr[-3000:]
-    assert_every_stage_cached(json.loads(fourth.stdout[fourth.stdout.index("{\n"):]))
+    assert_every_stage_cached(json.loads(fourth.stdout[fourth.stdout.index("{\n") :]))
 
 
-HOLD_LOCK = r'''
+HOLD_LOCK = r"""
 import sys
 import time
 from storage.layout import RunLayout
@@ -230,7 +284,7 @@ from storage.run_lock import RunLock
 record = RunLock(RunLayout(sys.argv[1], "held")).acquire("ith run --run-id held")
 print("held", flush=True)
 sys.stdin.readline()
-'''
+"""
 
 
 @pytest.mark.slow
@@ -238,20 +292,30 @@ def test_a_flow_run_of_a_held_run_refuses_naming_the_holder(cli_env, tmp_path):
     """The deployments' path: the `ith` flow itself takes the lock (under `ith run` it holds it already)."""
     repo = Path(__file__).resolve().parents[1]
     root = str(tmp_path / "runs")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, root], cwd=repo, env=cli_env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, root],
+        cwd=repo,
+        env=cli_env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
-        flow = (f"from flows.pipeline import ith_pipeline\n"
-                f"ith_pipeline(run_root={root!r}, run_id='held', sample_limit=8, splits=['train', 'dev'])\n")
-        done = subprocess.run([sys.executable, "-c", flow], cwd=repo, env=cli_env, capture_output=True, text=True,
-                              timeout=600)
+        flow = (
+            f"from flows.pipeline import ith_pipeline\n"
+            f"ith_pipeline(run_root={root!r}, run_id='held', sample_limit=8, splits=['train', 'dev'])\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", flow], cwd=repo, env=cli_env, capture_output=True, text=True, timeout=600
+        )
     finally:
         holder.kill()
         holder.wait()
     assert done.returncode != 0
-    assert f"RunLockedError: run held is being written by ith run --run-id held (host " in done.stderr, \
-        done.stderr[-3000:]
+    assert "RunLockedError: run held is being written by ith run --run-id held (host " in done.stderr, done.stderr[
+        -3000:
+    ]
     assert f"pid {holder.pid}, since " in done.stderr
     assert not (tmp_path / "runs" / "held" / "ingest").exists()  # refused before any stage
 
@@ -279,8 +343,14 @@ def _interrupt_when_training(args, env, cwd, signum) -> tuple[subprocess.Complet
     finished process and the trainer processes that ran then."""
     import psutil
 
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=env, cwd=cwd, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         trainers, deadline = [], time.monotonic() + 900
         while not trainers and process.poll() is None and time.monotonic() < deadline:
@@ -302,8 +372,22 @@ def test_sigint_and_sigterm_stop_a_run_and_its_trainers_and_the_run_resumes(cli_
 
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path / "runs"
-    args = ["run", "--run-root", str(root), "--run-id", "stopped", "--sample", "8", "--splits", "train,dev",
-            "--systems", "bert,ith", "--set", "span.max_train_steps=30", "--json"]
+    args = [
+        "run",
+        "--run-root",
+        str(root),
+        "--run-id",
+        "stopped",
+        "--sample",
+        "8",
+        "--splits",
+        "train,dev",
+        "--systems",
+        "bert,ith",
+        "--set",
+        "span.max_train_steps=30",
+        "--json",
+    ]
     first, _ = _interrupt_when_training(args, cli_env, repo, signal.SIGINT)
     said = [line for line in first.stderr.splitlines() if line.startswith("ith")]
     assert first.returncode == 130, first.stderr[-3000:]
@@ -322,7 +406,7 @@ def test_sigint_and_sigterm_stop_a_run_and_its_trainers_and_the_run_resumes(cli_
 
     third = run_cli(args, cli_env, repo)
     assert third.returncode == 0, third.stderr[-3000:]
-    result = json.loads(third.stdout[third.stdout.index("{\n"):])
+    result = json.loads(third.stdout[third.stdout.index("{\n") :])
     for stage in ("ingest", "span_detector", "spans", "imagine"):
         assert result["stages"][stage]["cached"] is True, stage
     assert {(t["system"], t["seed"]) for t in result["stages"]["fusion"]["train"]} >= {("ith", 42), ("bert-text", 42)}

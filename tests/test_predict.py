@@ -31,16 +31,21 @@ PITCH = "The hum of a fridge has a [MASK] pitch than the whistle of a kettle."
 def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
     from ith_core.stages import fusion as fusion_stage
     from ith_core.stages import imagine as imagine_stage
-    from ith_core.stages import skeleton
     from ith_core.stages import ingest as ingest_stage
+    from ith_core.stages import skeleton
     from ith_core.stages import spans as spans_stage
 
     root = tmp_path_factory.mktemp("predict")
     cfg = RunConfig.for_profile(
-        "tiny", run_root=str(root), run_id=RUN_ID, device="cpu",
+        "tiny",
+        run_root=str(root),
+        run_id=RUN_ID,
+        device="cpu",
         data={"data_dir": str(bench_dir), "splits": ["train", "dev"], "sample_limit": 8},
-        span={"max_train_steps": 20, "max_train_examples": 256}, imagine=TINY_IMAGINE,
-        fusion={"epochs": 1, "batch_size": 8, "audio_tokens": 4, "seeds": [0]})
+        span={"max_train_steps": 20, "max_train_examples": 256},
+        imagine=TINY_IMAGINE,
+        fusion={"epochs": 1, "batch_size": 8, "audio_tokens": 4, "seeds": [0]},
+    )
     paths = {role: str(p) for role, p in tiny_models.items()}
     skeleton.write_config(cfg)
     ingest_stage.ingest_stage(cfg)
@@ -56,8 +61,7 @@ def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
     run_dir = root / RUN_ID
     mapping = pq.read_table(run_dir / "imagine" / "mapping.parquet").to_pylist()
     examples = {r["example_id"]: r for r in pq.read_table(run_dir / "ingest" / "examples.parquet").to_pylist()}
-    return {"root": str(root), "cfg": cfg, "paths": paths, "run_dir": run_dir, "mapping": mapping,
-            "examples": examples}
+    return {"root": str(root), "cfg": cfg, "paths": paths, "run_dir": run_dir, "mapping": mapping, "examples": examples}
 
 
 def _manifests(root: str) -> list[str]:
@@ -75,6 +79,7 @@ def _fused_seen_example(run: dict, task: str) -> tuple[str, set[str]]:
 
 
 # -- without a run --------------------------------------------------------------------------------
+
 
 def test_infer_task():
     assert infer_task("The sound of machinery has a [MASK] pitch than the sound of a market.") == "pitch"
@@ -97,6 +102,7 @@ def test_sentence_without_mask_is_a_clear_error(tmp_path):
 
 
 # -- on the trained run ---------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_seen_prompt_reuses_stored_audio(trained_run):
@@ -166,8 +172,9 @@ def test_unseen_prompt_is_generated_once_then_reused(trained_run):
     [second] = predict_sentences(root, RUN_ID, [UNSEEN], device="cpu")
     assert _manifests(root) == after
     assert {s["source"] for s in second["spans"]} == {"reused"}
-    assert [(s["audio_id"], s["candidate"], s["clap_score"]) for s in second["spans"]] == \
-           [(s["audio_id"], s["candidate"], s["clap_score"]) for s in first["spans"]]
+    assert [(s["audio_id"], s["candidate"], s["clap_score"]) for s in second["spans"]] == [
+        (s["audio_id"], s["candidate"], s["clap_score"]) for s in first["spans"]
+    ]
     assert second["with_audio"]["answers"] == first["with_audio"]["answers"]
 
 
@@ -189,8 +196,10 @@ def test_top_answers_with_and_without_audio_for_both_tasks(trained_run):
         assert scores == sorted(scores, reverse=True)
         assert len(out["single_mask"]) == 3
         out = pitch[key]
-        assert out["model"] == model and [a["answer"] for a in out["answers"]] in (["higher", "lower"],
-                                                                                  ["lower", "higher"])
+        assert out["model"] == model and [a["answer"] for a in out["answers"]] in (
+            ["higher", "lower"],
+            ["lower", "higher"],
+        )
         assert abs(sum(a["probability"] for a in out["answers"]) - 1.0) < 1e-4
     # --task overrides the inference.
     [forced] = predict_sentences(trained_run["root"], RUN_ID, [PITCH], task="animal", top_k=2, device="cpu")
@@ -218,7 +227,11 @@ def test_batch_file_form(trained_run, tmp_path, capsys):
 
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{PITCH}\n# comment\nA dog barks.\n{UNSEEN}\nA [MASK] chases a [MASK].\n")
-    assert cmd_predict(parser.parse_args(["predict", "--file", str(bad), "--run", RUN_ID, "--run-root",
-                                          trained_run["root"]])) == 2
+    assert (
+        cmd_predict(
+            parser.parse_args(["predict", "--file", str(bad), "--run", RUN_ID, "--run-root", trained_run["root"]])
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{bad}:3: 'A dog barks.' has no [MASK]" in err and f"{bad}:5:" in err and f"{bad}:4" not in err

@@ -56,8 +56,10 @@ def test_every_form_parameter_has_a_description_the_ui_can_show():
     from prefect.utilities.callables import parameter_schema
 
     for deployment in _deployments().values():
-        flow = getattr(importlib.import_module(deployment["entrypoint"].split(":")[0].removesuffix(".py")
-                                               .replace("/", ".")), deployment["entrypoint"].split(":")[1])
+        flow = getattr(
+            importlib.import_module(deployment["entrypoint"].split(":")[0].removesuffix(".py").replace("/", ".")),
+            deployment["entrypoint"].split(":")[1],
+        )
         schema = parameter_schema(flow).model_dump()["properties"]
         for name, prop in schema.items():
             text = prop.get("description") or ""
@@ -75,13 +77,18 @@ def test_the_form_schema_has_choices_and_ranges():
 
     schema = parameter_schema(ith_pipeline).model_dump()
     props, definitions = schema["properties"], schema["definitions"]
-    assert props["device"]["anyOf"] == [{"enum": ["auto", "cpu", "cuda"], "type": "string"},
-                                        {"pattern": "^cuda:[0-9]+$", "type": "string"}]
+    assert props["device"]["anyOf"] == [
+        {"enum": ["auto", "cpu", "cuda"], "type": "string"},
+        {"pattern": "^cuda:[0-9]+$", "type": "string"},
+    ]
     assert {"minimum": 1, "type": "integer"} in props["sample_limit"]["anyOf"]
     assert {"minimum": 1, "type": "integer"} in props["seeds"]["anyOf"]
     imagine = definitions["ImagineSettings"]["properties"]
-    for name, choices in (("generator", ["stable-audio", "tone"]), ("dtype", ["auto", "float16", "bfloat16", "float32"]),
-                          ("task_runner", ["local", "ray"])):
+    for name, choices in (
+        ("generator", ["stable-audio", "tone"]),
+        ("dtype", ["auto", "float16", "bfloat16", "float32"]),
+        ("task_runner", ["local", "ray"]),
+    ):
         assert {"enum": choices, "type": "string"} in imagine[name]["anyOf"], name
 
     def valid(**params) -> bool:
@@ -109,7 +116,9 @@ def test_evaluation_task_runs_name_a_zero_shot_system_without_a_seed(monkeypatch
 
     from tasks import fusion as fusion_tasks
 
-    for params, name in (({"system": "bert-zero-shot", "seed": 0}, "evaluate bert-zero-shot"),
-                         ({"system": "ith", "seed": 42}, "evaluate ith seed 42")):
+    for params, name in (
+        ({"system": "bert-zero-shot", "seed": 0}, "evaluate bert-zero-shot"),
+        ({"system": "ith", "seed": 42}, "evaluate ith seed 42"),
+    ):
         monkeypatch.setattr(runtime, "parameters", params, raising=False)
         assert fusion_tasks.evaluate_system.task_run_name() == name

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ith_core.models import tiny_builders as tiny_models
 from ith_core.config import ConfigError
+from ith_core.models import tiny_builders as tiny_models
 from ith_core.models.profiles import (
     PAPER_MODELS,
     ROLES,
@@ -39,8 +39,9 @@ def _read_column(path: Path, column: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def corpus(bench_dir) -> list[str]:
-    return (_read_column(bench_dir / "animal_sound_recognition" / "train.csv", "sentence")
-            + _read_column(bench_dir / "sound_pitch_comparison" / "train.csv", "sentence"))
+    return _read_column(bench_dir / "animal_sound_recognition" / "train.csv", "sentence") + _read_column(
+        bench_dir / "sound_pitch_comparison" / "train.csv", "sentence"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -121,8 +122,11 @@ def test_builds_are_deterministic_and_the_corpus_names_the_folder(tiny, corpus, 
     second = ensure_tiny_profile(small, model_dir=str(tmp_path / "b"))
     assert first["lm"].parent.name == second["lm"].parent.name
     assert first["lm"].parent.name != tiny["lm"].parent.name
-    for role, weights in [("lm", "model.safetensors"), ("clap", "model.safetensors"),
-                          ("generator", "transformer/diffusion_pytorch_model.safetensors")]:
+    for role, weights in [
+        ("lm", "model.safetensors"),
+        ("clap", "model.safetensors"),
+        ("generator", "transformer/diffusion_pytorch_model.safetensors"),
+    ]:
         a, b = load_file(first[role] / weights), load_file(second[role] / weights)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), f"{role} weights differ between two builds"
@@ -167,8 +171,12 @@ def test_lm_masked_lm_forward(tiny):
     model, tokenizer = load_lm(tiny["lm"])
     assert type(model).__name__ == "BertForMaskedLM"
     assert 2500 <= len(tokenizer) <= 3100
-    batch = tokenizer(["A [MASK] makes a sound like a continuous, high-pitched whine."] * 16,
-                      padding="max_length", max_length=128, return_tensors="pt")
+    batch = tokenizer(
+        ["A [MASK] makes a sound like a continuous, high-pitched whine."] * 16,
+        padding="max_length",
+        max_length=128,
+        return_tensors="pt",
+    )
     assert (batch["input_ids"][:, 2] == tokenizer.mask_token_id).all()
     with torch.no_grad():
         logits = model(**batch).logits
@@ -191,8 +199,9 @@ def test_span_detector_loads_from_the_lm_folder(tiny):
     masked_lm, _ = load_lm(tiny["lm"])
     assert classifier.config.num_labels == 2
     # The encoder is the checkpoint's, not a fresh random one.
-    assert torch.equal(classifier.bert.embeddings.word_embeddings.weight,
-                       masked_lm.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        classifier.bert.embeddings.word_embeddings.weight, masked_lm.bert.embeddings.word_embeddings.weight
+    )
     batch = tokenizer(["the rattle of an air conditioner", "a dog barks"], padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = classifier(**batch).logits
@@ -205,8 +214,12 @@ def test_generator_pipeline_generates_stereo_44k_audio(tiny):
     sample_rate = pipe.vae.config.sampling_rate
     assert sample_rate == 44100 and pipe.vae.hop_length == 2048
     audio = pipe(
-        ["dog barking sound", "sound"], negative_prompt=["Low quality", "Low quality"],
-        num_inference_steps=3, audio_end_in_s=5.0, num_waveforms_per_prompt=2, guidance_scale=7.0,
+        ["dog barking sound", "sound"],
+        negative_prompt=["Low quality", "Low quality"],
+        num_inference_steps=3,
+        audio_end_in_s=5.0,
+        num_waveforms_per_prompt=2,
+        guidance_scale=7.0,
         generator=torch.Generator().manual_seed(42),
     ).audios
     assert audio.shape == (4, 2, int(5.0 * sample_rate))
@@ -218,8 +231,7 @@ def test_clap_embeds_text_and_48k_audio(tiny):
     model, processor = load_clap(tiny["clap"])
     assert processor.feature_extractor.sampling_rate == 48000
     assert model.config.audio_config.enable_fusion
-    audio = processor(audio=[_sine(5.0, 48000), _sine(5.0, 48000, hz=880.0)], sampling_rate=48000,
-                      return_tensors="pt")
+    audio = processor(audio=[_sine(5.0, 48000), _sine(5.0, 48000, hz=880.0)], sampling_rate=48000, return_tensors="pt")
     text = processor(text=["dog barking", "sound"], padding=True, return_tensors="pt")
     with torch.no_grad():
         audio_embeds = _pooled(model.get_audio_features(**audio))
@@ -233,8 +245,9 @@ def test_clap_embeds_text_and_48k_audio(tiny):
 def test_audio_encoder_keeps_the_paper_patch_geometry(tiny):
     model, feature_extractor = load_audio_encoder(tiny["audio_encoder"])
     assert feature_extractor.sampling_rate == 16000
-    inputs = feature_extractor([_sine(5.0, 16000), _sine(5.0, 16000, hz=220.0)], sampling_rate=16000,
-                               return_tensors="pt")
+    inputs = feature_extractor(
+        [_sine(5.0, 16000), _sine(5.0, 16000, hz=220.0)], sampling_rate=16000, return_tensors="pt"
+    )
     with torch.no_grad():
         hidden = model(**inputs).last_hidden_state
     # The paper's patch geometry (16 x 16 patches, strides 10 x 10, 128 mel bins) over the tiny

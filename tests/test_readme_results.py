@@ -23,7 +23,8 @@ def test_every_results_block_is_in_its_file_and_current():
         assert sorted(held) == sorted(b for b, f in results_table.TARGETS.items() if f == name), (name, held)
         assert results_table.stale_blocks(text) == [], (
             f"{name}'s results blocks differ from benchmarks/results_table.py's output: run "
-            "`.venv/bin/python benchmarks/results_table.py --write` (after re-recording what moved)")
+            "`.venv/bin/python benchmarks/results_table.py --write` (after re-recording what moved)"
+        )
     assert results_table.problems() == []
 
 
@@ -44,15 +45,19 @@ def test_check_names_a_stale_block_in_any_file(tmp_path):
     for name in sorted(set(results_table.TARGETS.values())):
         text = (root / name).read_text()
         m = next(results_table.BLOCK.finditer(text))
-        edited = text[:m.start("body")] + m.group("body").replace("|", "¦", 1) + text[m.end("body"):]
+        edited = text[: m.start("body")] + m.group("body").replace("|", "¦", 1) + text[m.end("body") :]
         assert results_table.stale_blocks(edited) == [m.group("name")]
         assert results_table.rewrite(edited) == text
         (root / name).write_text(edited)
         assert results_table.problems(root) == [f"{name}: {m.group('name')} is out of date"]
         assert results_table.write(root=root) == [name]
         assert (root / name).read_text() == text and results_table.problems(root) == []
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "results_table.py"), "--check"],
-                          capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "results_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -60,7 +65,7 @@ def test_check_names_a_block_missing_or_out_of_place(tmp_path):
     root = _copy_docs(tmp_path)
     perf = (root / "docs" / "performance.md").read_text()
     m = next(m for m in results_table.BLOCK.finditer(perf) if m.group("name") == "performance")
-    (root / "docs" / "performance.md").write_text(perf[:m.start()] + perf[m.end():])
+    (root / "docs" / "performance.md").write_text(perf[: m.start()] + perf[m.end() :])
     (root / "docs" / "recipe.md").write_text((root / "docs" / "recipe.md").read_text() + "\n" + m.group(0) + "\n")
     assert results_table.problems(root) == [
         "docs/performance.md: lacks the block performance",

@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "cli.main", "config", *args, "--json"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "config", *args, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
@@ -31,16 +36,30 @@ def test_paper_profile_is_the_method():
     span, imagine, fusion = cfg["span"], cfg["imagine"], cfg["fusion"]
     # Stage 1: BertForTokenClassification, 5 epochs, batch 16, AdamW lr 1e-5, max length 128 (method);
     # transformers.AdamW's eps 1e-6 and weight decay 0, constant lr (reference SD/train.py:103).
-    assert (span["source"], span["epochs"], span["batch_size"], span["learning_rate"], span["max_length"]) == \
-        ("detected", 5, 16, 1e-5, 128)
+    assert (span["source"], span["epochs"], span["batch_size"], span["learning_rate"], span["max_length"]) == (
+        "detected",
+        5,
+        16,
+        1e-5,
+        128,
+    )
     assert (span["weight_decay"], span["adam_epsilon"], span["lr_schedule"]) == (0.0, 1e-6, "constant")
     # Stage 2: stable-audio-open-1.0, fp16 on GPU, "{span} sound" / "sound", "Low quality", 50 steps, 5 s,
     # 5 waveforms, guidance 7, seed 42, the full latent window.
     assert imagine["generator"] == "stable-audio" and imagine["dtype"] == "auto"
-    assert (imagine["prompt_template"], imagine["fallback_prompt"], imagine["negative_prompt"]) == \
-        ("{span} sound", "sound", "Low quality")
-    assert (imagine["num_inference_steps"], imagine["duration_s"], imagine["num_candidates"],
-            imagine["guidance_scale"], imagine["seed"], imagine["latent_length"]) == (50, 5.0, 5, 7.0, 42, "full")
+    assert (imagine["prompt_template"], imagine["fallback_prompt"], imagine["negative_prompt"]) == (
+        "{span} sound",
+        "sound",
+        "Low quality",
+    )
+    assert (
+        imagine["num_inference_steps"],
+        imagine["duration_s"],
+        imagine["num_candidates"],
+        imagine["guidance_scale"],
+        imagine["seed"],
+        imagine["latent_length"],
+    ) == (50, 5.0, 5, 7.0, 42, "full")
     # Stage 3: thresholds animal 0.4, pitch 0.3; the grid 0, 0.2, ..., 0.8.
     assert imagine["thresholds"] == {"animal": 0.4, "pitch": 0.3}
     assert imagine["threshold_grid"] == [0.0, 0.2, 0.4, 0.6, 0.8]
@@ -59,8 +78,16 @@ def test_paper_profile_is_the_method():
 
 
 def test_config_shows_the_overrides_and_the_run_id():
-    cfg = _config("--profile", "paper", "--set", "fusion.train_audio_encoder=false",
-                  "--set", "imagine.thresholds.animal=0.6", "--set", "span.source=\"gold\"")
+    cfg = _config(
+        "--profile",
+        "paper",
+        "--set",
+        "fusion.train_audio_encoder=false",
+        "--set",
+        "imagine.thresholds.animal=0.6",
+        "--set",
+        'span.source="gold"',
+    )
     assert cfg["fusion"]["train_audio_encoder"] is False
     assert cfg["imagine"]["thresholds"] == {"animal": 0.6, "pitch": 0.3}
     assert cfg["span"]["source"] == "gold"
@@ -71,8 +98,13 @@ def test_config_shows_the_overrides_and_the_run_id():
 
 
 def test_config_rejects_bad_settings_in_one_line_each():
-    out = subprocess.run([sys.executable, "-m", "cli.main", "config", "--set", "fusion.max_grad_norm=0",
-                          "--set", "span.source=\"both\""], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "config", "--set", "fusion.max_grad_norm=0", "--set", 'span.source="both"'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "fusion.max_grad_norm must be > 0, got 0" in out.stderr
     assert "span.source must be 'detected' or 'gold', got 'both'" in out.stderr
@@ -82,32 +114,43 @@ def test_gold_spans_follow_the_reference_string_match():
     from ith_core.models.span_detector import gold_spans
 
     rows = [
-        {"example_id": "pitch/dev/00001", "sentence": "The Sound of a Flute is [MASK] than a drum.",
-         "spans": ["sound of a flute", "drum"]},
+        {
+            "example_id": "pitch/dev/00001",
+            "sentence": "The Sound of a Flute is [MASK] than a drum.",
+            "spans": ["sound of a flute", "drum"],
+        },
         # Not in the sentence: left out and counted (the reference fuses at [CLS] instead).
         {"example_id": "animal/dev/00002", "sentence": "A [MASK] makes a chirping noise.", "spans": ["loud roar"]},
     ]
     records, not_found = gold_spans(rows)
     assert not_found == 1
     assert [(r.example_id, r.span_index, r.span_text, r.char_start, r.char_end) for r in records] == [
-        ("pitch/dev/00001", 0, "Sound of a Flute", 4, 20), ("pitch/dev/00001", 1, "drum", 38, 42)]
+        ("pitch/dev/00001", 0, "Sound of a Flute", 4, 20),
+        ("pitch/dev/00001", 1, "drum", 38, 42),
+    ]
 
 
 def test_gradients_are_clipped_in_the_training_loop(monkeypatch, tmp_path, tiny_models):
     """The production training loop clips before every optimiser step (reference: 1.0)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers.fusion_task import fusion_settings, make_task
+
     from ith_core.fusion.audio_features import precompute_audio_features, read_selection
-    from ith_core.models.profiles import load_audio_encoder
     from ith_core.fusion.training import TrainJob, TrainSpec, train_job
+    from ith_core.models.profiles import load_audio_encoder
     from storage.features import FeatureStore
     from storage.layout import RunLayout
 
     task = make_task(tmp_path, n_train_names=8, n_heldout_names=3, duration_s=0.5)
     encoder, extractor = load_audio_encoder(tiny_models["audio_encoder"])
-    precompute_audio_features(read_selection(task["selection"]), encoder, extractor,
-                              FeatureStore(RunLayout(str(tmp_path), "run"), "features"),
-                              trainable_encoder=False, audio_tokens=8)
+    precompute_audio_features(
+        read_selection(task["selection"]),
+        encoder,
+        extractor,
+        FeatureStore(RunLayout(str(tmp_path), "run"), "features"),
+        trainable_encoder=False,
+        audio_tokens=8,
+    )
     norms: list[float] = []
     step = torch.optim.AdamW.step
 
@@ -120,10 +163,15 @@ def test_gradients_are_clipped_in_the_training_loop(monkeypatch, tmp_path, tiny_
 
     def train(max_grad_norm, out):
         norms.clear()
-        spec = TrainSpec(lm_path=str(tiny_models["lm"]), examples_path=task["examples"], output_dir=str(out),
-                         selection_path=task["selection"], features_dir=str(tmp_path / "run" / "features"),
-                         fusion=fusion_settings(epochs=1, batch_size=8, audio_tokens=8, max_grad_norm=max_grad_norm),
-                         jobs=(TrainJob("pitch", "ith", 3),))
+        spec = TrainSpec(
+            lm_path=str(tiny_models["lm"]),
+            examples_path=task["examples"],
+            output_dir=str(out),
+            selection_path=task["selection"],
+            features_dir=str(tmp_path / "run" / "features"),
+            fusion=fusion_settings(epochs=1, batch_size=8, audio_tokens=8, max_grad_norm=max_grad_norm),
+            jobs=(TrainJob("pitch", "ith", 3),),
+        )
         train_job(spec, spec.jobs[0])
         return list(norms)
 

@@ -22,16 +22,33 @@ from urllib.parse import unquote
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers.report_fixtures import (HOSTILE_PREDICTION, HOSTILE_SENTENCE, HOSTILE_SPAN,  # noqa: E402
-                                     build_coincident_run, build_hostile_run, build_tiny_run, tiny_run_config)
-
 from helpers.browser import artifact_dir, browser  # noqa: E402
+from helpers.report_fixtures import (  # noqa: E402
+    HOSTILE_PREDICTION,
+    HOSTILE_SENTENCE,
+    HOSTILE_SPAN,
+    build_coincident_run,
+    build_hostile_run,
+    build_tiny_run,
+    tiny_run_config,
+)
+
 from ith_core.report.rendering import write_report  # noqa: E402
 from storage.layout import RunLayout  # noqa: E402
 
-TABLES = ["table-run", "table-stages", "table-accuracy", "table-accuracy-seeds", "table-span-metrics",
-          "table-span-counts", "table-imagine", "table-acceptance", "table-clap-quantiles", "table-training",
-          "table-compute"]
+TABLES = [
+    "table-run",
+    "table-stages",
+    "table-accuracy",
+    "table-accuracy-seeds",
+    "table-span-metrics",
+    "table-span-counts",
+    "table-imagine",
+    "table-acceptance",
+    "table-clap-quantiles",
+    "table-training",
+    "table-compute",
+]
 CHARTS = ["chart-accuracy", "chart-clap", "chart-acceptance", "chart-training"]
 
 
@@ -100,10 +117,12 @@ def coincident_run(tmp_path_factory):
 
 def table_rows(page: str, table_id: str) -> list[list[str]]:
     """The cells (markup stripped) of each row of the table in `<div id=table_id>`, header row first."""
-    block = page[page.index(f'<div id="{table_id}">'):]
-    block = block[:block.index("</table>")]
-    return [[re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
-            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", block)]
+    block = page[page.index(f'<div id="{table_id}">') :]
+    block = block[: block.index("</table>")]
+    return [
+        [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", block)
+    ]
 
 
 def test_report_has_every_table_chart_and_playable_audio(tiny_run):
@@ -121,12 +140,21 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     assert text.count("not run") == 2 * len(absent)
     assert all(text.count(f"<td>{stage}</td><td>not run</td>") == 2 for stage in absent)
     # Self-contained: every link is an in-page fragment, an inline data: URL or a relative audio file.
-    assert page.links and all(link.startswith(("#", "data:")) or link.startswith("../../_imagine/audio/")
-                              for link in page.links), [l for l in page.links if "://" in l][:5]
+    assert page.links and all(
+        link.startswith(("#", "data:")) or link.startswith("../../_imagine/audio/") for link in page.links
+    ), [x for x in page.links if "://" in x][:5]
     assert not re.findall(r"url\((?!#)", text) and "@import" not in text  # only clip-path="url(#...)"
     # The table: every system of the published table, ours beside the published numbers.
-    for label in ("BERT, zero-shot", "BERT, fine-tuned text-only", "RoBERTa, zero-shot", "RoBERTa, fine-tuned text-only",
-                  "AudioBERT (retrieved audio)", "ITH (imagined audio)", "ITH − text-only", "ITH − AudioBERT"):
+    for label in (
+        "BERT, zero-shot",
+        "BERT, fine-tuned text-only",
+        "RoBERTa, zero-shot",
+        "RoBERTa, fine-tuned text-only",
+        "AudioBERT (retrieved audio)",
+        "ITH (imagined audio)",
+        "ITH − text-only",
+        "ITH − AudioBERT",
+    ):
         assert f"<td>{label}</td>" in text, label
     for published in ("41.55", "78.96", "36.63", "74.83", "13.46", "60.41", "14.04", "55.84"):
         assert published in text, published
@@ -134,8 +162,12 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     # Like with like: each published row right under the system of the run that reproduces it (the
     # published BERT-base and RoBERTa-base rows are zero-shot), and one name per system everywhere.
     labels = [row[0] for row in table_rows(text, "table-accuracy")]
-    for ours, published in (("BERT, zero-shot", "BERT-base"), ("RoBERTa, zero-shot", "RoBERTa-base"),
-                            ("AudioBERT (retrieved audio)", "AudioBERT"), ("ITH (imagined audio)", "ITH")):
+    for ours, published in (
+        ("BERT, zero-shot", "BERT-base"),
+        ("RoBERTa, zero-shot", "RoBERTa-base"),
+        ("AudioBERT (retrieved audio)", "AudioBERT"),
+        ("ITH (imagined audio)", "ITH"),
+    ):
         assert labels[labels.index(ours) + 1] == published, labels
     variants = {row[2] for row in table_rows(text, "table-accuracy-seeds")[1:]}
     assert variants == {"bert-zero-shot", "bert-text", "roberta-zero-shot", "roberta-text", "audiobert", "ith"}
@@ -145,11 +177,20 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
     assert all(seed.isdigit() for variant, seed in seeds if not variant.endswith("zero-shot"))
     assert "sample standard deviation (ddof 1)" in text and "hierarchical bootstrap" in text
     assert "gold description" in text and "gold span1 x gold span2 (crossed)" in text
-    chart = text[text.index('id="chart-accuracy"'):]
-    chart = chart[:chart.index("</svg>")]
-    for label in ("BERT, zero-shot", "BERT-base (published)", "BERT, fine-tuned text-only", "RoBERTa, zero-shot",
-                  "RoBERTa-base (published)", "RoBERTa, fine-tuned text-only", "AudioBERT (retrieved audio)",
-                  "AudioBERT (published)", "ITH (imagined audio)", "ITH (published)"):
+    chart = text[text.index('id="chart-accuracy"') :]
+    chart = chart[: chart.index("</svg>")]
+    for label in (
+        "BERT, zero-shot",
+        "BERT-base (published)",
+        "BERT, fine-tuned text-only",
+        "RoBERTa, zero-shot",
+        "RoBERTa-base (published)",
+        "RoBERTa, fine-tuned text-only",
+        "AudioBERT (retrieved audio)",
+        "AudioBERT (published)",
+        "ITH (imagined audio)",
+        "ITH (published)",
+    ):
         assert f">{label}<" in chart, label
     # Case studies: every candidate of every shown span is a player whose file exists.
     assert page.audio, "no audio elements in the case studies"
@@ -162,8 +203,13 @@ def test_report_has_every_table_chart_and_playable_audio(tiny_run):
         assert target.is_relative_to(Path(tiny_run["root"]) / "_imagine" / "audio")
     # The Markdown has the same tables.
     md = Path(md_path).read_text(encoding="utf-8")
-    for heading in ("| system | source | animal dev |", "| task | split | variant | metric | seed |",
-                    "| dev | token P |", "| task | threshold | accepted |", "| stage | this run | device |"):
+    for heading in (
+        "| system | source | animal dev |",
+        "| task | split | variant | metric | seed |",
+        "| dev | token P |",
+        "| task | threshold | accepted |",
+        "| stage | this run | device |",
+    ):
         assert heading in md, heading
     md_links = [line for line in md.splitlines() if "[wav](<../../_imagine/audio/" in line]
     assert len(md_links) == len(page.audio)
@@ -214,8 +260,12 @@ def test_the_profile_comes_first_in_the_report_and_its_artifact(tiny_run):
     assert md[2] == f"**{statement}**"  # right under the title
     headline = tiny_run["paths"]["headline"]
     assert headline.startswith(f"**{statement}**")
-    for row in ("| span detector, dev span F1 |", "| animal: span occurrences with audio at threshold 0.19 |",
-                "| accuracy % animal dev | ITH ", "| accuracy % pitch test | ITH "):
+    for row in (
+        "| span detector, dev span F1 |",
+        "| animal: span occurrences with audio at threshold 0.19 |",
+        "| accuracy % animal dev | ITH ",
+        "| accuracy % pitch test | ITH ",
+    ):
         assert row in headline, row
     paper = profile_statement("paper", "auditorybench")
     assert "this implementation of the method" in paper and "differences from the reference code" in paper
@@ -234,7 +284,8 @@ def test_case_studies_show_each_kind_and_say_how_they_were_chosen(tiny_run):
     for example_id in {e for e, _ in correct}:
         ith, text = correct[(example_id, "ith")], correct[(example_id, "bert-text")]
         kind = {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
-            (ith, text), "both_wrong")
+            (ith, text), "both_wrong"
+        )
         counts = expected.setdefault(example_id.split("/")[0], {})
         counts[kind] = counts.get(kind, 0) + 1
 
@@ -244,14 +295,17 @@ def test_case_studies_show_each_kind_and_say_how_they_were_chosen(tiny_run):
         assert {k: v["examples"] for k, v in strata["per_task"][task].items()} == kinds
         shown = [c["kind"] for c in cases if c["task"] == task]
         # One of each kind the run has, in a fixed order (wins and losses side by side), then again.
-        assert shown[:len(available)] == available[:4]
+        assert shown[: len(available)] == available[:4]
         assert len(shown) == min(4, sum(kinds.values()))
     assert sum(len(k) for k in expected.values()) >= 4, "the made-up predictions should give several kinds"
     page = Path(tiny_run["paths"]["html"]).read_text(encoding="utf-8")
     assert "How they are chosen: per task, one example of each kind in turn" in page
     for task, kinds in strata["per_task"].items():
-        assert f"{task}: " + "; ".join(f"{dict(CASE_KINDS)[k]}: {v['shown']} shown of {v['examples']}"
-                                        for k, v in kinds.items()) in page
+        assert (
+            f"{task}: "
+            + "; ".join(f"{dict(CASE_KINDS)[k]}: {v['shown']} shown of {v['examples']}" for k, v in kinds.items())
+            in page
+        )
 
 
 def test_imagine_tables_show_the_threshold_used_and_ordered_quantiles(tiny_run):
@@ -259,14 +313,21 @@ def test_imagine_tables_show_the_threshold_used_and_ordered_quantiles(tiny_run):
     report = tiny_run["reports"]["imagine"]
     used = table_rows(page, "table-threshold-used")
     assert used[0] == ["task", "threshold used", "accepted", "occurrences", "rate %"]
-    assert [r[:4] for r in used[1:]] == [[u["task"], "0.19", str(u["accepted"]), str(u["occurrences"])]
-                                         for u in report["acceptance_at_threshold"]]
+    assert [r[:4] for r in used[1:]] == [
+        [u["task"], "0.19", str(u["accepted"]), str(u["occurrences"])] for u in report["acceptance_at_threshold"]
+    ]
     assert sum(u["accepted"] for u in report["acceptance_at_threshold"]) == report["accepted"]
     order = ["q00", "q10", "q25", "q50", "q75", "q90", "q100"]
     assert table_rows(page, "table-clap-quantiles")[0] == order
     # The run's summary.json has the quantiles in JSON's sorted order (q100 before q25): the report sorts them.
-    assert list(json.loads((Path(tiny_run["root"]) / "tiny-report" / "summary.json").read_text())
-                ["stages"]["imagine"]["clap_score_quantiles"]) != order
+    assert (
+        list(
+            json.loads((Path(tiny_run["root"]) / "tiny-report" / "summary.json").read_text())["stages"]["imagine"][
+                "clap_score_quantiles"
+            ]
+        )
+        != order
+    )
     assert "| " + " | ".join(order) + " |" in Path(tiny_run["paths"]["markdown"]).read_text(encoding="utf-8")
 
 
@@ -286,8 +347,10 @@ def test_imagine_artifact_after_a_rerun(tiny_run):
     md = imagine_markdown(cfg, plan, status, report)
     lines = md.splitlines()
     assert lines[2].startswith("**Profile tiny: every model has random weights")  # bold, as every artifact
-    assert (f"- prompts whose audio was already in the store: 0 when planned, {plan['unique_prompts']} at the "
-            "start of this flow run") in md
+    assert (
+        f"- prompts whose audio was already in the store: 0 when planned, {plan['unique_prompts']} at the "
+        "start of this flow run"
+    ) in md
     assert f"generated 0, skipped {len(results)} (their manifest existed), failed 0" in md
     assert "| animal | 0.19 |" in md and "| pitch | 0.19 |" in md
     assert "| q00 | q10 | q25 | q50 | q75 | q90 | q100 |" in md
@@ -301,10 +364,16 @@ def test_stage_times_and_devices_agree_across_tables(tiny_run):
     assert float(stages["imagine"][3]) == float(compute["imagine"][3]) == round(seconds_total, 2)
     assert seconds_total > tiny_run["reports"]["imagine"]["seconds"]  # plan and shards included
     assert {name: compute[name][2] for name in ("ingest", "span_detector", "spans", "imagine")} == {
-        "ingest": "–", "span_detector": "cpu", "spans": "cpu", "imagine": "cpu"}
+        "ingest": "–",
+        "span_detector": "cpu",
+        "spans": "cpu",
+        "imagine": "cpu",
+    }
     assert not any(row[2] == "auto" for row in compute.values())
     detector = tiny_run["reports"]["span_detector"]
-    assert len(detector["dev_span_f1_per_epoch"]) >= 1 and detector["dev_span_f1_per_epoch"][-1] == detector["dev_span_f1"]
+    assert (
+        len(detector["dev_span_f1_per_epoch"]) >= 1 and detector["dev_span_f1_per_epoch"][-1] == detector["dev_span_f1"]
+    )
 
 
 def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path):
@@ -318,18 +387,32 @@ def test_training_jobs_are_labelled_by_system_and_epochs_count_from_one(tmp_path
     reports = []
     for system, best in (("bert-text", 50.0), ("roberta-text", 60.0)):
         history = [{"epoch": e, "dev_accuracy": best - 10 * (1 - e), "loss": 1.0} for e in range(2)]
-        job = {"job": "text-animal-seed42", "task": "animal", "model": "text", "seed": 42, "steps": 4,
-               "best_dev": best, "best_epoch": 1, "seconds": 1.0, "world_size": 1, "history": history}
+        job = {
+            "job": "text-animal-seed42",
+            "task": "animal",
+            "model": "text",
+            "seed": 42,
+            "steps": 4,
+            "best_dev": best,
+            "best_epoch": 1,
+            "seconds": 1.0,
+            "world_size": 1,
+            "history": history,
+        }
         reports.append({"system": system, "seed": 42, "jobs": [job], "seconds": 1.0})
         layout.write_json({"key": "k", "report": reports[-1]}, fusion_stage.train_stage_name(system, 42), "_DONE.json")
     curves = fusion_curves_markdown("labels", reports, "tiny").splitlines()
     assert curves[2] == f"**{profile_statement('tiny')}**"
     assert curves[6] == "| job | epoch 1 | epoch 2 | samples/s |"
-    assert curves[8:] == ["| bert-text animal seed 42 | 40.0 | **50.0** | None |",
-                          "| roberta-text animal seed 42 | 50.0 | **60.0** | None |"]
+    assert curves[8:] == [
+        "| bert-text animal seed 42 | 40.0 | **50.0** | None |",
+        "| roberta-text animal seed 42 | 50.0 | **60.0** | None |",
+    ]
     logs = load_run(str(tmp_path), "labels").training_logs
-    assert [(j["job"], j["best_dev"]) for j in logs] == [("bert-text animal seed 42", 50.0),
-                                                       ("roberta-text animal seed 42", 60.0)]
+    assert [(j["job"], j["best_dev"]) for j in logs] == [
+        ("bert-text animal seed 42", 50.0),
+        ("roberta-text animal seed 42", 60.0),
+    ]
 
 
 def test_ingest_spans_and_curves_artifacts_start_with_the_profile_statement():
@@ -337,40 +420,68 @@ def test_ingest_spans_and_curves_artifacts_start_with_the_profile_statement():
 
     counts = {"rows_in": 3, "accepted": 2, "rejected": 1, "rejects_by_reason": {"empty": 1}, "flags_by_reason": {}}
     ingest = {"rows_in": 3, "accepted": 2, "rejected": 1, "source": "x", "per_split": {"animal/dev": counts}}
-    detector = {"dev_span_f1_untrained": 0.1, "dev_span_f1": 0.5, "dev_token_f1": 0.6, "dev_span_precision": 0.5,
-                "dev_span_recall": 0.5, "steps": 3, "train_examples": 4, "dev_span_f1_per_epoch": [0.2, 0.5]}
-    spans = {"per_split": {"animal/dev": {"examples": 2, "examples_with_spans": 1, "examples_without_spans": 1,
-                                          "spans": 1}}}
+    detector = {
+        "dev_span_f1_untrained": 0.1,
+        "dev_span_f1": 0.5,
+        "dev_token_f1": 0.6,
+        "dev_span_precision": 0.5,
+        "dev_span_recall": 0.5,
+        "steps": 3,
+        "train_examples": 4,
+        "dev_span_f1_per_epoch": [0.2, 0.5],
+    }
+    spans = {
+        "per_split": {"animal/dev": {"examples": 2, "examples_with_spans": 1, "examples_without_spans": 1, "spans": 1}}
+    }
     for profile, benchmark in (("tiny", "auditorybench"), ("paper", "synthetic")):
         statement = f"**{profile_statement(profile, benchmark)}**"
-        for md in (ingest_markdown("r", ingest, profile, benchmark),
-                   spans_markdown("r", detector, spans, profile, benchmark),
-                   fusion_curves_markdown("r", [], profile, benchmark)):
+        for md in (
+            ingest_markdown("r", ingest, profile, benchmark),
+            spans_markdown("r", detector, spans, profile, benchmark),
+            fusion_curves_markdown("r", [], profile, benchmark),
+        ):
             assert md.splitlines()[2] == statement, md
     assert "Dev span F1 after each epoch: epoch 1 0.200, epoch 2 0.500." in spans_markdown(
-        "r", detector, spans, "tiny", "auditorybench")
+        "r", detector, spans, "tiny", "auditorybench"
+    )
 
 
 def test_a_rerun_keeps_each_stage_time_of_the_run_that_computed_it_and_marks_reuse(tmp_path):
     """summary.json of an identical rerun: every stage reused; the report shows the seconds each stage
     recorded when it was computed, with 'reused' beside them (not the rerun's seconds, not 'computed')."""
-    from ith_core.stages import fusion as fusion_stage
     from ith_core.report.loading import load_run, stage_reused, stage_seconds
+    from ith_core.stages import fusion as fusion_stage
 
     layout = RunLayout(str(tmp_path), "again")
     layout.write_json({"profile": "tiny", "benchmark": "auditorybench"}, "config.json")
-    computed = {"ingest": 3.0, "fusion_examples": 2.0, "fusion_train/ith-seed42": 861.0,
-                "fusion_eval/ith-seed42": 12.0, "fusion_eval/bert-zero-shot": 5.0, "fusion": 7.0}
+    computed = {
+        "ingest": 3.0,
+        "fusion_examples": 2.0,
+        "fusion_train/ith-seed42": 861.0,
+        "fusion_eval/ith-seed42": 12.0,
+        "fusion_eval/bert-zero-shot": 5.0,
+        "fusion": 7.0,
+    }
     for stage, seconds in computed.items():
         layout.write_json({"key": "k", "report": {"seconds": seconds}}, *stage.split("/"), "_DONE.json")
     fusion = fusion_stage.fusion_summary(
         {"examples": {"seconds": 2.0, "cached": True}},
         [{"system": "ith", "seed": 42, "seconds": 861.0, "cached": True, "jobs": []}],
-        [{"system": "ith", "seed": 42, "seconds": 12.0, "cached": True},
-         {"system": "bert-zero-shot", "seed": 0, "seconds": 5.0, "cached": False}],
-        {"seconds": 7.0, "cached": True})
-    layout.write_json({"run_id": "again", "profile": "tiny", "seconds": 4.5,
-                       "stages": {"ingest": {"seconds": 3.0, "cached": True}, "fusion": fusion}}, "summary.json")
+        [
+            {"system": "ith", "seed": 42, "seconds": 12.0, "cached": True},
+            {"system": "bert-zero-shot", "seed": 0, "seconds": 5.0, "cached": False},
+        ],
+        {"seconds": 7.0, "cached": True},
+    )
+    layout.write_json(
+        {
+            "run_id": "again",
+            "profile": "tiny",
+            "seconds": 4.5,
+            "stages": {"ingest": {"seconds": 3.0, "cached": True}, "fusion": fusion},
+        },
+        "summary.json",
+    )
     data = load_run(str(tmp_path), "again")
     for stage, seconds in computed.items():
         assert stage_seconds(data, stage) == seconds, stage
@@ -392,17 +503,19 @@ def test_span_highlights_never_split_a_word():
     sentence = "The dog barked loudly at the cat."
     inside = sentence.index("arked")
     loud = sentence.index("loud")
-    assert _highlight(sentence, [{"char_start": inside, "char_end": inside + 3},
-                                 {"char_start": loud, "char_end": loud + 4}]) == (
-        "The dog <mark>barked</mark> <mark>loudly</mark> at the cat.")
+    assert _highlight(
+        sentence, [{"char_start": inside, "char_end": inside + 3}, {"char_start": loud, "char_end": loud + 4}]
+    ) == ("The dog <mark>barked</mark> <mark>loudly</mark> at the cat.")
     # Two pieces of one word become one mark; a span on whole words is left as it is.
-    assert _highlight(sentence, [{"char_start": inside - 1, "char_end": inside + 2},
-                                 {"char_start": inside + 3, "char_end": inside + 5}]) == (
-        "The dog <mark>barked</mark> loudly at the cat.")
+    assert _highlight(
+        sentence,
+        [{"char_start": inside - 1, "char_end": inside + 2}, {"char_start": inside + 3, "char_end": inside + 5}],
+    ) == ("The dog <mark>barked</mark> loudly at the cat.")
     assert _highlight(sentence, [{"char_start": 4, "char_end": 7}]) == "The <mark>dog</mark> barked loudly at the cat."
 
 
 # -- the browser -----------------------------------------------------------------------------------
+
 
 def _browser(tmp_path):
     return browser(tmp_path)
@@ -438,8 +551,10 @@ def _artifact_dir(tmp_path) -> Path:
 
 
 def _wait_for_audio(driver, timeout_s: float = 30.0) -> list[dict]:
-    script = ("return Array.from(document.querySelectorAll('audio')).map(a => ({src: a.currentSrc, "
-              "ready: a.readyState, error: a.error ? a.error.code : null, duration: a.duration}));")
+    script = (
+        "return Array.from(document.querySelectorAll('audio')).map(a => ({src: a.currentSrc, "
+        "ready: a.readyState, error: a.error ? a.error.code : null, duration: a.duration}));"
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         states = driver.execute_script(script)
@@ -457,7 +572,8 @@ def test_report_in_headless_chromium(tiny_run, served_root, tmp_path):
             "return {tables: Array.from(document.querySelectorAll('div[id^=table-] > table')).map(t => "
             "t.parentElement.id), charts: Array.from(document.querySelectorAll('figure.chart svg')).map(s => "
             "[s.closest('figure').id, s.getBoundingClientRect().width, s.getBoundingClientRect().height]), "
-            "audio: document.querySelectorAll('audio').length, scripts: document.scripts.length};")
+            "audio: document.querySelectorAll('audio').length, scripts: document.scripts.length};"
+        )
         assert set(TABLES) <= set(found["tables"])
         assert {c[0] for c in found["charts"]} >= set(CHARTS)
         assert all(w > 100 and h > 100 for _, w, h in found["charts"]), found["charts"]
@@ -478,7 +594,8 @@ def test_report_in_headless_chromium(tiny_run, served_root, tmp_path):
         # The profile statement is the first thing under the title, above every section.
         first = driver.execute_script(
             "const p = document.querySelector('header p'); return [p.id, p.getBoundingClientRect().bottom, "
-            "document.querySelector('section').getBoundingClientRect().top];")
+            "document.querySelector('section').getBoundingClientRect().top];"
+        )
         assert first[0] == "profile-statement" and first[1] < first[2]
 
         driver.get(f"{served_root}/hostile/hostile/report/report.html")
@@ -541,10 +658,18 @@ def test_coinciding_chart_lines_stay_visible_in_chromium(coincident_run, served_
         driver.get(f"{served_root}/coincident/coincident/report/report.html")
         acceptance = driver.execute_script(_VISIBLE_SERIES, "chart-acceptance")
         training = driver.execute_script(_VISIBLE_SERIES, "chart-training")
-        assert set(acceptance) == {"series-acceptance-animal", "series-acceptance-pitch",
-                                   "series-acceptance-threshold-animal", "series-acceptance-threshold-pitch"}
-        assert {"series-loss-ith-animal-seed-42", "series-loss-bert-text-animal-seed-42",
-                "series-dev-ith-animal-seed-42", "series-dev-bert-text-animal-seed-42"} == set(training)
+        assert set(acceptance) == {
+            "series-acceptance-animal",
+            "series-acceptance-pitch",
+            "series-acceptance-threshold-animal",
+            "series-acceptance-threshold-pitch",
+        }
+        assert {
+            "series-loss-ith-animal-seed-42",
+            "series-loss-bert-text-animal-seed-42",
+            "series-dev-ith-animal-seed-42",
+            "series-dev-bert-text-animal-seed-42",
+        } == set(training)
         hidden = [name for name, seen in {**acceptance, **training}.items() if not seen]
         assert not hidden, f"series hidden under another one: {hidden}"
         driver.save_screenshot(str(_artifact_dir(tmp_path) / "report-coincident.png"))

@@ -44,39 +44,66 @@ def server(tmp_path_factory, ith_home, tiny_models, bench_dir):
     env = dict(os.environ)
     # As a user would: the benchmark in the home (`ith data fetch`), not named by the environment.
     env.pop("ITH_AUDITORYBENCH_DIR", None)
-    env.update({
-        "ITH_SERVE_DIR": str(state),
-        "ITH_HOME": str(ith_home),
-        # The deployments' run_root default (prefect.yaml): this test's folder, not the checkout's runs/.
-        "ITH_RUNS_DIR": str(runs),
-        "HF_HUB_OFFLINE": "1",
-        # Test-only fault injection (tests/helpers/faults.py), installed in the worker's flow runs by
-        # tests/helpers/fault_site/sitecustomize.py; the shards to break are read from this file at run time.
-        "ITH_TEST_FAULT_SHARDS": f"@{fault_file}",
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO / "tests" / "helpers" / "fault_site"),
-                                                  os.environ.get("PYTHONPATH", "")] if p),
-    })
-    fetched = subprocess.run([sys.executable, "-m", "cli.main", "data", "fetch", "--from", str(bench_dir)],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "ITH_SERVE_DIR": str(state),
+            "ITH_HOME": str(ith_home),
+            # The deployments' run_root default (prefect.yaml): this test's folder, not the checkout's runs/.
+            "ITH_RUNS_DIR": str(runs),
+            "HF_HUB_OFFLINE": "1",
+            # Test-only fault injection (tests/helpers/faults.py), installed in the worker's flow runs by
+            # tests/helpers/fault_site/sitecustomize.py; the shards to break are read from this file at run time.
+            "ITH_TEST_FAULT_SHARDS": f"@{fault_file}",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in [str(REPO / "tests" / "helpers" / "fault_site"), os.environ.get("PYTHONPATH", "")] if p
+            ),
+        }
+    )
+    fetched = subprocess.run(
+        [sys.executable, "-m", "cli.main", "data", "fetch", "--from", str(bench_dir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert fetched.returncode == 0, fetched.stderr[-3000:]
-    started = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--json"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         assert started.returncode == 0, started.stderr[-3000:] + started.stdout[-2000:]
         info = json.loads(started.stdout.strip().splitlines()[-1])
         client_env = {**env, "PREFECT_API_URL": info["api"], "PREFECT_HOME": str(state / "prefect")}
         yield {"env": client_env, "info": info, "fault_file": fault_file, "runs": runs}
     finally:
-        stopped = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--stop", "--json"], cwd=REPO, env=env,
-                                 capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            [sys.executable, "-m", "cli.main", "serve", "--stop", "--json"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert stopped.returncode == 0, stopped.stderr[-2000:]
         for name in ("server", "worker"):
             assert not (state / "serve" / f"{name}.pid").exists()
 
 
 def _prefect(server, *args, timeout=120):
-    done = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=REPO, env=server["env"],
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        cwd=REPO,
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
@@ -92,8 +119,14 @@ def _run_deployment(server, params: dict) -> str:
 
 
 def _probe(server, flow_run_id: str, wait_s: float = 900) -> dict:
-    done = subprocess.run([sys.executable, str(PROBE), flow_run_id, "--wait", str(wait_s)], cwd=REPO,
-                          env=server["env"], capture_output=True, text=True, timeout=wait_s + 120)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), flow_run_id, "--wait", str(wait_s)],
+        cwd=REPO,
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=wait_s + 120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -147,9 +180,20 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
 
     # Task runs named by what they did: the shard, the system and seed.
     task_runs = _task_runs(first)
-    for prefix in ("ingest-auditorybench", "prepare-models", "train-span-detector", "detect-spans", "plan-imagine",
-                   "generate part-", "select-candidates", "train ith seed 42", "evaluate ith seed 42",
-                   "train bert-text seed 42", "write-summary", "write-report"):
+    for prefix in (
+        "ingest-auditorybench",
+        "prepare-models",
+        "train-span-detector",
+        "detect-spans",
+        "plan-imagine",
+        "generate part-",
+        "select-candidates",
+        "train ith seed 42",
+        "evaluate ith seed 42",
+        "train bert-text seed 42",
+        "write-summary",
+        "write-report",
+    ):
         _one(task_runs, prefix)
     assert all(t["state"] == "COMPLETED" for t in first["task_runs"]), first["task_runs"]
     # The graph: each task is linked to the task runs it reads from, not to everything.
@@ -165,28 +209,43 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     assert "train ith seed 42" in upstream_of("evaluate ith seed 42")
     # Inputs the default UI can read: a subflow's result recorded as a `flow_run` input empties its
     # Task Runs tab ("Invalid TaskInputResponse").
-    assert all(set(t["input_types"]) <= {"task_run", "parameter", "constant"} for t in first["task_runs"]), \
-        [(t["name"], t["input_types"]) for t in first["task_runs"]]
+    assert all(set(t["input_types"]) <= {"task_run", "parameter", "constant"} for t in first["task_runs"]), [
+        (t["name"], t["input_types"]) for t in first["task_runs"]
+    ]
     # Every edge of every graph the UI draws (graph-v2 of the run and of its subflows) is a data dependency,
     # and the ones that show the stages' order are there, the imagine subflow's included.
     edges = {edge for run_edges in first["graph_edges"].values() for edge in run_edges}
     stray = sorted(e for e in edges if not _data_dependency(*e.split(" -> ")))
     assert not stray, (stray, first["graph_edges"])
     kinds = {tuple(_node(label)[0] for label in e.split(" -> ")) for e in edges}
-    for needed in [("ingest-auditorybench", "train-span-detector"), ("train-span-detector", "detect-spans"),
-                   ("detect-spans", "ith-imagine"), ("detect-spans", "ith-fusion"), ("plan-imagine", "generate"),
-                   ("generate", "record-shard-status"), ("record-shard-status", "select-candidates"),
-                   ("prepare-examples", "encode-audio"), ("train", "evaluate"), ("evaluate", "summarise-results"),
-                   ("detect-spans", "write-summary"), ("write-summary", "write-report")]:
+    for needed in [
+        ("ingest-auditorybench", "train-span-detector"),
+        ("train-span-detector", "detect-spans"),
+        ("detect-spans", "ith-imagine"),
+        ("detect-spans", "ith-fusion"),
+        ("plan-imagine", "generate"),
+        ("generate", "record-shard-status"),
+        ("record-shard-status", "select-candidates"),
+        ("prepare-examples", "encode-audio"),
+        ("train", "evaluate"),
+        ("evaluate", "summarise-results"),
+        ("detect-spans", "write-summary"),
+        ("write-summary", "write-report"),
+    ]:
         assert needed in kinds, (needed, first["graph_edges"])
     shards = [t["name"] for t in first["task_runs"] if t["name"].startswith("generate part-")]
-    assert {f"plan-imagine -> {s}" for s in shards} <= {f"{_node(e.split(' -> ')[0])[0]} -> {e.split(' -> ')[1]}"
-                                                        for e in edges}, first["graph_edges"]
+    assert {f"plan-imagine -> {s}" for s in shards} <= {
+        f"{_node(e.split(' -> ')[0])[0]} -> {e.split(' -> ')[1]}" for e in edges
+    }, first["graph_edges"]
 
     # Progress and metrics from inside the tasks, in the run log.
     logs = "\n".join(first["progress_logs"])
-    for line in (r"span detector epoch 1/\d+: mean loss", r"span detector: dev span F1 [\d.]+ untrained -> [\d.]+ trained",
-                 r"shards done: 1 of \d+", r"ith-animal-seed42 epoch 1/\d+: loss [\d.]+, dev accuracy"):
+    for line in (
+        r"span detector epoch 1/\d+: mean loss",
+        r"span detector: dev span F1 [\d.]+ untrained -> [\d.]+ trained",
+        r"shards done: 1 of \d+",
+        r"ith-animal-seed42 epoch 1/\d+: loss [\d.]+, dev accuracy",
+    ):
         assert re.search(line, logs), (line, logs[-3000:])
     artifacts = {a["key"]: a for a in first["artifacts"] if a["key"]}
     for kind in ("ingest", "spans", "imagine", "imagine-progress", "fusion", "fusion-curves", "report"):
@@ -201,7 +260,9 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     page = artifacts[f"ith-report-page-{run_id}"]
     assert page["type"] == "markdown" and f"# Imagine to Hear: run {run_id}" in page["data"], page["data"][:500]
     # (report.md itself is rewritten by the later report run, so its sections are checked, not its bytes)
-    assert all(part in page["data"] for part in ("## Run overview", "| system | source | animal dev |")), page["data"][:500]
+    assert all(part in page["data"] for part in ("## Run overview", "| system | source | animal dev |")), page["data"][
+        :500
+    ]
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["imagine"]["candidates"] > 0
@@ -231,11 +292,14 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
     # The form's defaults: run_root as the folder it resolves to on the worker; every parameter described.
     deployment = _prefect(server, "deployment", "inspect", "ith/full-pipeline")
     assert f"'run_root': '{server['runs']}'" in deployment, deployment[:3000]
-    from flows.pipeline import ith_pipeline
     from prefect.utilities.callables import parameter_schema
 
+    from flows.pipeline import ith_pipeline
+
     schema = parameter_schema(ith_pipeline).model_dump()["properties"]
-    assert all(p.get("description") for p in schema.values()), [n for n, p in schema.items() if not p.get("description")]
+    assert all(p.get("description") for p in schema.values()), [
+        n for n, p in schema.items() if not p.get("description")
+    ]
     _screenshots(server, first, tmp_path)
 
     # The report deployment for the existing run: evaluation is already done, the report is rewritten.
@@ -253,17 +317,33 @@ def test_deployment_runs_then_reruns_without_recomputing(server, tmp_path):
 # Which task (or subflow) reads which one's output: (upstream kind, downstream kind). Train and evaluate
 # pairs must also name the same system and seed.
 DATA_DEPENDENCIES = {
-    ("ingest-auditorybench", "train-span-detector"), ("prepare-models", "train-span-detector"),
-    ("ingest-auditorybench", "detect-spans"), ("prepare-models", "detect-spans"), ("train-span-detector", "detect-spans"),
-    ("prepare-models", "ith-imagine"), ("detect-spans", "ith-imagine"),
-    ("prepare-models", "ith-fusion"), ("detect-spans", "ith-fusion"),
-    ("ingest-auditorybench", "write-summary"), ("train-span-detector", "write-summary"),
-    ("detect-spans", "write-summary"), ("write-summary", "write-report"),
-    ("plan-imagine", "generate"), ("generate", "record-shard-status"), ("record-shard-status", "select-candidates"),
-    ("prepare-examples", "encode-audio"), ("prepare-examples", "retrieve-clips"), ("retrieve-clips", "encode-clips"),
-    ("prepare-examples", "train"), ("encode-audio", "train"), ("encode-clips", "train"),
-    ("prepare-examples", "evaluate"), ("encode-audio", "evaluate"), ("encode-clips", "evaluate"),
-    ("train", "evaluate"), ("evaluate", "summarise-results"),
+    ("ingest-auditorybench", "train-span-detector"),
+    ("prepare-models", "train-span-detector"),
+    ("ingest-auditorybench", "detect-spans"),
+    ("prepare-models", "detect-spans"),
+    ("train-span-detector", "detect-spans"),
+    ("prepare-models", "ith-imagine"),
+    ("detect-spans", "ith-imagine"),
+    ("prepare-models", "ith-fusion"),
+    ("detect-spans", "ith-fusion"),
+    ("ingest-auditorybench", "write-summary"),
+    ("train-span-detector", "write-summary"),
+    ("detect-spans", "write-summary"),
+    ("write-summary", "write-report"),
+    ("plan-imagine", "generate"),
+    ("generate", "record-shard-status"),
+    ("record-shard-status", "select-candidates"),
+    ("prepare-examples", "encode-audio"),
+    ("prepare-examples", "retrieve-clips"),
+    ("retrieve-clips", "encode-clips"),
+    ("prepare-examples", "train"),
+    ("encode-audio", "train"),
+    ("encode-clips", "train"),
+    ("prepare-examples", "evaluate"),
+    ("encode-audio", "evaluate"),
+    ("encode-clips", "evaluate"),
+    ("train", "evaluate"),
+    ("evaluate", "summarise-results"),
 }
 
 
@@ -274,7 +354,7 @@ def _node(label: str) -> tuple[str, str]:
         return label.split(" / ", 1)[0], ""
     for verb in ("generate", "train", "evaluate"):
         if label.startswith(verb + " "):
-            return verb, label[len(verb) + 1:]
+            return verb, label[len(verb) + 1 :]
     return _base_name(label), ""
 
 
@@ -308,13 +388,17 @@ def _screenshots(server, flow_run: dict, tmp_path) -> None:
     out = artifact_dir(tmp_path, "prefect-ui")
     pages = {
         "runs-list.png": (f"{ui}/runs", lambda d: flow_run["name"] in d.page_source),
-        "flow-run-graph.png": (f"{ui}/runs/flow-run/{flow_run['id']}",
-                               lambda d: d.find_elements(By.TAG_NAME, "canvas")),
+        "flow-run-graph.png": (
+            f"{ui}/runs/flow-run/{flow_run['id']}",
+            lambda d: d.find_elements(By.TAG_NAME, "canvas"),
+        ),
         # The Task Runs tab lists the task runs (it said "6 Task runs" over "No task runs" when a task
         # had a subflow's result among its inputs). The tab is opened by a click, as a user does.
         "flow-run-task-runs.png": (f"{ui}/runs/flow-run/{flow_run['id']}", _task_runs_tab_shown),
-        "deployment-form.png": (f"{ui}/deployments/deployment/{flow_run['deployment_id']}/run",
-                                lambda d: "run_root" in d.page_source or "Run Root" in d.page_source),
+        "deployment-form.png": (
+            f"{ui}/deployments/deployment/{flow_run['deployment_id']}/run",
+            lambda d: "run_root" in d.page_source or "Run Root" in d.page_source,
+        ),
     }
     driver = browser(tmp_path, window="1600,1200")
     try:

@@ -24,8 +24,9 @@ def test_browser_setup_uses_no_sudo(tmp_path, uid):
     _stub(bin_dir, "id", f"echo {uid}")
     _stub(bin_dir, "sudo", f'echo "sudo $*" >> {calls}')
     _stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}')
-    done = subprocess.run(["/bin/bash", str(SCRIPT)], env={"PATH": str(bin_dir)}, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["/bin/bash", str(SCRIPT)], env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60
+    )
     made = calls.read_text().splitlines() if calls.exists() else []
     assert not any(c.startswith("sudo") for c in made)
     if uid == "0":

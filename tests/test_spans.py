@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ith_core.models import profiles
 from ith_core.config import SpanDetectorConfig
+from ith_core.models import profiles
 from ith_core.models.span_detector import (
     IGNORE_INDEX,
     build_token_labels,
@@ -49,7 +49,7 @@ def test_repeated_words_label_first_occurrence_only(tokenizer):
     assert len(spans) == 1
     start = sentence.index("bark")
     encoding, labels, _ = build_token_labels(sentence, ["bark"], tokenizer, 128)
-    (char_start, char_end, _, _), = labels_to_spans(sentence, labels, encoding["offset_mapping"])
+    ((char_start, char_end, _, _),) = labels_to_spans(sentence, labels, encoding["offset_mapping"])
     assert (char_start, char_end) == (start, start + 4)
 
 
@@ -83,7 +83,9 @@ def test_wordpieces_of_a_run_are_rejoined(tokenizer):
     sentence = "A [MASK] makes a chirruping sound."
     encoding = tokenizer(sentence, return_offsets_mapping=True)
     pieces = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
-    start = next(i for i, piece in enumerate(pieces) if sentence[encoding["offset_mapping"][i][0]:].startswith("chirr"))
+    start = next(
+        i for i, piece in enumerate(pieces) if sentence[encoding["offset_mapping"][i][0] :].startswith("chirr")
+    )
     end = start
     while pieces[end + 1].startswith("##"):
         end += 1
@@ -123,8 +125,10 @@ def test_span_detector_learns(tiny_models, bench_rows):
     before = evaluate_span_detector(model, tokenizer, dev, cfg, "cpu")
     report = train_span_detector(model, tokenizer, train, cfg, "cpu")
     after = evaluate_span_detector(model, tokenizer, dev, cfg, "cpu")
-    print(f"dev span F1 {before['span_f1']:.3f} -> {after['span_f1']:.3f}; "
-          f"token F1 {before['token_f1']:.3f} -> {after['token_f1']:.3f}; steps {report['steps']}")
+    print(
+        f"dev span F1 {before['span_f1']:.3f} -> {after['span_f1']:.3f}; "
+        f"token F1 {before['token_f1']:.3f} -> {after['token_f1']:.3f}; steps {report['steps']}"
+    )
     assert report["epoch_mean_loss"][-1] < report["epoch_mean_loss"][0]
     assert before["span_f1"] < 0.15
     assert after["span_f1"] > 0.5

@@ -17,8 +17,15 @@ def _keys(cfg, paths: dict[str, str], run_root: Path) -> dict[str, str]:
 
     layout = RunLayout(str(run_root), cfg.effective_run_id)
     # Upstream stages finished with fixed keys: only the models differ between the two homes.
-    names = ["ingest", "spans", "imagine", fusion_stage.EXAMPLES, fusion_stage.FEATURES, audiobert_stage.RETRIEVAL,
-             *(fusion_stage.train_stage_name(s, 42) for s in ("bert-text", "ith"))]
+    names = [
+        "ingest",
+        "spans",
+        "imagine",
+        fusion_stage.EXAMPLES,
+        fusion_stage.FEATURES,
+        audiobert_stage.RETRIEVAL,
+        *(fusion_stage.train_stage_name(s, 42) for s in ("bert-text", "ith")),
+    ]
     for name in names:
         layout.mark_done(name, f"key-of-{name}", {})
     systems = fusion_stage.SYSTEMS
@@ -35,8 +42,9 @@ def _keys(cfg, paths: dict[str, str], run_root: Path) -> dict[str, str]:
     }
 
 
-def test_two_ith_homes_with_the_same_tiny_models_give_the_same_run_id_and_stage_keys(tiny_models, bench_dir,
-                                                                                     tmp_path, monkeypatch):
+def test_two_ith_homes_with_the_same_tiny_models_give_the_same_run_id_and_stage_keys(
+    tiny_models, bench_dir, tmp_path, monkeypatch
+):
     from flows.pipeline import build_config
 
     first = tiny_models["lm"].parents[2]  # <ITH_HOME>/models/tiny-<hash>/lm

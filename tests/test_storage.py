@@ -121,8 +121,9 @@ def test_run_root_checks_name_the_path_and_the_problem(tmp_path):
         locked.mkdir(mode=0o555)
     with pytest.raises(RunRootError, match=f"run root {locked} is a folder you cannot write to"):
         check_run_root(str(locked))
-    with pytest.raises(RunRootError, match=f"run root {locked}/a/b does not exist and cannot be created: you "
-                                           f"cannot write to {locked}"):
+    with pytest.raises(
+        RunRootError, match=f"run root {locked}/a/b does not exist and cannot be created: you cannot write to {locked}"
+    ):
         check_run_root(str(locked / "a" / "b"))
     check_run_root(str(tmp_path / "new" / "runs"))  # creatable: fine, and nothing was created
     check_run_root("memory://anything")
@@ -131,13 +132,24 @@ def test_run_root_checks_name_the_path_and_the_problem(tmp_path):
 
 # -- the shared audio store's manifests -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("where", ["local", "memory"])
 def test_a_finished_manifest_is_never_replaced_by_a_shorter_one(tmp_path, where):
     from storage.audio_store import AudioStore
 
     store = AudioStore(str(tmp_path / "runs") if where == "local" else f"memory://ith-store-{uuid.uuid4().hex}")
-    row = {"audio_id": "ab" * 16, "prompt": "x sound", "clap_text": "x", "clap_id": "m", "audio_path": None,
-           "duration_s": 1.0, "sample_rate": 44100, "channels": 2, "checksum": None, "shard": "part-x"}
+    row = {
+        "audio_id": "ab" * 16,
+        "prompt": "x sound",
+        "clap_text": "x",
+        "clap_id": "m",
+        "audio_path": None,
+        "duration_s": 1.0,
+        "sample_rate": 44100,
+        "channels": 2,
+        "checksum": None,
+        "shard": "part-x",
+    }
     rows = [{**row, "candidate": c, "seed": c, "clap_score": 0.1 * c} for c in range(3)]
     store.write_manifest("part-x", rows[:2])
     store.write_manifest("part-x", rows)  # a longer one (sampled further) replaces it
@@ -149,7 +161,7 @@ def test_a_finished_manifest_is_never_replaced_by_a_shorter_one(tmp_path, where)
 
 # -- one writer per run ---------------------------------------------------------------------------
 
-HOLD = r'''
+HOLD = r"""
 import sys
 from storage.layout import RunLayout
 from storage.run_lock import RunLock
@@ -158,7 +170,7 @@ record = lock.acquire("holder " + sys.argv[1])
 print("held", flush=True)
 sys.stdin.readline()
 lock.release(record)
-'''
+"""
 
 
 @pytest.fixture()
@@ -168,8 +180,13 @@ def holder(tmp_path):
     import sys
 
     root = str(tmp_path / "runs")
-    process = subprocess.Popen([sys.executable, "-c", HOLD, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, cwd=Path(__file__).resolve().parents[1])
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, root],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert process.stdout.readline() == "held\n"
     yield root, process
     process.kill()
@@ -185,8 +202,10 @@ def test_a_held_run_is_refused_naming_the_holder(holder):
     lock = RunLock(RunLayout(root, "run-1"))
     with pytest.raises(RunLockedError) as refused:
         lock.acquire("ith run")
-    assert (f"run run-1 is being written by holder {root} (host {socket.gethostname()}, pid {process.pid}, since "
-            in str(refused.value))
+    assert (
+        f"run run-1 is being written by holder {root} (host {socket.gethostname()}, pid {process.pid}, since "
+        in str(refused.value)
+    )
     assert "pass --wait-lock to wait" in str(refused.value) and lock.read()["pid"] == process.pid
 
 
@@ -198,8 +217,11 @@ def test_wait_lock_waits_for_the_holder_then_takes_the_run(holder):
     root, process = holder
     lock = RunLock(RunLayout(root, "run-1"))
     waiting, got = threading.Event(), {}
-    thread = threading.Thread(target=lambda: got.update(record=lock.acquire(
-        "ith run", wait=True, poll_s=0.05, on_wait=lambda holder: waiting.set())))
+    thread = threading.Thread(
+        target=lambda: got.update(
+            record=lock.acquire("ith run", wait=True, poll_s=0.05, on_wait=lambda holder: waiting.set())
+        )
+    )
     thread.start()
     assert waiting.wait(60)  # it saw the holder and waits ...
     assert "record" not in got
@@ -222,8 +244,10 @@ def test_a_stale_lock_is_taken_over_and_the_same_process_may_hold_again(tmp_path
     mine = this_process("ith run")
     # A holder on this host whose pid now runs another process (started at another time), then one
     # whose pid is not running at all: both are gone.
-    for stale in ({**mine, "pid": os.getppid(), "process_start_time": psutil.Process().create_time() - 3600.0},
-                  {**mine, "pid": 2**22 + 1}):
+    for stale in (
+        {**mine, "pid": os.getppid(), "process_start_time": psutil.Process().create_time() - 3600.0},
+        {**mine, "pid": 2**22 + 1},
+    ):
         layout.write_json(stale, LOCK_FILE)
         record = lock.acquire("ith run")
         assert record["pid"] == os.getpid() and lock.read() == record

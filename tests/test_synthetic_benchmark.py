@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ith_core.data import synthetic
 from ith_core.config import SyntheticConfig
+from ith_core.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED_DEFAULT = REPO / "benchmarks" / "results" / "synthetic_default_seed42.json"
@@ -48,14 +48,15 @@ def test_files_carry_no_text_shortcut():
         assert len(names) == cfg.names[split] and len(animal) == cfg.names[split] * cfg.rows_per_name[split]
         # Balanced answers; the gold animal is one of four options and the letter points to it.
         assert set(Counter(r["animal"] for r in animal).values()) == {len(animal) // 4}
-        assert all(r[r["Answer"]] == r["animal"] and sorted(r[c] for c in "ABCD") == sorted(cfg.animals)
-                   for r in animal)
+        assert all(
+            r[r["Answer"]] == r["animal"] and sorted(r[c] for c in "ABCD") == sorted(cfg.animals) for r in animal
+        )
         # A name's rows use distinct templates; its tone lies in its animal's band.
         for name in names:
             mine = [r for r in animal if r[description].split()[0] == name]
             assert len({r["sentence"].replace(name, "{}") for r in mine}) == len(mine)
             band = synthetic.ANIMAL_BAND_HZ[cfg.animals.index(mine[0]["animal"])]
-            assert band * 2 ** -0.26 < tones[name] < band * 2 ** 0.26
+            assert band * 2**-0.26 < tones[name] < band * 2**0.26
         pitch = _rows(files, f"sound_pitch_comparison/{split}.csv")
         names = {r["span1"] for r in pitch}
         names_by_split[("pitch", split)] = names
@@ -110,13 +111,33 @@ def test_tone_generator_renders_the_hidden_tone_with_nuisance():
 
 @pytest.mark.slow
 def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith_home):
-    env = {**os.environ, "ITH_HOME": str(ith_home), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--benchmark", "synthetic",
-                           "--run-root", str(tmp_path / "runs"), "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1200)
+    env = {
+        **os.environ,
+        "ITH_HOME": str(ith_home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "run",
+            "--benchmark",
+            "synthetic",
+            "--run-root",
+            str(tmp_path / "runs"),
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout[done.stdout.index("{\n"):])
+    result = json.loads(done.stdout[done.stdout.index("{\n") :])
     run = Path(result["run_dir"])
     config = json.loads((run / "config.json").read_text())
     assert config["benchmark"] == "synthetic" and config["imagine"]["generator"] == "tone"
@@ -125,8 +146,12 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     assert config["fusion"]["train_audio_encoder"] is True
     # Every production stage ran: ingestion of the generated CSVs, detection, imagination, fusion.
     stages = result["stages"]
-    assert stages["ingest"]["rows_in"] == stages["ingest"]["accepted"] == 2 * sum(
-        SyntheticConfig().names[s] * SyntheticConfig().rows_per_name[s] for s in ("train", "dev", "test", "wiki"))
+    assert (
+        stages["ingest"]["rows_in"]
+        == stages["ingest"]["accepted"]
+        == 2
+        * sum(SyntheticConfig().names[s] * SyntheticConfig().rows_per_name[s] for s in ("train", "dev", "test", "wiki"))
+    )
     assert stages["span_detector"]["dev_span_f1"] > 0.5
     assert stages["imagine"]["candidates"] >= stages["imagine"]["unique_prompts"] > 0
     results = json.loads((run / "fusion" / "results.json").read_text())
@@ -136,16 +161,24 @@ def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith
     recorded = json.loads(RECORDED_DEFAULT.read_text())
     want = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in recorded["accuracy"]}
     got = {(r["model"], r["task"], r["split"], r["metric"]): r["accuracy"] for r in results["per_seed"]}
-    differ = {f"{m} {t} {s} {metric}": (want.get(k), got.get(k)) for k in sorted(set(want) | set(got))
-              for m, t, s, metric in [k] if want.get(k) != got.get(k)}
+    differ = {
+        f"{m} {t} {s} {metric}": (want.get(k), got.get(k))
+        for k in sorted(set(want) | set(got))
+        for m, t, s, metric in [k]
+        if want.get(k) != got.get(k)
+    }
     assert not differ, (
         f"the default planted-signal run no longer gives the recorded seed-42 accuracies (recorded, now): {differ}. "
         "If the change that moved them is intended, re-record them and the docs' results blocks in the same commit: "
         "`.venv/bin/python benchmarks/bench_synthetic.py --default && .venv/bin/python benchmarks/bench_synthetic.py "
         "&& .venv/bin/python benchmarks/results_table.py --write`. Recorded on: "
-        f"{recorded['machine']}; exact equality holds on that CPU kind, torch version and thread count only.")
-    rows = {(r["model"], r["task"], r["split"]): r for r in results["per_seed"]
-            if r["metric"] in ("exact_match", "accuracy")}
+        f"{recorded['machine']}; exact equality holds on that CPU kind, torch version and thread count only."
+    )
+    rows = {
+        (r["model"], r["task"], r["split"]): r
+        for r in results["per_seed"]
+        if r["metric"] in ("exact_match", "accuracy")
+    }
     print(json.dumps({f"{m} {t} {s}": (r["accuracy"], r["ci_low"], r["ci_high"]) for (m, t, s), r in rows.items()}))
     for task in ("animal", "pitch"):
         ith, text = rows[("ith", task, "test")], rows[("bert-text", task, "test")]

@@ -20,17 +20,45 @@ OCCURRENCES = [("animal", "a1"), ("animal", "a1"), ("animal", "a2"), ("pitch", "
 
 @pytest.fixture()
 def run(tmp_path):
-    cfg = RunConfig.for_profile("tiny", run_root=str(tmp_path), run_id="scored", device="cpu",
-                                imagine={"num_candidates": 3, "thresholds": {"animal": 0.4, "pitch": 0.3}})
+    cfg = RunConfig.for_profile(
+        "tiny",
+        run_root=str(tmp_path),
+        run_id="scored",
+        device="cpu",
+        imagine={"num_candidates": 3, "thresholds": {"animal": 0.4, "pitch": 0.3}},
+    )
     layout = RunLayout(str(tmp_path), "scored")
     layout.write_json(cfg.resolved(), "config.json")
-    layout.write_table(pa.Table.from_pylist([
-        {"example_id": f"{task}/dev/{i:05d}", "task": task, "split": "dev", "span_index": 0, "span_text": "s",
-         "prompt": "s sound", "clap_text": "s", "audio_id": audio} for i, (task, audio) in enumerate(OCCURRENCES)]),
-        "imagine", "mapping.parquet")
-    layout.write_table(pa.Table.from_pylist([
-        {"audio_id": audio, "candidate": k, "clap_score": score, "audio_path": f"audio/{audio}/{k}.wav"}
-        for audio, scores in SCORES.items() for k, score in enumerate(scores)]), "imagine", "candidates.parquet")
+    layout.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "example_id": f"{task}/dev/{i:05d}",
+                    "task": task,
+                    "split": "dev",
+                    "span_index": 0,
+                    "span_text": "s",
+                    "prompt": "s sound",
+                    "clap_text": "s",
+                    "audio_id": audio,
+                }
+                for i, (task, audio) in enumerate(OCCURRENCES)
+            ]
+        ),
+        "imagine",
+        "mapping.parquet",
+    )
+    layout.write_table(
+        pa.Table.from_pylist(
+            [
+                {"audio_id": audio, "candidate": k, "clap_score": score, "audio_path": f"audio/{audio}/{k}.wav"}
+                for audio, scores in SCORES.items()
+                for k, score in enumerate(scores)
+            ]
+        ),
+        "imagine",
+        "candidates.parquet",
+    )
     return str(tmp_path)
 
 
@@ -52,8 +80,7 @@ def plain_count(task: str, threshold: float) -> tuple[int, int]:
 
 
 def test_thresholds_match_a_plain_count_and_choose_by_acceptance(run, capsys):
-    assert main(["thresholds", "scored", "--run-root", run, "--grid", "0.1,0.5", "--acceptance", "0.5",
-                 "--json"]) == 0
+    assert main(["thresholds", "scored", "--run-root", run, "--grid", "0.1,0.5", "--acceptance", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["thresholds"] == {"animal": 0.4, "pitch": 0.3}
     grid = {(r["task"], r["threshold"]) for r in result["rows"]}
@@ -72,7 +99,10 @@ def test_thresholds_match_a_plain_count_and_choose_by_acceptance(run, capsys):
 
 def test_thresholds_mistakes_are_one_line(run, tmp_path, capsys):
     assert main(["thresholds", "scored", "--run-root", run, "--grid", "0.1,high"]) == 2
-    assert capsys.readouterr().err.strip() == "ith: invalid setting: --grid must be comma-separated numbers, got '0.1,high'"
+    assert (
+        capsys.readouterr().err.strip()
+        == "ith: invalid setting: --grid must be comma-separated numbers, got '0.1,high'"
+    )
     assert main(["thresholds", "scored", "--run-root", run, "--acceptance", "60"]) == 2
     assert "share between 0 and 1" in capsys.readouterr().err
     RunLayout(run, "scored").fs.rm(RunLayout(run, "scored").path("imagine"), recursive=True)

@@ -173,55 +173,107 @@ class UpstreamFile:
 # if the reconstruction differs from upstream anywhere else, a download of 97824fa fails this
 # check (the message says so) and the shared copy must be rechecked against upstream in full.
 PINNED_FILES: tuple[UpstreamFile, ...] = (
-    UpstreamFile("animal", "train", "dataset/animal_sound_recognition/train.csv",
-                 "2e2ff11d09d434e264a20cdf5299f51a6f68465f",
-                 "4b673c3b75d02f0d2df5f0927cfff0e28652f2a5097fadd1812f56cb8dabeb8d", 4211, _ANIMAL_COLUMNS),
-    UpstreamFile("animal", "dev", "dataset/animal_sound_recognition/dev.csv",
-                 "1bb2736477f4f08b495b91e24c07b8eefb7808a2",
-                 "fa12ccac6add3f91ccae6f76294ce52ed8163f166cfddcb4da02f8eb8ce88b16", 592, _ANIMAL_COLUMNS_DESC),
-    UpstreamFile("animal", "test", "dataset/animal_sound_recognition/test.csv",
-                 "6f269a67808b40e17c0e03b2b1a5140deeeabf22",
-                 "a1986e5db85008292668ad9446b429ba3684b34242acd5da47a1e0b764c916ad", 1211, _ANIMAL_COLUMNS_DESC),
-    UpstreamFile("animal", "wiki", "dataset/animal_sound_recognition/wiki.csv",
-                 "7c8170c90b4e879d78dee8bbeda36e8716a97d23",
-                 "68233c3b5467ae1fea906df8e687e92226f1fc2ed6a8f334aae236c5b0e4b389", 197, _ANIMAL_COLUMNS_DESC),
-    UpstreamFile("pitch", "train", "dataset/sound_pitch_comparsion/train.csv",
-                 "97824fafbad8277d130ec4994ecd1bb27b0871c3",
-                 "2d8351319f351345dac45889934c47ccf19763878873fff651bf0ed74910c034", 8312, _PITCH_COLUMNS),
-    UpstreamFile("pitch", "dev", "dataset/sound_pitch_comparsion_dev.csv",
-                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
-                 "2fd28e5f1ea70e678238f35d0dbee9dea1e113f43e28519a62349c94743e8d75", 1178, _PITCH_COLUMNS),
-    UpstreamFile("pitch", "test", "dataset/sound_pitch_comparsion_test.csv",
-                 "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
-                 "4c6d34142861b57380bf1fb591adc7a7cb2d852a8f1faf2d81b92be3f55ccf86", 2387, _PITCH_COLUMNS),
-    UpstreamFile("pitch", "wiki", "dataset/sound_pitch_comparsion_wiki.csv",
-                 "0412ceb6cb5c29c9a3301e393c58332111109cf0",
-                 "a1fb94da5bf50b6f5168e0f38ca731fa6239a1484cbc95f70d600ccc4947185b", 3625, _PITCH_WIKI_COLUMNS),
+    UpstreamFile(
+        "animal",
+        "train",
+        "dataset/animal_sound_recognition/train.csv",
+        "2e2ff11d09d434e264a20cdf5299f51a6f68465f",
+        "4b673c3b75d02f0d2df5f0927cfff0e28652f2a5097fadd1812f56cb8dabeb8d",
+        4211,
+        _ANIMAL_COLUMNS,
+    ),
+    UpstreamFile(
+        "animal",
+        "dev",
+        "dataset/animal_sound_recognition/dev.csv",
+        "1bb2736477f4f08b495b91e24c07b8eefb7808a2",
+        "fa12ccac6add3f91ccae6f76294ce52ed8163f166cfddcb4da02f8eb8ce88b16",
+        592,
+        _ANIMAL_COLUMNS_DESC,
+    ),
+    UpstreamFile(
+        "animal",
+        "test",
+        "dataset/animal_sound_recognition/test.csv",
+        "6f269a67808b40e17c0e03b2b1a5140deeeabf22",
+        "a1986e5db85008292668ad9446b429ba3684b34242acd5da47a1e0b764c916ad",
+        1211,
+        _ANIMAL_COLUMNS_DESC,
+    ),
+    UpstreamFile(
+        "animal",
+        "wiki",
+        "dataset/animal_sound_recognition/wiki.csv",
+        "7c8170c90b4e879d78dee8bbeda36e8716a97d23",
+        "68233c3b5467ae1fea906df8e687e92226f1fc2ed6a8f334aae236c5b0e4b389",
+        197,
+        _ANIMAL_COLUMNS_DESC,
+    ),
+    UpstreamFile(
+        "pitch",
+        "train",
+        "dataset/sound_pitch_comparsion/train.csv",
+        "97824fafbad8277d130ec4994ecd1bb27b0871c3",
+        "2d8351319f351345dac45889934c47ccf19763878873fff651bf0ed74910c034",
+        8312,
+        _PITCH_COLUMNS,
+    ),
+    UpstreamFile(
+        "pitch",
+        "dev",
+        "dataset/sound_pitch_comparsion_dev.csv",
+        "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
+        "2fd28e5f1ea70e678238f35d0dbee9dea1e113f43e28519a62349c94743e8d75",
+        1178,
+        _PITCH_COLUMNS,
+    ),
+    UpstreamFile(
+        "pitch",
+        "test",
+        "dataset/sound_pitch_comparsion_test.csv",
+        "92ea6b356b9ee247f8541cd1fd919fbe0d990b23",
+        "4c6d34142861b57380bf1fb591adc7a7cb2d852a8f1faf2d81b92be3f55ccf86",
+        2387,
+        _PITCH_COLUMNS,
+    ),
+    UpstreamFile(
+        "pitch",
+        "wiki",
+        "dataset/sound_pitch_comparsion_wiki.csv",
+        "0412ceb6cb5c29c9a3301e393c58332111109cf0",
+        "a1fb94da5bf50b6f5168e0f38ca731fa6239a1484cbc95f70d600ccc4947185b",
+        3625,
+        _PITCH_WIKI_COLUMNS,
+    ),
 )
 _PINNED = {(f.task, f.split): f for f in PINNED_FILES}
 
-EXAMPLES_SCHEMA = pa.schema([
-    pa.field("example_id", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("sentence", pa.string(), nullable=False),
-    pa.field("spans", pa.list_(pa.string()), nullable=False),
-    pa.field("answer", pa.string(), nullable=False),
-    pa.field("options", pa.list_(pa.string())),
-    pa.field("answer_letter", pa.string()),
-    pa.field("flags", pa.list_(pa.string()), nullable=False),
-])
+EXAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+        pa.field("sentence", pa.string(), nullable=False),
+        pa.field("spans", pa.list_(pa.string()), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("options", pa.list_(pa.string())),
+        pa.field("answer_letter", pa.string()),
+        pa.field("flags", pa.list_(pa.string()), nullable=False),
+    ]
+)
 
-REJECTS_SCHEMA = pa.schema([
-    pa.field("example_id", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("detail", pa.string(), nullable=False),
-    pa.field("raw", pa.string(), nullable=False),
-])
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),
+    ]
+)
 
 
 @dataclass
@@ -243,9 +295,13 @@ def git_blob_id(data: bytes) -> str:
 
 def upstream_url(file: UpstreamFile) -> str:
     template = os.environ.get(UPSTREAM_ENV) or DEFAULT_UPSTREAM_TEMPLATE
-    require("{commit}" in template and "{path}" in template, UPSTREAM_ENV,
-            "be a URL template containing {commit} and {path}", template,
-            f"e.g. {DEFAULT_UPSTREAM_TEMPLATE}")
+    require(
+        "{commit}" in template and "{path}" in template,
+        UPSTREAM_ENV,
+        "be a URL template containing {commit} and {path}",
+        template,
+        f"e.g. {DEFAULT_UPSTREAM_TEMPLATE}",
+    )
     return template.replace("{commit}", file.commit).replace("{path}", file.path)
 
 
@@ -357,8 +413,7 @@ def _ensure_cached(file: UpstreamFile, cache: Path, source: str | None = None) -
         verb = "downloaded from"
     problem = _verification_problem(file, data)
     if problem is not None:
-        raise DataError(f"{file.local_path}: {verb} {url} failed verification: {problem}; "
-                        "the file was not kept")
+        raise DataError(f"{file.local_path}: {verb} {url} failed verification: {problem}; the file was not kept")
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name in the same directory and renamed, so `target` only ever
     # exists as a complete, verified file even if the process dies mid-write.
@@ -381,12 +436,16 @@ def _download(file: UpstreamFile, url: str) -> bytes:
         with fsspec.open(url, "rb") as handle:
             return handle.read()
     except ImportError as exc:
-        raise DataError(f"{file.local_path}: cannot read {url}: {exc}; install the fsspec backend (for https: "
-                        f"pip install aiohttp), or fill the benchmark home with `ith data fetch --from DIR`") from exc
+        raise DataError(
+            f"{file.local_path}: cannot read {url}: {exc}; install the fsspec backend (for https: "
+            f"pip install aiohttp), or fill the benchmark home with `ith data fetch --from DIR`"
+        ) from exc
     except (OSError, ValueError) as exc:
-        raise DataError(f"{file.local_path}: download from {url} failed: {exc!r}; check the network or "
-                        f"{UPSTREAM_ENV}, or put a copy into the benchmark home on this machine with "
-                        f"`ith data fetch --from DIR` (or set {DATA_DIR_ENV} to a copy)") from exc
+        raise DataError(
+            f"{file.local_path}: download from {url} failed: {exc!r}; check the network or "
+            f"{UPSTREAM_ENV}, or put a copy into the benchmark home on this machine with "
+            f"`ith data fetch --from DIR` (or set {DATA_DIR_ENV} to a copy)"
+        ) from exc
 
 
 def _verification_problem(file: UpstreamFile, data: bytes) -> str | None:
@@ -396,12 +455,14 @@ def _verification_problem(file: UpstreamFile, data: bytes) -> str | None:
         return None
     try:
         header, rows = _parse(data)
-        shape = (f"columns {list(header)} and {len(rows)} data rows (expected {list(file.columns)} and "
-                 f"{file.rows})")
+        shape = f"columns {list(header)} and {len(rows)} data rows (expected {list(file.columns)} and {file.rows})"
     except (UnicodeDecodeError, csv.Error) as exc:
         shape = f"unreadable text ({exc})"
-    note = (" (the pinned hash is that of a reconstruction compared with upstream only in part: see "
-            "PINNED_FILES)") if (file.task, file.split) == ("pitch", "train") else ""
+    note = (
+        (" (the pinned hash is that of a reconstruction compared with upstream only in part: see PINNED_FILES)")
+        if (file.task, file.split) == ("pitch", "train")
+        else ""
+    )
     return f"sha256 expected {file.sha256}, got {digest}{note}; the file has {shape}"
 
 
@@ -454,10 +515,16 @@ def ingest(source: str, tasks: Iterable[str] = TASKS, splits: Iterable[str] = SP
                 continue
             provenance.append(prov)
             counts[f"{task}/{split}"] = count
-            logger.info("%s/%s: %d rows, %d accepted, %d rejected %s, flags %s", task, split,
-                        count["rows_in"], count["accepted"], count["rejected"],
-                        {k: v for k, v in count["rejects_by_reason"].items() if v},
-                        {k: v for k, v in count["flags_by_reason"].items() if v})
+            logger.info(
+                "%s/%s: %d rows, %d accepted, %d rejected %s, flags %s",
+                task,
+                split,
+                count["rows_in"],
+                count["accepted"],
+                count["rejected"],
+                {k: v for k, v in count["rejects_by_reason"].items() if v},
+                {k: v for k, v in count["flags_by_reason"].items() if v},
+            )
     if problems:
         raise DataError(_many(problems, len(tasks) * len(splits), "AuditoryBench files cannot be used"))
     examples = pa.Table.from_pydict(ex, schema=EXAMPLES_SCHEMA)
@@ -470,25 +537,32 @@ def _read(url: str, task: str, split: str) -> bytes:
         with fsspec.open(url, "rb") as handle:
             return handle.read()
     except FileNotFoundError as exc:
-        raise DataError(f"{url}: AuditoryBench file for task {task!r}, split {split!r} not found; "
-                        f"expected the layout <data_dir>/{TASK_DIRS[task]}/{split}.csv") from exc
+        raise DataError(
+            f"{url}: AuditoryBench file for task {task!r}, split {split!r} not found; "
+            f"expected the layout <data_dir>/{TASK_DIRS[task]}/{split}.csv"
+        ) from exc
 
 
 def _column_map(url: str, task: str, header: list[str]) -> dict[str, int]:
     """Column name -> index for the columns this task needs, under their normalised names."""
     index = {name: i for i, name in enumerate(header)}
-    needed = (("sentence", "answer", "span1", "span2") if task == "pitch"
-              else ("animal", "sentence", *_LETTERS, "Answer"))
+    needed = (
+        ("sentence", "answer", "span1", "span2") if task == "pitch" else ("animal", "sentence", *_LETTERS, "Answer")
+    )
     missing = [repr(name) for name in needed if name not in index]
     if task == "animal":
         if "span" in index and "description" in index:
-            raise DataError(f"{url}: header has both 'span' and 'description', expected one of them "
-                            f"as the animal sound description; header is {header}")
+            raise DataError(
+                f"{url}: header has both 'span' and 'description', expected one of them "
+                f"as the animal sound description; header is {header}"
+            )
         if "span" not in index and "description" not in index:
             missing.append("'description' (or 'span', its name in train)")
     if missing:
-        raise DataError(f"{url}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                        f"(task {task!r}); header is {header}")
+        raise DataError(
+            f"{url}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(task {task!r}); header is {header}"
+        )
     columns = {name: index[name] for name in needed}
     if task == "animal":
         columns["description"] = index["span" if "span" in index else "description"]
@@ -511,8 +585,10 @@ def _reject_reason(task: str, sentence: str, get) -> tuple[str, str] | None:
             return "invalid_answer_letter", f"Answer: must be one of A, B, C, D, got {get('Answer')!r}"
     else:
         if get("answer").strip().lower() not in _PITCH_ANSWERS:
-            return ("answer_not_higher_lower",
-                    f"answer: must be 'higher' or 'lower' (case and spaces ignored), got {get('answer')!r}")
+            return (
+                "answer_not_higher_lower",
+                f"answer: must be 'higher' or 'lower' (case and spaces ignored), got {get('answer')!r}",
+            )
     return None
 
 
@@ -534,8 +610,10 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
     if bad_width:
         listed = ", ".join(f"{row} ({n})" for row, n in bad_width[:5])
         more = f" and {len(bad_width) - 5} more" if len(bad_width) > 5 else ""
-        raise DataError(f"{url}: {len(bad_width)} data rows have a field count other than the header's {width}: "
-                        f"rows (fields) {listed}{more}")
+        raise DataError(
+            f"{url}: {len(bad_width)} data rows have a field count other than the header's {width}: "
+            f"rows (fields) {listed}{more}"
+        )
     span_cols = ("description",) if task == "animal" else ("span1", "span2")
 
     rejects_by_reason = dict.fromkeys(REJECT_REASONS, 0)
@@ -611,8 +689,10 @@ def _ingest_file(task: str, split: str, url: str, ex: dict, rj: dict) -> tuple[d
     rejected_total = sum(rejects_by_reason.values())
     # Explicit check rather than `assert`, so it also holds under `python -O`.
     if accepted + rejected_total != len(records):
-        raise RuntimeError(f"{url}: {len(records)} rows in but {accepted} accepted + "
-                           f"{rejected_total} rejected; every row must land in exactly one table")
+        raise RuntimeError(
+            f"{url}: {len(records)} rows in but {accepted} accepted + "
+            f"{rejected_total} rejected; every row must land in exactly one table"
+        )
     blob = git_blob_id(data)
     provenance = {
         "task": task,

@@ -46,6 +46,7 @@ import uuid
 from pathlib import Path
 
 from ith_core.config import SPLITS, SyntheticConfig
+from ith_core.imagination.tone_generator import RENDER_VERSION
 from storage.layout import ith_home
 
 # Bump when the generator of the files changes what it writes for the same settings.
@@ -86,10 +87,9 @@ TONE_FILE = "tone_generator.json"
 
 
 def settings_hash(cfg: SyntheticConfig) -> str:
-    from ith_core.imagination.tone_generator import RENDER_VERSION
-
-    blob = json.dumps({"version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, **cfg.model_dump(mode="json")},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, **cfg.model_dump(mode="json")}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -146,14 +146,19 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
             description = f"{name} call"
             for template in rng.sample(ANIMAL_TEMPLATES, min(per_name, len(ANIMAL_TEMPLATES))):
                 options = rng.sample(animals, len(animals))
-                rows.append([animal, description, template.format(d=description), *options,
-                             letters[options.index(animal)]])
+                rows.append(
+                    [animal, description, template.format(d=description), *options, letters[options.index(animal)]]
+                )
         rng.shuffle(rows)
         span_column = "span" if split == "train" else "description"
         files[f"{TASK_DIRS['animal']}/{split}.csv"] = _csv_bytes(
-            ["animal", span_column, "sentence", *letters, "Answer"], rows)
-        counts[f"animal/{split}"] = {"rows": len(rows), "names": n_names,
-                                     "answers": {a: answers.count(a) * per_name for a in animals}}
+            ["animal", span_column, "sentence", *letters, "Answer"], rows
+        )
+        counts[f"animal/{split}"] = {
+            "rows": len(rows),
+            "names": n_names,
+            "answers": {a: answers.count(a) * per_name for a in animals},
+        }
         # -- pitch-like: half the names below the whistle, half above
         rows = []
         answers = ["lower" if i % 2 == 0 else "higher" for i in range(n_names)]
@@ -166,19 +171,34 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
                 rows.append({"sentence": sentence, "answer": answer, "span1": name, "span2": ANCHOR})
         rng.shuffle(rows)
         # Upstream's wiki file orders its columns span1, span2, sentence, answer.
-        header = ["span1", "span2", "sentence", "answer"] if split == "wiki" else ["sentence", "answer", "span1", "span2"]
+        header = (
+            ["span1", "span2", "sentence", "answer"] if split == "wiki" else ["sentence", "answer", "span1", "span2"]
+        )
         files[f"{TASK_DIRS['pitch']}/{split}.csv"] = _csv_bytes(header, [[r[c] for c in header] for r in rows])
-        counts[f"pitch/{split}"] = {"rows": len(rows), "names": n_names,
-                                    "answers": {a: answers.count(a) * per_name for a in ("higher", "lower")}}
-    from ith_core.imagination.tone_generator import RENDER_VERSION
-
-    tone_table = {"kind": "tone", "version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, "anchor": ANCHOR,
-                  "what": "hidden tone (Hz) of every source name of the synthetic benchmark; read by the tone "
-                          "generator, never by the language model",
-                  "tones_hz": dict(sorted(tones.items()))}
+        counts[f"pitch/{split}"] = {
+            "rows": len(rows),
+            "names": n_names,
+            "answers": {a: answers.count(a) * per_name for a in ("higher", "lower")},
+        }
+    tone_table = {
+        "kind": "tone",
+        "version": SYNTHETIC_VERSION,
+        "renderer": RENDER_VERSION,
+        "anchor": ANCHOR,
+        "what": "hidden tone (Hz) of every source name of the synthetic benchmark; read by the tone "
+        "generator, never by the language model",
+        "tones_hz": dict(sorted(tones.items())),
+    }
     files[f"tone_generator/{TONE_FILE}"] = json.dumps(tone_table, indent=2).encode()
-    files["synthetic.json"] = json.dumps({"version": SYNTHETIC_VERSION, "settings": cfg.model_dump(mode="json"),
-                                          "hash": settings_hash(cfg), "counts": counts}, indent=2).encode()
+    files["synthetic.json"] = json.dumps(
+        {
+            "version": SYNTHETIC_VERSION,
+            "settings": cfg.model_dump(mode="json"),
+            "hash": settings_hash(cfg),
+            "counts": counts,
+        },
+        indent=2,
+    ).encode()
     return files
 
 

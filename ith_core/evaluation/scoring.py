@@ -24,22 +24,46 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ith_core.data.synthetic import bootstrap_unit
 from ith_core.fusion.lm_inputs import EncodedItem, FusionDataset, pitch_token_ids
 
 logger = logging.getLogger(__name__)
 
 # Published accuracies (%) from the method file (Yoo, Ok, Lee 2025, AuditoryBench).
 PAPER_RESULTS: dict[str, dict[str, float]] = {
-    "BERT-base": {"animal/dev": 15.51, "animal/test": 13.46, "animal/wiki": 3.05,
-                  "pitch/dev": 59.42, "pitch/test": 60.41, "pitch/wiki": 48.06},
-    "RoBERTa-base": {"animal/dev": 14.67, "animal/test": 14.04, "animal/wiki": 2.54,
-                     "pitch/dev": 54.50, "pitch/test": 55.84, "pitch/wiki": 47.45},
-    "AudioBERT": {"animal/dev": 38.28, "animal/test": 36.63, "animal/wiki": 14.32,
-                  "pitch/dev": 73.18, "pitch/test": 74.83, "pitch/wiki": 55.31},
-    "ITH": {"animal/dev": 39.36, "animal/test": 41.55, "animal/wiki": 19.09,
-            "pitch/dev": 79.82, "pitch/test": 78.96, "pitch/wiki": 76.74},
+    "BERT-base": {
+        "animal/dev": 15.51,
+        "animal/test": 13.46,
+        "animal/wiki": 3.05,
+        "pitch/dev": 59.42,
+        "pitch/test": 60.41,
+        "pitch/wiki": 48.06,
+    },
+    "RoBERTa-base": {
+        "animal/dev": 14.67,
+        "animal/test": 14.04,
+        "animal/wiki": 2.54,
+        "pitch/dev": 54.50,
+        "pitch/test": 55.84,
+        "pitch/wiki": 47.45,
+    },
+    "AudioBERT": {
+        "animal/dev": 38.28,
+        "animal/test": 36.63,
+        "animal/wiki": 14.32,
+        "pitch/dev": 73.18,
+        "pitch/test": 74.83,
+        "pitch/wiki": 55.31,
+    },
+    "ITH": {
+        "animal/dev": 39.36,
+        "animal/test": 41.55,
+        "animal/wiki": 19.09,
+        "pitch/dev": 79.82,
+        "pitch/test": 78.96,
+        "pitch/wiki": 76.74,
+    },
 }
-
 
 
 def _norm(text: str) -> str:
@@ -51,8 +75,17 @@ def _move(batch: dict, device) -> dict:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, items: list[EncodedItem], collator, examples_by_id: dict[str, dict],
-            batch_size: int = 64, device: str | torch.device = "cpu", model_name: str = "ith", seed: int = 0) -> list[dict]:
+def predict(
+    model,
+    tokenizer,
+    items: list[EncodedItem],
+    collator,
+    examples_by_id: dict[str, dict],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    model_name: str = "ith",
+    seed: int = 0,
+) -> list[dict]:
     """One prediction row per example (gold variant), with the MC choice for animal rows."""
     model.eval()
     pitch_ids = None
@@ -61,7 +94,7 @@ def predict(model, tokenizer, items: list[EncodedItem], collator, examples_by_id
     loader = DataLoader(FusionDataset(items), batch_size=batch_size, shuffle=False, collate_fn=collator)
     offset = 0
     for batch in loader:
-        chunk = items[offset:offset + batch["input_ids"].shape[0]]
+        chunk = items[offset : offset + batch["input_ids"].shape[0]]
         offset += len(chunk)
         batch = _move(batch, device)
         batch.pop("labels")
@@ -75,7 +108,9 @@ def predict(model, tokenizer, items: list[EncodedItem], collator, examples_by_id
                 for option in row["options"]:
                     ids = tokenizer((" " + option) if after_space else option, add_special_tokens=False)["input_ids"]
                     if len(ids) == len(item.mask_positions):
-                        mc_scores[item.example_id][option] = logp[torch.arange(len(ids)), torch.tensor(ids)].mean().item()
+                        mc_scores[item.example_id][option] = (
+                            logp[torch.arange(len(ids)), torch.tensor(ids)].mean().item()
+                        )
             if item.variant != "gold":
                 continue
             if item.task == "pitch":
@@ -87,9 +122,17 @@ def predict(model, tokenizer, items: list[EncodedItem], collator, examples_by_id
                 pred = tokenizer.decode(pred_ids).strip()
                 correct = pred_ids == item.target_ids
             gold_rows[item.example_id] = {
-                "example_id": item.example_id, "task": item.task, "split": item.split, "model": model_name,
-                "seed": seed, "prediction": pred, "gold": item.answer, "correct": bool(correct),
-                "mc_prediction": None, "mc_correct": None, "spans_used": list(item.span_texts),
+                "example_id": item.example_id,
+                "task": item.task,
+                "split": item.split,
+                "model": model_name,
+                "seed": seed,
+                "prediction": pred,
+                "gold": item.answer,
+                "correct": bool(correct),
+                "mc_prediction": None,
+                "mc_correct": None,
+                "spans_used": list(item.span_texts),
                 "audio_ids": list(item.span_audio_ids),
             }
     for example_id, scores in mc_scores.items():
@@ -123,13 +166,19 @@ UNIT_NAMES = {
     "synthetic": {"animal": "source name", "pitch": "source name"},
 }
 INTERVALS = {
-    "per_seed": ("95 % percentile bootstrap over units of one (system, seed): conditional on that seed's trained "
-                 "checkpoint, it shows only the sampling of benchmark rows"),
-    "over_seeds": ("95 % percentile hierarchical bootstrap: seeds drawn with replacement, then units; it adds "
-                   "seed-to-seed training variance to the sampling of rows (with 3 seeds, a coarse picture of it)"),
-    "paired": ("difference a - b of seed-mean accuracies on the rows both scored; hierarchical bootstrap, each "
-               "system's seeds drawn on their own, the same units for both; p_not_better = share of resamples "
-               "where a does not beat b (a one-sided bootstrap p-value under the same conditions)"),
+    "per_seed": (
+        "95 % percentile bootstrap over units of one (system, seed): conditional on that seed's trained "
+        "checkpoint, it shows only the sampling of benchmark rows"
+    ),
+    "over_seeds": (
+        "95 % percentile hierarchical bootstrap: seeds drawn with replacement, then units; it adds "
+        "seed-to-seed training variance to the sampling of rows (with 3 seeds, a coarse picture of it)"
+    ),
+    "paired": (
+        "difference a - b of seed-mean accuracies on the rows both scored; hierarchical bootstrap, each "
+        "system's seeds drawn on their own, the same units for both; p_not_better = share of resamples "
+        "where a does not beat b (a one-sided bootstrap p-value under the same conditions)"
+    ),
     "sd": "sample standard deviation over seeds (ddof 1)",
 }
 
@@ -139,8 +188,6 @@ def bootstrap_units(examples: list[dict], benchmark: str = "auditorybench") -> d
     description, pitch rows by their two gold spans as crossed factors (case-folded, whitespace
     collapsed); synthetic rows by their source name."""
     if benchmark == "synthetic":
-        from ith_core.data.synthetic import bootstrap_unit
-
         return {r["example_id"]: bootstrap_unit(r) for r in examples}
     out: dict[str, str | tuple[str, ...]] = {}
     for r in examples:
@@ -164,8 +211,7 @@ def unit_phrase(units: dict | str | None) -> str:
     return "units (" + "; ".join(f"{task} rows by {name}" for task, name in units.items()) + ")"
 
 
-def unit_weights(units: list | np.ndarray | None, n_rows: int, n_boot: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def unit_weights(units: list | np.ndarray | None, n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n_rows) bootstrap weights of rows: every row once (`units` None: rows drawn with
     replacement), or per unit factor a multinomial draw over its levels, multiplied across factors.
 
@@ -197,8 +243,13 @@ def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (weights * values).sum(axis=1) / total, np.nan)
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 clusters: list | np.ndarray | None = None) -> tuple[float, float]:
+def bootstrap_ci(
+    correct: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: list | np.ndarray | None = None,
+) -> tuple[float, float]:
     """Percentile bootstrap interval (in %) of the mean of 0/1 outcomes of one (system, seed).
 
     `clusters` (one key per outcome, a string or a tuple of crossed factors): resample units, not
@@ -211,8 +262,9 @@ def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: 
     return _percentile(_weighted_means(np.asarray(correct, dtype=np.float64), weights), level)
 
 
-def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
-                   clusters: dict[str, str | tuple] | None = None) -> list[dict]:
+def accuracy_table(
+    predictions: list[dict], n_boot: int = 1000, seed: int = 0, clusters: dict[str, str | tuple] | None = None
+) -> list[dict]:
     """Rows: model, seed, task, split, metric, n, accuracy (%), ci_low, ci_high (95% bootstrap).
 
     `clusters`: example id -> bootstrap unit (None: every example is its own unit); `units`
@@ -231,10 +283,20 @@ def accuracy_table(predictions: list[dict], n_boot: int = 1000, seed: int = 0,
             arr = np.asarray([p[key] for p in chosen], dtype=np.float64)
             units = None if clusters is None else [clusters[p["example_id"]] for p in chosen]
             lo, hi = bootstrap_ci(arr, n_boot, seed, clusters=units)
-            rows.append({"model": model, "seed": int(run_seed), "task": task, "split": split, "metric": metric,
-                         "n": int(len(arr)), "units": int(len(arr) if units is None else len(set(units))),
-                         "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
-                         "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
+            rows.append(
+                {
+                    "model": model,
+                    "seed": int(run_seed),
+                    "task": task,
+                    "split": split,
+                    "metric": metric,
+                    "n": int(len(arr)),
+                    "units": int(len(arr) if units is None else len(set(units))),
+                    "accuracy": round(100 * float(arr.mean()), 2) if len(arr) else None,
+                    "ci_low": round(lo, 2),
+                    "ci_high": round(hi, 2),
+                }
+            )
     return rows
 
 
@@ -258,9 +320,19 @@ def seed_summary(table: list[dict], published_rows: dict[str, str | None] | None
     for (model, task, split, metric), accs in sorted(groups.items()):
         row = (published_rows or {}).get(model) if metric != "mc4_accuracy" else None
         paper = PAPER_RESULTS.get(row or "", {}).get(f"{task}/{split}")
-        out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
-                    "mean": round(float(np.mean(accs)), 2), "std": sample_sd(accs),
-                    "paper": paper, "paper_model": row if paper is not None else None})
+        out.append(
+            {
+                "model": model,
+                "task": task,
+                "split": split,
+                "metric": metric,
+                "seeds": len(accs),
+                "mean": round(float(np.mean(accs)), 2),
+                "std": sample_sd(accs),
+                "paper": paper,
+                "paper_model": row if paper is not None else None,
+            }
+        )
     return out
 
 
@@ -271,8 +343,9 @@ def _aligned(predictions: list[dict], model: str, task: str, split: str, key: st
         if p["model"] == model and p["task"] == task and p["split"] == split and p[key] is not None:
             by_seed[p["seed"]][p["example_id"]] = float(p[key])
     ids = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
-    return ids, np.asarray([[by_seed[s][i] for i in ids] for s in sorted(by_seed, key=lambda s: (s is None, s))],
-                           dtype=np.float64)
+    return ids, np.asarray(
+        [[by_seed[s][i] for i in ids] for s in sorted(by_seed, key=lambda s: (s is None, s))], dtype=np.float64
+    )
 
 
 def _seed_weights(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -286,8 +359,9 @@ def _hierarchical_means(outcomes: np.ndarray, seed_w: np.ndarray, row_w: np.ndar
     return _weighted_means(per_row, row_w)
 
 
-def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[str, str | tuple] | None = None,
-                    seed: int = 0) -> list[dict]:
+def seed_mean_table(
+    predictions: list[dict], n_boot: int = 1000, clusters: dict[str, str | tuple] | None = None, seed: int = 0
+) -> list[dict]:
     """Per (model, task, split, metric): mean and sample sd of accuracy over seeds, and a 95 %
     interval of the seed-mean from the hierarchical bootstrap (seeds, then rows or `clusters` units)."""
     out = []
@@ -306,15 +380,31 @@ def seed_mean_table(predictions: list[dict], n_boot: int = 1000, clusters: dict[
             seed_w = _seed_weights(len(outcomes), n_boot, rng)
             row_w = unit_weights(units, len(ids), n_boot, rng)
             lo, hi = _percentile(_hierarchical_means(outcomes, seed_w, row_w), 0.95)
-            out.append({"model": model, "task": task, "split": split, "metric": metric, "seeds": len(accs),
-                        "n": len(ids), "units": len(ids) if units is None else len(set(units)),
-                        "mean": round(float(accs.mean()), 2), "std": sample_sd(accs),
-                        "ci_low": round(lo, 2), "ci_high": round(hi, 2)})
+            out.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "split": split,
+                    "metric": metric,
+                    "seeds": len(accs),
+                    "n": len(ids),
+                    "units": len(ids) if units is None else len(set(units)),
+                    "mean": round(float(accs.mean()), 2),
+                    "std": sample_sd(accs),
+                    "ci_low": round(lo, 2),
+                    "ci_high": round(hi, 2),
+                }
+            )
     return out
 
 
-def paired_comparisons(predictions: list[dict], pairs: list[tuple[str, str]], n_boot: int = 1000,
-                       clusters: dict[str, str | tuple] | None = None, seed: int = 0) -> list[dict]:
+def paired_comparisons(
+    predictions: list[dict],
+    pairs: list[tuple[str, str]],
+    n_boot: int = 1000,
+    clusters: dict[str, str | tuple] | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """Paired hierarchical bootstrap of accuracy differences a - b (points) on the rows both scored.
 
     Each resample draws a's seeds and b's seeds with replacement (independent training runs) and
@@ -340,12 +430,22 @@ def paired_comparisons(predictions: list[dict], pairs: list[tuple[str, str]], n_
             boot = _hierarchical_means(out_a, seed_a, row_w) - _hierarchical_means(out_b, seed_b, row_w)
             boot = boot[np.isfinite(boot)]
             lo, hi = np.quantile(boot, [0.025, 0.975])
-            out.append({"a": a, "b": b, "task": task, "split": split, "n": len(common),
-                        "units": len(common) if units is None else len(set(units)),
-                        "seeds_a": len(out_a), "seeds_b": len(out_b),
-                        "difference": round(100 * float(out_a.mean() - out_b.mean()), 2),
-                        "ci_low": round(100 * float(lo), 2), "ci_high": round(100 * float(hi), 2),
-                        "p_not_better": round(float((boot <= 0).mean()), 4)})
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "task": task,
+                    "split": split,
+                    "n": len(common),
+                    "units": len(common) if units is None else len(set(units)),
+                    "seeds_a": len(out_a),
+                    "seeds_b": len(out_b),
+                    "difference": round(100 * float(out_a.mean() - out_b.mean()), 2),
+                    "ci_low": round(100 * float(lo), 2),
+                    "ci_high": round(100 * float(hi), 2),
+                    "p_not_better": round(float((boot <= 0).mean()), 4),
+                }
+            )
     return out
 
 
@@ -358,17 +458,26 @@ def majority_baseline(examples: list[dict], splits) -> dict[str, dict]:
     out = {}
     for name, counter in sorted(counts.items()):
         answer, n = counter.most_common(1)[0]
-        out[name] = {"answer": answer, "accuracy": round(100.0 * n / sum(counter.values()), 2),
-                     "n": sum(counter.values())}
+        out[name] = {
+            "answer": answer,
+            "accuracy": round(100.0 * n / sum(counter.values()), 2),
+            "n": sum(counter.values()),
+        }
     return out
 
 
-def results_dict(table: list[dict], benchmark: str = "auditorybench",
-                 published_rows: dict[str, str | None] | None = None) -> dict:
+def results_dict(
+    table: list[dict], benchmark: str = "auditorybench", published_rows: dict[str, str | None] | None = None
+) -> dict:
     """JSON-able summary for summary.json: ours vs paper, per task/split, plus every seed's row."""
     paper = benchmark == "auditorybench"
-    note = ("paper columns: published AuditoryBench accuracies of each system's row (BERT-base and RoBERTa-base "
+    note = (
+        (
+            "paper columns: published AuditoryBench accuracies of each system's row (BERT-base and RoBERTa-base "
             "for the zero-shot rows, AudioBERT, ITH); mc4_accuracy is our second metric (4-way choice over "
-            "options), not in the paper") if paper else \
-        (f"benchmark {benchmark}: no published numbers exist for it; mc4_accuracy is a 4-way choice over options")
+            "options), not in the paper"
+        )
+        if paper
+        else (f"benchmark {benchmark}: no published numbers exist for it; mc4_accuracy is a 4-way choice over options")
+    )
     return {"ours_vs_paper": seed_summary(table, published_rows if paper else None), "per_seed": table, "note": note}

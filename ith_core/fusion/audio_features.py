@@ -39,9 +39,16 @@ logger = logging.getLogger(__name__)
 AST_SAMPLE_RATE = 16000
 
 SELECTION_COLUMNS = {
-    "example_id": pa.string(), "task": pa.string(), "split": pa.string(), "span_index": pa.int64(),
-    "span_text": pa.string(), "char_start": pa.int64(), "char_end": pa.int64(), "audio_id": pa.string(),
-    "audio_path": pa.string(), "sample_rate": pa.int64(),
+    "example_id": pa.string(),
+    "task": pa.string(),
+    "split": pa.string(),
+    "span_index": pa.int64(),
+    "span_text": pa.string(),
+    "char_start": pa.int64(),
+    "char_end": pa.int64(),
+    "audio_id": pa.string(),
+    "audio_path": pa.string(),
+    "sample_rate": pa.int64(),
 }
 
 
@@ -58,20 +65,28 @@ def read_selection(source: str | pa.Table) -> list[dict]:
         table = pq.read_table(path, filesystem=fs)
     missing = sorted(set(SELECTION_COLUMNS) - set(table.column_names))
     if missing:
-        raise ValueError(f"selection table: missing columns {missing} (has {table.column_names}); the imagination "
-                         "stage must write example_id, task, split, span_index, span_text, char_start, char_end, "
-                         "audio_id, audio_path, sample_rate")
+        raise ValueError(
+            f"selection table: missing columns {missing} (has {table.column_names}); the imagination "
+            "stage must write example_id, task, split, span_index, span_text, char_start, char_end, "
+            "audio_id, audio_path, sample_rate"
+        )
     rows = table.select(list(SELECTION_COLUMNS)).to_pylist()
     for r in rows:
         if (r["audio_id"] is None) != (r["audio_path"] is None):
-            raise ValueError(f"selection table: row {r['example_id']}/{r['span_index']}: audio_id and audio_path must "
-                             f"be both null (no accepted audio) or both set, got {r['audio_id']!r}, {r['audio_path']!r}")
+            raise ValueError(
+                f"selection table: row {r['example_id']}/{r['span_index']}: audio_id and audio_path must "
+                f"be both null (no accepted audio) or both set, got {r['audio_id']!r}, {r['audio_path']!r}"
+            )
         if r["audio_id"] is not None and not (r["sample_rate"] or 0) > 0:
-            raise ValueError(f"selection table: row {r['example_id']}/{r['span_index']}: sample_rate must be > 0 for "
-                             f"an accepted audio, got {r['sample_rate']!r}")
+            raise ValueError(
+                f"selection table: row {r['example_id']}/{r['span_index']}: sample_rate must be > 0 for "
+                f"an accepted audio, got {r['sample_rate']!r}"
+            )
         if not 0 <= r["char_start"] < r["char_end"]:
-            raise ValueError(f"selection table: row {r['example_id']}/{r['span_index']}: need 0 <= char_start < "
-                             f"char_end, got {r['char_start']}, {r['char_end']}")
+            raise ValueError(
+                f"selection table: row {r['example_id']}/{r['span_index']}: need 0 <= char_start < "
+                f"char_end, got {r['char_start']}, {r['char_end']}"
+            )
     return rows
 
 
@@ -101,9 +116,20 @@ def pool_tokens(tokens: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool1d(tokens.transpose(1, 2), k).transpose(1, 2)
 
 
-def precompute_audio_features(rows: list[dict], encoder, feature_extractor, store: FeatureStore, *,
-                              trainable_encoder: bool, audio_tokens: int | None, batch_size: int = 16,
-                              shard_size: int = 256, device: str = "cpu", rank: int = 0, world_size: int = 1) -> dict:
+def precompute_audio_features(
+    rows: list[dict],
+    encoder,
+    feature_extractor,
+    store: FeatureStore,
+    *,
+    trainable_encoder: bool,
+    audio_tokens: int | None,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    device: str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
     """Encodes every distinct accepted audio once; writes shards `rank::world_size`; skips finished ones.
 
     Returns counts, timings and storage in bytes.
@@ -123,7 +149,7 @@ def precompute_audio_features(rows: list[dict], encoder, feature_extractor, stor
             continue
         tensors: dict[str, torch.Tensor] = {}
         for i in range(0, len(ids), batch_size):
-            chunk = ids[i:i + batch_size]
+            chunk = ids[i : i + batch_size]
             waves = []
             for audio_id in chunk:
                 samples, rate = load_wav(audios[audio_id][0])
@@ -142,21 +168,37 @@ def precompute_audio_features(rows: list[dict], encoder, feature_extractor, stor
         stored_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
         done += 1
     seconds = time.perf_counter() - started
-    return {"audios": len(audios), "shards": len(shards), "shards_written": done, "shards_skipped": skipped,
-            "audios_encoded": encoded, "bytes_written": stored_bytes, "seconds": round(seconds, 3),
-            "audios_per_s": round(encoded / seconds, 2) if encoded and seconds > 0 else None}
+    return {
+        "audios": len(audios),
+        "shards": len(shards),
+        "shards_written": done,
+        "shards_skipped": skipped,
+        "audios_encoded": encoded,
+        "bytes_written": stored_bytes,
+        "seconds": round(seconds, 3),
+        "audios_per_s": round(encoded / seconds, 2) if encoded and seconds > 0 else None,
+    }
 
 
-def ast_token_count(num_frames: int = 1024, num_mel_bins: int = 128, patch: int = 16, f_stride: int = 10,
-                    t_stride: int = 10) -> int:
+def ast_token_count(
+    num_frames: int = 1024, num_mel_bins: int = 128, patch: int = 16, f_stride: int = 10, t_stride: int = 10
+) -> int:
     """AST's sequence length: frequency x time patches, plus the CLS and distillation tokens."""
     f = (num_mel_bins - patch) // f_stride + 1
     t = (num_frames - patch) // t_stride + 1
     return f * t + 2
 
 
-def storage_estimate(num_audios: int, *, trainable_encoder: bool, audio_tokens: int | None, hidden: int = 768,
-                     num_frames: int = 1024, num_mel_bins: int = 128, bytes_per_value: int = 2) -> dict:
+def storage_estimate(
+    num_audios: int,
+    *,
+    trainable_encoder: bool,
+    audio_tokens: int | None,
+    hidden: int = 768,
+    num_frames: int = 1024,
+    num_mel_bins: int = 128,
+    bytes_per_value: int = 2,
+) -> dict:
     """Bytes per audio and in total, from shapes (safetensors adds a small header per shard)."""
     if trainable_encoder:
         per_audio = num_frames * num_mel_bins * bytes_per_value
@@ -166,5 +208,10 @@ def storage_estimate(num_audios: int, *, trainable_encoder: bool, audio_tokens: 
         tokens = min(tokens, audio_tokens) if audio_tokens else tokens
         per_audio = tokens * hidden * bytes_per_value
         shape = (tokens, hidden)
-    return {"shape": shape, "bytes_per_audio": per_audio, "num_audios": num_audios,
-            "total_bytes": per_audio * num_audios, "total_gib": round(per_audio * num_audios / 2**30, 3)}
+    return {
+        "shape": shape,
+        "bytes_per_audio": per_audio,
+        "num_audios": num_audios,
+        "total_bytes": per_audio * num_audios,
+        "total_gib": round(per_audio * num_audios / 2**30, 3),
+    }

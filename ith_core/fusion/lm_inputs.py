@@ -83,9 +83,11 @@ def pitch_token_ids(tokenizer) -> dict[str, int]:
     for word in PITCH_WORDS:
         pieces = word_ids(tokenizer, word)
         if len(pieces) != 1:
-            raise ValueError(f"pitch head: tokenizer splits {word!r} into {len(pieces)} tokens {pieces}; the method "
-                             "scores the argmax over the two single tokens 'lower'/'higher' - use a tokenizer "
-                             "whose vocabulary holds both words")
+            raise ValueError(
+                f"pitch head: tokenizer splits {word!r} into {len(pieces)} tokens {pieces}; the method "
+                "scores the argmax over the two single tokens 'lower'/'higher' - use a tokenizer "
+                "whose vocabulary holds both words"
+            )
         ids[word] = pieces[0]
     return ids
 
@@ -102,8 +104,9 @@ def _window(length: int, budget: int, masks: list[int], spans: list[list[int]]) 
     return max(0, min(start, length - budget))
 
 
-def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[SpanAudio], max_length: int,
-               counts: Counter) -> tuple[list[int], list[int], list[list[int]], list[SpanAudio]] | None:
+def encode_one(
+    tokenizer, sentence: str, target_ids: list[int], spans: list[SpanAudio], max_length: int, counts: Counter
+) -> tuple[list[int], list[int], list[list[int]], list[SpanAudio]] | None:
     """(input_ids, mask positions, span token positions, kept spans), or None (counted) when the row
     has no mask or its masks alone exceed `max_length`. A longer sentence is windowed around the
     masks (`counts["windowed"]`)."""
@@ -113,7 +116,7 @@ def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[Span
         return None
     n = len(target_ids)
     replacement = " ".join([tokenizer.mask_token] * n)
-    text = sentence[:at] + replacement + sentence[at + len(MASK_TEXT):]
+    text = sentence[:at] + replacement + sentence[at + len(MASK_TEXT) :]
     shift = len(replacement) - len(MASK_TEXT)
     enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
@@ -121,8 +124,10 @@ def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[Span
     text_tokens = [i for i, flag in enumerate(enc["special_tokens_mask"]) if not flag]
     lo, hi = text_tokens[0], text_tokens[-1] + 1
     if text_tokens != list(range(lo, hi)):
-        raise ValueError(f"{type(tokenizer).__name__} puts special tokens inside a single sentence; "
-                         "the fusion LM needs a BERT-style single-sequence template")
+        raise ValueError(
+            f"{type(tokenizer).__name__} puts special tokens inside a single sentence; "
+            "the fusion LM needs a BERT-style single-sequence template"
+        )
     budget = max_length - (len(ids) - (hi - lo))
     masks = [i for i in range(lo, hi) if ids[i] == tokenizer.mask_token_id]
     if len(masks) != n or masks[-1] - masks[0] + 1 > budget:
@@ -133,8 +138,13 @@ def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[Span
         start = span.char_start + (shift if span.char_start >= at + len(MASK_TEXT) else 0)
         end = span.char_end + (shift if span.char_end > at else 0)
         # An [UNK] covering a span's characters is a real span token.
-        span_tokens.append([i for i in range(lo, hi) if offsets[i][1] > offsets[i][0]
-                            and offsets[i][0] < end and offsets[i][1] > start])
+        span_tokens.append(
+            [
+                i
+                for i in range(lo, hi)
+                if offsets[i][1] > offsets[i][0] and offsets[i][0] < end and offsets[i][1] > start
+            ]
+        )
     keep = list(range(len(ids)))
     if hi - lo > budget:
         begin = lo + _window(hi - lo, budget, [m - lo for m in masks], [[i - lo for i in t] for t in span_tokens if t])
@@ -158,8 +168,14 @@ def encode_one(tokenizer, sentence: str, target_ids: list[int], spans: list[Span
     return input_ids, mask_positions, positions, kept
 
 
-def encode_examples(tokenizer, examples: list[dict], spans_by_example: dict[str, list[SpanAudio]],
-                    max_length: int, use_audio: bool = True, mc: bool = False) -> tuple[list[EncodedItem], dict]:
+def encode_examples(
+    tokenizer,
+    examples: list[dict],
+    spans_by_example: dict[str, list[SpanAudio]],
+    max_length: int,
+    use_audio: bool = True,
+    mc: bool = False,
+) -> tuple[list[EncodedItem], dict]:
     """Encodes examples (dicts with example_id, task, split, sentence, answer[, options]).
 
     `use_audio=False` gives the text-only baseline's items (no spans). `mc=True` adds one
@@ -199,12 +215,23 @@ def encode_examples(tokenizer, examples: list[dict], spans_by_example: dict[str,
             if variant == "gold":
                 for pos, tid in zip(mask_positions, targets):
                     labels[pos] = tid
-            items.append(EncodedItem(
-                example_id=row["example_id"], task=task, split=row["split"], input_ids=input_ids, labels=labels,
-                mask_positions=mask_positions, target_ids=list(targets), span_positions=positions,
-                span_audio_ids=[s.audio_id for s in kept], span_texts=[s.span_text for s in kept],
-                answer=row["answer"], variant=variant, windowed=variant_counts["windowed"] > windowed_before,
-            ))
+            items.append(
+                EncodedItem(
+                    example_id=row["example_id"],
+                    task=task,
+                    split=row["split"],
+                    input_ids=input_ids,
+                    labels=labels,
+                    mask_positions=mask_positions,
+                    target_ids=list(targets),
+                    span_positions=positions,
+                    span_audio_ids=[s.audio_id for s in kept],
+                    span_texts=[s.span_text for s in kept],
+                    answer=row["answer"],
+                    variant=variant,
+                    windowed=variant_counts["windowed"] > windowed_before,
+                )
+            )
     return items, dict(counts)
 
 
@@ -276,22 +303,29 @@ class FusionCollator:
         positions_t = torch.zeros((len(span_pos), max_span), dtype=torch.long)
         position_mask = torch.zeros((len(span_pos), max_span), dtype=torch.bool)
         for s, positions in enumerate(span_pos):
-            positions_t[s, :len(positions)] = torch.tensor(positions)
-            position_mask[s, :len(positions)] = True
+            positions_t[s, : len(positions)] = torch.tensor(positions)
+            position_mask[s, : len(positions)] = True
         tensors = [self.features.get(a) for a in audio_order]
         if tensors:
             la = max(t.shape[0] for t in tensors)
             audio = torch.zeros((len(tensors), la, *tensors[0].shape[1:]), dtype=self.audio_dtype)
             audio_mask = torch.zeros((len(tensors), la), dtype=torch.bool)
             for a, t in enumerate(tensors):
-                audio[a, :t.shape[0]] = t.to(self.audio_dtype)
-                audio_mask[a, :t.shape[0]] = True
+                audio[a, : t.shape[0]] = t.to(self.audio_dtype)
+                audio_mask[a, : t.shape[0]] = True
         else:
             audio = torch.zeros((0, 1, 1), dtype=self.audio_dtype)
             audio_mask = torch.zeros((0, 1), dtype=torch.bool)
-        batch.update({"span_batch": torch.tensor(span_rows, dtype=torch.long), "span_positions": positions_t,
-                      "span_position_mask": position_mask, "span_audio": torch.tensor(span_audio, dtype=torch.long),
-                      "audio_tokens": audio, "audio_mask": audio_mask})
+        batch.update(
+            {
+                "span_batch": torch.tensor(span_rows, dtype=torch.long),
+                "span_positions": positions_t,
+                "span_position_mask": position_mask,
+                "span_audio": torch.tensor(span_audio, dtype=torch.long),
+                "audio_tokens": audio,
+                "audio_mask": audio_mask,
+            }
+        )
         return batch
 
 
@@ -301,7 +335,13 @@ def spans_from_selection(rows: list[dict]) -> dict[str, list[SpanAudio]]:
     for r in sorted(rows, key=lambda r: (r["example_id"], r["span_index"])):
         if r.get("audio_id") is None:
             continue
-        out.setdefault(r["example_id"], []).append(SpanAudio(
-            span_index=int(r["span_index"]), span_text=r["span_text"], char_start=int(r["char_start"]),
-            char_end=int(r["char_end"]), audio_id=str(r["audio_id"])))
+        out.setdefault(r["example_id"], []).append(
+            SpanAudio(
+                span_index=int(r["span_index"]),
+                span_text=r["span_text"],
+                char_start=int(r["char_start"]),
+                char_end=int(r["char_end"]),
+                audio_id=str(r["audio_id"]),
+            )
+        )
     return out

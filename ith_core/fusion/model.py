@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ith_core.config import ConfigError, require
+from ith_core.fusion.audio_features import pool_tokens
 
 
 class AudioProjector(nn.Module):
@@ -59,18 +60,25 @@ class AudioProjector(nn.Module):
         self.register_buffer("input_std", torch.ones(1, audio_dim))
 
     def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        require(mean.shape == std.shape and mean.dim() == 2 and mean.shape[-1] == self.input_mean.shape[-1],
-                "audio statistics", f"be two (La or 1, {self.input_mean.shape[-1]}) tensors of one shape",
-                (tuple(mean.shape), tuple(std.shape)))
+        require(
+            mean.shape == std.shape and mean.dim() == 2 and mean.shape[-1] == self.input_mean.shape[-1],
+            "audio statistics",
+            f"be two (La or 1, {self.input_mean.shape[-1]}) tensors of one shape",
+            (tuple(mean.shape), tuple(std.shape)),
+        )
         self.input_mean = mean.detach().to(self.input_mean.device, torch.float32).clone()
         self.input_std = std.detach().to(self.input_std.device, torch.float32).clone()
 
     def normalise(self, tokens: torch.Tensor) -> torch.Tensor:
         mean, std = self.input_mean, self.input_std
         if mean.shape[0] > 1:
-            require(tokens.shape[-2] == mean.shape[0], "audio tokens", f"number {mean.shape[0]} per clip, as the "
-                    "training audios whose statistics the projector holds", tokens.shape[-2],
-                    "encode every audio with the same encoder settings (audio_tokens, clip length)")
+            require(
+                tokens.shape[-2] == mean.shape[0],
+                "audio tokens",
+                f"number {mean.shape[0]} per clip, as the training audios whose statistics the projector holds",
+                tokens.shape[-2],
+                "encode every audio with the same encoder settings (audio_tokens, clip length)",
+            )
         return (tokens.float() - mean) / std
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -82,16 +90,22 @@ class AudioProjector(nn.Module):
         for name in ("input_mean", "input_std"):
             key = prefix + name
             if key in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[key], dtype=torch.float32, device=self.input_mean.device))
+                setattr(
+                    self, name, torch.empty_like(state_dict[key], dtype=torch.float32, device=self.input_mean.device)
+                )
             else:
-                state_dict[key] = getattr(self, name).new_zeros(1, self.input_mean.shape[-1]) if name == "input_mean" \
+                state_dict[key] = (
+                    getattr(self, name).new_zeros(1, self.input_mean.shape[-1])
+                    if name == "input_mean"
                     else getattr(self, name).new_ones(1, self.input_mean.shape[-1])
+                )
                 setattr(self, name, state_dict[key].clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def audio_feature_statistics(features, audio_ids, max_audios: int = 4096,
-                             min_std_ratio: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_feature_statistics(
+    features, audio_ids, max_audios: int = 4096, min_std_ratio: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of stored encoder tokens over `audio_ids` for `AudioProjector.set_input_statistics`.
 
     Per token position and channel when every clip has the same number of tokens (AST: 1214, or
@@ -166,13 +180,19 @@ class FusionLayer(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, ffn_dim: int, dropout: float, layer_norm_eps: float = 1e-5):
         super().__init__()
-        require(hidden_size % num_heads == 0, "fusion.num_heads", f"divide the LM hidden size {hidden_size}",
-                num_heads, "choose a divisor of the hidden size (12 for bert-base)")
+        require(
+            hidden_size % num_heads == 0,
+            "fusion.num_heads",
+            f"divide the LM hidden size {hidden_size}",
+            num_heads,
+            "choose a divisor of the hidden size (12 for bert-base)",
+        )
         self.attn = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
         # As the reference: torch's default LayerNorm eps (1e-5), dropout only after the FFN.
         self.norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, hidden_size),
-                                 nn.Dropout(dropout))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_size, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, hidden_size), nn.Dropout(dropout)
+        )
         self.norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.gate_audio = nn.Linear(hidden_size, hidden_size)
         self.gate_text = nn.Linear(hidden_size, hidden_size)
@@ -211,8 +231,10 @@ def fusion_site(mlm: nn.Module, fusion_layer: int) -> nn.Module:
         for name in ("embeddings",):
             if hasattr(base, name):
                 return getattr(base, name)
-        raise ConfigError(f"{type(base).__name__} has no 'embeddings' module; fusion.fusion_layer=-1 needs one "
-                          "(BERT-family models have it)")
+        raise ConfigError(
+            f"{type(base).__name__} has no 'embeddings' module; fusion.fusion_layer=-1 needs one "
+            "(BERT-family models have it)"
+        )
     layers = None
     for path in (("encoder", "layer"), ("transformer", "layer"), ("encoder", "layers"), ("layers",)):
         obj: Any = base
@@ -224,10 +246,17 @@ def fusion_site(mlm: nn.Module, fusion_layer: int) -> nn.Module:
             layers = obj
             break
     if layers is None:
-        raise ConfigError(f"{type(base).__name__}: no encoder layer list found for fusion.fusion_layer={fusion_layer}; "
-                          "use -1 (embedding output)")
-    require(fusion_layer < len(layers), "fusion.fusion_layer", f"be -1 or < the LM's {len(layers)} layers",
-            fusion_layer, "-1 fuses on the embedding output")
+        raise ConfigError(
+            f"{type(base).__name__}: no encoder layer list found for fusion.fusion_layer={fusion_layer}; "
+            "use -1 (embedding output)"
+        )
+    require(
+        fusion_layer < len(layers),
+        "fusion.fusion_layer",
+        f"be -1 or < the LM's {len(layers)} layers",
+        fusion_layer,
+        "-1 fuses on the embedding output",
+    )
     return layers[fusion_layer]
 
 
@@ -238,9 +267,18 @@ class FusionLM(nn.Module):
     runs differ only in the audio path.
     """
 
-    def __init__(self, mlm: nn.Module, audio_dim: int | None, num_heads: int, ffn_dim: int, dropout: float,
-                 fusion_layer: int = -1, fusion: bool = True, audio_encoder: nn.Module | None = None,
-                 pool_to: int | None = None) -> None:
+    def __init__(
+        self,
+        mlm: nn.Module,
+        audio_dim: int | None,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        fusion_layer: int = -1,
+        fusion: bool = True,
+        audio_encoder: nn.Module | None = None,
+        pool_to: int | None = None,
+    ) -> None:
         super().__init__()
         # A trained encoder's tokens pooled to this many (None: all of them, the method).
         self.pool_to = pool_to if audio_encoder is not None else None
@@ -270,8 +308,6 @@ class FusionLM(nn.Module):
 
     def encoder_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
         """Stored input features (fbank frames) -> the trained encoder's tokens (pooled if asked)."""
-        from ith_core.fusion.audio_features import pool_tokens
-
         return pool_tokens(self.audio_encoder(input_values=inputs).last_hidden_state, self.pool_to)
 
     def encode_audio(self, audio_tokens: torch.Tensor) -> torch.Tensor:
@@ -309,14 +345,28 @@ class FusionLM(nn.Module):
                 yield from module.parameters()
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                span_batch: torch.Tensor | None = None, span_positions: torch.Tensor | None = None,
-                span_position_mask: torch.Tensor | None = None, span_audio: torch.Tensor | None = None,
-                audio_tokens: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None, **_: Any):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        span_batch: torch.Tensor | None = None,
+        span_positions: torch.Tensor | None = None,
+        span_position_mask: torch.Tensor | None = None,
+        span_audio: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        **_: Any,
+    ):
         if self.use_fusion and span_batch is not None:
-            self._ctx = {"span_batch": span_batch, "span_positions": span_positions,
-                         "span_position_mask": span_position_mask, "span_audio": span_audio,
-                         "audio_tokens": audio_tokens, "audio_mask": audio_mask}
+            self._ctx = {
+                "span_batch": span_batch,
+                "span_positions": span_positions,
+                "span_position_mask": span_position_mask,
+                "span_audio": span_audio,
+                "audio_tokens": audio_tokens,
+                "audio_mask": audio_mask,
+            }
         try:
             return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         finally:
@@ -324,8 +374,18 @@ class FusionLM(nn.Module):
             self._ctx = None
 
 
-def build_fusion_model(mlm: nn.Module, cfg, audio_dim: int | None, fusion: bool = True,
-                       audio_encoder: nn.Module | None = None) -> FusionLM:
+def build_fusion_model(
+    mlm: nn.Module, cfg, audio_dim: int | None, fusion: bool = True, audio_encoder: nn.Module | None = None
+) -> FusionLM:
     """FusionLM with the settings of a `FusionConfig`."""
-    return FusionLM(mlm, audio_dim=audio_dim, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
-                    fusion_layer=cfg.fusion_layer, fusion=fusion, audio_encoder=audio_encoder, pool_to=cfg.audio_tokens)
+    return FusionLM(
+        mlm,
+        audio_dim=audio_dim,
+        num_heads=cfg.num_heads,
+        ffn_dim=cfg.ffn_dim,
+        dropout=cfg.dropout,
+        fusion_layer=cfg.fusion_layer,
+        fusion=fusion,
+        audio_encoder=audio_encoder,
+        pool_to=cfg.audio_tokens,
+    )

@@ -27,14 +27,17 @@ class System:
     published: str | None  # its row in the published table (ith_core.evaluation.scoring.PAPER_RESULTS), if any
 
 
-SYSTEMS: dict[str, System] = {s.name: s for s in (
-    System("bert-zero-shot", "bert", "lm", False, None, "BERT, zero-shot", "BERT-base"),
-    System("bert-text", "bert", "lm", True, None, "BERT, fine-tuned text-only", None),
-    System("roberta-zero-shot", "roberta", "roberta", False, None, "RoBERTa, zero-shot", "RoBERTa-base"),
-    System("roberta-text", "roberta", "roberta", True, None, "RoBERTa, fine-tuned text-only", None),
-    System("audiobert", "audiobert", "lm", True, "retrieved", "AudioBERT (retrieved audio)", "AudioBERT"),
-    System("ith", "ith", "lm", True, "imagined", "ITH (imagined audio)", "ITH"),
-)}
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("bert-zero-shot", "bert", "lm", False, None, "BERT, zero-shot", "BERT-base"),
+        System("bert-text", "bert", "lm", True, None, "BERT, fine-tuned text-only", None),
+        System("roberta-zero-shot", "roberta", "roberta", False, None, "RoBERTa, zero-shot", "RoBERTa-base"),
+        System("roberta-text", "roberta", "roberta", True, None, "RoBERTa, fine-tuned text-only", None),
+        System("audiobert", "audiobert", "lm", True, "retrieved", "AudioBERT (retrieved audio)", "AudioBERT"),
+        System("ith", "ith", "lm", True, "imagined", "ITH (imagined audio)", "ITH"),
+    )
+}
 ZERO_SHOT_SEED = 0
 
 

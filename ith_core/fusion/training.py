@@ -43,9 +43,30 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import get_cosine_schedule_with_warmup
 
-from ith_core.config import FusionConfig, require
+from ith_core.config import AudioBertConfig, FusionConfig, require
+from ith_core.fusion.audio_features import read_selection
+from ith_core.fusion.lm_inputs import (
+    EpochPermutationSampler,
+    FusionCollator,
+    FusionDataset,
+    encode_examples,
+    pitch_token_ids,
+    spans_from_selection,
+)
+from ith_core.fusion.model import EncodedTokens, audio_feature_statistics, build_fusion_model
+from ith_core.models.profiles import load_audio_encoder, load_lm
+from ith_core.retrieval.audiobert_model import audio_statistics, build_audiobert_model
+from storage.features import FeatureReader
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +117,13 @@ class TrainSpec:
         raw = json.loads(Path(path).read_text())
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
-        require(not unknown, f"train spec {unknown[0] if unknown else ''}", "be a known key", unknown,
-                f"known keys: {sorted(known)}")
+        require(
+            not unknown,
+            f"train spec {unknown[0] if unknown else ''}",
+            "be a known key",
+            unknown,
+            f"known keys: {sorted(known)}",
+        )
         raw["jobs"] = tuple(TrainJob(**j) if isinstance(j, dict) else j for j in raw.get("jobs", ()))
         return cls(**raw)
 
@@ -119,35 +145,33 @@ def resolve_mixed_precision(setting: str) -> str:
 
 # -- data -------------------------------------------------------------------------------------------
 
-def load_examples(spec: TrainSpec, task: str, splits) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
+def load_examples(spec: TrainSpec, task: str, splits) -> list[dict]:
     table = pq.read_table(spec.examples_path)
-    table = table.filter(pc.and_(pc.equal(table["task"], task), pc.is_in(table["split"], value_set=pa.array(list(splits)))))
-    cols = [c for c in ("example_id", "task", "split", "sentence", "answer", "options", "flags") if c in table.column_names]
+    table = table.filter(
+        pc.and_(pc.equal(table["task"], task), pc.is_in(table["split"], value_set=pa.array(list(splits))))
+    )
+    cols = [
+        c for c in ("example_id", "task", "split", "sentence", "answer", "options", "flags") if c in table.column_names
+    ]
     return table.select(cols).to_pylist()
 
 
 def load_spans(spec: TrainSpec):
-    from ith_core.fusion.audio_features import read_selection
-    from ith_core.fusion.lm_inputs import spans_from_selection
-
     if spec.selection_path is None:
         return {}
     return spans_from_selection(read_selection(spec.selection_path))
 
 
 def feature_reader(spec: TrainSpec):
-    import pyarrow.parquet as pq
 
-    from storage.features import FeatureReader
-
-    require(spec.features_dir is not None, "features_dir", "be set for an ITH job", None,
-            "run the audio-encoding stage first and pass its folder")
-    import pyarrow as pa
-
+    require(
+        spec.features_dir is not None,
+        "features_dir",
+        "be set for an ITH job",
+        None,
+        "run the audio-encoding stage first and pass its folder",
+    )
     parts = sorted(Path(spec.features_dir).glob("part-*.parquet"))
     index = pa.concat_tables([pq.read_table(p) for p in parts])
     return FeatureReader(spec.features_dir, index)
@@ -155,14 +179,15 @@ def feature_reader(spec: TrainSpec):
 
 def get_dataloaders(accelerator, spec: TrainSpec, job: TrainJob, tokenizer, features=None):
     """(train loader, dev loader, train sampler, counts) for one job; prepared by the caller."""
-    from torch.utils.data import DataLoader
-
-    from ith_core.fusion.lm_inputs import EpochPermutationSampler, FusionCollator, FusionDataset, encode_examples
 
     cfg = spec.fusion_config
     per_device = cfg.batch_size // accelerator.num_processes
-    require(cfg.batch_size % accelerator.num_processes == 0, "fusion.batch_size",
-            f"be divisible by the {accelerator.num_processes} processes (it is the global batch)", cfg.batch_size)
+    require(
+        cfg.batch_size % accelerator.num_processes == 0,
+        "fusion.batch_size",
+        f"be divisible by the {accelerator.num_processes} processes (it is the global batch)",
+        cfg.batch_size,
+    )
     use_audio = job.model in AUDIO_MODELS
     spans = load_spans(spec) if use_audio else {}
     train_rows = load_examples(spec, job.task, (spec.train_split,))
@@ -174,21 +199,28 @@ def get_dataloaders(accelerator, spec: TrainSpec, job: TrainJob, tokenizer, feat
     sampler = EpochPermutationSampler(len(train_items), job.seed)
     # A private generator: creating an iterator then draws its base seed from it, not from the
     # global RNG, so a resumed run (whose RNG state load_state restores) replays the same dropout.
-    train_dl = DataLoader(FusionDataset(train_items), batch_size=per_device, sampler=sampler, collate_fn=collator,
-                          generator=torch.Generator().manual_seed(job.seed))
+    train_dl = DataLoader(
+        FusionDataset(train_items),
+        batch_size=per_device,
+        sampler=sampler,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(job.seed),
+    )
     dev_dl = DataLoader(FusionDataset(dev_items), batch_size=spec.eval_batch_size, shuffle=False, collate_fn=collator)
-    counts = {"train_items": len(train_items), "dev_items": len(dev_items), "train_dropped": train_counts,
-              "dev_dropped": dev_counts,
-              "train_spans": sum(len(i.span_positions) for i in train_items)}
+    counts = {
+        "train_items": len(train_items),
+        "dev_items": len(dev_items),
+        "train_dropped": train_counts,
+        "dev_dropped": dev_counts,
+        "train_spans": sum(len(i.span_positions) for i in train_items),
+    }
     return train_dl, dev_dl, sampler, counts
 
 
 # -- model ------------------------------------------------------------------------------------------
 
-def build_model(spec: TrainSpec, job: TrainJob, features=None):
-    from ith_core.fusion.model import build_fusion_model
-    from ith_core.models.profiles import load_lm
 
+def build_model(spec: TrainSpec, job: TrainJob, features=None):
     cfg = spec.fusion_config
     mlm, tokenizer = load_lm(spec.lm_path)
     if job.model == "text":
@@ -197,8 +229,6 @@ def build_model(spec: TrainSpec, job: TrainJob, features=None):
         return _audiobert_model(spec, mlm, features), tokenizer
     encoder = None
     if cfg.train_audio_encoder:
-        from ith_core.models.profiles import load_audio_encoder
-
         encoder, _ = load_audio_encoder(spec.audio_encoder_path)
         audio_dim = encoder.config.hidden_size
     else:
@@ -209,14 +239,9 @@ def build_model(spec: TrainSpec, job: TrainJob, features=None):
 
 def _audiobert_model(spec: TrainSpec, mlm, features=None, audio_dim: int | None = None):
     """The AudioBERT model of a spec: AST loaded to train, or the stored vectors' width (frozen variant)."""
-    from ith_core.retrieval.audiobert_model import build_audiobert_model
-    from ith_core.config import AudioBertConfig
-
     settings = AudioBertConfig(**spec.audiobert)
     encoder = None
     if settings.train_audio_encoder:
-        from ith_core.models.profiles import load_audio_encoder
-
         encoder, _ = load_audio_encoder(spec.audio_encoder_path)
     elif audio_dim is None:
         audio_dim = int(features.get(next(iter(features.shard_of))).shape[-1])
@@ -231,8 +256,10 @@ def parameter_groups(model, job: TrainJob, cfg: FusionConfig, lr: float) -> list
     if encoder is None or cfg.audio_encoder_lr_scale == 1.0:
         return [{"params": trainable}]
     in_encoder = {id(p) for p in encoder.parameters()}
-    groups = [{"params": [p for p in trainable if id(p) not in in_encoder]},
-              {"params": [p for p in trainable if id(p) in in_encoder], "lr": lr * cfg.audio_encoder_lr_scale}]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in in_encoder]},
+        {"params": [p for p in trainable if id(p) in in_encoder], "lr": lr * cfg.audio_encoder_lr_scale},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -242,8 +269,6 @@ def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, d
     AudioBERT: its LM (and tokenizer) is the spec's `lm_path`, frozen; best/ holds every trained
     weight (LoRA, AST, projection) in audiobert.safetensors (the release saved LoRA only).
     """
-    from safetensors.torch import save_file
-
     tmp = job_dir / f".tmp-best-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     if job.model == "audiobert":
@@ -252,12 +277,25 @@ def save_best(model, tokenizer, spec: TrainSpec, job: TrainJob, job_dir: Path, d
         model.mlm.save_pretrained(tmp / "lm")  # safetensors; tied weights handled by transformers
         tokenizer.save_pretrained(tmp / "lm")
     if job.model == "ith" and model.use_fusion:
-        fusion_state = {f"{name}.{k}": v.detach().cpu().contiguous()
-                        for name in ("projector", "fusion", "audio_encoder") if getattr(model, name, None) is not None
-                        for k, v in getattr(model, name).state_dict().items()}
+        fusion_state = {
+            f"{name}.{k}": v.detach().cpu().contiguous()
+            for name in ("projector", "fusion", "audio_encoder")
+            if getattr(model, name, None) is not None
+            for k, v in getattr(model, name).state_dict().items()
+        }
         save_file(fusion_state, str(tmp / "fusion.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"spec": spec.to_json(), "job": asdict(job), "dev_accuracy": dev_accuracy,
-                                                  "epoch": epoch, "audio_dim": _audio_dim(model)}, indent=2))
+    (tmp / "config.json").write_text(
+        json.dumps(
+            {
+                "spec": spec.to_json(),
+                "job": asdict(job),
+                "dev_accuracy": dev_accuracy,
+                "epoch": epoch,
+                "audio_dim": _audio_dim(model),
+            },
+            indent=2,
+        )
+    )
     best = job_dir / "best"
     old = job_dir / f".old-best-{uuid.uuid4().hex}"
     if best.exists():
@@ -274,16 +312,10 @@ def _audio_dim(model) -> int | None:
 
 def load_best(job_dir: str | Path, device: str = "cpu"):
     """(FusionLM, tokenizer, saved config) from a job's best/ folder; safetensors only, nothing unpickled."""
-    from safetensors.torch import load_file
-
-    from ith_core.fusion.model import build_fusion_model
-    from ith_core.models.profiles import load_lm
 
     best = Path(job_dir) / "best"
     saved = json.loads((best / "config.json").read_text())
     if saved["job"]["model"] == "audiobert":
-        from ith_core.models.profiles import load_lm
-
         spec = TrainSpec(**{**saved["spec"], "jobs": ()})
         mlm, tokenizer = load_lm(spec.lm_path)  # the frozen base LM, unchanged by training
         model = _audiobert_model(spec, mlm, audio_dim=saved["audio_dim"])
@@ -294,8 +326,6 @@ def load_best(job_dir: str | Path, device: str = "cpu"):
     fusion = saved["job"]["model"] == "ith"
     encoder = None
     if fusion and cfg.train_audio_encoder:
-        from ith_core.models.profiles import load_audio_encoder
-
         encoder, _ = load_audio_encoder(saved["spec"]["audio_encoder_path"])
     model = build_fusion_model(mlm, cfg, saved["audio_dim"], fusion=fusion, audio_encoder=encoder)
     if fusion:
@@ -303,11 +333,12 @@ def load_best(job_dir: str | Path, device: str = "cpu"):
         for name in ("projector", "fusion", "audio_encoder"):
             module = getattr(model, name, None)
             if module is not None:
-                module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+                module.load_state_dict({k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")})
     return model.to(device).eval(), tokenizer, saved
 
 
 # -- the loop ---------------------------------------------------------------------------------------
+
 
 def _dev_correct(logits: torch.Tensor, labels: torch.Tensor, task: str, pitch_ids: dict | None) -> torch.Tensor:
     if task == "pitch":
@@ -332,11 +363,6 @@ def _latest_state(job_dir: Path) -> Path | None:
 
 
 def train_job(spec: TrainSpec, job: TrainJob) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
-
-    from ith_core.fusion.lm_inputs import pitch_token_ids
 
     cfg = spec.fusion_config
     job_dir = Path(spec.output_dir) / job.name
@@ -345,8 +371,9 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     # Without a GPU, accelerate only forms a (gloo) process group when told it runs on CPU: with
     # cpu=False, `accelerate launch --multi_gpu --num_processes 2` starts two independent
     # single-process trainings (WORLD_SIZE=2 but DistributedType.NO).
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                              cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available()
+    )
     set_seed(job.seed)
     features = feature_reader(spec) if job.model in AUDIO_MODELS else None
     model, tokenizer = build_model(spec, job, features)
@@ -356,8 +383,6 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         # Fixed standardisation of the encoder's tokens (see AudioProjector), from the training
         # audios only: the stored tokens (frozen encoder) or the trained encoder's tokens before
         # training; a resumed run recomputes the same values before load_state.
-        from ith_core.fusion.model import EncodedTokens, audio_feature_statistics
-
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
         if len(set(train_audio)) >= 2:
             if cfg.train_audio_encoder:  # the encoder runs over the training audios: on the device
@@ -367,8 +392,6 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     if job.model == "audiobert" and spec.audiobert.get("standardize_audio"):
         # Fixed per-dimension statistics of the pooled audio vectors of the training clips, computed
         # before training (a resumed run recomputes the same values before load_state).
-        from ith_core.retrieval.audiobert_model import audio_statistics
-
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
         if len(set(train_audio)) >= 2:
             model.set_audio_statistics(*audio_statistics(model, features, train_audio))
@@ -382,21 +405,35 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         total_steps = min(total_steps, spec.max_train_steps)
     # Scheduler counted in per-process batches: accelerate steps it once per process per step.
     warmup = int(cfg.warmup_ratios.get(job.task, 0.0) * total_steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup * accelerator.num_processes,
-                                                total_steps * accelerator.num_processes)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, warmup * accelerator.num_processes, total_steps * accelerator.num_processes
+    )
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl, scheduler)
     pitch_ids = pitch_token_ids(tokenizer) if job.task == "pitch" else None
 
     # loss_sum / loss_batches: the current epoch's batch losses so far (over every process).
-    progress = {"epoch": 0, "batches_done": 0, "global_step": 0, "best_dev": -1.0, "best_epoch": None, "history": [],
-                "loss_sum": 0.0, "loss_batches": 0}
+    progress = {
+        "epoch": 0,
+        "batches_done": 0,
+        "global_step": 0,
+        "best_dev": -1.0,
+        "best_epoch": None,
+        "history": [],
+        "loss_sum": 0.0,
+        "loss_batches": 0,
+    }
     state = _latest_state(job_dir)
     if state is not None:
         accelerator.load_state(str(state))
         progress = {"loss_sum": 0.0, "loss_batches": 0, **json.loads((state / PROGRESS).read_text())}
         if accelerator.is_main_process:
-            logger.info("%s: resumed from %s (epoch %d, batch %d)", job.name, state.name, progress["epoch"],
-                        progress["batches_done"])
+            logger.info(
+                "%s: resumed from %s (epoch %d, batch %d)",
+                job.name,
+                state.name,
+                progress["epoch"],
+                progress["batches_done"],
+            )
     resumed_from = state.name if state is not None else None
 
     pending = {"sum": 0.0, "batches": 0}  # this process's batch losses since the last sync
@@ -405,8 +442,10 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         """Adds every process's pending batch losses to progress (a collective: all processes call it)."""
         total = pending["sum"]
         if accelerator.num_processes > 1:
-            total = accelerator.reduce(torch.tensor([total], dtype=torch.float64, device=accelerator.device),
-                                       "sum").item() / accelerator.num_processes
+            total = (
+                accelerator.reduce(torch.tensor([total], dtype=torch.float64, device=accelerator.device), "sum").item()
+                / accelerator.num_processes
+            )
         progress["loss_sum"] += total
         progress["loss_batches"] += pending["batches"]
         pending["sum"], pending["batches"] = 0.0, 0
@@ -443,7 +482,9 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         # epoch, replayed epoch 0's permutation instead of their own.
         train_dl.set_epoch(epoch)
         model.train()
-        loader = accelerator.skip_first_batches(train_dl, progress["batches_done"]) if progress["batches_done"] else train_dl
+        loader = (
+            accelerator.skip_first_batches(train_dl, progress["batches_done"]) if progress["batches_done"] else train_dl
+        )
         for batch in loader:
             # Dropout as a function of (seed, step, rank): a resumed run replays the same masks no
             # matter how many draws data-loader iterators made from the global RNG meanwhile.
@@ -472,7 +513,9 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         with torch.no_grad():
             for batch in dev_dl:
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-                correct.append(accelerator.gather_for_metrics(_dev_correct(logits, batch["labels"], job.task, pitch_ids)))
+                correct.append(
+                    accelerator.gather_for_metrics(_dev_correct(logits, batch["labels"], job.task, pitch_ids))
+                )
         dev_acc = float(torch.cat(correct).float().mean().item()) * 100 if correct else float("nan")
         sync_loss()
         # The mean over every batch of the epoch, those before a resume included (from progress).
@@ -483,17 +526,41 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
             if accelerator.is_main_process:
                 save_best(accelerator.unwrap_model(model), tokenizer, spec, job, job_dir, dev_acc, epoch)
         if accelerator.is_main_process:
-            logger.info("%s epoch %d/%d: loss %s, dev accuracy %.2f (best %.2f at epoch %s)", job.name, epoch + 1,
-                        cfg.epochs, "n/a" if loss is None else f"{loss:.4f}", dev_acc, progress["best_dev"],
-                        None if progress["best_epoch"] is None else progress["best_epoch"] + 1)
-        progress["epoch"], progress["batches_done"], progress["loss_sum"], progress["loss_batches"] = epoch + 1, 0, 0.0, 0
+            logger.info(
+                "%s epoch %d/%d: loss %s, dev accuracy %.2f (best %.2f at epoch %s)",
+                job.name,
+                epoch + 1,
+                cfg.epochs,
+                "n/a" if loss is None else f"{loss:.4f}",
+                dev_acc,
+                progress["best_dev"],
+                None if progress["best_epoch"] is None else progress["best_epoch"] + 1,
+            )
+        progress["epoch"], progress["batches_done"], progress["loss_sum"], progress["loss_batches"] = (
+            epoch + 1,
+            0,
+            0.0,
+            0,
+        )
         save_state(end_of_epoch=True)
     seconds = time.perf_counter() - started
-    report = {"job": job.name, "task": job.task, "model": job.model, "seed": job.seed, "world_size": accelerator.num_processes,
-              "mixed_precision": accelerator.mixed_precision, "steps": progress["global_step"], "best_dev": progress["best_dev"],
-              "best_epoch": progress["best_epoch"], "history": progress["history"], "resumed_from": resumed_from,
-              "seconds": round(seconds, 3), "train_samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
-              "data": counts, "cached": False}
+    report = {
+        "job": job.name,
+        "task": job.task,
+        "model": job.model,
+        "seed": job.seed,
+        "world_size": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "steps": progress["global_step"],
+        "best_dev": progress["best_dev"],
+        "best_epoch": progress["best_epoch"],
+        "history": progress["history"],
+        "resumed_from": resumed_from,
+        "seconds": round(seconds, 3),
+        "train_samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+        "data": counts,
+        "cached": False,
+    }
     if accelerator.is_main_process:
         (job_dir / "train_log.json").write_text(json.dumps(report, indent=2))
         (job_dir / "DONE.json").write_text(json.dumps(report, indent=2))
@@ -509,8 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TrainSpec JSON")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
     reports = run(TrainSpec.from_json(args.config))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps([{k: r[k] for k in ("job", "steps", "best_dev", "world_size")} for r in reports]))
@@ -519,4 +588,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

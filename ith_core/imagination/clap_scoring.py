@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ith_core.audio import resample, to_mono  # noqa: F401 (re-exported: callers import them from here)
+from ith_core.models.profiles import load_clap
 
 NO_CANDIDATE = -1
 
@@ -54,8 +55,6 @@ class ClapScorer:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu", batch_size: int = 32) -> "ClapScorer":
-        from ith_core.models.profiles import load_clap
-
         model, processor = load_clap(folder)
         return cls(model, processor, device, batch_size)
 
@@ -63,8 +62,9 @@ class ClapScorer:
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), self.batch_size):
-            tokens = self.processor.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
-                                              return_tensors="pt").to(self.device)
+            tokens = self.processor.tokenizer(
+                list(texts[i : i + self.batch_size]), padding=True, truncation=True, return_tensors="pt"
+            ).to(self.device)
             features = self.model.get_text_features(**tokens)
             # transformers 5 returns an output object here, older versions a tensor.
             features = getattr(features, "pooler_output", features)
@@ -76,7 +76,7 @@ class ClapScorer:
         """(n, samples) mono float32 at the model's rate -> (n, dim) unit vectors."""
         out = []
         for i in range(0, len(mono), self.batch_size):
-            batch = list(mono[i:i + self.batch_size])
+            batch = list(mono[i : i + self.batch_size])
             # The extractor draws from numpy's global RNG: crops of clips longer than its window,
             # and, when no clip in the batch is longer, it flags a random one as "longer" (a
             # training trick) so that its score depends on its batch. A fixed private RNG state
@@ -84,8 +84,7 @@ class ClapScorer:
             state = np.random.get_state()
             try:
                 np.random.seed(0)
-                features = self.processor.feature_extractor(batch, sampling_rate=self.sample_rate,
-                                                            return_tensors="pt")
+                features = self.processor.feature_extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")
             finally:
                 np.random.set_state(state)
             if "is_longer" in features:
@@ -104,8 +103,10 @@ class ClapScorer:
         """
         array = waveforms.detach().float().cpu().numpy() if isinstance(waveforms, torch.Tensor) else waveforms
         if array.ndim != 4 or array.shape[0] != len(texts):
-            raise ValueError(f"waveforms must be (prompts={len(texts)}, candidates, channels, samples), "
-                             f"got shape {tuple(array.shape)}")
+            raise ValueError(
+                f"waveforms must be (prompts={len(texts)}, candidates, channels, samples), "
+                f"got shape {tuple(array.shape)}"
+            )
         n_prompts, n_candidates = array.shape[:2]
         mono = to_mono(array).reshape(n_prompts * n_candidates, -1)
         audio = self.audio_embeddings(resample(mono, sample_rate, self.sample_rate))

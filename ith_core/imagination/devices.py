@@ -17,9 +17,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from ith_core.config import ConfigError, RunConfig
 from ith_core.imagination.clap_scoring import ClapScorer
 from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, generator_identity
+from ith_core.imagination.tone_generator import ToneGenerator
+from ith_core.models.profiles import load_generator
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ def planning_device(cfg: RunConfig) -> str:
 
 
 def _cuda_available() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
@@ -77,8 +79,6 @@ def local_devices(cfg: RunConfig) -> list[str]:
         return [cfg.device]
     count = 0
     if _cuda_available():
-        import torch
-
         count = torch.cuda.device_count()
     if cfg.imagine.gpus is not None:
         count = min(count, cfg.imagine.gpus)
@@ -98,31 +98,33 @@ def _cached_model(key: tuple, build):
 
 
 def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device: str):
-    from ith_core.models.profiles import load_generator
-
-    import torch
 
     settings = GenerationSettings(**{k: v for k, v in plan["settings"].items() if k != "version"})
     if generator_identity(model_paths["generator"]) != settings.generator_id:
-        raise ConfigError(f"generator {model_paths['generator']} is not the one this run was planned with "
-                          f"({settings.generator_id}); plan a new run instead of resuming this one")
+        raise ConfigError(
+            f"generator {model_paths['generator']} is not the one this run was planned with "
+            f"({settings.generator_id}); plan a new run instead of resuming this one"
+        )
     if cfg.imagine.generator == "tone":
-        from ith_core.imagination.tone_generator import ToneGenerator
-
         generator = ToneGenerator.from_folder(model_paths["generator"], settings)
     else:
-        pipe = _cached_model(("generator", model_paths["generator"], settings.dtype, device),
-                             lambda: load_generator(model_paths["generator"],
-                                                    torch_dtype=getattr(torch, settings.dtype)).to(device))
-        generator = StableAudioGenerator(pipe, settings, device, decode=cfg.imagine.decode,
-                                         decode_batch_size=cfg.imagine.decode_batch_size)
-    scorer = _cached_model(("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
-                           lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size))
+        pipe = _cached_model(
+            ("generator", model_paths["generator"], settings.dtype, device),
+            lambda: load_generator(model_paths["generator"], torch_dtype=getattr(torch, settings.dtype)).to(device),
+        )
+        generator = StableAudioGenerator(
+            pipe, settings, device, decode=cfg.imagine.decode, decode_batch_size=cfg.imagine.decode_batch_size
+        )
+    scorer = _cached_model(
+        ("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
+        lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size),
+    )
     return generator, scorer
 
 
-def size_batches(free_bytes_: int, generate_bytes_per_clip: int, decode_bytes_per_clip: int,
-                 fraction: float = 0.6, cap: int = 64) -> tuple[int, int]:
+def size_batches(
+    free_bytes_: int, generate_bytes_per_clip: int, decode_bytes_per_clip: int, fraction: float = 0.6, cap: int = 64
+) -> tuple[int, int]:
     """(clips per generation call, clips per VAE decode) that fit `fraction` of the free device memory.
 
     Per-clip bytes are the marginal peak of one more clip (`StableAudioGenerator.memory_per_clip`
@@ -147,17 +149,28 @@ def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, i
     # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
     if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
         return batch or CPU_BATCH_SIZE, decode
-    import torch
-
-    key = ("memory", generator.identity, generator.settings.dtype, generator.latent_frames, generator.decode_frames,
-           generator.device)
+    key = (
+        "memory",
+        generator.identity,
+        generator.settings.dtype,
+        generator.latent_frames,
+        generator.decode_frames,
+        generator.device,
+    )
     per_clip = _cached_model(key, generator.memory_per_clip)
     free, _ = torch.cuda.mem_get_info(torch.device(generator.device))
     auto_batch, auto_decode = size_batches(free, *per_clip)
     batch = batch or auto_batch
     decode = decode or min(auto_decode, batch)
-    logger.info("imagine on %s: %.1f GiB free, per clip %.2f GiB generating and %.2f GiB decoding -> batch %d, "
-                "decode %d", generator.device, free / 2**30, per_clip[0] / 2**30, per_clip[1] / 2**30, batch, decode)
+    logger.info(
+        "imagine on %s: %.1f GiB free, per clip %.2f GiB generating and %.2f GiB decoding -> batch %d, decode %d",
+        generator.device,
+        free / 2**30,
+        per_clip[0] / 2**30,
+        per_clip[1] / 2**30,
+        batch,
+        decode,
+    )
     return batch, decode
 
 

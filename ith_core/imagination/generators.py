@@ -34,6 +34,7 @@ import torch
 
 from ith_core.config import ImagineConfig
 from ith_core.models.identity import files_digest, snapshot_name
+from ith_core.models.profiles import load_generator
 
 # Bump when a change here changes the audio produced for the same settings: it enters every id.
 GENERATION_VERSION = 1
@@ -80,10 +81,17 @@ class GenerationSettings:
 
     @classmethod
     def from_config(cls, cfg: ImagineConfig, generator_id: str, device: str) -> "GenerationSettings":
-        return cls(generator_id=generator_id, negative_prompt=cfg.negative_prompt,
-                   num_inference_steps=cfg.num_inference_steps, duration_s=float(cfg.duration_s),
-                   num_candidates=cfg.num_candidates, guidance_scale=float(cfg.guidance_scale), seed=cfg.seed,
-                   dtype=resolve_dtype(cfg.dtype, device), latent_length=cfg.latent_length)
+        return cls(
+            generator_id=generator_id,
+            negative_prompt=cfg.negative_prompt,
+            num_inference_steps=cfg.num_inference_steps,
+            duration_s=float(cfg.duration_s),
+            num_candidates=cfg.num_candidates,
+            guidance_scale=float(cfg.guidance_scale),
+            seed=cfg.seed,
+            dtype=resolve_dtype(cfg.dtype, device),
+            latent_length=cfg.latent_length,
+        )
 
     def key(self) -> dict:
         return {**asdict(self), "version": GENERATION_VERSION}
@@ -146,8 +154,9 @@ class AudioGenerator(Protocol):
         ...
 
 
-def decoder_reach_frames(downsampling_ratios: Sequence[int], kernel: int = 7,
-                         dilations: Sequence[int] = (1, 3, 9)) -> int:
+def decoder_reach_frames(
+    downsampling_ratios: Sequence[int], kernel: int = 7, dilations: Sequence[int] = (1, 3, 9)
+) -> int:
     """Latent frames to the right of a sample that an Oobleck decoder reads, rounded up.
 
     The decoder is convolutional only (no attention, no normalisation over time): a first conv
@@ -178,8 +187,14 @@ class StableAudioGenerator:
     audio.
     """
 
-    def __init__(self, pipe, settings: GenerationSettings, device: str, decode: str = "prefix",
-                 decode_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        pipe,
+        settings: GenerationSettings,
+        device: str,
+        decode: str = "prefix",
+        decode_batch_size: int | None = None,
+    ) -> None:
         self.pipe = pipe
         self.settings = settings
         self.device = device
@@ -193,16 +208,16 @@ class StableAudioGenerator:
         self.decode_batch_size = decode_batch_size
         max_s = self.full_frames * self.hop / self.sample_rate
         if settings.duration_s > max_s:
-            raise ValueError(f"imagine.duration_s must be <= the generator's window of {max_s:.2f} s, "
-                             f"got {settings.duration_s}; shorten the clips or use a model with a longer window")
+            raise ValueError(
+                f"imagine.duration_s must be <= the generator's window of {max_s:.2f} s, "
+                f"got {settings.duration_s}; shorten the clips or use a model with a longer window"
+            )
         if decode not in ("prefix", "full"):
             raise ValueError(f"decode must be 'prefix' or 'full', got {decode!r}")
         pipe.set_progress_bar_config(disable=True)
 
     @classmethod
     def from_folder(cls, folder: str | Path, cfg: ImagineConfig, device: str) -> "StableAudioGenerator":
-        from ith_core.models.profiles import load_generator
-
         settings = GenerationSettings.from_config(cfg, generator_identity(folder), device)
         pipe = load_generator(folder, torch_dtype=getattr(torch, settings.dtype)).to(device)
         return cls(pipe, settings, device, decode=cfg.decode, decode_batch_size=cfg.decode_batch_size)
@@ -244,8 +259,10 @@ class StableAudioGenerator:
     def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
         n = len(seeds[0]) if seeds else 0
         if len(prompts) != len(seeds) or n < 1 or any(len(s) != n for s in seeds):
-            raise ValueError(f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
-                             f"prompts, got {[len(s) for s in seeds]}")
+            raise ValueError(
+                f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
+                f"prompts, got {[len(s) for s in seeds]}"
+            )
         try:
             return self._generate(prompts, seeds)
         except torch.cuda.OutOfMemoryError:
@@ -255,11 +272,14 @@ class StableAudioGenerator:
             # Halve the batch: by prompts while there are several, else by candidates.
             if len(prompts) > 1:
                 half = len(prompts) // 2
-                return torch.cat([self.generate(prompts[:half], seeds[:half]),
-                                  self.generate(prompts[half:], seeds[half:])])
+                return torch.cat(
+                    [self.generate(prompts[:half], seeds[:half]), self.generate(prompts[half:], seeds[half:])]
+                )
             half = n // 2
-            return torch.cat([self.generate(prompts, [s[:half] for s in seeds]),
-                              self.generate(prompts, [s[half:] for s in seeds])], dim=1)
+            return torch.cat(
+                [self.generate(prompts, [s[:half] for s in seeds]), self.generate(prompts, [s[half:] for s in seeds])],
+                dim=1,
+            )
 
     def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
         n = len(seeds[0])
@@ -300,9 +320,15 @@ class StableAudioGenerator:
 
         def denoise(n: int) -> None:
             latents = torch.randn(n, self.latent_channels, self.latent_frames, device=device, dtype=dtype)
-            self.pipe(["sound"] * n, negative_prompt=[self.settings.negative_prompt] * n, num_inference_steps=1,
-                      audio_end_in_s=self.settings.duration_s, guidance_scale=self.settings.guidance_scale,
-                      latents=latents, output_type="latent")
+            self.pipe(
+                ["sound"] * n,
+                negative_prompt=[self.settings.negative_prompt] * n,
+                num_inference_steps=1,
+                audio_end_in_s=self.settings.duration_s,
+                guidance_scale=self.settings.guidance_scale,
+                latents=latents,
+                output_type="latent",
+            )
 
         latents = torch.zeros(2, self.latent_channels, self.decode_frames, device=device, dtype=dtype)
         generate = peak(lambda: denoise(2)) - peak(lambda: denoise(1))
@@ -316,6 +342,6 @@ class StableAudioGenerator:
         step = self.decode_batch_size or len(latents)
         out = []
         for start in range(0, len(latents), step):
-            chunk = latents[start:start + step, :, :frames]
-            out.append(self.pipe.vae.decode(chunk).sample[:, :, :self.samples].float())
+            chunk = latents[start : start + step, :, :frames]
+            out.append(self.pipe.vae.decode(chunk).sample[:, :, : self.samples].float())
         return torch.cat(out)

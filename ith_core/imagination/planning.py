@@ -52,11 +52,20 @@ def cut_shards(unique: dict[str, tuple], todo: set[str], shard_size: int) -> pa.
     rows = []
     ordered = sorted(todo)
     for index, start in enumerate(range(0, len(ordered), shard_size)):
-        chunk = ordered[start:start + shard_size]
+        chunk = ordered[start : start + shard_size]
         name = shard_name([_work_key(a, unique[a][2], unique[a][3]) for a in chunk])
-        rows.extend({"shard": name, "shard_index": index, "audio_id": a, "prompt": unique[a][0],
-                     "clap_text": unique[a][1], "stop_threshold": unique[a][2], "keep_thresholds": unique[a][3]}
-                    for a in chunk)
+        rows.extend(
+            {
+                "shard": name,
+                "shard_index": index,
+                "audio_id": a,
+                "prompt": unique[a][0],
+                "clap_text": unique[a][1],
+                "stop_threshold": unique[a][2],
+                "keep_thresholds": unique[a][3],
+            }
+            for a in chunk
+        )
     return pa.Table.from_pylist(rows, schema=run_files.PLAN_SCHEMA)
 
 
@@ -68,33 +77,44 @@ def disk_estimate(cfg: RunConfig, plan_rows: pa.Table, k: int, bytes_per_clip: i
     E[n] = sum_c 0.5^c (1.94 of 5) expected when each candidate passes with probability 0.5.
     Clips are counted at their WAV size (FLAC is smaller by an amount that depends on the audio).
     """
-    lazy_expected = (1 - 0.5 ** k) / 0.5
+    lazy_expected = (1 - 0.5**k) / 0.5
     most, expected = 0, 0.0
     for keep, stop in zip(plan_rows["keep_thresholds"].to_pylist(), plan_rows["stop_threshold"].to_pylist()):
         clips = len(keep) if keep is not None else k
         most += clips
         expected += clips if keep is not None or stop is None else lazy_expected
-    return {"clips_at_most": most, "bytes_at_most": most * bytes_per_clip, "clips_expected": round(expected, 1),
-            "bytes_expected": int(expected * bytes_per_clip), "bytes_per_clip": bytes_per_clip,
-            "format": cfg.imagine.audio_format}
+    return {
+        "clips_at_most": most,
+        "bytes_at_most": most * bytes_per_clip,
+        "clips_expected": round(expected, 1),
+        "bytes_expected": int(expected * bytes_per_clip),
+        "bytes_per_clip": bytes_per_clip,
+        "format": cfg.imagine.audio_format,
+    }
 
 
 def check_disk(cfg: RunConfig, estimate: dict) -> dict:
     """Logs the expected disk use; refuses (DiskSpaceError) when the run root cannot hold the upper bound."""
     free = free_bytes(cfg.run_root)
-    gib = 2 ** 30
+    gib = 2**30
     estimate = {**estimate, "free_bytes": free}
-    logger.info("imagine: audio to write %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
-                estimate["bytes_at_most"] / gib, estimate["clips_at_most"], estimate["format"],
-                estimate["bytes_expected"] / gib, "unknown" if free is None else f"{free / gib:.2f} GiB")
+    logger.info(
+        "imagine: audio to write %.2f GiB at most (%d clips, %s), %.2f GiB expected; free on the run root: %s",
+        estimate["bytes_at_most"] / gib,
+        estimate["clips_at_most"],
+        estimate["format"],
+        estimate["bytes_expected"] / gib,
+        "unknown" if free is None else f"{free / gib:.2f} GiB",
+    )
     if cfg.imagine.disk_check and free is not None and estimate["bytes_at_most"] > free:
         raise DiskSpaceError(
             f"run root {cfg.run_root} has {free / gib:.2f} GiB free, imagination may write "
             f"{estimate['bytes_at_most'] / gib:.2f} GiB of audio ({estimate['clips_at_most']} clips of "
             f"{estimate['bytes_per_clip'] / 2**20:.2f} MiB; {estimate['bytes_expected'] / gib:.2f} GiB expected). "
             "Free space, use another --run-root, keep only the chosen candidates' audio "
-            "(--set imagine.keep_audio=\"selected\"), store FLAC (--set imagine.audio_format=\"flac\"), "
-            "or accept the risk with --set imagine.disk_check=false")
+            '(--set imagine.keep_audio="selected"), store FLAC (--set imagine.audio_format="flac"), '
+            "or accept the risk with --set imagine.disk_check=false"
+        )
     return estimate
 
 

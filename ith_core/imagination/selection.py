@@ -31,13 +31,17 @@ def no_audio_message(selection: pa.Table, candidates: pa.Table, num_candidates: 
         threshold = float(rows[0]["threshold"])
         top = max((best[r["audio_id"]] for r in rows if r["audio_id"] in best), default=None)
         failed = sum(1 for r in rows if not r["accepted"])
-        parts.append(f"task {task}: {failed} of {len(rows)} spans had no candidate at or above its threshold "
-                     f"{threshold:g} (best CLAP score seen {'none' if top is None else f'{top:.3f}'})")
+        parts.append(
+            f"task {task}: {failed} of {len(rows)} spans had no candidate at or above its threshold "
+            f"{threshold:g} (best CLAP score seen {'none' if top is None else f'{top:.3f}'})"
+        )
         if top is not None and failed:
             fixes.append(f"imagine.thresholds.{task}={np.floor(top * 100) / 100:g}")
     lower = f" (e.g. --set {' --set '.join(fixes)})" if fixes else ""
-    return (f"no span got imagined audio, so ITH has nothing to fuse; {'; '.join(parts)}; lower the threshold"
-            f"{lower} or raise imagine.num_candidates (now {num_candidates}) so more candidates are tried")
+    return (
+        f"no span got imagined audio, so ITH has nothing to fuse; {'; '.join(parts)}; lower the threshold"
+        f"{lower} or raise imagine.num_candidates (now {num_candidates}) so more candidates are tried"
+    )
 
 
 def _scores_by_id(candidates: pa.Table) -> dict[str, dict[int, tuple[float, str | None]]]:
@@ -64,23 +68,34 @@ def select(mapping: pa.Table, candidates: pa.Table, thresholds: dict[str, float]
             undecided.add(row["audio_id"])
             continue
         if chosen != NO_CANDIDATE and cands[chosen][1] is None:
-            raise RuntimeError(f"candidate {chosen} of audio id {row['audio_id']} is chosen at threshold {threshold} "
-                               "but its audio was not kept (imagine.keep_audio=selected kept other thresholds' "
-                               "choices): rerun the stage with this threshold to store it")
+            raise RuntimeError(
+                f"candidate {chosen} of audio id {row['audio_id']} is chosen at threshold {threshold} "
+                "but its audio was not kept (imagine.keep_audio=selected kept other thresholds' "
+                "choices): rerun the stage with this threshold to store it"
+            )
         score = cands[chosen][0] if chosen != NO_CANDIDATE else None
-        out.append({
-            "example_id": row["example_id"], "task": row["task"], "split": row["split"],
-            "span_index": row["span_index"], "span_text": row["span_text"], "audio_id": row["audio_id"],
-            "threshold": threshold, "candidate": chosen, "clap_score": score,
-            "audio_path": store_url(cands[chosen][1]) if chosen != NO_CANDIDATE else None,
-            "accepted": chosen != NO_CANDIDATE,
-        })
+        out.append(
+            {
+                "example_id": row["example_id"],
+                "task": row["task"],
+                "split": row["split"],
+                "span_index": row["span_index"],
+                "span_text": row["span_text"],
+                "audio_id": row["audio_id"],
+                "threshold": threshold,
+                "candidate": chosen,
+                "clap_score": score,
+                "audio_path": store_url(cands[chosen][1]) if chosen != NO_CANDIDATE else None,
+                "accepted": chosen != NO_CANDIDATE,
+            }
+        )
     if undecided:
         raise UndeterminedSelectionError(
             f"the stored candidates of {len(undecided)} audio id(s) (e.g. {sorted(undecided)[0]}) do not decide the "
             f"selection at thresholds {thresholds}: lazy sampling stopped below them; run the imagine stage with "
             "these thresholds (`ith run --set imagine.thresholds.TASK=...`), which generates only the missing "
-            "candidates")
+            "candidates"
+        )
     return pa.Table.from_pylist(out, schema=run_files.SELECTION_SCHEMA)
 
 
@@ -101,6 +116,14 @@ def acceptance(mapping: pa.Table, candidates: pa.Table, grid: Sequence[float], k
             ids = [a for a, t in ids_task if t == task]
             accepted = sum(1 for a in ids if decisions[a][0] != NO_CANDIDATE)
             undetermined = sum(1 for a in ids if not decisions[a][1])
-            rows.append({"task": task, "threshold": float(threshold), "occurrences": len(ids), "accepted": accepted,
-                         "undetermined": undetermined, "rate": accepted / len(ids) if ids else 0.0})
+            rows.append(
+                {
+                    "task": task,
+                    "threshold": float(threshold),
+                    "occurrences": len(ids),
+                    "accepted": accepted,
+                    "undetermined": undetermined,
+                    "rate": accepted / len(ids) if ids else 0.0,
+                }
+            )
     return pa.Table.from_pylist(rows)

@@ -53,14 +53,18 @@ class ToneGenerator:
     def from_folder(cls, folder: str | Path, settings) -> "ToneGenerator":
         path = Path(folder) / TONE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the tone generator needs the synthetic benchmark's tone table "
-                                    "(`ith run --benchmark synthetic` writes it); it has no meaning for AuditoryBench")
+            raise FileNotFoundError(
+                f"{path} not found: the tone generator needs the synthetic benchmark's tone table "
+                "(`ith run --benchmark synthetic` writes it); it has no meaning for AuditoryBench"
+            )
         table = json.loads(path.read_text())
         if table.get("kind") != "tone" or not isinstance(table.get("tones_hz"), dict):
             raise ValueError(f"{path} is not a tone generator table (kind 'tone' with a 'tones_hz' mapping)")
         if table.get("renderer") != RENDER_VERSION:
-            raise ValueError(f"{path} was written for tone renderer {table.get('renderer')}, this is version "
-                             f"{RENDER_VERSION}; delete {Path(folder).parent} and rerun to write it anew")
+            raise ValueError(
+                f"{path} was written for tone renderer {table.get('renderer')}, this is version "
+                f"{RENDER_VERSION}; delete {Path(folder).parent} and rerun to write it anew"
+            )
         return cls(table["tones_hz"], settings, settings.generator_id)
 
     def sources(self, prompt: str) -> list[float]:
@@ -77,9 +81,9 @@ class ToneGenerator:
         onset = int(rng.uniform(0, n - length + 1))
         envelope = np.zeros(n)
         ramp = min(length // 10, int(0.01 * self.sample_rate)) or 1
-        envelope[onset:onset + length] = 1.0
-        envelope[onset:onset + ramp] = np.linspace(0.0, 1.0, ramp)
-        envelope[onset + length - ramp:onset + length] = np.linspace(1.0, 0.0, ramp)
+        envelope[onset : onset + length] = 1.0
+        envelope[onset : onset + ramp] = np.linspace(0.0, 1.0, ramp)
+        envelope[onset + length - ramp : onset + length] = np.linspace(1.0, 0.0, ramp)
         gain = rng.uniform(0.2, 0.9)
         snr_db = rng.uniform(10.0, 30.0)
         detune = rng.uniform(0.97, 1.03)
@@ -94,7 +98,7 @@ class ToneGenerator:
                 f = hz * detune
                 spectrum = np.fft.rfft(rng.standard_normal(n))
                 bins = np.fft.rfftfreq(n, 1 / self.sample_rate)
-                spectrum[(bins < f * 2 ** -0.15) | (bins > f * 2 ** 0.15)] = 0
+                spectrum[(bins < f * 2**-0.15) | (bins > f * 2**0.15)] = 0
                 band = np.fft.irfft(spectrum, n)
                 band /= np.abs(band).max() or 1.0
                 signal += np.sin(2 * np.pi * f * t + phase) + band

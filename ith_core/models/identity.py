@@ -14,7 +14,7 @@ def snapshot_name(folder: Path) -> str | None:
     if "snapshots" in parts:
         i = parts.index("snapshots")
         if i >= 1 and parts[i - 1].startswith("models--") and i + 1 < len(parts):
-            return f"{parts[i - 1][len('models--'):].replace('--', '/')}@{parts[i + 1]}"
+            return f"{parts[i - 1][len('models--') :].replace('--', '/')}@{parts[i + 1]}"
     return None
 
 

@@ -34,10 +34,41 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import diffusers
+import tokenizers
+import torch
+import transformers
+from diffusers import AutoencoderOobleck, StableAudioDiTModel, StableAudioPipeline
+from diffusers.pipelines.stable_audio import StableAudioProjectionModel
+from diffusers.utils import logging as diffusers_logging
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTModel,
+    AutoFeatureExtractor,
+    AutoModelForMaskedLM,
+    AutoModelForTokenClassification,
+    AutoProcessor,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertForTokenClassification,
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    T5Config,
+    T5EncoderModel,
+)
 
 from ith_core.config import PROFILE_NAMES, ConfigError, require
 from ith_core.models.identity import files_digest, snapshot_name
@@ -66,16 +97,28 @@ class ModelSpec:
 
 
 PAPER_MODELS: dict[str, ModelSpec] = {
-    "lm": ModelSpec("lm", "bert-base-uncased", None,
-                    "masked LM of the fusion model and base of the span detector"),
-    "roberta": ModelSpec("roberta", "roberta-base", None,
-                         "masked LM of the published table's RoBERTa-base row (zero-shot and fine-tuned text-only)"),
-    "generator": ModelSpec("generator", "stabilityai/stable-audio-open-1.0", None,
-                           "text-to-audio diffusion that imagines each span's sound"),
-    "clap": ModelSpec("clap", "laion/clap-htsat-fused", None,
-                      "text-audio similarity for rejection sampling of generated audio"),
-    "audio_encoder": ModelSpec("audio_encoder", "MIT/ast-finetuned-audioset-10-10-0.4593", None,
-                               "audio encoder whose token states are fused into the LM"),
+    "lm": ModelSpec("lm", "bert-base-uncased", None, "masked LM of the fusion model and base of the span detector"),
+    "roberta": ModelSpec(
+        "roberta",
+        "roberta-base",
+        None,
+        "masked LM of the published table's RoBERTa-base row (zero-shot and fine-tuned text-only)",
+    ),
+    "generator": ModelSpec(
+        "generator",
+        "stabilityai/stable-audio-open-1.0",
+        None,
+        "text-to-audio diffusion that imagines each span's sound",
+    ),
+    "clap": ModelSpec(
+        "clap", "laion/clap-htsat-fused", None, "text-audio similarity for rejection sampling of generated audio"
+    ),
+    "audio_encoder": ModelSpec(
+        "audio_encoder",
+        "MIT/ast-finetuned-audioset-10-10-0.4593",
+        None,
+        "audio encoder whose token states are fused into the LM",
+    ),
 }
 
 # The hub renamed bert-base-uncased; a copy downloaded under the new name is just as good.
@@ -145,37 +188,41 @@ def _missing_files(role: str, folder: Path) -> list[str]:
             need(f"{sub}/ weights (*.safetensors or *.bin)", _has_weights(folder / sub))
         need("scheduler/scheduler_config.json", (folder / "scheduler" / "scheduler_config.json").is_file())
         tok = folder / "tokenizer"
-        need("tokenizer/ (tokenizer.json or spiece.model)",
-             (tok / "tokenizer.json").is_file() or (tok / "spiece.model").is_file())
+        need(
+            "tokenizer/ (tokenizer.json or spiece.model)",
+            (tok / "tokenizer.json").is_file() or (tok / "spiece.model").is_file(),
+        )
         return missing
     need("config.json", (folder / "config.json").is_file())
     need("weights (*.safetensors or *.bin)", _has_weights(folder))
     if role in ("lm", "roberta"):
-        need("tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)",
-             (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-             or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
+        need(
+            "tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)",
+            (folder / "tokenizer.json").is_file()
+            or (folder / "vocab.txt").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()),
+        )
     if role in ("clap", "audio_encoder"):
         # Hub checkpoints carry preprocessor_config.json; transformers 5 saves processor_config.json.
-        need("preprocessor_config.json",
-             (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file())
+        need(
+            "preprocessor_config.json",
+            (folder / "preprocessor_config.json").is_file() or (folder / "processor_config.json").is_file(),
+        )
     if role == "clap":
-        need("tokenizer (tokenizer.json or vocab.json + merges.txt)",
-             (folder / "tokenizer.json").is_file()
-             or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
+        need(
+            "tokenizer (tokenizer.json or vocab.json + merges.txt)",
+            (folder / "tokenizer.json").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()),
+        )
     return missing
 
 
 def _hub_cache_dir(repo_id: str) -> Path:
-    from huggingface_hub import constants
-
     return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     """The cached snapshot folder of `repo_id`, or None; never touches the network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError):
@@ -240,11 +287,20 @@ def _how_to_get(role: str, model_dir: str | None) -> str:
 
 
 def _corpus_digest(corpus: Sequence[str]) -> tuple[list[str], str]:
-    require(not isinstance(corpus, (str, bytes)), "corpus", "be a sequence of sentences, not one string",
-            type(corpus).__name__)
+    require(
+        not isinstance(corpus, (str, bytes)),
+        "corpus",
+        "be a sequence of sentences, not one string",
+        type(corpus).__name__,
+    )
     items = list(corpus)
-    require(len(items) > 0, "corpus", "contain at least one sentence", items,
-            "pass the benchmark's train sentences and span texts")
+    require(
+        len(items) > 0,
+        "corpus",
+        "contain at least one sentence",
+        items,
+        "pass the benchmark's train sentences and span texts",
+    )
     for item in items:
         require(isinstance(item, str), "corpus", "contain only strings", type(item).__name__)
     # Sorted, so the same sentences in any order (from a set, from shards) give the same
@@ -281,13 +337,12 @@ def _is_complete_tiny(folder: Path) -> bool:
 
 
 def _library_versions() -> dict[str, str]:
-    import diffusers
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "diffusers": diffusers.__version__, "tokenizers": tokenizers.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "diffusers": diffusers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
 
 
 def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> dict[str, Path]:
@@ -364,8 +419,9 @@ def _newest_tiny(home: Path) -> Path | None:
 # Resolution and status
 
 
-def resolve_models(profile: str, model_dir: str | None = None,
-                   corpus: Sequence[str] | None = None, skip_roles: Sequence[str] = ()) -> dict[str, Path]:
+def resolve_models(
+    profile: str, model_dir: str | None = None, corpus: Sequence[str] | None = None, skip_roles: Sequence[str] = ()
+) -> dict[str, Path]:
     """Folder of every role for `profile` (but `skip_roles`, which a run does not need).
 
     `tiny` builds the profile if needed and requires `corpus`. `paper` only looks (see the
@@ -373,8 +429,13 @@ def resolve_models(profile: str, model_dir: str | None = None,
     """
     require(profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", profile)
     if profile == "tiny":
-        require(corpus is not None, "corpus", "be given for the tiny profile", corpus,
-                "pass the sentences its tokenizers are trained on (train sentences and span texts)")
+        require(
+            corpus is not None,
+            "corpus",
+            "be given for the tiny profile",
+            corpus,
+            "pass the sentences its tokenizers are trained on (train sentences and span texts)",
+        )
         return {role: path for role, path in ensure_tiny_profile(corpus, model_dir).items() if role not in skip_roles}
 
     found: dict[str, Path] = {}
@@ -386,11 +447,14 @@ def resolve_models(profile: str, model_dir: str | None = None,
             continue
         spec = PAPER_MODELS[role]
         places = "\n".join(f"    - {line}" for line in looked)
-        problems.append(f"  {role}: {spec.model_id} is not available locally. Looked in:\n{places}\n"
-                        f"    {_how_to_get(role, model_dir)}")
+        problems.append(
+            f"  {role}: {spec.model_id} is not available locally. Looked in:\n{places}\n"
+            f"    {_how_to_get(role, model_dir)}"
+        )
     if problems:
-        raise ModelNotAvailableError("paper profile: missing models (nothing is downloaded automatically)\n"
-                                     + "\n".join(problems))
+        raise ModelNotAvailableError(
+            "paper profile: missing models (nothing is downloaded automatically)\n" + "\n".join(problems)
+        )
     return found
 
 
@@ -402,21 +466,30 @@ def model_status(profile: str, model_dir: str | None = None) -> list[dict]:
         home = model_home(model_dir)
         newest = _newest_tiny(home)
         for role in ROLES:
-            rows.append({
-                "role": role,
-                "model_id": f"{newest.name}/{role}" if newest else "tiny (not built yet)",
-                "available": newest is not None,
-                "path": newest / role if newest else None,
-                "looked_in": [str(home)],
-            })
+            rows.append(
+                {
+                    "role": role,
+                    "model_id": f"{newest.name}/{role}" if newest else "tiny (not built yet)",
+                    "available": newest is not None,
+                    "path": newest / role if newest else None,
+                    "looked_in": [str(home)],
+                }
+            )
         return rows
     for role in ROLES:
         try:
             path, looked = _locate_paper(role, model_dir)
         except ModelNotAvailableError as err:
             path, looked = None, [str(err)]
-        rows.append({"role": role, "model_id": PAPER_MODELS[role].model_id, "available": path is not None,
-                     "path": path, "looked_in": looked})
+        rows.append(
+            {
+                "role": role,
+                "model_id": PAPER_MODELS[role].model_id,
+                "available": path is not None,
+                "path": path,
+                "looked_in": looked,
+            }
+        )
     return rows
 
 
@@ -450,8 +523,6 @@ def _require_vocab(tokenizer: Any, folder: Path) -> None:
 
 def load_lm(path):
     """(masked LM, tokenizer) from an lm folder."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
     folder = _require_folder(path, "lm")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     _require_vocab(tokenizer, folder)
@@ -461,24 +532,22 @@ def load_lm(path):
 
 def load_span_base(path):
     """(token classifier with 2 labels, its head freshly initialised, tokenizer) from an lm folder."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
     folder = _require_folder(path, "lm")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     _require_vocab(tokenizer, folder)
     # Starting from a masked LM, the new head and the unused MLM head are expected.
     with expected_load_noise():
         model = AutoModelForTokenClassification.from_pretrained(
-            folder, num_labels=2, local_files_only=True, trust_remote_code=False,
+            folder,
+            num_labels=2,
+            local_files_only=True,
+            trust_remote_code=False,
         )
     return model, tokenizer
 
 
 def load_generator(path, torch_dtype=None):
     """A diffusers `StableAudioPipeline` from a generator folder, in `torch_dtype` if given."""
-    import warnings
-
-    from diffusers import StableAudioPipeline
 
     folder = _require_folder(path, "generator")
     scheduler_class = json.loads((folder / "scheduler" / "scheduler_config.json").read_text()).get("_class_name")
@@ -490,11 +559,10 @@ def load_generator(path, torch_dtype=None):
     with warnings.catch_warnings():
         # diffusers' AutoencoderOobleck builds its convolutions with torch.nn.utils.weight_norm,
         # which torch deprecates; one FutureWarning per convolution, nothing a caller can change.
-        warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated", category=FutureWarning
+        )
         # "Loading pipeline components" bars would flood worker logs; the stage logs its own progress.
-        from diffusers.utils import logging as diffusers_logging
-
         diffusers_logging.disable_progress_bar()
         pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
     _require_vocab(pipe.tokenizer, folder / "tokenizer")
@@ -503,8 +571,6 @@ def load_generator(path, torch_dtype=None):
 
 def load_clap(path):
     """(ClapModel, ClapProcessor) from a clap folder."""
-    from transformers import AutoProcessor, ClapModel
-
     folder = _require_folder(path, "clap")
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     _require_vocab(processor.tokenizer, folder)
@@ -514,12 +580,9 @@ def load_clap(path):
 
 def load_audio_encoder(path):
     """(ASTModel, ASTFeatureExtractor) from an audio_encoder folder (classification head dropped)."""
-    from transformers import AutoFeatureExtractor, ASTModel
-
     folder = _require_folder(path, "audio_encoder")
     with expected_load_noise():
-        feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True,
-                                                                 trust_remote_code=False)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         model = ASTModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     return model, feature_extractor
 
@@ -533,9 +596,17 @@ BERT_BASE_CONFIG: dict[str, Any] = {}
 # roberta-base's config.json: 50265 byte-level BPE tokens, 12 x 768, 12 heads, 3072 FFN, 514 positions
 # (RoBERTa offsets positions by the padding id), one token type, LayerNorm eps 1e-5.
 ROBERTA_BASE_CONFIG: dict[str, Any] = {
-    "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
-    "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
 }
 
 # stable-audio-open-1.0, from its stable-audio-tools model_config.json as mapped by diffusers'
@@ -543,27 +614,51 @@ ROBERTA_BASE_CONFIG: dict[str, Any] = {
 # over 24 heads (head dim 64), depth 24, cond_token_dim 768 (12 key/value heads of 64),
 # global_cond_dim 1536; these equal the diffusers defaults of StableAudioDiTModel.
 STABLE_AUDIO_DIT_CONFIG: dict[str, Any] = {
-    "sample_size": 1024, "in_channels": 64, "num_layers": 24, "attention_head_dim": 64,
-    "num_attention_heads": 24, "num_key_value_attention_heads": 12, "out_channels": 64,
-    "cross_attention_dim": 768, "time_proj_dim": 256, "global_states_input_dim": 1536,
+    "sample_size": 1024,
+    "in_channels": 64,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "num_key_value_attention_heads": 12,
+    "out_channels": 64,
+    "cross_attention_dim": 768,
+    "time_proj_dim": 256,
+    "global_states_input_dim": 1536,
     "cross_attention_input_dim": 768,
 }
 # Oobleck pretransform of the same model_config.json: channels 128, c_mults [1, 2, 4, 8, 16],
 # strides [2, 4, 4, 8, 8] (hop 2048), latent_dim 64, stereo, 44.1 kHz; = AutoencoderOobleck defaults.
 STABLE_AUDIO_VAE_CONFIG: dict[str, Any] = {
-    "encoder_hidden_size": 128, "downsampling_ratios": [2, 4, 4, 8, 8],
-    "channel_multiples": [1, 2, 4, 8, 16], "decoder_channels": 128, "decoder_input_channels": 64,
-    "audio_channels": 2, "sampling_rate": 44100,
+    "encoder_hidden_size": 128,
+    "downsampling_ratios": [2, 4, 4, 8, 8],
+    "channel_multiples": [1, 2, 4, 8, 16],
+    "decoder_channels": 128,
+    "decoder_input_channels": 64,
+    "audio_channels": 2,
+    "sampling_rate": 44100,
 }
 # Conditioning of the same file: T5 width 768, cond_dim 768, seconds_start/total in [0, 512].
 STABLE_AUDIO_PROJECTION_CONFIG: dict[str, Any] = {
-    "text_encoder_dim": 768, "conditioning_dim": 768, "min_value": 0, "max_value": 512,
+    "text_encoder_dim": 768,
+    "conditioning_dim": 768,
+    "min_value": 0,
+    "max_value": 512,
 }
 # The prompt conditioner is t5-base (max_length 128): its published config.json.
 T5_BASE_CONFIG: dict[str, Any] = {
-    "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12,
-    "relative_attention_num_buckets": 32, "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6,
-    "feed_forward_proj": "relu", "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+    "vocab_size": 32128,
+    "d_model": 768,
+    "d_kv": 64,
+    "d_ff": 3072,
+    "num_layers": 12,
+    "num_heads": 12,
+    "relative_attention_num_buckets": 32,
+    "dropout_rate": 0.1,
+    "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "relu",
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "decoder_start_token_id": 0,
 }
 T5_MAX_LENGTH = 128
 
@@ -573,40 +668,84 @@ T5_MAX_LENGTH = 128
 # builds it from ClapConfig defaults plus enable_fusion, which is what is spelled out here.
 CLAP_HTSAT_FUSED_CONFIG: dict[str, Any] = {
     "audio_config": {
-        "window_size": 8, "num_mel_bins": 64, "spec_size": 256, "patch_size": 4, "patch_stride": [4, 4],
-        "num_classes": 527, "hidden_size": 768, "projection_dim": 512, "depths": [2, 2, 6, 2],
-        "num_attention_heads": [4, 8, 16, 32], "enable_fusion": True, "fusion_type": None,
-        "patch_embeds_hidden_size": 96, "flatten_patch_embeds": True, "enable_patch_layer_norm": True,
-        "mlp_ratio": 4.0, "aff_block_r": 4, "projection_hidden_act": "relu", "layer_norm_eps": 1e-5,
+        "window_size": 8,
+        "num_mel_bins": 64,
+        "spec_size": 256,
+        "patch_size": 4,
+        "patch_stride": [4, 4],
+        "num_classes": 527,
+        "hidden_size": 768,
+        "projection_dim": 512,
+        "depths": [2, 2, 6, 2],
+        "num_attention_heads": [4, 8, 16, 32],
+        "enable_fusion": True,
+        "fusion_type": None,
+        "patch_embeds_hidden_size": 96,
+        "flatten_patch_embeds": True,
+        "enable_patch_layer_norm": True,
+        "mlp_ratio": 4.0,
+        "aff_block_r": 4,
+        "projection_hidden_act": "relu",
+        "layer_norm_eps": 1e-5,
     },
     "text_config": {
-        "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1,
-        "layer_norm_eps": 1e-12, "projection_dim": 512, "pad_token_id": 1, "bos_token_id": 0,
-        "eos_token_id": 2, "projection_hidden_act": "relu",
+        "vocab_size": 50265,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-12,
+        "projection_dim": 512,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "projection_hidden_act": "relu",
     },
     "projection_dim": 512,
     "logit_scale_init_value": 1 / 0.07,
 }
 # Its preprocessor_config.json (note frequency_min 50, where ClapFeatureExtractor defaults to 0).
 CLAP_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
-    "feature_size": 64, "sampling_rate": 48000, "hop_length": 480, "max_length_s": 10,
-    "fft_window_size": 1024, "frequency_min": 50, "frequency_max": 14000, "padding": "repeatpad",
-    "truncation": "fusion", "top_db": None,
+    "feature_size": 64,
+    "sampling_rate": 48000,
+    "hop_length": 480,
+    "max_length_s": 10,
+    "fft_window_size": 1024,
+    "frequency_min": 50,
+    "frequency_max": 14000,
+    "padding": "repeatpad",
+    "truncation": "fusion",
+    "top_db": None,
 }
 
 # MIT/ast-finetuned-audioset-10-10-0.4593: ASTConfig defaults (patch 16, strides 10 x 10,
 # 1024 frames x 128 mel bins, 12 x 768) with the 527 AudioSet labels, as in transformers'
 # convert_audio_spectrogram_transformer_original_to_pytorch.py for "10-10".
 AST_AUDIOSET_CONFIG: dict[str, Any] = {
-    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-    "patch_size": 16, "frequency_stride": 10, "time_stride": 10, "max_length": 1024,
-    "num_mel_bins": 128, "qkv_bias": True, "layer_norm_eps": 1e-12, "num_labels": 527,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "patch_size": 16,
+    "frequency_stride": 10,
+    "time_stride": 10,
+    "max_length": 1024,
+    "num_mel_bins": 128,
+    "qkv_bias": True,
+    "layer_norm_eps": 1e-12,
+    "num_labels": 527,
 }
 # Its preprocessor_config.json: 16 kHz Kaldi fbank, AudioSet normalisation statistics.
 AST_FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
-    "feature_size": 1, "sampling_rate": 16000, "num_mel_bins": 128, "max_length": 1024,
-    "do_normalize": True, "mean": -4.2677393, "std": 4.5689974,
+    "feature_size": 1,
+    "sampling_rate": 16000,
+    "num_mel_bins": 128,
+    "max_length": 1024,
+    "do_normalize": True,
+    "mean": -4.2677393,
+    "std": 4.5689974,
 }
 
 
@@ -629,21 +768,16 @@ def build_paper_architecture(role: str) -> dict:
 
 def _build_paper_parts(role: str) -> dict:
     if role == "lm":
-        from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
-
         config = BertConfig(**BERT_BASE_CONFIG)
-        return {"config": config, "mlm": BertForMaskedLM(config),
-                "token_classifier": BertForTokenClassification(BertConfig(**BERT_BASE_CONFIG, num_labels=2))}
+        return {
+            "config": config,
+            "mlm": BertForMaskedLM(config),
+            "token_classifier": BertForTokenClassification(BertConfig(**BERT_BASE_CONFIG, num_labels=2)),
+        }
     if role == "roberta":
-        from transformers import RobertaConfig, RobertaForMaskedLM
-
         config = RobertaConfig(**ROBERTA_BASE_CONFIG)
         return {"config": config, "mlm": RobertaForMaskedLM(config)}
     if role == "generator":
-        from diffusers import AutoencoderOobleck, StableAudioDiTModel
-        from diffusers.pipelines.stable_audio import StableAudioProjectionModel
-        from transformers import T5Config, T5EncoderModel
-
         return {
             "transformer": StableAudioDiTModel(**STABLE_AUDIO_DIT_CONFIG),
             "vae": AutoencoderOobleck(**STABLE_AUDIO_VAE_CONFIG),
@@ -652,11 +786,11 @@ def _build_paper_parts(role: str) -> dict:
             "tokenizer_max_length": T5_MAX_LENGTH,
         }
     if role == "clap":
-        from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
-
-        return {"model": ClapModel(ClapConfig(**CLAP_HTSAT_FUSED_CONFIG)),
-                "feature_extractor": ClapFeatureExtractor(**CLAP_FEATURE_EXTRACTOR_CONFIG)}
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
-
-    return {"model": ASTModel(ASTConfig(**AST_AUDIOSET_CONFIG)),
-            "feature_extractor": ASTFeatureExtractor(**AST_FEATURE_EXTRACTOR_CONFIG)}
+        return {
+            "model": ClapModel(ClapConfig(**CLAP_HTSAT_FUSED_CONFIG)),
+            "feature_extractor": ClapFeatureExtractor(**CLAP_FEATURE_EXTRACTOR_CONFIG),
+        }
+    return {
+        "model": ASTModel(ASTConfig(**AST_AUDIOSET_CONFIG)),
+        "feature_extractor": ASTFeatureExtractor(**AST_FEATURE_EXTRACTOR_CONFIG),
+    }

@@ -18,8 +18,9 @@ def expected_load_noise():
     hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"At least one mel filter has all zero values",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"At least one mel filter has all zero values", category=UserWarning
+            )
             yield
     finally:
         hf_logging.set_verbosity(verbosity)

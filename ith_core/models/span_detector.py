@@ -34,7 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate import Accelerator
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
 from ith_core.config import ConfigError, SpanDetectorConfig
 
@@ -79,14 +82,17 @@ def _find_first(haystack: Sequence[int], needle: Sequence[int], allowed: Sequenc
     return -1
 
 
-def build_token_labels(sentence: str, spans: Sequence[str], tokenizer, max_length: int) -> tuple[dict, list[int], list[bool]]:
+def build_token_labels(
+    sentence: str, spans: Sequence[str], tokenizer, max_length: int
+) -> tuple[dict, list[int], list[bool]]:
     """Tokenizes a sentence and labels the first occurrence of each gold span.
 
     Returns the encoding (input_ids, attention_mask, offset_mapping), the labels (-100 on
     special tokens) and, per span, whether it was found.
     """
-    encoding = tokenizer(sentence, truncation=True, max_length=max_length, return_offsets_mapping=True,
-                         return_special_tokens_mask=True)
+    encoding = tokenizer(
+        sentence, truncation=True, max_length=max_length, return_offsets_mapping=True, return_special_tokens_mask=True
+    )
     ids = encoding["input_ids"]
     special = encoding.pop("special_tokens_mask")
     content = [not s for s in special]
@@ -109,8 +115,12 @@ def build_token_labels(sentence: str, spans: Sequence[str], tokenizer, max_lengt
     return encoding, labels, found
 
 
-def labels_to_spans(sentence: str, token_labels: Sequence[int], offsets: Sequence[tuple[int, int]],
-                    scores: Sequence[float] | None = None) -> list[tuple[int, int, str, float]]:
+def labels_to_spans(
+    sentence: str,
+    token_labels: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    scores: Sequence[float] | None = None,
+) -> list[tuple[int, int, str, float]]:
     """Runs of consecutive label-1 tokens -> (char_start, char_end, text, mean score).
 
     Tokens labelled -100 (special, padding) and tokens with an empty offset end a run.
@@ -137,6 +147,7 @@ def labels_to_spans(sentence: str, token_labels: Sequence[int], offsets: Sequenc
 
 # -- data ------------------------------------------------------------------------------------
 
+
 def encode_examples(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[list[dict], LabelStats]:
     """rows: dicts with `sentence` and `spans`. Returns model features and label statistics."""
     stats = LabelStats()
@@ -147,12 +158,14 @@ def encode_examples(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[l
         stats.spans_total += len(found)
         stats.spans_found += sum(found)
         stats.spans_not_found += len(found) - sum(found)
-        features.append({
-            "input_ids": encoding["input_ids"],
-            "attention_mask": encoding["attention_mask"],
-            "labels": labels,
-            "offset_mapping": encoding["offset_mapping"],
-        })
+        features.append(
+            {
+                "input_ids": encoding["input_ids"],
+                "attention_mask": encoding["attention_mask"],
+                "labels": labels,
+                "offset_mapping": encoding["offset_mapping"],
+            }
+        )
     return features, stats
 
 
@@ -174,8 +187,9 @@ def _collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 def _loader(features: list[dict], tokenizer, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=lambda b: _collate(b, pad_id))
+    return DataLoader(
+        features, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=lambda b: _collate(b, pad_id)
+    )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -186,19 +200,21 @@ def resolve_device(device: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.partition(":")[2] or 0)
         if index >= count:
-            seen = (f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})" if count else
-                    f"no CUDA device (torch {torch.__version__}, "
-                    f"{'built with CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})")
-            raise ConfigError(f"device must be a device this machine has, got {device!r}: torch sees {seen}; "
-                              "use --device auto or cpu")
+            seen = (
+                f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})"
+                if count
+                else f"no CUDA device (torch {torch.__version__}, "
+                f"{'built with CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'})"
+            )
+            raise ConfigError(
+                f"device must be a device this machine has, got {device!r}: torch sees {seen}; use --device auto or cpu"
+            )
     return torch.device(device)
 
 
 def _progress(iterable, total: int, desc: str):
     # A progress bar on a terminal only: workers and CI logs get periodic log lines instead.
     if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
         return tqdm(iterable, total=total, desc=desc, leave=False)
     return iterable
 
@@ -229,16 +245,20 @@ def gold_spans(rows: Sequence[dict]) -> tuple[list[SpanRecord], int]:
 
 # -- training ----------------------------------------------------------------------------------
 
-def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanDetectorConfig,
-                        device: str = "auto", dev_rows: Sequence[dict] | None = None) -> dict:
+
+def train_span_detector(
+    model,
+    tokenizer,
+    train_rows: Sequence[dict],
+    cfg: SpanDetectorConfig,
+    device: str = "auto",
+    dev_rows: Sequence[dict] | None = None,
+) -> dict:
     """Fine-tunes `model` in place with AdamW (constant or linearly decaying lr); returns a training report.
 
     With `dev_rows`, the dev span F1 after every epoch is logged and reported (`epoch_dev_span_f1`):
     evaluation draws no random numbers, so the training is the same with or without it.
     """
-    from accelerate import Accelerator
-    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
-
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rows = list(train_rows)
@@ -253,14 +273,18 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
     target = resolve_device(device)
     accelerator = Accelerator(cpu=target.type == "cpu")
     loader = _loader(features, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  eps=cfg.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, eps=cfg.adam_epsilon
+    )
     steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_train_steps is not None:
         total_steps = min(total_steps, cfg.max_train_steps)
-    scheduler = (get_constant_schedule(optimizer) if cfg.lr_schedule == "constant"
-                 else get_linear_schedule_with_warmup(optimizer, 0, total_steps))
+    scheduler = (
+        get_constant_schedule(optimizer)
+        if cfg.lr_schedule == "constant"
+        else get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+    )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()
@@ -277,20 +301,34 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
             step += 1
             # About ten progress lines per run in the run log (the bar above is for the console).
             if step % max(total_steps // 10, 1) == 0 and step < total_steps:
-                logger.info("span detector: step %d of %d (epoch %d/%d), recent loss %.4f", step, total_steps,
-                            epoch + 1, cfg.epochs, sum(epoch_losses[-20:]) / len(epoch_losses[-20:]))
+                logger.info(
+                    "span detector: step %d of %d (epoch %d/%d), recent loss %.4f",
+                    step,
+                    total_steps,
+                    epoch + 1,
+                    cfg.epochs,
+                    sum(epoch_losses[-20:]) / len(epoch_losses[-20:]),
+                )
             if step >= total_steps:
                 break
         losses.append(sum(epoch_losses) / max(len(epoch_losses), 1))
         dev = ""
         if dev_rows is not None:
             model.eval()
-            dev_f1.append(evaluate_span_detector(accelerator.unwrap_model(model), tokenizer, dev_rows, cfg,
-                                                 device)["span_f1"])
+            dev_f1.append(
+                evaluate_span_detector(accelerator.unwrap_model(model), tokenizer, dev_rows, cfg, device)["span_f1"]
+            )
             model.train()
             dev = f", dev span F1 {dev_f1[-1]:.3f}"
-        logger.info("span detector epoch %d/%d: mean loss %.4f%s (step %d of %d)", epoch + 1, cfg.epochs, losses[-1],
-                    dev, step, total_steps)
+        logger.info(
+            "span detector epoch %d/%d: mean loss %.4f%s (step %d of %d)",
+            epoch + 1,
+            cfg.epochs,
+            losses[-1],
+            dev,
+            step,
+            total_steps,
+        )
         if step >= total_steps:
             break
     model = accelerator.unwrap_model(model)
@@ -308,9 +346,11 @@ def train_span_detector(model, tokenizer, train_rows: Sequence[dict], cfg: SpanD
 
 # -- inference and evaluation ------------------------------------------------------------------
 
+
 @torch.no_grad()
-def _predict(model, tokenizer, features: list[dict], batch_size: int, threshold: float,
-             device: str) -> list[tuple[list[int], list[float]]]:
+def _predict(
+    model, tokenizer, features: list[dict], batch_size: int, threshold: float, device: str
+) -> list[tuple[list[int], list[float]]]:
     """Per example: predicted label per token (-100 on special/padding) and P(label 1)."""
     target = resolve_device(device)
     model.to(target).eval()
@@ -320,8 +360,9 @@ def _predict(model, tokenizer, features: list[dict], batch_size: int, threshold:
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for index in _progress(batches, len(batches), "detecting spans"):
         batch = _collate([features[i] for i in index], pad_id)
-        logits = model(input_ids=batch["input_ids"].to(target),
-                       attention_mask=batch["attention_mask"].to(target)).logits
+        logits = model(
+            input_ids=batch["input_ids"].to(target), attention_mask=batch["attention_mask"].to(target)
+        ).logits
         probs = logits.float().softmax(-1)[..., 1].cpu()
         for row, i in enumerate(index):
             n = len(features[i]["input_ids"])
@@ -332,11 +373,11 @@ def _predict(model, tokenizer, features: list[dict], batch_size: int, threshold:
     return results
 
 
-def detect_spans(model, tokenizer, rows: Sequence[dict], cfg: SpanDetectorConfig,
-                 device: str = "auto") -> list[SpanRecord]:
+def detect_spans(
+    model, tokenizer, rows: Sequence[dict], cfg: SpanDetectorConfig, device: str = "auto"
+) -> list[SpanRecord]:
     """Every detected span of every row (dicts with `example_id`, `sentence`), batched."""
-    features, _ = encode_examples([{"sentence": r["sentence"], "spans": []} for r in rows], tokenizer,
-                                  cfg.max_length)
+    features, _ = encode_examples([{"sentence": r["sentence"], "spans": []} for r in rows], tokenizer, cfg.max_length)
     predictions = _predict(model, tokenizer, features, cfg.inference_batch_size, cfg.threshold, device)
     records = []
     for row, feature, (labels, probs) in zip(rows, features, predictions):
@@ -346,8 +387,9 @@ def detect_spans(model, tokenizer, rows: Sequence[dict], cfg: SpanDetectorConfig
     return records
 
 
-def evaluate_span_detector(model, tokenizer, rows: Sequence[dict], cfg: SpanDetectorConfig,
-                           device: str = "auto") -> dict:
+def evaluate_span_detector(
+    model, tokenizer, rows: Sequence[dict], cfg: SpanDetectorConfig, device: str = "auto"
+) -> dict:
     """Token-level F1 (label 1) and span-level exact-match precision, recall and F1.
 
     Gold spans are the runs of the method's labels, so a gold span absent from the sentence is

@@ -24,7 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
+from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTForAudioClassification,
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizerFast,
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
+
+from ith_core.models.quiet_loading import expected_load_noise
 
 # Bump when a builder changes in a way the settings below do not capture: the profile hash
 # covers this, so every cached tiny profile is rebuilt.
@@ -64,38 +85,83 @@ TINY_RECIPE: dict[str, Any] = {
     },
     "generator": {
         "t5_vocab_size": 1000,
-        "t5": {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2,
-               "relative_attention_num_buckets": 8},
+        "t5": {
+            "d_model": 16,
+            "d_kv": 8,
+            "d_ff": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "relative_attention_num_buckets": 8,
+        },
         # The paper's T5 tokenizer truncates prompts at 128 tokens.
         "model_max_length": 128,
         # 44.1 kHz stereo, a hop of 2048 and the DiT window (sample_size 1024 latent frames,
         # 47.55 s) as in stable-audio-open-1.0, so "full" latents cost what they cost there:
         # denoising the whole window to keep 5 s (version 1 had 128 frames, 5.94 s).
-        "vae": {"encoder_hidden_size": 8, "downsampling_ratios": [2, 4, 4, 8, 8],
-                "channel_multiples": [1, 2, 4, 8, 8], "decoder_channels": 8,
-                "decoder_input_channels": 4, "audio_channels": 2, "sampling_rate": 44100},
+        "vae": {
+            "encoder_hidden_size": 8,
+            "downsampling_ratios": [2, 4, 4, 8, 8],
+            "channel_multiples": [1, 2, 4, 8, 8],
+            "decoder_channels": 8,
+            "decoder_input_channels": 4,
+            "audio_channels": 2,
+            "sampling_rate": 44100,
+        },
         "projection": {"conditioning_dim": 8, "min_value": 0, "max_value": 512},
-        "transformer": {"sample_size": 1024, "num_layers": 2, "attention_head_dim": 8,
-                        "num_attention_heads": 2, "time_proj_dim": 8},
+        "transformer": {
+            "sample_size": 1024,
+            "num_layers": 2,
+            "attention_head_dim": 8,
+            "num_attention_heads": 2,
+            "time_proj_dim": 8,
+        },
         # The checkpoint's sigma range and schedule; its own CosineDPMSolverMultistepScheduler
         # needs torchsde, which the pipeline does not depend on.
-        "scheduler": {"sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.0,
-                      "sigma_schedule": "exponential", "prediction_type": "v_prediction",
-                      "solver_order": 2, "algorithm_type": "sde-dpmsolver++"},
+        "scheduler": {
+            "sigma_min": 0.3,
+            "sigma_max": 500.0,
+            "sigma_data": 1.0,
+            "sigma_schedule": "exponential",
+            "prediction_type": "v_prediction",
+            "solver_order": 2,
+            "algorithm_type": "sde-dpmsolver++",
+        },
     },
     "clap": {
         "bpe_vocab_size": 1000,
-        "text": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "intermediate_size": 64, "max_position_embeddings": 514},
+        "text": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 514,
+        },
         # Fusion on, as in laion/clap-htsat-fused. 10 s at hop 480 is 1001 frames, which must
         # stay at or below spec_size**2 / num_mel_bins (1024 here).
-        "audio": {"num_mel_bins": 16, "spec_size": 128, "window_size": 4, "patch_size": 4,
-                  "patch_stride": [4, 4], "patch_embeds_hidden_size": 16, "depths": [1, 1],
-                  "num_attention_heads": [2, 2], "hidden_size": 32, "enable_fusion": True},
+        "audio": {
+            "num_mel_bins": 16,
+            "spec_size": 128,
+            "window_size": 4,
+            "patch_size": 4,
+            "patch_stride": [4, 4],
+            "patch_embeds_hidden_size": 16,
+            "depths": [1, 1],
+            "num_attention_heads": [2, 2],
+            "hidden_size": 32,
+            "enable_fusion": True,
+        },
         "projection_dim": 16,
-        "feature_extractor": {"feature_size": 16, "sampling_rate": 48000, "hop_length": 480,
-                              "max_length_s": 10, "fft_window_size": 1024, "frequency_min": 50,
-                              "frequency_max": 14000, "padding": "repeatpad", "truncation": "fusion"},
+        "feature_extractor": {
+            "feature_size": 16,
+            "sampling_rate": 48000,
+            "hop_length": 480,
+            "max_length_s": 10,
+            "fft_window_size": 1024,
+            "frequency_min": 50,
+            "frequency_max": 14000,
+            "padding": "repeatpad",
+            "truncation": "fusion",
+        },
         "model_max_length": 512,
     },
     "audio_encoder": {
@@ -104,13 +170,27 @@ TINY_RECIPE: dict[str, Any] = {
         # 12 time patches + 2 = 146 tokens) instead of 1024 (10.24 s, 1214 tokens): the method
         # trains AST end to end, and the tiny profile's clips are 1 s, so a full window would
         # cost 8x per training step for padding alone.
-        "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                  "intermediate_size": 64, "patch_size": 16, "frequency_stride": 10,
-                  "time_stride": 10, "max_length": 128, "num_mel_bins": 128},
+        "model": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "patch_size": 16,
+            "frequency_stride": 10,
+            "time_stride": 10,
+            "max_length": 128,
+            "num_mel_bins": 128,
+        },
         "num_labels": 8,
-        "feature_extractor": {"feature_size": 1, "sampling_rate": 16000, "num_mel_bins": 128,
-                              "max_length": 128, "do_normalize": True, "mean": -4.2677393,
-                              "std": 4.5689974},
+        "feature_extractor": {
+            "feature_size": 1,
+            "sampling_rate": 16000,
+            "num_mel_bins": 128,
+            "max_length": 128,
+            "do_normalize": True,
+            "mean": -4.2677393,
+            "std": 4.5689974,
+        },
     },
 }
 
@@ -129,8 +209,6 @@ def _seeded(role: str):
 
 def train_bert_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_length: int):
     """Uncased WordPiece (BERT normalizer and pre-tokenizer) in which REQUIRED_LM_WORDS are whole tokens."""
-    from transformers import BertTokenizerFast
-
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainee = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -142,7 +220,8 @@ def train_bert_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_lengt
     # reproducible; they are declared as special tokens only for training (see below).
     chars = sorted({c for text in corpus for c in normalizer.normalize_str(text) if not c.isspace()})
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=[*BERT_SPECIAL_TOKENS, *(f"##{c}" for c in chars)],
+        vocab_size=vocab_size,
+        special_tokens=[*BERT_SPECIAL_TOKENS, *(f"##{c}" for c in chars)],
         show_progress=False,
     )
     trainee.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
@@ -154,8 +233,9 @@ def train_bert_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_lengt
         if word not in vocab:
             vocab[word] = len(vocab)
     # A fresh tokenizer over the trained vocabulary, so the "##x" pieces are ordinary tokens.
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
-                                     max_input_chars_per_word=100))
+    tok = Tokenizer(
+        models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100)
+    )
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
@@ -165,8 +245,14 @@ def train_bert_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_lengt
     )
     tok.decoder = decoders.WordPiece(prefix="##")
     wrapped = BertTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-        mask_token="[MASK]", do_lower_case=True, model_max_length=model_max_length,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        do_lower_case=True,
+        model_max_length=model_max_length,
     )
     for word in REQUIRED_LM_WORDS:
         pieces = wrapped.tokenize(word)
@@ -182,8 +268,6 @@ def train_t5_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_length:
     segmentation of the corpus uses them. `UnigramTrainer` is not used because its EM sums
     floats in hash-map order: scores, piece order and hence ids differ from run to run.
     """
-    from transformers import T5TokenizerFast
-
     normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -200,35 +284,57 @@ def train_t5_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_length:
     # Add-one smoothing keeps pieces the segmentation never picks (merge intermediates) usable.
     total = sum(counts[p] + 1 for p in pieces)
     scored = [(p, math.log((counts[p] + 1) / total)) for p in pieces]
-    tok = Tokenizer(models.Unigram([(t, 0.0) for t in T5_SPECIAL_TOKENS] + scored,
-                                   unk_id=T5_SPECIAL_TOKENS.index("<unk>"), byte_fallback=False))
+    tok = Tokenizer(
+        models.Unigram(
+            [(t, 0.0) for t in T5_SPECIAL_TOKENS] + scored, unk_id=T5_SPECIAL_TOKENS.index("<unk>"), byte_fallback=False
+        )
+    )
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", T5_SPECIAL_TOKENS.index("</s>"))],
+        single="$A </s>",
+        pair="$A </s> $B </s>",
+        special_tokens=[("</s>", T5_SPECIAL_TOKENS.index("</s>"))],
     )
-    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=0, model_max_length=model_max_length)
+    return T5TokenizerFast(
+        tokenizer_object=tok,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=model_max_length,
+    )
 
 
 def train_clap_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_length: int):
     """Byte-level BPE with RoBERTa's special tokens and post-processing."""
-    from transformers import RobertaTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(CLAP_SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(CLAP_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
     tok.post_processor = processors.RobertaProcessing(
-        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
-        trim_offsets=True, add_prefix_space=False,
+        ("</s>", tok.token_to_id("</s>")),
+        ("<s>", tok.token_to_id("<s>")),
+        trim_offsets=True,
+        add_prefix_space=False,
     )
     return RobertaTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=model_max_length,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=model_max_length,
     )
 
 
@@ -246,15 +352,19 @@ def train_roberta_tokenizer(corpus: Sequence[str], vocab_size: int, model_max_le
 
 
 def build_roberta(corpus: Sequence[str], out_dir: Path) -> None:
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     recipe = TINY_RECIPE["roberta"]
     tokenizer = train_roberta_tokenizer(corpus, recipe["bpe_vocab_size"], recipe["model_max_length"])
     config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"], num_hidden_layers=recipe["num_hidden_layers"],
-        num_attention_heads=recipe["num_attention_heads"], intermediate_size=recipe["intermediate_size"],
-        max_position_embeddings=recipe["max_position_embeddings"], type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=recipe["hidden_size"],
+        num_hidden_layers=recipe["num_hidden_layers"],
+        num_attention_heads=recipe["num_attention_heads"],
+        intermediate_size=recipe["intermediate_size"],
+        max_position_embeddings=recipe["max_position_embeddings"],
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     with _seeded("roberta"):
         model = RobertaForMaskedLM(config)
@@ -263,14 +373,15 @@ def build_roberta(corpus: Sequence[str], out_dir: Path) -> None:
 
 
 def build_lm(corpus: Sequence[str], out_dir: Path) -> None:
-    from transformers import BertConfig, BertForMaskedLM
-
     recipe = TINY_RECIPE["lm"]
     tokenizer = train_bert_tokenizer(corpus, recipe["vocab_size"], recipe["model_max_length"])
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"],
-        num_hidden_layers=recipe["num_hidden_layers"], num_attention_heads=recipe["num_attention_heads"],
-        intermediate_size=recipe["intermediate_size"], max_position_embeddings=recipe["max_position_embeddings"],
+        vocab_size=len(tokenizer),
+        hidden_size=recipe["hidden_size"],
+        num_hidden_layers=recipe["num_hidden_layers"],
+        num_attention_heads=recipe["num_attention_heads"],
+        intermediate_size=recipe["intermediate_size"],
+        max_position_embeddings=recipe["max_position_embeddings"],
         pad_token_id=tokenizer.pad_token_id,
     )
     with _seeded("lm"):
@@ -280,11 +391,6 @@ def build_lm(corpus: Sequence[str], out_dir: Path) -> None:
 
 
 def build_generator(corpus: Sequence[str], out_dir: Path) -> None:
-    from diffusers import (AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel,
-                           StableAudioPipeline)
-    from diffusers.pipelines.stable_audio import StableAudioProjectionModel
-    from transformers import T5Config, T5EncoderModel
-
     recipe = TINY_RECIPE["generator"]
     tokenizer = train_t5_tokenizer(corpus, recipe["t5_vocab_size"], recipe["model_max_length"])
     t5 = recipe["t5"]
@@ -292,41 +398,58 @@ def build_generator(corpus: Sequence[str], out_dir: Path) -> None:
     dit = recipe["transformer"]
     latent_channels = recipe["vae"]["decoder_input_channels"]
     with _seeded("generator"):
-        text_encoder = T5EncoderModel(T5Config(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id, **t5,
-        ))
+        text_encoder = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                decoder_start_token_id=tokenizer.pad_token_id,
+                **t5,
+            )
+        )
         with warnings.catch_warnings():
             # Oobleck's convolutions use torch.nn.utils.weight_norm, deprecated by torch (see load_generator).
-            warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
-                                    category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated", category=FutureWarning
+            )
             vae = AutoencoderOobleck(**recipe["vae"])
         projection_model = StableAudioProjectionModel(text_encoder_dim=t5["d_model"], **recipe["projection"])
         # The relations between these sizes are the checkpoint's (diffusers' convert_stable_audio.py):
         # cross-attention width = conditioning width, global input = 2 x conditioning width,
         # key/value heads = conditioning width / head width.
         transformer = StableAudioDiTModel(
-            in_channels=latent_channels, out_channels=latent_channels,
-            cross_attention_dim=cond_dim, cross_attention_input_dim=cond_dim,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            cross_attention_dim=cond_dim,
+            cross_attention_input_dim=cond_dim,
             global_states_input_dim=2 * cond_dim,
             num_key_value_attention_heads=cond_dim // dit["attention_head_dim"],
             **dit,
         )
     scheduler = EDMDPMSolverMultistepScheduler(**recipe["scheduler"])
-    pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection_model,
-                               tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+    pipe = StableAudioPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        projection_model=projection_model,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
     pipe.save_pretrained(out_dir)
 
 
 def build_clap(corpus: Sequence[str], out_dir: Path) -> None:
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
-
     recipe = TINY_RECIPE["clap"]
     tokenizer = train_clap_tokenizer(corpus, recipe["bpe_vocab_size"], recipe["model_max_length"])
     projection_dim = recipe["projection_dim"]
-    text_config = dict(recipe["text"], vocab_size=len(tokenizer), projection_dim=projection_dim,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
+    text_config = dict(
+        recipe["text"],
+        vocab_size=len(tokenizer),
+        projection_dim=projection_dim,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     audio_config = dict(copy.deepcopy(recipe["audio"]), projection_dim=projection_dim)
     config = ClapConfig(text_config=text_config, audio_config=audio_config, projection_dim=projection_dim)
     with _seeded("clap"):
@@ -339,8 +462,6 @@ def build_clap(corpus: Sequence[str], out_dir: Path) -> None:
 
 
 def build_audio_encoder(corpus: Sequence[str], out_dir: Path) -> None:
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
     del corpus  # AST has no tokenizer
     recipe = TINY_RECIPE["audio_encoder"]
     labels = {i: f"label_{i}" for i in range(recipe["num_labels"])}
@@ -349,8 +470,6 @@ def build_audio_encoder(corpus: Sequence[str], out_dir: Path) -> None:
     with _seeded("audio_encoder"):
         model = ASTForAudioClassification(config)
     model.save_pretrained(out_dir)
-    from ith_core.models.quiet_loading import expected_load_noise
-
     with expected_load_noise():
         ASTFeatureExtractor(**recipe["feature_extractor"]).save_pretrained(out_dir)
 

@@ -12,22 +12,41 @@ import re
 from collections import defaultdict
 from typing import Any, Callable
 
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from ith_core.report.loading import RunData, _split_key
 
 logger = logging.getLogger(__name__)
 
-COLORS = {"ith": "#1f77b4", "bert-text": "#ff7f0e", "bert-zero-shot": "#fdae6b", "roberta-text": "#d62728",
-          "roberta-zero-shot": "#f4a3a3", "audiobert": "#8c564b", "animal": "#2ca02c", "pitch": "#9467bd"}
+COLORS = {
+    "ith": "#1f77b4",
+    "bert-text": "#ff7f0e",
+    "bert-zero-shot": "#fdae6b",
+    "roberta-text": "#d62728",
+    "roberta-zero-shot": "#f4a3a3",
+    "audiobert": "#8c564b",
+    "animal": "#2ca02c",
+    "pitch": "#9467bd",
+}
 # A published row is drawn in its reproducing system's colour, hatched.
 
 
-STYLE = {"font.family": "sans-serif", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
-         "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none", "svg.hashsalt": None}
+STYLE = {
+    "font.family": "sans-serif",
+    "font.size": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "svg.fonttype": "none",
+    "svg.hashsalt": None,
+}
 
 
 def _chart(build: Callable[[], Any], name: str) -> str | None:
-    import matplotlib
-
     try:
         # A salt per chart keeps element ids unique across the SVGs inlined in one page.
         with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"ith-{name}"}):
@@ -35,14 +54,14 @@ def _chart(build: Callable[[], Any], name: str) -> str | None:
             return _svg(figure, name)
     except Exception as error:
         logger.warning("report: chart %s failed: %s", name, error)
-        return f"<p class=\"note\">chart could not be drawn: {html.escape(f'{type(error).__name__}: {error}')}</p>"
+        return f'<p class="note">chart could not be drawn: {html.escape(f"{type(error).__name__}: {error}")}</p>'
 
 
 def _svg(figure, name: str) -> str:
     sink = io.StringIO()
     figure.savefig(sink, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     text = sink.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     # matplotlib's RDF metadata block only names namespaces; the page does not need it.
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)
     return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(name)} chart" class="chart-svg" ', 1)
@@ -50,9 +69,6 @@ def _svg(figure, name: str) -> str:
 
 def _figure(width: float, height: float, ncols: int = 1):
     """A Figure without pyplot: no global backend or figure registry is touched (Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     return figure, figure.subplots(1, ncols, squeeze=False)
@@ -89,9 +105,17 @@ def chart_accuracy(points: dict, systems: list[dict], published: dict):
                 errs[0].append(max(0.0, y - lo) if lo is not None else 0.0)
                 errs[1].append(max(0.0, hi - y) if hi is not None else 0.0)
             if xs:
-                ax.bar(xs, ys, width, label=label, color=COLORS.get(colour, "#999999"),
-                       yerr=errs if source == "ours" else None, capsize=3,
-                       hatch="//" if source == "paper" else None, edgecolor="white" if source == "ours" else "#777")
+                ax.bar(
+                    xs,
+                    ys,
+                    width,
+                    label=label,
+                    color=COLORS.get(colour, "#999999"),
+                    yerr=errs if source == "ours" else None,
+                    capsize=3,
+                    hatch="//" if source == "paper" else None,
+                    edgecolor="white" if source == "ours" else "#777",
+                )
         ax.set_xticks(range(len(splits)), splits)
         ax.set_title(f"{task}")
         ax.set_xlabel("split")
@@ -116,8 +140,13 @@ def chart_clap(data: RunData, thresholds: dict):
     pad = max(1e-3, (hi - lo) * 0.05)
     bins = [lo - pad + i * (hi - lo + 2 * pad) / 30 for i in range(31)]
     for task in sorted(scores):
-        ax.hist(scores[task], bins=bins, alpha=0.55, label=f"{task} ({len(scores[task])} candidates)",
-                color=COLORS.get(task, "#7f7f7f"))
+        ax.hist(
+            scores[task],
+            bins=bins,
+            alpha=0.55,
+            label=f"{task} ({len(scores[task])} candidates)",
+            color=COLORS.get(task, "#7f7f7f"),
+        )
     _threshold_lines(ax, thresholds, "threshold", "clap")
     ax.set_xlabel("CLAP score (cosine similarity of span text and audio)")
     ax.set_ylabel("candidates")
@@ -128,11 +157,23 @@ def chart_clap(data: RunData, thresholds: dict):
 # Series drawn over each other stay visible where they coincide: each later one is thinner,
 # dashed, with a smaller marker, on top of a wide solid line with a large hollow marker.
 SERIES_STYLES = (
-    {"linestyle": "-", "linewidth": 2.6, "marker": "o", "markersize": 10, "markerfacecolor": "none",
-     "markeredgewidth": 2.0},
+    {
+        "linestyle": "-",
+        "linewidth": 2.6,
+        "marker": "o",
+        "markersize": 10,
+        "markerfacecolor": "none",
+        "markeredgewidth": 2.0,
+    },
     {"linestyle": (0, (4, 3)), "linewidth": 1.6, "marker": "s", "markersize": 4.5},
-    {"linestyle": (0, (1, 2)), "linewidth": 1.6, "marker": "^", "markersize": 7, "markerfacecolor": "none",
-     "markeredgewidth": 1.4},
+    {
+        "linestyle": (0, (1, 2)),
+        "linewidth": 1.6,
+        "marker": "^",
+        "markersize": 7,
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.4,
+    },
     {"linestyle": (0, (6, 2, 1, 2)), "linewidth": 1.2, "marker": "D", "markersize": 3},
 )
 
@@ -147,8 +188,13 @@ def _threshold_lines(ax, thresholds: dict, label: str, chart: str) -> None:
     with n lines, each draws a 4-point dash every 4n points, the i-th shifted by 4i."""
     n = max(len(thresholds), 1)
     for i, (task, value) in enumerate(sorted(thresholds.items())):
-        line = ax.axvline(value, color=COLORS.get(task, "#333"), linewidth=1.5, label=f"{task} {label} {value:g}",
-                          linestyle=(4 * i, (4, 4 * (n - 1))) if n > 1 else "--")
+        line = ax.axvline(
+            value,
+            color=COLORS.get(task, "#333"),
+            linewidth=1.5,
+            label=f"{task} {label} {value:g}",
+            linestyle=(4 * i, (4, 4 * (n - 1))) if n > 1 else "--",
+        )
         line.set_gid(f"series-{chart}-threshold-{task}")
 
 
@@ -160,8 +206,9 @@ def chart_acceptance(acceptance: list[dict], thresholds: dict):
         by_task[row["task"]].append((float(row["threshold"]), 100 * float(row["rate"])))
     for i, (task, points) in enumerate(sorted(by_task.items())):
         points.sort()
-        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=task, color=COLORS.get(task),
-                          **series_style(i))
+        (line,) = ax.plot(
+            [p[0] for p in points], [p[1] for p in points], label=task, color=COLORS.get(task), **series_style(i)
+        )
         line.set_gid(f"series-acceptance-{task}")
     _threshold_lines(ax, {t: v for t, v in thresholds.items() if t in by_task}, "run threshold", "acceptance")
     ax.set_xlabel("CLAP threshold")
@@ -172,8 +219,6 @@ def chart_acceptance(acceptance: list[dict], thresholds: dict):
 
 
 def chart_training(span_losses: list[float], jobs: list[dict]):
-    from matplotlib.ticker import MaxNLocator
-
     panels = (["span"] if span_losses else []) + (["loss", "dev"] if jobs else [])
     fig, axes = _figure(4.2 * len(panels), 3.3, len(panels))
     for ax, panel in zip(axes[0], panels):
@@ -186,8 +231,13 @@ def chart_training(span_losses: list[float], jobs: list[dict]):
                 history = job["history"]
                 key = "loss" if panel == "loss" else "dev_accuracy"
                 points = [(h["epoch"] + 1, h[key]) for h in history if h.get(key) is not None]
-                (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], label=job["job"],
-                                  color=COLORS.get(str(job.get("model")), None), **series_style(i))
+                (line,) = ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    label=job["job"],
+                    color=COLORS.get(str(job.get("model")), None),
+                    **series_style(i),
+                )
                 line.set_gid(f"series-{panel}-{re.sub(r'[^A-Za-z0-9_-]', '-', str(job['job']))}")
             ax.set_title("fusion LM: " + ("training loss (epoch mean)" if panel == "loss" else "dev accuracy"))
             ax.set_ylabel("loss" if panel == "loss" else "dev accuracy (%)")

@@ -20,14 +20,26 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ith_core.fusion.systems import SYSTEMS, eval_stage_name, train_stage_name
 from storage import run_files
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STAGES = (run_files.INGEST, run_files.SPAN_DETECTOR, run_files.SPANS, run_files.IMAGINE, run_files.FUSION_EXAMPLES,
-          run_files.FUSION_FEATURES, run_files.AUDIOBERT_RETRIEVAL, run_files.AUDIOBERT_FEATURES, run_files.FUSION)
+STAGES = (
+    run_files.INGEST,
+    run_files.SPAN_DETECTOR,
+    run_files.SPANS,
+    run_files.IMAGINE,
+    run_files.FUSION_EXAMPLES,
+    run_files.FUSION_FEATURES,
+    run_files.AUDIOBERT_RETRIEVAL,
+    run_files.AUDIOBERT_FEATURES,
+    run_files.FUSION,
+)
 # Stages with one folder per (system, seed): fusion_train/<system>-seed<seed>, fusion_eval/<system>[-seed<seed>].
 PER_SYSTEM_STAGES = (run_files.FUSION_TRAIN, run_files.FUSION_EVAL)
 SPLIT_ORDER = ("train", "dev", "test", "wiki")
@@ -134,9 +146,11 @@ def _per_system_stages(layout: RunLayout) -> list[str]:
     found = []
     for parent in PER_SYSTEM_STAGES:
         if layout.exists(parent):
-            found += sorted(f"{parent}/{posixpath.basename(p.rstrip('/'))}"
-                            for p in layout.fs.ls(layout.path(parent), detail=False)
-                            if not posixpath.basename(p.rstrip("/")).startswith("."))
+            found += sorted(
+                f"{parent}/{posixpath.basename(p.rstrip('/'))}"
+                for p in layout.fs.ls(layout.path(parent), detail=False)
+                if not posixpath.basename(p.rstrip("/")).startswith(".")
+            )
     return found
 
 
@@ -181,8 +195,7 @@ def load_run(run_root: str, run_id: str) -> RunData:
     data.config = _attempt(data, "/".join(run_files.CONFIG), lambda: _json(layout, *run_files.CONFIG))
     for stage in (*STAGES, *(_attempt(data, "per-system stages", lambda: _per_system_stages(layout)) or [])):
         data.markers[stage] = _attempt(data, f"{stage}/{DONE_MARKER}", lambda s=stage: _json(layout, s, DONE_MARKER))
-    data.span_metrics = _attempt(data, "/".join(run_files.SPAN_METRICS),
-                                 lambda: _json(layout, *run_files.SPAN_METRICS))
+    data.span_metrics = _attempt(data, "/".join(run_files.SPAN_METRICS), lambda: _json(layout, *run_files.SPAN_METRICS))
 
     def spans() -> None:
         if not layout.exists(run_files.SPANS):
@@ -203,8 +216,12 @@ def load_run(run_root: str, run_id: str) -> RunData:
     _attempt(data, "spans/*.parquet", spans)
     data.plan = _attempt(data, "/".join(run_files.PLAN), lambda: _json(layout, *run_files.PLAN))
     data.shards = _attempt(data, "/".join(run_files.SHARD_STATUS), lambda: _json(layout, *run_files.SHARD_STATUS))
-    for name, parts in (("mapping", run_files.MAPPING), ("candidates", run_files.CANDIDATES),
-                        ("selection", run_files.SELECTION), ("acceptance", run_files.ACCEPTANCE)):
+    for name, parts in (
+        ("mapping", run_files.MAPPING),
+        ("candidates", run_files.CANDIDATES),
+        ("selection", run_files.SELECTION),
+        ("acceptance", run_files.ACCEPTANCE),
+    ):
         setattr(data, name, _attempt(data, "/".join(parts), lambda p=parts: _table_rows(layout, *p)))
     data.fusion = _attempt(data, "fusion outputs", lambda: read_fusion(layout, data.summary))
     data.training_logs = _attempt(data, "training logs", lambda: _training_logs(data)) or []
@@ -213,9 +230,6 @@ def load_run(run_root: str, run_id: str) -> RunData:
         # Only the rows the case studies can show: the sampled examples of the spans stage.
         if not layout.exists(*run_files.EXAMPLES):
             return
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         table = layout.read_table(*run_files.EXAMPLES)
         wanted = {r["example_id"] for r in data.sampled} | set(data.spans)
         if wanted:
@@ -255,8 +269,10 @@ def threshold_acceptance(report: dict, selection: list[dict] | None) -> list[dic
         entry = counts[(row["task"], round(float(row["threshold"]), 6))]
         entry[0] += bool(row.get("accepted"))
         entry[1] += 1
-    return [{"task": task, "threshold": threshold, "accepted": a, "occurrences": n, "rate": a / n if n else 0.0}
-            for (task, threshold), (a, n) in sorted(counts.items())]
+    return [
+        {"task": task, "threshold": threshold, "accepted": a, "occurrences": n, "rate": a / n if n else 0.0}
+        for (task, threshold), (a, n) in sorted(counts.items())
+    ]
 
 
 def _done_shards(data: RunData) -> list[dict]:
@@ -264,8 +280,12 @@ def _done_shards(data: RunData) -> list[dict]:
 
 
 # summary.json's fusion section records reuse per prepared stage under these names.
-_PREPARED = {"fusion_examples": "examples", "fusion_features": "features",
-             "audiobert_retrieval": "audiobert_retrieval", "audiobert_features": "audiobert_features"}
+_PREPARED = {
+    "fusion_examples": "examples",
+    "fusion_features": "features",
+    "audiobert_retrieval": "audiobert_retrieval",
+    "audiobert_features": "audiobert_features",
+}
 
 
 def stage_reused(data: RunData, stage: str) -> bool | None:
@@ -284,8 +304,12 @@ def stage_reused(data: RunData, stage: str) -> bool | None:
         return bool(entry.get("cached")) if isinstance(entry, dict) and "cached" in entry else None
     for kind, name_of in (("train", train_stage_name), ("evaluate", eval_stage_name)):
         for entry in fusion.get(kind) or []:
-            if isinstance(entry, dict) and entry.get("system") in SYSTEMS and "cached" in entry \
-                    and name_of(entry["system"], entry.get("seed")) == stage:
+            if (
+                isinstance(entry, dict)
+                and entry.get("system") in SYSTEMS
+                and "cached" in entry
+                and name_of(entry["system"], entry.get("seed")) == stage
+            ):
                 return bool(entry["cached"])
     return None
 
@@ -332,8 +356,13 @@ def _devices_used(data: RunData) -> list[str]:
 
 
 # The kinds of example a case study can be, in the order they are shown.
-CASE_KINDS = (("ith_only", "ITH right, text-only wrong"), ("text_only", "ITH wrong, text-only right"),
-              ("both_right", "both right"), ("both_wrong", "both wrong"), ("unscored", "no predictions"))
+CASE_KINDS = (
+    ("ith_only", "ITH right, text-only wrong"),
+    ("text_only", "ITH wrong, text-only right"),
+    ("both_right", "both right"),
+    ("both_wrong", "both wrong"),
+    ("unscored", "no predictions"),
+)
 
 
 def _case_kind(predictions: dict[str, dict]) -> str:
@@ -341,7 +370,8 @@ def _case_kind(predictions: dict[str, dict]) -> str:
     if ith is None or text is None:
         return "unscored"
     return {(True, False): "ith_only", (False, True): "text_only", (True, True): "both_right"}.get(
-        (bool(ith), bool(text)), "both_wrong")
+        (bool(ith), bool(text)), "both_wrong"
+    )
 
 
 def _first_seed_predictions(data: RunData) -> tuple[dict[str, dict[str, dict]], Any]:
@@ -371,8 +401,7 @@ def _cases(data: RunData, per_task: int) -> tuple[list[dict], dict]:
 
     def order(example_id: str) -> tuple:
         with_audio = any(r.get("accepted") for r in selection.get(example_id, []))
-        return (not with_audio, not data.spans.get(example_id),
-                hashlib.sha256(example_id.encode()).hexdigest())
+        return (not with_audio, not data.spans.get(example_id), hashlib.sha256(example_id.encode()).hexdigest())
 
     pools: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     unscored = 0
@@ -392,8 +421,11 @@ def _cases(data: RunData, per_task: int) -> tuple[list[dict], dict]:
                 if sum(taken.values()) < per_task and taken[kind] < len(pools[task][kind]):
                     chosen.append((pools[task][kind][taken[kind]], kind))
                     taken[kind] += 1
-        strata[task] = {k: {"examples": len(pools[task].get(k, [])), "shown": taken.get(k, 0)}
-                        for k, _ in CASE_KINDS if pools[task].get(k)}
+        strata[task] = {
+            k: {"examples": len(pools[task].get(k, [])), "shown": taken.get(k, 0)}
+            for k, _ in CASE_KINDS
+            if pools[task].get(k)
+        }
     cands: dict[str, list[dict]] = defaultdict(list)
     for row in data.candidates or []:
         cands[row["audio_id"]].append(row)
@@ -404,13 +436,27 @@ def _cases(data: RunData, per_task: int) -> tuple[list[dict], dict]:
         sel_rows = sorted(selection.get(example_id, []), key=lambda r: r["span_index"])
         detected = {r["span_index"]: r for r in data.spans.get(example_id, [])}
         for sel in sel_rows or [{"span_index": i, "span_text": d["span_text"]} for i, d in sorted(detected.items())]:
-            spans_out.append({
-                "span_index": sel["span_index"], "span_text": sel.get("span_text"),
-                "threshold": sel.get("threshold"), "chosen": sel.get("candidate"), "accepted": sel.get("accepted"),
-                "candidates": sorted(cands.get(sel.get("audio_id"), []), key=lambda r: r["candidate"]),
-                "imagined": "audio_id" in sel,
-            })
-        cases.append({"example_id": example_id, "task": example_id.split("/")[0], "sentence": example.get("sentence"),
-                      "gold": example.get("answer"), "detected": list(detected.values()), "spans": spans_out,
-                      "predictions": preds.get(example_id, {}), "kind": kind})
+            spans_out.append(
+                {
+                    "span_index": sel["span_index"],
+                    "span_text": sel.get("span_text"),
+                    "threshold": sel.get("threshold"),
+                    "chosen": sel.get("candidate"),
+                    "accepted": sel.get("accepted"),
+                    "candidates": sorted(cands.get(sel.get("audio_id"), []), key=lambda r: r["candidate"]),
+                    "imagined": "audio_id" in sel,
+                }
+            )
+        cases.append(
+            {
+                "example_id": example_id,
+                "task": example_id.split("/")[0],
+                "sentence": example.get("sentence"),
+                "gold": example.get("answer"),
+                "detected": list(detected.values()),
+                "spans": spans_out,
+                "predictions": preds.get(example_id, {}),
+                "kind": kind,
+            }
+        )
     return cases, {"per_task": strata, "seed": seed, "left_out_unscored": unscored}

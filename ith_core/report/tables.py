@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ith_core.evaluation.quantiles import ordered_quantiles
+from ith_core.evaluation.scoring import (
+    PAPER_RESULTS,  # the one copy of the published table
+    unit_phrase,
+)
 from ith_core.fusion.systems import SYSTEMS
 from ith_core.report.charts import _chart, chart_acceptance, chart_accuracy, chart_clap, chart_training
 from ith_core.report.loading import (
@@ -67,18 +71,19 @@ def _html_cell(value: Any) -> str:
 
 
 def _html_table(table: Table, css: str = "") -> str:
-    head = "".join(f'<th{" class=num" if i in table.numeric else ""}>{html.escape(h)}</th>'
-                   for i, h in enumerate(table.headers))
+    head = "".join(
+        f"<th{' class=num' if i in table.numeric else ''}>{html.escape(h)}</th>" for i, h in enumerate(table.headers)
+    )
     body = []
     for row in table.rows:
-        cells = "".join(f'<td{" class=num" if i in table.numeric else ""}>{_html_cell(v)}</td>'
-                        for i, v in enumerate(row))
+        cells = "".join(
+            f"<td{' class=num' if i in table.numeric else ''}>{_html_cell(v)}</td>" for i, v in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     thead = f"<thead><tr>{head}</tr></thead>" if any(table.headers) else ""  # key-value tables have none
     css = f"{css} keyvalue" if not any(table.headers) else css
-    return (f'<table class="{css}">{caption}{thead}'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    return f'<table class="{css}">{caption}{thead}<tbody>{"".join(body)}</tbody></table>'
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
@@ -129,8 +134,6 @@ def _stage_state(data: RunData, stage: str) -> str:
 
 
 def _published() -> dict[str, dict[str, float]]:
-    from ith_core.evaluation.scoring import PAPER_RESULTS  # the one copy of the published table
-
     return PAPER_RESULTS
 
 
@@ -183,10 +186,25 @@ def section_overview(data: RunData) -> Section:
     rows = []
     for stage in (*STAGES, *(m for m in data.markers if m not in STAGES)):
         report = data.stage_report(stage) or {}
-        rows.append([stage, _stage_state(data, stage), _reused_cell(data, stage, report, "yes", "no"),
-                     stage_seconds(data, stage)])
-    s.tables.append(("table-stages", Table(["stage", "state", "reused from an earlier run", "seconds"], rows, {3},
-                                           caption="Stages (state from each stage's done-marker)")))
+        rows.append(
+            [
+                stage,
+                _stage_state(data, stage),
+                _reused_cell(data, stage, report, "yes", "no"),
+                stage_seconds(data, stage),
+            ]
+        )
+    s.tables.append(
+        (
+            "table-stages",
+            Table(
+                ["stage", "state", "reused from an earlier run", "seconds"],
+                rows,
+                {3},
+                caption="Stages (state from each stage's done-marker)",
+            ),
+        )
+    )
     if data.summary is None:
         s.notes.append("summary.json is missing: the pipeline did not finish writing its summary.")
     return s
@@ -214,8 +232,11 @@ def section_accuracy(data: RunData) -> Section:
     published = {} if synthetic else _published()
     ours = _ours(data)
     summary = (data.fusion.summary if data.fusion else None) or {}
-    over_seeds = {(r["model"], r["task"], r["split"]): r for r in summary.get("over_seeds") or []
-                  if r.get("metric") in PRIMARY_METRICS}
+    over_seeds = {
+        (r["model"], r["task"], r["split"]): r
+        for r in summary.get("over_seeds") or []
+        if r.get("metric") in PRIMARY_METRICS
+    }
     systems = summary.get("systems") or [{"name": v, "label": label, "seeds": []} for v, label in VARIANTS]
     columns = sorted({k.split("/")[1] for row in _published().values() for k in row}, key=_split_key)
     tasks = ("animal", "pitch")
@@ -228,8 +249,13 @@ def section_accuracy(data: RunData) -> Section:
         for t, sp in keys:
             got = over_seeds.get((system["name"], t, sp))
             fallback = ours.get((system["name"], t, sp))
-            cells.append(_system_cell(got) if got else fallback["text"] if fallback else
-                         ("not run" if data.fusion is None else "–"))
+            cells.append(
+                _system_cell(got)
+                if got
+                else fallback["text"]
+                if fallback
+                else ("not run" if data.fusion is None else "–")
+            )
         rows.append([system["label"], "this run"] + cells)
         # Like with like: a published row right under the system of this run that reproduces it.
         name = system.get("published")
@@ -239,82 +265,176 @@ def section_accuracy(data: RunData) -> Section:
     for a, b in (("ith", TEXT_TWIN), ("ith", "audiobert")):
         if any((a, t, sp) in over_seeds and (b, t, sp) in over_seeds for t, sp in keys):
             label = {TEXT_TWIN: "text-only", "audiobert": "AudioBERT"}[b]
-            rows.append([f"ITH − {label}", "this run"] + [
-                f"{over_seeds[(a, t, sp)]['mean'] - over_seeds[(b, t, sp)]['mean']:+.2f}"
-                if (a, t, sp) in over_seeds and (b, t, sp) in over_seeds else "–" for t, sp in keys])
+            rows.append(
+                [f"ITH − {label}", "this run"]
+                + [
+                    f"{over_seeds[(a, t, sp)]['mean'] - over_seeds[(b, t, sp)]['mean']:+.2f}"
+                    if (a, t, sp) in over_seeds and (b, t, sp) in over_seeds
+                    else "–"
+                    for t, sp in keys
+                ]
+            )
     majority = summary.get("majority") or {}
     if majority:
-        rows.append(["one constant answer", "this run's gold labels"]
-                    + [_fmt((majority.get(f"{t}/{sp}") or {}).get("accuracy")) for t, sp in keys])
+        rows.append(
+            ["one constant answer", "this run's gold labels"]
+            + [_fmt((majority.get(f"{t}/{sp}") or {}).get("accuracy")) for t, sp in keys]
+        )
     for name in () if synthetic else PUBLISHED_ROWS:
         if name not in reproduced:
-            rows.append([f"{name} (no system of this run reproduces it)", "published"]
-                        + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys])
-    from ith_core.evaluation.scoring import unit_phrase
-
+            rows.append(
+                [f"{name} (no system of this run reproduces it)", "published"]
+                + [_fmt(published.get(name, {}).get(f"{t}/{sp}")) for t, sp in keys]
+            )
     units = unit_phrase(summary.get("bootstrap_unit"))
-    s.intro.append("Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: the dev-best "
-                   "checkpoint of each (system, seed), as mean ± sample standard deviation (ddof 1) over seeds with "
-                   "a 95% interval [low, high] of the seed-mean from a hierarchical bootstrap (seeds drawn with "
-                   f"replacement, then {units}: rows that share a sound resample together); zero-shot systems are "
-                   "one deterministic evaluation, so their interval is over units only. 'One constant answer': the "
-                   "share of the most frequent gold answer, what a model that ignores its input scores.")
+    s.intro.append(
+        "Accuracy in % (animal: exact match of every wordpiece; pitch: higher/lower). Ours: the dev-best "
+        "checkpoint of each (system, seed), as mean ± sample standard deviation (ddof 1) over seeds with "
+        "a 95% interval [low, high] of the seed-mean from a hierarchical bootstrap (seeds drawn with "
+        f"replacement, then {units}: rows that share a sound resample together); zero-shot systems are "
+        "one deterministic evaluation, so their interval is over units only. 'One constant answer': the "
+        "share of the most frequent gold answer, what a model that ignores its input scores."
+    )
     if synthetic:
-        s.intro.append("Synthetic benchmark: no published numbers exist for it. Text alone can only reach the "
-                       "constant-answer level; intervals are bootstrapped over source names, the independent unit.")
+        s.intro.append(
+            "Synthetic benchmark: no published numbers exist for it. Text alone can only reach the "
+            "constant-answer level; intervals are bootstrapped over source names, the independent unit."
+        )
     else:
-        s.intro.append("Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits), each under the system of this run "
-                       "that reproduces it: BERT-base and RoBERTa-base are most likely zero-shot cloze (exact counts "
-                       "of one deterministic evaluation), so they stand under our zero-shot rows, not under the "
-                       "fine-tuned text-only ones.")
-    s.tables.append(("table-accuracy", Table(headers, rows, set(range(2, len(headers))),
-                                             caption="Accuracy (%) per system, task and split")))
+        s.intro.append(
+            "Published: Yoo, Ok, Lee 2025 (AuditoryBench, full splits), each under the system of this run "
+            "that reproduces it: BERT-base and RoBERTa-base are most likely zero-shot cloze (exact counts "
+            "of one deterministic evaluation), so they stand under our zero-shot rows, not under the "
+            "fine-tuned text-only ones."
+        )
+    s.tables.append(
+        (
+            "table-accuracy",
+            Table(headers, rows, set(range(2, len(headers))), caption="Accuracy (%) per system, task and split"),
+        )
+    )
     paired = summary.get("paired") or []
     if paired:
-        s.tables.append(("table-paired", Table(
-            ["comparison", "task", "split", "rows", "difference (points)", "95% CI low", "95% CI high",
-             "share of resamples where the first is not better"],
-            [[f"{p['a']} − {p['b']}", p["task"], p["split"], p["n"], p["difference"], p["ci_low"], p["ci_high"],
-              p["p_not_better"]] for p in sorted(paired, key=lambda p: (p["a"], p["b"], p["task"],
-                                                                         _split_key(p["split"])))],
-            {3, 4, 5, 6, 7}, caption="Paired hierarchical bootstrap on the rows both systems scored: each "
-                                     "system's seeds drawn with replacement, then the same units for both; the "
-                                     "last column is a one-sided bootstrap p-value under the same conditions")))
+        s.tables.append(
+            (
+                "table-paired",
+                Table(
+                    [
+                        "comparison",
+                        "task",
+                        "split",
+                        "rows",
+                        "difference (points)",
+                        "95% CI low",
+                        "95% CI high",
+                        "share of resamples where the first is not better",
+                    ],
+                    [
+                        [
+                            f"{p['a']} − {p['b']}",
+                            p["task"],
+                            p["split"],
+                            p["n"],
+                            p["difference"],
+                            p["ci_low"],
+                            p["ci_high"],
+                            p["p_not_better"],
+                        ]
+                        for p in sorted(paired, key=lambda p: (p["a"], p["b"], p["task"], _split_key(p["split"])))
+                    ],
+                    {3, 4, 5, 6, 7},
+                    caption="Paired hierarchical bootstrap on the rows both systems scored: each "
+                    "system's seeds drawn with replacement, then the same units for both; the "
+                    "last column is a one-sided bootstrap p-value under the same conditions",
+                ),
+            )
+        )
     if data.fusion is None:
         s.notes.append(_not_run("fusion") + " (fusion/results.parquet); only published numbers are shown.")
         s.charts.append(("chart-accuracy", "Accuracy per split", None))
         return s
     # Rows with n = 0 (e.g. mc4_accuracy where no row had scorable options) carry no number.
-    detail = sorted([r for r in data.fusion.results if r.get("n") != 0], key=lambda r: (str(r.get("task")), _split_key(str(r.get("split"))),
-                                                         str(r.get("variant")), str(r.get("metric")),
-                                                         r.get("seed") or 0))
-    s.tables.append(("table-accuracy-seeds", Table(
-        ["task", "split", "variant", "metric", "seed", "n", "accuracy %", "95% CI low", "95% CI high"],
-        [[r.get("task"), r.get("split"), r.get("variant"), r.get("metric"), _seed_shown(r), r.get("n"),
-          r.get("accuracy"), r.get("ci_low"), r.get("ci_high")] for r in detail], {4, 5, 6, 7, 8},
-        caption="Every evaluated (task, split, variant, metric, seed); a zero-shot system is one "
-                "deterministic evaluation, without a seed (–)")))
+    detail = sorted(
+        [r for r in data.fusion.results if r.get("n") != 0],
+        key=lambda r: (
+            str(r.get("task")),
+            _split_key(str(r.get("split"))),
+            str(r.get("variant")),
+            str(r.get("metric")),
+            r.get("seed") or 0,
+        ),
+    )
+    s.tables.append(
+        (
+            "table-accuracy-seeds",
+            Table(
+                ["task", "split", "variant", "metric", "seed", "n", "accuracy %", "95% CI low", "95% CI high"],
+                [
+                    [
+                        r.get("task"),
+                        r.get("split"),
+                        r.get("variant"),
+                        r.get("metric"),
+                        _seed_shown(r),
+                        r.get("n"),
+                        r.get("accuracy"),
+                        r.get("ci_low"),
+                        r.get("ci_high"),
+                    ]
+                    for r in detail
+                ],
+                {4, 5, 6, 7, 8},
+                caption="Every evaluated (task, split, variant, metric, seed); a zero-shot system is one "
+                "deterministic evaluation, without a seed (–)",
+            ),
+        )
+    )
     scoring = (data.fusion.summary or {}).get("scoring") or {}
     if scoring:
-        s.tables.append(("table-scoring", Table(
-            ["task/split", "rows", "scored", "windowed", "not scored (reason: rows)"],
-            [[name, a.get("rows"), a.get("scored"), a.get("windowed"),
-              ", ".join(f"{k}: {v}" for k, v in (a.get("unscored") or {}).items()) or "–"]
-             for name, a in sorted(scoring.items(), key=lambda kv: (kv[0].split("/")[0], _split_key(kv[0].split("/")[1])))],
-            {1, 2, 3}, caption="Rows of each evaluated split: scored (windowed: longer than max_length, the model saw "
-                               "a window around the mask) or not scored, with the reason")))
+        s.tables.append(
+            (
+                "table-scoring",
+                Table(
+                    ["task/split", "rows", "scored", "windowed", "not scored (reason: rows)"],
+                    [
+                        [
+                            name,
+                            a.get("rows"),
+                            a.get("scored"),
+                            a.get("windowed"),
+                            ", ".join(f"{k}: {v}" for k, v in (a.get("unscored") or {}).items()) or "–",
+                        ]
+                        for name, a in sorted(
+                            scoring.items(), key=lambda kv: (kv[0].split("/")[0], _split_key(kv[0].split("/")[1]))
+                        )
+                    ],
+                    {1, 2, 3},
+                    caption="Rows of each evaluated split: scored (windowed: longer than max_length, the model saw "
+                    "a window around the mask) or not scored, with the reason",
+                ),
+            )
+        )
         unscored = sum(sum((a.get("unscored") or {}).values()) for a in scoring.values())
         if unscored:
-            s.notes.append(f"{unscored} rows of the evaluated splits could not be scored (table above); accuracy "
-                           "counts only the scored rows.")
+            s.notes.append(
+                f"{unscored} rows of the evaluated splits could not be scored (table above); accuracy "
+                "counts only the scored rows."
+            )
     if any(r.get("n") and r.get("split") in ("dev", "test", "wiki") for r in detail):
-        s.notes.append("n is the number of examples scored; published numbers use the full splits, a sampled "
-                       "run is not directly comparable.")
+        s.notes.append(
+            "n is the number of examples scored; published numbers use the full splits, a sampled "
+            "run is not directly comparable."
+        )
     points = {key: {"mean": r["mean"], "lo": r.get("ci_low"), "hi": r.get("ci_high")} for key, r in over_seeds.items()}
     points.update({key: v for key, v in ours.items() if key not in points})
-    s.charts.append(("chart-accuracy", "Accuracy per split: every system of this run with its 95% interval, each "
-                                       "published row (hatched) beside the system that reproduces it",
-                     _chart(lambda: chart_accuracy(points, systems, published), "accuracy")))
+    s.charts.append(
+        (
+            "chart-accuracy",
+            "Accuracy per split: every system of this run with its 95% interval, each "
+            "published row (hatched) beside the system that reproduces it",
+            _chart(lambda: chart_accuracy(points, systems, published), "accuracy"),
+        )
+    )
     return s
 
 
@@ -327,23 +447,49 @@ def section_spans(data: RunData) -> Section:
         rows = []
         for name, label in (("dev_untrained", "before training"), ("dev_trained", "after training")):
             m = metrics.get(name) or {}
-            rows.append([label] + [m.get(k) for k in ("token_precision", "token_recall", "token_f1",
-                                                       "span_precision", "span_recall", "span_f1")])
-        s.tables.append(("table-span-metrics", Table(
-            ["dev", "token P", "token R", "token F1", "span P", "span R", "span F1"], rows, {1, 2, 3, 4, 5, 6},
-            caption="Span detector on the dev splits")))
+            rows.append(
+                [label]
+                + [
+                    m.get(k)
+                    for k in ("token_precision", "token_recall", "token_f1", "span_precision", "span_recall", "span_f1")
+                ]
+            )
+        s.tables.append(
+            (
+                "table-span-metrics",
+                Table(
+                    ["dev", "token P", "token R", "token F1", "span P", "span R", "span F1"],
+                    rows,
+                    {1, 2, 3, 4, 5, 6},
+                    caption="Span detector on the dev splits",
+                ),
+            )
+        )
         training = metrics.get("training") or {}
         if training:
-            s.intro.append(f"Trained on {training.get('train_examples', '?')} examples for "
-                           f"{training.get('steps', '?')} steps ({training.get('epochs_run', '?')} epochs).")
+            s.intro.append(
+                f"Trained on {training.get('train_examples', '?')} examples for "
+                f"{training.get('steps', '?')} steps ({training.get('epochs_run', '?')} epochs)."
+            )
     per_split = (data.stage_report("spans") or {}).get("per_split") or {}
     if per_split:
-        rows = [[name, v.get("examples"), v.get("examples_with_spans"), v.get("examples_without_spans"),
-                 v.get("spans")] for name, v in sorted(per_split.items(), key=lambda kv: (
-                     kv[0].split("/")[0], _split_key(kv[0].split("/")[-1])))]
-        s.tables.append(("table-span-counts", Table(
-            ["task/split", "examples", "with spans", "without spans", "spans"], rows, {1, 2, 3, 4},
-            caption="Detected spans per task and split (sampled examples)")))
+        rows = [
+            [name, v.get("examples"), v.get("examples_with_spans"), v.get("examples_without_spans"), v.get("spans")]
+            for name, v in sorted(
+                per_split.items(), key=lambda kv: (kv[0].split("/")[0], _split_key(kv[0].split("/")[-1]))
+            )
+        ]
+        s.tables.append(
+            (
+                "table-span-counts",
+                Table(
+                    ["task/split", "examples", "with spans", "without spans", "spans"],
+                    rows,
+                    {1, 2, 3, 4},
+                    caption="Detected spans per task and split (sampled examples)",
+                ),
+            )
+        )
     elif data.markers.get("spans") is None:
         s.notes.append(_not_run("spans"))
     return s
@@ -355,51 +501,95 @@ def section_imagine(data: RunData) -> Section:
     plan = data.plan or {}
     if not plan and not report and data.candidates is None:
         s.notes.append(_not_run("imagine"))
-        s.charts += [("chart-clap", "CLAP score distribution", None),
-                     ("chart-acceptance", "Acceptance per threshold", None)]
+        s.charts += [
+            ("chart-clap", "CLAP score distribution", None),
+            ("chart-acceptance", "Acceptance per threshold", None),
+        ]
         return s
     occ = plan.get("occurrences", report.get("occurrences"))
     unique = plan.get("unique_prompts", report.get("unique_prompts"))
     ratio = plan.get("dedup_ratio", report.get("dedup_ratio"))
     settings = plan.get("settings") or {}
-    rows = [["span occurrences (incl. examples without a span)", occ],
-            ["unique prompts generated", unique],
-            ["dedup ratio (occurrences / unique prompts)", f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else None],
-            ["already in the audio store when planned", plan.get("already_in_store")],
-            ["planned shards finished before the last flow run (skipped by it)",
-             (data.shards or {}).get("counts", {}).get("skipped") if data.shards else None],
-            ["shards planned", len(plan["shards"]) if "shards" in plan else report.get("shards")],
-            ["candidates per prompt", settings.get("num_candidates")],
-            ["clip length (s)", settings.get("duration_s")],
-            ["inference steps", settings.get("num_inference_steps")],
-            ["generator", settings.get("generator_id")],
-            ["CLAP", plan.get("clap_id")],
-            ["span occurrences with audio / without", f"{report['accepted']} / {report['rejected']}"
-             if "accepted" in report else None]]
+    rows = [
+        ["span occurrences (incl. examples without a span)", occ],
+        ["unique prompts generated", unique],
+        ["dedup ratio (occurrences / unique prompts)", f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else None],
+        ["already in the audio store when planned", plan.get("already_in_store")],
+        [
+            "planned shards finished before the last flow run (skipped by it)",
+            (data.shards or {}).get("counts", {}).get("skipped") if data.shards else None,
+        ],
+        ["shards planned", len(plan["shards"]) if "shards" in plan else report.get("shards")],
+        ["candidates per prompt", settings.get("num_candidates")],
+        ["clip length (s)", settings.get("duration_s")],
+        ["inference steps", settings.get("num_inference_steps")],
+        ["generator", settings.get("generator_id")],
+        ["CLAP", plan.get("clap_id")],
+        [
+            "span occurrences with audio / without",
+            f"{report['accepted']} / {report['rejected']}" if "accepted" in report else None,
+        ],
+    ]
     s.tables.append(("table-imagine", Table(["", ""], rows, caption="Generation and deduplication")))
     used = threshold_acceptance(report, data.selection)
     if used:
-        s.tables.append(("table-threshold-used", Table(
-            ["task", "threshold used", "accepted", "occurrences", "rate %"],
-            [[r["task"], f"{r['threshold']:g}", r["accepted"], r["occurrences"], 100 * r["rate"]] for r in used],
-            {1, 2, 3, 4}, caption="The run's own CLAP threshold per task and the span occurrences it gave audio to")))
+        s.tables.append(
+            (
+                "table-threshold-used",
+                Table(
+                    ["task", "threshold used", "accepted", "occurrences", "rate %"],
+                    [
+                        [r["task"], f"{r['threshold']:g}", r["accepted"], r["occurrences"], 100 * r["rate"]]
+                        for r in used
+                    ],
+                    {1, 2, 3, 4},
+                    caption="The run's own CLAP threshold per task and the span occurrences it gave audio to",
+                ),
+            )
+        )
     if data.acceptance:
-        s.tables.append(("table-acceptance", Table(
-            ["task", "threshold", "accepted", "occurrences", "rate %"],
-            [[r["task"], f"{r['threshold']:.2f}", r["accepted"], r["occurrences"], 100 * r["rate"]]
-             for r in sorted(data.acceptance, key=lambda r: (r["task"], r["threshold"]))], {1, 2, 3, 4},
-            caption="Span occurrences that get audio at each CLAP threshold (first-passing rule)")))
+        s.tables.append(
+            (
+                "table-acceptance",
+                Table(
+                    ["task", "threshold", "accepted", "occurrences", "rate %"],
+                    [
+                        [r["task"], f"{r['threshold']:.2f}", r["accepted"], r["occurrences"], 100 * r["rate"]]
+                        for r in sorted(data.acceptance, key=lambda r: (r["task"], r["threshold"]))
+                    ],
+                    {1, 2, 3, 4},
+                    caption="Span occurrences that get audio at each CLAP threshold (first-passing rule)",
+                ),
+            )
+        )
     quantiles = ordered_quantiles(report.get("clap_score_quantiles"))
     if quantiles:
-        s.tables.append(("table-clap-quantiles", Table([k for k, _ in quantiles], [[float(v) for _, v in quantiles]],
-                                                       set(range(len(quantiles))),
-                                                       caption="CLAP score quantiles (all candidates)")))
+        s.tables.append(
+            (
+                "table-clap-quantiles",
+                Table(
+                    [k for k, _ in quantiles],
+                    [[float(v) for _, v in quantiles]],
+                    set(range(len(quantiles))),
+                    caption="CLAP score quantiles (all candidates)",
+                ),
+            )
+        )
     thresholds = report.get("thresholds") or {}
-    s.charts.append(("chart-clap", "CLAP score of every candidate, per task, with the run's thresholds",
-                     _chart(lambda: chart_clap(data, thresholds), "clap") if data.candidates else None))
-    s.charts.append(("chart-acceptance", "Share of span occurrences with audio per CLAP threshold",
-                     _chart(lambda: chart_acceptance(data.acceptance, thresholds), "acceptance")
-                     if data.acceptance else None))
+    s.charts.append(
+        (
+            "chart-clap",
+            "CLAP score of every candidate, per task, with the run's thresholds",
+            _chart(lambda: chart_clap(data, thresholds), "clap") if data.candidates else None,
+        )
+    )
+    s.charts.append(
+        (
+            "chart-acceptance",
+            "Share of span occurrences with audio per CLAP threshold",
+            _chart(lambda: chart_acceptance(data.acceptance, thresholds), "acceptance") if data.acceptance else None,
+        )
+    )
     if data.candidates is None:
         s.notes.append("imagine/candidates.parquet is missing: the selection step has not finished.")
     return s
@@ -413,16 +603,38 @@ def section_training(data: RunData) -> Section:
         s.charts.append(("chart-training", "Training curves", None))
         return s
     if data.training_logs:
-        s.tables.append(("table-training", Table(
-            ["job", "steps", "best dev %", "best epoch", "seconds", "world size"],
-            [[j["job"], j.get("steps"), j.get("best_dev"),
-              None if j.get("best_epoch") is None else j["best_epoch"] + 1,  # epochs count from 1, as in the chart
-              j.get("seconds"), j.get("world_size")]
-             for j in data.training_logs], {1, 2, 3, 4, 5}, caption="Fusion LM training jobs")))
+        s.tables.append(
+            (
+                "table-training",
+                Table(
+                    ["job", "steps", "best dev %", "best epoch", "seconds", "world size"],
+                    [
+                        [
+                            j["job"],
+                            j.get("steps"),
+                            j.get("best_dev"),
+                            None
+                            if j.get("best_epoch") is None
+                            else j["best_epoch"] + 1,  # epochs count from 1, as in the chart
+                            j.get("seconds"),
+                            j.get("world_size"),
+                        ]
+                        for j in data.training_logs
+                    ],
+                    {1, 2, 3, 4, 5},
+                    caption="Fusion LM training jobs",
+                ),
+            )
+        )
     elif data.fusion is None:
         s.notes.append(_not_run("fusion") + ": only the span detector's curve is shown.")
-    s.charts.append(("chart-training", "Training loss and dev accuracy per epoch",
-                     _chart(lambda: chart_training(span_losses, data.training_logs), "training")))
+    s.charts.append(
+        (
+            "chart-training",
+            "Training loss and dev accuracy per epoch",
+            _chart(lambda: chart_training(span_losses, data.training_logs), "training"),
+        )
+    )
     return s
 
 
@@ -441,17 +653,25 @@ def section_compute(data: RunData) -> Section:
         gpu = report.get("gpu_seconds")
         wall = stage_seconds(data, stage)
         if stage == "imagine":
-            on_gpu = [float(r.get("seconds") or 0) for r in _done_shards(data) if str(r.get("device")).startswith("cuda")]
+            on_gpu = [
+                float(r.get("seconds") or 0) for r in _done_shards(data) if str(r.get("device")).startswith("cuda")
+            ]
             gpu = round(sum(on_gpu), 3) if on_gpu else None
         elif gpu is None and str(device or "").startswith("cuda") and wall is not None:
             gpu = round(float(wall) * int(report.get("num_processes") or 1), 3)
         rows.append([stage, _reused_cell(data, stage, report, "reused", "computed"), device or "–", wall, gpu])
-    s.tables.append(("table-compute", Table(["stage", "this run", "device", "seconds", "GPU-seconds"], rows, {3, 4},
-                                            caption="Time per stage")))
-    s.intro.append("Seconds as recorded by each stage when it ran (a stage reused from an earlier run keeps its "
-                   "original time; imagine: the flow run that finished it, plan and shards included, the same number "
-                   "as in the stage table). Device: the device each stage recorded using ('–': none recorded, e.g. "
-                   "ingestion, which needs no accelerator). GPU-seconds: imagine shards run on a CUDA device in the "
-                   "last flow run (from imagine/shards.json), the wall time of a stage that records a CUDA device "
-                   "(times its processes), or a stage's own gpu_seconds.")
+    s.tables.append(
+        (
+            "table-compute",
+            Table(["stage", "this run", "device", "seconds", "GPU-seconds"], rows, {3, 4}, caption="Time per stage"),
+        )
+    )
+    s.intro.append(
+        "Seconds as recorded by each stage when it ran (a stage reused from an earlier run keeps its "
+        "original time; imagine: the flow run that finished it, plan and shards included, the same number "
+        "as in the stage table). Device: the device each stage recorded using ('–': none recorded, e.g. "
+        "ingestion, which needs no accelerator). GPU-seconds: imagine shards run on a CUDA device in the "
+        "last flow run (from imagine/shards.json), the wall time of a stage that records a CUDA device "
+        "(times its processes), or a stage's own gpu_seconds."
+    )
     return s

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from ith_core.config import AudioBertConfig, require
@@ -37,21 +38,41 @@ LORA_TARGETS = ("query", "key", "value")
 
 
 class AudioBertLM(nn.Module):
-    def __init__(self, mlm: nn.Module, audio_encoder: nn.Module | None, audio_dim: int, *, lora_r: int,
-                 lora_alpha: int, lora_dropout: float, loss_on_all_tokens: bool = False,
-                 target_modules: tuple[str, ...] = LORA_TARGETS, train_lm_head: bool = False) -> None:
+    def __init__(
+        self,
+        mlm: nn.Module,
+        audio_encoder: nn.Module | None,
+        audio_dim: int,
+        *,
+        lora_r: int,
+        lora_alpha: int,
+        lora_dropout: float,
+        loss_on_all_tokens: bool = False,
+        target_modules: tuple[str, ...] = LORA_TARGETS,
+        train_lm_head: bool = False,
+    ) -> None:
         super().__init__()
-        from peft import LoraConfig, get_peft_model
-
         require(audio_dim is not None and audio_dim >= 1, "audio_dim", "be the audio encoder's width", audio_dim)
         hidden = mlm.config.hidden_size
         names = {name.rsplit(".", 1)[-1] for name, _ in mlm.named_modules()}
         missing = [t for t in target_modules if t not in names]
-        require(not missing, "LoRA target modules", f"exist in {type(mlm).__name__} (BERT-family attention names "
-                "query/key/value)", missing)
+        require(
+            not missing,
+            "LoRA target modules",
+            f"exist in {type(mlm).__name__} (BERT-family attention names query/key/value)",
+            missing,
+        )
         # peft freezes every weight of the wrapped LM, the MLM head included; only lora_A/B train.
-        self.lm = get_peft_model(mlm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                 target_modules=list(target_modules), bias="none"))
+        self.lm = get_peft_model(
+            mlm,
+            LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=list(target_modules),
+                bias="none",
+            ),
+        )
         if train_lm_head:
             # The MLM head is every child of the LM but its encoder (BERT `cls`, RoBERTa `lm_head`);
             # its decoder weight is the tied word-embedding matrix, which stays frozen.
@@ -87,8 +108,12 @@ class AudioBertLM(nn.Module):
         return audio_tokens.float().mean(1)
 
     def set_audio_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        require(mean.shape == std.shape == self.audio_mean.shape, "audio statistics",
-                f"be two {tuple(self.audio_mean.shape)} tensors", (tuple(mean.shape), tuple(std.shape)))
+        require(
+            mean.shape == std.shape == self.audio_mean.shape,
+            "audio statistics",
+            f"be two {tuple(self.audio_mean.shape)} tensors",
+            (tuple(mean.shape), tuple(std.shape)),
+        )
         self.audio_mean = mean.detach().to(self.audio_mean.device, torch.float32).clone()
         self.audio_std = std.detach().to(self.audio_std.device, torch.float32).clone()
 
@@ -108,10 +133,19 @@ class AudioBertLM(nn.Module):
         return output.index_put((rows, cols), vectors.to(output.dtype))
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                span_batch: torch.Tensor | None = None, span_positions: torch.Tensor | None = None,
-                span_position_mask: torch.Tensor | None = None, span_audio: torch.Tensor | None = None,
-                audio_tokens: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None, **_: Any):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        span_batch: torch.Tensor | None = None,
+        span_positions: torch.Tensor | None = None,
+        span_position_mask: torch.Tensor | None = None,
+        span_audio: torch.Tensor | None = None,
+        audio_tokens: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        **_: Any,
+    ):
         if span_batch is not None and span_batch.numel() > 0:
             # Positions are ascending within a span (lm_data), so column 0 is its first wordpiece.
             self._ctx = (span_batch, span_positions[:, 0], self.audio_vectors(audio_tokens)[span_audio])
@@ -131,20 +165,26 @@ class AudioBertLM(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything training changes: LoRA weights, the audio encoder and the projection (buffers too)."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                if k in trainable or k.startswith(("audio_encoder.", "projection.", "audio_mean", "audio_std"))}
+        return {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if k in trainable or k.startswith(("audio_encoder.", "projection.", "audio_mean", "audio_std"))
+        }
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         expected = set(self.trainable_state())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
-            raise ValueError(f"AudioBERT weights do not fit this model: missing {missing[:5]}, unexpected "
-                             f"{unexpected[:5]}; rebuild it with the settings it was trained with")
+            raise ValueError(
+                f"AudioBERT weights do not fit this model: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}; rebuild it with the settings it was trained with"
+            )
         self.load_state_dict(state, strict=False)
 
 
-def build_audiobert_model(mlm: nn.Module, settings: AudioBertConfig | dict, audio_encoder: nn.Module | None,
-                          audio_dim: int | None = None) -> AudioBertLM:
+def build_audiobert_model(
+    mlm: nn.Module, settings: AudioBertConfig | dict, audio_encoder: nn.Module | None, audio_dim: int | None = None
+) -> AudioBertLM:
     """AudioBertLM with the settings of an `AudioBertConfig` (or its dump).
 
     `audio_encoder`: the AST to train (its width is the audio width), or None for the frozen
@@ -154,14 +194,23 @@ def build_audiobert_model(mlm: nn.Module, settings: AudioBertConfig | dict, audi
     if audio_encoder is not None:
         audio_dim = audio_encoder.config.hidden_size
         audio_encoder.requires_grad_(True)  # the release trains all of AST
-    return AudioBertLM(mlm, audio_encoder, audio_dim, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                       lora_dropout=cfg.lora_dropout, loss_on_all_tokens=cfg.loss_on_all_tokens,
-                       target_modules=tuple(cfg.lora_targets), train_lm_head=cfg.train_lm_head)
+    return AudioBertLM(
+        mlm,
+        audio_encoder,
+        audio_dim,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        loss_on_all_tokens=cfg.loss_on_all_tokens,
+        target_modules=tuple(cfg.lora_targets),
+        train_lm_head=cfg.train_lm_head,
+    )
 
 
 @torch.no_grad()
-def audio_statistics(model: AudioBertLM, features, audio_ids, max_audios: int = 4096, batch_size: int = 32,
-                     min_std_ratio: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_statistics(
+    model: AudioBertLM, features, audio_ids, max_audios: int = 4096, batch_size: int = 32, min_std_ratio: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std), each (1, audio_dim), of the pooled audio vectors of `audio_ids` (the training clips).
 
     At most `max_audios` ids, evenly spaced over the sorted ids (the same on every rank). A
@@ -176,9 +225,14 @@ def audio_statistics(model: AudioBertLM, features, audio_ids, max_audios: int = 
     was_training = model.training
     model.eval()
     try:
-        vectors = torch.cat([model.pooled_audio(torch.stack([features.get(a) for a in ids[i:i + batch_size]])
-                                                .to(device).float()).double()
-                             for i in range(0, len(ids), batch_size)])
+        vectors = torch.cat(
+            [
+                model.pooled_audio(
+                    torch.stack([features.get(a) for a in ids[i : i + batch_size]]).to(device).float()
+                ).double()
+                for i in range(0, len(ids), batch_size)
+            ]
+        )
     finally:
         model.train(was_training)
     mean = vectors.mean(0, keepdim=True)

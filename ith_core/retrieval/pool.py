@@ -65,23 +65,27 @@ MANIFEST_VERSION = 1
 AUDIO_EXTENSIONS = (".wav", ".flac")
 CAPTION_TABLES = ("captions.csv", "captions.tsv", "captions.jsonl", "captions.parquet")
 
-MANIFEST_SCHEMA = pa.schema([
-    ("clip_id", pa.string()),
-    ("path", pa.string()),  # a path or fsspec URL that ith_core.audio.read_wav opens
-    ("caption", pa.string()),
-    ("source", pa.string()),  # null: unknown
-    ("split", pa.string()),  # null: the clip belongs to every split
-    ("sample_rate", pa.int64()),
-    ("duration_s", pa.float64()),
-    ("sha256", pa.string()),  # of the file's bytes
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("path", pa.string()),  # a path or fsspec URL that ith_core.audio.read_wav opens
+        ("caption", pa.string()),
+        ("source", pa.string()),  # null: unknown
+        ("split", pa.string()),  # null: the clip belongs to every split
+        ("sample_rate", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("sha256", pa.string()),  # of the file's bytes
+    ]
+)
 
-REJECTS_SCHEMA = pa.schema([
-    ("row", pa.int64()),  # 1-based data row of the captions table (JSON mode: of the sorted clips); null: no row
-    ("path", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),  # the field and the rule it broke
-])
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),  # 1-based data row of the captions table (JSON mode: of the sorted clips); null: no row
+        ("path", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),  # the field and the rule it broke
+    ]
+)
 
 
 class PoolError(ValueError):
@@ -139,10 +143,16 @@ class Pool:
 
     def describe(self) -> dict:
         splits = Counter(s if s is not None else "(all splits)" for s in self.manifest["split"].to_pylist())
-        return {"name": self.name, "kind": self.kind, "clips": self.size, "rejects": self.rejects.num_rows,
-                "rejects_by_reason": dict(Counter(self.rejects["reason"].to_pylist())),
-                "clips_by_split": dict(sorted(splits.items())), "manifest_sha256": self.manifest_hash,
-                **self.report}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "clips": self.size,
+            "rejects": self.rejects.num_rows,
+            "rejects_by_reason": dict(Counter(self.rejects["reason"].to_pylist())),
+            "clips_by_split": dict(sorted(splits.items())),
+            "manifest_sha256": self.manifest_hash,
+            **self.report,
+        }
 
 
 def manifest_table(rows: Iterable[dict]) -> pa.Table:
@@ -200,13 +210,25 @@ def _read_caption_rows(fs, root: str, table_name: str) -> tuple[list[dict], list
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as error:
-                rejects.append({"row": number, "path": None, "reason": "malformed_row",
-                                "detail": f"row {number}: not a JSON object ({error.msg})"})
+                rejects.append(
+                    {
+                        "row": number,
+                        "path": None,
+                        "reason": "malformed_row",
+                        "detail": f"row {number}: not a JSON object ({error.msg})",
+                    }
+                )
                 raw_rows.append(None)
                 continue
             if not isinstance(obj, dict):
-                rejects.append({"row": number, "path": None, "reason": "malformed_row",
-                                "detail": f"row {number}: must be a JSON object, got {type(obj).__name__}"})
+                rejects.append(
+                    {
+                        "row": number,
+                        "path": None,
+                        "reason": "malformed_row",
+                        "detail": f"row {number}: must be a JSON object, got {type(obj).__name__}",
+                    }
+                )
                 raw_rows.append(None)
                 continue
             raw_rows.append(obj)
@@ -224,21 +246,36 @@ def _read_caption_rows(fs, root: str, table_name: str) -> tuple[list[dict], list
         raw_rows = []
         for number, line in enumerate(lines[1:], start=1):
             if len(line) != len(columns):
-                rejects.append({"row": number, "path": None, "reason": "malformed_row",
-                                "detail": f"row {number}: {len(line)} fields, the header has {len(columns)}"})
+                rejects.append(
+                    {
+                        "row": number,
+                        "path": None,
+                        "reason": "malformed_row",
+                        "detail": f"row {number}: {len(line)} fields, the header has {len(columns)}",
+                    }
+                )
                 raw_rows.append(None)
                 continue
             raw_rows.append(dict(zip(columns, line)))
     missing = [c for c in ("path", "caption") if c not in columns]
     if missing:
-        raise PoolError(f"{where} lacks the column(s) {', '.join(missing)} (has {', '.join(columns) or 'none'}); "
-                        "a captions table needs path and caption, and may have source and split")
+        raise PoolError(
+            f"{where} lacks the column(s) {', '.join(missing)} (has {', '.join(columns) or 'none'}); "
+            "a captions table needs path and caption, and may have source and split"
+        )
     ignored = [c for c in columns if c not in ("path", "caption", "source", "split")]
     for number, raw in enumerate(raw_rows, start=1):
         if raw is None:
             continue  # already rejected as malformed
-        rows.append({"row": number, "path": _text_cell(raw.get("path")), "caption": _text_cell(raw.get("caption")),
-                     "source": _text_cell(raw.get("source")) or None, "split": raw.get("split")})
+        rows.append(
+            {
+                "row": number,
+                "path": _text_cell(raw.get("path")),
+                "caption": _text_cell(raw.get("caption")),
+                "source": _text_cell(raw.get("source")) or None,
+                "split": raw.get("split"),
+            }
+        )
     return rows, rejects, ignored
 
 
@@ -272,8 +309,10 @@ def read_pool_folder(url: str, workers: int = 8) -> Pool:
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/") or "/"
     if not fs.isdir(root):
-        raise PoolError(f"clip pool {url} is not a folder (or does not exist); set audiobert.pool to a folder of "
-                        ".wav/.flac clips with a captions table")
+        raise PoolError(
+            f"clip pool {url} is not a folder (or does not exist); set audiobert.pool to a folder of "
+            ".wav/.flac clips with a captions table"
+        )
     files = sorted(posixpath.relpath(f, root) for f in fs.find(root))
     audio = [f for f in files if f.lower().endswith(AUDIO_EXTENSIONS)]
     present = set(files)
@@ -285,19 +324,28 @@ def read_pool_folder(url: str, workers: int = 8) -> Pool:
         rows, rejects, ignored = _read_caption_rows(fs, root, fmt)
     else:
         if not audio:
-            raise PoolError(f"clip pool {url} holds no .wav or .flac files and no captions table "
-                            f"({', '.join(CAPTION_TABLES)})")
+            raise PoolError(
+                f"clip pool {url} holds no .wav or .flac files and no captions table ({', '.join(CAPTION_TABLES)})"
+            )
         fmt = "json beside each clip"
         rows = []
         for number, rel in enumerate(audio, start=1):
-            sidecar = rel[:rel.rfind(".")] + ".json"
+            sidecar = rel[: rel.rfind(".")] + ".json"
             if sidecar not in present:
-                rejects.append({"row": number, "path": rel, "reason": "no_caption",
-                                "detail": f"row {number}: no captions table and no {sidecar} beside the clip"})
+                rejects.append(
+                    {
+                        "row": number,
+                        "path": rel,
+                        "reason": "no_caption",
+                        "detail": f"row {number}: no captions table and no {sidecar} beside the clip",
+                    }
+                )
                 continue
             parsed, problem = _sidecar_caption(fs, posixpath.join(root, sidecar))
             if problem:
-                rejects.append({"row": number, "path": rel, "reason": "malformed_row", "detail": f"row {number}: {problem}"})
+                rejects.append(
+                    {"row": number, "path": rel, "reason": "malformed_row", "detail": f"row {number}: {problem}"}
+                )
                 continue
             rows.append({"row": number, "path": rel, **parsed})
     rows_in = len(rows) + len(rejects)
@@ -341,8 +389,14 @@ def read_pool_folder(url: str, workers: int = 8) -> Pool:
     if tables:
         for rel in audio:
             if rel not in named:
-                rejects.append({"row": None, "path": rel, "reason": "no_caption",
-                                "detail": f"audio file {rel!r} is not named by {fmt}"})
+                rejects.append(
+                    {
+                        "row": None,
+                        "path": rel,
+                        "reason": "no_caption",
+                        "detail": f"audio file {rel!r} is not named by {fmt}",
+                    }
+                )
 
     def probe(r: dict):
         try:
@@ -355,25 +409,47 @@ def read_pool_folder(url: str, workers: int = 8) -> Pool:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, (r, probed, problem) in enumerate(pool.map(probe, checked), start=1):
             if probed is None:
-                rejects.append({"row": r["row"], "path": r["path"], "reason": "unreadable_audio",
-                                "detail": f"row {r['row']}: {problem}"})
+                rejects.append(
+                    {
+                        "row": r["row"],
+                        "path": r["path"],
+                        "reason": "unreadable_audio",
+                        "detail": f"row {r['row']}: {problem}",
+                    }
+                )
                 continue
             sha, rate, frames = probed
             if frames == 0:
-                rejects.append({"row": r["row"], "path": r["path"], "reason": "empty_audio",
-                                "detail": f"row {r['row']}: the clip holds no samples"})
+                rejects.append(
+                    {
+                        "row": r["row"],
+                        "path": r["path"],
+                        "reason": "empty_audio",
+                        "detail": f"row {r['row']}: the clip holds no samples",
+                    }
+                )
                 continue
-            manifest_rows.append({"clip_id": clip_id_for(r["path"], sha),
-                                  "path": _url(fs, posixpath.join(root, r["path"])), "caption": r["caption"],
-                                  "source": r["source"], "split": r["split"], "sample_rate": int(rate),
-                                  "duration_s": frames / rate, "sha256": sha})
+            manifest_rows.append(
+                {
+                    "clip_id": clip_id_for(r["path"], sha),
+                    "path": _url(fs, posixpath.join(root, r["path"])),
+                    "caption": r["caption"],
+                    "source": r["source"],
+                    "split": r["split"],
+                    "sample_rate": int(rate),
+                    "duration_s": frames / rate,
+                    "sha256": sha,
+                }
+            )
             if done % 5000 == 0:
-                logger.info("pool %s: %d of %d clips read (%.0f s)", url, done, len(checked),
-                            time.perf_counter() - started)
+                logger.info(
+                    "pool %s: %d of %d clips read (%.0f s)", url, done, len(checked), time.perf_counter() - started
+                )
     row_rejects = sum(1 for r in rejects if r["row"] is not None)
     if len(manifest_rows) + row_rejects != rows_in:
-        raise RuntimeError(f"pool {url}: {rows_in} caption rows but {len(manifest_rows)} clips and {row_rejects} "
-                           "rejected rows")
+        raise RuntimeError(
+            f"pool {url}: {rows_in} caption rows but {len(manifest_rows)} clips and {row_rejects} rejected rows"
+        )
     rejects.sort(key=lambda r: (r["row"] is None, r["row"] or 0, r["path"] or ""))
     reject_table = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA)
     if not manifest_rows:
@@ -382,8 +458,9 @@ def read_pool_folder(url: str, workers: int = 8) -> Pool:
         raise PoolError(f"clip pool {url} has no usable clip: {dict(reasons)} (e.g. {first})")
     if rejects:
         reasons = Counter(r["reason"] for r in rejects)
-        logger.warning("pool %s: %d rows or files left out %s, e.g. %s", url, len(rejects), dict(reasons),
-                       rejects[0]["detail"])
+        logger.warning(
+            "pool %s: %d rows or files left out %s, e.g. %s", url, len(rejects), dict(reasons), rejects[0]["detail"]
+        )
     report = {"captions": fmt, "caption_rows": rows_in, "ignored_columns": ignored}
     return Pool(url, "folder", manifest_table(manifest_rows), reject_table, report)
 
@@ -398,8 +475,10 @@ def load_pool(url: str, cache_root: str | os.PathLike | None = None) -> Pool:
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/") or "/"
     if not fs.isdir(root):
-        raise PoolError(f"clip pool {url} is not a folder (or does not exist); set audiobert.pool to a folder of "
-                        ".wav/.flac clips with a captions table")
+        raise PoolError(
+            f"clip pool {url} is not a folder (or does not exist); set audiobert.pool to a folder of "
+            ".wav/.flac clips with a captions table"
+        )
     stamp = listing_stamp(fs, root)
     canonical = fs.unstrip_protocol(root)
     cache = Path(cache_root) if cache_root else retrieval_home() / "pools"
@@ -408,8 +487,13 @@ def load_pool(url: str, cache_root: str | os.PathLike | None = None) -> Pool:
     if info.is_file():
         saved = json.loads(info.read_text())
         if saved.get("stamp") == stamp and saved.get("version") == MANIFEST_VERSION:
-            return Pool(url, "folder", pq.read_table(folder / "manifest.parquet"), pq.read_table(folder / "rejects.parquet"),
-                        saved["report"])
+            return Pool(
+                url,
+                "folder",
+                pq.read_table(folder / "manifest.parquet"),
+                pq.read_table(folder / "rejects.parquet"),
+                saved["report"],
+            )
     started = time.perf_counter()
     pool = read_pool_folder(url)
     report = {**pool.report, "read_seconds": round(time.perf_counter() - started, 3)}
@@ -421,6 +505,11 @@ def load_pool(url: str, cache_root: str | os.PathLike | None = None) -> Pool:
         pq.write_table(table, sink, compression="zstd")
         write_atomic(local, str(folder / name), sink.getvalue())
     # Written last: its stamp says which listing the tables describe.
-    write_atomic(local, str(info), json.dumps({"url": canonical, "stamp": stamp, "version": MANIFEST_VERSION,
-                                               "report": report}, indent=2).encode())
+    write_atomic(
+        local,
+        str(info),
+        json.dumps(
+            {"url": canonical, "stamp": stamp, "version": MANIFEST_VERSION, "report": report}, indent=2
+        ).encode(),
+    )
     return Pool(url, "folder", pool.manifest, pool.rejects, report)

@@ -64,8 +64,9 @@ class CaptionMatcher:
             for w, v in weights.items():
                 postings[w][0].append(clip)
                 postings[w][1].append(v / norm)
-        self.postings = {w: (np.asarray(i, dtype=np.int64), np.asarray(v, dtype=np.float32))
-                         for w, (i, v) in postings.items()}
+        self.postings = {
+            w: (np.asarray(i, dtype=np.int64), np.asarray(v, dtype=np.float32)) for w, (i, v) in postings.items()
+        }
 
     def query_vector(self, text: str) -> dict[str, float]:
         counts = Counter(w for w in normalize_words(text) if w in self.idf)
@@ -88,9 +89,11 @@ def text_scores(pool: Pool) -> Callable[[Sequence[str]], np.ndarray]:
 
 def clap_scores(scorer, index: ClipIndex) -> Callable[[Sequence[str]], np.ndarray]:
     """The `clap` query mode: CLAP text embeddings (unit vectors) dot the index's audio embeddings."""
+
     def scores(texts: Sequence[str]) -> np.ndarray:
         text = scorer.text_embeddings(list(texts)).cpu().numpy().astype(np.float32)
         return text @ index.embeddings.T
+
     return scores
 
 
@@ -116,13 +119,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-np.where(finite, scores, -np.inf), k - 1)[:k]
     cut = scores[part].min()
     above = np.flatnonzero(finite & (scores > cut))
-    equal = np.flatnonzero(scores == cut)[:k - len(above)]
+    equal = np.flatnonzero(scores == cut)[: k - len(above)]
     chosen = np.concatenate([above, equal])
     return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
-def retrieve(queries: Sequence[Query], pool: Pool, score_fn: Callable[[Sequence[str]], np.ndarray],
-             policy: str, k: int) -> list[dict]:
+def retrieve(
+    queries: Sequence[Query], pool: Pool, score_fn: Callable[[Sequence[str]], np.ndarray], policy: str, k: int
+) -> list[dict]:
     """Per query: {clip_index (list), scores (list), allowed (clips the policy left it)}, in query order.
 
     Each distinct query text is scored once against the whole pool; `split_own` masks the clips of
@@ -150,10 +154,10 @@ def retrieve(queries: Sequence[Query], pool: Pool, score_fn: Callable[[Sequence[
     texts = sorted({q.text for q in queries})
     out: list[dict | None] = [None] * len(queries)
     for start in range(0, len(texts), QUERY_CHUNK):
-        chunk = texts[start:start + QUERY_CHUNK]
+        chunk = texts[start : start + QUERY_CHUNK]
         matrix = score_fn(chunk)
         for row, text in enumerate(chunk):
-            for split in ([None] if policy != "split_own" else sorted({s for t, s in groups if t == text})):
+            for split in [None] if policy != "split_own" else sorted({s for t, s in groups if t == text}):
                 members = groups[(text, split)]
                 scores = matrix[row] if split is None else np.where(by_split[split], matrix[row], -np.inf)
                 allowed_base = pool.size if split is None else int(by_split[split].sum())
@@ -162,6 +166,9 @@ def retrieve(queries: Sequence[Query], pool: Pool, score_fn: Callable[[Sequence[
                 for n in members:
                     picked = [int(i) for i in candidates if int(i) not in drops[n]][:k]
                     dropped = sum(1 for i in drops[n] if split is None or by_split[split][i])
-                    out[n] = {"clip_index": picked, "scores": [float(scores[i]) for i in picked],
-                              "allowed": allowed_base - dropped}
+                    out[n] = {
+                        "clip_index": picked,
+                        "scores": [float(scores[i]) for i in picked],
+                        "allowed": allowed_base - dropped,
+                    }
     return out  # type: ignore[return-value]

@@ -18,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ith_core.config import SPLITS
+from ith_core.data import synthetic
+from ith_core.data.synthetic import ANCHOR, TASK_DIRS
+from ith_core.imagination.tone_generator import ToneGenerator
 from ith_core.retrieval.pool import _sha256, retrieval_home
 from ith_core.retrieval.queries import normalize_span
+from storage.audio_store import encode_audio, pcm16
 
 # Bump when the synthetic pool's clips or captions change for the same settings.
 SYNTHETIC_POOL_VERSION = 1
@@ -34,8 +38,6 @@ class _RenderSettings:
 
 def _synthetic_sources(bench: Path) -> list[tuple[str, str, str | None]]:
     """(name, source key, split) of every source of the synthetic benchmark, the anchor last (no split)."""
-    from ith_core.data.synthetic import ANCHOR, TASK_DIRS
-
     out = []
     for split in SPLITS:
         with open(bench / TASK_DIRS["animal"] / f"{split}.csv", newline="", encoding="utf-8") as handle:
@@ -61,27 +63,29 @@ def synthetic_pool(cfg) -> str:
     `imagine.duration_s` (what the profile's AST window is sized for). File names are hashes
     of the bytes.
     """
-    from ith_core.data import synthetic
-    from ith_core.imagination.tone_generator import ToneGenerator
-    from storage.audio_store import encode_audio, pcm16
-
     bench = synthetic.ensure_benchmark(cfg.synthetic)
-    settings = {"version": SYNTHETIC_POOL_VERSION, "benchmark": synthetic.settings_hash(cfg.synthetic),
-                "duration_s": float(cfg.imagine.duration_s), "captions": SYNTHETIC_CAPTIONS}
+    settings = {
+        "version": SYNTHETIC_POOL_VERSION,
+        "benchmark": synthetic.settings_hash(cfg.synthetic),
+        "duration_s": float(cfg.imagine.duration_s),
+        "captions": SYNTHETIC_CAPTIONS,
+    }
     key = _sha256(json.dumps(settings, sort_keys=True).encode())[:16]
     final = retrieval_home() / "synthetic" / key
     if (final / "captions.csv").is_file():
         return str(final)
-    generator = ToneGenerator.from_folder(bench / "tone_generator", _RenderSettings(float(cfg.imagine.duration_s),
-                                                                                    f"audiobert-pool-{key}"))
+    generator = ToneGenerator.from_folder(
+        bench / "tone_generator", _RenderSettings(float(cfg.imagine.duration_s), f"audiobert-pool-{key}")
+    )
     staging = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
     (staging / "clips").mkdir(parents=True)
     try:
         rows = []
         for name, source, split in _synthetic_sources(bench):
             for k, template in enumerate(SYNTHETIC_CAPTIONS):
-                seed = int.from_bytes(hashlib.sha256(f"audiobert-pool:{settings['benchmark']}:{name}:{k}".encode())
-                                      .digest()[:8], "big") & (2**63 - 1)
+                seed = int.from_bytes(
+                    hashlib.sha256(f"audiobert-pool:{settings['benchmark']}:{name}:{k}".encode()).digest()[:8], "big"
+                ) & (2**63 - 1)
                 data = encode_audio(pcm16(generator.render(generator.sources(name), seed)), generator.sample_rate)
                 relative = f"clips/{_sha256(data)[:16]}.wav"
                 (staging / relative).write_bytes(data)

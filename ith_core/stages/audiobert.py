@@ -41,19 +41,31 @@ import logging
 import time
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
+from ith_core.fusion.audio_features import read_selection
+from ith_core.fusion.lm_inputs import spans_from_selection
+from ith_core.fusion.training import TrainJob, TrainSpec
+from ith_core.imagination.clap_scoring import ClapScorer
 from ith_core.models.profiles import model_identity
 from ith_core.retrieval import pool as retrieval
 from ith_core.retrieval.clip_index import clap_identity, ensure_index
 from ith_core.retrieval.queries import Query, clap_scores, normalize_span, retrieve, text_scores
 from ith_core.retrieval.synthetic_pool import synthetic_pool
 from ith_core.stages.skeleton import layout_for, reuse_or_resume, stage_key
-from ith_core.stages.system_inputs import (encode_selection, resolve_device, sampled_examples, spans_table,
-                                          tasks_with_train_rows)
+from ith_core.stages.system_inputs import (
+    encode_selection,
+    resolve_device,
+    sampled_examples,
+    spans_table,
+    tasks_with_train_rows,
+)
 from storage import run_files
+from storage.audio_store import AudioStore
+from storage.features import FeatureStore
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -63,9 +75,10 @@ FEATURES = run_files.AUDIOBERT_FEATURES
 # Bump when this module changes what a stage writes for the same inputs.
 AUDIOBERT_VERSION = 3  # 2: the audio encoder enters keys by its identity, not its folder; 3: one key scheme
 
-PUBLISHED_POOL = ("the Freesound part of LAION-Audio-630K (Hugging Face dataset `Meranti/CLAP_freesound`: 48 kHz "
-                  "FLAC clips, each with a JSON caption `text`)")
-
+PUBLISHED_POOL = (
+    "the Freesound part of LAION-Audio-630K (Hugging Face dataset `Meranti/CLAP_freesound`: 48 kHz "
+    "FLAC clips, each with a JSON caption `text`)"
+)
 
 
 class PoolNotAvailableError(ConfigError):
@@ -82,14 +95,13 @@ def audio_store_pool(cfg: RunConfig) -> retrieval.Pool:
     One clip per train prompt (its first candidate whose audio was kept), captioned with the span
     the prompt was made from; `source` is that span too, `split` is train.
     """
-    from storage.audio_store import AudioStore
-
     layout = layout_for(cfg)
     if not layout.exists(run_files.IMAGINE, DONE_MARKER):
         raise PoolNotAvailableError(
             f"the tiny profile's default AudioBERT pool is the clips the imagine stage of run {layout.url()} stored "
             "for its train split, and that stage has not finished; run the imagine stage first, or set "
-            "audiobert.pool to a folder of captioned clips")
+            "audiobert.pool to a folder of captioned clips"
+        )
     mapping = layout.read_table(*run_files.MAPPING).to_pylist()
     wanted = {r["audio_id"]: r["clap_text"] for r in mapping if r["split"] == "train" and r["span_index"] >= 0}
     candidates = layout.read_table(*run_files.CANDIDATES).to_pylist()
@@ -98,15 +110,30 @@ def audio_store_pool(cfg: RunConfig) -> retrieval.Pool:
     for c in sorted(candidates, key=lambda c: (c["audio_id"], c["candidate"])):
         if c["audio_id"] in wanted and c["audio_path"] is not None and c["audio_id"] not in chosen:
             chosen[c["audio_id"]] = c
-    rows = [{"clip_id": retrieval.clip_id_for(c["audio_path"], c["checksum"]), "path": store.url(c["audio_path"]),
-             "caption": wanted[a], "source": wanted[a], "split": "train", "sample_rate": int(c["sample_rate"]),
-             "duration_s": float(c["duration_s"]), "sha256": c["checksum"]} for a, c in chosen.items()]
+    rows = [
+        {
+            "clip_id": retrieval.clip_id_for(c["audio_path"], c["checksum"]),
+            "path": store.url(c["audio_path"]),
+            "caption": wanted[a],
+            "source": wanted[a],
+            "split": "train",
+            "sample_rate": int(c["sample_rate"]),
+            "duration_s": float(c["duration_s"]),
+            "sha256": c["checksum"],
+        }
+        for a, c in chosen.items()
+    ]
     if not rows:
-        raise PoolNotAvailableError(f"run {layout.url()}: the imagine stage stored no train-split clip to build the "
-                                    "tiny profile's stand-in pool from; set audiobert.pool to a folder of clips")
-    return retrieval.Pool(f"audio store {store.url('')}: train-split clips of run {cfg.effective_run_id}",
-                          "audio_store", retrieval.manifest_table(rows),
-                          report={"train_prompts": len(wanted), "prompts_without_kept_audio": len(wanted) - len(rows)})
+        raise PoolNotAvailableError(
+            f"run {layout.url()}: the imagine stage stored no train-split clip to build the "
+            "tiny profile's stand-in pool from; set audiobert.pool to a folder of clips"
+        )
+    return retrieval.Pool(
+        f"audio store {store.url('')}: train-split clips of run {cfg.effective_run_id}",
+        "audio_store",
+        retrieval.manifest_table(rows),
+        report={"train_prompts": len(wanted), "prompts_without_kept_audio": len(wanted) - len(rows)},
+    )
 
 
 def resolve_pool(cfg: RunConfig) -> retrieval.Pool:
@@ -130,12 +157,12 @@ def check_pool(cfg: RunConfig) -> None:
     if "audiobert" not in cfg.systems:
         return
     if cfg.audiobert.pool:
-        import fsspec
-
         fs, root = fsspec.core.url_to_fs(cfg.audiobert.pool)
         if not fs.isdir(root):
-            raise PoolNotAvailableError(f"audiobert.pool {cfg.audiobert.pool!r} is not a folder (or does not exist); "
-                                        "set it to a folder or fsspec URL of .wav/.flac clips with a captions table")
+            raise PoolNotAvailableError(
+                f"audiobert.pool {cfg.audiobert.pool!r} is not a folder (or does not exist); "
+                "set it to a folder or fsspec URL of .wav/.flac clips with a captions table"
+            )
         return
     if cfg.benchmark == "synthetic" or cfg.profile == "tiny":
         return
@@ -151,7 +178,8 @@ def _no_pool_message(cfg: RunConfig) -> str:
         "tar shards so each clip's .flac sits beside its .json; or use any folder of .wav/.flac clips with a "
         "captions.csv (columns path, caption[, source, split]) or a caption JSON beside each clip. Then run with "
         "--set audiobert.pool='\"DIR\"' (a folder or fsspec URL); the manifest and CLAP index are built once under "
-        f"{retrieval.retrieval_home()} and reused. Or leave audiobert out of --systems.")
+        f"{retrieval.retrieval_home()} and reused. Or leave audiobert out of --systems."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,18 +194,38 @@ def _queries(layout: RunLayout, cfg: RunConfig) -> tuple[list[dict], dict]:
     with_span = {s["example_id"] for s in spans}
     rows = []
     for s in sorted(spans, key=lambda s: (s["task"], s["split"], s["example_id"], s["span_index"])):
-        rows.append({**{k: s[k] for k in ("example_id", "task", "split", "span_text")},
-                     "span_index": int(s["span_index"]), "char_start": int(s["char_start"]),
-                     "char_end": int(s["char_end"]),
-                     "query": cfg.audiobert.query_template.format(span=normalize_span(s["span_text"])),
-                     "sources": frozenset([s["example_id"], *gold.get(s["example_id"], [])])})
-    return rows, {"examples": len(gold), "examples_without_span": len(set(gold) - with_span), "span_occurrences": len(rows)}
+        rows.append(
+            {
+                **{k: s[k] for k in ("example_id", "task", "split", "span_text")},
+                "span_index": int(s["span_index"]),
+                "char_start": int(s["char_start"]),
+                "char_end": int(s["char_end"]),
+                "query": cfg.audiobert.query_template.format(span=normalize_span(s["span_text"])),
+                "sources": frozenset([s["example_id"], *gold.get(s["example_id"], [])]),
+            }
+        )
+    return rows, {
+        "examples": len(gold),
+        "examples_without_span": len(set(gold) - with_span),
+        "span_occurrences": len(rows),
+    }
 
 
 def _retrieval_key(layout: RunLayout, cfg: RunConfig, pool: retrieval.Pool, clap: str | None) -> str:
     a = cfg.audiobert
-    return stage_key(RETRIEVAL, AUDIOBERT_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)}, cfg.data.tasks, cfg.data.splits,
-                pool.manifest_hash, a.query_mode, a.query_template, a.top_k, a.policy, clap)
+    return stage_key(
+        RETRIEVAL,
+        AUDIOBERT_VERSION,
+        {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)},
+        cfg.data.tasks,
+        cfg.data.splits,
+        pool.manifest_hash,
+        a.query_mode,
+        a.query_template,
+        a.top_k,
+        a.policy,
+        clap,
+    )
 
 
 def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
@@ -193,8 +241,6 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     rows, counts = _queries(layout, cfg)
     index_meta = None
     if a.query_mode == "clap":
-        from ith_core.imagination.clap_scoring import ClapScorer
-
         scorer = ClapScorer.from_folder(model_paths["clap"], device=resolve_device(cfg))
         index = ensure_index(pool, model_paths["clap"], scorer=scorer)
         index_meta = {**index.meta, "folder": str(index.folder), "cached": index.cached}
@@ -207,21 +253,42 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     out, selection = [], []
     for r, hit in zip(rows, hits):
         clips = [manifest[i] for i in hit["clip_index"]]
-        out.append({**{k: r[k] for k in run_files.RETRIEVAL_SCHEMA.names if k in r}, "clip_ids": [c["clip_id"] for c in clips],
-                    "scores": hit["scores"], "allowed_clips": hit["allowed"]})
+        out.append(
+            {
+                **{k: r[k] for k in run_files.RETRIEVAL_SCHEMA.names if k in r},
+                "clip_ids": [c["clip_id"] for c in clips],
+                "scores": hit["scores"],
+                "allowed_clips": hit["allowed"],
+            }
+        )
         top = clips[0] if clips else None
-        selection.append({**{k: r[k] for k in ("example_id", "task", "split", "span_index", "span_text", "char_start",
-                                                 "char_end")},
-                          "audio_id": top["clip_id"] if top else None, "audio_path": top["path"] if top else None,
-                          "sample_rate": top["sample_rate"] if top else None})
+        selection.append(
+            {
+                **{
+                    k: r[k]
+                    for k in ("example_id", "task", "split", "span_index", "span_text", "char_start", "char_end")
+                },
+                "audio_id": top["clip_id"] if top else None,
+                "audio_path": top["path"] if top else None,
+                "sample_rate": top["sample_rate"] if top else None,
+            }
+        )
     layout.write_table(pa.Table.from_pylist(out, schema=run_files.RETRIEVAL_SCHEMA), *run_files.RETRIEVAL)
-    layout.write_table(pa.Table.from_pylist(selection, schema=run_files.FUSION_SELECTION_SCHEMA),
-                       *run_files.RETRIEVAL_SELECTION)
+    layout.write_table(
+        pa.Table.from_pylist(selection, schema=run_files.FUSION_SELECTION_SCHEMA), *run_files.RETRIEVAL_SELECTION
+    )
     layout.write_table(pool.manifest, *run_files.POOL_MANIFEST)
     layout.write_table(pool.rejects, *run_files.POOL_REJECTS)
     top_scores = [h["scores"][0] for h in hits if h["scores"]]
-    info = {"pool": pool.describe(), "policy": a.policy, "query_mode": a.query_mode, "query_template": a.query_template,
-            "top_k": a.top_k, "index": index_meta, "clap": clap}
+    info = {
+        "pool": pool.describe(),
+        "policy": a.policy,
+        "query_mode": a.query_mode,
+        "query_template": a.query_template,
+        "top_k": a.top_k,
+        "index": index_meta,
+        "clap": clap,
+    }
     layout.write_json(info, *run_files.POOL_INFO)
     report = {
         **counts,
@@ -239,8 +306,10 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         "distinct_top1_clips": len({s["audio_id"] for s in selection if s["audio_id"]}),
         "index_cached": index_meta["cached"] if index_meta else None,
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {parts[-1]: layout.url(*parts) for parts in (run_files.RETRIEVAL, run_files.RETRIEVAL_SELECTION,
-                                                                    run_files.POOL_INFO)},
+        "outputs": {
+            parts[-1]: layout.url(*parts)
+            for parts in (run_files.RETRIEVAL, run_files.RETRIEVAL_SELECTION, run_files.POOL_INFO)
+        },
     }
     layout.mark_done(RETRIEVAL, key, report)
     return {**report, "cached": False}
@@ -251,8 +320,13 @@ def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
-    return stage_key(FEATURES, AUDIOBERT_VERSION, layout.finished_key(RETRIEVAL), model_identity(model_paths["audio_encoder"]),
-                cfg.audiobert.train_audio_encoder)
+    return stage_key(
+        FEATURES,
+        AUDIOBERT_VERSION,
+        layout.finished_key(RETRIEVAL),
+        model_identity(model_paths["audio_encoder"]),
+        cfg.audiobert.train_audio_encoder,
+    )
 
 
 def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
@@ -265,11 +339,21 @@ def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     selection = layout.read_table(*run_files.RETRIEVAL_SELECTION)
     trainable = cfg.audiobert.train_audio_encoder
     # The frozen variant's one vector per clip: the mean over all AST tokens (pooling to 1 group).
-    report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
-                              trainable_encoder=trainable, audio_tokens=None if trainable else 1)
+    report = encode_selection(
+        cfg,
+        model_paths,
+        FEATURES,
+        sampled_examples(layout, cfg),
+        selection,
+        trainable_encoder=trainable,
+        audio_tokens=None if trainable else 1,
+    )
     with_clip = pc.sum(pc.is_valid(selection["audio_id"])).as_py() or 0
-    report = {**report, "span_rows": {"span_with_audio": with_clip, "span_without_audio": selection.num_rows - with_clip},
-              "seconds": round(time.perf_counter() - started, 3)}
+    report = {
+        **report,
+        "span_rows": {"span_with_audio": with_clip, "span_without_audio": selection.num_rows - with_clip},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     layout.mark_done(FEATURES, key, report)
     return {**report, "cached": False}
 
@@ -281,11 +365,23 @@ def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
 def training_settings(cfg: RunConfig) -> dict:
     """The spec's `fusion` dict (FusionConfig-shaped) with AudioBERT's training settings."""
     a = cfg.audiobert
-    return {**cfg.fusion.model_dump(mode="json"),
-            **{name: getattr(a, name) for name in ("learning_rates", "epochs", "batch_size", "warmup_ratios",
-                                                    "weight_decay", "max_grad_norm", "mixed_precision",
-                                                    "train_audio_encoder")},
-            "audio_tokens": None if a.train_audio_encoder else 1}
+    return {
+        **cfg.fusion.model_dump(mode="json"),
+        **{
+            name: getattr(a, name)
+            for name in (
+                "learning_rates",
+                "epochs",
+                "batch_size",
+                "warmup_ratios",
+                "weight_decay",
+                "max_grad_norm",
+                "mixed_precision",
+                "train_audio_encoder",
+            )
+        },
+        "audio_tokens": None if a.train_audio_encoder else 1,
+    }
 
 
 def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_dir: str | Path):
@@ -295,8 +391,6 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     then `fusion_stage.launch_command(spec_path, cfg.audiobert.num_processes, mixed precision,
     cuda)`. Dev-best weights land in `<output_dir>/audiobert-<task>-seed<seed>/best/`.
     """
-    from ith_core.fusion.training import TrainJob, TrainSpec
-
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
@@ -305,14 +399,21 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     if not tasks:
         raise RuntimeError(f"run {layout.url()}: no task has sampled train and dev examples; AudioBERT needs both")
     if not any(inputs.glob("part-*.parquet")):
-        raise RuntimeError(f"run {layout.url()}: no span retrieved a clip (policy {cfg.audiobert.policy}), so "
-                           "AudioBERT has nothing to hear; see audiobert_retrieval/pool.json")
+        raise RuntimeError(
+            f"run {layout.url()}: no span retrieved a clip (policy {cfg.audiobert.policy}), so "
+            "AudioBERT has nothing to hear; see audiobert_retrieval/pool.json"
+        )
     return TrainSpec(
-        lm_path=str(model_paths["lm"]), examples_path=str(inputs / run_files.EXAMPLES_FILE), output_dir=str(output_dir),
-        selection_path=str(inputs / run_files.SELECTION_FILE), features_dir=str(inputs),
+        lm_path=str(model_paths["lm"]),
+        examples_path=str(inputs / run_files.EXAMPLES_FILE),
+        output_dir=str(output_dir),
+        selection_path=str(inputs / run_files.SELECTION_FILE),
+        features_dir=str(inputs),
         audio_encoder_path=str(model_paths["audio_encoder"]) if cfg.audiobert.train_audio_encoder else None,
-        fusion=training_settings(cfg), audiobert=cfg.audiobert.model_dump(mode="json"),
-        jobs=tuple(TrainJob(task, "audiobert", seed) for task in tasks))
+        fusion=training_settings(cfg),
+        audiobert=cfg.audiobert.model_dump(mode="json"),
+        jobs=tuple(TrainJob(task, "audiobert", seed) for task in tasks),
+    )
 
 
 def eval_inputs(cfg: RunConfig):
@@ -321,10 +422,6 @@ def eval_inputs(cfg: RunConfig):
     `fusion_stage.evaluate_system` scores a dev-best model with them as it scores ITH: the spans
     of `audiobert_features/selection.parquet` (each with its top-1 clip) and the stored features.
     """
-    from ith_core.fusion.audio_features import read_selection
-    from ith_core.fusion.lm_inputs import spans_from_selection
-    from storage.features import FeatureStore
-
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
         raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")

@@ -43,17 +43,48 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from ith_core.config import ConfigError, RunConfig
-from ith_core.fusion.systems import (EVAL_SPLITS, SYSTEMS, ZERO_SHOT_SEED, System, eval_stage_name,  # noqa: F401
-                                     run_label, train_stage_name)
-from ith_core.models.profiles import model_identity
+from ith_core.evaluation.scoring import (
+    INTERVALS,
+    UNIT_NAMES,
+    accuracy_table,
+    bootstrap_units,
+    majority_baseline,
+    paired_comparisons,
+    predict,
+    results_dict,
+    seed_mean_table,
+)
+from ith_core.fusion.audio_features import read_selection
+from ith_core.fusion.lm_inputs import ROW_DROP_REASONS, FusionCollator, encode_examples, spans_from_selection
+from ith_core.fusion.model import FusionLM
+from ith_core.fusion.systems import (  # noqa: F401
+    EVAL_SPLITS,
+    SYSTEMS,
+    ZERO_SHOT_SEED,
+    System,
+    eval_stage_name,
+    run_label,
+    train_stage_name,
+)
+from ith_core.fusion.training import TrainJob, TrainSpec, load_best, resolve_mixed_precision
+from ith_core.models.profiles import load_lm, model_identity
 from ith_core.net import free_port
 from ith_core.stages import audiobert as audiobert_stage
+from ith_core.stages.imagine import no_audio_error
 from ith_core.stages.skeleton import KEY_FILE, layout_for, reuse_or_resume, stage_key
-from ith_core.stages.system_inputs import (adapt_selection, encode_selection, resolve_device,
-                                          sampled_examples, spans_table, tasks_with_train_rows)
+from ith_core.stages.system_inputs import (
+    adapt_selection,
+    encode_selection,
+    resolve_device,
+    sampled_examples,
+    spans_table,
+    tasks_with_train_rows,
+)
 from storage import run_files
+from storage.features import FeatureStore
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -68,15 +99,14 @@ EVALUATE = run_files.FUSION
 FUSION_VERSION = 6
 
 
-
-
-
 def skip_reason(cfg: RunConfig) -> str | None:
     """Why the fusion stages cannot run on this run's splits (None: they can)."""
     missing = [s for s in ("train", "dev") if s not in cfg.data.splits]
     if missing:
-        return (f"fusion needs the train and dev splits (train to learn, dev to pick the best epoch); "
-                f"data.splits is {list(cfg.data.splits)}, missing {missing}")
+        return (
+            f"fusion needs the train and dev splits (train to learn, dev to pick the best epoch); "
+            f"data.splits is {list(cfg.data.splits)}, missing {missing}"
+        )
     return None
 
 
@@ -86,10 +116,16 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]) -> str:
     f = cfg.fusion
-    return stage_key(FEATURES, FUSION_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS,
-                                                                                      run_files.IMAGINE)},
-                cfg.data.tasks, cfg.data.splits, model_identity(model_paths["audio_encoder"]), f.train_audio_encoder,
-                f.audio_tokens)
+    return stage_key(
+        FEATURES,
+        FUSION_VERSION,
+        {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS, run_files.IMAGINE)},
+        cfg.data.tasks,
+        cfg.data.splits,
+        model_identity(model_paths["audio_encoder"]),
+        f.train_audio_encoder,
+        f.audio_tokens,
+    )
 
 
 def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
@@ -107,12 +143,22 @@ def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     started = time.perf_counter()
     imagined = layout.read_table(*run_files.SELECTION)
     # Only this run's tasks and splits (the imagine stage covers exactly those; a copied folder may not).
-    imagined = imagined.filter(pc.and_(pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
-                                       pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits)))))
-    selection, counts = adapt_selection(imagined, spans_table(layout, cfg),
-                                        layout.read_table(*run_files.CANDIDATES))
-    report = encode_selection(cfg, model_paths, FEATURES, sampled_examples(layout, cfg), selection,
-                              trainable_encoder=cfg.fusion.train_audio_encoder, audio_tokens=cfg.fusion.audio_tokens)
+    imagined = imagined.filter(
+        pc.and_(
+            pc.is_in(imagined["task"], value_set=pa.array(list(cfg.data.tasks))),
+            pc.is_in(imagined["split"], value_set=pa.array(list(cfg.data.splits))),
+        )
+    )
+    selection, counts = adapt_selection(imagined, spans_table(layout, cfg), layout.read_table(*run_files.CANDIDATES))
+    report = encode_selection(
+        cfg,
+        model_paths,
+        FEATURES,
+        sampled_examples(layout, cfg),
+        selection,
+        trainable_encoder=cfg.fusion.train_audio_encoder,
+        audio_tokens=cfg.fusion.audio_tokens,
+    )
     report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
     layout.mark_done(FEATURES, key, report)
     return {**report, "cached": False}
@@ -135,9 +181,16 @@ def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
 def needs_imagination(cfg: RunConfig) -> bool:
     """Whether a system of the run hears imagined audio (ITH; AudioBERT's tiny stand-in pool is
     made of the run's imagined clips)."""
-    return any(s.audio == "imagined" or (s.audio == "retrieved" and cfg.profile == "tiny"
-                                         and cfg.benchmark == "auditorybench" and cfg.audiobert.pool is None)
-               for s in run_systems(cfg))
+    return any(
+        s.audio == "imagined"
+        or (
+            s.audio == "retrieved"
+            and cfg.profile == "tiny"
+            and cfg.benchmark == "auditorybench"
+            and cfg.audiobert.pool is None
+        )
+        for s in run_systems(cfg)
+    )
 
 
 def required_roles(cfg: RunConfig) -> set[str]:
@@ -159,14 +212,23 @@ def required_roles(cfg: RunConfig) -> set[str]:
 def examples_stage(cfg: RunConfig) -> dict:
     """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
     layout = layout_for(cfg)
-    key = stage_key(EXAMPLES, FUSION_VERSION, {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)}, cfg.data.tasks, cfg.data.splits)
+    key = stage_key(
+        EXAMPLES,
+        FUSION_VERSION,
+        {s: layout.finished_key(s) for s in (run_files.INGEST, run_files.SPANS)},
+        cfg.data.tasks,
+        cfg.data.splits,
+    )
     if (report := reuse_or_resume(layout, EXAMPLES, key)) is not None:
         return report
     examples = sampled_examples(layout, cfg)
     layout.write_table(examples, *run_files.inputs_examples(EXAMPLES))
     counts = Counter(f"{t}/{s}" for t, s in zip(examples["task"].to_pylist(), examples["split"].to_pylist()))
-    report = {"examples": examples.num_rows, "per_split": dict(sorted(counts.items())),
-              "outputs": {"examples": layout.url(*run_files.inputs_examples(EXAMPLES))}}
+    report = {
+        "examples": examples.num_rows,
+        "per_split": dict(sorted(counts.items())),
+        "outputs": {"examples": layout.url(*run_files.inputs_examples(EXAMPLES))},
+    }
     layout.mark_done(EXAMPLES, key, report)
     return {**report, "cached": False}
 
@@ -194,8 +256,16 @@ def _system_inputs(layout: RunLayout, system: System) -> tuple[str, str]:
 def _train_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
     stage, inputs_key = _system_inputs(layout, system)
     extra = cfg.audiobert.model_dump(mode="json") if system.audio == "retrieved" else None
-    return stage_key("train", FUSION_VERSION, system.name, seed, inputs_key, model_identity(model_paths[system.lm_role]),
-                _training_settings(cfg), extra)
+    return stage_key(
+        "train",
+        FUSION_VERSION,
+        system.name,
+        seed,
+        inputs_key,
+        model_identity(model_paths[system.lm_role]),
+        _training_settings(cfg),
+        extra,
+    )
 
 
 def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
@@ -224,8 +294,16 @@ def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cud
     """
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += ["--num_machines", "1", "--num_processes", str(num_processes), "--mixed_precision", mixed_precision,
-            "--dynamo_backend", "no"]
+    cmd += [
+        "--num_machines",
+        "1",
+        "--num_processes",
+        str(num_processes),
+        "--mixed_precision",
+        mixed_precision,
+        "--dynamo_backend",
+        "no",
+    ]
     if num_processes > 1:
         cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
     elif not cuda:
@@ -243,8 +321,10 @@ progress_logger = logging.getLogger(__name__ + ".progress")
 def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:
     """Runs `cmd`, sending each output line to this module's log and to `log_path` as it comes."""
     tail: list[str] = []
-    with open(log_path, "a", encoding="utf-8") as log, subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as proc:
+    with (
+        open(log_path, "a", encoding="utf-8") as log,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as proc,
+    ):
         log.write(f"$ {' '.join(cmd)}\n")
         for line in proc.stdout:
             log.write(line)
@@ -259,26 +339,27 @@ def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple
 
 def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int, inputs: Path, out: Path):
     """The TrainSpec of one (system, seed): one job per task with train and dev rows."""
-    from ith_core.fusion.training import TrainJob, TrainSpec
-
     if system.audio == "retrieved":
         return audiobert_stage.train_spec(cfg, model_paths, seed, out)
     train_tasks = tasks_with_train_rows(inputs / run_files.EXAMPLES_FILE, cfg)
     if not train_tasks:
-        raise RuntimeError(f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
-                           "examples or add the train and dev splits")
+        raise RuntimeError(
+            f"no sampled train and dev examples for tasks {list(cfg.data.tasks)}; sample more "
+            "examples or add the train and dev splits"
+        )
     imagined = system.audio == "imagined"
     if imagined and not any(inputs.glob("part-*.parquet")):
-        from ith_core.stages.imagine import no_audio_error
-
         raise no_audio_error(cfg)
     return TrainSpec(
-        lm_path=str(model_paths[system.lm_role]), examples_path=str(inputs / run_files.EXAMPLES_FILE),
-        output_dir=str(out), selection_path=str(inputs / run_files.SELECTION_FILE) if imagined else None,
+        lm_path=str(model_paths[system.lm_role]),
+        examples_path=str(inputs / run_files.EXAMPLES_FILE),
+        output_dir=str(out),
+        selection_path=str(inputs / run_files.SELECTION_FILE) if imagined else None,
         features_dir=str(inputs) if imagined else None,
         audio_encoder_path=str(model_paths["audio_encoder"]) if imagined and cfg.fusion.train_audio_encoder else None,
         fusion=cfg.fusion.model_dump(mode="json"),
-        jobs=tuple(TrainJob(task, "ith" if imagined else "text", seed) for task in train_tasks))
+        jobs=tuple(TrainJob(task, "ith" if imagined else "text", seed) for task in train_tasks),
+    )
 
 
 def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
@@ -288,8 +369,6 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     a seed or a system to a finished run trains only what is new. Resumable: the entry point
     skips finished jobs (DONE.json) and resumes an interrupted one from its last saved state.
     """
-    from ith_core.fusion.training import resolve_mixed_precision
-
     system = SYSTEMS[system_name]
     if not system.trained:
         raise ConfigError(f"system {system_name} is zero-shot: it has nothing to train")
@@ -305,24 +384,30 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     spec = _train_spec(cfg, model_paths, system, seed, inputs, out)
     spec_path = out / run_files.TRAIN_SPEC
     spec_path.write_text(json.dumps(spec.to_json(), indent=2))
-    import torch
-
     cuda = torch.cuda.is_available() and resolve_device(cfg) != "cpu"
     precision = resolve_mixed_precision(spec.fusion_config.mixed_precision)
     cmd = launch_command(str(spec_path), cfg.fusion.num_processes, precision, cuda)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                     os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     rc, tail = _run_streaming(cmd, out / run_files.TRAIN_LOG, env)
     what = f"training {system.name} seed {seed}"
     if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
-        raise ChildProcessError(f"{what} was killed by signal {-rc}; the next attempt resumes from the last saved "
-                                "epoch. Last output:\n" + "\n".join(tail[-15:]))
+        raise ChildProcessError(
+            f"{what} was killed by signal {-rc}; the next attempt resumes from the last saved "
+            "epoch. Last output:\n" + "\n".join(tail[-15:])
+        )
     if rc != 0:
-        raise RuntimeError(f"{what} exited with status {rc}; the next attempt resumes from the last saved epoch. "
-                           "Last output:\n" + "\n".join(tail[-15:]))
+        raise RuntimeError(
+            f"{what} exited with status {rc}; the next attempt resumes from the last saved epoch. "
+            "Last output:\n" + "\n".join(tail[-15:])
+        )
     jobs = []
     for job in spec.jobs:
         done = out / job.name / "DONE.json"
@@ -340,9 +425,26 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
         "launch": " ".join(cmd),
         "num_processes": cfg.fusion.num_processes,
         "device": "cuda" if cuda else "cpu",
-        "jobs": [{k: j.get(k) for k in ("job", "task", "seed", "steps", "best_dev", "best_epoch", "history",
-                                        "resumed_from", "seconds", "train_samples_per_s", "world_size", "data")}
-                 for j in jobs],
+        "jobs": [
+            {
+                k: j.get(k)
+                for k in (
+                    "job",
+                    "task",
+                    "seed",
+                    "steps",
+                    "best_dev",
+                    "best_epoch",
+                    "history",
+                    "resumed_from",
+                    "seconds",
+                    "train_samples_per_s",
+                    "world_size",
+                    "data",
+                )
+            }
+            for j in jobs
+        ],
         "seconds": round(time.perf_counter() - started, 3),
         "outputs": {"models": layout.url(stage), "log": layout.url(stage, run_files.TRAIN_LOG)},
     }
@@ -366,18 +468,30 @@ def trained_jobs(layout: RunLayout, system: str, seeds) -> list[tuple[dict, Path
 
 
 def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int) -> str:
-    upstream = (layout.finished_key(train_stage_name(system.name, seed)) if system.trained
-                else [layout.finished_key(EXAMPLES), model_identity(model_paths[system.lm_role])])
+    upstream = (
+        layout.finished_key(train_stage_name(system.name, seed))
+        if system.trained
+        else [layout.finished_key(EXAMPLES), model_identity(model_paths[system.lm_role])]
+    )
     return stage_key("eval", FUSION_VERSION, system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
 
 
-def _score_model(model, tokenizer, task: str, examples: list[dict], splits, spans, features, max_length: int,
-                 device: str, system: str, seed: int, scoring: dict, zero_shot: bool) -> list[dict]:
+def _score_model(
+    model,
+    tokenizer,
+    task: str,
+    examples: list[dict],
+    splits,
+    spans,
+    features,
+    max_length: int,
+    device: str,
+    system: str,
+    seed: int,
+    scoring: dict,
+    zero_shot: bool,
+) -> list[dict]:
     """Predictions of one model on one task's evaluated splits; fills `scoring` (rows = scored + unscored)."""
-    import torch
-
-    from ith_core.evaluation.scoring import predict
-    from ith_core.fusion.lm_inputs import ROW_DROP_REASONS, FusionCollator, encode_examples
 
     by_id = {r["example_id"]: r for r in examples}
     items = []
@@ -385,11 +499,17 @@ def _score_model(model, tokenizer, task: str, examples: list[dict], splits, span
         rows = [r for r in examples if r["task"] == task and r["split"] == split]
         part, counts = encode_examples(tokenizer, rows, spans, max_length, use_audio=features is not None, mc=True)
         gold = [i for i in part if i.variant == "gold"]
-        account = {"rows": len(rows), "scored": len(gold), "windowed": sum(i.windowed for i in gold),
-                   "unscored": {r: counts[r] for r in ROW_DROP_REASONS if counts.get(r)}}
+        account = {
+            "rows": len(rows),
+            "scored": len(gold),
+            "windowed": sum(i.windowed for i in gold),
+            "unscored": {r: counts[r] for r in ROW_DROP_REASONS if counts.get(r)},
+        }
         if account["rows"] != account["scored"] + sum(account["unscored"].values()):
-            raise RuntimeError(f"{system} seed {seed} {task}/{split}: {account['rows']} rows but {account['scored']} "
-                               f"scored and {account['unscored']} unscored")
+            raise RuntimeError(
+                f"{system} seed {seed} {task}/{split}: {account['rows']} rows but {account['scored']} "
+                f"scored and {account['unscored']} unscored"
+            )
         scoring[f"{task}/{split}"] = account
         items += part
     collator = FusionCollator(tokenizer.pad_token_id, features)
@@ -411,10 +531,6 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     scored (a sentence longer than `max_length` is windowed around its mask) or counted in
     `scoring` with its reason: rows = scored + unscored, checked here.
     """
-    from ith_core.fusion.model import FusionLM
-    from ith_core.models.profiles import load_lm
-    from ith_core.fusion.training import load_best
-
     system = SYSTEMS[system_name]
     layout = layout_for(cfg)
     stage = eval_stage_name(system.name, seed)
@@ -427,10 +543,6 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     device = resolve_device(cfg)
     spans, features = {}, None
     if system.audio == "imagined":
-        from ith_core.fusion.audio_features import read_selection
-        from ith_core.fusion.lm_inputs import spans_from_selection
-        from storage.features import FeatureStore
-
         spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
         features = FeatureStore(layout, FEATURES).reader()
     elif system.audio == "retrieved":
@@ -440,20 +552,53 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     if system.trained:
         for job, folder in trained_jobs(layout, system.name, [seed]):
             model, tokenizer, _ = load_best(folder, device)
-            predictions += _score_model(model, tokenizer, job["task"], examples, splits, spans, features,
-                                        cfg.fusion.max_length, device, system.name, seed, scoring, zero_shot=False)
+            predictions += _score_model(
+                model,
+                tokenizer,
+                job["task"],
+                examples,
+                splits,
+                spans,
+                features,
+                cfg.fusion.max_length,
+                device,
+                system.name,
+                seed,
+                scoring,
+                zero_shot=False,
+            )
             del model
     else:
         mlm, tokenizer = load_lm(model_paths[system.lm_role])
         model = FusionLM(mlm, audio_dim=None, num_heads=1, ffn_dim=1, dropout=0.0, fusion=False).to(device).eval()
         for task in cfg.data.tasks:
-            predictions += _score_model(model, tokenizer, task, examples, splits, spans, None, cfg.fusion.max_length,
-                                        device, system.name, seed, scoring, zero_shot=True)
-    layout.write_table(pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.predictions(stage))
+            predictions += _score_model(
+                model,
+                tokenizer,
+                task,
+                examples,
+                splits,
+                spans,
+                None,
+                cfg.fusion.max_length,
+                device,
+                system.name,
+                seed,
+                scoring,
+                zero_shot=True,
+            )
+    layout.write_table(
+        pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.predictions(stage)
+    )
     report = {
-        "system": system.name, "seed": seed, "splits": splits, "predictions": len(predictions), "scoring": scoring,
+        "system": system.name,
+        "seed": seed,
+        "splits": splits,
+        "predictions": len(predictions),
+        "scoring": scoring,
         "unscored_rows": sum(sum(a["unscored"].values()) for a in scoring.values()),
-        "examples_with_audio": sum(1 for p in predictions if p["audio_ids"]), "device": device,
+        "examples_with_audio": sum(1 for p in predictions if p["audio_ids"]),
+        "device": device,
         "seconds": round(time.perf_counter() - started, 3),
         "outputs": {"predictions": layout.url(*run_files.predictions(stage))},
     }
@@ -467,12 +612,11 @@ def summarise_results(cfg: RunConfig) -> dict:
     intervals), `fusion/results.json` (mean and sd over seeds with intervals, published numbers,
     paired comparisons, constant-answer levels). Recomputed whenever the set of evaluations changes.
     """
-    from ith_core.evaluation.scoring import (INTERVALS, UNIT_NAMES, accuracy_table, bootstrap_units,
-                                   majority_baseline, paired_comparisons, results_dict, seed_mean_table)
-
     layout = layout_for(cfg)
     stages = [eval_stage_name(s.name, seed) for s in run_systems(cfg) for seed in seeds_of(cfg, s)]
-    key = stage_key(EVALUATE, FUSION_VERSION, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples)
+    key = stage_key(
+        EVALUATE, FUSION_VERSION, {st: layout.finished_key(st) for st in stages}, cfg.fusion.bootstrap_samples
+    )
     # Derived from the evaluations it lists, so a marker of another set of them is simply redone.
     if layout.exists(EVALUATE, DONE_MARKER):
         marker = layout.read_json(EVALUATE, DONE_MARKER)
@@ -486,17 +630,32 @@ def summarise_results(cfg: RunConfig) -> dict:
     clusters = bootstrap_units(examples, cfg.benchmark)
     table = accuracy_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
     results = results_dict(table, cfg.benchmark, {s.name: s.published for s in SYSTEMS.values()})
-    results["systems"] = [{"name": s.name, "label": s.label, "family": s.family, "trained": s.trained,
-                           "audio": s.audio, "published": s.published, "seeds": list(seeds_of(cfg, s))}
-                          for s in run_systems(cfg)]
+    results["systems"] = [
+        {
+            "name": s.name,
+            "label": s.label,
+            "family": s.family,
+            "trained": s.trained,
+            "audio": s.audio,
+            "published": s.published,
+            "seeds": list(seeds_of(cfg, s)),
+        }
+        for s in run_systems(cfg)
+    ]
     results["over_seeds"] = seed_mean_table(predictions, n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
-    results["paired"] = paired_comparisons(predictions, [("ith", "audiobert"), ("ith", "bert-text")],
-                                           n_boot=cfg.fusion.bootstrap_samples, clusters=clusters)
+    results["paired"] = paired_comparisons(
+        predictions,
+        [("ith", "audiobert"), ("ith", "bert-text")],
+        n_boot=cfg.fusion.bootstrap_samples,
+        clusters=clusters,
+    )
     results["benchmark"] = cfg.benchmark
     results["bootstrap_unit"] = UNIT_NAMES[cfg.benchmark]
     results["intervals"] = INTERVALS
     results["majority"] = majority_baseline(examples, splits)
-    layout.write_table(pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.ALL_PREDICTIONS)
+    layout.write_table(
+        pa.Table.from_pylist(predictions, schema=run_files.PREDICTION_SCHEMA), *run_files.ALL_PREDICTIONS
+    )
     layout.write_table(pa.Table.from_pylist(table), *run_files.RESULTS_TABLE)
     layout.write_json(results, *run_files.RESULTS)
     report = {
@@ -511,8 +670,10 @@ def summarise_results(cfg: RunConfig) -> dict:
         "bootstrap_unit": results["bootstrap_unit"],
         "majority": results["majority"],
         "seconds": round(time.perf_counter() - started, 3),
-        "outputs": {parts[-1]: layout.url(*parts) for parts in (run_files.RESULTS_TABLE, run_files.ALL_PREDICTIONS,
-                                                                    run_files.RESULTS)},
+        "outputs": {
+            parts[-1]: layout.url(*parts)
+            for parts in (run_files.RESULTS_TABLE, run_files.ALL_PREDICTIONS, run_files.RESULTS)
+        },
     }
     layout.mark_done(EVALUATE, key, report)
     return {**report, "cached": False}
@@ -522,21 +683,44 @@ def summarise_results(cfg: RunConfig) -> dict:
 # Markdown summaries (the flow publishes them as Prefect artifacts)
 
 
-def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_reports: list[dict],
-                   results: dict) -> dict:
+def fusion_summary(
+    prepared: dict[str, dict], train_reports: list[dict], eval_reports: list[dict], results: dict
+) -> dict:
     """The compact fusion section of summary.json: per stage seconds and reuse, per system seconds, the table."""
     seconds_by_system: Counter = Counter()
     for r in (*train_reports, *eval_reports):
         seconds_by_system[r["system"]] += r.get("seconds", 0.0) if not r.get("cached") else 0.0
     scoring = next((r["scoring"] for r in eval_reports if r.get("scoring")), None)
     return {
-        "prepared": {name: {k: r.get(k) for k in ("seconds", "cached", "examples", "distinct_audios",
-                                                  "audios_encoded", "examples_with_audio", "span_rows")}
-                     for name, r in prepared.items()},
-        "train": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached"),
-                   "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])}} for r in train_reports],
-        "evaluate": [{"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached")}
-                     for r in eval_reports],
+        "prepared": {
+            name: {
+                k: r.get(k)
+                for k in (
+                    "seconds",
+                    "cached",
+                    "examples",
+                    "distinct_audios",
+                    "audios_encoded",
+                    "examples_with_audio",
+                    "span_rows",
+                )
+            }
+            for name, r in prepared.items()
+        },
+        "train": [
+            {
+                "system": r["system"],
+                "seed": r["seed"],
+                "seconds": r.get("seconds"),
+                "cached": r.get("cached"),
+                "best_dev": {j["job"]: j["best_dev"] for j in r.get("jobs", [])},
+            }
+            for r in train_reports
+        ],
+        "evaluate": [
+            {"system": r["system"], "seed": r["seed"], "seconds": r.get("seconds"), "cached": r.get("cached")}
+            for r in eval_reports
+        ],
         "summarise": {"seconds": results.get("seconds"), "cached": results.get("cached")},
         "seconds_by_system": {k: round(v, 3) for k, v in seconds_by_system.items()},
         "systems": results.get("systems"),
@@ -549,6 +733,12 @@ def fusion_summary(prepared: dict[str, dict], train_reports: list[dict], eval_re
         "scoring": scoring,
         "unscored_rows": sum(r.get("unscored_rows", 0) for r in eval_reports),
         "outputs": results.get("outputs"),
-        "seconds": round(sum(r.get("seconds", 0) for r in (*prepared.values(), *train_reports, *eval_reports, results)
-                             if not r.get("cached")), 3),
+        "seconds": round(
+            sum(
+                r.get("seconds", 0)
+                for r in (*prepared.values(), *train_reports, *eval_reports, results)
+                if not r.get("cached")
+            ),
+            3,
+        ),
     }

@@ -59,10 +59,11 @@ from ith_core.imagination.planning import (
 )
 from ith_core.imagination.sampling import Prompt, needs_work, work_spec
 from ith_core.imagination.selection import acceptance, no_audio_message, select
-from ith_core.stages.skeleton import layout_for, stage_key
+from ith_core.stages.skeleton import layout_for, load_run_config, stage_key
 from storage import run_files
 from storage.audio_store import AudioStore, AudioStoreError, audio_bytes_per_clip, pcm16, pcm16_to_float
 from storage.layout import RunLayout, StageNotFinishedError, run_ids
+from storage.run_lock import RunLockedError, hold_run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +108,26 @@ def span_occurrences(layout: RunLayout, cfg: RunConfig) -> list[dict]:
             spans = layout.read_table(*run_files.spans_table(task, split)).to_pylist()
             examples = layout.read_table(*run_files.sampled_examples(task, split)).to_pylist()
             for span in spans:
-                rows.append({"example_id": span["example_id"], "task": task, "split": split,
-                             "span_index": int(span["span_index"]), "span_text": span["span_text"]})
+                rows.append(
+                    {
+                        "example_id": span["example_id"],
+                        "task": task,
+                        "split": split,
+                        "span_index": int(span["span_index"]),
+                        "span_text": span["span_text"],
+                    }
+                )
             for example in examples:
                 if example["n_spans"] == 0:
-                    rows.append({"example_id": example["example_id"], "task": task, "split": split,
-                                 "span_index": -1, "span_text": None})
+                    rows.append(
+                        {
+                            "example_id": example["example_id"],
+                            "task": task,
+                            "split": split,
+                            "span_index": -1,
+                            "span_text": None,
+                        }
+                    )
     return rows
 
 
@@ -124,8 +139,10 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     """
     layout = layout_for(cfg)
     if cfg.imagine.clap_backend != "transformers":
-        raise ConfigError(f"imagine.clap_backend must be 'transformers' (laion-clap is not shipped: it needs "
-                          f"numpy<2 and torchvision), got {cfg.imagine.clap_backend!r}")
+        raise ConfigError(
+            f"imagine.clap_backend must be 'transformers' (laion-clap is not shipped: it needs "
+            f"numpy<2 and torchvision), got {cfg.imagine.clap_backend!r}"
+        )
     if existing_only:
         return {**_read_plan(layout), "reused": True}
     device = planning_device(cfg)
@@ -133,14 +150,29 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     clap_id = generator_identity(model_paths["clap"])
     for task in cfg.data.tasks:
         if task not in cfg.imagine.thresholds:
-            raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
-                              f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
-    sampling = {"sampling": cfg.imagine.sampling, "keep_audio": cfg.imagine.keep_audio,
-                "audio_format": cfg.imagine.audio_format,
-                "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks}}
-    key = stage_key("imagine-plan", IMAGINE_VERSION, layout.finished_key(run_files.SPANS), cfg.data.tasks, cfg.data.splits,
-                 cfg.imagine.prompt_template, cfg.imagine.fallback_prompt, settings.key(), clap_id,
-                 cfg.imagine.shard_size, sampling)
+            raise ConfigError(
+                f"imagine.thresholds must have a threshold for task {task!r}, got "
+                f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3"
+            )
+    sampling = {
+        "sampling": cfg.imagine.sampling,
+        "keep_audio": cfg.imagine.keep_audio,
+        "audio_format": cfg.imagine.audio_format,
+        "thresholds": {t: cfg.imagine.thresholds[t] for t in cfg.data.tasks},
+    }
+    key = stage_key(
+        "imagine-plan",
+        IMAGINE_VERSION,
+        layout.finished_key(run_files.SPANS),
+        cfg.data.tasks,
+        cfg.data.splits,
+        cfg.imagine.prompt_template,
+        cfg.imagine.fallback_prompt,
+        settings.key(),
+        clap_id,
+        cfg.imagine.shard_size,
+        sampling,
+    )
     if layout.exists(*run_files.PLAN):
         plan = layout.read_json(*run_files.PLAN)
         if plan["key"] == key:
@@ -152,8 +184,13 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     for a, prompt, text, task in zip(*(mapping[c].to_pylist() for c in ("audio_id", "prompt", "clap_text", "task"))):
         prompts[a] = (prompt, text)
         tasks_of.setdefault(a, set()).add(task)
-    unique = {a: (*prompts[a], *work_spec([cfg.imagine.thresholds[t] for t in tasks_of[a]], cfg.imagine.sampling,
-                                          cfg.imagine.keep_audio)) for a in prompts}
+    unique = {
+        a: (
+            *prompts[a],
+            *work_spec([cfg.imagine.thresholds[t] for t in tasks_of[a]], cfg.imagine.sampling, cfg.imagine.keep_audio),
+        )
+        for a in prompts
+    }
     store = AudioStore(cfg.run_root)
     stored = rows_by_id(store.read_candidates(set(unique)))
     k = settings.num_candidates
@@ -183,9 +220,15 @@ def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool 
     layout.write_table(shards, *run_files.PLAN_SHARDS)
     # plan.json last: a plan is only reused once both tables exist.
     layout.write_json(plan, *run_files.PLAN)
-    logger.info("imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
-                plan["occurrences"], plan["unique_prompts"], plan["dedup_ratio"], plan["already_in_store"],
-                len(names), cfg.imagine.sampling)
+    logger.info(
+        "imagine plan: %d occurrences, %d unique prompts (%.2fx), %d in store, %d shards (%s sampling)",
+        plan["occurrences"],
+        plan["unique_prompts"],
+        plan["dedup_ratio"],
+        plan["already_in_store"],
+        len(names),
+        cfg.imagine.sampling,
+    )
     return {**plan, "reused": False, "in_store_now": plan["already_in_store"]}
 
 
@@ -204,6 +247,7 @@ def _read_plan(layout: RunLayout) -> dict:
     if not layout.exists(*run_files.PLAN):
         raise ShardsMissingError(f"no imagine plan in {layout.url(STAGE)}; run the imagine stage first")
     return layout.read_json(*run_files.PLAN)
+
 
 # ---------------------------------------------------------------------------------------------
 # One shard
@@ -227,8 +271,9 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
     table = layout.read_table(*run_files.PLAN_SHARDS)
     rows = table.filter(pc.equal(table["shard"], shard)).to_pylist()
     if not rows:
-        raise ValueError(f"shard {shard} is not in the plan of {layout.url(STAGE)}; "
-                         f"planned shards: {len(plan['shards'])}")
+        raise ValueError(
+            f"shard {shard} is not in the plan of {layout.url(STAGE)}; planned shards: {len(plan['shards'])}"
+        )
     device = device or local_devices(cfg)[0]
     generator, scorer = load_models(cfg, model_paths, plan, device)
     batch, generator.decode_batch_size = batch_sizes(cfg, generator)
@@ -238,12 +283,16 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
     for row in rows:
         # The plan was made from the same settings; a mismatch here would write audio under a wrong id.
         if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
-            raise ConfigError(f"audio id of prompt {row['prompt']!r} does not match the plan; "
-                              "the generation settings changed since planning: plan a new run")
+            raise ConfigError(
+                f"audio id of prompt {row['prompt']!r} does not match the plan; "
+                "the generation settings changed since planning: plan a new run"
+            )
     stored = rows_by_id(store.read_candidates({r["audio_id"] for r in rows}))
     stored = {a: {c: r for c, r in by_c.items() if r["clap_id"] == plan["clap_id"]} for a, by_c in stored.items()}
-    prompts = [Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k),
-                       stored.get(row["audio_id"], {}), k) for row in rows]
+    prompts = [
+        Prompt(row, candidate_seeds(generator.settings.seed, row["audio_id"], k), stored.get(row["audio_id"], {}), k)
+        for row in rows
+    ]
     timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
     manifest_rows: list[dict] = []
     counts = {"generated": 0, "reused": 0, "collisions": 0, "audio_written": 0}
@@ -257,13 +306,12 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
             else:
                 todo.append(p)
         for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+            chunk = todo[start : start + batch]
             t0 = time.perf_counter()
             waveforms = generator.generate([p.row["prompt"] for p in chunk], [[p.seeds[c]] for p in chunk])
             t1 = time.perf_counter()
             samples = pcm16(waveforms.cpu().numpy())
-            scores = scorer.score(pcm16_to_float(samples), generator.sample_rate,
-                                  [p.row["clap_text"] for p in chunk])
+            scores = scorer.score(pcm16_to_float(samples), generator.sample_rate, [p.row["clap_text"] for p in chunk])
             t2 = time.perf_counter()
             for i, p in enumerate(chunk):
                 score = float(scores[i, 0])
@@ -272,14 +320,25 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
                     put = store.put_audio(p.row["audio_id"], c, samples[i, 0], generator.sample_rate, fmt)
                     counts["audio_written"] += put.created
                     counts["collisions"] += not put.created
-                manifest_rows.append({
-                    "audio_id": p.row["audio_id"], "candidate": c, "prompt": p.row["prompt"],
-                    "clap_text": p.row["clap_text"], "seed": p.seeds[c], "clap_score": score,
-                    "clap_id": plan["clap_id"], "audio_path": put.path if put else None,
-                    "duration_s": samples.shape[-1] / generator.sample_rate, "sample_rate": generator.sample_rate,
-                    "channels": samples.shape[-2], "checksum": put.checksum if put else None, "shard": shard,
-                    "batch": calls, "decode_batch_size": generator.decode_batch_size,
-                })
+                manifest_rows.append(
+                    {
+                        "audio_id": p.row["audio_id"],
+                        "candidate": c,
+                        "prompt": p.row["prompt"],
+                        "clap_text": p.row["clap_text"],
+                        "seed": p.seeds[c],
+                        "clap_score": score,
+                        "clap_id": plan["clap_id"],
+                        "audio_path": put.path if put else None,
+                        "duration_s": samples.shape[-1] / generator.sample_rate,
+                        "sample_rate": generator.sample_rate,
+                        "channels": samples.shape[-2],
+                        "checksum": put.checksum if put else None,
+                        "shard": shard,
+                        "batch": calls,
+                        "decode_batch_size": generator.decode_batch_size,
+                    }
+                )
                 p.take(c, score)
             calls += 1
             counts["generated"] += len(chunk)
@@ -287,18 +346,35 @@ def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: s
             timings["score"] += t2 - t1
             timings["write"] += time.perf_counter() - t2
         if todo:
-            logger.info("%s: candidate %d of %d generated for %d prompts (%d of %d prompts still sampling)", shard,
-                        c + 1, k, len(todo), sum(p.open for p in prompts), len(prompts))
+            logger.info(
+                "%s: candidate %d of %d generated for %d prompts (%d of %d prompts still sampling)",
+                shard,
+                c + 1,
+                k,
+                len(todo),
+                sum(p.open for p in prompts),
+                len(prompts),
+            )
     # Written last: the manifest's existence means every file it lists is whole.
     store.write_manifest(shard, manifest_rows)
     total = time.perf_counter() - started
-    return {"shard": shard, "status": "done", "device": device, "worker": worker_identity(), "prompts": len(rows),
-            "candidates": counts["generated"], "candidates_reused": counts["reused"],
-            "candidates_per_prompt": round((counts["generated"] + counts["reused"]) / len(rows), 3),
-            "audio_written": counts["audio_written"], "collisions": counts["collisions"], "batch_size": batch,
-            "decode_batch_size": generator.decode_batch_size, "seconds": round(total, 3),
-            "seconds_load": round(loaded - started, 3),
-            **{f"seconds_{name}": round(v, 3) for name, v in timings.items()}}
+    return {
+        "shard": shard,
+        "status": "done",
+        "device": device,
+        "worker": worker_identity(),
+        "prompts": len(rows),
+        "candidates": counts["generated"],
+        "candidates_reused": counts["reused"],
+        "candidates_per_prompt": round((counts["generated"] + counts["reused"]) / len(rows), 3),
+        "audio_written": counts["audio_written"],
+        "collisions": counts["collisions"],
+        "batch_size": batch,
+        "decode_batch_size": generator.decode_batch_size,
+        "seconds": round(total, 3),
+        "seconds_load": round(loaded - started, 3),
+        **{f"seconds_{name}": round(v, 3) for name, v in timings.items()},
+    }
 
 
 def shard_statuses(cfg: RunConfig) -> dict[str, bool]:
@@ -327,13 +403,19 @@ def _specs(mapping: pa.Table, cfg: RunConfig, plan: dict) -> dict[str, tuple[flo
     tasks_of: dict[str, set] = {}
     for a, task in zip(mapping["audio_id"].to_pylist(), mapping["task"].to_pylist()):
         tasks_of.setdefault(a, set()).add(task)
-    return {a: work_spec([cfg.imagine.thresholds[t] for t in tasks], plan.get("sampling", "all"),
-                         plan.get("keep_audio", "all")) for a, tasks in tasks_of.items()}
+    return {
+        a: work_spec(
+            [cfg.imagine.thresholds[t] for t in tasks], plan.get("sampling", "all"), plan.get("keep_audio", "all")
+        )
+        for a, tasks in tasks_of.items()
+    }
 
 
 def _repair_hint(cfg: RunConfig, audio_ids: Sequence[str]) -> str:
-    return (f"regenerate them with `ith repair-audio {cfg.effective_run_id} {' '.join(audio_ids[:20])} "
-            f"--run-root {cfg.run_root}`")
+    return (
+        f"regenerate them with `ith repair-audio {cfg.effective_run_id} {' '.join(audio_ids[:20])} "
+        f"--run-root {cfg.run_root}`"
+    )
 
 
 def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore) -> bool:
@@ -343,8 +425,13 @@ def _replaced_since_collect(cfg: RunConfig, layout: RunLayout, store: AudioStore
     used = set(candidates["audio_path"].to_pylist()) - {None}
     gone = used - store.listed_paths(set(candidates["audio_id"].to_pylist()))
     if gone:
-        logger.warning("run %s: %d audio file(s) its selection used were replaced by `ith repair-audio` (e.g. %s); "
-                       "collecting its selection again", cfg.effective_run_id, len(gone), sorted(gone)[0])
+        logger.warning(
+            "run %s: %d audio file(s) its selection used were replaced by `ith repair-audio` (e.g. %s); "
+            "collecting its selection again",
+            cfg.effective_run_id,
+            len(gone),
+            sorted(gone)[0],
+        )
     return bool(gone)
 
 
@@ -352,10 +439,14 @@ def _check_selected_files(cfg: RunConfig, layout: RunLayout, store: AudioStore) 
     """A finished stage's selected audio files exist and have their size (no hashing: `ith verify`
     hashes them), so a rerun reports a lost or truncated file instead of training on it."""
     selection = layout.read_table(*run_files.SELECTION).select(["audio_id", "candidate", "accepted"])
-    chosen = {(a, c) for a, c, ok in zip(*(selection[n].to_pylist() for n in ("audio_id", "candidate", "accepted")))
-              if ok}
-    rows = [r for r in layout.read_table(*run_files.CANDIDATES).to_pylist()
-            if (r["audio_id"], r["candidate"]) in chosen and r["audio_path"] is not None]
+    chosen = {
+        (a, c) for a, c, ok in zip(*(selection[n].to_pylist() for n in ("audio_id", "candidate", "accepted"))) if ok
+    }
+    rows = [
+        r
+        for r in layout.read_table(*run_files.CANDIDATES).to_pylist()
+        if (r["audio_id"], r["candidate"]) in chosen and r["audio_path"] is not None
+    ]
     bad = [(r, why) for r in rows if (why := store.size_problem(r)) is not None]
     if bad:
         error = store.damage_error(bad, "missing or not the size of their audio")
@@ -372,13 +463,21 @@ def verify_run(cfg: RunConfig) -> dict:
     elif layout.exists(*run_files.MAPPING):
         table = store.read_candidates(set(layout.read_table(*run_files.MAPPING)["audio_id"].to_pylist()))
     else:
-        raise StageNotFinishedError(f"run {cfg.effective_run_id} has no imagine tables under {layout.url(STAGE)}: "
-                                    "nothing to verify yet (`ith run` plans and generates them)")
+        raise StageNotFinishedError(
+            f"run {cfg.effective_run_id} has no imagine tables under {layout.url(STAGE)}: "
+            "nothing to verify yet (`ith run` plans and generates them)"
+        )
     checked, bad = store.check_files(table)
-    problems = [{"audio_id": r["audio_id"], "candidate": r["candidate"], "path": store.url(r["audio_path"]),
-                 "problem": why,
-                 "repair": f"ith repair-audio {cfg.effective_run_id} {r['audio_id']} --run-root {cfg.run_root}"}
-                for r, why in bad]
+    problems = [
+        {
+            "audio_id": r["audio_id"],
+            "candidate": r["candidate"],
+            "path": store.url(r["audio_path"]),
+            "problem": why,
+            "repair": f"ith repair-audio {cfg.effective_run_id} {r['audio_id']} --run-root {cfg.run_root}",
+        }
+        for r, why in bad
+    ]
     return {"run_id": cfg.effective_run_id, "files_checked": checked, "damaged": problems}
 
 
@@ -393,8 +492,10 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
     plan = _read_plan(layout)
     for task in cfg.data.tasks:
         if task not in cfg.imagine.thresholds:
-            raise ConfigError(f"imagine.thresholds must have a threshold for task {task!r}, got "
-                              f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3")
+            raise ConfigError(
+                f"imagine.thresholds must have a threshold for task {task!r}, got "
+                f"{cfg.imagine.thresholds}; add e.g. imagine.thresholds.{task}=0.3"
+            )
     key = stage_key(STAGE, IMAGINE_VERSION, plan["key"], cfg.imagine.thresholds, cfg.imagine.threshold_grid)
     store = AudioStore(cfg.run_root)
     if (report := layout.stage_done(STAGE, key)) is not None:
@@ -404,16 +505,20 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         layout.fs.rm(layout.path(STAGE, run_files.DONE_MARKER))
     missing = [name for name in plan["shards"] if not store.has_shard(name)]
     if missing:
-        raise ShardsMissingError(f"{len(missing)} of {len(plan['shards'])} shards of run {cfg.effective_run_id} "
-                                 f"have no manifest ({', '.join(missing[:5])}); run `ith rerun-failed` on the run")
+        raise ShardsMissingError(
+            f"{len(missing)} of {len(plan['shards'])} shards of run {cfg.effective_run_id} "
+            f"have no manifest ({', '.join(missing[:5])}); run `ith rerun-failed` on the run"
+        )
     started = time.perf_counter()
     mapping = layout.read_table(*run_files.MAPPING)
     needed = set(mapping["audio_id"].to_pylist())
     candidates = store.read_candidates(needed)
     other_clap = set(candidates["clap_id"].to_pylist()) - {plan["clap_id"]}
     if other_clap:
-        raise ConfigError(f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
-                          "rescoring stored audio with another CLAP model is not supported: use another run_root")
+        raise ConfigError(
+            f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
+            "rescoring stored audio with another CLAP model is not supported: use another run_root"
+        )
     # Files are named by their content and never replaced: a file that no longer hashes to its
     # recorded checksum is damage, and the scores recorded for it describe other audio.
     try:
@@ -425,28 +530,41 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
     by_id = rows_by_id(candidates)
     incomplete = sorted(a for a in needed if needs_work(by_id.get(a, {}), k, *specs[a]))
     if incomplete:
-        raise RuntimeError(f"audio store {store.url('')} lacks candidates (or their audio) of {len(incomplete)} audio "
-                           f"ids, e.g. {incomplete[0]}; run `ith rerun-failed {cfg.effective_run_id} --run-root "
-                           f"{cfg.run_root}`")
+        raise RuntimeError(
+            f"audio store {store.url('')} lacks candidates (or their audio) of {len(incomplete)} audio "
+            f"ids, e.g. {incomplete[0]}; run `ith rerun-failed {cfg.effective_run_id} --run-root "
+            f"{cfg.run_root}`"
+        )
     selection = select(mapping, candidates, cfg.imagine.thresholds, store.url, k)
     grid = acceptance(mapping, candidates, cfg.imagine.threshold_grid, k)
     layout.write_table(candidates, *run_files.CANDIDATES)
     layout.write_table(selection, *run_files.SELECTION)
     layout.write_table(grid, *run_files.ACCEPTANCE)
     scores = np.asarray(candidates["clap_score"].to_pylist(), dtype=np.float64)
-    quantiles = {f"q{int(q * 100):02d}": round(float(np.quantile(scores, q)), 4)
-                 for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)}
+    quantiles = {
+        f"q{int(q * 100):02d}": round(float(np.quantile(scores, q)), 4) for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+    }
     # Candidates this close to one of their prompt's thresholds could be decided otherwise by a
     # machine that renders the audio differently in the last bits.
     thresholds_of = {a: set(map(float, [cfg.imagine.thresholds[t] for t in cfg.data.tasks])) for a in needed}
-    near = sum(1 for a, s in zip(candidates["audio_id"].to_pylist(), scores)
-               if any(abs(s - t) < NEAR_THRESHOLD for t in thresholds_of[a]))
+    near = sum(
+        1
+        for a, s in zip(candidates["audio_id"].to_pylist(), scores)
+        if any(abs(s - t) < NEAR_THRESHOLD for t in thresholds_of[a])
+    )
     accepted = selection["accepted"].to_pylist()
     used = []
     for task in sorted(set(selection["task"].to_pylist())):
         flags = [a for a, t in zip(accepted, selection["task"].to_pylist()) if t == task]
-        used.append({"task": task, "threshold": float(cfg.imagine.thresholds[task]), "occurrences": len(flags),
-                     "accepted": int(sum(flags)), "rate": round(sum(flags) / len(flags), 6) if flags else 0.0})
+        used.append(
+            {
+                "task": task,
+                "threshold": float(cfg.imagine.thresholds[task]),
+                "occurrences": len(flags),
+                "accepted": int(sum(flags)),
+                "rate": round(sum(flags) / len(flags), 6) if flags else 0.0,
+            }
+        )
     status = layout.read_json(*run_files.SHARD_STATUS) if layout.exists(*run_files.SHARD_STATUS) else {}
     generated = [r for r in status.get("shards", []) if r.get("status") == "done"]
     if seconds_before is None:
@@ -471,8 +589,10 @@ def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
         "device": ", ".join(sorted({str(r["device"]) for r in generated if r.get("device")})) or None,
         "seconds": round(own, 3),
         "seconds_total": round(seconds_before + own, 3),
-        "outputs": {parts[-1].removesuffix(".parquet"): layout.url(*parts)
-                    for parts in (run_files.MAPPING, run_files.CANDIDATES, run_files.SELECTION, run_files.ACCEPTANCE)},
+        "outputs": {
+            parts[-1].removesuffix(".parquet"): layout.url(*parts)
+            for parts in (run_files.MAPPING, run_files.CANDIDATES, run_files.SELECTION, run_files.ACCEPTANCE)
+        },
     }
     layout.mark_done(STAGE, key, report)
     return {**report, "cached": False}
@@ -490,8 +610,9 @@ def reselect(cfg: RunConfig, thresholds: dict[str, float]) -> pa.Table:
             raise ConfigError(f"thresholds must map tasks {TASKS} to values in [-1, 1], got {task}={value}")
     store = AudioStore(cfg.run_root)
     k = _read_plan(layout)["settings"]["num_candidates"]
-    return select(layout.read_table(*run_files.MAPPING), layout.read_table(*run_files.CANDIDATES),
-                  thresholds, store.url, k)
+    return select(
+        layout.read_table(*run_files.MAPPING), layout.read_table(*run_files.CANDIDATES), thresholds, store.url, k
+    )
 
 
 def _render_again(generator, store: AudioStore, rows: Sequence[dict]) -> dict[tuple[str, int], np.ndarray]:
@@ -543,8 +664,9 @@ def recollect(cfg: RunConfig) -> dict:
     return collect_stage(cfg)
 
 
-def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequence[str],
-                 device: str | None = None) -> dict:
+def repair_audio(
+    cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequence[str], device: str | None = None
+) -> dict:
     """Regenerates the damaged or missing stored files of `audio_ids`, then collects the run again.
 
     Each file is rendered again in its recorded generation call (`_render_again`), which on the
@@ -557,21 +679,21 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
     that updates it (`runs_to_update`); their own next `ith run` or `rerun-failed` also collects
     again, finding files their tables name that no manifest names any more.
     """
-    from ith_core.stages.skeleton import load_run_config
-    from storage.run_lock import RunLockedError, hold_run_lock
-
     layout = layout_for(cfg)
     plan = _read_plan(layout)
     store = AudioStore(cfg.run_root)
     stored = store.read_candidates(set(audio_ids))
     unknown = sorted(set(audio_ids) - set(stored["audio_id"].to_pylist()))
     if unknown:
-        raise UnknownAudioIdError(f"audio ids {unknown} have no stored candidates under {store.url('')}, so there "
-                                  f"is nothing to repair; give the ids the imagine stage named (check --run-root "
-                                  f"and the run id {cfg.effective_run_id})")
+        raise UnknownAudioIdError(
+            f"audio ids {unknown} have no stored candidates under {store.url('')}, so there "
+            f"is nothing to repair; give the ids the imagine stage named (check --run-root "
+            f"and the run id {cfg.effective_run_id})"
+        )
     if stored["clap_id"].to_pylist() and set(stored["clap_id"].to_pylist()) != {plan["clap_id"]}:
-        raise ConfigError("the stored candidates were scored by another CLAP than this run's; repair from the run "
-                          "that generated them")
+        raise ConfigError(
+            "the stored candidates were scored by another CLAP than this run's; repair from the run that generated them"
+        )
     _, bad = store.check_files(stored)
     damaged_keys = {(r["audio_id"], r["candidate"]) for r, _ in bad}
     rows = [r for r in stored.to_pylist() if (r["audio_id"], r["candidate"]) in damaged_keys]
@@ -581,23 +703,30 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
         generator, scorer = load_models(cfg, model_paths, plan, device)
         for row in rows:
             if audio_id(row["prompt"], generator.settings) != row["audio_id"]:
-                raise ConfigError(f"audio id {row['audio_id']} was not generated with this run's settings; repair "
-                                  "it from the run that generated it")
+                raise ConfigError(
+                    f"audio id {row['audio_id']} was not generated with this run's settings; repair "
+                    "it from the run that generated it"
+                )
         fmt = plan.get("audio_format", "wav")
         rendered = _render_again(generator, store, rows)
         for row in rows:
             samples = rendered[(row["audio_id"], row["candidate"])]
-            put = store.put_audio(row["audio_id"], row["candidate"], samples, generator.sample_rate, fmt,
-                                  restore=True)
+            put = store.put_audio(row["audio_id"], row["candidate"], samples, generator.sample_rate, fmt, restore=True)
             if put.checksum == row["checksum"]:
                 restored.append(put.path)  # the same bytes: the recorded score describes them
                 continue
-            score = float(scorer.score(pcm16_to_float(samples[None, None]), generator.sample_rate,
-                                       [row["clap_text"]])[0, 0])
+            score = float(
+                scorer.score(pcm16_to_float(samples[None, None]), generator.sample_rate, [row["clap_text"]])[0, 0]
+            )
             replaced[row["audio_path"]] = {"audio_path": put.path, "checksum": put.checksum, "clap_score": score}
-            logger.warning("audio id %s candidate %d rendered other bytes than stored (%s -> %s); the manifests now "
-                           "name the new file, the old one stays", row["audio_id"], row["candidate"],
-                           row["audio_path"], put.path)
+            logger.warning(
+                "audio id %s candidate %d rendered other bytes than stored (%s -> %s); the manifests now "
+                "name the new file, the old one stays",
+                row["audio_id"],
+                row["candidate"],
+                row["audio_path"],
+                put.path,
+            )
     manifests = store.repoint_rows(replaced) if replaced else []
     # The run's selection was computed from the damaged rows (or not at all): collect again.
     report = recollect(cfg)
@@ -612,10 +741,17 @@ def repair_audio(cfg: RunConfig, model_paths: dict[str, str], audio_ids: Sequenc
                 recollect(other)
             updated.append(run_id)
         except RunLockedError as error:
-            logger.warning("run %s names replaced audio but is being written (%s): `%s` collects it again",
-                           run_id, error, command)
+            logger.warning(
+                "run %s names replaced audio but is being written (%s): `%s` collects it again", run_id, error, command
+            )
             to_update.append({"run_id": run_id, "command": command})
-    return {"audio_ids": sorted(set(audio_ids)), "candidates_regenerated": len(rows),
-            "restored_identical": len(restored), "replaced": [{"old": k, **v} for k, v in replaced.items()],
-            "manifests_rewritten": manifests, "runs_updated": updated, "runs_to_update": to_update,
-            "collect": report}
+    return {
+        "audio_ids": sorted(set(audio_ids)),
+        "candidates_regenerated": len(rows),
+        "restored_identical": len(restored),
+        "replaced": [{"old": k, **v} for k, v in replaced.items()],
+        "manifests_rewritten": manifests,
+        "runs_updated": updated,
+        "runs_to_update": to_update,
+        "collect": report,
+    }

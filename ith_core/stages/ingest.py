@@ -10,10 +10,10 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ith_core.data import auditorybench
-
+from ith_core.config import ConfigError, RunConfig
+from ith_core.data import auditorybench, synthetic
 from ith_core.models import profiles
-from ith_core.config import RunConfig
+from ith_core.stages.fusion import required_roles
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
 from storage.layout import RunLayout
@@ -26,11 +26,12 @@ INGEST_VERSION = 2  # bump when ingestion writes something else for the same inp
 
 # -- ingestion -------------------------------------------------------------------------------
 
+
 def ingest_key(cfg: RunConfig) -> str:
     if cfg.benchmark == "synthetic":
-        from ith_core.data import synthetic
-
-        return stage_key(run_files.INGEST, INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks)
+        return stage_key(
+            run_files.INGEST, INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks
+        )
     # What the files are, not where they were read: a verified copy elsewhere reuses the stage. A
     # config built without `resolve_data` (a test calling a driver) falls back to the location.
     return stage_key(run_files.INGEST, INGEST_VERSION, cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
@@ -52,8 +53,6 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
 def data_source(cfg: RunConfig) -> str:
     """Where the run's benchmark files are: AuditoryBench (located, downloaded if needed) or the synthetic one."""
     if cfg.benchmark == "synthetic":
-        from ith_core.data import synthetic
-
         return str(synthetic.ensure_benchmark(cfg.synthetic))
     return auditorybench.locate(cfg.data.data_dir)
 
@@ -101,6 +100,7 @@ def examples_of(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
 
 # -- models --------------------------------------------------------------------------------------
 
+
 def tiny_corpus(cfg: RunConfig) -> list[str]:
     """What the tiny profile's tokenizers are trained on: train sentences, gold spans and answers.
 
@@ -112,13 +112,15 @@ def tiny_corpus(cfg: RunConfig) -> list[str]:
     table = layout.read_table(*run_files.EXAMPLES)
     table = table.filter(pc.and_(pc.is_in(table["task"], pa.array(cfg.data.tasks)), pc.equal(table["split"], "train")))
     rows = table.select(["sentence", "spans", "answer", "options"]).to_pylist()
-    corpus = ([r["sentence"] for r in rows] + [s for r in rows for s in r["spans"]] + [r["answer"] for r in rows]
-              + [o for r in rows for o in (r["options"] or [])])
+    corpus = (
+        [r["sentence"] for r in rows]
+        + [s for r in rows for s in r["spans"]]
+        + [r["answer"] for r in rows]
+        + [o for r in rows for o in (r["options"] or [])]
+    )
     if cfg.benchmark == "synthetic":
         # Made-up source names must stay unknown to the LM: a name learnt as a token would let
         # the text-only model memorise the train names' answers.
-        from ith_core.data import synthetic
-
         corpus = synthetic.without_source_names(corpus, cfg.synthetic)
     return corpus
 
@@ -130,23 +132,17 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
     required_roles`: a text-only table needs no generator). With `imagine.generator=tone` the
     generator is the synthetic benchmark's tone table and Stable Audio is not looked for.
     """
-    from ith_core.stages.fusion import required_roles
-
     corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
     tone = cfg.imagine.generator == "tone"
     if tone and cfg.benchmark != "synthetic":
-        from ith_core.config import ConfigError
-
-        raise ConfigError("imagine.generator=tone renders the hidden tones of the synthetic benchmark's sources and "
-                          f"has nothing to render for {cfg.benchmark}; use --benchmark synthetic or "
-                          "imagine.generator=stable-audio")
+        raise ConfigError(
+            "imagine.generator=tone renders the hidden tones of the synthetic benchmark's sources and "
+            f"has nothing to render for {cfg.benchmark}; use --benchmark synthetic or "
+            "imagine.generator=stable-audio"
+        )
     needed = required_roles(cfg)
     skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
     paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip)
     if tone and "generator" in needed:
-        from ith_core.data import synthetic
-
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
     return {role: str(path) for role, path in paths.items()}
-
-

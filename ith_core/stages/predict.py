@@ -53,10 +53,26 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from ith_core.config import TASKS, ConfigError, RunConfig
+from ith_core.fusion.audio_features import precompute_audio_features
+from ith_core.fusion.lm_inputs import EncodedItem, FusionCollator, SpanAudio, encode_one, pitch_token_ids, word_ids
+from ith_core.fusion.training import load_best
+from ith_core.imagination.clap_scoring import NO_CANDIDATE, first_passing
+from ith_core.imagination.generators import GENERATION_VERSION, GenerationSettings, audio_id, prompt_for
+from ith_core.imagination.planning import rows_by_id
+from ith_core.imagination.sampling import needs_work, work_spec
+from ith_core.models import profiles
+from ith_core.models.profiles import load_audio_encoder
+from ith_core.models.span_detector import detect_spans, resolve_device
+from ith_core.stages import imagine as imagine_stage
+from ith_core.stages.fusion import FEATURES, trained_jobs
+from ith_core.stages.imagine import STAGE as IMAGINE
+from ith_core.stages.ingest import tiny_corpus
 from ith_core.stages.skeleton import load_run_config
 from storage import run_files
+from storage.audio_store import AudioStore, shard_name
 from storage.layout import DONE_MARKER, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -81,7 +97,7 @@ class RunNotReadyError(RuntimeError):
 
 def infer_task(sentence: str) -> str:
     """pitch when "than" follows the [MASK] (a comparison), else animal."""
-    after = sentence[sentence.find(MASK) + len(MASK):] if MASK in sentence else sentence
+    after = sentence[sentence.find(MASK) + len(MASK) :] if MASK in sentence else sentence
     return "pitch" if re.search(r"\bthan\b", after, flags=re.IGNORECASE) else "animal"
 
 
@@ -98,11 +114,15 @@ def check_sentences(sentences: Sequence[str], where: Sequence[str] | None = None
         if not sentence.strip():
             problems.append(f"{label}: empty sentence")
         elif count == 0:
-            problems.append(f"{_describe(sentence, label)} has no {MASK}; write {MASK} where the answer goes, "
-                            f"e.g. 'Rattle is the sound a {MASK} makes.'")
+            problems.append(
+                f"{_describe(sentence, label)} has no {MASK}; write {MASK} where the answer goes, "
+                f"e.g. 'Rattle is the sound a {MASK} makes.'"
+            )
         elif count > 1:
-            problems.append(f"{_describe(sentence, label)} has {count} {MASK} tokens; use exactly one (an animal "
-                            "name of several wordpieces is handled by the predictor)")
+            problems.append(
+                f"{_describe(sentence, label)} has {count} {MASK} tokens; use exactly one (an animal "
+                "name of several wordpieces is handled by the predictor)"
+            )
     if problems:
         raise PredictInputError("\n".join(problems))
 
@@ -115,8 +135,10 @@ def read_sentence_file(path: str | Path) -> tuple[list[str], list[str]]:
         content = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise PredictInputError(f"{path} is not UTF-8 text: byte offset {error.start} (line {line}) is "
-                                f"{data[error.start:error.start + 1]!r}; save the file as UTF-8") from None
+        raise PredictInputError(
+            f"{path} is not UTF-8 text: byte offset {error.start} (line {line}) is "
+            f"{data[error.start : error.start + 1]!r}; save the file as UTF-8"
+        ) from None
     for number, line in enumerate(content.splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -134,21 +156,19 @@ def read_sentence_file(path: str | Path) -> tuple[list[str], list[str]]:
 
 def _require_stage(layout: RunLayout, stage: str, what: str) -> dict:
     if not layout.exists(stage, DONE_MARKER):
-        raise RunNotReadyError(f"run {layout.url()} has no finished stage '{stage}' ({what}); finish the run with "
-                               "`ith run` (same settings) before predicting with it")
+        raise RunNotReadyError(
+            f"run {layout.url()} has no finished stage '{stage}' ({what}); finish the run with "
+            "`ith run` (same settings) before predicting with it"
+        )
     return layout.read_json(stage, DONE_MARKER)["report"]
 
 
 def resolve_model_paths(cfg: RunConfig, plan: dict) -> dict[str, str]:
     """The run's model folders: those its imagine plan recorded when they still exist, else the profile's."""
-    from ith_core.models import profiles
-
     recorded = plan.get("model_paths") or {}
     if recorded and all(Path(recorded.get(role, "")).is_dir() for role in profiles.ROLES):
         return {role: str(recorded[role]) for role in profiles.ROLES}
     if cfg.profile == "tiny":
-        from ith_core.stages.ingest import tiny_corpus
-
         paths = profiles.resolve_models("tiny", cfg.model_dir, corpus=tiny_corpus(cfg))
     else:
         paths = profiles.resolve_models(cfg.profile, cfg.model_dir)
@@ -171,20 +191,23 @@ PREDICT_SYSTEMS = {"ith": "ith", "text": "bert-text"}
 
 def best_job(layout: RunLayout, variant: str, task: str) -> _Job:
     """The dev-best model of (variant, task): among its seeds, the one with the best dev accuracy."""
-    from ith_core.stages.fusion import trained_jobs
-
     system = PREDICT_SYSTEMS[variant]
     cfg = load_run_config(layout.run_root, layout.run_id)
     found = trained_jobs(layout, system, cfg.fusion.seeds)
     if not found:
-        raise RunNotReadyError(f"run {layout.url()} has no trained {system} model yet (fusion_train/{system}-seed*); "
-                               "run it with `ith run` first, with the system in --systems")
+        raise RunNotReadyError(
+            f"run {layout.url()} has no trained {system} model yet (fusion_train/{system}-seed*); "
+            "run it with `ith run` first, with the system in --systems"
+        )
     jobs = [(j, d) for j, d in found if j["task"] == task]
     if not jobs:
-        raise RunNotReadyError(f"run {layout.url()} trained no {system} model for task {task!r} (trained: "
-                               f"{sorted({j['task'] for j, _ in found})}); pass --task with one of those")
-    job, folder = max(jobs, key=lambda jd: (jd[0].get("best_dev") is not None, jd[0].get("best_dev") or 0.0,
-                                            -int(jd[0]["seed"])))
+        raise RunNotReadyError(
+            f"run {layout.url()} trained no {system} model for task {task!r} (trained: "
+            f"{sorted({j['task'] for j, _ in found})}); pass --task with one of those"
+        )
+    job, folder = max(
+        jobs, key=lambda jd: (jd[0].get("best_dev") is not None, jd[0].get("best_dev") or 0.0, -int(jd[0]["seed"]))
+    )
     return _Job(variant, task, int(job["seed"]), job["job"], job.get("best_dev"), folder)
 
 
@@ -193,28 +216,31 @@ def best_job(layout: RunLayout, variant: str, task: str) -> _Job:
 
 
 def _generation_settings(plan: dict):
-    from ith_core.imagination.generators import GENERATION_VERSION, GenerationSettings
-
     recorded = dict(plan["settings"])
     version = recorded.pop("version", None)
     if version != GENERATION_VERSION:
-        logger.warning("the run's audio was generated by generation version %s, this code is version %s: its "
-                       "stored audio is not reused", version, GENERATION_VERSION)
+        logger.warning(
+            "the run's audio was generated by generation version %s, this code is version %s: its "
+            "stored audio is not reused",
+            version,
+            GENERATION_VERSION,
+        )
     return GenerationSettings(**recorded)
 
 
 def _stored_candidates(store, specs: dict[str, tuple], num_candidates: int) -> dict[str, list[dict]]:
     """audio id -> its candidate rows (sorted), for ids whose stored candidates satisfy their sampling spec."""
-    from ith_core.imagination.planning import rows_by_id
-    from ith_core.imagination.sampling import needs_work
-
     by_id = rows_by_id(store.read_candidates(set(specs))) if specs else {}
-    return {a: [rows[c] for c in sorted(rows)] for a, rows in by_id.items()
-            if not needs_work(rows, num_candidates, *specs[a])}
+    return {
+        a: [rows[c] for c in sorted(rows)]
+        for a, rows in by_id.items()
+        if not needs_work(rows, num_candidates, *specs[a])
+    }
 
 
-def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, prompts: dict[str, tuple],
-                     device: str) -> dict:
+def generate_missing(
+    cfg: RunConfig, model_paths: dict[str, str], plan: dict, prompts: dict[str, tuple], device: str
+) -> dict:
     """Generates and scores `prompts` (audio id -> (prompt, CLAP text, stop threshold, keep thresholds))
     into the shared store as one shard.
 
@@ -223,21 +249,36 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
     is written to a scratch run folder `_predict-<random>` under the run root (one per call, so
     concurrent calls never share one) and removed afterwards.
     """
-    from ith_core.stages import imagine as imagine_stage
-    from storage.audio_store import shard_name
-
     ids = sorted(prompts)
     shard = shard_name(ids)
     scratch = cfg.model_copy(update={"run_id": f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}"})
     layout = RunLayout(cfg.run_root, scratch.effective_run_id)
     try:
-        rows = [{"shard": shard, "shard_index": 0, "audio_id": a, "prompt": prompts[a][0], "clap_text": prompts[a][1],
-                 "stop_threshold": prompts[a][2], "keep_thresholds": prompts[a][3]} for a in ids]
+        rows = [
+            {
+                "shard": shard,
+                "shard_index": 0,
+                "audio_id": a,
+                "prompt": prompts[a][0],
+                "clap_text": prompts[a][1],
+                "stop_threshold": prompts[a][2],
+                "keep_thresholds": prompts[a][3],
+            }
+            for a in ids
+        ]
         layout.write_table(pa.Table.from_pylist(rows, schema=run_files.PLAN_SCHEMA), *run_files.PLAN_SHARDS)
-        layout.write_json({"key": f"predict:{shard}", "settings": plan["settings"], "clap_id": plan["clap_id"],
-                           "audio_format": plan.get("audio_format", "wav"),
-                           "shards": [shard], "model_paths": dict(model_paths), "source_run": cfg.effective_run_id},
-                          *run_files.PLAN)
+        layout.write_json(
+            {
+                "key": f"predict:{shard}",
+                "settings": plan["settings"],
+                "clap_id": plan["clap_id"],
+                "audio_format": plan.get("audio_format", "wav"),
+                "shards": [shard],
+                "model_paths": dict(model_paths),
+                "source_run": cfg.effective_run_id,
+            },
+            *run_files.PLAN,
+        )
         return imagine_stage.run_shard(scratch, model_paths, shard, device)
     finally:
         layout.fs.rm(layout.path(), recursive=True)
@@ -245,10 +286,6 @@ def generate_missing(cfg: RunConfig, model_paths: dict[str, str], plan: dict, pr
 
 def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans: list[dict], device: str) -> dict:
     """Adds prompt, audio id, source (reused / generated) and candidate rows to every span; returns counts."""
-    from ith_core.imagination.generators import audio_id, prompt_for
-    from ith_core.imagination.sampling import work_spec
-    from storage.audio_store import AudioStore
-
     settings = _generation_settings(plan)
     store = AudioStore(cfg.run_root)
     thresholds: dict[str, set] = {}
@@ -260,48 +297,62 @@ def imagine_spans(cfg: RunConfig, model_paths: dict[str, str], plan: dict, spans
     specs = {a: work_spec(t, plan.get("sampling", "all"), plan.get("keep_audio", "all")) for a, t in thresholds.items()}
     wanted = set(specs)
     stored = _stored_candidates(store, specs, settings.num_candidates)
-    missing = {s["audio_id"]: (s["prompt"], s["clap_text"], *specs[s["audio_id"]]) for s in spans
-               if s["audio_id"] not in stored}
+    missing = {
+        s["audio_id"]: (s["prompt"], s["clap_text"], *specs[s["audio_id"]])
+        for s in spans
+        if s["audio_id"] not in stored
+    }
     shard = None
     if missing:
         if settings.dtype == "float16" and not str(device).startswith("cuda"):
-            raise ConfigError(f"the run generated its audio in float16 on a GPU, and audio ids include the dtype; "
-                              f"{len(missing)} prompt(s) are not in the store and cannot be generated on {device} "
-                              "in float16: predict with --device cuda")
+            raise ConfigError(
+                f"the run generated its audio in float16 on a GPU, and audio ids include the dtype; "
+                f"{len(missing)} prompt(s) are not in the store and cannot be generated on {device} "
+                "in float16: predict with --device cuda"
+            )
         started = time.perf_counter()
         shard = generate_missing(cfg, model_paths, plan, missing, device)
-        logger.info("generated %d prompt(s) in %.1f s (shard %s)", len(missing), time.perf_counter() - started,
-                    shard["shard"])
+        logger.info(
+            "generated %d prompt(s) in %.1f s (shard %s)", len(missing), time.perf_counter() - started, shard["shard"]
+        )
         stored.update(_stored_candidates(store, {a: specs[a] for a in missing}, settings.num_candidates))
     other_clap = {r["clap_id"] for rows in stored.values() for r in rows} - {plan["clap_id"]}
     if other_clap:
-        raise ConfigError(f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
-                          "rescoring stored audio with another CLAP model is not supported")
+        raise ConfigError(
+            f"stored scores come from CLAP {sorted(other_clap)}, this run uses {plan['clap_id']}; "
+            "rescoring stored audio with another CLAP model is not supported"
+        )
     for span in spans:
         span["source"] = "generated" if span["audio_id"] in missing else "reused"
         span["candidates"] = stored[span["audio_id"]]
         for row in span["candidates"]:
             row["url"] = store.url(row["audio_path"]) if row["audio_path"] else None
-    return {"prompts": len(wanted), "reused": len(wanted) - len(missing), "generated": len(missing),
-            "shard": shard["shard"] if shard else None}
+    return {
+        "prompts": len(wanted),
+        "reused": len(wanted) - len(missing),
+        "generated": len(missing),
+        "shard": shard["shard"] if shard else None,
+    }
 
 
 def select_audio(spans: list[dict], thresholds: dict[str, float]) -> None:
     """The method's rule per span: the first candidate whose CLAP score >= the task's threshold."""
-    from ith_core.imagination.clap_scoring import NO_CANDIDATE, first_passing
-
     for span in spans:
         threshold = float(thresholds[span["task"]])
         scores = [float(r["clap_score"]) for r in span["candidates"]]
         # The rows are the id's stored candidates in index order, a prefix that decides the rule.
         k, _ = first_passing(dict(enumerate(scores)), threshold, len(scores))
         chosen = span["candidates"][k] if k != NO_CANDIDATE else None
-        span.update(threshold=threshold, candidate=k, clap_scores=scores,
-                    clap_score=float(chosen["clap_score"]) if chosen else None,
-                    audio_path=chosen["url"] if chosen else None,
-                    sample_rate=int(chosen["sample_rate"]) if chosen else None,
-                    # The fusion stage's adapter names the chosen waveform, not the prompt.
-                    fused_audio_id=f"{span['audio_id']}-c{k}" if chosen else None)
+        span.update(
+            threshold=threshold,
+            candidate=k,
+            clap_scores=scores,
+            clap_score=float(chosen["clap_score"]) if chosen else None,
+            audio_path=chosen["url"] if chosen else None,
+            sample_rate=int(chosen["sample_rate"]) if chosen else None,
+            # The fusion stage's adapter names the chosen waveform, not the prompt.
+            fused_audio_id=f"{span['audio_id']}-c{k}" if chosen else None,
+        )
 
 
 class _MemoryFeatures:
@@ -321,25 +372,36 @@ class _MemoryFeatures:
         return self.tensors[audio_id]
 
 
-def encode_audio(cfg: RunConfig, layout: RunLayout, model_paths: dict[str, str], spans: list[dict],
-                 device: str) -> _MemoryFeatures:
+def encode_audio(
+    cfg: RunConfig, layout: RunLayout, model_paths: dict[str, str], spans: list[dict], device: str
+) -> _MemoryFeatures:
     """AST features of every chosen waveform, by the training path (`precompute_audio_features`)."""
-    from ith_core.fusion.audio_features import precompute_audio_features
-    from ith_core.stages.fusion import FEATURES
-    from ith_core.models.profiles import load_audio_encoder
-
     features = _MemoryFeatures()
-    rows = [{"audio_id": s["fused_audio_id"], "audio_path": s["audio_path"], "sample_rate": s["sample_rate"]}
-            for s in spans if s["fused_audio_id"]]
+    rows = [
+        {"audio_id": s["fused_audio_id"], "audio_path": s["audio_path"], "sample_rate": s["sample_rate"]}
+        for s in spans
+        if s["fused_audio_id"]
+    ]
     if not rows:
         return features
-    manifest = layout.read_json(*run_files.features_manifest(FEATURES)) if layout.exists(*run_files.features_manifest(FEATURES)) else {}
+    manifest = (
+        layout.read_json(*run_files.features_manifest(FEATURES))
+        if layout.exists(*run_files.features_manifest(FEATURES))
+        else {}
+    )
     encoder_path = manifest.get("encoder") or model_paths["audio_encoder"]
     if not Path(encoder_path).is_dir():
         encoder_path = model_paths["audio_encoder"]
     encoder, extractor = load_audio_encoder(encoder_path)
-    precompute_audio_features(rows, encoder, extractor, features, trainable_encoder=cfg.fusion.train_audio_encoder,
-                              audio_tokens=cfg.fusion.audio_tokens, device=device)
+    precompute_audio_features(
+        rows,
+        encoder,
+        extractor,
+        features,
+        trainable_encoder=cfg.fusion.train_audio_encoder,
+        audio_tokens=cfg.fusion.audio_tokens,
+        device=device,
+    )
     return features
 
 
@@ -355,14 +417,21 @@ def known_animals(layout: RunLayout) -> list[str]:
     return sorted(names)
 
 
-def _items(tokenizer, sentence: str, task: str, lengths: Sequence[int], spans: list[dict], use_audio: bool,
-           max_length: int) -> tuple[list, Counter]:
+def _items(
+    tokenizer, sentence: str, task: str, lengths: Sequence[int], spans: list[dict], use_audio: bool, max_length: int
+) -> tuple[list, Counter]:
     """One EncodedItem per mask count, with the spans that have fused audio (none for text-only)."""
-    from ith_core.fusion.lm_inputs import EncodedItem, SpanAudio, encode_one
-
-    span_audio = [SpanAudio(span_index=s["span_index"], span_text=s["text"], char_start=s["char_start"],
-                            char_end=s["char_end"], audio_id=s["fused_audio_id"])
-                  for s in spans if use_audio and s["fused_audio_id"]]
+    span_audio = [
+        SpanAudio(
+            span_index=s["span_index"],
+            span_text=s["text"],
+            char_start=s["char_start"],
+            char_end=s["char_end"],
+            audio_id=s["fused_audio_id"],
+        )
+        for s in spans
+        if use_audio and s["fused_audio_id"]
+    ]
     counts: Counter = Counter()
     items = []
     for n in lengths:
@@ -370,28 +439,44 @@ def _items(tokenizer, sentence: str, task: str, lengths: Sequence[int], spans: l
         if encoded is None:
             continue
         input_ids, mask_positions, positions, kept = encoded
-        items.append(EncodedItem(example_id=f"mask{n}", task=task, split="predict", input_ids=input_ids,
-                                 labels=[-100] * len(input_ids), mask_positions=mask_positions,
-                                 target_ids=[tokenizer.mask_token_id] * n, span_positions=positions,
-                                 span_audio_ids=[s.audio_id for s in kept], span_texts=[s.span_text for s in kept]))
+        items.append(
+            EncodedItem(
+                example_id=f"mask{n}",
+                task=task,
+                split="predict",
+                input_ids=input_ids,
+                labels=[-100] * len(input_ids),
+                mask_positions=mask_positions,
+                target_ids=[tokenizer.mask_token_id] * n,
+                span_positions=positions,
+                span_audio_ids=[s.audio_id for s in kept],
+                span_texts=[s.span_text for s in kept],
+            )
+        )
     return items, counts
 
 
 def _logits(model, batch: dict, device: str):
-    import torch
-
     with torch.no_grad():
         batch = {k: v.to(device) for k, v in batch.items()}
         batch.pop("labels", None)
         return model(**batch).logits.float().cpu()
 
 
-def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], features, use_audio: bool,
-           animals: Sequence[str], top_k: int, max_length: int, device: str) -> dict:
+def answer(
+    model,
+    tokenizer,
+    sentence: str,
+    task: str,
+    spans: list[dict],
+    features,
+    use_audio: bool,
+    animals: Sequence[str],
+    top_k: int,
+    max_length: int,
+    device: str,
+) -> dict:
     """Top answers for the mask of one sentence from one model (see the module docstring for the heads)."""
-    import torch
-
-    from ith_core.fusion.lm_inputs import FusionCollator, pitch_token_ids, word_ids
 
     collator = FusionCollator(tokenizer.pad_token_id, features if use_audio else None)
     at = sentence.find(MASK)
@@ -403,8 +488,10 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
         ids = pitch_token_ids(tokenizer)
         logits = _logits(model, collator(items), device)[0, items[0].mask_positions[0]]
         probs = torch.softmax(torch.stack([logits[ids[w]] for w in ("higher", "lower")]), dim=0).tolist()
-        answers = sorted(({"answer": w, "probability": round(p, 6)} for w, p in zip(("higher", "lower"), probs)),
-                         key=lambda a: -a["probability"])
+        answers = sorted(
+            ({"answer": w, "probability": round(p, 6)} for w, p in zip(("higher", "lower"), probs)),
+            key=lambda a: -a["probability"],
+        )
         return {"answers": answers, "spans_fused": items[0].span_texts, "dropped": dict(counts)}
     pieces = {name: word_ids(tokenizer, name, after_space) for name in animals}
     lengths = sorted({1, *(len(p) for p in pieces.values() if p)})
@@ -412,8 +499,9 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
     if not items:
         raise PredictInputError(f"{sentence!r}: its masks alone exceed max_length={max_length} tokens")
     logits = _logits(model, collator(items), device)
-    by_length = {len(it.mask_positions): torch.log_softmax(logits[b, it.mask_positions], dim=-1)
-                 for b, it in enumerate(items)}
+    by_length = {
+        len(it.mask_positions): torch.log_softmax(logits[b, it.mask_positions], dim=-1) for b, it in enumerate(items)
+    }
     scored = []
     for name, ids in pieces.items():
         logp = by_length.get(len(ids))
@@ -421,14 +509,18 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
             scored.append((logp[torch.arange(len(ids)), torch.tensor(ids)].mean().item(), name, len(ids)))
     scored.sort(key=lambda s: (-s[0], s[1]))
     norm = torch.softmax(torch.tensor([s[0] for s in scored]), dim=0).tolist() if scored else []
-    answers = [{"answer": name, "mean_logprob": round(score, 4), "probability": round(p, 6), "wordpieces": n}
-               for (score, name, n), p in zip(scored[:top_k], norm[:top_k])]
+    answers = [
+        {"answer": name, "mean_logprob": round(score, 4), "probability": round(p, 6), "wordpieces": n}
+        for (score, name, n), p in zip(scored[:top_k], norm[:top_k])
+    ]
     single = by_length[1][0].clone()
     special = [i for i in tokenizer.all_special_ids if i is not None and 0 <= i < single.shape[0]]
     single[special] = float("-inf")
     top = torch.topk(single, min(top_k, single.shape[0]))
-    single_mask = [{"answer": tokenizer.convert_ids_to_tokens(int(i)), "probability": round(float(v.exp()), 6)}
-                   for v, i in zip(top.values, top.indices)]
+    single_mask = [
+        {"answer": tokenizer.convert_ids_to_tokens(int(i)), "probability": round(float(v.exp()), 6)}
+        for v, i in zip(top.values, top.indices)
+    ]
     one = next(it for it in items if len(it.mask_positions) == 1)
     return {"answers": answers, "single_mask": single_mask, "spans_fused": one.span_texts, "dropped": dict(counts)}
 
@@ -437,19 +529,21 @@ def answer(model, tokenizer, sentence: str, task: str, spans: list[dict], featur
 # The whole prediction
 
 
-def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task: str | None = None,
-                      top_k: int = 5, device: str = "auto", where: Sequence[str] | None = None) -> list[dict]:
+def predict_sentences(
+    run_root: str,
+    run_id: str,
+    sentences: Sequence[str],
+    task: str | None = None,
+    top_k: int = 5,
+    device: str = "auto",
+    where: Sequence[str] | None = None,
+) -> list[dict]:
     """Predicts the [MASK] of every sentence with the run's ITH and text-only models; one dict per sentence.
 
     `task`: "animal", "pitch" or None (inferred per sentence, see `infer_task`). `where`: one label
     per sentence for error messages (e.g. "file.txt:3"; default "sentence <i>"). Raises
     `PredictInputError` (before loading anything) when a sentence lacks exactly one [MASK].
     """
-    from ith_core.models import profiles
-    from ith_core.stages.imagine import STAGE as IMAGINE
-    from ith_core.models.span_detector import detect_spans, resolve_device
-    from ith_core.fusion.training import load_best
-
     sentences = [s.strip() for s in sentences]
     if where is not None and len(where) != len(sentences):
         raise ValueError(f"where must give one label per sentence: {len(where)} labels, {len(sentences)} sentences")
@@ -483,11 +577,22 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
     spans_of: dict[int, list[dict]] = {i: [] for i in range(len(sentences))}
     for rec in records:
         i = int(rec.example_id.split("/")[1])
-        spans_of[i].append({"task": tasks[i], "span_index": rec.span_index, "text": rec.span_text,
-                            "char_start": rec.char_start, "char_end": rec.char_end, "detector_score": rec.score})
+        spans_of[i].append(
+            {
+                "task": tasks[i],
+                "span_index": rec.span_index,
+                "text": rec.span_text,
+                "char_start": rec.char_start,
+                "char_end": rec.char_end,
+                "detector_score": rec.score,
+            }
+        )
     all_spans = [s for i in range(len(sentences)) for s in spans_of[i]]
-    imagined = imagine_spans(cfg, model_paths, plan, all_spans, device) if all_spans else \
-        {"prompts": 0, "reused": 0, "generated": 0, "shard": None}
+    imagined = (
+        imagine_spans(cfg, model_paths, plan, all_spans, device)
+        if all_spans
+        else {"prompts": 0, "reused": 0, "generated": 0, "shard": None}
+    )
     select_audio(all_spans, cfg.imagine.thresholds)
     features = encode_audio(cfg, layout, model_paths, all_spans, device)
 
@@ -498,20 +603,47 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
         for i, sentence in enumerate(sentences):
             if tasks[i] != t:
                 continue
-            out = answer(model, tokenizer, sentence, t, spans_of[i], features, variant == "ith", animals, top_k,
-                         cfg.fusion.max_length, device)
+            out = answer(
+                model,
+                tokenizer,
+                sentence,
+                t,
+                spans_of[i],
+                features,
+                variant == "ith",
+                animals,
+                top_k,
+                cfg.fusion.max_length,
+                device,
+            )
             key = "with_audio" if variant == "ith" else "without_audio"
             results[i][key] = {"model": variant, "job": job.name, "seed": job.seed, "best_dev": job.best_dev, **out}
         del model
     output = []
     for i, sentence in enumerate(sentences):
-        spans = [{k: v for k, v in s.items() if k not in ("candidates", "task")} |
-                 {"candidate_paths": [c["url"] for c in s["candidates"]], "fused": s["fused_audio_id"] is not None}
-                 for s in spans_of[i]]
-        output.append({"sentence": sentence, "where": where[i] if where else None, "task": tasks[i],
-                       "task_inferred": task is None, "spans": spans, **results[i]})
-    logger.info("predicted %d sentence(s) in %.1f s: %d prompt(s), %d reused, %d generated", len(sentences),
-                time.perf_counter() - started, imagined["prompts"], imagined["reused"], imagined["generated"])
+        spans = [
+            {k: v for k, v in s.items() if k not in ("candidates", "task")}
+            | {"candidate_paths": [c["url"] for c in s["candidates"]], "fused": s["fused_audio_id"] is not None}
+            for s in spans_of[i]
+        ]
+        output.append(
+            {
+                "sentence": sentence,
+                "where": where[i] if where else None,
+                "task": tasks[i],
+                "task_inferred": task is None,
+                "spans": spans,
+                **results[i],
+            }
+        )
+    logger.info(
+        "predicted %d sentence(s) in %.1f s: %d prompt(s), %d reused, %d generated",
+        len(sentences),
+        time.perf_counter() - started,
+        imagined["prompts"],
+        imagined["reused"],
+        imagined["generated"],
+    )
     for item in output:
         item["imagine"] = imagined
     return output
@@ -520,18 +652,24 @@ def predict_sentences(run_root: str, run_id: str, sentences: Sequence[str], task
 def format_prediction(result: dict) -> str:
     """A human-readable block for one sentence."""
     head = f"{result['where']}: " if result.get("where") else ""
-    lines = [f"{head}{result['sentence']}",
-             f"  task: {result['task']}{' (inferred)' if result['task_inferred'] else ''}"]
+    lines = [
+        f"{head}{result['sentence']}",
+        f"  task: {result['task']}{' (inferred)' if result['task_inferred'] else ''}",
+    ]
     if not result["spans"]:
         lines.append("  spans: none detected: nothing to imagine, both models read the text only")
     for s in result["spans"]:
-        lines.append(f"  span {s['span_index']}: {s['text']!r} (chars {s['char_start']}-{s['char_end']}, "
-                     f"detector {s['detector_score']:.2f})")
+        lines.append(
+            f"  span {s['span_index']}: {s['text']!r} (chars {s['char_start']}-{s['char_end']}, "
+            f"detector {s['detector_score']:.2f})"
+        )
         lines.append(f"    prompt {s['prompt']!r} -> audio id {s['audio_id']} ({s['source']})")
         scores = ", ".join(f"{v:.3f}" for v in s["clap_scores"])
         if s["fused"]:
-            lines.append(f"    chosen candidate {s['candidate']} (CLAP {s['clap_score']:.3f} >= threshold "
-                         f"{s['threshold']:.3f}; scores {scores})")
+            lines.append(
+                f"    chosen candidate {s['candidate']} (CLAP {s['clap_score']:.3f} >= threshold "
+                f"{s['threshold']:.3f}; scores {scores})"
+            )
             lines.append(f"    wav: {s['audio_path']}")
         else:
             lines.append(f"    no candidate passed (CLAP scores {scores} < threshold {s['threshold']:.3f}): not fused")
@@ -550,5 +688,13 @@ def to_json(results: list[dict]) -> str:
     return json.dumps(results, indent=2, default=str)
 
 
-__all__ = ["PredictInputError", "RunNotReadyError", "check_sentences", "format_prediction", "infer_task",
-           "predict_sentences", "read_sentence_file", "to_json"]
+__all__ = [
+    "PredictInputError",
+    "RunNotReadyError",
+    "check_sentences",
+    "format_prediction",
+    "infer_task",
+    "predict_sentences",
+    "read_sentence_file",
+    "to_json",
+]

@@ -86,8 +86,9 @@ def load_run_config(run_root: str, run_id: str, device: str | None = None) -> Ru
 
 def write_config(cfg: RunConfig) -> str:
     layout = layout_for(cfg)
-    layout.write_json({**cfg.resolved(), "run_id": cfg.effective_run_id, "fingerprint": cfg.fingerprint()},
-                      *run_files.CONFIG)
+    layout.write_json(
+        {**cfg.resolved(), "run_id": cfg.effective_run_id, "fingerprint": cfg.fingerprint()}, *run_files.CONFIG
+    )
     return layout.url()
 
 
@@ -103,5 +104,3 @@ def write_summary(cfg: RunConfig, reports: dict[str, dict], seconds: float) -> s
     }
     layout.write_json(summary, *run_files.SUMMARY)
     return layout.url(*run_files.SUMMARY)
-
-

@@ -10,11 +10,17 @@ import tempfile
 import time
 
 import pyarrow as pa
+from transformers import set_seed
 
-
-from ith_core.models import profiles
 from ith_core.config import RunConfig
-from ith_core.models.span_detector import detect_spans, evaluate_span_detector, gold_spans, resolve_device, train_span_detector
+from ith_core.models import profiles
+from ith_core.models.span_detector import (
+    detect_spans,
+    evaluate_span_detector,
+    gold_spans,
+    resolve_device,
+    train_span_detector,
+)
 from ith_core.stages.ingest import examples_of, ingest_key
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
@@ -27,17 +33,36 @@ SPANS_VERSION = 1
 # Bump when a stage's code changes its output, so old results are not reused.
 
 
-
-
 # -- span detection ------------------------------------------------------------------------------
+
 
 def _detector_key(cfg: RunConfig, lm_path: str) -> str:
     span = cfg.resolved()["span"]
-    training = {k: span[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "adam_epsilon",
-                                     "lr_schedule", "max_length", "seed", "max_train_steps", "max_train_examples",
-                                     "threshold")}
+    training = {
+        k: span[k]
+        for k in (
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "adam_epsilon",
+            "lr_schedule",
+            "max_length",
+            "seed",
+            "max_train_steps",
+            "max_train_examples",
+            "threshold",
+        )
+    }
     # What the base model is, not where it was loaded from: a worker with another ITH_HOME reuses the stage.
-    return stage_key(run_files.SPAN_DETECTOR, SPAN_DETECTOR_VERSION, ingest_key(cfg), cfg.profile, profiles.model_identity(lm_path), training)
+    return stage_key(
+        run_files.SPAN_DETECTOR,
+        SPAN_DETECTOR_VERSION,
+        ingest_key(cfg),
+        cfg.profile,
+        profiles.model_identity(lm_path),
+        training,
+    )
 
 
 def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
@@ -49,8 +74,6 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     started = time.perf_counter()
     # The classification head is initialised when the model loads: seed first, so the same
     # settings give the same detector.
-    from transformers import set_seed
-
     set_seed(cfg.span.seed)
     model, tokenizer = profiles.load_span_base(model_paths["lm"])
     train_rows = examples_of(layout, cfg, ("train",))
@@ -64,9 +87,14 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
         layout.put_dir(tmp, *run_files.SPAN_MODEL)
     metrics = {"dev_untrained": untrained, "dev_trained": trained, "training": training}
     layout.write_json(metrics, *run_files.SPAN_METRICS)
-    logger.info("span detector: dev span F1 %.3f untrained -> %.3f trained (token F1 %.3f, %d steps on %d examples)",
-                untrained["span_f1"], trained["span_f1"], trained["token_f1"], training["steps"],
-                training["train_examples"])
+    logger.info(
+        "span detector: dev span F1 %.3f untrained -> %.3f trained (token F1 %.3f, %d steps on %d examples)",
+        untrained["span_f1"],
+        trained["span_f1"],
+        trained["token_f1"],
+        training["steps"],
+        training["train_examples"],
+    )
     report = {
         "train_examples": training["train_examples"],
         "steps": training["steps"],
@@ -109,8 +137,16 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """
     layout = layout_for(cfg)
     d = cfg.data
-    key = stage_key(run_files.SPANS, SPANS_VERSION, _detector_key(cfg, model_paths["lm"]), d.splits, d.sample_limit, d.sample_seed,
-                    cfg.span.inference_batch_size, cfg.span.source)
+    key = stage_key(
+        run_files.SPANS,
+        SPANS_VERSION,
+        _detector_key(cfg, model_paths["lm"]),
+        d.splits,
+        d.sample_limit,
+        d.sample_seed,
+        cfg.span.inference_batch_size,
+        cfg.span.source,
+    )
     if (report := reuse_or_clear(layout, run_files.SPANS, key)) is not None:
         return report
     started = time.perf_counter()
@@ -121,8 +157,9 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     per_split: dict[str, dict] = {}
     for task in d.tasks:
         for split in d.splits:
-            part = sample_rows([r for r in rows if r["task"] == task and r["split"] == split], d.sample_limit,
-                               d.sample_seed)
+            part = sample_rows(
+                [r for r in rows if r["task"] == task and r["split"] == split], d.sample_limit, d.sample_seed
+            )
             not_found = 0
             if gold:
                 records, not_found = gold_spans(part)
@@ -132,10 +169,20 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
             for rec in records:
                 counts[rec.example_id] = counts.get(rec.example_id, 0) + 1
             spans = pa.Table.from_pylist(
-                [{**vars(rec), "task": task, "split": split} for rec in records], schema=run_files.SPANS_SCHEMA)
+                [{**vars(rec), "task": task, "split": split} for rec in records], schema=run_files.SPANS_SCHEMA
+            )
             sample = pa.Table.from_pylist(
-                [{"example_id": r["example_id"], "task": task, "split": split, "n_spans": counts.get(r["example_id"], 0)}
-                 for r in part], schema=run_files.SAMPLE_SCHEMA)
+                [
+                    {
+                        "example_id": r["example_id"],
+                        "task": task,
+                        "split": split,
+                        "n_spans": counts.get(r["example_id"], 0),
+                    }
+                    for r in part
+                ],
+                schema=run_files.SAMPLE_SCHEMA,
+            )
             layout.write_table(spans, *run_files.spans_table(task, split))
             layout.write_table(sample, *run_files.sampled_examples(task, split))
             per_split[f"{task}/{split}"] = {

@@ -41,9 +41,15 @@ class _Patcher:
             setattr(owner, name, value)
 
 
-def inject(monkeypatch=None, *, fail_after_steps: int | None = None, fail_in_dev_eval: bool = False,
-           fail_in_epoch_end_save: bool = False, grad_check_dir: str | None = None,
-           record_losses: bool = False) -> list[float]:
+def inject(
+    monkeypatch=None,
+    *,
+    fail_after_steps: int | None = None,
+    fail_in_dev_eval: bool = False,
+    fail_in_epoch_end_save: bool = False,
+    grad_check_dir: str | None = None,
+    record_losses: bool = False,
+) -> list[float]:
     """Installs the chosen faults; returns the list that `record_losses` fills (batch losses, in order)."""
     from accelerate import Accelerator
 
@@ -61,8 +67,9 @@ def inject(monkeypatch=None, *, fail_after_steps: int | None = None, fail_in_dev
         model = out[0] if isinstance(out, tuple) else out
         if grad_check_dir is not None and "model" not in seen:
             seen["model"] = model
-            model.register_forward_pre_hook(lambda _m, _a, kw: seen.__setitem__("input_ids", kw.get("input_ids")),
-                                            with_kwargs=True)
+            model.register_forward_pre_hook(
+                lambda _m, _a, kw: seen.__setitem__("input_ids", kw.get("input_ids")), with_kwargs=True
+            )
         return out
 
     def backward(self, loss, **kwargs):
@@ -79,6 +86,7 @@ def inject(monkeypatch=None, *, fail_after_steps: int | None = None, fail_in_dev
     patch.setattr(Accelerator, "backward", backward)
 
     if fail_in_dev_eval:
+
         def dev_correct(*args, **kwargs):
             raise RuntimeError("injected failure in the end-of-epoch dev evaluation")
 
@@ -102,11 +110,18 @@ def _write_grad_check(accelerator, model, input_ids, out_dir: Path) -> None:
 
     grads = torch.cat([p.grad.detach().flatten().float() for p in model.parameters() if p.grad is not None])
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"grad_rank{accelerator.process_index}.json").write_text(json.dumps({
-        "world_size": accelerator.num_processes, "rank": accelerator.process_index,
-        "grad_sum": grads.sum().item(), "grad_abs_sum": grads.abs().sum().item(),
-        "grad_head": grads[:64].tolist(), "first_input_ids": input_ids[0].tolist(),
-    }))
+    (out_dir / f"grad_rank{accelerator.process_index}.json").write_text(
+        json.dumps(
+            {
+                "world_size": accelerator.num_processes,
+                "rank": accelerator.process_index,
+                "grad_sum": grads.sum().item(),
+                "grad_abs_sum": grads.abs().sum().item(),
+                "grad_head": grads[:64].tolist(),
+                "first_input_ids": input_ids[0].tolist(),
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

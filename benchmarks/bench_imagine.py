@@ -175,11 +175,11 @@ def stage_run(cfg: RunConfig, model_paths: dict, prompts, device: str) -> dict:
     )
     layout.mark_done("spans", "bench", {})
     started = time.perf_counter()
-    plan = imagine_stage.plan_stage(cfg, model_paths)
+    plan = imagine_stage.plan_imagine(cfg, model_paths)
     t_plan = time.perf_counter()
-    reports = [imagine_stage.run_shard(cfg, model_paths, name, device) for name in plan["shards"]]
+    reports = [imagine_stage.generate_candidates(cfg, model_paths, name, device) for name in plan["shards"]]
     t_shards = time.perf_counter()
-    collected = imagine_stage.collect_stage(cfg)
+    collected = imagine_stage.select_candidates(cfg)
     wall = time.perf_counter() - started
     out = {
         "seconds": round(wall, 3),

@@ -41,7 +41,7 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.run_root, args.run)
     with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
-        plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+        plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
         statuses = imagine_stage.shard_statuses(cfg)
         missing = [name for name, done in statuses.items() if not done]
         print(f"run {args.run}: {len(missing)} of {len(statuses)} shards to rerun")
@@ -82,7 +82,7 @@ def cmd_repair_audio(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.run_root, args.run)
     with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
-        plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+        plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
         report = imagine_stage.repair_audio(cfg, plan["model_paths"], args.audio_ids, device=args.device)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -179,5 +179,5 @@ def generate_for_run(run_id: str, run_root: str = "runs", rerun_failed: bool = T
     cfg = load_run_config(run_root, run_id)
     tag_flow_run(cfg)
     with hold_run_lock(imagine_stage.layout_for(cfg), f"flow run {flow_run.name} (ith-generate)"):
-        plan = imagine_stage.plan_stage(cfg, {}, existing_only=True)
+        plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
         return run_imagine(cfg.resolved(), plan["model_paths"], rerun_failed=rerun_failed)

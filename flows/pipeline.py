@@ -206,7 +206,7 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     # the UI graph's edges (flows/lineage.py).
     settings = quote(config)
     # Ingestion first: a run folder is only created once its benchmark files were found.
-    reports["ingest"] = ingest_tasks.ingest(settings)
+    reports["ingest"] = ingest_tasks.ingest_auditorybench(settings)
     logger.info(
         "run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark, skeleton.write_config(cfg)
     )

@@ -23,7 +23,7 @@ from tasks.runtime import retry_transient
     retry_condition_fn=retry_transient,
 )
 def retrieve_clips(config: dict, model_paths: dict[str, str]) -> dict:
-    return audiobert_stage.retrieval_stage(RunConfig.from_dict(config), model_paths)
+    return audiobert_stage.retrieve_clips(RunConfig.from_dict(config), model_paths)
 
 
 @task(
@@ -34,4 +34,4 @@ def retrieve_clips(config: dict, model_paths: dict[str, str]) -> dict:
     retry_condition_fn=retry_transient,
 )
 def encode_clips(config: dict, model_paths: dict[str, str]) -> dict:
-    return audiobert_stage.features_stage(RunConfig.from_dict(config), model_paths)
+    return audiobert_stage.encode_clips(RunConfig.from_dict(config), model_paths)

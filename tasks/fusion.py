@@ -20,12 +20,12 @@ from tasks.runtime import retry_transient
 
 @task(name="prepare-examples", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def prepare_examples(config: dict) -> dict:
-    return fusion_stage.examples_stage(RunConfig.from_dict(config))
+    return fusion_stage.prepare_examples(RunConfig.from_dict(config))
 
 
 @task(name="encode-audio", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def encode_audio(config: dict, model_paths: dict[str, str]) -> dict:
-    return fusion_stage.precompute_stage(RunConfig.from_dict(config), model_paths)
+    return fusion_stage.encode_audio(RunConfig.from_dict(config), model_paths)
 
 
 @task(

@@ -19,7 +19,7 @@ from tasks.runtime import retry_transient
 
 @task(name="plan-imagine", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def plan_imagine(config: dict, model_paths: dict[str, str], existing_only: bool = False) -> dict:
-    return imagine_stage.plan_stage(RunConfig.from_dict(config), model_paths, existing_only)
+    return imagine_stage.plan_imagine(RunConfig.from_dict(config), model_paths, existing_only)
 
 
 @task(
@@ -37,10 +37,10 @@ def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, d
     """
     cfg = RunConfig.from_dict(config)
     if devices is None:
-        result = imagine_stage.run_shard(cfg, model_paths, shard, local_devices(cfg)[0])
+        result = imagine_stage.generate_candidates(cfg, model_paths, shard, local_devices(cfg)[0])
     else:
         with device_pool(devices).acquire() as device:
-            result = imagine_stage.run_shard(cfg, model_paths, shard, device)
+            result = imagine_stage.generate_candidates(cfg, model_paths, shard, device)
     if result["status"] == "skipped":
         return Completed(
             name="Skipped", message=f"{shard}: its manifest exists (an earlier flow run generated it)", data=result
@@ -50,9 +50,9 @@ def generate_candidates(config: dict, model_paths: dict[str, str], shard: str, d
 
 @task(name="record-shard-status", cache_policy=NO_CACHE)
 def record_shard_status(config: dict, results: list[dict]) -> dict:
-    return imagine_stage.write_shard_status(RunConfig.from_dict(config), results)
+    return imagine_stage.record_shard_status(RunConfig.from_dict(config), results)
 
 
 @task(name="select-candidates", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def select_candidates(config: dict, seconds_before: float | None = None) -> dict:
-    return imagine_stage.collect_stage(RunConfig.from_dict(config), seconds_before)
+    return imagine_stage.select_candidates(RunConfig.from_dict(config), seconds_before)

@@ -24,8 +24,8 @@ from tasks.runtime import retry_transient
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_transient,
 )
-def ingest(config: dict) -> dict:
-    return ingest_stage.ingest_stage(RunConfig.from_dict(config))
+def ingest_auditorybench(config: dict) -> dict:
+    return ingest_stage.ingest_auditorybench(RunConfig.from_dict(config))
 
 
 @task(name="prepare-models", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)

@@ -12,9 +12,9 @@ from tasks.runtime import retry_transient
 
 @task(name="train-span-detector", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def train_span_detector(config: dict, model_paths: dict[str, str]) -> dict:
-    return spans_stage.span_detector_stage(RunConfig.from_dict(config), model_paths)
+    return spans_stage.train_span_detector(RunConfig.from_dict(config), model_paths)
 
 
 @task(name="detect-spans", retries=1, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def detect_spans(config: dict, model_paths: dict[str, str]) -> dict:
-    return spans_stage.spans_stage(RunConfig.from_dict(config), model_paths)
+    return spans_stage.detect_spans(RunConfig.from_dict(config), model_paths)

@@ -420,8 +420,8 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
     )
     fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
-    fusion_stage.examples_stage(cfg)
-    found = audiobert_stage.retrieval_stage(cfg, paths)
+    fusion_stage.prepare_examples(cfg)
+    found = audiobert_stage.retrieve_clips(cfg, paths)
     run = tmp_path / "audiobert-test"
     table = pq.read_table(run / "audiobert_retrieval" / "retrieval.parquet").to_pylist()
     spans = pq.read_table(run / "spans" / "pitch-test.parquet").num_rows
@@ -441,7 +441,7 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
         assert all(manifest[c]["source"].casefold() != r["span_text"].casefold() for c in r["clip_ids"])
     info = json.loads((run / "audiobert_retrieval" / "pool.json").read_text())
     assert info["policy"] == "exclude_source" and info["query_mode"] == "text"
-    encoded = audiobert_stage.features_stage(cfg, paths)
+    encoded = audiobert_stage.encode_clips(cfg, paths)
     assert encoded["distinct_audios"] == found["distinct_top1_clips"] > 0
     trained = fusion_stage.train_system(cfg, paths, "audiobert", 0)
     assert [j["job"] for j in trained["jobs"]] == ["audiobert-pitch-seed0"]
@@ -464,7 +464,7 @@ def test_retrieve_train_and_score_through_the_stages(tmp_path, tiny_models, benc
     assert any(stored[k].abs().sum() > 0 for k in stored if "lora_B" in k)  # B starts at zero
     # Rerunning the stages reuses them.
     assert (
-        audiobert_stage.retrieval_stage(cfg, paths)["cached"]
+        audiobert_stage.retrieve_clips(cfg, paths)["cached"]
         and fusion_stage.train_system(cfg, paths, "audiobert", 0)["cached"]
     )
     summary = fusion_stage.summarise_results(cfg)

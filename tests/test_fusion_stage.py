@@ -37,7 +37,7 @@ def fusion_run(tmp_path_factory, tiny_models, bench_dir):
     )
     upstream = fabricate_upstream(cfg)
     paths = {role: str(p) for role, p in tiny_models.items()}
-    reports = {"examples": fusion_stage.examples_stage(cfg), "features": fusion_stage.precompute_stage(cfg, paths)}
+    reports = {"examples": fusion_stage.prepare_examples(cfg), "features": fusion_stage.encode_audio(cfg, paths)}
     for system in ("bert-text", "ith"):
         for seed in (0, 1):
             reports[(system, seed)] = fusion_stage.train_system(cfg, paths, system, seed)
@@ -187,7 +187,7 @@ def test_rerun_is_cached_and_markdown(fusion_run):
     cfg, paths = fusion_run["cfg"], fusion_run["paths"]
     log = fusion_run["run_dir"] / "fusion_train" / "ith-seed0" / "train.log"
     size = log.stat().st_size
-    again = [fusion_stage.examples_stage(cfg), fusion_stage.precompute_stage(cfg, paths)]
+    again = [fusion_stage.prepare_examples(cfg), fusion_stage.encode_audio(cfg, paths)]
     again += [fusion_stage.train_system(cfg, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1)]
     again += [fusion_stage.evaluate_system(cfg, paths, "bert-zero-shot", 0), fusion_stage.summarise_results(cfg)]
     assert all(r["cached"] for r in again)
@@ -218,7 +218,7 @@ def test_adding_a_seed_trains_only_that_seed(fusion_run, tmp_path):
     before = {
         p: p.stat().st_mtime_ns for p in (tmp_path / cfg.effective_run_id / "fusion_train").rglob("*.safetensors")
     }
-    shared = [fusion_stage.examples_stage(more), fusion_stage.precompute_stage(more, paths)]
+    shared = [fusion_stage.prepare_examples(more), fusion_stage.encode_audio(more, paths)]
     trained = {(s, k): fusion_stage.train_system(more, paths, s, k) for s in ("bert-text", "ith") for k in (0, 1, 2)}
     assert all(r["cached"] for r in shared)
     assert [key for key, r in trained.items() if not r["cached"]] == [("bert-text", 2), ("ith", 2)]
@@ -264,7 +264,7 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
     dst = tmp_path / "resume"
     for stage in ("ingest", "spans", "imagine"):
         shutil.copytree(src / stage, dst / stage)
-    fusion_stage.examples_stage(cfg)
+    fusion_stage.prepare_examples(cfg)
     examples = pq.read_table(dst / "fusion_examples" / "examples.parquet").to_pylist()
     steps_per_epoch = -(
         -sum(1 for r in examples if r["task"] == "pitch" and r["split"] == "train") // cfg.fusion.batch_size

@@ -61,8 +61,8 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     run_dir = tmp_path / "trainable"
 
     # -- stage 4: AST input features, not tokens --------------------------------------------------
-    fusion_stage.examples_stage(cfg)
-    features_report = fusion_stage.precompute_stage(cfg, paths)
+    fusion_stage.prepare_examples(cfg)
+    features_report = fusion_stage.encode_audio(cfg, paths)
     initial, extractor = load_audio_encoder(paths["audio_encoder"])
     shape = (extractor.max_length, extractor.num_mel_bins)
     assert features_report["feature_shape"] == list(shape) and features_report["audios_encoded"] > 0

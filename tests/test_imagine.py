@@ -103,7 +103,7 @@ def test_audio_ids_follow_every_generation_setting():
 def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
     write_spans(str(tmp_path), "r")
     cfg = tiny_config(tmp_path, "r")
-    plan = stage.plan_stage(cfg, model_paths)
+    plan = stage.plan_imagine(cfg, model_paths)
     mapping = RunLayout(str(tmp_path), "r").read_table("imagine", "mapping.parquet")
     # animal: 6 rows (one without span) x 2 splits; pitch: 3 rows x 2 spans + 1 without, x 2 splits.
     assert mapping.num_rows == plan["occurrences"] == 12 + 14
@@ -119,7 +119,7 @@ def test_mapping_dedups_across_examples_tasks_and_splits(tmp_path, model_paths):
         # Lazy sampling at the tiny thresholds (0.19 both): the work is (id, stop threshold).
         assert {r["stop_threshold"] for r in rows} == {0.19} and {r["keep_thresholds"] for r in rows} == {None}
         assert name == shard_name([json.dumps([r["audio_id"], 0.19, None]) for r in rows])
-    assert stage.plan_stage(cfg, model_paths)["reused"] is True
+    assert stage.plan_imagine(cfg, model_paths)["reused"] is True
 
 
 # -- generator -----------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
         match=f"(?s)not the size.*{row['audio_path']}.*{len(original) - 100} bytes.*"
         f"ith repair-audio first {row['audio_id']}",
     ):
-        stage.collect_stage(tiny_config(root, "first"))
+        stage.select_candidates(tiny_config(root, "first"))
     path.write_bytes(encode_audio(samples, row["sample_rate"]))
     with pytest.raises(AudioStoreError, match=f"(?s){row['audio_path']}.*ith repair-audio second {row['audio_id']}"):
         run_all(root, "second", model_paths)
@@ -367,7 +367,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
     for run in ("first", "second"):
         assert ith(["verify", run, "--run-root", root]) == 0
         assert "match their checksums" in capsys.readouterr().out
-    assert stage.collect_stage(tiny_config(root, "first"))["cached"]  # the other run sharing the file still runs
+    assert stage.select_candidates(tiny_config(root, "first"))["cached"]  # the other run sharing the file still runs
     assert_store_consistent(root)
 
     # Where a re-render gives other bytes (another machine), no file is deleted: the manifests and
@@ -392,7 +392,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
         cands = {(r["audio_id"], r["candidate"]): r for r in final_tables(root, run)[0]}
         assert cands[(row["audio_id"], row["candidate"])]["audio_path"] == new["audio_path"], run
         assert ith(["verify", run, "--run-root", root]) == 0
-    assert stage.collect_stage(tiny_config(root, "first"))["cached"]
+    assert stage.select_candidates(tiny_config(root, "first"))["cached"]
     assert_store_consistent(root)
     # A missing file is named too.
     Path(store.path(new["audio_path"])).unlink()
@@ -506,13 +506,13 @@ def test_disk_check_refuses_a_run_root_too_small(tmp_path, model_paths, monkeypa
     clip = 2 * 44100 * 2 + 44  # 1 s of 16-bit stereo at 44.1 kHz
     monkeypatch.setattr(planning, "free_bytes", lambda root: 8 * 2 * clip - 1)
     with pytest.raises(planning.DiskSpaceError, match=r"keep_audio=.selected.*disk_check=false"):
-        stage.plan_stage(tiny_config(tmp_path, "d"), model_paths)
+        stage.plan_imagine(tiny_config(tmp_path, "d"), model_paths)
     # Keeping only the chosen candidates' audio needs one clip per prompt (both tasks' thresholds are equal).
-    plan = stage.plan_stage(tiny_config(tmp_path, "d", keep_audio="selected"), model_paths)
+    plan = stage.plan_imagine(tiny_config(tmp_path, "d", keep_audio="selected"), model_paths)
     assert plan["disk"]["clips_at_most"] == 8 and plan["disk"]["bytes_at_most"] == 8 * clip
     assert plan["disk"]["clips_expected"] == 8
     write_spans(str(tmp_path), "d2")
-    assert stage.plan_stage(tiny_config(tmp_path, "d2", disk_check=False), model_paths)["disk"]["clips_at_most"] == 16
+    assert stage.plan_imagine(tiny_config(tmp_path, "d2", disk_check=False), model_paths)["disk"]["clips_at_most"] == 16
 
 
 def test_keep_selected_flac_stores_only_chosen_audio_and_selects_the_same(reference, tmp_path, model_paths):
@@ -533,25 +533,25 @@ def test_injected_failure_then_rerun_equals_undisturbed(reference, model_paths, 
     root = str(tmp_path)
     write_spans(root, "f")
     cfg = tiny_config(root, "f")
-    plan = stage.plan_stage(cfg, model_paths)
+    plan = stage.plan_imagine(cfg, model_paths)
     fault_file = tmp_path / "fault"
     fault_file.write_text("0\n")
     faults.install(f"@{fault_file}", patch=monkeypatch.setattr)
     results = []
     for name in plan["shards"]:
         try:
-            results.append(stage.run_shard(cfg, model_paths, name, "cpu"))
+            results.append(stage.generate_candidates(cfg, model_paths, name, "cpu"))
         except faults.InjectedFault as error:
             results.append({"shard": name, "status": "failed", "error": str(error)})
     assert [r["status"] for r in results] == ["failed", "done"]
     assert stage.shard_statuses(cfg) == {plan["shards"][0]: False, plan["shards"][1]: True}
     assert list((Path(root) / "_imagine" / "audio").rglob("*.wav"))  # the failed shard wrote audio first
     with pytest.raises(stage.ShardsMissingError, match="rerun-failed"):
-        stage.collect_stage(cfg)
+        stage.select_candidates(cfg)
     fault_file.write_text("")
-    rerun = [stage.run_shard(cfg, model_paths, name, "cpu")["status"] for name in plan["shards"]]
+    rerun = [stage.generate_candidates(cfg, model_paths, name, "cpu")["status"] for name in plan["shards"]]
     assert rerun == ["done", "skipped"]
-    stage.collect_stage(cfg)
+    stage.select_candidates(cfg)
     assert final_tables(root, "f") == reference["tables"]
     assert_store_consistent(root)
 

@@ -48,14 +48,16 @@ def trained_run(tmp_path_factory, tiny_models, bench_dir) -> dict:
     )
     paths = {role: str(p) for role, p in tiny_models.items()}
     skeleton.write_config(cfg)
-    ingest_stage.ingest_stage(cfg)
-    spans_stage.span_detector_stage(cfg, paths)
-    spans_stage.spans_stage(cfg, paths)
-    plan = imagine_stage.plan_stage(cfg, paths)
-    imagine_stage.write_shard_status(cfg, [imagine_stage.run_shard(cfg, paths, n, "cpu") for n in plan["shards"]])
-    imagine_stage.collect_stage(cfg)
-    fusion_stage.examples_stage(cfg)
-    fusion_stage.precompute_stage(cfg, paths)
+    ingest_stage.ingest_auditorybench(cfg)
+    spans_stage.train_span_detector(cfg, paths)
+    spans_stage.detect_spans(cfg, paths)
+    plan = imagine_stage.plan_imagine(cfg, paths)
+    imagine_stage.record_shard_status(
+        cfg, [imagine_stage.generate_candidates(cfg, paths, n, "cpu") for n in plan["shards"]]
+    )
+    imagine_stage.select_candidates(cfg)
+    fusion_stage.prepare_examples(cfg)
+    fusion_stage.encode_audio(cfg, paths)
     for system in ("ith", "bert-text"):
         fusion_stage.train_system(cfg, paths, system, 0)
     run_dir = root / RUN_ID

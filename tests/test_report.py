@@ -338,11 +338,11 @@ def test_imagine_artifact_after_a_rerun(tiny_run):
     from ith_core.stages import imagine as imagine_stage
 
     cfg = tiny_run_config(tiny_run["root"], "tiny-report", tiny_run["bench_dir"])
-    plan = imagine_stage.plan_stage(cfg, tiny_run["model_paths"])
+    plan = imagine_stage.plan_imagine(cfg, tiny_run["model_paths"])
     assert plan["reused"] and plan["already_in_store"] == 0 and plan["in_store_now"] == plan["unique_prompts"]
-    results = [imagine_stage.run_shard(cfg, tiny_run["model_paths"], name, "cpu") for name in plan["shards"]]
+    results = [imagine_stage.generate_candidates(cfg, tiny_run["model_paths"], name, "cpu") for name in plan["shards"]]
     status = {"shards": results, "counts": {"skipped": len(results)}}
-    report = imagine_stage.collect_stage(cfg)
+    report = imagine_stage.select_candidates(cfg)
     assert report["cached"]
     md = imagine_markdown(cfg, plan, status, report)
     lines = md.splitlines()

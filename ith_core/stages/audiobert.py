@@ -1,8 +1,8 @@
 """Stage drivers of the AudioBERT (retrieval) backend; no Prefect here.
 
-    retrieval_stage(cfg, model_paths)       pool (built or located), CLAP index (reused), top-k
+    retrieve_clips(cfg, model_paths)       pool (built or located), CLAP index (reused), top-k
                                             clips for every span occurrence of the run
-    features_stage(cfg, model_paths)        AST input features of the retrieved top-1 clips
+    encode_clips(cfg, model_paths)        AST input features of the retrieved top-1 clips
     train_spec(cfg, model_paths, seed, output_dir)   the TrainSpec that `accelerate launch -m
                                             ith_core.fusion.training --config spec.json` trains
     eval_inputs(cfg)                        (spans by example id, FeatureReader) for scoring a
@@ -228,7 +228,7 @@ def _retrieval_key(layout: RunLayout, cfg: RunConfig, pool: retrieval.Pool, clap
     )
 
 
-def retrieval_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+def retrieve_clips(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Retrieves the top-k clips of every span occurrence; writes retrieval, selection and pool tables."""
     layout = layout_for(cfg)
     a = cfg.audiobert
@@ -329,7 +329,7 @@ def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]
     )
 
 
-def features_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+def encode_clips(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Stores the AST inputs (trained AST) or mean-pooled AST vectors (frozen) of every retrieved top-1 clip."""
     layout = layout_for(cfg)
     key = _features_key(layout, cfg, model_paths)
@@ -393,7 +393,7 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     """
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
-        raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
+        raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run encode_clips first")
     inputs = layout.local_dir(FEATURES)
     tasks = tasks_with_train_rows(inputs / run_files.EXAMPLES_FILE, cfg)
     if not tasks:
@@ -424,6 +424,6 @@ def eval_inputs(cfg: RunConfig):
     """
     layout = layout_for(cfg)
     if not layout.exists(FEATURES, DONE_MARKER):
-        raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run features_stage first")
+        raise RuntimeError(f"stage '{FEATURES}' of run {layout.url()} has not finished; run encode_clips first")
     spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
     return spans, FeatureStore(layout, FEATURES).reader()

@@ -1,6 +1,6 @@
 """Stage drivers of stages 4-5 (audio encoding, fusion LM training, evaluation); no Prefect here.
 
-    precompute_stage(cfg, model_paths)            selection -> AST features once per selected audio
+    encode_audio(cfg, model_paths)            selection -> AST features once per selected audio
     train_stage(cfg, model_paths, variant)        `accelerate launch -m ith_core.fusion.training` for
                                                   every task x seed of one variant ("ith" | "text")
     evaluate_stage(cfg, model_paths)              dev-best models -> predictions, accuracy with 95 %
@@ -128,7 +128,7 @@ def _features_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str]
     )
 
 
-def precompute_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+def encode_audio(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Adapts the selection, then encodes every distinct chosen waveform once into feature shards.
 
     Features live in the run folder, not in a store shared by runs: `storage.features` names
@@ -209,7 +209,7 @@ def required_roles(cfg: RunConfig) -> set[str]:
 # The examples every system trains and is scored on
 
 
-def examples_stage(cfg: RunConfig) -> dict:
+def prepare_examples(cfg: RunConfig) -> dict:
     """`fusion_examples/examples.parquet`: the sampled examples with the columns the LM and the scorer read."""
     layout = layout_for(cfg)
     key = stage_key(

@@ -1,9 +1,9 @@
 """Stage drivers of stages 2-3 (imagination and CLAP rejection sampling); no Prefect here.
 
-    plan_stage(cfg, model_paths)            spans -> mapping table, unique prompts, shards to run
-    run_shard(cfg, model_paths, shard)      generate + score one shard into the shared audio store
+    plan_imagine(cfg, model_paths)            spans -> mapping table, unique prompts, shards to run
+    generate_candidates(cfg, model_paths, shard)      generate + score one shard into the shared audio store
     shard_statuses(cfg)                     which planned shards are finished (their manifest exists)
-    collect_stage(cfg)                      candidates -> selection per threshold; marks the stage done
+    select_candidates(cfg)                      candidates -> selection per threshold; marks the stage done
     repair_audio(cfg, model_paths, ids)     regenerate damaged stored audio, then collect again
     verify_run(cfg)                         hash every stored file the run's tables name
 
@@ -131,7 +131,7 @@ def span_occurrences(layout: RunLayout, cfg: RunConfig) -> list[dict]:
     return rows
 
 
-def plan_stage(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
+def plan_imagine(cfg: RunConfig, model_paths: dict[str, str], existing_only: bool = False) -> dict:
     """Writes mapping and plan (once per run and settings) and returns the plan's summary.
 
     `existing_only`: return the run's recorded plan as it is (rerunning failed shards must run
@@ -253,7 +253,7 @@ def _read_plan(layout: RunLayout) -> dict:
 # One shard
 
 
-def run_shard(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: str | None = None) -> dict:
+def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str, device: str | None = None) -> dict:
     """Generates, scores and stores one planned shard; a shard with a manifest is skipped.
 
     Candidates are generated round by round (candidate 0 of every prompt, then candidate 1 of
@@ -384,7 +384,7 @@ def shard_statuses(cfg: RunConfig) -> dict[str, bool]:
     return {name: store.has_shard(name) for name in plan["shards"]}
 
 
-def write_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
+def record_shard_status(cfg: RunConfig, results: Sequence[dict]) -> dict:
     """Records what the last flow run did to each shard (done / skipped / failed with its error)."""
     layout = layout_for(cfg)
     by_status: dict[str, list] = {"done": [], "skipped": [], "failed": []}
@@ -481,7 +481,7 @@ def verify_run(cfg: RunConfig) -> dict:
     return {"run_id": cfg.effective_run_id, "files_checked": checked, "damaged": problems}
 
 
-def collect_stage(cfg: RunConfig, seconds_before: float | None = None) -> dict:
+def select_candidates(cfg: RunConfig, seconds_before: float | None = None) -> dict:
     """Joins the run's spans to chosen audio once every planned shard is finished; marks the stage done.
 
     `seconds_before`: wall time the flow run spent on the stage before this step (plan and
@@ -661,7 +661,7 @@ def recollect(cfg: RunConfig) -> dict:
     layout = layout_for(cfg)
     if layout.exists(STAGE, run_files.DONE_MARKER):
         layout.fs.rm(layout.path(STAGE, run_files.DONE_MARKER))
-    return collect_stage(cfg)
+    return select_candidates(cfg)
 
 
 def repair_audio(

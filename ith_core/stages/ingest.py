@@ -57,7 +57,7 @@ def data_source(cfg: RunConfig) -> str:
     return auditorybench.locate(cfg.data.data_dir)
 
 
-def ingest_stage(cfg: RunConfig) -> dict:
+def ingest_auditorybench(cfg: RunConfig) -> dict:
     """Reads all four splits of the chosen tasks (later stages pick `data.splits` from them)."""
     layout = layout_for(cfg)
     key = ingest_key(cfg)

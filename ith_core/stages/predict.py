@@ -9,7 +9,7 @@ Per sentence, with the run's own models and settings (its `config.json`):
    with the `GenerationSettings` recorded in the run's imagine plan), so a prompt the run (or
    any run over the same run root) already generated is read from the shared audio store
    (`<run_root>/_imagine`) and never generated again. Unseen prompts are generated and
-   CLAP-scored by the imagine stage's own `run_shard`, which writes their WAVs and then their
+   CLAP-scored by the imagine stage's own `generate_candidates`, which writes their WAVs and then their
    shard manifest into the store (completion marked last), so a second call reuses them;
 3. selection with the run's threshold for the task (first candidate scoring >= threshold); the
    chosen waveform's id is `<audio_id>-c<candidate>` as in the fusion stage's adapter;
@@ -78,7 +78,7 @@ from storage.layout import DONE_MARKER, RunLayout
 logger = logging.getLogger(__name__)
 
 MASK = "[MASK]"
-# Scratch run folders (under the run root) that hold the one-shard plan `run_shard` reads; removed
+# Scratch run folders (under the run root) that hold the one-shard plan `generate_candidates` reads; removed
 # after the shard is written. The leading underscore keeps them apart from run ids, like `_imagine`.
 SCRATCH_PREFIX = "_predict-"
 
@@ -244,7 +244,7 @@ def generate_missing(
     """Generates and scores `prompts` (audio id -> (prompt, CLAP text, stop threshold, keep thresholds))
     into the shared store as one shard.
 
-    `imagine_stage.run_shard` does the work (generation, WAVs written if absent, CLAP on the stored
+    `imagine_stage.generate_candidates` does the work (generation, WAVs written if absent, CLAP on the stored
     samples, the manifest last); it reads its shard from a run's imagine plan, so a one-shard plan
     is written to a scratch run folder `_predict-<random>` under the run root (one per call, so
     concurrent calls never share one) and removed afterwards.
@@ -279,7 +279,7 @@ def generate_missing(
             },
             *run_files.PLAN,
         )
-        return imagine_stage.run_shard(scratch, model_paths, shard, device)
+        return imagine_stage.generate_candidates(scratch, model_paths, shard, device)
     finally:
         layout.fs.rm(layout.path(), recursive=True)
 

@@ -13,14 +13,8 @@ import pyarrow as pa
 from transformers import set_seed
 
 from ith_core.config import RunConfig
-from ith_core.models import profiles
-from ith_core.models.span_detector import (
-    detect_spans,
-    evaluate_span_detector,
-    gold_spans,
-    resolve_device,
-    train_span_detector,
-)
+from ith_core.models import profiles, span_detector
+from ith_core.models.span_detector import evaluate_span_detector, gold_spans, resolve_device
 from ith_core.stages.ingest import examples_of, ingest_key
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
@@ -65,7 +59,7 @@ def _detector_key(cfg: RunConfig, lm_path: str) -> str:
     )
 
 
-def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+def train_span_detector(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Fine-tunes the span detector on the train splits; evaluates it on dev before and after."""
     layout = layout_for(cfg)
     key = _detector_key(cfg, model_paths["lm"])
@@ -79,7 +73,7 @@ def span_detector_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     train_rows = examples_of(layout, cfg, ("train",))
     dev_rows = examples_of(layout, cfg, ("dev",))
     untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
-    training = train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device, dev_rows=dev_rows)
+    training = span_detector.train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device, dev_rows=dev_rows)
     trained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)  # safetensors
@@ -128,7 +122,7 @@ def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     return [r for r in rows if r["example_id"] in chosen]
 
 
-def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
+def detect_spans(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     """Detects spans on a sample of each chosen (task, split); one table per split.
 
     `span.source=gold` writes the benchmark's own span columns instead, placed by a lower-cased
@@ -164,7 +158,7 @@ def spans_stage(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
             if gold:
                 records, not_found = gold_spans(part)
             else:
-                records = detect_spans(model, tokenizer, part, cfg.span, cfg.device)
+                records = span_detector.detect_spans(model, tokenizer, part, cfg.span, cfg.device)
             counts: dict[str, int] = {}
             for rec in records:
                 counts[rec.example_id] = counts.get(rec.example_id, 0) + 1

@@ -1,6 +1,6 @@
 """Test-only fault injection into the imagine stage; production code has no hook for it.
 
-`install(selection)` wraps `ith_core.stages.imagine.run_shard`: a selected shard runs as usual
+`install(selection)` wraps `ith_core.stages.imagine.generate_candidates`: a selected shard runs as usual
 (its audio is generated and written) and then fails where it would write its manifest, the
 state a crash leaves behind. `selection` names shards by plan index or name, comma-separated;
 "@<file>" reads them from that file at every shard (a long-running worker can be told to fail a
@@ -44,10 +44,10 @@ def install(selection: str | None = None, patch=setattr) -> None:
     from ith_core.stages import imagine as imagine_stage
     from storage.audio_store import AudioStore
 
-    run_shard = imagine_stage.run_shard
+    generate_candidates = imagine_stage.generate_candidates
     write_manifest = AudioStore.write_manifest
 
-    @functools.wraps(run_shard)
+    @functools.wraps(generate_candidates)
     def failing_run_shard(cfg, model_paths, shard, device=None):
         wanted = _wanted(selection)
         index = None
@@ -57,7 +57,7 @@ def install(selection: str | None = None, patch=setattr) -> None:
             index = str(rows["shard_index"][0].as_py()) if rows.num_rows else None
         _state.fail = shard in wanted or index in wanted
         try:
-            return run_shard(cfg, model_paths, shard, device)
+            return generate_candidates(cfg, model_paths, shard, device)
         finally:
             _state.fail = False
 
@@ -67,5 +67,5 @@ def install(selection: str | None = None, patch=setattr) -> None:
             raise InjectedFault(f"injected failure in shard {shard} before its manifest (tests/helpers/faults.py)")
         return write_manifest(self, shard, rows)
 
-    patch(imagine_stage, "run_shard", failing_run_shard)
+    patch(imagine_stage, "generate_candidates", failing_run_shard)
     patch(AudioStore, "write_manifest", failing_write_manifest)

@@ -26,7 +26,7 @@ def fabricate_upstream(cfg: RunConfig) -> dict:
     from storage.audio_store import CANDIDATES_SCHEMA, AudioStore, pcm16
 
     layout = skeleton.layout_for(cfg)
-    ingest_stage.ingest_stage(cfg)
+    ingest_stage.ingest_auditorybench(cfg)
     examples = ingest_stage.examples_of(layout, cfg, cfg.data.splits)
     store = AudioStore(cfg.run_root)
     mapping, candidates, counts = [], {}, {"no_span": 0, "spans": 0}

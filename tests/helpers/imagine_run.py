@@ -83,9 +83,9 @@ def run_all(run_root: str, run_id: str, model_paths: dict[str, str], **imagine) 
     cfg = tiny_config(run_root, run_id, **imagine)
     if not RunLayout(run_root, run_id).exists("spans", "_DONE.json"):
         write_spans(run_root, run_id)
-    plan = stage.plan_stage(cfg, model_paths)
-    results = [stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
-    return {"plan": plan, "results": results, "report": stage.collect_stage(cfg)}
+    plan = stage.plan_imagine(cfg, model_paths)
+    results = [stage.generate_candidates(cfg, model_paths, name, "cpu") for name in plan["shards"]]
+    return {"plan": plan, "results": results, "report": stage.select_candidates(cfg)}
 
 
 def final_tables(run_root: str, run_id: str) -> tuple[list, list]:

@@ -186,13 +186,13 @@ def build_tiny_run(root: str, run_id: str, model_paths: dict[str, str], bench_di
     started = time.perf_counter()
     cfg = tiny_run_config(root, run_id, bench_dir)
     skeleton.write_config(cfg)
-    reports = {"ingest": ingest_stage.ingest_stage(cfg)}
-    reports["span_detector"] = spans_stage.span_detector_stage(cfg, model_paths)
-    reports["spans"] = spans_stage.spans_stage(cfg, model_paths)
-    plan = imagine_stage.plan_stage(cfg, model_paths)
-    results = [imagine_stage.run_shard(cfg, model_paths, name, "cpu") for name in plan["shards"]]
-    imagine_stage.write_shard_status(cfg, results)
-    reports["imagine"] = imagine_stage.collect_stage(cfg)
+    reports = {"ingest": ingest_stage.ingest_auditorybench(cfg)}
+    reports["span_detector"] = spans_stage.train_span_detector(cfg, model_paths)
+    reports["spans"] = spans_stage.detect_spans(cfg, model_paths)
+    plan = imagine_stage.plan_imagine(cfg, model_paths)
+    results = [imagine_stage.generate_candidates(cfg, model_paths, name, "cpu") for name in plan["shards"]]
+    imagine_stage.record_shard_status(cfg, results)
+    reports["imagine"] = imagine_stage.select_candidates(cfg)
     reports.update(write_fusion_outputs(skeleton.layout_for(cfg)))
     skeleton.write_summary(cfg, reports, time.perf_counter() - started)
     return reports

@@ -187,15 +187,20 @@ SELECTION_SCHEMA = pa.schema(
 )
 
 # The adapted selection table: exactly the columns `audio_encoding.read_selection` requires.
+# A span occurrence as the systems' input tables key it (64-bit positions, unlike the spans tables).
+SPAN_OCCURRENCE_FIELDS = [
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("span_index", pa.int64()),
+    ("span_text", pa.string()),
+    ("char_start", pa.int64()),
+    ("char_end", pa.int64()),
+]
+
 FUSION_SELECTION_SCHEMA = pa.schema(
     [
-        ("example_id", pa.string()),
-        ("task", pa.string()),
-        ("split", pa.string()),
-        ("span_index", pa.int64()),
-        ("span_text", pa.string()),
-        ("char_start", pa.int64()),
-        ("char_end", pa.int64()),
+        *SPAN_OCCURRENCE_FIELDS,
         ("audio_id", pa.string()),  # "<imagine audio id>-c<candidate>": the chosen waveform, not the prompt
         ("audio_path", pa.string()),
         ("sample_rate", pa.int64()),
@@ -204,13 +209,7 @@ FUSION_SELECTION_SCHEMA = pa.schema(
 
 RETRIEVAL_SCHEMA = pa.schema(
     [
-        ("example_id", pa.string()),
-        ("task", pa.string()),
-        ("split", pa.string()),
-        ("span_index", pa.int64()),
-        ("span_text", pa.string()),
-        ("char_start", pa.int64()),
-        ("char_end", pa.int64()),
+        *SPAN_OCCURRENCE_FIELDS,
         ("query", pa.string()),
         ("clip_ids", pa.list_(pa.string())),  # best first; empty: the policy left no clip
         ("scores", pa.list_(pa.float32())),

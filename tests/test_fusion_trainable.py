@@ -14,7 +14,6 @@ the trained AST, ITH answers the pitch task far more often right than text-only 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.fusion_upstream import fabricate_upstream  # noqa: E402
+from helpers.ith_process import run_ith_json  # noqa: E402
 
 from ith_core.config import RunConfig  # noqa: E402
 
@@ -198,51 +198,13 @@ def test_trainable_encoder_hears_the_planted_pitch(tmp_path):
     with the AST trained end to end. The pitch answer (is the source higher than the anchor?) lies
     only in each source name's hidden tone, so the audio-informed ITH must be right far more often
     than the text-only BERT fine-tuned on the same rows, which stays near chance."""
-    import subprocess
-
     from safetensors.torch import load_file
 
     from ith_core.models.profiles import load_audio_encoder
 
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "ITH_HOME": str(tmp_path / "home"),
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "run",
-            "--benchmark",
-            "synthetic",
-            "--tasks",
-            "pitch",
-            "--systems",
-            "bert,ith",
-            "--seeds",
-            "42,",
-            "--set",
-            "fusion.train_audio_encoder=true",
-            "--set",
-            f"fusion.epochs={PITCH_EPOCHS}",
-            "--run-root",
-            str(tmp_path / "runs"),
-            "--json",
-        ],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout[done.stdout.index("{\n") :])
+    args = ["run", "--benchmark", "synthetic", "--tasks", "pitch", "--systems", "bert,ith", "--seeds", "42,"]
+    args += ["--set", "fusion.train_audio_encoder=true", "--set", f"fusion.epochs={PITCH_EPOCHS}"]
+    result = run_ith_json([*args, "--run-root", str(tmp_path / "runs")], tmp_path, tmp_path / "home")
     run = Path(result["run_dir"])
     config = json.loads((run / "config.json").read_text())
     assert config["fusion"]["train_audio_encoder"] is True and config["fusion"]["epochs"] == PITCH_EPOCHS

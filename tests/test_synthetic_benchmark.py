@@ -14,14 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers.ith_process import run_ith_json
 
 from ith_core.config import SyntheticConfig
 from ith_core.data import synthetic
@@ -111,33 +109,7 @@ def test_tone_generator_renders_the_hidden_tone_with_nuisance():
 
 @pytest.mark.slow
 def test_ith_run_on_the_synthetic_benchmark_hears_what_text_cannot(tmp_path, ith_home):
-    env = {
-        **os.environ,
-        "ITH_HOME": str(ith_home),
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "HF_HUB_OFFLINE": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "run",
-            "--benchmark",
-            "synthetic",
-            "--run-root",
-            str(tmp_path / "runs"),
-            "--json",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout[done.stdout.index("{\n") :])
+    result = run_ith_json(["run", "--benchmark", "synthetic", "--run-root", str(tmp_path / "runs")], tmp_path, ith_home)
     run = Path(result["run_dir"])
     config = json.loads((run / "config.json").read_text())
     assert config["benchmark"] == "synthetic" and config["imagine"]["generator"] == "tone"

@@ -23,6 +23,7 @@ from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
 from ith_core.config import RunConfig
+from ith_core.fusion.run_systems import run_systems, seeds_of
 from ith_core.report import summaries
 from ith_core.stages import fusion as fusion_stage
 from tasks import audiobert as audiobert_tasks
@@ -43,7 +44,7 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
     if reason:
         logger.warning("fusion skipped: %s", reason)
         return {"skipped": reason}
-    systems = fusion_stage.run_systems(cfg)
+    systems = run_systems(cfg)
     # Settings go in quoted; `after` names the task runs each step reads, the graph's edges (flows/lineage.py).
     settings, models = quote(config), quote(model_paths)
     prepared = {"examples": t.prepare_examples(settings)}
@@ -60,7 +61,7 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
         )
     train_reports, eval_reports = [], []
     for system in systems:
-        for seed in fusion_stage.seeds_of(cfg, system):
+        for seed in seeds_of(cfg, system):
             trained = None
             if system.trained:
                 trained = t.train_system(

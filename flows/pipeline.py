@@ -31,11 +31,11 @@ from flows.imagine import run_imagine
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
 from ith_core.config import ConfigError, RunConfig, overrides_dict, overrides_model
+from ith_core.fusion.run_systems import needs_imagination
 from ith_core.report import summaries
 from ith_core.stages import audiobert as audiobert_stage
 from ith_core.stages import ingest as ingest_stage
 from ith_core.stages import skeleton
-from ith_core.stages.fusion import needs_imagination
 from storage.run_lock import hold_run_lock
 from tasks import ingest as ingest_tasks
 from tasks import report as report_tasks

@@ -14,6 +14,7 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import publish_report
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
+from ith_core.fusion.run_systems import run_systems, seeds_of
 from ith_core.stages import fusion as fusion_stage
 from ith_core.stages.skeleton import layout_for, load_run_config
 from storage.layout import DONE_MARKER
@@ -38,8 +39,8 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
     layout = layout_for(cfg)
     pending = [
         f"{s.name} seed {seed}"
-        for s in fusion_stage.run_systems(cfg)
-        for seed in fusion_stage.seeds_of(cfg, s)
+        for s in run_systems(cfg)
+        for seed in seeds_of(cfg, s)
         if s.trained and not layout.exists(fusion_stage.train_stage_name(s.name, seed), DONE_MARKER)
     ]
     evaluation = None
@@ -54,8 +55,8 @@ def report_for_run(run_id: str, run_root: str = "runs") -> dict:
         model_paths = ingest_tasks.prepare_models(quote(config))
         evaluated = [
             fusion_tasks.evaluate_system(quote(config), quote(model_paths), s.name, seed, wait_for=after(model_paths))
-            for s in fusion_stage.run_systems(cfg)
-            for seed in fusion_stage.seeds_of(cfg, s)
+            for s in run_systems(cfg)
+            for seed in seeds_of(cfg, s)
         ]
         evaluation = fusion_tasks.summarise_results(quote(config), wait_for=after(*evaluated))
     report = report_tasks.write_report(quote(config), wait_for=after(evaluation))

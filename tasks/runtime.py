@@ -30,8 +30,8 @@ from prefect.logging.handlers import APILogHandler
 
 CORE_LOGGER = "ith_core"
 # The modules whose INFO lines are progress and metrics worth a run log. Others stay at WARNING:
-# fusion_stage relays its trainer's whole output at INFO (checkpoint saves, weight-loading bars).
-# Its trainer's epoch lines (loss, dev accuracy) come through `ith_core.stages.fusion.progress`.
+# ith_core.fusion.launch relays the trainer's whole output at INFO (checkpoint saves, weight-loading
+# bars). The trainer's epoch lines (loss, dev accuracy) come through `ith_core.fusion.launch.progress`.
 ROUTED = (
     "ith_core.data.auditorybench",
     "ith_core.stages.ingest",
@@ -45,7 +45,7 @@ ROUTED = (
     "ith_core.imagination.devices",
     "ith_core.report.charts",
     "ith_core.report.rendering",
-    "ith_core.stages.fusion.progress",
+    "ith_core.fusion.launch.progress",
 )
 
 

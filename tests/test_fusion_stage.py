@@ -249,6 +249,7 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
     """
     import shutil
 
+    from ith_core.fusion import launch as fusion_launch
     from ith_core.stages import fusion as fusion_stage
 
     cfg = RunConfig.from_dict(
@@ -271,7 +272,7 @@ def test_train_resumes_after_a_crash(fusion_run, tmp_path, monkeypatch):
     )
     faults = Path(__file__).parent / "helpers" / "train_with_faults.py"
     # Dies in the second epoch, after the first epoch's state was saved.
-    monkeypatch.setattr(fusion_stage, "TRAIN_ENTRY", (str(faults), "--fail-after-steps", str(steps_per_epoch + 1)))
+    monkeypatch.setattr(fusion_launch, "TRAIN_ENTRY", (str(faults), "--fail-after-steps", str(steps_per_epoch + 1)))
     with pytest.raises(RuntimeError, match="exited with status"):
         fusion_stage.train_system(cfg, fusion_run["paths"], "bert-text", 0)
     assert "injected failure" in (dst / "fusion_train" / "bert-text-seed0" / "train.log").read_text()

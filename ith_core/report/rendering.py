@@ -27,16 +27,8 @@ from urllib.parse import quote
 import fsspec
 
 from ith_core.report.loading import CASE_KINDS, TEXT_TWIN, RunData, _cases, load_run
-from ith_core.report.summaries import headline_markdown, run_statements
-from ith_core.report.tables import (
-    Raw,
-    Section,
-    Table,
-    _fmt,
-    _html_table,
-    _md_table,
+from ith_core.report.sections import (
     _not_run,
-    md_escape,
     section_accuracy,
     section_compute,
     section_imagine,
@@ -44,6 +36,8 @@ from ith_core.report.tables import (
     section_spans,
     section_training,
 )
+from ith_core.report.summaries import headline_markdown, run_statements
+from ith_core.report.tables import Raw, Section, Table, _fmt, _html_table, _md_table, md_escape
 from storage import run_files
 from storage.audio_store import STORE_DIR
 

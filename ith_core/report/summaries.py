@@ -22,7 +22,8 @@ from ith_core.report.loading import (
     profile_of,
     threshold_acceptance,
 )
-from ith_core.report.tables import _ours, md_escape
+from ith_core.report.sections import _ours
+from ith_core.report.tables import md_escape
 
 if TYPE_CHECKING:
     from ith_core.config import RunConfig

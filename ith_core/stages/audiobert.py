@@ -388,7 +388,7 @@ def train_spec(cfg: RunConfig, model_paths: dict[str, str], seed: int, output_di
     """The TrainSpec of AudioBERT for one seed: a job per task with sampled train and dev rows.
 
     Run it as fusion_stage runs its specs: write `spec.to_json()` to `<output_dir>/spec.json`,
-    then `fusion_stage.launch_command(spec_path, cfg.audiobert.num_processes, mixed precision,
+    then `ith_core.fusion.launch.launch_command(spec_path, cfg.audiobert.num_processes, mixed precision,
     cuda)`. Dev-best weights land in `<output_dir>/audiobert-<task>-seed<seed>/best/`.
     """
     layout = layout_for(cfg)

@@ -22,6 +22,10 @@ and dev/test/wiki (those in `data.splits`) are scored. Examples without an accep
 without any detected span, are trained and scored too, just without fusion. Fusion needs
 `train` and `dev` in `data.splits`; otherwise `skip_reason` says why and the flow skips it.
 
+The library does the rest: `ith_core.fusion.run_systems` (the run's systems and seeds),
+`ith_core.fusion.launch` (the `accelerate launch` command, its streamed output) and
+`ith_core.evaluation.model_scoring` (one model's predictions on one task's splits).
+
 Unlike the earlier stages, a fusion stage without its marker is NOT cleared before it runs:
 feature shards and training states are the resume points (a crashed or retried task picks up
 from the last whole shard / last saved epoch). The stage key is written first (`_KEY.json`); a
@@ -31,12 +35,8 @@ leftover folder with another key is cleared, so a resume never mixes settings.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import torch
 
 from ith_core.config import ConfigError, RunConfig
+from ith_core.evaluation.model_scoring import score_model
 from ith_core.evaluation.scoring import (
     INTERVALS,
     UNIT_NAMES,
@@ -53,13 +54,14 @@ from ith_core.evaluation.scoring import (
     bootstrap_units,
     majority_baseline,
     paired_comparisons,
-    predict,
     results_dict,
     seed_mean_table,
 )
 from ith_core.fusion.audio_features import read_selection
-from ith_core.fusion.lm_inputs import ROW_DROP_REASONS, FusionCollator, encode_examples, spans_from_selection
+from ith_core.fusion.launch import launch_command, run_streaming
+from ith_core.fusion.lm_inputs import spans_from_selection
 from ith_core.fusion.model import FusionLM
+from ith_core.fusion.run_systems import run_systems, seeds_of
 from ith_core.fusion.systems import (  # noqa: F401
     EVAL_SPLITS,
     SYSTEMS,
@@ -71,7 +73,6 @@ from ith_core.fusion.systems import (  # noqa: F401
 )
 from ith_core.fusion.training import TrainJob, TrainSpec, load_best, resolve_mixed_precision
 from ith_core.models.profiles import load_lm, model_identity
-from ith_core.net import free_port
 from ith_core.stages import audiobert as audiobert_stage
 from ith_core.stages.imagine import no_audio_error
 from ith_core.stages.skeleton import KEY_FILE, layout_for, reuse_or_resume, stage_key
@@ -86,8 +87,6 @@ from ith_core.stages.system_inputs import (
 from storage import run_files
 from storage.features import FeatureStore
 from storage.layout import DONE_MARKER, RunLayout
-
-logger = logging.getLogger(__name__)
 
 FEATURES = run_files.FUSION_FEATURES
 EXAMPLES = run_files.FUSION_EXAMPLES
@@ -162,47 +161,6 @@ def encode_audio(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     report = {**report, "span_rows": counts, "seconds": round(time.perf_counter() - started, 3)}
     layout.mark_done(FEATURES, key, report)
     return {**report, "cached": False}
-
-
-# ---------------------------------------------------------------------------------------------
-# Systems: the rows of the table (ith_core.fusion.systems)
-
-
-def run_systems(cfg: RunConfig) -> list[System]:
-    """The run's systems in table order (the families of `systems` expanded)."""
-    return [s for s in SYSTEMS.values() if s.family in cfg.systems]
-
-
-def seeds_of(cfg: RunConfig, system: System) -> tuple[int, ...]:
-    """A trained system's seeds; a zero-shot system is one deterministic evaluation."""
-    return tuple(cfg.fusion.seeds) if system.trained else (ZERO_SHOT_SEED,)
-
-
-def needs_imagination(cfg: RunConfig) -> bool:
-    """Whether a system of the run hears imagined audio (ITH; AudioBERT's tiny stand-in pool is
-    made of the run's imagined clips)."""
-    return any(
-        s.audio == "imagined"
-        or (
-            s.audio == "retrieved"
-            and cfg.profile == "tiny"
-            and cfg.benchmark == "auditorybench"
-            and cfg.audiobert.pool is None
-        )
-        for s in run_systems(cfg)
-    )
-
-
-def required_roles(cfg: RunConfig) -> set[str]:
-    """The model roles this run's systems need (the span detector always needs `lm`)."""
-    roles = {"lm"}
-    for system in run_systems(cfg):
-        roles.add(system.lm_role)
-        if system.audio is not None:
-            roles |= {"clap", "audio_encoder"}
-    if needs_imagination(cfg):
-        roles |= {"generator", "clap"}
-    return roles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,62 +239,6 @@ def _local_work_dir(layout: RunLayout, stage: str, key: str) -> Path:
     return out
 
 
-# What `accelerate launch` runs: the training entry point (a module), then its arguments.
-TRAIN_ENTRY = ("-m", "ith_core.fusion.training")
-
-
-def launch_command(spec_path: str, num_processes: int, mixed_precision: str, cuda: bool) -> list[str]:
-    """`accelerate launch ... -m ith_core.fusion.training --config spec`.
-
-    `--cpu --num_processes N` silently runs ONE process, so N > 1 always goes through
-    `--multi_gpu`, which without GPUs starts N processes over gloo (the entry point builds its
-    Accelerator with cpu=True there).
-    """
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += [
-        "--num_machines",
-        "1",
-        "--num_processes",
-        str(num_processes),
-        "--mixed_precision",
-        mixed_precision,
-        "--dynamo_backend",
-        "no",
-    ]
-    if num_processes > 1:
-        cmd += ["--multi_gpu", "--main_process_port", str(free_port())]
-    elif not cuda:
-        cmd += ["--cpu"]
-    return cmd + [*TRAIN_ENTRY, "--config", spec_path]
-
-
-# The trainer's per-epoch lines (train_fusion: "<job> epoch N/M: loss L, dev accuracy A ...") and
-# resumes. This module's own logger relays every output line (weight loading, checkpoint saves)
-# and stays out of run logs; `progress_logger` is one that tasks/runtime.py routes into them.
-PROGRESS_LINE = re.compile(r" epoch \d+(/\d+)?: | resumed from ")
-progress_logger = logging.getLogger(__name__ + ".progress")
-
-
-def _run_streaming(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, list[str]]:
-    """Runs `cmd`, sending each output line to this module's log and to `log_path` as it comes."""
-    tail: list[str] = []
-    with (
-        open(log_path, "a", encoding="utf-8") as log,
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as proc,
-    ):
-        log.write(f"$ {' '.join(cmd)}\n")
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            logger.info("train: %s", line.rstrip())
-            if PROGRESS_LINE.search(line):  # epochs, loss and dev accuracy: to the run log as well
-                progress_logger.info("%s", line.rstrip())
-            tail = (tail + [line.rstrip()])[-40:]
-        rc = proc.wait()
-    return rc, tail
-
-
 def _train_spec(cfg: RunConfig, model_paths: dict[str, str], system: System, seed: int, inputs: Path, out: Path):
     """The TrainSpec of one (system, seed): one job per task with train and dev rows."""
     if system.audio == "retrieved":
@@ -396,7 +298,7 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
     }
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    rc, tail = _run_streaming(cmd, out / run_files.TRAIN_LOG, env)
+    rc, tail = run_streaming(cmd, out / run_files.TRAIN_LOG, env)
     what = f"training {system.name} seed {seed}"
     if rc < 0:  # killed by a signal (e.g. for memory): not the inputs' fault, so a retry may succeed
         raise ChildProcessError(
@@ -476,51 +378,6 @@ def _eval_key(layout: RunLayout, cfg: RunConfig, model_paths: dict[str, str], sy
     return stage_key("eval", FUSION_VERSION, system.name, seed, upstream, cfg.fusion.max_length, cfg.data.splits)
 
 
-def _score_model(
-    model,
-    tokenizer,
-    task: str,
-    examples: list[dict],
-    splits,
-    spans,
-    features,
-    max_length: int,
-    device: str,
-    system: str,
-    seed: int,
-    scoring: dict,
-    zero_shot: bool,
-) -> list[dict]:
-    """Predictions of one model on one task's evaluated splits; fills `scoring` (rows = scored + unscored)."""
-
-    by_id = {r["example_id"]: r for r in examples}
-    items = []
-    for split in splits:
-        rows = [r for r in examples if r["task"] == task and r["split"] == split]
-        part, counts = encode_examples(tokenizer, rows, spans, max_length, use_audio=features is not None, mc=True)
-        gold = [i for i in part if i.variant == "gold"]
-        account = {
-            "rows": len(rows),
-            "scored": len(gold),
-            "windowed": sum(i.windowed for i in gold),
-            "unscored": {r: counts[r] for r in ROW_DROP_REASONS if counts.get(r)},
-        }
-        if account["rows"] != account["scored"] + sum(account["unscored"].values()):
-            raise RuntimeError(
-                f"{system} seed {seed} {task}/{split}: {account['rows']} rows but {account['scored']} "
-                f"scored and {account['unscored']} unscored"
-            )
-        scoring[f"{task}/{split}"] = account
-        items += part
-    collator = FusionCollator(tokenizer.pad_token_id, features)
-    with torch.no_grad():
-        preds = predict(model, tokenizer, items, collator, by_id, device=device, model_name=system, seed=seed)
-    encoded = {i.example_id for i in items if i.variant == "gold"}
-    if sorted(p["example_id"] for p in preds) != sorted(encoded):
-        raise RuntimeError(f"{system} seed {seed} {task}: {len(preds)} predictions for {len(encoded)} encoded rows")
-    return preds
-
-
 def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, seed: int) -> dict:
     """Scores one (system, seed) on the run's sampled dev/test/wiki examples of every task.
 
@@ -552,7 +409,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     if system.trained:
         for job, folder in trained_jobs(layout, system.name, [seed]):
             model, tokenizer, _ = load_best(folder, device)
-            predictions += _score_model(
+            predictions += score_model(
                 model,
                 tokenizer,
                 job["task"],
@@ -572,7 +429,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
         mlm, tokenizer = load_lm(model_paths[system.lm_role])
         model = FusionLM(mlm, audio_dim=None, num_heads=1, ffn_dim=1, dropout=0.0, fusion=False).to(device).eval()
         for task in cfg.data.tasks:
-            predictions += _score_model(
+            predictions += score_model(
                 model,
                 tokenizer,
                 task,

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
 from ith_core.data import auditorybench, synthetic
+from ith_core.fusion.run_systems import required_roles
 from ith_core.models import profiles
-from ith_core.stages.fusion import required_roles
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
 from storage.layout import RunLayout

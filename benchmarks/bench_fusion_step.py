@@ -41,7 +41,7 @@ def main() -> None:
 
     from ith_core.config import FusionConfig
     from ith_core.fusion.model import build_fusion_model
-    from ith_core.models.profiles import BERT_BASE_CONFIG
+    from ith_core.models.paper_architectures import BERT_BASE_CONFIG
 
     torch.manual_seed(0)
     bert = dict(BERT_BASE_CONFIG)

@@ -80,7 +80,8 @@ def full_size_models(tiny: dict, device: str, dtype: torch.dtype):
     from diffusers import StableAudioPipeline
     from transformers import ClapProcessor
 
-    from ith_core.models.profiles import build_paper_architecture, load_clap, load_generator
+    from ith_core.models.paper_architectures import build_paper_architecture
+    from ith_core.models.profiles import load_clap, load_generator
 
     small = load_generator(tiny["generator"])
     # Built on the target device: random initialisation of 1.2 B parameters is slow on a CPU.

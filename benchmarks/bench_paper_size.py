@@ -107,7 +107,7 @@ def measure(threads: int, repeats: int) -> dict:
     from ith_core.data import auditorybench
     from ith_core.imagination.clap_scoring import ClapScorer
     from ith_core.imagination.generators import decoder_reach_frames
-    from ith_core.models import profiles
+    from ith_core.models import paper_architectures, profiles
     from storage.audio_store import encode_audio, pcm16
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -180,7 +180,7 @@ def measure(threads: int, repeats: int) -> dict:
         waves = np.repeat(wave[None, None], CANDIDATES, axis=1)
         print(f"CLAP batch of {CANDIDATES} clips", flush=True)
         comp["clap_batch5"] = timed(lambda: scorer.score(waves, rate, ["dog barking"]) is not None, repeats)
-        ast = profiles.build_paper_architecture("audio_encoder")
+        ast = paper_architectures.build_paper_architecture("audio_encoder")
         mono = resample(to_mono(wave[None])[0][None], rate, 16000)[0]
         print("AST, one clip", flush=True)
 

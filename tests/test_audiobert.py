@@ -358,7 +358,7 @@ def test_tiny_profile_head_and_dense_adapters(tiny_models):
 @pytest.mark.slow
 def test_full_size_forward_with_lora(tmp_path):
     """bert-base-uncased + the AudioSet AST at full size, random weights, LoRA r 64 on: one forward and backward."""
-    from ith_core.models.profiles import build_paper_architecture
+    from ith_core.models.paper_architectures import build_paper_architecture
     from ith_core.retrieval.audiobert_model import build_audiobert_model
 
     torch.manual_seed(0)

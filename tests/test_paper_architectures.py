@@ -1,7 +1,7 @@
 """The paper's models at full size, random weights: shapes and parameter counts the method states.
 
 No download is involved: the architectures come from the checkpoint configs written out in
-`ith_core.models.profiles`. Each test builds one role, runs one forward pass on CPU and frees it.
+`ith_core.models.paper_architectures`. Each test builds one role, runs one forward pass on CPU and frees it.
 Run with `pytest -m slow tests/test_paper_architectures.py` (about a minute and 7 GB of RAM).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ith_core.models.profiles import build_paper_architecture
+from ith_core.models.paper_architectures import build_paper_architecture
 
 pytestmark = pytest.mark.slow
 

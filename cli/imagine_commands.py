@@ -5,7 +5,7 @@
     ith repair-audio tiny-0123abcd ID...      regenerate stored audio that no longer matches its checksum
 
 The parsers import nothing heavy, so `ith --help` stays fast; each command imports Prefect and the
-imagine stage when it runs.
+imagine stage (or its repair drivers, `ith_core.stages.audio_repair`) when it runs.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def add_repair_audio_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_repair_audio(args: argparse.Namespace) -> int:
+    from ith_core.stages import audio_repair
     from ith_core.stages import imagine as imagine_stage
     from ith_core.stages.skeleton import load_run_config
     from storage.run_lock import hold_run_lock
@@ -83,7 +84,7 @@ def cmd_repair_audio(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.run_root, args.run)
     with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
         plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
-        report = imagine_stage.repair_audio(cfg, plan["model_paths"], args.audio_ids, device=args.device)
+        report = audio_repair.repair_audio(cfg, plan["model_paths"], args.audio_ids, device=args.device)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -119,10 +120,10 @@ def add_verify_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ith_core.stages import imagine as imagine_stage
+    from ith_core.stages import audio_repair
     from ith_core.stages.skeleton import load_run_config
 
-    result = imagine_stage.verify_run(load_run_config(args.run_root, args.run))
+    result = audio_repair.verify_run(load_run_config(args.run_root, args.run))
     damaged = result["damaged"]
     if args.json:
         print(json.dumps(result, indent=2))

@@ -55,14 +55,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Weight-loading bars of transformers would bury the answers.
     from transformers.utils import logging as hf_logging
 
-    from ith_core.stages.predict import (
-        PredictInputError,
-        RunNotReadyError,
-        format_prediction,
-        predict_sentences,
-        read_sentence_file,
-        to_json,
-    )
+    from ith_core.fusion.answering import PredictInputError, format_prediction, read_sentence_file, to_json
+    from ith_core.stages.predict import RunNotReadyError, predict_sentences
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()

@@ -32,6 +32,7 @@ from ith_core.config import RunConfig  # noqa: E402
 def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     from safetensors.torch import load_file
 
+    from ith_core.fusion import answering
     from ith_core.fusion.audio_features import pool_tokens, read_selection
     from ith_core.fusion.lm_inputs import FusionCollator, encode_examples, spans_from_selection
     from ith_core.fusion.training import load_best
@@ -150,7 +151,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
     # The same preparation as stage 4: identical input features for the same waveform.
     assert torch.equal(features.get(row["audio_id"]), reader.get(row["audio_id"]))
     model.eval()
-    fused = predict.answer(
+    fused = answering.answer(
         model,
         tokenizer,
         sentence,
@@ -163,7 +164,7 @@ def test_trainable_encoder_end_to_end(tmp_path, tiny_models, bench_dir):
         max_length=cfg.fusion.max_length,
         device="cpu",
     )
-    plain = predict.answer(
+    plain = answering.answer(
         model,
         tokenizer,
         sentence,

@@ -27,6 +27,7 @@ from ith_core.imagination.generators import (
     prompt_for,
 )
 from ith_core.imagination.selection import UndeterminedSelectionError
+from ith_core.stages import audio_repair
 from ith_core.stages import imagine as stage
 from storage.audio_store import AudioStore, AudioStoreError, encode_audio, pcm16, pcm16_to_float, shard_name
 from storage.layout import RunLayout
@@ -372,7 +373,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
 
     # Where a re-render gives other bytes (another machine), no file is deleted: the manifests and
     # every run naming the old file are pointed at the new one.
-    render = stage._render_again
+    render = audio_repair._render_again
 
     def other_machine(*args):
         out = render(*args)
@@ -380,7 +381,7 @@ def test_damaged_audio_is_an_error_naming_it_and_repair_audio_regenerates_it(
             clip[0, 1] += 1
         return out
 
-    monkeypatch.setattr(stage, "_render_again", other_machine)
+    monkeypatch.setattr(audio_repair, "_render_again", other_machine)
     path.write_bytes(encode_audio(samples, row["sample_rate"]))
     assert ith(["repair-audio", "second", row["audio_id"], "--run-root", root]) == 0
     assert "0 with their original bytes, 1 as new files" in capsys.readouterr().out

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.report_fixtures import TINY_IMAGINE  # noqa: E402
 
 from ith_core.config import RunConfig  # noqa: E402
-from ith_core.stages.predict import PredictInputError, check_sentences, infer_task, predict_sentences  # noqa: E402
+from ith_core.fusion.answering import PredictInputError, check_sentences, infer_task  # noqa: E402
+from ith_core.stages.predict import predict_sentences  # noqa: E402
 
 RUN_ID = "predict-run"
 # Its spans are not in the run's sample: the tiny detector finds spans here whose prompts no run made.

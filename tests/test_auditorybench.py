@@ -1,4 +1,7 @@
-"""AuditoryBench ingestion: counts against the data README, every row rule, locate and its cache."""
+"""AuditoryBench ingestion: counts against the data README, every row rule, locate and its cache.
+
+One module, over 600 lines, because it mirrors ith_core/data/auditorybench.py: one test per row
+rule and per failure of locating or fetching the pinned files, sharing the fixtures that break them."""
 
 from __future__ import annotations
 

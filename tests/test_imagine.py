@@ -1,5 +1,8 @@
 """Stages 2-3 without Prefect: ids and dedup, the generator, CLAP scoring, the audio store, and
-the shard drivers under failure, SIGKILL and concurrent runs (tiny profile, CPU)."""
+the shard drivers under failure, SIGKILL and concurrent runs (tiny profile, CPU).
+
+One module, over 600 lines, because its tests share one tiny imagine run setup (tests/helpers/imagine_run.py)
+and each failure case needs the whole stage around it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """The run report: a real tiny run (stages 1-3 through their drivers, fusion outputs by contract)
 rendered to HTML and Markdown, checked as files and in headless Chromium (Debian's chromium and
 chromium-driver, driven by selenium). The browser test keeps a full-page screenshot under
-$ITH_TEST_ARTIFACTS (default: the test's tmp dir) and prints its path."""
+$ITH_TEST_ARTIFACTS (default: the test's tmp dir) and prints its path.
+
+One module, over 600 lines, because every test reads the same rendered run (tests/helpers/report_fixtures.py),
+built once per module."""
 
 from __future__ import annotations
 

@@ -11,11 +11,25 @@ imagine stage (or its repair drivers, `ith_core.stages.audio_repair`) when it ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from ith_core.config import RUN_ROOT_HELP, default_run_root
 
 WAIT_LOCK_HELP = "if another process writes the run, wait for it to finish instead of refusing"
+
+
+@contextlib.contextmanager
+def _existing_plan(args: argparse.Namespace):
+    """(config, plan) of run `args.run` while this process holds its lock: the plan made from what
+    the run already planned and stored (nothing new is planned), for the commands that regenerate."""
+    from ith_core.stages import imagine as imagine_stage
+    from ith_core.stages.skeleton import load_run_config
+    from storage.run_lock import hold_run_lock
+
+    cfg = load_run_config(args.run_root, args.run)
+    with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
+        yield cfg, imagine_stage.plan_imagine(cfg, {}, existing_only=True)
 
 
 def add_rerun_failed_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,12 +50,8 @@ def add_rerun_failed_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
     from flows.imagine import run_imagine
     from ith_core.stages import imagine as imagine_stage
-    from ith_core.stages.skeleton import load_run_config
-    from storage.run_lock import hold_run_lock
 
-    cfg = load_run_config(args.run_root, args.run)
-    with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
-        plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
+    with _existing_plan(args) as (cfg, plan):
         statuses = imagine_stage.shard_statuses(cfg)
         missing = [name for name, done in statuses.items() if not done]
         print(f"run {args.run}: {len(missing)} of {len(statuses)} shards to rerun")
@@ -77,13 +87,8 @@ def add_repair_audio_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_repair_audio(args: argparse.Namespace) -> int:
     from ith_core.stages import audio_repair
-    from ith_core.stages import imagine as imagine_stage
-    from ith_core.stages.skeleton import load_run_config
-    from storage.run_lock import hold_run_lock
 
-    cfg = load_run_config(args.run_root, args.run)
-    with hold_run_lock(imagine_stage.layout_for(cfg), wait=getattr(args, "wait_lock", False)):
-        plan = imagine_stage.plan_imagine(cfg, {}, existing_only=True)
+    with _existing_plan(args) as (cfg, plan):
         report = audio_repair.repair_audio(cfg, plan["model_paths"], args.audio_ids, device=args.device)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -35,6 +35,8 @@ CORE_LOGGER = "ith_core"
 ROUTED = (
     "ith_core.data.auditorybench",
     "ith_core.stages.ingest",
+    "ith_core.stages.spans",
+    "ith_core.stages.skeleton",
     "ith_core.models.span_detector",
     "ith_core.models.profiles",
     "ith_core.stages.imagine",

@@ -16,7 +16,10 @@ from ith_core.imagination import devices, planning
 from ith_core.models import span_detector
 from ith_core.report import rendering
 from ith_core.stages import imagine, ingest, skeleton, spans
-from tasks.runtime import ROUTED, route_core_logs
+
+# Importing `tasks` routes the loggers (tasks/__init__.py calls route_core_logs), as in every worker.
+# Not called again here: it would filter the handlers of pytest's log capture for later tests.
+from tasks.runtime import ROUTED
 
 
 @pytest.mark.parametrize(
@@ -36,7 +39,6 @@ from tasks.runtime import ROUTED, route_core_logs
     ids=lambda logger: logger.name,
 )
 def test_progress_loggers_log_info_into_run_logs(logger):
-    route_core_logs()
     assert logger.name in ROUTED
     assert logger.isEnabledFor(logging.INFO)
 

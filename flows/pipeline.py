@@ -70,6 +70,7 @@ def build_config(
     systems: list[str] | None = None,
     seeds: int | list[int] | None = None,
     audiobert: Any = None,
+    rehearsal: bool = False,
 ) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
@@ -86,6 +87,8 @@ def build_config(
         "device": device,
         "benchmark": benchmark,
     }
+    if rehearsal:
+        overrides["rehearsal"] = True
     if systems:
         overrides["systems"] = systems
     data: dict[str, Any] = {"data_dir": data_dir}
@@ -129,6 +132,7 @@ def ith_pipeline(
     fusion: Optional[FusionSettings] = None,
     synthetic: Optional[SyntheticSettings] = None,
     audiobert: Optional[AudioBertSettings] = None,
+    rehearsal: bool = False,
 ) -> dict:
     """Runs every stage and returns the run's summary.
 
@@ -165,6 +169,8 @@ def ith_pipeline(
         synthetic: sizes and seed of the synthetic benchmark (used only with it).
         audiobert: AudioBERT settings (used only with the audiobert system); each empty field
             keeps the profile's default.
+        rehearsal: set by `ith rehearse` only: the paper profile on random-weight checkpoints at
+            paper size (docs/rehearsal.md); its numbers mean nothing about the method.
     """
     started = time.perf_counter()
     # Weight-loading bars of transformers flood worker logs; the stages log their own progress.
@@ -187,6 +193,7 @@ def ith_pipeline(
         systems,
         seeds,
         audiobert,
+        rehearsal,
     )
     audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
     tag_flow_run(cfg)

@@ -29,7 +29,16 @@ import json
 import os
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from storage.layout import run_id_problem
 
@@ -444,6 +453,11 @@ class RunConfig(Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     audiobert: AudioBertConfig = Field(default_factory=AudioBertConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    rehearsal: bool = Field(
+        False,
+        description="true only under `ith rehearse`: the paper profile on random-weight checkpoints at paper size "
+        "(no result means anything about the method); a paper run refuses such checkpoints otherwise",
+    )
 
     _csv = field_validator("systems", mode="before")(_split_csv)
 
@@ -470,6 +484,12 @@ class RunConfig(Section):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
+    @model_validator(mode="after")
+    def _rehearsal_is_paper(self) -> "RunConfig":
+        if self.rehearsal and self.profile != "paper":
+            raise ValueError("rehearsal must be false unless profile is paper: a rehearsal is of the paper run")
+        return self
+
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -483,6 +503,9 @@ class RunConfig(Section):
         content = self.resolved()
         for key in ("run_root", "run_id", "model_dir", "device", "systems"):
             content.pop(key)
+        # Only a rehearsal says so: the run ids of every other run stay what they were.
+        if not self.rehearsal:
+            content.pop("rehearsal")
         # Where the benchmark was read from is not what it is (`data.content` is): the same verified
         # files from two places give the same run; the ingestion's provenance records the place.
         content["data"].pop("data_dir")
@@ -500,6 +523,8 @@ class RunConfig(Section):
     def effective_run_id(self) -> str:
         """The run id: explicit, or derived from the fingerprint so an identical run reuses its folder."""
         prefix = self.profile if self.benchmark == "auditorybench" else f"{self.profile}-{self.benchmark}"
+        if self.rehearsal:
+            prefix = f"rehearsal-{prefix}"
         return self.run_id or f"{prefix}-{self.fingerprint()[:12]}"
 
     @classmethod

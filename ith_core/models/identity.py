@@ -5,7 +5,12 @@ ith_core.models.profiles)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+
+# Written by `ith rehearse` into every checkpoint it builds (random weights at paper size) and into
+# the root of its model home: such a folder is never taken for real weights.
+REHEARSAL_MARKER = "ith_rehearsal.json"
 
 
 def snapshot_name(folder: Path) -> str | None:
@@ -31,3 +36,16 @@ def files_digest(folder: Path, skip_hidden: bool = False) -> str:
         digest.update(rel.as_posix().encode())
         digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
     return f"{folder.name}-{digest.hexdigest()[:16]}"
+
+
+def rehearsal_marker(folder: Path) -> dict | None:
+    """The rehearsal marker of a model folder (random weights at paper size, built by `ith rehearse`), else None."""
+    marker = Path(folder) / REHEARSAL_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        content = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        content = {}
+    # A damaged marker still marks the folder: it is never taken for real weights.
+    return content if isinstance(content, dict) else {}

@@ -58,7 +58,7 @@ from transformers import (
 )
 
 from ith_core.config import PROFILE_NAMES, ConfigError, require
-from ith_core.models.identity import files_digest, snapshot_name
+from ith_core.models.identity import REHEARSAL_MARKER, files_digest, rehearsal_marker, snapshot_name
 from ith_core.models.quiet_loading import expected_load_noise
 from ith_core.models.tiny_builders import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
 from storage.layout import ith_home
@@ -204,14 +204,21 @@ def _missing_files(role: str, folder: Path) -> list[str]:
     return missing
 
 
-def _hub_cache_dir(repo_id: str) -> Path:
-    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+def hub_cache(model_dir: str | None = None) -> Path:
+    """The model home's own Hugging Face cache (hub folder layout: models--org--name/snapshots/<commit>/):
+    where `ith rehearse` builds its checkpoints. It is looked in before the user's Hugging Face cache."""
+    return model_home(model_dir) / "hub"
 
 
-def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
-    """The cached snapshot folder of `repo_id`, or None; never touches the network."""
+def _hub_cache_dir(repo_id: str, cache: Path | None = None) -> Path:
+    return Path(cache or constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, cache: Path | None = None) -> Path | None:
+    """The cached snapshot folder of `repo_id` in `cache` (default: the Hugging Face cache), or None;
+    never touches the network."""
     try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError):
         return None
 
@@ -243,17 +250,19 @@ def _locate_paper(role: str, model_dir: str | None) -> tuple[Path | None, list[s
     outcome = f"incomplete (missing: {', '.join(missing)})" if local.exists() else "does not exist"
     looked.append(f"{local}: {outcome}")
 
-    for repo_id in (spec.model_id, *_HUB_ALIASES.get(spec.model_id, ())):
-        cache_dir = _hub_cache_dir(repo_id)
-        snapshot = _hub_snapshot(repo_id, spec.revision)
-        if snapshot is None:
-            looked.append(f"{cache_dir}: not in the Hugging Face cache")
-            continue
-        missing = _missing_files(role, snapshot)
-        if not missing:
-            looked.append(f"{snapshot}: found")
-            return snapshot, looked
-        looked.append(f"{snapshot}: incomplete download (missing: {', '.join(missing)})")
+    # The model home's own cache first, then the user's Hugging Face cache.
+    for cache, where in ((hub_cache(model_dir), "the model home's hub cache"), (None, "the Hugging Face cache")):
+        for repo_id in (spec.model_id, *_HUB_ALIASES.get(spec.model_id, ())):
+            cache_dir = _hub_cache_dir(repo_id, cache)
+            snapshot = _hub_snapshot(repo_id, spec.revision, cache)
+            if snapshot is None:
+                looked.append(f"{cache_dir}: not in {where}")
+                continue
+            missing = _missing_files(role, snapshot)
+            if not missing:
+                looked.append(f"{snapshot}: found")
+                return snapshot, looked
+            looked.append(f"{snapshot}: incomplete download (missing: {', '.join(missing)})")
     return None, looked
 
 
@@ -407,12 +416,18 @@ def _newest_tiny(home: Path) -> Path | None:
 
 
 def resolve_models(
-    profile: str, model_dir: str | None = None, corpus: Sequence[str] | None = None, skip_roles: Sequence[str] = ()
+    profile: str,
+    model_dir: str | None = None,
+    corpus: Sequence[str] | None = None,
+    skip_roles: Sequence[str] = (),
+    rehearsal: bool = False,
 ) -> dict[str, Path]:
     """Folder of every role for `profile` (but `skip_roles`, which a run does not need).
 
     `tiny` builds the profile if needed and requires `corpus`. `paper` only looks (see the
     module docstring) and raises one `ModelNotAvailableError` listing every missing role.
+    A checkpoint built by `ith rehearse` (random weights at paper size) is taken only when
+    `rehearsal` is true, and then every paper role must be one: the two never mix.
     """
     require(profile in PROFILE_NAMES, "profile", f"be one of {PROFILE_NAMES}", profile)
     if profile == "tiny":
@@ -442,7 +457,29 @@ def resolve_models(
         raise ModelNotAvailableError(
             "paper profile: missing models (nothing is downloaded automatically)\n" + "\n".join(problems)
         )
+    _check_rehearsal(found, rehearsal)
     return found
+
+
+def _check_rehearsal(found: dict[str, Path], rehearsal: bool) -> None:
+    """Rehearsal checkpoints only in a rehearsal, and a rehearsal only on rehearsal checkpoints."""
+    marked = {role: path for role, path in found.items() if rehearsal_marker(path) is not None}
+    if not rehearsal and marked:
+        listing = "\n".join(f"    {role}: {path}" for role, path in marked.items())
+        raise ModelNotAvailableError(
+            "paper profile: these folders hold rehearsal checkpoints (random weights at paper size, built by "
+            f"`ith rehearse`; they carry {REHEARSAL_MARKER}), never real weights:\n{listing}\n"
+            "    Point --model-dir (or $ITH_MODEL_<ROLE>) at the real checkpoints (`ith models fetch` or "
+            "`hf download`), or run `ith rehearse` for a dress rehearsal"
+        )
+    unmarked = {role: path for role, path in found.items() if role not in marked}
+    if rehearsal and unmarked:
+        listing = "\n".join(f"    {role}: {path}" for role, path in unmarked.items())
+        raise ModelNotAvailableError(
+            "rehearsal: these folders are not rehearsal checkpoints (no "
+            f"{REHEARSAL_MARKER}); a rehearsal runs on random weights only:\n{listing}\n"
+            "    Unset $ITH_MODEL_<ROLE> for them, or let `ith rehearse` build its model home"
+        )
 
 
 def model_status(profile: str, model_dir: str | None = None) -> list[dict]:

@@ -142,7 +142,7 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
         )
     needed = required_roles(cfg)
     skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
-    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip)
+    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip, rehearsal=cfg.rehearsal)
     if tone and "generator" in needed:
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
     return {role: str(path) for role, path in paths.items()}

@@ -91,7 +91,7 @@ def resolve_model_paths(cfg: RunConfig, plan: dict) -> dict[str, str]:
     if cfg.profile == "tiny":
         paths = profiles.resolve_models("tiny", cfg.model_dir, corpus=tiny_corpus(cfg))
     else:
-        paths = profiles.resolve_models(cfg.profile, cfg.model_dir)
+        paths = profiles.resolve_models(cfg.profile, cfg.model_dir, rehearsal=cfg.rehearsal)
     return {role: str(p) for role, p in paths.items()}
 
 

@@ -10,9 +10,10 @@ at WARNING and warns about every record logged outside a run.
 
 Retries. Prefect retries only the task failures a second attempt can fix.
 
-A bad file, a bad setting, a missing model, a mismatched stage or a bug fails the same way every
-time (DataError, ConfigError, ModelNotAvailableError, StageMismatchError, ValueError, KeyError,
-...): retrying only delays the error. Retried: the network and remote stores (ConnectionError,
+A bad file, a bad setting, a missing model, a mismatched stage, a generator that returns NaN,
+infinite or silent audio, or a bug fails the same way every time (DataError, ConfigError,
+ModelNotAvailableError, StageMismatchError, GeneratedAudioError, ValueError, KeyError, ...):
+retrying only delays the error. Retried: the network and remote stores (ConnectionError,
 TimeoutError and other OSErrors), a child process killed by a signal (ChildProcessError, e.g. the
 trainer killed for memory: the retry resumes from its last saved state) and a GPU out of memory
 (the device may be free on the next attempt). Not retried: OSErrors about a path

@@ -30,11 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from ith_core.config import ImagineConfig
 from ith_core.models.identity import files_digest, snapshot_name
 from ith_core.models.profiles import load_generator
+from storage.audio_store import pcm16
 
 # Bump when a change here changes the audio produced for the same settings: it enters every id.
 GENERATION_VERSION = 1
@@ -152,6 +154,58 @@ class AudioGenerator(Protocol):
     def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
         """(prompts, len(seeds[0]), channels, samples) float32 waveforms; seeds[i][j] seeds the j-th of prompt i."""
         ...
+
+
+class GeneratedAudioError(RuntimeError):
+    """A generation call returned NaN, infinite or silent audio; nothing of the call was scored or stored.
+
+    Deterministic (the same call gives the same audio), so it is not retried. `audio_ids` lists
+    the bad clips' audio ids.
+    """
+
+    def __init__(self, message: str, audio_ids=()) -> None:
+        super().__init__(message)
+        self.audio_ids = sorted(set(audio_ids))
+
+
+def audio_fault(waveform: np.ndarray) -> str | None:
+    """What makes one generated clip unusable: "NaN", "inf", "silent" (every 16-bit sample zero), or None."""
+    if np.isnan(waveform).any():
+        return "NaN"
+    if np.isinf(waveform).any():
+        return "inf"
+    # The file would hold pcm16's samples: a clip quieter than half a 16-bit step is stored as silence.
+    if not pcm16(waveform).any():
+        return "silent"
+    return None
+
+
+def check_generated(waveforms: np.ndarray, clips: Sequence[tuple[str, int, str]], settings: GenerationSettings) -> None:
+    """Raises `GeneratedAudioError` naming every unusable clip of one generation call, with the likely cause.
+
+    `waveforms`: the call's (clips, channels, samples) float output; `clips`: (audio id, candidate,
+    prompt) of each, in the same order. Called before anything of the call is scored or stored.
+    """
+    bad = [(clip, kind) for clip, wave in zip(clips, waveforms) if (kind := audio_fault(wave)) is not None]
+    if not bad:
+        return
+    lines = [f"  {a} candidate {c} ({prompt!r}): {kind}" for (a, c, prompt), kind in bad]
+    if settings.dtype == "float16":
+        cause = (
+            "likely an fp16 overflow of float16 inference: rerun with `--set imagine.dtype=float32`; "
+            "if float32 audio is bad too, the checkpoint is broken or untrained"
+        )
+    else:
+        cause = (
+            f"likely a broken or random (untrained) checkpoint: {settings.dtype} inference of these "
+            "weights gives no usable audio; check or fetch the generator's weights again"
+        )
+    raise GeneratedAudioError(
+        f"generator {settings.generator_id} ({settings.dtype}) returned unusable audio (NaN, inf or silent) "
+        f"for {len(bad)} of {len(clips)} clips of one generation call; none of the call was scored or "
+        f"stored:\n" + "\n".join(lines) + f"\n{cause}",
+        [a for (a, _, _), _ in bad],
+    )
 
 
 def decoder_reach_frames(

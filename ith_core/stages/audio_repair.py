@@ -18,7 +18,7 @@ import numpy as np
 
 from ith_core.config import ConfigError, RunConfig
 from ith_core.imagination.devices import load_models, local_devices
-from ith_core.imagination.generators import audio_id
+from ith_core.imagination.generators import audio_id, check_generated
 from ith_core.stages.imagine import STAGE, read_plan, select_candidates
 from ith_core.stages.skeleton import layout_for, load_run_config
 from storage import run_files
@@ -82,8 +82,13 @@ def _render_again(generator, store: AudioStore, rows: Sequence[dict]) -> dict[tu
     wanted = {(r["audio_id"], r["candidate"]) for r in rows}
     for call in calls.values():
         generator.decode_batch_size = call[0]["decode_batch_size"]
-        waves = generator.generate([r["prompt"] for r in call], [[r["seed"]] for r in call])
-        samples = pcm16(waves.cpu().numpy())
+        waves = generator.generate([r["prompt"] for r in call], [[r["seed"]] for r in call]).cpu().numpy()
+        check_generated(
+            waves.reshape(-1, *waves.shape[-2:]),
+            [(r["audio_id"], r["candidate"], r["prompt"]) for r in call],
+            generator.settings,
+        )
+        samples = pcm16(waves)
         for i, r in enumerate(call):
             if (r["audio_id"], r["candidate"]) in wanted:
                 out[(r["audio_id"], r["candidate"])] = samples[i, 0]

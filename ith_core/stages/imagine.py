@@ -48,7 +48,13 @@ import pyarrow.compute as pc
 
 from ith_core.config import TASKS, ConfigError, RunConfig
 from ith_core.imagination.devices import batch_sizes, load_models, local_devices, planning_device, worker_identity
-from ith_core.imagination.generators import GenerationSettings, audio_id, candidate_seeds, generator_identity
+from ith_core.imagination.generators import (
+    GenerationSettings,
+    audio_id,
+    candidate_seeds,
+    check_generated,
+    generator_identity,
+)
 from ith_core.imagination.planning import (
     build_mapping,
     check_disk,
@@ -255,7 +261,8 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
     the prompts still sampling, ...), each round in calls of `batch_size` clips; with
     `sampling=all` no prompt stops early. Candidates the store already holds (an earlier run,
     a lower threshold) are reused, not generated. CLAP scores the 16-bit samples that the audio
-    files hold, so scores describe the stored audio.
+    files hold, so scores describe the stored audio. A call returning NaN, infinite or silent audio
+    raises `GeneratedAudioError` before any of it is scored or stored; the shard gets no manifest.
     """
     layout = layout_for(cfg)
     store = AudioStore(cfg.run_root)
@@ -305,7 +312,14 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
             t0 = time.perf_counter()
             waveforms = generator.generate([p.row["prompt"] for p in chunk], [[p.seeds[c]] for p in chunk])
             t1 = time.perf_counter()
-            samples = pcm16(waveforms.cpu().numpy())
+            waves = waveforms.cpu().numpy()
+            # NaN, inf or silence is never scored or stored: raised before anything of the call is.
+            check_generated(
+                waves.reshape(-1, *waves.shape[-2:]),
+                [(p.row["audio_id"], c, p.row["prompt"]) for p in chunk],
+                generator.settings,
+            )
+            samples = pcm16(waves)
             scores = scorer.score(pcm16_to_float(samples), generator.sample_rate, [p.row["clap_text"] for p in chunk])
             t2 = time.perf_counter()
             for i, p in enumerate(chunk):

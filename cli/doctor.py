@@ -10,7 +10,7 @@ import platform
 
 from ith_core.config import PROFILE_NAMES
 from ith_core.data import auditorybench
-from ith_core.models import profiles
+from ith_core.models import model_lock, profiles
 
 
 def _devices() -> dict:
@@ -50,10 +50,21 @@ def _data(data_dir: str | None) -> dict:
     return {"location": source, "chosen_by": how, "files": files, "home": home, "home_files": home_files}
 
 
+_LOCK_STATES = {
+    "matches": "matches the lock",
+    "differs": "DIFFERS from the lock",
+    "not in the lock": "not in the lock",
+    "no lock": "no lock",
+}
+
+
 def doctor_report(profile: str | None = None, model_dir: str | None = None, data_dir: str | None = None) -> dict:
     chosen = [profile] if profile else list(PROFILE_NAMES)
+    models = {name: profiles.model_status(name, model_dir) for name in chosen}
     return {
-        "models": {name: profiles.model_status(name, model_dir) for name in chosen},
+        "models": models,
+        # The paper rows get each found model's revision and lock state.
+        "model_lock": model_lock.lock_status(models["paper"], model_dir) if "paper" in models else {},
         "model_home": str(profiles.model_home(model_dir)),
         "system": _devices(),
         "data": _data(data_dir),
@@ -69,12 +80,21 @@ def format_doctor(report: dict) -> str:
                 state = "available"
             else:
                 state = "not built (built on the first run)" if name == "tiny" else "MISSING"
-            lines.append(f"    {role['role']:<14} {state}: {role['model_id']}")
+            revision = f" @ {role['revision']}" if role.get("revision") else ""
+            pinned = f" ({_LOCK_STATES[role['lock']]})" if role.get("lock") else ""
+            lines.append(f"    {role['role']:<14} {state}: {role['model_id']}{revision}{pinned}")
             if role["available"]:
                 lines.append(f"      at {role['path']}")
             else:
                 for place in role["looked_in"]:
                     lines.append(f"      looked in {place}")
+        if name == "paper":
+            lock = report["model_lock"]
+            lines.append(
+                f"    lock: {lock['path']} (written {lock['written_at']})"
+                if lock
+                else "    lock: none; `ith models fetch --profile paper` (or `ith models lock`) writes one"
+            )
     system = report["system"]
     lines.append("system")
     lines.append(f"  python {system['python']}, torch {system['torch']} (CUDA build: {system['torch_cuda_build']})")

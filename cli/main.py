@@ -9,6 +9,8 @@
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
     ith doctor         show which models are available, the torch/CUDA situation and the data location
     ith data fetch     put the pinned benchmark files into their verified home ($ITH_HOME/data/auditorybench)
+    ith models fetch   download the paper checkpoints into the model home and pin them (models.lock.json)
+    ith models lock    write the model lock from the checkpoints already there, offline
 
 `ith <command> --help` documents every option.
 
@@ -33,15 +35,16 @@ from cli.run_command import cmd_config, cmd_run
 from ith_core.config import ConfigError
 
 
-def _quiet_defaults() -> None:
+def _quiet_defaults(argv: list[str]) -> None:
     # Telemetry off, and Hugging Face never waits minutes on an unreachable hub unless the user
-    # says it is reachable (ITH_ONLINE=1).
+    # says it is reachable (ITH_ONLINE=1) or runs the one command that downloads (`ith models fetch`,
+    # which fails at once when HF_HUB_OFFLINE is set and within seconds when the hub is unreachable).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary local server 20 s to start; a busy 2-core machine (CI, or a
     # laptop training in another window) can need more, and the run then fails before any work.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if os.environ.get("ITH_ONLINE") != "1":
+    if os.environ.get("ITH_ONLINE") != "1" and argv[:2] != ["models", "fetch"]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -74,6 +77,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         + ", ".join(f"{n} {said[status]}" for status, n in sorted(counts.items()))
     )
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cli.models_command import cmd_models as models
+
+    return models(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -133,9 +142,9 @@ INTERRUPTIBLE = ("run", "rerun-failed", "repair-audio")
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_defaults()
     as_program = argv is None  # the `ith` program, not a test or a caller in Python
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_defaults(argv)
     run_command.SERVER_UI = _use_running_server(argv)
     args = build_parser().parse_args(argv)
     if as_program and args.command in INTERRUPTIBLE:
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": cmd_config,
             "doctor": cmd_doctor,
             "data": cmd_data,
+            "models": cmd_models,
             "rerun-failed": cmd_rerun_failed,
             "repair-audio": cmd_repair_audio,
             "verify": cmd_verify,

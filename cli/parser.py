@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_predict_parser(commands)
 
+    from cli.models_command import add_models_parser
+
+    add_models_parser(commands)
+
     doctor = commands.add_parser(
         "doctor",
         help="show models, devices and data location",

@@ -14,7 +14,7 @@ from cli.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "prefect", "diffusers", "accelerate", "peft", "polars")
-COMMANDS = ("run", "config", "rerun-failed", "repair-audio", "serve", "predict", "doctor", "data")
+COMMANDS = ("run", "config", "rerun-failed", "repair-audio", "serve", "predict", "doctor", "data", "models")
 
 
 def test_help_imports_no_heavy_library():
@@ -52,7 +52,13 @@ COMMAND_PATHS = list(_command_paths(build_parser()))
 
 def test_the_parser_walk_finds_every_command():
     # Guards the walk itself: an empty or top-level-only list would make the help test below vacuous.
-    assert {(c,) for c in COMMANDS} | {("verify",), ("thresholds",), ("data", "fetch")} <= set(COMMAND_PATHS)
+    assert {(c,) for c in COMMANDS} | {
+        ("verify",),
+        ("thresholds",),
+        ("data", "fetch"),
+        ("models", "fetch"),
+        ("models", "lock"),
+    } <= set(COMMAND_PATHS)
 
 
 @pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from ith_core.config import ConfigError, RunConfig
 from ith_core.data import auditorybench, synthetic
 from ith_core.fusion.run_systems import required_roles
-from ith_core.models import profiles
+from ith_core.models import model_lock, profiles
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
 from storage.layout import RunLayout
@@ -131,6 +131,8 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
     The paper profile looks only for the roles the run's systems need (`fusion_stage.
     required_roles`: a text-only table needs no generator). With `imagine.generator=tone` the
     generator is the synthetic benchmark's tone table and Stable Audio is not looked for.
+    What was found is recorded in the run's models.json (`model_lock.run_models`: revisions, identities,
+    lock state), and every difference from the lock or from an earlier run of this run id is a WARNING.
     """
     corpus = tiny_corpus(cfg) if cfg.profile == "tiny" else None
     tone = cfg.imagine.generator == "tone"
@@ -143,6 +145,20 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
     needed = required_roles(cfg)
     skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
     paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip, rehearsal=cfg.rehearsal)
+    record = model_lock.run_models(cfg.profile, paths, cfg.model_dir)
     if tone and "generator" in needed:
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
+        record["models"]["generator"] = model_lock.folder_record(paths["generator"])
+    _record_models(cfg, record)
     return {role: str(path) for role, path in paths.items()}
+
+
+def _record_models(cfg: RunConfig, record: dict) -> None:
+    """Writes the run's models.json, after saying (a WARNING per role) where its models differ from the
+    model home's lock or from what an earlier run of this run id recorded: before any stage loads one."""
+    layout = layout_for(cfg)
+    earlier = layout.read_json(*run_files.MODELS) if layout.exists(*run_files.MODELS) else None
+    record["changes"] = model_lock.model_changes(record, earlier)
+    for line in record["changes"]:
+        logger.warning("run %s: model differs: %s", cfg.effective_run_id, line)
+    layout.write_json(record, *run_files.MODELS)

@@ -163,7 +163,42 @@ def test_span_detector_logs_dev_f1_after_every_epoch_without_changing_training(t
     assert "epoch_dev_span_f1" not in plain and len(report["epoch_dev_span_f1"]) == report["epochs_run"] == 2
     assert report["epoch_mean_loss"] == plain["epoch_mean_loss"]  # evaluating between epochs changes nothing
     assert report["epoch_dev_span_f1"][-1] == evaluate_span_detector(model, tokenizer, dev, cfg, "cpu")["span_f1"]
+    # The last epoch's whole evaluation is the trained model's: the stage reports it without a second pass.
+    assert report["dev_metrics"] == evaluate_span_detector(model, tokenizer, dev, cfg, "cpu")
     lines = [r.getMessage() for r in caplog.records if "span detector epoch" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["span detector epoch 1/2", "span detector epoch 2/2"]
     for line, f1 in zip(lines, report["epoch_dev_span_f1"]):
         assert f"dev span F1 {f1:.3f}" in line
+
+
+def test_span_stage_evaluates_dev_once_per_epoch_and_once_untrained(tmp_path, tiny_models, bench_dir, monkeypatch):
+    """Regression (found by `ith rehearse`): the stage evaluated the trained detector on dev again after
+    the last epoch had, one more pass over the whole dev split (minutes at paper size on a CPU)."""
+    from ith_core.config import RunConfig
+    from ith_core.models import span_detector as detector_module
+    from ith_core.stages import ingest as ingest_stage
+    from ith_core.stages import skeleton
+    from ith_core.stages import spans as spans_stage
+
+    cfg = RunConfig.for_profile(
+        "tiny",
+        run_root=str(tmp_path),
+        run_id="span-evals",
+        device="cpu",
+        data={"data_dir": str(bench_dir), "splits": ["train", "dev"], "sample_limit": 8},
+        span={"epochs": 2, "max_train_examples": 64},
+    )
+    skeleton.write_config(cfg)
+    ingest_stage.ingest_auditorybench(cfg)
+    calls = []
+    real = detector_module.evaluate_span_detector
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(detector_module, "evaluate_span_detector", counted)
+    monkeypatch.setattr(spans_stage, "evaluate_span_detector", counted)
+    report = spans_stage.train_span_detector(cfg, {role: str(p) for role, p in tiny_models.items()})
+    assert len(calls) == 1 + 2  # untrained, then after each epoch; the last one is the trained model's
+    assert report["dev_span_f1"] == round(report["dev_span_f1_per_epoch"][-1], 4)

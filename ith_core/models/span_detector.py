@@ -257,7 +257,8 @@ def train_span_detector(
     """Fine-tunes `model` in place with AdamW (constant or linearly decaying lr); returns a training report.
 
     With `dev_rows`, the dev span F1 after every epoch is logged and reported (`epoch_dev_span_f1`):
-    evaluation draws no random numbers, so the training is the same with or without it.
+    evaluation draws no random numbers, so the training is the same with or without it. The last
+    epoch's whole evaluation is the trained model's (`dev_metrics`): callers need not evaluate again.
     """
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -288,7 +289,7 @@ def train_span_detector(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     model.train()
-    step, losses, dev_f1, started = 0, [], [], time.perf_counter()
+    step, losses, dev_f1, dev_metrics, started = 0, [], [], None, time.perf_counter()
     for epoch in range(cfg.epochs):
         epoch_losses = []
         for batch in _progress(loader, steps_per_epoch, f"span detector epoch {epoch + 1}/{cfg.epochs}"):
@@ -315,9 +316,8 @@ def train_span_detector(
         dev = ""
         if dev_rows is not None:
             model.eval()
-            dev_f1.append(
-                evaluate_span_detector(accelerator.unwrap_model(model), tokenizer, dev_rows, cfg, device)["span_f1"]
-            )
+            dev_metrics = evaluate_span_detector(accelerator.unwrap_model(model), tokenizer, dev_rows, cfg, device)
+            dev_f1.append(dev_metrics["span_f1"])
             model.train()
             dev = f", dev span F1 {dev_f1[-1]:.3f}"
         logger.info(
@@ -338,7 +338,7 @@ def train_span_detector(
         "steps": step,
         "epochs_run": len(losses),
         "epoch_mean_loss": losses,
-        **({"epoch_dev_span_f1": dev_f1} if dev_rows is not None else {}),
+        **({"epoch_dev_span_f1": dev_f1, "dev_metrics": dev_metrics} if dev_rows is not None else {}),
         "seconds": time.perf_counter() - started,
         "labels": stats.as_dict(),
     }

@@ -319,8 +319,9 @@ def model_changes(record: dict, earlier: dict | None = None) -> list[str]:
         if entry.get("lock") == "differs":
             lines.append(
                 f"{role}: loads {now} (revision {entry.get('revision')}) from {entry['path']}, but the lock "
-                f"{record['lock_file']} pins {entry['locked']['identity']} (revision {entry['locked']['revision']}); "
-                "fetch the locked revision, or accept this one with `ith models lock`"
+                f"{record['lock_file']} pins {entry['locked']['identity']} (revision {entry['locked']['revision']}) "
+                f"at {entry['locked']['path']}; point $ITH_MODEL_{role.upper()} there to load it, or accept this "
+                f"one with `ith models lock --roles {role}`"
             )
         elif entry.get("lock") == "not in the lock":
             lines.append(

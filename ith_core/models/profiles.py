@@ -7,7 +7,8 @@ Two profiles exist for every role (`lm`, `generator`, `clap`, `audio_encoder`):
   the recipe (`tiny_models.TINY_RECIPE`) and the corpus stay the same.
 - `paper`: the method's checkpoints (`PAPER_MODELS`), found in `$ITH_MODEL_<ROLE>`, in
   `model_home()/paper/<role>/` or in the Hugging Face cache. Nothing is ever downloaded here:
-  a missing checkpoint raises `ModelNotAvailableError` saying where it looked and how to get it.
+  a missing checkpoint raises `ModelNotAvailableError` saying where it looked and how to get it
+  (`ith models fetch`, `model_lock.py`, downloads and pins them; `PAPER_MODELS` names no revision).
 
 Both profiles load through the same `load_*` functions (`from_pretrained`, remote code never
 trusted), so the tiny profile exercises the real loading path. The paper architectures at full size with
@@ -269,7 +270,8 @@ def _locate_paper(role: str, model_dir: str | None) -> tuple[Path | None, list[s
 def _how_to_get(role: str, model_dir: str | None) -> str:
     spec = PAPER_MODELS[role]
     lines = [
-        f"While online, run `hf download {spec.model_id}` (older clients: "
+        f"While online, run `ith models fetch --profile paper --roles {role}` (into the model home, pinned in "
+        f"its models.lock.json) or `hf download {spec.model_id}` (older clients: "
         f"`huggingface-cli download {spec.model_id}`), or copy a checkpoint folder to "
         f"{model_home(model_dir) / 'paper' / role}, or point ${_env_var(role)} at one."
     ]

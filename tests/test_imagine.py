@@ -442,6 +442,17 @@ def test_stage_outputs_and_a_second_run_generates_nothing(reference, model_paths
         stage.reselect(cfg, {"animal": 0.99, "pitch": 0.99})
 
 
+def test_shard_reports_split_generation_into_denoise_and_decode(reference):
+    steps = TINY_IMAGINE["num_inference_steps"]
+    for result in reference["results"]:
+        assert result["status"] == "done" and result["candidates"] > 0
+        assert result["denoise_clip_steps"] == result["candidates"] * steps
+        assert result["decoded_clips"] == result["candidates"]
+        assert result["seconds_denoise"] > 0 and result["seconds_decode"] > 0
+        # Parts of the stage's own `seconds_generate` (each rounded to the millisecond).
+        assert result["seconds_denoise"] + result["seconds_decode"] <= result["seconds_generate"] + 0.002
+
+
 def test_lazy_selection_equals_all_candidates_and_a_higher_threshold_generates_only_the_rest(tmp_path, model_paths):
     """Lazy rejection sampling selects exactly what generating every candidate selects."""
     k = 3

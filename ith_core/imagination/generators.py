@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -239,6 +240,11 @@ class StableAudioGenerator:
     frames for 5 s at paper size), in slices of `decode_batch_size` clips. A CUDA out-of-memory
     error halves the batch and retries: noise is per candidate, so a split batch gives the same
     audio.
+
+    `timings` accumulates over the generator's life: seconds of denoising (the pipeline call: text
+    encoding and every DiT step) and of VAE decoding, with their work in clips x steps and clips,
+    the units of a rehearsal's costs. Work redone after an out-of-memory split counts again in
+    both seconds and work, so their ratios stay per unit.
     """
 
     def __init__(
@@ -260,6 +266,7 @@ class StableAudioGenerator:
         self.full_frames = int(pipe.transformer.config.sample_size)
         self.latent_channels = int(pipe.transformer.config.in_channels)
         self.decode_batch_size = decode_batch_size
+        self.timings = {"seconds_denoise": 0.0, "seconds_decode": 0.0, "denoise_clip_steps": 0, "decoded_clips": 0}
         max_s = self.full_frames * self.hop / self.sample_rate
         if settings.duration_s > max_s:
             raise ValueError(
@@ -339,6 +346,7 @@ class StableAudioGenerator:
         n = len(seeds[0])
         # The pipeline orders samples prompt-major (p0c0, p0c1, ..., p1c0), as flattened here.
         latents, generators = self.initial_latents([s for row in seeds for s in row])
+        started = time.perf_counter()
         latents = self.pipe(
             list(prompts),
             negative_prompt=[self.settings.negative_prompt] * len(prompts),
@@ -350,8 +358,19 @@ class StableAudioGenerator:
             generator=generators if len(generators) > 1 else generators[0],
             output_type="latent",
         ).audios
+        self._synchronize()  # CUDA runs asynchronously: without it the clock would stop before the work
+        denoised = time.perf_counter()
+        self.timings["seconds_denoise"] += denoised - started
+        self.timings["denoise_clip_steps"] += len(latents) * self.settings.num_inference_steps
         audio = self.decode(latents)
+        self._synchronize()
+        self.timings["seconds_decode"] += time.perf_counter() - denoised
+        self.timings["decoded_clips"] += len(latents)
         return audio.reshape(len(prompts), n, audio.shape[-2], audio.shape[-1])
+
+    def _synchronize(self) -> None:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def memory_per_clip(self) -> tuple[int, int]:

@@ -263,6 +263,11 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
     a lower threshold) are reused, not generated. CLAP scores the 16-bit samples that the audio
     files hold, so scores describe the stored audio. A call returning NaN, infinite or silent audio
     raises `GeneratedAudioError` before any of it is scored or stored; the shard gets no manifest.
+
+    The report splits `seconds_generate` where the generator measures it (Stable Audio's
+    `timings`): `seconds_denoise`, `seconds_decode`, `denoise_clip_steps` (clips x steps) and
+    `decoded_clips`, a rehearsal's unit costs. A generator without them (the tone generator) has
+    no such keys, rather than zeros that would read as free work.
     """
     layout = layout_for(cfg)
     store = AudioStore(cfg.run_root)
@@ -296,6 +301,8 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
         for row in rows
     ]
     timings = {"generate": 0.0, "score": 0.0, "write": 0.0}
+    # The generator's own split of `generate` (denoise / decode and their work), where it measures one.
+    inner_before = dict(getattr(generator, "timings", {}))
     manifest_rows: list[dict] = []
     counts = {"generated": 0, "reused": 0, "collisions": 0, "audio_written": 0}
     calls = 0  # generation calls so far: a row's `batch`, so a repair can render its call again
@@ -367,6 +374,7 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
     # Written last: the manifest's existence means every file it lists is whole.
     store.write_manifest(shard, manifest_rows)
     total = time.perf_counter() - started
+    inner = {name: v - inner_before[name] for name, v in getattr(generator, "timings", {}).items()}
     return {
         "shard": shard,
         "status": "done",
@@ -383,6 +391,7 @@ def generate_candidates(cfg: RunConfig, model_paths: dict[str, str], shard: str,
         "seconds": round(total, 3),
         "seconds_load": round(loaded - started, 3),
         **{f"seconds_{name}": round(v, 3) for name, v in timings.items()},
+        **{name: round(v, 3) if isinstance(v, float) else v for name, v in inner.items()},
     }
 
 

@@ -145,6 +145,13 @@ class SpanDetectorConfig(Section):
     max_train_examples: Optional[Int] = Field(
         None, ge=1, description="cap on training examples; null: every accepted train row of every task"
     )
+    max_eval_examples: Optional[Int] = Field(
+        None,
+        ge=1,
+        description="cap on the dev examples the detector is evaluated on before training and after each epoch "
+        "(a seeded sample); null: every dev row. A size knob of `ith rehearse`: each pass over the whole dev split "
+        "is minutes of BERT-base on a CPU",
+    )
     inference_batch_size: Int = Field(64, ge=1, description="batch of detection (execution only)")
     threshold: Float = Field(0.5, gt=0.0, lt=1.0, description="a token is inside a span when P(label 1) >= this")
 
@@ -503,9 +510,12 @@ class RunConfig(Section):
         content = self.resolved()
         for key in ("run_root", "run_id", "model_dir", "device", "systems"):
             content.pop(key)
-        # Only a rehearsal says so: the run ids of every other run stay what they were.
+        # Settings added later leave the fingerprint as it was while they keep their default, so the
+        # run ids of every earlier run stay what they were.
         if not self.rehearsal:
             content.pop("rehearsal")
+        if self.span.max_eval_examples is None:
+            content["span"].pop("max_eval_examples")
         # Where the benchmark was read from is not what it is (`data.content` is): the same verified
         # files from two places give the same run; the ingestion's provenance records the place.
         content["data"].pop("data_dir")

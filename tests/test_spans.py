@@ -186,7 +186,7 @@ def test_span_stage_evaluates_dev_once_per_epoch_and_once_untrained(tmp_path, ti
         run_id="span-evals",
         device="cpu",
         data={"data_dir": str(bench_dir), "splits": ["train", "dev"], "sample_limit": 8},
-        span={"epochs": 2, "max_train_examples": 64},
+        span={"epochs": 2, "max_train_examples": 64, "max_eval_examples": 40},
     )
     skeleton.write_config(cfg)
     ingest_stage.ingest_auditorybench(cfg)
@@ -202,3 +202,4 @@ def test_span_stage_evaluates_dev_once_per_epoch_and_once_untrained(tmp_path, ti
     report = spans_stage.train_span_detector(cfg, {role: str(p) for role, p in tiny_models.items()})
     assert len(calls) == 1 + 2  # untrained, then after each epoch; the last one is the trained model's
     assert report["dev_span_f1"] == round(report["dev_span_f1_per_epoch"][-1], 4)
+    assert report["dev_examples"] == 40  # span.max_eval_examples, the rehearsal's size knob for dev evaluation

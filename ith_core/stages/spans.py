@@ -48,6 +48,9 @@ def _detector_key(cfg: RunConfig, lm_path: str) -> str:
             "threshold",
         )
     }
+    # Added later: left out while unset, so the keys of finished detectors stay what they were.
+    if span["max_eval_examples"] is not None:
+        training["max_eval_examples"] = span["max_eval_examples"]
     # What the base model is, not where it was loaded from: a worker with another ITH_HOME reuses the stage.
     return stage_key(
         run_files.SPAN_DETECTOR,
@@ -72,6 +75,8 @@ def train_span_detector(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     model, tokenizer = profiles.load_span_base(model_paths["lm"])
     train_rows = examples_of(layout, cfg, ("train",))
     dev_rows = examples_of(layout, cfg, ("dev",))
+    if cfg.span.max_eval_examples is not None:
+        dev_rows = sample_rows(dev_rows, cfg.span.max_eval_examples, cfg.span.seed)
     untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)
     training = span_detector.train_span_detector(model, tokenizer, train_rows, cfg.span, cfg.device, dev_rows=dev_rows)
     # The last epoch's dev evaluation is the trained model's: a second pass over dev would repeat it
@@ -95,6 +100,7 @@ def train_span_detector(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     )
     report = {
         "train_examples": training["train_examples"],
+        "dev_examples": len(dev_rows),
         "steps": training["steps"],
         "train_labels": training["labels"],
         "dev_span_f1_untrained": round(untrained["span_f1"], 4),

@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench rehearse
 
 setup: .venv/.setup-done
 
@@ -38,3 +38,15 @@ lint: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_ingest.py
+
+# The paper run rehearsed at full size on random weights (docs/rehearsal.md): about 20 minutes on 2
+# CPU cores; the report is kept as benchmarks/results/paper_rehearsal_<device>.json and printed into
+# the README by benchmarks/results_table.py.
+REHEARSE_DEVICE ?= cpu
+rehearse: setup
+ifneq ($(SHARED_BENCH),)
+	.venv/bin/ith data fetch --from "$(abspath $(SHARED_BENCH))"
+endif
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/ith rehearse --device $(REHEARSE_DEVICE) \
+		--out benchmarks/results/paper_rehearsal_$(REHEARSE_DEVICE).json $(ARGS)
+	.venv/bin/python benchmarks/results_table.py --write

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check of stages 2-3 and of one fusion training step, in under 8 minutes on one H100/H200.
+# GPU check of stages 2-3, of one fusion training step and of the whole paper path (a rehearsal), in
+# under 13 minutes on one H100/H200.
 #
 #   benchmarks/gpu_check.sh                 # writes JSON to $OUT if set, else benchmarks/results/
 #   GPU_CHECK_SMOKE=1 benchmarks/gpu_check.sh   # the same steps at toy sizes on a CPU (checks the script)
@@ -12,6 +13,11 @@
 # 2. imagine_memory_cuda.json: the per-clip memory the stage measures, the batch sizes it picks
 #    on this GPU, and one generation call at those sizes (full window, 2 steps) to show it fits.
 # 3. fusion_step_cuda.json: one paper-size fusion-LM training step in bf16 (bench_fusion_step.py).
+# 4. paper_rehearsal_cuda.json: `ith rehearse --device cuda` (docs/rehearsal.md): every stage and all
+#    four systems of the paper table at the published sizes on random weights, with per-stage wall
+#    time, peak RSS, peak CUDA memory and bytes written, unit costs and the projection on this GPU.
+#    Size: $GPU_CHECK_REHEARSAL_SIZE (default: default; smallest in the CPU smoke check, skipped there
+#    unless GPU_CHECK_REHEARSAL=1, since it takes minutes on a CPU).
 # The Python is $PYTHON, else .venv/bin/python, else python3 (torch with CUDA, diffusers and
 # transformers must import: the device machine cannot install anything).
 set -uo pipefail
@@ -39,11 +45,13 @@ if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then
     IMAGINE_ARGS=(--prompts 1 --steps 1 --modes exact-lazy,full-lazy)
     MEMORY_ARGS=(--tiny)
     FUSION_ARGS=(--small --steps 1 --batch 2)
+    REHEARSAL_ARGS=(--size smallest --device cpu)
     SUFFIX=smoke
 else
     IMAGINE_ARGS=(--full-size --prompts 4 --steps 50)
     MEMORY_ARGS=()
     FUSION_ARGS=(--precision bf16 --steps 5)
+    REHEARSAL_ARGS=(--size "${GPU_CHECK_REHEARSAL_SIZE:-default}" --device cuda)
     SUFFIX=cuda
 fi
 
@@ -60,9 +68,14 @@ run_step() {  # name, time limit (s), command...
 run_step imagine 300 "$PY" benchmarks/bench_imagine.py "${IMAGINE_ARGS[@]}" --out "$OUT_DIR/imagine_full_size_$SUFFIX.json"
 run_step memory 90 "$PY" benchmarks/gpu_memory_check.py "${MEMORY_ARGS[@]}" --out "$OUT_DIR/imagine_memory_$SUFFIX.json"
 run_step fusion 60 "$PY" benchmarks/bench_fusion_step.py "${FUSION_ARGS[@]}" --out "$OUT_DIR/fusion_step_$SUFFIX.json"
+if [ "${GPU_CHECK_SMOKE:-0}" = 1 ] && [ "${GPU_CHECK_REHEARSAL:-0}" != 1 ]; then
+    RC[rehearsal]=0; echo "== rehearsal: skipped in the smoke check (GPU_CHECK_REHEARSAL=1 runs it)"
+else
+    run_step rehearsal 330 "$PY" -m cli.main rehearse "${REHEARSAL_ARGS[@]}" --out "$OUT_DIR/paper_rehearsal_$SUFFIX.json"
+fi
 
 total=$(( $(date +%s) - started ))
-printf '{"imagine": %s, "memory": %s, "fusion": %s, "seconds": %s, "smoke": %s}\n' \
-    "${RC[imagine]}" "${RC[memory]}" "${RC[fusion]}" "$total" "${GPU_CHECK_SMOKE:-0}" > "$STATUS"
+printf '{"imagine": %s, "memory": %s, "fusion": %s, "rehearsal": %s, "seconds": %s, "smoke": %s}\n' \
+    "${RC[imagine]}" "${RC[memory]}" "${RC[fusion]}" "${RC[rehearsal]}" "$total" "${GPU_CHECK_SMOKE:-0}" > "$STATUS"
 cat "$STATUS"
-[ "${RC[imagine]}" = 0 ] && [ "${RC[memory]}" = 0 ] && [ "${RC[fusion]}" = 0 ]
+[ "${RC[imagine]}" = 0 ] && [ "${RC[memory]}" = 0 ] && [ "${RC[fusion]}" = 0 ] && [ "${RC[rehearsal]}" = 0 ]

@@ -19,6 +19,8 @@ prints). Blocks:
   recorded run.
 - `synthetic-default` (docs/synthetic-benchmark.md): synthetic_default_seed42.json
   (bench_synthetic.py --default), the numbers the default command gives and `make test` checks.
+- `rehearsal` (README.md) and `rehearsal-detail` (docs/rehearsal.md): paper_rehearsal_cpu.json
+  (`make rehearse`): the paper-size rehearsal's stages, peak memory, unit costs and projection.
 """
 
 from __future__ import annotations
@@ -473,8 +475,93 @@ def headline() -> None:
     )
 
 
+def _rehearsal() -> dict:
+    record = _load("paper_rehearsal_cpu.json")
+    if record is None:
+        raise SystemExit("benchmarks/results/ lacks paper_rehearsal_cpu.json (make rehearse)")
+    return record
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def rehearsal() -> None:
+    """README's short version of the paper-size rehearsal (paper_rehearsal_cpu.json, `make rehearse`)."""
+    r = _rehearsal()
+    roles = r["checkpoints"]["roles"]
+    sizes = {
+        "DiT": roles["generator"]["parameters"]["transformer"],
+        "BERT": roles["lm"]["parameters"]["mlm"],
+        "RoBERTa": roles["roberta"]["parameters"]["mlm"],
+        "AST": roles["audio_encoder"]["parameters"]["encoder"],
+        "CLAP": roles["clap"]["parameters"]["model"],
+    }
+    systems = sorted({s["stage"].split()[1] for s in r["stages"] if s["stage"].startswith("train ")})
+    total = r["projection"]["total_hours"]
+    slowest = max(r["stages"], key=lambda s: s["seconds"])
+    print(
+        f"**Paper-size rehearsal** (`make rehearse`, recorded in "
+        "[paper_rehearsal_cpu.json](benchmarks/results/paper_rehearsal_cpu.json), "
+        f"{_machine(r['environment'])}): `--profile paper` through every stage "
+        f"on random weights at the published sizes ({', '.join(f'{k} {_millions(v)}' for k, v in sizes.items())}), "
+        f"systems trained: {', '.join(systems)}; only size knobs reduced (`{json.dumps(r['reduced_knobs'])}`). "
+        f"It completed in {r['seconds'] / 60:.1f} min with a peak resident memory of "
+        f"{_gib(r['peak_total_rss_bytes'])} GiB (the flow's process and its training processes) "
+        f"(slowest stage: {slowest['stage']}, {slowest['seconds']:.0f} s). From its unit costs the whole paper run "
+        f"(every row, 5 candidates, 50 steps, 8 epochs, 3 seeds, four systems) would take {total['one_candidate']:,.0f}"
+        f"-{total['all_candidates']:,.0f} hours on this machine; "
+        + (
+            "on one GPU ([paper_rehearsal_cuda.json](benchmarks/results/paper_rehearsal_cuda.json), "
+            f"{gpu['environment'].get('gpu')}): {gpu['projection']['total_hours']['one_candidate']:,.1f}-"
+            f"{gpu['projection']['total_hours']['all_candidates']:,.1f} hours, peak CUDA memory "
+            f"{_gib(gpu['peak_cuda_bytes'])} GiB. "
+            if (gpu := _load("paper_rehearsal_cuda.json"))
+            else "no GPU rehearsal is recorded yet (`benchmarks/gpu_check.sh` records one). "
+        )
+        + "Random weights: no accuracy of it means anything. What it proves and what it cannot, every stage and "
+        "unit cost: [the rehearsal](docs/rehearsal.md)."
+    )
+
+
+def rehearsal_detail() -> None:
+    """docs/rehearsal.md: every stage and unit cost of paper_rehearsal_cpu.json."""
+    r = _rehearsal()
+    print(
+        f"Recorded in [paper_rehearsal_cpu.json](../benchmarks/results/paper_rehearsal_cpu.json): "
+        f"{_machine(r['environment'])}, size `{r['size']}`, run {r['run_id']}, {r['seconds'] / 60:.1f} min, peak "
+        f"resident memory {_gib(r['peak_rss_bytes'])} GiB in the flow's process, "
+        f"{_gib(r['peak_total_rss_bytes'])} GiB with its training processes"
+        + ("" if r["exact_peaks"] else " (sampled, not exact)")
+        + ".\n"
+    )
+    print("| stage (Prefect task) | runs | seconds | flow RSS GiB | + trainers GiB | written GiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for s in r["stages"]:
+        print(
+            f"| {s['stage']} | {s['runs']} | {s['seconds']:.1f} | {_gib(s['peak_rss_bytes'])} | "
+            f"{_gib(s['peak_total_rss_bytes'])} | {_gib(s['bytes_written'])} |"
+        )
+    print("\n| unit cost | seconds | measured as |")
+    print("|---|---:|---|")
+    for name, u in r["unit_costs"].items():
+        print(f"| {name} | {u['value']} | {u['from']} |")
+    print("\n| projected stage (whole paper run, this machine) | hours | from |")
+    print("|---|---:|---|")
+    for name, st in r["projection"]["stages"].items():
+        hours = st["hours"] if "hours" in st else f"{st['hours_one_candidate']:,} to {st['hours_all_candidates']:,}"
+        print(f"| {name} | {hours} | {st['how']} |")
+    print(f"\nLeft out of the projection: {r['projection']['left_out']}.")
+
+
 BLOCKS = {
     "headline": headline,
+    "rehearsal": rehearsal,
+    "rehearsal-detail": rehearsal_detail,
     "performance": performance,
     "synthetic": synthetic,
     "synthetic-default": synthetic_default,
@@ -483,6 +570,8 @@ BLOCKS = {
 # each topic's page in docs/ its full tables.
 TARGETS = {
     "headline": "README.md",
+    "rehearsal": "README.md",
+    "rehearsal-detail": "docs/rehearsal.md",
     "performance": "docs/performance.md",
     "synthetic": "docs/synthetic-benchmark.md",
     "synthetic-default": "docs/synthetic-benchmark.md",

@@ -17,6 +17,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from flows.imagine import ShardsFailedError
     from flows.serve import ServeError
     from ith_core.data.auditorybench import DataError
+    from ith_core.imagination.generators import GeneratedAudioError
     from ith_core.imagination.planning import DiskSpaceError
     from ith_core.imagination.selection import UndeterminedSelectionError
     from ith_core.models.profiles import ModelNotAvailableError
@@ -38,6 +39,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         OSError,
         AudioStoreError,
+        GeneratedAudioError,
         DiskSpaceError,
         UndeterminedSelectionError,
         NoAudioError,

@@ -11,6 +11,7 @@ import platform
 from ith_core.config import PROFILE_NAMES
 from ith_core.data import auditorybench
 from ith_core.models import model_lock, profiles
+from ith_core.models.identity import rehearsal_marker
 
 
 def _devices() -> dict:
@@ -61,11 +62,15 @@ _LOCK_STATES = {
 def doctor_report(profile: str | None = None, model_dir: str | None = None, data_dir: str | None = None) -> dict:
     chosen = [profile] if profile else list(PROFILE_NAMES)
     models = {name: profiles.model_status(name, model_dir) for name in chosen}
+    for role in models.get("paper", []):
+        # A rehearsal checkpoint (random weights at paper size) is shown as one, never as the real model.
+        role["rehearsal"] = bool(role["available"] and rehearsal_marker(role["path"]) is not None)
     return {
         "models": models,
         # The paper rows get each found model's revision and lock state.
         "model_lock": model_lock.lock_status(models["paper"], model_dir) if "paper" in models else {},
         "model_home": str(profiles.model_home(model_dir)),
+        "rehearsal_home": rehearsal_marker(profiles.model_home(model_dir)) is not None,
         "system": _devices(),
         "data": _data(data_dir),
     }
@@ -73,6 +78,10 @@ def doctor_report(profile: str | None = None, model_dir: str | None = None, data
 
 def format_doctor(report: dict) -> str:
     lines = [f"models (home: {report['model_home']})"]
+    if report.get("rehearsal_home"):
+        lines.append(
+            "  rehearsal: random weights at paper size (built by `ith rehearse`); a paper run refuses this home"
+        )
     for name, roles in report["models"].items():
         lines.append(f"  profile {name}:")
         for role in roles:
@@ -82,6 +91,8 @@ def format_doctor(report: dict) -> str:
                 state = "not built (built on the first run)" if name == "tiny" else "MISSING"
             revision = f" @ {role['revision']}" if role.get("revision") else ""
             pinned = f" ({_LOCK_STATES[role['lock']]})" if role.get("lock") else ""
+            if role.get("rehearsal"):
+                pinned += " (rehearsal: random weights at paper size)"
             lines.append(f"    {role['role']:<14} {state}: {role['model_id']}{revision}{pinned}")
             if role["available"]:
                 lines.append(f"      at {role['path']}")

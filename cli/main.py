@@ -85,6 +85,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return models(args)
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from cli.rehearse_command import cmd_rehearse as rehearse
+
+    return rehearse(args)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from cli.predict_command import cmd_predict as predict
 
@@ -138,7 +144,7 @@ def _use_running_server(argv: list[str]) -> str | None:
 
 
 # Commands that run for minutes: SIGINT/SIGTERM end them and their children within seconds.
-INTERRUPTIBLE = ("run", "rerun-failed", "repair-audio")
+INTERRUPTIBLE = ("run", "rehearse", "rerun-failed", "repair-audio")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "doctor": cmd_doctor,
             "data": cmd_data,
             "models": cmd_models,
+            "rehearse": cmd_rehearse,
             "rerun-failed": cmd_rerun_failed,
             "repair-audio": cmd_repair_audio,
             "verify": cmd_verify,

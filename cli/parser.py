@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_parser(commands)
 
+    from cli.rehearse_command import add_rehearse_parser
+
+    add_rehearse_parser(commands)
+
     doctor = commands.add_parser(
         "doctor",
         help="show models, devices and data location",

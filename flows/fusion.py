@@ -78,7 +78,7 @@ def ith_fusion(config: dict, model_paths: dict[str, str]) -> dict:
         description=f"accuracy of every system of run {run_id} (profile {cfg.profile})",
     )
     create_markdown_artifact(
-        summaries.fusion_curves_markdown(run_id, train_reports, cfg.profile, cfg.benchmark),
+        summaries.fusion_curves_markdown(run_id, train_reports, summaries.profile_label(cfg), cfg.benchmark),
         key=artifact_key("fusion-curves", run_id),
         description=f"dev accuracy per epoch of run {run_id}",
     )

@@ -25,8 +25,8 @@ from flows.artifacts import artifact_key
 from flows.lineage import after, untraced
 from flows.naming import named_by_run, tag_flow_run
 from ith_core.config import RunConfig
-from ith_core.imagination.devices import local_devices
-from ith_core.report.summaries import imagine_markdown, profile_statement
+from ith_core.imagination.devices import local_devices, release_models
+from ith_core.report.summaries import imagine_markdown, profile_label, profile_statement
 from ith_core.stages import imagine as imagine_stage
 from ith_core.stages.skeleton import load_run_config
 from storage.run_lock import hold_run_lock
@@ -106,7 +106,7 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
     progress = create_progress_artifact(
         0.0 if futures else 100.0,
         key=artifact_key("imagine-progress", cfg.effective_run_id),
-        description=f"{profile_statement(cfg.profile, cfg.benchmark)} Imagine "
+        description=f"{profile_statement(profile_label(cfg), cfg.benchmark)} Imagine "
         f"shards of run {cfg.effective_run_id} done (%).",
     )
     for done, future in enumerate(as_completed(futures), start=1):
@@ -126,6 +126,10 @@ def ith_imagine(config: dict, model_paths: dict[str, str], rerun_failed: bool = 
             else f": {result.get('error')}"
         )
         logger.info("shards done: %d of %d; %s %s%s", done, len(futures), name, result["status"], detail)
+    if not ray:
+        # The shards ran in this process: their generator and CLAP must not stay loaded through the
+        # next stage (4 GiB of DiT at paper size beside the fusion stage's models).
+        release_models()
     results = [by_shard[name] for name in plan["shards"]]
     # Edges from the shards that finished (a failed one would hold the task back as "not ready").
     status = t.record_shard_status(settings, quote(results), wait_for=[f for f in futures if f.state.is_completed()])

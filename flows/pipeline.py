@@ -218,7 +218,7 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
         "run %s (profile %s, benchmark %s) in %s", run_id, cfg.profile, cfg.benchmark, skeleton.write_config(cfg)
     )
     create_markdown_artifact(
-        summaries.ingest_markdown(run_id, reports["ingest"], cfg.profile, cfg.benchmark),
+        summaries.ingest_markdown(run_id, reports["ingest"], summaries.profile_label(cfg), cfg.benchmark),
         key=artifact_key("ingest", run_id),
         description=f"rows, rejects and flags of run {run_id}",
     )
@@ -231,7 +231,9 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
         settings, models, wait_for=after(reports["ingest"], model_paths, reports["span_detector"])
     )
     create_markdown_artifact(
-        summaries.spans_markdown(run_id, reports["span_detector"], reports["spans"], cfg.profile, cfg.benchmark),
+        summaries.spans_markdown(
+            run_id, reports["span_detector"], reports["spans"], summaries.profile_label(cfg), cfg.benchmark
+        ),
         key=artifact_key("spans", run_id),
         description=f"span detection of run {run_id}",
     )

@@ -21,6 +21,7 @@ from storage.layout import DONE_MARKER as DONE_MARKER  # `<stage>/_DONE.json`, w
 # -- the run folder's top level ------------------------------------------------------------------
 CONFIG = ("config.json",)  # resolved settings of the run
 SUMMARY = ("summary.json",)  # stage -> report
+REHEARSAL = ("rehearsal.json",)  # `ith rehearse`: reduced knobs, per-stage costs, unit costs, projection
 MODELS = ("models.json",)  # per model role: folder, revision, identity, lock state (prepare-models)
 KEY_FILE = "_KEY.json"  # in a stage folder: the key of an attempt in progress (stages that resume)
 

@@ -44,6 +44,8 @@ try:
     out["first"] = "completed"
 except ShardsFailedError as error:
     out["first"] = str(error)
+# The shards ran in this process; their generator and CLAP are released once they are done.
+out["cached_models_after_flow"] = len(__import__("ith_core.imagination.devices", fromlist=["_MODELS"])._MODELS)
 os.remove(fault_file)
 out["status_after_failure"] = json.load(open(os.path.join(LOCAL_ROOT, "flow", "imagine", "shards.json")))
 out["rerun_rc"] = cmd_rerun_failed(argparse.Namespace(run="flow", run_root=LOCAL_ROOT, json=False))
@@ -85,6 +87,9 @@ def test_flow_failure_rerun_failed_artifact_and_ray_match_local(tmp_path, tiny_m
     # The injected failure in shard 1 leaves shard 0 done and names shard 1.
     assert "1 of 2 shards failed" in out["first"] and "InjectedFault" in out["first"], out["first"]
     assert out["status_after_failure"]["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    # Regression (found by `ith rehearse`): the generator and CLAP stayed cached in the flow's process
+    # through the next stage; at paper size that is 4 GiB of DiT beside the fusion stage's models.
+    assert out["cached_models_after_flow"] == 0
     failed = [s for s in out["status_after_failure"]["shards"] if s["status"] == "failed"]
     # rerun-failed runs exactly the failed shard; the finished one is skipped.
     assert out["rerun_rc"] == 0

@@ -472,6 +472,8 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
 
     started = time.perf_counter()
     seen = 0
+    # Where the time goes (the rehearsal's unit costs): optimisation steps, dev scoring, saving.
+    spent = {"steps": 0.0, "dev": 0.0, "saving": 0.0}
     finished = False
     while progress["epoch"] < cfg.epochs and not finished:
         epoch = progress["epoch"]
@@ -485,6 +487,7 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         loader = (
             accelerator.skip_first_batches(train_dl, progress["batches_done"]) if progress["batches_done"] else train_dl
         )
+        step_started = time.perf_counter()
         for batch in loader:
             # Dropout as a function of (seed, step, rank): a resumed run replays the same masks no
             # matter how many draws data-loader iterators made from the global RNG meanwhile.
@@ -506,8 +509,14 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
                 finished = True
                 break
             if spec.checkpoint_every_steps and progress["global_step"] % spec.checkpoint_every_steps == 0:
+                spent["steps"] += time.perf_counter() - step_started
+                saving = time.perf_counter()
                 save_state()
+                spent["saving"] += time.perf_counter() - saving
+                step_started = time.perf_counter()
+        spent["steps"] += time.perf_counter() - step_started
         # -- end of epoch: dev accuracy, dev-best weights, then the state --
+        dev_started = time.perf_counter()
         model.eval()
         correct = []
         with torch.no_grad():
@@ -521,6 +530,8 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         # The mean over every batch of the epoch, those before a resume included (from progress).
         loss = progress["loss_sum"] / progress["loss_batches"] if progress["loss_batches"] else None
         progress["history"].append({"epoch": epoch, "dev_accuracy": round(dev_acc, 3), "loss": loss})
+        spent["dev"] += time.perf_counter() - dev_started
+        saving = time.perf_counter()
         if dev_acc > progress["best_dev"]:
             progress["best_dev"], progress["best_epoch"] = dev_acc, epoch
             if accelerator.is_main_process:
@@ -543,6 +554,7 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
             0,
         )
         save_state(end_of_epoch=True)
+        spent["saving"] += time.perf_counter() - saving
     seconds = time.perf_counter() - started
     report = {
         "job": job.name,
@@ -558,6 +570,8 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
         "resumed_from": resumed_from,
         "seconds": round(seconds, 3),
         "train_samples_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+        "examples_seen": seen,
+        **{f"seconds_{name}": round(value, 3) for name, value in spent.items()},
         "data": counts,
         "cached": False,
     }

@@ -39,7 +39,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.errors import HTTPError as TransportError  # the hub client's own (httpx) errors
 
 from ith_core.config import require
-from ith_core.models.identity import snapshot_name
+from ith_core.models.identity import REHEARSAL_MARKER, rehearsal_marker, snapshot_name
 from ith_core.models.profiles import (
     _GATED_NOTES,
     PAPER_MODELS,
@@ -230,6 +230,13 @@ def write_lock(model_dir: str | None = None, roles: Sequence[str] = ROLES) -> di
         if folder is None:
             places = "\n".join(f"    - {line}" for line in looked)
             problems.append(f"  {role}: {PAPER_MODELS[role].model_id} not found. Looked in:\n{places}")
+            continue
+        if rehearsal_marker(folder) is not None:
+            # A lock pins real weights; a rehearsal checkpoint (random weights) must never become the pin.
+            problems.append(
+                f"  {role}: {folder} is a rehearsal checkpoint (random weights at paper size, {REHEARSAL_MARKER}); "
+                "a lock pins real checkpoints only"
+            )
             continue
         entries[role] = {
             "model_id": PAPER_MODELS[role].model_id,

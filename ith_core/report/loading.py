@@ -254,6 +254,9 @@ def benchmark_of(data: RunData) -> str:
 
 
 def profile_of(data: RunData) -> str | None:
+    """The run's profile, or `rehearsal` for a paper run on rehearsal checkpoints (random weights at paper size)."""
+    if (data.config or {}).get("rehearsal"):
+        return "rehearsal"
     return (data.summary or {}).get("profile") or (data.config or {}).get("profile")
 
 

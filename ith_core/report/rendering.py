@@ -33,6 +33,7 @@ from ith_core.report.sections import (
     section_compute,
     section_imagine,
     section_overview,
+    section_rehearsal,
     section_spans,
     section_training,
 )
@@ -368,6 +369,7 @@ def write_report(run_root: str, run_id: str, cases_per_task: int = 4) -> dict[st
     cases_section, cases = section_cases(data, cases_per_task)
     sections = [
         section_overview(data),
+        *([rehearsal] if (rehearsal := section_rehearsal(data)) else []),
         section_accuracy(data),
         section_spans(data),
         section_imagine(data),

@@ -32,6 +32,7 @@ from ith_core.report.loading import (
     threshold_acceptance,
 )
 from ith_core.report.tables import Section, Table, _fmt
+from storage import run_files
 
 VARIANTS = (("ith", "ITH (imagined audio)"), (TEXT_TWIN, "BERT, fine-tuned text-only"))
 PUBLISHED_ROWS = ("ITH", "AudioBERT", "BERT-base", "RoBERTa-base")
@@ -589,5 +590,67 @@ def section_compute(data: RunData) -> Section:
         "ingestion, which needs no accelerator). GPU-seconds: imagine shards run on a CUDA device in the "
         "last flow run (from imagine/shards.json), the wall time of a stage that records a CUDA device "
         "(times its processes), or a stage's own gpu_seconds."
+    )
+    return s
+
+
+def section_rehearsal(data: RunData) -> Section | None:
+    """A rehearsal's own section (`ith rehearse` writes rehearsal.json): what it is, the size knobs it
+    reduced, each stage's cost and the projection; None for every other run."""
+    if not data.layout.exists(*run_files.REHEARSAL):
+        return None
+    r = data.layout.read_json(*run_files.REHEARSAL)
+    s = Section("rehearsal", "Rehearsal: random weights at paper size")
+    s.intro.append(
+        f"{r['what']}. Size {r['size']}; the size knobs reduced from the paper profile (every other setting is "
+        f"the profile's, as config.json holds it): {r['reduced_knobs']}."
+    )
+
+    def gib(n):
+        return None if n is None else round(n / 2**30, 2)
+
+    s.tables.append(
+        (
+            "table-rehearsal-stages",
+            Table(
+                [
+                    "stage (Prefect task)",
+                    "runs",
+                    "seconds",
+                    "flow RSS GiB",
+                    "+ trainers GiB",
+                    "peak CUDA GiB",
+                    "written GiB",
+                ],
+                [
+                    [
+                        x["stage"],
+                        x["runs"],
+                        x["seconds"],
+                        gib(x["peak_rss_bytes"]),
+                        gib(x.get("peak_total_rss_bytes")),
+                        gib(x["peak_cuda_bytes"]),
+                        gib(x["bytes_written"]),
+                    ]
+                    for x in r["stages"]
+                ],
+                numeric={1, 2, 3, 4, 5, 6},
+            ),
+        )
+    )
+    s.tables.append(
+        (
+            "table-rehearsal-units",
+            Table(
+                ["unit cost", "seconds", "measured as"],
+                [[k, u["value"], u["from"]] for k, u in r["unit_costs"].items()],
+                numeric={1},
+            ),
+        )
+    )
+    total = r["projection"]["total_hours"]
+    s.notes.append(
+        f"Projected whole paper run on this machine: {total['one_candidate']} to {total['all_candidates']} hours "
+        "(1 to 5 candidates per prompt); every count is in rehearsal.json."
     )
     return s

@@ -40,8 +40,23 @@ BENCHMARK_MEANING = {
 }
 
 
+REHEARSAL = "rehearsal"
+
+
+def profile_label(cfg) -> str:
+    """The profile a statement is about: `rehearsal` for a paper run on rehearsal checkpoints, else the profile."""
+    return REHEARSAL if getattr(cfg, "rehearsal", False) else cfg.profile
+
+
 def profile_statement(profile: str | None, benchmark: str = "auditorybench") -> str:
     """What a run's numbers can mean, given its profile: the first thing the report and artifacts say."""
+    if profile == REHEARSAL:
+        return (
+            "Rehearsal: random weights at paper size (`ith rehearse`). The paper profile's architectures, settings "
+            "and stages ran with only size knobs reduced, on checkpoints with random weights and a synthetic clip "
+            "pool; every accuracy is noise. It shows that the paper configuration runs and what it costs, nothing "
+            "about the method."
+        )
     if profile == "tiny":
         if benchmark == "synthetic":
             return (
@@ -181,7 +196,7 @@ def imagine_markdown(cfg: RunConfig, plan: dict, status: dict, report: dict | No
     lines = [
         f"# ith-imagine: run `{cfg.effective_run_id}`",
         "",
-        f"**{profile_statement(cfg.profile, cfg.benchmark)}**",
+        f"**{profile_statement(profile_label(cfg), cfg.benchmark)}**",
         "",
         f"- span occurrences: {plan['occurrences']}, unique prompts: {plan['unique_prompts']} "
         f"(dedup ratio {plan['dedup_ratio']:.2f}x)",

@@ -430,6 +430,30 @@ class SyntheticConfig(Section):
         max_length=4,
         description="the animal-like task's four answers (single wordpieces); each owns one tone band",
     )
+    # The two mechanisms of the method, tested on the planted signal (docs/synthetic-benchmark.md,
+    # benchmarks/bench_mechanisms.py). At their defaults they change nothing: the benchmark's files,
+    # its pool, its run ids and its recorded results stay what they were.
+    pool_coverage: Float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of each split's source names (per task) that have clips in AudioBERT's pool; the "
+        "others are still queried and retrieve the best-matching other clip (1.0: every name, an "
+        "exact-name lookup)",
+    )
+    tone_error_rate: Float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="imperfect imagination: the probability that a candidate of the tone generator renders a "
+        "wrong band (another answer's), drawn from the candidate's own seed, independent of the answer",
+    )
+    scorer: Literal["clap", "planted"] = Field(
+        "clap",
+        description="what scores candidates in the `clap` role: clap, the profile's CLAP; planted, a scorer of "
+        "this benchmark only that measures from the audio how well a clip fits the band of the source "
+        "named in the text (not CLAP; ith_core.imagination.planted_scorer)",
+    )
 
 
 class RunConfig(Section):
@@ -497,6 +521,21 @@ class RunConfig(Section):
             raise ValueError("rehearsal must be false unless profile is paper: a rehearsal is of the paper run")
         return self
 
+    @model_validator(mode="after")
+    def _planted_scorer_hears_tones(self) -> "RunConfig":
+        if self.synthetic.scorer == "planted" and (self.benchmark != "synthetic" or self.imagine.generator != "tone"):
+            raise ValueError(
+                "synthetic.scorer=planted scores the tone generator's bands on the synthetic benchmark only, got "
+                f"benchmark {self.benchmark!r} and imagine.generator {self.imagine.generator!r}; use "
+                "--benchmark synthetic (tone generator) or synthetic.scorer=clap"
+            )
+        if self.synthetic.scorer == "planted" and "audiobert" in self.systems and self.audiobert.query_mode == "clap":
+            raise ValueError(
+                "synthetic.scorer=planted takes the clap role's place, so AudioBERT cannot query with CLAP; "
+                "use audiobert.query_mode=text (the synthetic benchmark's default)"
+            )
+        return self
+
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -516,6 +555,10 @@ class RunConfig(Section):
             content.pop("rehearsal")
         if self.span.max_eval_examples is None:
             content["span"].pop("max_eval_examples")
+        if self.benchmark == "synthetic":
+            for key, default in SYNTHETIC_MECHANISM_DEFAULTS.items():
+                if content["synthetic"][key] == default:
+                    content["synthetic"].pop(key)
         # Where the benchmark was read from is not what it is (`data.content` is): the same verified
         # files from two places give the same run; the ingestion's provenance records the place.
         content["data"].pop("data_dir")
@@ -714,6 +757,10 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": _SYNTHETIC,
     },
 }
+
+# Synthetic settings added after runs were recorded: left out of the fingerprint (and of the
+# benchmark's file hash) while at these values, so earlier run ids stay what they were.
+SYNTHETIC_MECHANISM_DEFAULTS: dict[str, Any] = {"pool_coverage": 1.0, "tone_error_rate": 0.0, "scorer": "clap"}
 
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,

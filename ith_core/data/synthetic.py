@@ -30,6 +30,10 @@ atomically, so every worker regenerates or reuses the same bytes):
     animal_sound_recognition/{train,dev,test,wiki}.csv   animal, span|description, sentence, A-D, Answer
     sound_pitch_comparison/{train,dev,test,wiki}.csv     sentence, answer, span1, span2 (wiki: span1, span2, sentence, answer)
     tone_generator/tone_generator.json                   name -> hidden tone (Hz): the tone generator's "weights"
+                                                         (with synthetic.tone_error_rate set: the rate and each
+                                                         name's wrong bands)
+    planted_scorer/planted_scorer.json                   name -> hidden tone (Hz), written on first use of
+                                                         synthetic.scorer=planted (planted_scorer_dir)
     synthetic.json                                       settings, row counts, answer counts per split
 """
 
@@ -45,7 +49,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ith_core.config import SPLITS, SyntheticConfig
+from ith_core.config import SPLITS, SYNTHETIC_MECHANISM_DEFAULTS, SyntheticConfig
+from ith_core.imagination.planted_scorer import PLANTED_SCORER_FILE, PLANTED_SCORER_VERSION, WINDOW_OCTAVES
 from ith_core.imagination.tone_generator import RENDER_VERSION
 from storage.layout import ith_home
 
@@ -87,10 +92,23 @@ TONE_FILE = "tone_generator.json"
 
 
 def settings_hash(cfg: SyntheticConfig) -> str:
-    blob = json.dumps(
-        {"version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, **cfg.model_dump(mode="json")}, sort_keys=True
-    )
+    """Hash of what the benchmark's files hold: the rows, the hidden tones and the tone table.
+
+    `pool_coverage` and `scorer` change no file and are left out; `tone_error_rate` enters the
+    tone table, so it counts when it is set (at 0 the hash is the one of every earlier run).
+    """
+    settings = cfg.model_dump(mode="json")
+    for key, default in SYNTHETIC_MECHANISM_DEFAULTS.items():
+        if key != "tone_error_rate" or settings[key] == default:
+            settings.pop(key)
+    blob = json.dumps({"version": SYNTHETIC_VERSION, "renderer": RENDER_VERSION, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def rows_hash(cfg: SyntheticConfig) -> str:
+    """Hash of the rows and hidden tones alone (the tone generator's error rate left out): what the
+    AudioBERT pool's clips derive from, so every error rate retrieves from the same pool."""
+    return settings_hash(cfg.model_copy(update={"tone_error_rate": 0.0}))
 
 
 def data_home() -> Path:
@@ -134,6 +152,12 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
     counts: dict[str, dict] = {}
     letters = ("A", "B", "C", "D")
     animals = list(cfg.animals)
+    # Imperfect imagination: the bands a wrong candidate of each name may render (every other
+    # answer's band), written only when the error rate is set, so the default table is unchanged.
+    wrong_bands: dict[str, list[list[float]]] = {}
+    animal_bands = [
+        [round(hz * 2**-ANIMAL_JITTER_OCTAVES, 3), round(hz * 2**ANIMAL_JITTER_OCTAVES, 3)] for hz in ANIMAL_BAND_HZ
+    ]
     for split in SPLITS:
         n_names, per_name = cfg.names[split], cfg.rows_per_name[split]
         # -- animal-like: a balanced answer per name, the name's tone in that answer's band
@@ -143,6 +167,7 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
         for name, animal in zip(_made_up_names(rng, n_names, taken), answers):
             centre = math.log2(ANIMAL_BAND_HZ[animals.index(animal)])
             tones[name] = round(2 ** (centre + rng.uniform(-ANIMAL_JITTER_OCTAVES, ANIMAL_JITTER_OCTAVES)), 3)
+            wrong_bands[name] = [b for i, b in enumerate(animal_bands) if i != animals.index(animal)]
             description = f"{name} call"
             for template in rng.sample(ANIMAL_TEMPLATES, min(per_name, len(ANIMAL_TEMPLATES))):
                 options = rng.sample(animals, len(animals))
@@ -166,6 +191,7 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
         for name, answer in zip(_made_up_names(rng, n_names, taken), answers):
             low, high = PITCH_LOW_HZ if answer == "lower" else PITCH_HIGH_HZ
             tones[name] = round(_log_uniform(rng, low, high), 3)
+            wrong_bands[name] = [list(PITCH_HIGH_HZ if answer == "lower" else PITCH_LOW_HZ)]
             for template in rng.sample(PITCH_TEMPLATES, min(per_name, len(PITCH_TEMPLATES))):
                 sentence = template.format(a=name, b=ANCHOR)
                 rows.append({"sentence": sentence, "answer": answer, "span1": name, "span2": ANCHOR})
@@ -189,6 +215,9 @@ def build(cfg: SyntheticConfig) -> dict[str, bytes]:
         "generator, never by the language model",
         "tones_hz": dict(sorted(tones.items())),
     }
+    if cfg.tone_error_rate > 0:
+        tone_table["error_rate"] = cfg.tone_error_rate
+        tone_table["wrong_bands_hz"] = dict(sorted(wrong_bands.items()))
     files[f"tone_generator/{TONE_FILE}"] = json.dumps(tone_table, indent=2).encode()
     files["synthetic.json"] = json.dumps(
         {
@@ -228,6 +257,33 @@ def ensure_benchmark(cfg: SyntheticConfig, target: Path | None = None) -> Path:
 
 def tone_generator_dir(cfg: SyntheticConfig) -> Path:
     return ensure_benchmark(cfg) / "tone_generator"
+
+
+def planted_scorer_dir(cfg: SyntheticConfig) -> Path:
+    """The planted scorer's folder (`synthetic.scorer=planted`), written beside the tone table on first use.
+
+    Its `planted_scorer.json` holds the hidden tone of every name (the scorer's "weights") and the
+    width of the window it measures; it does not depend on the error rate, so its identity (the
+    `clap_id` of stored scores) is the same for every error rate.
+    """
+    folder = ensure_benchmark(cfg) / "planted_scorer"
+    path = folder / PLANTED_SCORER_FILE
+    if path.is_file():
+        return folder
+    tones = json.loads((folder.parent / "tone_generator" / TONE_FILE).read_text())["tones_hz"]
+    table = {
+        "kind": "planted-scorer",
+        "version": PLANTED_SCORER_VERSION,
+        "window_octaves": WINDOW_OCTAVES,
+        "what": "hidden tone (Hz) of every source name of the synthetic benchmark: the planted scorer measures "
+        "how much of a clip's spectral energy lies around the tone of the source its text names; not CLAP",
+        "tones_hz": tones,
+    }
+    folder.mkdir(exist_ok=True)
+    staging = folder / f".tmp-{uuid.uuid4().hex[:8]}.json"
+    staging.write_text(json.dumps(table, indent=2))
+    staging.replace(path)  # atomic: concurrent writers publish the same bytes
+    return folder
 
 
 def source_names(cfg: SyntheticConfig) -> set[str]:

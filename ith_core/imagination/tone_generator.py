@@ -16,6 +16,12 @@ to 8, 12, 16 or 24 bits). Output: 44.1 kHz stereo, the duration the run asks for
 written for (`RENDER_VERSION`); the version is part of the generator's identity, hence of every
 audio id, so changed rendering never reuses stored audio.
 
+Imperfect imagination (`synthetic.tone_error_rate` q, written into the table with each name's
+wrong bands): a candidate renders, with probability q, a tone drawn from a wrong band (another
+answer's) in place of each source's hidden tone. Whether it does is drawn from the candidate's
+own seed alone (`renders_wrong_band`), independently of the prompt and the answer, from a stream
+apart from the nuisance draws, so at q = 0 every waveform is the one rendered before q existed.
+
     gen = ToneGenerator.from_folder("~/.cache/ith/data/synthetic/<hash>/tone_generator", settings)
     waves = gen.generate(["kelomit call sound"], [[11, 12]])   # (1, 2, 2, 88200)
 """
@@ -40,10 +46,24 @@ CHANNELS = 2
 class ToneGenerator:
     """Renders each prompt's hidden source tone(s) with per-candidate nuisance; see the module docstring."""
 
-    def __init__(self, tones_hz: dict[str, float], settings, identity: str) -> None:
+    def __init__(
+        self,
+        tones_hz: dict[str, float],
+        settings,
+        identity: str,
+        error_rate: float = 0.0,
+        wrong_bands_hz: dict[str, list] | None = None,
+    ) -> None:
         if not tones_hz:
             raise ValueError("tone generator: its table of source tones is empty")
+        if not 0.0 <= error_rate < 1.0:
+            raise ValueError(f"tone generator: error_rate must be in [0, 1), got {error_rate}")
         self.tones_hz = {name.casefold(): float(hz) for name, hz in tones_hz.items()}
+        self.error_rate = float(error_rate)
+        self.wrong_bands_hz = {
+            name.casefold(): [(float(lo), float(hi)) for lo, hi in bands]
+            for name, bands in (wrong_bands_hz or {}).items()
+        }
         self.settings = settings
         self.identity = identity
         self.sample_rate = SAMPLE_RATE
@@ -65,12 +85,48 @@ class ToneGenerator:
                 f"{path} was written for tone renderer {table.get('renderer')}, this is version "
                 f"{RENDER_VERSION}; delete {Path(folder).parent} and rerun to write it anew"
             )
-        return cls(table["tones_hz"], settings, settings.generator_id)
+        return cls(
+            table["tones_hz"],
+            settings,
+            settings.generator_id,
+            error_rate=float(table.get("error_rate", 0.0)),
+            wrong_bands_hz=table.get("wrong_bands_hz"),
+        )
+
+    def source_names(self, prompt: str) -> list[str]:
+        """The table names that occur in `prompt` as whole words, in prompt order."""
+        words = re.findall(r"[\w']+", prompt.casefold())
+        return [w for w in dict.fromkeys(words) if w in self.tones_hz]
 
     def sources(self, prompt: str) -> list[float]:
         """The hidden tones of the table names that occur in `prompt` as whole words, in prompt order."""
-        words = re.findall(r"[\w']+", prompt.casefold())
-        return [self.tones_hz[w] for w in dict.fromkeys(words) if w in self.tones_hz]
+        return [self.tones_hz[w] for w in self.source_names(prompt)]
+
+    def _error_stream(self, seed: int) -> np.random.Generator:
+        # Apart from render()'s stream (seeded by the seed alone), so errors leave the nuisance as it was.
+        return np.random.default_rng([int(seed), 0x5EED_E77])
+
+    def renders_wrong_band(self, seed: int) -> bool:
+        """Whether the candidate of this seed renders wrong bands: a draw from the seed alone."""
+        return self.error_rate > 0 and bool(self._error_stream(seed).random() < self.error_rate)
+
+    def candidate_tones(self, prompt: str, seed: int) -> list[float]:
+        """The tones candidate `seed` of `prompt` renders: the sources' hidden tones, or, when the
+        candidate errs, for each source with wrong bands a tone log-uniform in one of them."""
+        names = self.source_names(prompt)
+        if not self.renders_wrong_band(seed):
+            return [self.tones_hz[n] for n in names]
+        rng = self._error_stream(seed)
+        rng.random()  # the draw that decided the error
+        tones = []
+        for name in names:
+            bands = self.wrong_bands_hz.get(name)
+            if not bands:  # the anchor has no wrong band
+                tones.append(self.tones_hz[name])
+                continue
+            low, high = bands[int(rng.integers(len(bands)))]
+            tones.append(float(np.exp(rng.uniform(np.log(low), np.log(high)))))
+        return tones
 
     def render(self, tones: Sequence[float], seed: int) -> np.ndarray:
         """One candidate: (channels, samples) float32 in [-1, 1]."""
@@ -115,5 +171,8 @@ class ToneGenerator:
     def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
         if len(prompts) != len(seeds) or len({len(s) for s in seeds}) > 1:
             raise ValueError(f"seeds must hold the same number of seeds for each of the {len(prompts)} prompts")
-        out = [[self.render(self.sources(prompt), seed) for seed in row] for prompt, row in zip(prompts, seeds)]
+        out = [
+            [self.render(self.candidate_tones(prompt, seed), seed) for seed in row]
+            for prompt, row in zip(prompts, seeds)
+        ]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))

@@ -149,6 +149,10 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
     if tone and "generator" in needed:
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
         record["models"]["generator"] = model_lock.folder_record(paths["generator"])
+    if cfg.benchmark == "synthetic" and cfg.synthetic.scorer == "planted" and "clap" in needed:
+        # The planted scorer fills the clap role; its folder's identity keys the stored scores.
+        paths["clap"] = synthetic.planted_scorer_dir(cfg.synthetic)
+        record["models"]["clap"] = model_lock.folder_record(paths["clap"])
     _record_models(cfg, record)
     return {role: str(path) for role, path in paths.items()}
 

@@ -23,6 +23,7 @@ import torch
 from ith_core.config import ConfigError, RunConfig
 from ith_core.imagination.clap_scoring import ClapScorer
 from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, generator_identity
+from ith_core.imagination.planted_scorer import PlantedScorer
 from ith_core.imagination.tone_generator import ToneGenerator
 from ith_core.models.profiles import load_generator
 
@@ -132,10 +133,15 @@ def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device:
         generator = StableAudioGenerator(
             pipe, settings, device, decode=cfg.imagine.decode, decode_batch_size=cfg.imagine.decode_batch_size
         )
-    scorer = _cached_model(
-        ("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
-        lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size),
-    )
+    if cfg.benchmark == "synthetic" and cfg.synthetic.scorer == "planted":
+        # The synthetic benchmark's planted scorer in the `clap` role (prepare_models points the role
+        # at its folder, so its identity is the plan's clap_id): scores of the audio, not CLAP.
+        scorer = PlantedScorer.from_folder(model_paths["clap"])
+    else:
+        scorer = _cached_model(
+            ("clap", model_paths["clap"], device, cfg.imagine.clap_batch_size),
+            lambda: ClapScorer.from_folder(model_paths["clap"], device, cfg.imagine.clap_batch_size),
+        )
     return generator, scorer
 
 

@@ -85,10 +85,42 @@ def profile_statement(profile: str | None, benchmark: str = "auditorybench") -> 
     return f"Profile {profile or 'unknown'}: not recorded in this run folder; read its numbers with care."
 
 
+def synthetic_mechanisms(config: dict | None) -> str:
+    """What a synthetic run set of the two mechanisms (pool coverage, imperfect imagination and its scorer);
+    the coverage is always stated, since at 1.0 AudioBERT's retrieval is an exact-name lookup."""
+    synthetic = (config or {}).get("synthetic") or {}
+    coverage = float(synthetic.get("pool_coverage", 1.0))
+    if coverage >= 1.0:
+        parts = [
+            "AudioBERT's pool: clips of every source name (synthetic.pool_coverage 1.0), so its retrieval is an "
+            "exact-name lookup."
+        ]
+    else:
+        parts = [
+            f"AudioBERT's pool: clips of {coverage:.0%} of each split's source names (synthetic.pool_coverage "
+            f"{coverage:g}); the other names retrieve the best-matching clip of another source."
+        ]
+    q = float(synthetic.get("tone_error_rate", 0.0))
+    if q > 0:
+        parts.append(
+            f"Imperfect imagination: each candidate renders a wrong band with probability {q:g} "
+            "(synthetic.tone_error_rate, drawn from the candidate's seed)."
+        )
+    if synthetic.get("scorer") == "planted":
+        parts.append(
+            "Candidates are scored by the planted scorer (how well the audio fits the named source's band; "
+            "not CLAP) against the run's CLAP thresholds."
+        )
+    return " ".join(parts)
+
+
 def run_statements(data: RunData) -> list[str]:
     """Profile first, then the benchmark."""
     benchmark = benchmark_of(data)
-    return [profile_statement(profile_of(data), benchmark), f"Benchmark: {BENCHMARK_MEANING.get(benchmark, benchmark)}"]
+    meaning = BENCHMARK_MEANING.get(benchmark, benchmark)
+    if benchmark == "synthetic":
+        meaning = f"{meaning} {synthetic_mechanisms(data.config)}"
+    return [profile_statement(profile_of(data), benchmark), f"Benchmark: {meaning}"]
 
 
 def headline_markdown(data: RunData) -> str:

@@ -32,6 +32,7 @@ from ith_core.models.span_detector import resolve_device
 from ith_core.rehearsal import costs
 from ith_core.rehearsal.meter import ResourceMeter
 from ith_core.retrieval.rehearsal_pool import rehearsal_pool
+from ith_core.stages import skeleton
 from storage.layout import ith_home
 from tasks import report as report_tasks
 
@@ -158,8 +159,10 @@ def ith_rehearse(
             fusion=knobs["fusion"],
             audiobert={**knobs["audiobert"], "pool": pool},
         )
+    settings = skeleton.load_run_config(run_root, result["run_id"]).resolved()
     report = costs.rehearsal_report(
         result,
+        settings,
         meter,
         prepare=(t0, t1),
         checkpoints=marker,
@@ -170,7 +173,7 @@ def ith_rehearse(
     )
     path = costs.write_report(report, result["run_dir"])
     # The run's report again, now with its rehearsal section (reduced knobs, stage costs, projection).
-    report_tasks.write_report(report["settings"])
+    report_tasks.write_report(settings)
     create_markdown_artifact(
         costs.markdown(report),
         key=artifact_key("rehearsal", result["run_id"]),

@@ -32,7 +32,6 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 
-from ith_core.config import RunConfig
 from ith_core.rehearsal.meter import ResourceMeter
 from storage import run_files
 
@@ -46,7 +45,8 @@ PAPER_RUN = {
     "audiobert_epochs": 20,
     "systems": ["bert", "roberta", "audiobert", "ith"],
 }
-_SUFFIX = re.compile(r"-[0-9a-f]{3}$")
+_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect's suffix of a task run's name
+_SHARD = re.compile(r" part-[0-9a-f]{8,}$")  # the imagine shards' task runs: one row for all
 
 
 def _read_json(url: str) -> dict | None:
@@ -68,18 +68,18 @@ def task_runs(flow_run_id) -> list[dict]:
             )
             frontier = [c.id for c in children if c.id not in flow_ids]
             flow_ids += frontier
-        names = {
-            f.id: f.name
-            for f in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_ids)))
-        }
+        flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_ids)))
+        names = {f.id: f.name for f in flows}
+        # A subflow's own task run spans the whole subflow: its tasks are counted instead.
+        wrappers = {f.parent_task_run_id for f in flows}
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=flow_ids)))
     out = []
     for run in runs:
-        if run.start_time is None or run.end_time is None:
+        if run.start_time is None or run.end_time is None or run.id in wrappers:
             continue
         out.append(
             {
-                "task": _SUFFIX.sub("", run.name),
+                "task": _SHARD.sub(" (shards)", _SUFFIX.sub("", run.name)),
                 "task_run": run.name,
                 "flow_run": names.get(run.flow_run_id),
                 "state": run.state_name,
@@ -260,6 +260,7 @@ def projection(units: dict, counts: dict) -> dict:
 
 def rehearsal_report(
     result: dict,
+    settings: dict,
     meter: ResourceMeter,
     prepare: tuple[float, float],
     checkpoints: dict,
@@ -270,7 +271,6 @@ def rehearsal_report(
 ) -> dict:
     run_dir = result["run_dir"]
     summary = _read_json(result["summary"]) or {}
-    config = RunConfig.from_dict(_read_json(f"{run_dir}/{'/'.join(run_files.CONFIG)}"))
     rows = [
         {
             "stage": "build-checkpoints-and-pool",
@@ -288,7 +288,7 @@ def rehearsal_report(
         "what": "rehearsal: random weights at paper size; no number here says anything about the method",
         "size": size,
         "reduced_knobs": reduced,
-        "settings": config.resolved(),
+        "settings": settings,
         "run_id": result["run_id"],
         "run_dir": run_dir,
         "environment": environment,
@@ -298,6 +298,8 @@ def rehearsal_report(
         "peak_total_rss_bytes": overall["peak_total_rss_bytes"],
         "peak_cuda_bytes": overall["peak_cuda_bytes"],
         "exact_peaks": meter.exact_peaks,
+        # Other work on the machine inflates every time here: the 1-minute load average while it ran.
+        "load_average": meter.load_average(),
         "stages": [{k: v for k, v in r.items() if k != "first_start"} for r in rows],
         "unit_costs": units,
         "projection": projection(units, _counts(run_dir)),

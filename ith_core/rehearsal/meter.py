@@ -20,6 +20,7 @@ a Prefect task run's start and end.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -60,6 +61,7 @@ class ResourceMeter:
         self.interval = interval
         # (time, peak RSS since the previous sample, bytes written so far, CUDA peak, children's RSS)
         self.samples: list[tuple[float, int, int | None, int | None, int]] = []
+        self.loads: list[float] = []  # 1-minute load average at each sample
         self.exact_peaks = _read_hwm() is not None and _reset_hwm()
         self.cuda = torch.cuda.is_available()
         self._process = psutil.Process()
@@ -96,6 +98,7 @@ class ResourceMeter:
             except psutil.Error:  # ended between listing and reading
                 pass
         self.samples.append((time.time(), rss, _write_bytes(), cuda, children))
+        self.loads.append(os.getloadavg()[0])
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -121,3 +124,9 @@ class ResourceMeter:
 
     def overall(self) -> dict:
         return self.window(self.started, self.stopped)
+
+    def load_average(self) -> dict:
+        """The machine's 1-minute load average over the metered time (mean, max) beside its CPU count:
+        a load above the CPUs this work uses means other work shared the machine."""
+        loads = self.loads or [0.0]
+        return {"mean": round(sum(loads) / len(loads), 2), "max": round(max(loads), 2), "cpus": os.cpu_count()}

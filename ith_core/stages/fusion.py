@@ -343,7 +343,13 @@ def train_system(cfg: RunConfig, model_paths: dict[str, str], system_name: str, 
                     "train_samples_per_s",
                     "world_size",
                     "data",
+                    # Where the time went (ith rehearse's unit costs); absent in a job trained before.
+                    "examples_seen",
+                    "seconds_steps",
+                    "seconds_dev",
+                    "seconds_saving",
                 )
+                if k in j or k not in ("examples_seen", "seconds_steps", "seconds_dev", "seconds_saving")
             }
             for j in jobs
         ],

@@ -490,6 +490,16 @@ def _millions(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
 
 
+def _load_note(r: dict) -> str:
+    load = r.get("load_average") or {}
+    if not load:
+        return "machine load not recorded"
+    shared = load["mean"] > load["cpus"] + 0.5
+    return f"1-minute load average {load['mean']} on {load['cpus']} cores" + (
+        ": the machine was shared with other work, so every time is an upper bound" if shared else ""
+    )
+
+
 def rehearsal() -> None:
     """README's short version of the paper-size rehearsal (paper_rehearsal_cpu.json, `make rehearse`)."""
     r = _rehearsal()
@@ -510,7 +520,7 @@ def rehearsal() -> None:
         f"{_machine(r['environment'])}): `--profile paper` through every stage "
         f"on random weights at the published sizes ({', '.join(f'{k} {_millions(v)}' for k, v in sizes.items())}), "
         f"systems trained: {', '.join(systems)}; only size knobs reduced (`{json.dumps(r['reduced_knobs'])}`). "
-        f"It completed in {r['seconds'] / 60:.1f} min with a peak resident memory of "
+        f"It completed in {r['seconds'] / 60:.1f} min ({_load_note(r)}) with a peak resident memory of "
         f"{_gib(r['peak_total_rss_bytes'])} GiB (the flow's process and its training processes) "
         f"(slowest stage: {slowest['stage']}, {slowest['seconds']:.0f} s). From its unit costs the whole paper run "
         f"(every row, 5 candidates, 50 steps, 8 epochs, 3 seeds, four systems) would take {total['one_candidate']:,.0f}"
@@ -533,7 +543,8 @@ def rehearsal_detail() -> None:
     r = _rehearsal()
     print(
         f"Recorded in [paper_rehearsal_cpu.json](../benchmarks/results/paper_rehearsal_cpu.json): "
-        f"{_machine(r['environment'])}, size `{r['size']}`, run {r['run_id']}, {r['seconds'] / 60:.1f} min, peak "
+        f"{_machine(r['environment'])}, size `{r['size']}`, run {r['run_id']}, {r['seconds'] / 60:.1f} min "
+        f"({_load_note(r)}), peak "
         f"resident memory {_gib(r['peak_rss_bytes'])} GiB in the flow's process, "
         f"{_gib(r['peak_total_rss_bytes'])} GiB with its training processes"
         + ("" if r["exact_peaks"] else " (sampled, not exact)")

@@ -203,3 +203,13 @@ def test_a_rehearsal_run_says_so_in_its_report_and_artifacts(tmp_path):
     assert profile_statement(profile_of(data)).startswith("Rehearsal: random weights at paper size")
     assert profile_label(RunConfig.for_profile("paper", rehearsal=True)) == "rehearsal"
     assert profile_label(RunConfig.for_profile("paper")) == "paper"
+
+
+def test_rehearsal_never_builds_into_a_folder_of_other_models(tmp_path, tiny_models):
+    from ith_core.models.rehearsal import build_rehearsal_home
+
+    home = _hub_home(tmp_path, tiny_models, marked=set())  # a model home of (stand-in) real checkpoints
+    before = sorted(str(p) for p in home.rglob("*"))
+    with pytest.raises(ConfigError, match="is not a rehearsal model home"):
+        build_rehearsal_home(home, ["a dog barks"])
+    assert sorted(str(p) for p in home.rglob("*")) == before

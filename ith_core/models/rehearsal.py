@@ -45,6 +45,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
+from ith_core.config import ConfigError
 from ith_core.models import paper_architectures as arch
 from ith_core.models.identity import REHEARSAL_MARKER, rehearsal_marker
 from ith_core.models.profiles import PAPER_MODELS, ROLES, hub_cache
@@ -190,6 +191,13 @@ def build_rehearsal_home(home: str | os.PathLike, corpus: Sequence[str], roles: 
     marker last, so a crash leaves whole snapshots or none.
     """
     home = Path(home)
+    if home.is_dir() and any(home.iterdir()) and rehearsal_marker(home) is None:
+        # Building here would put random weights (and refs/main) beside real checkpoints.
+        raise ConfigError(
+            f"model_dir {home} is not a rehearsal model home (it has files and no {REHEARSAL_MARKER}); "
+            "give `ith rehearse --model-dir` an empty or new folder, or leave it unset "
+            "($ITH_HOME/rehearsal/models)"
+        )
     items = sorted(set(corpus))
     if not items:
         raise ValueError("corpus must hold at least one sentence: the tokenizers are trained on it")

@@ -19,6 +19,8 @@ prints). Blocks:
   recorded run.
 - `synthetic-default` (docs/synthetic-benchmark.md): synthetic_default_seed42.json
   (bench_synthetic.py --default), the numbers the default command gives and `make test` checks.
+- `mechanisms` (docs/synthetic-benchmark.md) and `mechanisms-headline` (README.md):
+  mechanisms_tiny_cpu.json (bench_mechanisms.py), printed by benchmarks/results_mechanisms.py.
 - `rehearsal` (README.md) and `rehearsal-detail` (docs/rehearsal.md): paper_rehearsal_cpu.json
   (`make rehearse`): the paper-size rehearsal's stages, peak memory, unit costs and projection.
 """
@@ -34,6 +36,9 @@ from collections import defaultdict
 from contextlib import redirect_stdout
 from functools import cache
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.results_mechanisms import mechanisms, mechanisms_headline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -570,6 +575,8 @@ def rehearsal_detail() -> None:
 
 
 BLOCKS = {
+    "mechanisms": mechanisms,
+    "mechanisms-headline": mechanisms_headline,
     "headline": headline,
     "rehearsal": rehearsal,
     "rehearsal-detail": rehearsal_detail,
@@ -580,6 +587,8 @@ BLOCKS = {
 # The file each block stands in, relative to the repository root: README.md keeps the headline,
 # each topic's page in docs/ its full tables.
 TARGETS = {
+    "mechanisms": "docs/synthetic-benchmark.md",
+    "mechanisms-headline": "README.md",
     "headline": "README.md",
     "rehearsal": "README.md",
     "rehearsal-detail": "docs/rehearsal.md",

@@ -30,7 +30,8 @@ def test_every_results_block_is_in_its_file_and_current():
 
 def test_readme_keeps_a_headline_and_no_full_table():
     held = [m.group("name") for m in results_table.BLOCK.finditer((REPO / "README.md").read_text())]
-    assert held == ["headline"]
+    # Short blocks only: the headline, the two mechanisms' paragraph and the rehearsal's; full tables live in docs/.
+    assert held == ["headline", "mechanisms-headline", "rehearsal"]
 
 
 def _copy_docs(tmp_path: Path) -> Path:

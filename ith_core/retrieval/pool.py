@@ -42,7 +42,9 @@ import json
 import logging
 import os
 import posixpath
+import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +101,38 @@ def retrieval_home() -> Path:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def write_pool_folder(final: Path, clips: list[tuple[bytes, str, str, str]], info: dict) -> str:
+    """Writes a pool folder the pipeline renders itself (the synthetic benchmark's, the rehearsal's), whole or not at all.
+
+    `clips`: (WAV bytes, caption, source, split) each, stored as clips/<sha256 of the bytes>[:16].wav (never a
+    name from the caption); `info` goes to pool.json. captions.csv (path, caption, source, split) is written
+    last, in a temporary sibling folder renamed into place: a folder with it is whole, and a concurrent
+    writer of the same folder loses the rename and uses the winner's.
+    """
+    staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    (staging / "clips").mkdir(parents=True)
+    try:
+        rows = []
+        for data, caption, source, split in clips:
+            relative = f"clips/{_sha256(data)[:16]}.wav"
+            (staging / relative).write_bytes(data)
+            rows.append([relative, caption, source, split])
+        sink = io.StringIO(newline="")
+        writer = csv.writer(sink, lineterminator="\n")
+        writer.writerow(["path", "caption", "source", "split"])
+        writer.writerows(rows)
+        (staging / "pool.json").write_text(json.dumps(info, indent=2))
+        (staging / "captions.csv").write_text(sink.getvalue(), encoding="utf-8")
+        try:
+            staging.rename(final)
+        except OSError:
+            if not (final / "captions.csv").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(final)
 
 
 def clip_id_for(relative_path: str, content_sha256: str) -> str:

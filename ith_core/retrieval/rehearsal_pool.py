@@ -11,17 +11,14 @@ paper size, not what real audio would retrieve.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ith_core.retrieval.pool import write_pool_folder
 from storage.audio_store import encode_audio, pcm16
 
 REHEARSAL_POOL_VERSION = 1
@@ -52,29 +49,9 @@ def rehearsal_pool(
     final = Path(root) / key
     if (final / "captions.csv").is_file():
         return str(final)
-    staging = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    (staging / "clips").mkdir(parents=True)
-    try:
-        rows = []
-        for span in chosen:
-            seed = int.from_bytes(hashlib.sha256(f"rehearsal-pool:{span}".encode()).digest()[:8], "big")
-            data = encode_audio(pcm16(_clip(seed, sample_rate, duration_s)), sample_rate)
-            # File names are hashes of the bytes, never the span text.
-            relative = f"clips/{hashlib.sha256(data).hexdigest()[:16]}.wav"
-            (staging / relative).write_bytes(data)
-            rows.append([relative, CAPTION.format(span=span), span, ""])
-        sink = io.StringIO(newline="")
-        writer = csv.writer(sink, lineterminator="\n")
-        writer.writerow(["path", "caption", "source", "split"])
-        writer.writerows(rows)
-        (staging / "pool.json").write_text(json.dumps({**settings, "clips": len(rows)}, indent=2))
-        # The captions table goes last: a folder with it is whole.
-        (staging / "captions.csv").write_text(sink.getvalue(), encoding="utf-8")
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / "captions.csv").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(final)
+    clips = []
+    for span in chosen:
+        seed = int.from_bytes(hashlib.sha256(f"rehearsal-pool:{span}".encode()).digest()[:8], "big")
+        data = encode_audio(pcm16(_clip(seed, sample_rate, duration_s)), sample_rate)
+        clips.append((data, CAPTION.format(span=span), span, ""))
+    return write_pool_folder(final, clips, {**settings, "clips": len(clips)})

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from ith_core.config import SPLITS
 from ith_core.data import synthetic
 from ith_core.data.synthetic import ANCHOR, TASK_DIRS
 from ith_core.imagination.tone_generator import ToneGenerator
-from ith_core.retrieval.pool import _sha256, retrieval_home
+from ith_core.retrieval.pool import _sha256, retrieval_home, write_pool_folder
 from ith_core.retrieval.queries import normalize_span
 from storage.audio_store import encode_audio, pcm16
 
@@ -103,37 +100,18 @@ def synthetic_pool(cfg) -> str:
     generator = ToneGenerator.from_folder(
         bench / "tone_generator", _RenderSettings(float(cfg.imagine.duration_s), f"audiobert-pool-{key}")
     )
-    staging = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    (staging / "clips").mkdir(parents=True)
-    try:
-        rows = []
-        sources = _synthetic_sources(bench)
-        covered = covered_names(sources, coverage, settings["benchmark"])
-        for name, source, split, _ in sources:
-            if name not in covered:
-                continue
-            for k, template in enumerate(SYNTHETIC_CAPTIONS):
-                seed = int.from_bytes(
-                    hashlib.sha256(f"audiobert-pool:{settings['benchmark']}:{name}:{k}".encode()).digest()[:8], "big"
-                ) & (2**63 - 1)
-                data = encode_audio(pcm16(generator.render(generator.sources(name), seed)), generator.sample_rate)
-                relative = f"clips/{_sha256(data)[:16]}.wav"
-                (staging / relative).write_bytes(data)
-                rows.append([relative, template.format(name=name), source, split or ""])
-        sink = io.StringIO(newline="")
-        writer = csv.writer(sink, lineterminator="\n")
-        writer.writerow(["path", "caption", "source", "split"])
-        writer.writerows(rows)
-        named = [s for s in sources if s[3] is not None]
-        counts = {"clips": len(rows), "names": len(named), "names_with_clips": sum(s[0] in covered for s in named)}
-        (staging / "pool.json").write_text(json.dumps({**settings, **counts}, indent=2))
-        # The captions table goes last: a folder with it is whole.
-        (staging / "captions.csv").write_text(sink.getvalue(), encoding="utf-8")
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / "captions.csv").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(final)
+    clips = []
+    sources = _synthetic_sources(bench)
+    covered = covered_names(sources, coverage, settings["benchmark"])
+    for name, source, split, _ in sources:
+        if name not in covered:
+            continue
+        for k, template in enumerate(SYNTHETIC_CAPTIONS):
+            seed = int.from_bytes(
+                hashlib.sha256(f"audiobert-pool:{settings['benchmark']}:{name}:{k}".encode()).digest()[:8], "big"
+            ) & (2**63 - 1)
+            data = encode_audio(pcm16(generator.render(generator.sources(name), seed)), generator.sample_rate)
+            clips.append((data, template.format(name=name), source, split or ""))
+    named = [s for s in sources if s[3] is not None]
+    counts = {"clips": len(clips), "names": len(named), "names_with_clips": sum(s[0] in covered for s in named)}
+    return write_pool_folder(final, clips, {**settings, **counts})

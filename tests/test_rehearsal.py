@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import time
 
 import pytest
 from helpers.ith_process import run_ith_json
@@ -84,23 +83,39 @@ def test_rehearsal_pool_is_a_readable_pool_named_by_hashes(tmp_path):
     assert len(pool.manifest) == 3
 
 
-def test_meter_attributes_peaks_and_bytes_to_their_window(tmp_path):
-    from ith_core.rehearsal.meter import ResourceMeter
+METER_SCRIPT = """
+import json, pathlib, sys, time
+from ith_core.rehearsal.meter import ResourceMeter
+with ResourceMeter(interval=0.05) as meter:
+    time.sleep(0.2)
+    t0 = time.time()
+    block = bytearray(300 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+    pathlib.Path(sys.argv[1], "f.bin").write_bytes(bytes(64 * 2**20))
+    time.sleep(0.2)
+    t1 = time.time()
+    del block
+    time.sleep(0.3)
+print(json.dumps({"inside": meter.window(t0, t1), "before": meter.window(meter.started, t0 - 0.1)}))
+"""
 
-    with ResourceMeter(interval=0.05) as meter:
-        time.sleep(0.2)
-        t0 = time.time()
-        block = bytearray(300 * 2**20)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
-        (tmp_path / "f.bin").write_bytes(bytes(64 * 2**20))
-        time.sleep(0.2)
-        t1 = time.time()
-        del block
-        time.sleep(0.3)
-    inside, before = meter.window(t0, t1), meter.window(meter.started, t0 - 0.1)
-    assert inside["peak_rss_bytes"] >= before["peak_rss_bytes"] + 250 * 2**20
+
+def test_meter_attributes_peaks_and_bytes_to_their_window(tmp_path):
+    # In a fresh process, as `ith rehearse` meters its own: a long pytest process's heap would blur the peaks.
+    import subprocess
+    import sys
+
+    from helpers.ith_process import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", METER_SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    inside, before = out["inside"], out["before"]
+    assert inside["peak_rss_bytes"] >= before["peak_rss_bytes"] + 250 * 2**20, out
     if inside["bytes_written"] is not None:  # /proc/self/io is readable here
-        assert inside["bytes_written"] >= 60 * 2**20
+        assert inside["bytes_written"] >= 60 * 2**20, out
 
 
 def test_projection_is_unit_costs_times_counts():

@@ -48,7 +48,7 @@ from transformers import (
 from ith_core.config import ConfigError
 from ith_core.models import paper_architectures as arch
 from ith_core.models.identity import REHEARSAL_MARKER, rehearsal_marker
-from ith_core.models.profiles import PAPER_MODELS, ROLES, hub_cache
+from ith_core.models.profiles import PAPER_MODELS, ROLES, _corpus_digest, hub_cache
 from ith_core.models.quiet_loading import expected_load_noise
 from ith_core.models.tiny_builders import (
     train_bert_tokenizer,
@@ -80,10 +80,6 @@ WHAT = "rehearsal: random weights at paper size"
 def _commit(role: str, corpus_sha256: str) -> str:
     blob = json.dumps({"version": REHEARSAL_VERSION, "role": role, "seed": REHEARSAL_SEED, "corpus": corpus_sha256})
     return hashlib.sha1(blob.encode()).hexdigest()
-
-
-def corpus_digest(corpus: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(sorted(corpus), ensure_ascii=False).encode()).hexdigest()
 
 
 def _params(module: torch.nn.Module) -> int:
@@ -201,7 +197,8 @@ def build_rehearsal_home(home: str | os.PathLike, corpus: Sequence[str], roles: 
     items = sorted(set(corpus))
     if not items:
         raise ValueError("corpus must hold at least one sentence: the tokenizers are trained on it")
-    digest = corpus_digest(items)
+    # The tiny profile's digest of a corpus (sorted sentences, checked to be strings): one rule for both.
+    _, digest = _corpus_digest(items)
     existing = rehearsal_marker(home) or {}
     roles_info = dict(existing.get("roles", {})) if existing.get("corpus_sha256") == digest else {}
     home.mkdir(parents=True, exist_ok=True)

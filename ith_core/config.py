@@ -44,6 +44,12 @@ from storage.layout import run_id_problem
 
 TASKS = ("animal", "pitch")
 SPLITS = ("train", "dev", "test", "wiki")
+# GLUE (`--benchmark glue`, ith_core.data.glue): the release's six tasks, and CoLA (Matthews
+# correlation) for a researcher who wants it. GLUE's test labels are not public: dev is scored.
+GLUE_TASKS = ("sst2", "qnli", "qqp", "mnli", "mrpc", "stsb", "cola")
+GLUE_DEFAULT_TASKS = ("sst2", "qnli", "qqp", "mnli", "mrpc", "stsb")
+GLUE_SPLITS = ("train", "dev")
+TaskName = Literal["animal", "pitch", "sst2", "qnli", "qqp", "mnli", "mrpc", "stsb", "cola"]
 PROFILE_NAMES = ("tiny", "paper")
 # Where runs go when no --run-root is given: the deployments of prefect.yaml take their run_root
 # from it too, so `ith run`, `ith predict` and the server's runs share one folder.
@@ -101,7 +107,9 @@ class DataConfig(Section):
         "setting): 'pinned' (each file matches its pinned sha256, wherever it was read from) or "
         "'sha256:<hash>' of a local or modified copy; it enters the run id, data_dir does not",
     )
-    tasks: tuple[Literal["animal", "pitch"], ...] = Field(TASKS, description="tasks to run")
+    tasks: tuple[TaskName, ...] = Field(
+        TASKS, description="tasks to run: animal, pitch (AuditoryBench, synthetic); GLUE's with --benchmark glue"
+    )
     splits: tuple[Literal["train", "dev", "test", "wiki"], ...] = Field(
         SPLITS, description="splits that spans are detected on and fusion scores (ingestion reads all four)"
     )
@@ -159,11 +167,11 @@ class SpanDetectorConfig(Section):
 class ImagineConfig(Section):
     """Stages 2-3: audio generation and CLAP rejection sampling. Defaults are the method's."""
 
-    generator: Literal["stable-audio", "tone"] = Field(
+    generator: Literal["stable-audio", "audioldm2", "tone"] = Field(
         "stable-audio",
-        description="stable-audio: the text-to-audio model of the method; tone: the planted-signal "
-        "check of the synthetic benchmark (renders each source's hidden tone; not a "
-        "text-to-audio model)",
+        description="stable-audio: the text-to-audio model of the method; audioldm2: AudioLDM2 (cvssp/audioldm2, "
+        "16 kHz; not the method's generator); tone: the planted-signal check of the synthetic benchmark "
+        "(renders each source's hidden tone; not a text-to-audio model)",
     )
     prompt_template: Str = Field("{span} sound", description="generation prompt; must contain {span}")
     fallback_prompt: Str = Field("sound", description="prompt of an example without a detected span")
@@ -225,7 +233,7 @@ class ImagineConfig(Section):
         "transformers", description="CLAP implementation; laion-clap is not shipped (it pins numpy<2)"
     )
     clap_batch_size: Int = Field(32, ge=1, description="clips per CLAP batch (execution only)")
-    thresholds: dict[Literal["animal", "pitch"], Annotated[Float, Field(ge=-1.0, le=1.0)]] = Field(
+    thresholds: dict[TaskName, Annotated[Float, Field(ge=-1.0, le=1.0)]] = Field(
         default_factory=lambda: {"animal": 0.4, "pitch": 0.3},
         description="CLAP acceptance threshold per task (method: animal 0.4, pitch 0.3); "
         "set one with --set imagine.thresholds.animal=0.4",
@@ -456,16 +464,52 @@ class SyntheticConfig(Section):
     )
 
 
+class GlueConfig(Section):
+    """The GLUE check (`--benchmark glue`): fine-tuning with and without imagined audio on GLUE's dev sets.
+
+    The release's recipe (models/glue/): the span detector (trained on AuditoryBench) over each GLUE
+    sentence (pairs: both), imagination and CLAP selection for the detected spans, the fusion layer
+    under a sequence-classification head (regression for STS-B); BERT fine-tuned without audio is
+    the baseline. The fusion layer's own settings (heads, FFN, dropout, layer, audio tokens) are
+    the `fusion` section's; the CLAP threshold per task is `imagine.thresholds` (the release: 0.3).
+    """
+
+    epochs: Int = Field(3, ge=1, description="fine-tuning epochs per task (release: 3)")
+    learning_rate: Float = Field(2e-5, gt=0, description="AdamW learning rate (release: 2e-5)")
+    batch_size: Int = Field(32, ge=1, description="training batch (release: 32)")
+    warmup_ratio: Float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of steps of linear warm-up before the cosine decay (release: 0.1)"
+    )
+    max_grad_norm: Float = Field(1.0, gt=0, description="gradient clipping norm (release: 1.0)")
+    max_length: Int = Field(512, ge=8, le=512, description="tokens per (pair of) sentence(s) (release: 512)")
+    seeds: tuple[Int, ...] = Field((42,), min_length=1, description="training seeds (release: 42)")
+    eval_batch_size: Int = Field(64, ge=1, description="dev batch (execution only)")
+    bootstrap: Int = Field(1000, ge=100, description="bootstrap resamples of the dev rows for every interval")
+
+    _csv = field_validator("seeds", mode="before")(_split_csv)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _int_seeds(cls, value: Any) -> Any:
+        if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            try:
+                return tuple(int(v) for v in value)
+            except ValueError:
+                return value
+        return value
+
+
 class RunConfig(Section):
     """One pipeline run: profile, data, stage settings and where outputs go."""
 
     profile: Literal["tiny", "paper"] = Field(
         "tiny", description="tiny: small random-weight models built offline; paper: the method's checkpoints"
     )
-    benchmark: Literal["auditorybench", "synthetic"] = Field(
+    benchmark: Literal["auditorybench", "synthetic", "glue"] = Field(
         "auditorybench",
         description="auditorybench: the real benchmark; synthetic: the planted-signal benchmark "
-        "in AuditoryBench's layout, whose answers only the audio can give",
+        "in AuditoryBench's layout, whose answers only the audio can give; glue: GLUE's dev sets, "
+        "the check that fusing audio keeps language understanding (data.data_dir: a GLUE folder)",
     )
     systems: tuple[Literal["bert", "roberta", "audiobert", "ith"], ...] = Field(
         ("bert", "roberta", "ith"),
@@ -484,6 +528,7 @@ class RunConfig(Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     audiobert: AudioBertConfig = Field(default_factory=AudioBertConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    glue: GlueConfig = Field(default_factory=GlueConfig)
     rehearsal: bool = Field(
         False,
         description="true only under `ith rehearse`: the paper profile on random-weight checkpoints at paper size "
@@ -519,6 +564,31 @@ class RunConfig(Section):
     def _rehearsal_is_paper(self) -> "RunConfig":
         if self.rehearsal and self.profile != "paper":
             raise ValueError("rehearsal must be false unless profile is paper: a rehearsal is of the paper run")
+        return self
+
+    @model_validator(mode="after")
+    def _tasks_of_the_benchmark(self) -> "RunConfig":
+        if self.benchmark == "glue":
+            wrong = [t for t in self.data.tasks if t not in GLUE_TASKS]
+            require(not wrong, "data.tasks", f"be GLUE tasks ({', '.join(GLUE_TASKS)}) with --benchmark glue", wrong)
+            wrong = [s for s in self.data.splits if s not in GLUE_SPLITS]
+            require(
+                not wrong,
+                "data.splits",
+                "be train and/or dev with --benchmark glue (GLUE's test labels are not public)",
+                wrong,
+            )
+            wrong = [s for s in self.systems if s not in ("bert", "ith")]
+            require(not wrong, "systems", "be bert and/or ith with --benchmark glue (the release's GLUE rows)", wrong)
+        else:
+            wrong = [t for t in self.data.tasks if t not in TASKS]
+            require(
+                not wrong,
+                "data.tasks",
+                f"be {' and/or '.join(TASKS)} with --benchmark {self.benchmark}",
+                wrong,
+                "GLUE's tasks need --benchmark glue",
+            )
         return self
 
     @model_validator(mode="after")
@@ -565,6 +635,11 @@ class RunConfig(Section):
         content["fusion"].pop("seeds")
         if self.benchmark != "synthetic":
             content.pop("synthetic")
+        if self.benchmark != "glue":
+            content.pop("glue")
+        else:
+            for key in ("seeds", "eval_batch_size"):
+                content["glue"].pop(key)
         # How the work is spread over machines does not change what it computes.
         for section, keys in EXECUTION_SETTINGS.items():
             for key in keys:
@@ -747,8 +822,24 @@ _SYNTHETIC = {
     # under 6 minutes on 2 cores (with it: 6 min 16 s from a fresh clone).
     "systems": ["bert", "audiobert", "ith"],
 }
+# GLUE: its six tasks, train and dev, both profiles' systems bert and ith, the release's CLAP
+# threshold 0.3 for every task (the tiny CLAP is untrained: its scores sit around 0.19, so the
+# tiny profile keeps its own threshold). The tiny profile keeps its 64-row sample per (task, split)
+# and fits its LM's 128 positions.
+_GLUE = {
+    "data": {"tasks": list(GLUE_DEFAULT_TASKS), "splits": list(GLUE_SPLITS)},
+    "systems": ["bert", "ith"],
+}
 BENCHMARK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "auditorybench": {},
+    "glue": {
+        "tiny": {
+            **_GLUE,
+            "imagine": {"thresholds": {t: 0.19 for t in GLUE_TASKS}},
+            "glue": {"max_length": 128, "learning_rate": 1e-3, "batch_size": 16},
+        },
+        "paper": {**_GLUE, "imagine": {"thresholds": {t: 0.3 for t in GLUE_TASKS}}},
+    },
     "synthetic": {
         # The random-weight tiny LM needs more steps than the method's 8 epochs to find the
         # audio: at 20 epochs one seed of three never found it on the animal-like task (dev at
@@ -769,6 +860,7 @@ SECTIONS: dict[str, type[Section]] = {
     "fusion": FusionConfig,
     "audiobert": AudioBertConfig,
     "synthetic": SyntheticConfig,
+    "glue": GlueConfig,
 }
 
 

@@ -1,6 +1,6 @@
 """A small GLUE folder in GLUE's own TSV layout, for tests: every task, train and dev.
 
-    root = write_glue_folder(tmp_path / "glue", rows=8)        # 8 data rows per file
+    root = write_glue_folder(tmp_path / "glue", rows=12)       # 12 data rows per file
     expected = append_bad_rows(root, "qqp", "dev")              # reason -> rows appended
 
 Sentences are drawn (by `seed`) from ones that describe sounds ("a dog barks at the mailman"),
@@ -110,9 +110,9 @@ def row_fields(task: str, split: str, i: int, s1: str, s2: str, label: str) -> l
 def write_glue_folder(
     root: Path | str, tasks: tuple[str, ...] | None = None, rows: int | None = None, seed: int = 0
 ) -> Path:
-    """Writes every file of `tasks` (default all seven) with `rows` data rows each (default 8)."""
+    """Writes every file of `tasks` (default all seven) with `rows` data rows each (default 12)."""
     root = Path(root)
-    rows = 8 if rows is None else rows
+    rows = 12 if rows is None else rows
     rng = random.Random(seed)
     pool = SOUND_SENTENCES + PLAIN_SENTENCES
     for task in tasks or tuple(FOLDERS):

@@ -372,7 +372,9 @@ def _ingest_file(task: GlueTask, split: str, root: str, ex: dict, rj: dict, gl: 
     relative = task.path(split)
     url = f"{root}/{relative}"
     data = _read(url)
+    sha256, size = hashlib.sha256(data).hexdigest(), len(data)
     header, lines = _header(task, url, _lines(url, data))
+    del data  # MNLI's train file is hundreds of MB: keep only its lines
     rejects_by_reason = dict.fromkeys(REJECT_REASONS, 0)
     labels = dict.fromkeys(task.labels, 0) if task.labels else {}
     seen_ids: set[str] = set()
@@ -408,8 +410,8 @@ def _ingest_file(task: GlueTask, split: str, root: str, ex: dict, rj: dict, gl: 
         "split": split,
         "file": relative,
         "path": url,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
+        "sha256": sha256,
+        "bytes": size,
         "rows_read": len(lines),
         "rows_accepted": accepted,
         "rows_rejected": rejected_total,

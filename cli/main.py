@@ -59,6 +59,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from ith_core.data import auditorybench
 
+    if args.glue:
+        return _fetch_glue(args)
     result = auditorybench.fetch(args.source)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -76,6 +78,25 @@ def cmd_data(args: argparse.Namespace) -> int:
         f"  {len(result['files'])} files verified by sha256: "
         + ", ".join(f"{n} {said[status]}" for status, n in sorted(counts.items()))
     )
+    return 0
+
+
+def _fetch_glue(args: argparse.Namespace) -> int:
+    from ith_core.data import glue
+
+    if args.source:
+        raise ConfigError(f"--from is AuditoryBench's source and --glue is GLUE's; give one, got both ({args.source})")
+    result = glue.fetch(args.glue)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"GLUE home: {result['home']} (from {result['source']})")
+    for entry in result["files"]:
+        rows = "-" if entry["rows"] is None else f"{entry['rows']} rows"
+        digest = f"sha256 {entry['sha256'][:16]}" if entry["sha256"] else ""
+        print(f"  {entry['file']:<26} {entry['status']:<9} {rows:>12}  {digest}".rstrip())
+    if result["missing_tasks"]:
+        print(f"  not in {result['source']}: {', '.join(result['missing_tasks'])}")
     return 0
 
 

@@ -54,10 +54,12 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--benchmark",
-        choices=("auditorybench", "synthetic"),
+        choices=("auditorybench", "synthetic", "glue"),
         default="auditorybench",
         help="auditorybench (default); synthetic: the planted-signal benchmark in AuditoryBench's layout, whose "
-        "answers only the audio can give (a check of the audio path, see the README)",
+        "answers only the audio can give (a check of the audio path, see the README); glue: GLUE's six tasks "
+        "fine-tuned with (ith) and without (bert) imagined audio, scored on dev (--data-dir: a GLUE folder in "
+        "GLUE's TSV layout, or the home `ith data fetch --glue DIR` fills)",
     )
     add(
         "--run-root",
@@ -120,7 +122,7 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SECTION.NAME=VALUE",
-        help="override a setting of section span, imagine, fusion or synthetic, e.g. --set span.epochs=3 or "
+        help="override a setting of section span, imagine, fusion, synthetic, audiobert or glue, e.g. --set span.epochs=3 or "
         "--set imagine.thresholds.animal=0.4 (repeatable; values are JSON; `ith config` lists every setting)",
     )
 
@@ -216,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR|URL",
         help="copy from this benchmark folder or fsspec URL (layout <task dir>/<split>.csv, e.g. "
         "../shared/auditorybench) instead of downloading",
+    )
+    fetch.add_argument(
+        "--glue",
+        default=None,
+        metavar="DIR",
+        help="instead: copy a local GLUE folder (GLUE's TSV layout: SST-2/, QNLI/, QQP/, MNLI/, MRPC/, STS-B/, "
+        "CoLA/) into the GLUE home $ITH_HOME/data/glue, with a manifest of rows and sha256 per file; GLUE is "
+        "never downloaded (gluebenchmark.com/tasks, download_glue_data.py, or nyu-mll/glue exported to TSV)",
     )
     fetch.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser

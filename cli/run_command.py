@@ -78,8 +78,22 @@ def _print_summary(result: dict, profile: str, benchmark: str) -> None:
             f"({imagine['dedup_ratio']:.2f}x dedup), {imagine['candidates']} candidates; "
             f"{imagine['accepted']} of {imagine['occurrences']} got audio at {imagine['thresholds']}"
         )
-    fusion = stages["fusion"]
-    if "skipped" in fusion:
+    if "glue" in stages:
+        from ith_core.report.glue import results_markdown
+
+        glue = stages["glue"]
+        results = glue.get("results") or {}
+        trained = [r for r in glue.get("jobs") or [] if not r.get("cached")]
+        print(
+            f"  {'glue':<15} {'':<7} {sum(r.get('seconds', 0) for r in trained):>8.1f}  {len(trained)} (task, system, "
+            f"seed) fine-tuned now, {len(glue.get('jobs') or []) - len(trained)} reused"
+        )
+        if results.get("results"):
+            print(results_markdown(results["results"], escape=False))
+    fusion = stages.get("fusion") or {}
+    if not fusion:
+        pass  # GLUE: fine-tuned per task (above)
+    elif "skipped" in fusion:
         print(f"  {'fusion':<15} skipped: {fusion['skipped']}")
     else:
         trained = [r for r in fusion.get("train") or [] if not r.get("cached")]
@@ -149,7 +163,7 @@ def _systems_table(fusion: dict) -> str:
 def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     """`ith run`/`ith config` options -> the flow's parameters (checked for shape, not yet validated)."""
     settings = _settings(args.settings)
-    sections = ("span", "imagine", "fusion", "synthetic", "audiobert")
+    sections = ("span", "imagine", "fusion", "synthetic", "audiobert", "glue")
     unknown = sorted(set(settings) - set(sections))
     if unknown:
         hint = (
@@ -219,7 +233,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     for name in ("run_root", "model_dir", "device"):
         print(f"  {name:<22} {json.dumps(resolved[name])}")
     for section, model in SECTIONS.items():
-        if section == "synthetic" and cfg.benchmark != "synthetic":
+        if section in ("synthetic", "glue") and cfg.benchmark != section:
             continue
         print(f"[{section}]")
         for name, field in model.model_fields.items():

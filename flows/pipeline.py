@@ -27,6 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from flows.artifacts import artifact_key, publish_report
 from flows.fusion import run_fusion
+from flows.glue import run_glue
 from flows.imagine import run_imagine
 from flows.lineage import after
 from flows.naming import named_by_run, tag_flow_run
@@ -45,6 +46,7 @@ SpanSettings = overrides_model("span")
 ImagineSettings = overrides_model("imagine")
 FusionSettings = overrides_model("fusion")
 SyntheticSettings = overrides_model("synthetic")
+GlueSettings = overrides_model("glue")
 AudioBertSettings = overrides_model("audiobert")
 # auto, cpu, cuda, or one GPU by number: choices in the deployment form, cuda:N typed in.
 Device = Union[Literal["auto", "cpu", "cuda"], Annotated[str, Field(pattern=r"^cuda:[0-9]+$")]]
@@ -71,11 +73,12 @@ def build_config(
     seeds: int | list[int] | None = None,
     audiobert: Any = None,
     rehearsal: bool = False,
+    glue: Any = None,
 ) -> RunConfig:
     """Flow parameters -> a validated RunConfig (profile defaults, then these overrides).
 
     `sample_limit`: None takes the profile's default, "all" every row, N that many per split.
-    `span`, `imagine`, `fusion`, `synthetic`, `audiobert`: typed section overrides (or mappings);
+    `span`, `imagine`, `fusion`, `synthetic`, `audiobert`, `glue`: typed section overrides (or mappings);
     unset fields keep the profile's (and benchmark's) default. `systems`: the table's systems
     (None: the profile's). `seeds`: a list of training seeds, or N for the first N of 42, 43, ...
     (None: fusion.seeds).
@@ -102,27 +105,27 @@ def build_config(
         data["sample_limit"] = sample_limit
     overrides["data"] = data
     overrides.update(
-        overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic, audiobert=audiobert)
+        overrides_dict(span=span, imagine=imagine, fusion=fusion, synthetic=synthetic, audiobert=audiobert, glue=glue)
     )
     if seeds is not None:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             if seeds < 1:
                 raise ConfigError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}")
             seeds = [FIRST_SEED + i for i in range(seeds)]
-        overrides.setdefault("fusion", {})["seeds"] = seeds
+        overrides.setdefault("glue" if benchmark == "glue" else "fusion", {})["seeds"] = seeds
     return ingest_stage.resolve_data(RunConfig.for_profile(profile, **overrides))
 
 
 @flow(name="ith", log_prints=True, flow_run_name=named_by_run("ith", lambda p: build_config(**p).effective_run_id))
 def ith_pipeline(
     profile: Literal["tiny", "paper"] = "tiny",
-    benchmark: Literal["auditorybench", "synthetic"] = "auditorybench",
+    benchmark: Literal["auditorybench", "synthetic", "glue"] = "auditorybench",
     systems: Optional[list[Literal["bert", "roberta", "audiobert", "ith"]]] = None,
     seeds: Union[Annotated[int, Field(ge=1)], list[int], None] = None,
     run_root: str = "runs",
     run_id: Optional[str] = None,
     data_dir: Optional[str] = None,
-    tasks: Optional[list[Literal["animal", "pitch"]]] = None,
+    tasks: Optional[list[Literal["animal", "pitch", "sst2", "qnli", "qqp", "mnli", "mrpc", "stsb", "cola"]]] = None,
     splits: Optional[list[Literal["train", "dev", "test", "wiki"]]] = None,
     sample_limit: Union[Annotated[int, Field(ge=1)], Literal["all"], None] = None,
     model_dir: Optional[str] = None,
@@ -132,6 +135,7 @@ def ith_pipeline(
     fusion: Optional[FusionSettings] = None,
     synthetic: Optional[SyntheticSettings] = None,
     audiobert: Optional[AudioBertSettings] = None,
+    glue: Optional[GlueSettings] = None,
     rehearsal: bool = False,
 ) -> dict:
     """Runs every stage and returns the run's summary.
@@ -140,7 +144,8 @@ def ith_pipeline(
         profile: tiny: small random-weight models built offline (its accuracies show that the
             machinery works, nothing about the method); paper: the method's checkpoints.
         benchmark: auditorybench: the real benchmark; synthetic: the planted-signal check, whose
-            answers only the audio can give.
+            answers only the audio can give; glue: GLUE's dev sets fine-tuned with and without
+            imagined audio (data_dir: a GLUE folder, or the GLUE home filled by `ith data fetch --glue`).
         systems: rows of the table to train and evaluate: bert and roberta (zero-shot and
             fine-tuned text-only), audiobert (retrieved audio), ith (imagined audio); empty: the
             profile's.
@@ -155,7 +160,7 @@ def ith_pipeline(
         data_dir: AuditoryBench folder or URL; empty: $ITH_AUDITORYBENCH_DIR on the worker, else
             its verified home $ITH_HOME/data/auditorybench (`ith data fetch`), else a verified
             download into the home. Where the files are does not change the run id.
-        tasks: tasks to run (empty: animal and pitch).
+        tasks: tasks to run (empty: animal and pitch; GLUE: sst2, qnli, qqp, mnli, mrpc, stsb).
         splits: splits that spans are detected on and fusion scores (empty: all four;
             ingestion always reads all four).
         sample_limit: examples per task and split for span detection; empty: the profile's
@@ -169,6 +174,7 @@ def ith_pipeline(
         synthetic: sizes and seed of the synthetic benchmark (used only with it).
         audiobert: AudioBERT settings (used only with the audiobert system); each empty field
             keeps the profile's default.
+        glue: GLUE fine-tuning settings (used only with benchmark glue; the release's recipe by default).
         rehearsal: set by `ith rehearse` only: the paper profile on random-weight checkpoints at
             paper size (docs/rehearsal.md); its numbers mean nothing about the method.
     """
@@ -194,6 +200,7 @@ def ith_pipeline(
         seeds,
         audiobert,
         rehearsal,
+        glue,
     )
     audiobert_stage.check_pool(cfg)  # a missing clip pool fails here, before any stage runs
     tag_flow_run(cfg)
@@ -243,7 +250,10 @@ def _run_stages(cfg: RunConfig, started: float) -> dict:
     else:
         reports["imagine"] = {"skipped": f"no system of {list(cfg.systems)} hears imagined audio"}
     # Fusion reads the spans and the imagine stage's selection; a subflow's result is not traced (flows/lineage.py).
-    reports["fusion"] = run_fusion(config, model_paths, wait_for=after(model_paths, reports["spans"]))
+    if cfg.benchmark == "glue":
+        reports["glue"] = run_glue(config, model_paths, wait_for=after(model_paths, reports["spans"]))
+    else:
+        reports["fusion"] = run_fusion(config, model_paths, wait_for=after(model_paths, reports["spans"]))
     summary_url = report_tasks.write_summary(
         settings,
         quote(reports),

@@ -119,6 +119,22 @@ RESULTS = (FUSION, "results.json")
 RESULTS_TABLE = (FUSION, "results.parquet")
 ALL_PREDICTIONS = (FUSION, PREDICTIONS_FILE)
 
+# -- GLUE (`--benchmark glue`) -------------------------------------------------------------------------
+# The ingest stage keeps GLUE's rows in EXAMPLES (sentence: the pair joined by "\n", answer: the label)
+# for the span, imagine and encode stages, and these beside them:
+GLUE_ROWS = (INGEST, "glue.parquet")  # sentence1, sentence2, label (float: class id or STS-B score)
+SPAN_TRAINING = (INGEST, "span_training.parquet")  # AuditoryBench's rows: the span detector learns from them
+GLUE_TRAIN = "glue_train"  # one subfolder per (task, system, seed)
+GLUE = "glue"  # every job's predictions scored together
+GLUE_RESULTS = (GLUE, "results.json")
+GLUE_PREDICTIONS = (GLUE, PREDICTIONS_FILE)  # GLUE_PREDICTION_SCHEMA
+
+
+def glue_stage(task: str, system: str, seed: int) -> str:
+    """The folder (and stage name) of one GLUE fine-tuning and its dev predictions."""
+    return f"{GLUE_TRAIN}/{task}-{system}-seed{seed}"
+
+
 # -- the report ----------------------------------------------------------------------------------------
 REPORT = "report"
 REPORT_HTML = (REPORT, "report.html")
@@ -233,5 +249,18 @@ PREDICTION_SCHEMA = pa.schema(
         ("mc_correct", pa.bool_()),
         ("spans_used", pa.list_(pa.string())),
         ("audio_ids", pa.list_(pa.string())),
+    ]
+)
+
+GLUE_PREDICTION_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("system", pa.string()),
+        ("seed", pa.int64()),
+        ("label", pa.float64()),  # the class id, or STS-B's score
+        ("prediction", pa.float64()),  # the predicted class id, or the predicted score
+        ("spans_fused", pa.int64()),  # spans whose imagined audio the model heard (0 for bert)
     ]
 )

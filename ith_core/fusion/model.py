@@ -356,6 +356,7 @@ class FusionLM(nn.Module):
         span_audio: torch.Tensor | None = None,
         audio_tokens: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         **_: Any,
     ):
         if self.use_fusion and span_batch is not None:
@@ -368,7 +369,9 @@ class FusionLM(nn.Module):
                 "audio_mask": audio_mask,
             }
         try:
-            return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            # Segment ids only where given (sentence pairs, GLUE): single sentences keep the LM's default.
+            segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **segments)
         finally:
             # The context belongs to this call only; a later call without spans must see none.
             self._ctx = None

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import fsspec
 
+from ith_core.report.glue import section_glue
 from ith_core.report.loading import CASE_KINDS, TEXT_TWIN, RunData, _cases, load_run
 from ith_core.report.sections import (
     _not_run,
@@ -366,17 +367,29 @@ def write_report(run_root: str, run_id: str, cases_per_task: int = 4) -> dict[st
         raise FileNotFoundError(f"no run {run_id!r} under {run_root}: nothing to report on")
     data = load_run(run_root, run_id)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cases_section, cases = section_cases(data, cases_per_task)
-    sections = [
-        section_overview(data),
-        *([rehearsal] if (rehearsal := section_rehearsal(data)) else []),
-        section_accuracy(data),
-        section_spans(data),
-        section_imagine(data),
-        section_training(data),
-        section_compute(data),
-        cases_section,
-    ]
+    if (data.config or {}).get("benchmark") == "glue":
+        # GLUE runs have no AuditoryBench table, training curves or case studies: their GLUE table instead.
+        cases: dict = {}
+        sections = [
+            section_overview(data),
+            *([rehearsal] if (rehearsal := section_rehearsal(data)) else []),
+            section_glue(data),
+            section_spans(data),
+            section_imagine(data),
+            section_compute(data),
+        ]
+    else:
+        cases_section, cases = section_cases(data, cases_per_task)
+        sections = [
+            section_overview(data),
+            *([rehearsal] if (rehearsal := section_rehearsal(data)) else []),
+            section_accuracy(data),
+            section_spans(data),
+            section_imagine(data),
+            section_training(data),
+            section_compute(data),
+            cases_section,
+        ]
     page = render_html(data, sections, generated)
     markdown = render_markdown(data, sections, cases, generated)
     data.layout.write_bytes(page.encode("utf-8"), *run_files.REPORT_HTML)

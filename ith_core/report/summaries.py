@@ -37,6 +37,11 @@ BENCHMARK_MEANING = {
         "proves that the audio path carries information from generation to the answer; it says nothing "
         "about real sounds or about the published numbers. Intervals are bootstrapped by source name."
     ),
+    "glue": (
+        "GLUE's dev sets (the release's check that fusing audio keeps language understanding): each task "
+        "fine-tuned with imagined audio fused into its detected spans (ITH) and without audio (BERT), scored "
+        "with GLUE's metrics. The published table has no GLUE numbers to compare with."
+    ),
 }
 
 
@@ -56,6 +61,18 @@ def profile_statement(profile: str | None, benchmark: str = "auditorybench") -> 
             "and stages ran with only size knobs reduced, on checkpoints with random weights and a synthetic clip "
             "pool; every accuracy is noise. It shows that the paper configuration runs and what it costs, nothing "
             "about the method."
+        )
+    if profile == "tiny" and benchmark == "glue":
+        return (
+            "Profile tiny on GLUE: every model has random weights (small configs built offline) and the tasks are "
+            "fine-tuned on the run's sample, so the metrics show that GLUE runs end to end through every stage, "
+            "nothing about GLUE or the method."
+        )
+    if profile == "paper" and benchmark == "glue":
+        return (
+            "Profile paper on GLUE: the method's checkpoints and the release's GLUE recipe (3 epochs, lr 2e-5, batch "
+            "32, CLAP threshold 0.3) with its bugs fixed (docs/glue.md); on the full dev sets and train splits the "
+            "metrics measure whether fusing imagined audio costs language understanding."
         )
     if profile == "tiny":
         if benchmark == "synthetic":

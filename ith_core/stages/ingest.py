@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ith_core.config import ConfigError, RunConfig
-from ith_core.data import auditorybench, synthetic
+from ith_core.data import auditorybench, glue, synthetic
 from ith_core.fusion.run_systems import required_roles
 from ith_core.models import model_lock, profiles
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
@@ -32,6 +32,10 @@ def ingest_key(cfg: RunConfig) -> str:
         return stage_key(
             run_files.INGEST, INGEST_VERSION, "synthetic", synthetic.settings_hash(cfg.synthetic), cfg.data.tasks
         )
+    if cfg.benchmark == "glue":
+        return stage_key(
+            run_files.INGEST, INGEST_VERSION, "glue", cfg.data.content or cfg.data.data_dir, cfg.data.tasks
+        )
     # What the files are, not where they were read: a verified copy elsewhere reuses the stage. A
     # config built without `resolve_data` (a test calling a driver) falls back to the location.
     return stage_key(run_files.INGEST, INGEST_VERSION, cfg.data.content or cfg.data.data_dir, cfg.data.tasks)
@@ -44,6 +48,11 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
     `DataError` now, before a run folder exists); downloads nothing. The synthetic benchmark's
     files follow from its settings, which the run id already holds.
     """
+    if cfg.benchmark == "glue":
+        # GLUE's files, and AuditoryBench's (where the span detector learns what a sound span is).
+        folder = glue.locate(cfg.data.data_dir, cfg.data.tasks)
+        content = f"glue:{glue.content_id(folder, cfg.data.tasks)};auditorybench:{auditorybench.content_id(None)}"
+        return cfg.model_copy(update={"data": cfg.data.model_copy(update={"content": content})})
     if cfg.benchmark != "auditorybench":
         return cfg
     content = auditorybench.content_id(cfg.data.data_dir, cfg.data.tasks)
@@ -54,6 +63,8 @@ def data_source(cfg: RunConfig) -> str:
     """Where the run's benchmark files are: AuditoryBench (located, downloaded if needed) or the synthetic one."""
     if cfg.benchmark == "synthetic":
         return str(synthetic.ensure_benchmark(cfg.synthetic))
+    if cfg.benchmark == "glue":
+        return glue.locate(cfg.data.data_dir, cfg.data.tasks)
     return auditorybench.locate(cfg.data.data_dir)
 
 
@@ -65,7 +76,16 @@ def ingest_auditorybench(cfg: RunConfig) -> dict:
         return report
     started = time.perf_counter()
     source = data_source(cfg)
-    result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
+    if cfg.benchmark == "glue":
+        result = glue.ingest(source, cfg.data.tasks, cfg.data.splits)
+        for counts in result.counts.values():  # GLUE rows carry no flags (AuditoryBench's data notes)
+            counts.setdefault("flags_by_reason", {})
+        layout.write_table(result.glue, *run_files.GLUE_ROWS)
+        # The span detector's training rows: AuditoryBench's gold spans (GLUE has none).
+        span_rows = auditorybench.ingest(auditorybench.locate(None), auditorybench.TASKS, ("train", "dev"))
+        layout.write_table(span_rows.examples, *run_files.SPAN_TRAINING)
+    else:
+        result = auditorybench.ingest(source, cfg.data.tasks, auditorybench.SPLITS)
     layout.write_table(result.examples, *run_files.EXAMPLES)
     layout.write_table(result.rejects, *run_files.REJECTS)
     layout.write_json(result.provenance, *run_files.PROVENANCE)
@@ -98,6 +118,15 @@ def examples_of(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
     return table.filter(mask).select(["example_id", "task", "split", "sentence", "spans"]).to_pylist()
 
 
+def span_training_rows(layout: RunLayout, cfg: RunConfig, splits) -> list[dict]:
+    """The rows the span detector learns from: the run's own, or AuditoryBench's for GLUE (which has no spans)."""
+    if cfg.benchmark != "glue":
+        return examples_of(layout, cfg, splits)
+    table = layout.read_table(*run_files.SPAN_TRAINING)
+    table = table.filter(pc.is_in(table["split"], pa.array(splits)))
+    return table.select(["example_id", "task", "split", "sentence", "spans"]).to_pylist()
+
+
 # -- models --------------------------------------------------------------------------------------
 
 
@@ -122,6 +151,11 @@ def tiny_corpus(cfg: RunConfig) -> list[str]:
         # Made-up source names must stay unknown to the LM: a name learnt as a token would let
         # the text-only model memorise the train names' answers.
         corpus = synthetic.without_source_names(corpus, cfg.synthetic)
+    if cfg.benchmark == "glue":
+        # The span detector learns on AuditoryBench's sentences: their words and spans too.
+        spans = layout.read_table(*run_files.SPAN_TRAINING)
+        spans = spans.filter(pc.equal(spans["split"], "train")).select(["sentence", "spans"]).to_pylist()
+        corpus += [r["sentence"] for r in spans] + [s for r in spans for s in r["spans"]]
     return corpus
 
 

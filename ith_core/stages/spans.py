@@ -15,7 +15,7 @@ from transformers import set_seed
 from ith_core.config import RunConfig
 from ith_core.models import profiles, span_detector
 from ith_core.models.span_detector import evaluate_span_detector, gold_spans, resolve_device
-from ith_core.stages.ingest import examples_of, ingest_key
+from ith_core.stages.ingest import examples_of, ingest_key, span_training_rows
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from storage import run_files
 
@@ -73,8 +73,8 @@ def train_span_detector(cfg: RunConfig, model_paths: dict[str, str]) -> dict:
     # settings give the same detector.
     set_seed(cfg.span.seed)
     model, tokenizer = profiles.load_span_base(model_paths["lm"])
-    train_rows = examples_of(layout, cfg, ("train",))
-    dev_rows = examples_of(layout, cfg, ("dev",))
+    train_rows = span_training_rows(layout, cfg, ("train",))
+    dev_rows = span_training_rows(layout, cfg, ("dev",))
     if cfg.span.max_eval_examples is not None:
         dev_rows = sample_rows(dev_rows, cfg.span.max_eval_examples, cfg.span.seed)
     untrained = evaluate_span_detector(model, tokenizer, dev_rows, cfg.span, cfg.device)

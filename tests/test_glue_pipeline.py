@@ -133,3 +133,28 @@ def test_span_positions_find_spans_in_either_sentence():
     assert span_positions(offsets, sequence_ids, len(s1), start, start + len("dog sleeps")) == [6, 7]
     # Special tokens are never part of a span, even where their (0, 0) offsets fall inside it.
     assert span_positions(offsets, sequence_ids, len(s1), 0, 1) == [1]
+
+
+def test_the_glue_deployment_is_the_paper_recipe(tmp_path):
+    """prefect.yaml's `ith/glue`: the full pipeline's flow with benchmark glue on the paper profile, which
+    resolves to the release's recipe (six tasks, BERT and ITH, CLAP 0.3, 3 epochs at lr 2e-5, batch 32)."""
+    import yaml
+
+    from flows.pipeline import build_config
+
+    deployments = {d["name"]: d for d in yaml.safe_load(Path("prefect.yaml").read_text())["deployments"]}
+    glue = deployments["glue"]
+    assert glue["entrypoint"] == deployments["full-pipeline"]["entrypoint"]
+    params = {**glue["parameters"], "run_root": str(tmp_path)}
+    folder = write_glue_folder(tmp_path / "glue", rows=4)
+    cfg = build_config(**params, data_dir=str(folder))
+    assert cfg.benchmark == "glue" and cfg.profile == "paper" and cfg.systems == ("bert", "ith")
+    assert cfg.data.tasks == GLUE_DEFAULT_TASKS and cfg.data.splits == ("train", "dev")
+    assert all(cfg.imagine.thresholds[t] == 0.3 for t in GLUE_DEFAULT_TASKS)
+    assert (cfg.glue.epochs, cfg.glue.learning_rate, cfg.glue.batch_size) == (3, 2e-5, 32)
+    assert cfg.effective_run_id.startswith("paper-glue-") and cfg.data.content.startswith("glue:sha256:")
+    # What the GLUE files are enters the run id; where they are does not.
+    copy = write_glue_folder(tmp_path / "elsewhere", rows=4)
+    assert build_config(**params, data_dir=str(copy)).effective_run_id == cfg.effective_run_id
+    other = write_glue_folder(tmp_path / "other", rows=5)
+    assert build_config(**params, data_dir=str(other)).effective_run_id != cfg.effective_run_id

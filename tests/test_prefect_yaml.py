@@ -85,7 +85,7 @@ def test_the_form_schema_has_choices_and_ranges():
     assert {"minimum": 1, "type": "integer"} in props["seeds"]["anyOf"]
     imagine = definitions["ImagineSettings"]["properties"]
     for name, choices in (
-        ("generator", ["stable-audio", "tone"]),
+        ("generator", ["stable-audio", "audioldm2", "tone"]),
         ("dtype", ["auto", "float16", "bfloat16", "float32"]),
         ("task_runner", ["local", "ray"]),
     ):
@@ -103,6 +103,8 @@ def test_the_form_schema_has_choices_and_ranges():
     assert valid(device="cuda:1") and not valid(device="gpu") and not valid(device="cuda:x")
     assert not valid(imagine={"generator": "stable-audio-2"}) and not valid(imagine={"task_runner": "dask"})
     assert valid(imagine={"generator": "tone", "dtype": "float32", "task_runner": "ray"})
+    assert valid(benchmark="glue", glue={"epochs": 3}) and not valid(glue={"epochs": 0})
+    assert not valid(benchmark="superglue")
     # The flow itself refuses it too (a run started without the server's check).
     from prefect.exceptions import ParameterTypeError
 

@@ -158,3 +158,39 @@ def test_the_glue_deployment_is_the_paper_recipe(tmp_path):
     assert build_config(**params, data_dir=str(copy)).effective_run_id == cfg.effective_run_id
     other = write_glue_folder(tmp_path / "other", rows=5)
     assert build_config(**params, data_dir=str(other)).effective_run_id != cfg.effective_run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_paper_size_classifier_fuses_spans_of_a_pair(num_labels):
+    """The paper profile's GLUE model: BERT-base (published config, random weights) as a sequence
+    classifier under the fusion layer, fed a pair with segment ids and a span in each sentence."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ith_core.config import FusionConfig
+    from ith_core.fusion.model import build_fusion_model
+    from ith_core.models.paper_architectures import BERT_BASE_CONFIG
+
+    torch.manual_seed(0)
+    config = BertConfig(**BERT_BASE_CONFIG, num_labels=num_labels)
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    model = build_fusion_model(BertForSequenceClassification(config), FusionConfig(), audio_dim=768).eval()
+    ids = torch.randint(1000, 30000, (2, 12))
+    types = torch.tensor([[0] * 6 + [1] * 6] * 2)
+    labels = torch.tensor([2.5, 4.0]) if num_labels == 1 else torch.tensor([0, 2])
+    spans = {
+        "span_batch": torch.tensor([0, 0, 1]),
+        "span_positions": torch.tensor([[2, 3], [8, 0], [4, 0]]),
+        "span_position_mask": torch.tensor([[True, True], [True, False], [True, False]]),
+        "span_audio": torch.tensor([0, 1, 1]),
+        "audio_tokens": torch.randn(2, 5, 768),
+        "audio_mask": torch.ones(2, 5, dtype=torch.bool),
+    }
+    with torch.inference_mode():
+        plain = model(ids, torch.ones_like(ids), labels=labels, token_type_ids=types)
+        fused = model(ids, torch.ones_like(ids), labels=labels, token_type_ids=types, **spans)
+        other_segments = model(ids, torch.ones_like(ids), labels=labels, **spans)
+    assert fused.logits.shape == (2, num_labels) and torch.isfinite(fused.loss)
+    assert not torch.allclose(plain.logits, fused.logits)  # the audio reached the head
+    assert not torch.allclose(fused.logits, other_segments.logits)  # and so did the segment ids

@@ -55,7 +55,8 @@ def add_models_parser(subparsers) -> argparse.ArgumentParser:
             nargs="+",
             default=None,
             metavar="ROLE",
-            help="only these roles (lm, roberta, generator, clap, audio_encoder; default: all)",
+            help="only these roles (lm, roberta, generator, clap, audio_encoder; default: all), or audioldm2: "
+            "cvssp/audioldm2, the generator of imagine.generator=audioldm2 (fetched only when named)",
         )
         sub.add_argument("--json", action="store_true", help="print the lock as JSON")
     return parser

@@ -225,7 +225,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps(resolved, indent=2))
         return 0
     from ith_core.config import SECTIONS
+    from ith_core.imagination.generators import setting_notes
 
+    # Stable Audio's settings that mean something else, or nothing, for another generator (AudioLDM2).
+    notes = {("imagine", name): note for name, note in setting_notes(cfg.imagine).items()}
     print(
         f"run id {cfg.effective_run_id} (profile {cfg.profile}, benchmark {cfg.benchmark}); "
         f"written as <run root>/<run id>/config.json"
@@ -238,4 +241,6 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"[{section}]")
         for name, field in model.model_fields.items():
             print(f"  {name:<22} {json.dumps(resolved[section][name]):<28} {field.description}")
+            if (section, name) in notes:
+                print(f"  {'':<22} note: {notes[section, name]}")
     return 0

@@ -22,10 +22,15 @@ import torch
 
 from ith_core.config import ConfigError, RunConfig
 from ith_core.imagination.clap_scoring import ClapScorer
-from ith_core.imagination.generators import GenerationSettings, StableAudioGenerator, generator_identity
+from ith_core.imagination.generators import (
+    AudioLDM2Generator,
+    GenerationSettings,
+    StableAudioGenerator,
+    generator_identity,
+)
 from ith_core.imagination.planted_scorer import PlantedScorer
 from ith_core.imagination.tone_generator import ToneGenerator
-from ith_core.models.profiles import load_generator
+from ith_core.models.profiles import load_audioldm2, load_generator
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +130,12 @@ def load_models(cfg: RunConfig, model_paths: dict[str, str], plan: dict, device:
         )
     if cfg.imagine.generator == "tone":
         generator = ToneGenerator.from_folder(model_paths["generator"], settings)
+    elif cfg.imagine.generator == "audioldm2":
+        pipe = _cached_model(
+            ("generator", model_paths["generator"], settings.dtype, device),
+            lambda: load_audioldm2(model_paths["generator"], torch_dtype=getattr(torch, settings.dtype)).to(device),
+        )
+        generator = AudioLDM2Generator(pipe, settings, device, decode_batch_size=cfg.imagine.decode_batch_size)
     else:
         pipe = _cached_model(
             ("generator", model_paths["generator"], settings.dtype, device),
@@ -159,7 +170,7 @@ def size_batches(
     return generate, decode
 
 
-def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, int | None]:
+def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator | AudioLDM2Generator) -> tuple[int, int | None]:
     """(clips per generation call, clips per decode) from the settings, else from the device.
 
     On a GPU, unset sizes come from its free memory and the per-clip peaks measured once per
@@ -169,7 +180,7 @@ def batch_sizes(cfg: RunConfig, generator: StableAudioGenerator) -> tuple[int, i
     batch, decode = cfg.imagine.batch_size, cfg.imagine.decode_batch_size
     if batch is not None and decode is not None:
         return batch, decode
-    # Memory probing is the Stable Audio generator's (other AudioGenerator backends need not offer it).
+    # Memory probing is the diffusion generators' (Stable Audio, AudioLDM2); other backends need not offer it.
     if not str(getattr(generator, "device", "cpu")).startswith("cuda") or not hasattr(generator, "memory_per_clip"):
         return batch or CPU_BATCH_SIZE, decode
     key = (

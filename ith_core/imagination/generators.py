@@ -17,6 +17,13 @@ ceil(duration * rate / hop) latent frames (108 instead of 1024 at paper size, ab
 DiT tokens, and attention is quadratic in them), which is far faster, but the model then sees
 window lengths it was not trained on, so quality can differ from the reference; "full" stays
 the default because it reproduces the method.
+
+AudioLDM2 (`AudioLDM2Generator`, imagine.generator=audioldm2; cvssp/audioldm2, 16 kHz mono) sits
+behind the same interface. Its latent is a mel spectrogram's (time x mel bins), its window the
+UNet's sample_size (10.24 s at paper size): "full" denoises that window and crops, "exact" only
+the frames the duration needs, as for Stable Audio. Its VAE decoder attends over the whole mel
+spectrogram, so a prefix decode would change the audio: it always decodes the whole latent
+(imagine.decode has no effect), in slices of decode_batch_size clips.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +44,7 @@ import torch
 
 from ith_core.config import ImagineConfig
 from ith_core.models.identity import files_digest, snapshot_name
-from ith_core.models.profiles import load_generator
+from ith_core.models.profiles import load_audioldm2, load_generator
 from storage.audio_store import pcm16
 
 # Bump when a change here changes the audio produced for the same settings: it enters every id.
@@ -132,6 +140,26 @@ def generator_identity(folder: str | Path) -> str:
     if folder.parent.name.startswith("tiny-"):
         return folder.parent.name
     return snapshot_name(folder) or files_digest(folder)
+
+
+def setting_notes(cfg: ImagineConfig) -> dict[str, str]:
+    """What the Stable Audio settings mean for the configured generator, by setting name (`ith config`
+    prints each under its setting). Empty for Stable Audio, whose settings they are.
+
+    With AudioLDM2 every such setting is applied where it has a meaning and said to have none where
+    it has none; none is refused: `latent_length` keeps its meaning (the model's whole window or
+    only the frames the duration needs), `decode_batch_size` slices the VAE decode and vocoder, and
+    `decode` has no effect (the whole latent is always decoded, which is what `full` asks for).
+    """
+    if cfg.generator != "audioldm2":
+        return {}
+    return {
+        "latent_length": "AudioLDM2: full denoises its UNet's whole window (256 latent frames, 10.24 s for "
+        "cvssp/audioldm2) and crops to duration_s; exact only the frames the duration needs",
+        "decode": "no effect with AudioLDM2: its VAE decoder attends over the whole mel spectrogram, so a "
+        "prefix decode would change the audio; the whole latent is always decoded (as full), then cropped",
+        "decode_batch_size": "AudioLDM2: clips per VAE decode + HiFi-GAN vocoder call",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +259,50 @@ def decoder_reach_frames(
     return math.ceil(reach)
 
 
-class StableAudioGenerator:
+class _SplittingGenerator:
+    """`generate` with its checks and CUDA out-of-memory halving, for generators whose noise is per candidate.
+
+    A subclass gives `_generate(prompts, seeds)`; halving a batch changes no waveform, since every
+    candidate's noise comes from its own seed.
+    """
+
+    device: str
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        n = len(seeds[0]) if seeds else 0
+        if len(prompts) != len(seeds) or n < 1 or any(len(s) != n for s in seeds):
+            raise ValueError(
+                f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
+                f"prompts, got {[len(s) for s in seeds]}"
+            )
+        try:
+            return self._generate(prompts, seeds)
+        except torch.cuda.OutOfMemoryError:
+            if len(prompts) * n == 1:
+                raise
+            torch.cuda.empty_cache()
+            # Halve the batch: by prompts while there are several, else by candidates.
+            if len(prompts) > 1:
+                half = len(prompts) // 2
+                return torch.cat(
+                    [self.generate(prompts[:half], seeds[:half]), self.generate(prompts[half:], seeds[half:])]
+                )
+            half = n // 2
+            return torch.cat(
+                [self.generate(prompts, [s[:half] for s in seeds]), self.generate(prompts, [s[half:] for s in seeds])],
+                dim=1,
+            )
+
+    def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _synchronize(self) -> None:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+
+class StableAudioGenerator(_SplittingGenerator):
     """diffusers `StableAudioPipeline` with per-candidate seeded noise, full/exact latents and
     prefix decoding.
 
@@ -316,32 +387,6 @@ class StableAudioGenerator:
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
         return latents.to(self.device, getattr(torch, self.settings.dtype)), generators
 
-    @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
-        n = len(seeds[0]) if seeds else 0
-        if len(prompts) != len(seeds) or n < 1 or any(len(s) != n for s in seeds):
-            raise ValueError(
-                f"seeds must hold the same number (>= 1) of seeds for each of the {len(prompts)} "
-                f"prompts, got {[len(s) for s in seeds]}"
-            )
-        try:
-            return self._generate(prompts, seeds)
-        except torch.cuda.OutOfMemoryError:
-            if len(prompts) * n == 1:
-                raise
-            torch.cuda.empty_cache()
-            # Halve the batch: by prompts while there are several, else by candidates.
-            if len(prompts) > 1:
-                half = len(prompts) // 2
-                return torch.cat(
-                    [self.generate(prompts[:half], seeds[:half]), self.generate(prompts[half:], seeds[half:])]
-                )
-            half = n // 2
-            return torch.cat(
-                [self.generate(prompts, [s[:half] for s in seeds]), self.generate(prompts, [s[half:] for s in seeds])],
-                dim=1,
-            )
-
     def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
         n = len(seeds[0])
         # The pipeline orders samples prompt-major (p0c0, p0c1, ..., p1c0), as flattened here.
@@ -367,10 +412,6 @@ class StableAudioGenerator:
         self.timings["seconds_decode"] += time.perf_counter() - denoised
         self.timings["decoded_clips"] += len(latents)
         return audio.reshape(len(prompts), n, audio.shape[-2], audio.shape[-1])
-
-    def _synchronize(self) -> None:
-        if str(self.device).startswith("cuda"):
-            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def memory_per_clip(self) -> tuple[int, int]:
@@ -418,3 +459,184 @@ class StableAudioGenerator:
             chunk = latents[start : start + step, :, :frames]
             out.append(self.pipe.vae.decode(chunk).sample[:, :, : self.samples].float())
         return torch.cat(out)
+
+
+def _peak_bytes(device: torch.device, fn) -> int:
+    """Device bytes `fn` adds to the peak above what is allocated before it."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+class AudioLDM2Generator(_SplittingGenerator):
+    """diffusers `AudioLDM2Pipeline` (cvssp/audioldm2) with per-candidate seeded noise and full/exact latents.
+
+    Each prompt is encoded on its own (CLAP text, T5, and GPT-2's 8 generated states, for the prompt
+    and the negative prompt), exactly as a one-prompt pipeline call encodes it: the pipeline pads T5
+    tokens to the longest prompt of a call, and the padding moves the positions GPT-2 generates
+    from, so encoding prompts together would make a prompt's audio depend on its batch. The
+    encodings are then padded to a common length with their attention masks (the UNet's
+    cross-attention masks the padding) and denoised in one batch from latents drawn by one seeded
+    CPU generator per candidate. The pipeline's own ranking of several waveforms per prompt by its
+    CLAP is never used: candidates stay in seed order, and the stage's CLAP chooses.
+
+    Decoding (VAE to a mel spectrogram, HiFi-GAN vocoder to 16 kHz) covers the whole latent, then
+    crops to the kept samples; `decode_batch_size` clips at a time. `timings` as for Stable Audio.
+    """
+
+    def __init__(self, pipe, settings: GenerationSettings, device: str, decode_batch_size: int | None = None) -> None:
+        self.pipe = pipe
+        self.settings = settings
+        self.device = device
+        self.identity = settings.generator_id
+        vocoder = pipe.vocoder.config
+        self.sample_rate = int(vocoder.sampling_rate)
+        self.channels = 1
+        self.hop = int(np.prod(vocoder.upsample_rates))  # samples per mel frame
+        self.vae_scale = int(pipe.vae_scale_factor)  # mel frames (and bins) per latent frame
+        self.mel_bins = int(vocoder.model_in_dim)
+        self.full_frames = int(pipe.unet.config.sample_size)
+        self.latent_channels = int(pipe.unet.config.in_channels)
+        self.decode_batch_size = decode_batch_size
+        self.timings = {"seconds_denoise": 0.0, "seconds_decode": 0.0, "denoise_clip_steps": 0, "decoded_clips": 0}
+        self._encoded: dict[str, tuple[torch.Tensor, ...]] = {}
+        max_s = self.full_frames * self.vae_scale * self.hop / self.sample_rate
+        if settings.duration_s > max_s:
+            raise ValueError(
+                f"imagine.duration_s must be <= the generator's window of {max_s:.2f} s, "
+                f"got {settings.duration_s}; shorten the clips or use a model with a longer window"
+            )
+        pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, cfg: ImagineConfig, device: str) -> "AudioLDM2Generator":
+        settings = GenerationSettings.from_config(cfg, generator_identity(folder), device)
+        pipe = load_audioldm2(folder, torch_dtype=getattr(torch, settings.dtype)).to(device)
+        return cls(pipe, settings, device, decode_batch_size=cfg.decode_batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Samples kept per candidate (the pipeline's own crop: int(duration * rate))."""
+        return int(self.settings.duration_s * self.sample_rate)
+
+    @property
+    def latent_frames(self) -> int:
+        if self.settings.latent_length == "full":
+            return self.full_frames
+        mel_frames = math.ceil(self.samples / self.hop)
+        return min(self.full_frames, math.ceil(mel_frames / self.vae_scale))
+
+    @property
+    def decode_frames(self) -> int:
+        """Latent frames decoded per candidate: all of them (the VAE decoder attends over the whole latent)."""
+        return self.latent_frames
+
+    def initial_latents(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Standard-normal latents (clips, channels, frames, mel bins / scale), one seeded CPU generator per candidate."""
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        shape = (1, self.latent_channels, self.latent_frames, self.mel_bins // self.vae_scale)
+        latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return latents.to(self.device, getattr(torch, self.settings.dtype)), generators
+
+    def encode(self, prompt: str) -> tuple[torch.Tensor, ...]:
+        """(T5 states, their mask, GPT-2's generated states) of one prompt, negative prompt first when guided.
+
+        Kept per prompt for the generator's life: lazy sampling asks for the same prompts round after round.
+        """
+        if prompt not in self._encoded:
+            if len(self._encoded) >= 1024:
+                self._encoded.clear()
+            guided = self.settings.guidance_scale > 1.0
+            with warnings.catch_warnings():
+                # diffusers' GPT-2 loop passes `past_key_values`, which transformers 5 deprecates: nothing to change here.
+                warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+                self._encoded[prompt] = self.pipe.encode_prompt(
+                    prompt, self.device, 1, guided, negative_prompt=self.settings.negative_prompt if guided else None
+                )
+        return self._encoded[prompt]
+
+    def _conditioning(self, prompts: Sequence[str], n: int) -> dict:
+        """The pipeline's embedding arguments for `n` candidates of each prompt, prompt-major, padded to one length."""
+        encoded = [self.encode(p) for p in prompts]
+        length = max(e[0].shape[1] for e in encoded)
+
+        def stack(half: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            states, masks, generated = [], [], []
+            for embeds, mask, gen in encoded:
+                pad = length - embeds.shape[1]
+                states.append(torch.nn.functional.pad(embeds[half : half + 1], (0, 0, 0, pad)).repeat(n, 1, 1))
+                masks.append(torch.nn.functional.pad(mask[half : half + 1], (0, pad)).repeat(n, 1))
+                generated.append(gen[half : half + 1].repeat(n, 1, 1))
+            return torch.cat(states), torch.cat(masks), torch.cat(generated)
+
+        guided = self.settings.guidance_scale > 1.0
+        states, mask, generated = stack(1 if guided else 0)
+        out = {"prompt_embeds": states, "attention_mask": mask, "generated_prompt_embeds": generated}
+        if guided:
+            neg_states, neg_mask, neg_generated = stack(0)
+            out.update(
+                negative_prompt_embeds=neg_states,
+                negative_attention_mask=neg_mask,
+                negative_generated_prompt_embeds=neg_generated,
+            )
+        return out
+
+    def _denoise(self, prompts: Sequence[str], seeds: Sequence[int], n: int, steps: int) -> torch.Tensor:
+        latents, generators = self.initial_latents(seeds)
+        return self.pipe(
+            **self._conditioning(prompts, n),
+            num_inference_steps=steps,
+            audio_length_in_s=self.latent_frames * self.vae_scale * self.hop / self.sample_rate,
+            guidance_scale=self.settings.guidance_scale,
+            latents=latents,
+            generator=generators if len(generators) > 1 else generators[0],
+            output_type="latent",
+        ).audios
+
+    def _generate(self, prompts: Sequence[str], seeds: Sequence[Sequence[int]]) -> torch.Tensor:
+        n = len(seeds[0])
+        started = time.perf_counter()
+        latents = self._denoise(prompts, [s for row in seeds for s in row], n, self.settings.num_inference_steps)
+        self._synchronize()  # CUDA runs asynchronously: without it the clock would stop before the work
+        denoised = time.perf_counter()
+        self.timings["seconds_denoise"] += denoised - started
+        self.timings["denoise_clip_steps"] += len(latents) * self.settings.num_inference_steps
+        audio = self.decode(latents)
+        self._synchronize()
+        self.timings["seconds_decode"] += time.perf_counter() - denoised
+        self.timings["decoded_clips"] += len(latents)
+        return audio.reshape(len(prompts), n, 1, audio.shape[-1])
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(clips, channels, frames, bins) latents -> (clips, samples) float32 at 16 kHz, the kept seconds only."""
+        step = self.decode_batch_size or len(latents)
+        out = []
+        for start in range(0, len(latents), step):
+            chunk = latents[start : start + step] / self.pipe.vae.config.scaling_factor
+            mel = self.pipe.vae.decode(chunk).sample
+            out.append(self.pipe.vocoder(mel.squeeze(1))[:, : self.samples].float())
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def memory_per_clip(self) -> tuple[int, int]:
+        """(denoising, decoding) device bytes one more clip adds to the peak, measured on this CUDA device
+        (2-clip minus 1-clip peaks of one denoising step and of one decode, as for Stable Audio)."""
+        device = torch.device(self.device)
+        dtype = getattr(torch, self.settings.dtype)
+        self.encode("sound")  # encoded once, outside the measured calls: its states are kept, not per clip
+
+        def denoise(n: int) -> None:
+            self._denoise(["sound"] * n, list(range(n)), 1, 1)
+
+        shape = (2, self.latent_channels, self.decode_frames, self.mel_bins // self.vae_scale)
+        latents = torch.zeros(shape, device=device, dtype=dtype)
+        generate = _peak_bytes(device, lambda: denoise(2)) - _peak_bytes(device, lambda: denoise(1))
+        decode = _peak_bytes(device, lambda: self.decode(latents)) - _peak_bytes(
+            device, lambda: self.decode(latents[:1])
+        )
+        return max(1, generate), max(1, decode)

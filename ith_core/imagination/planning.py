@@ -119,7 +119,14 @@ def check_disk(cfg: RunConfig, estimate: dict) -> dict:
 
 
 def generator_audio_format(folder: str) -> tuple[int, int]:
-    """(sample rate, channels) from the generator's VAE config, without loading weights."""
+    """(sample rate, channels) from the generator's configs, without loading weights.
+
+    AudioLDM2: its vocoder's rate (16 kHz for cvssp/audioldm2), mono. Stable Audio: its VAE's rate
+    and channels.
+    """
+    vocoder = Path(folder) / "vocoder" / "config.json"
+    if vocoder.is_file():
+        return int(json.loads(vocoder.read_text()).get("sampling_rate", 16000)), 1
     config = Path(folder) / "vae" / "config.json"
     if config.is_file():
         vae = json.loads(config.read_text())

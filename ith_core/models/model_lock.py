@@ -42,7 +42,7 @@ from ith_core.config import require
 from ith_core.models.identity import REHEARSAL_MARKER, rehearsal_marker, snapshot_name
 from ith_core.models.profiles import (
     _GATED_NOTES,
-    PAPER_MODELS,
+    PAPER_CHECKPOINTS,
     ROLES,
     ModelNotAvailableError,
     _locate_paper,
@@ -86,10 +86,11 @@ def files_to_fetch(role: str, repo_files: Iterable[str]) -> list[str]:
     Configs, tokenizer and processor files and safetensors weights; `.bin` weights only in a folder
     without safetensors. Top-level files only, except the generator: its `model_index.json` and the
     diffusers component folders (`*/*`), not the original stable-audio-tools checkpoint at the top.
-    Precision variants (`*.fp16.*`) are left out: the loaders never ask for a variant.
+    Precision variants (`*.fp16.*`) are left out: the loaders never ask for a variant. AudioLDM2
+    (`audioldm2`, a diffusers pipeline too) is fetched as the generator is.
     """
     files = sorted(repo_files)
-    if role == "generator":
+    if role in ("generator", "audioldm2"):
         wanted = [f for f in files if f == "model_index.json" or f.count("/") == 1]
     else:
         wanted = [f for f in files if "/" not in f]
@@ -108,7 +109,7 @@ def _literal(name: str) -> str:
 
 
 def _note(role: str) -> str:
-    model_id = PAPER_MODELS[role].model_id
+    model_id = PAPER_CHECKPOINTS[role].model_id
     note = _GATED_NOTES.get(model_id)
     return f" {model_id}: {note}" if note else ""
 
@@ -131,7 +132,7 @@ def fetch_models(model_dir: str | None = None, roles: Sequence[str] = ROLES) -> 
     cache.mkdir(parents=True, exist_ok=True)
     api = HfApi()
     for i, role in enumerate(roles):
-        spec = PAPER_MODELS[role]
+        spec = PAPER_CHECKPOINTS[role]
         later = roles[i + 1 :]
         try:
             info = api.model_info(spec.model_id, revision=spec.revision, timeout=HUB_TIMEOUT_S)
@@ -178,9 +179,11 @@ def fetch_models(model_dir: str | None = None, roles: Sequence[str] = ROLES) -> 
 
 
 def _checked_roles(roles: Sequence[str]) -> list[str]:
+    """`roles` checked against the paper checkpoints: every role, and `audioldm2` (the generator role's
+    checkpoint with imagine.generator=audioldm2, fetched and locked only when named)."""
     roles = list(roles)
     for role in roles:
-        require(role in ROLES, "roles", f"be among {', '.join(ROLES)}", role)
+        require(role in PAPER_CHECKPOINTS, "roles", f"be among {', '.join(PAPER_CHECKPOINTS)}", role)
     return roles
 
 
@@ -229,7 +232,7 @@ def write_lock(model_dir: str | None = None, roles: Sequence[str] = ROLES) -> di
         folder, looked = _locate_paper(role, model_dir)
         if folder is None:
             places = "\n".join(f"    - {line}" for line in looked)
-            problems.append(f"  {role}: {PAPER_MODELS[role].model_id} not found. Looked in:\n{places}")
+            problems.append(f"  {role}: {PAPER_CHECKPOINTS[role].model_id} not found. Looked in:\n{places}")
             continue
         if rehearsal_marker(folder) is not None:
             # A lock pins real weights; a rehearsal checkpoint (random weights) must never become the pin.
@@ -239,7 +242,7 @@ def write_lock(model_dir: str | None = None, roles: Sequence[str] = ROLES) -> di
             )
             continue
         entries[role] = {
-            "model_id": PAPER_MODELS[role].model_id,
+            "model_id": PAPER_CHECKPOINTS[role].model_id,
             "revision": _revision(folder),
             "identity": model_identity(folder),
             "path": str(folder),
@@ -294,19 +297,30 @@ def folder_record(folder: str | os.PathLike) -> dict:
     return {"path": str(folder), "revision": _revision(folder), "identity": model_identity(folder)}
 
 
-def run_models(profile: str, paths: Mapping[str, str | os.PathLike], model_dir: str | None = None) -> dict:
+def run_models(
+    profile: str,
+    paths: Mapping[str, str | os.PathLike],
+    model_dir: str | None = None,
+    checkpoints: Mapping[str, str] | None = None,
+) -> dict:
     """The record of a run's models: per role its folder, revision and identity, and for the paper
     profile the model id and whether it matches the model home's lock (`matches`, `differs`,
-    `not in the lock`, `no lock`). The tiny profile has no lock: its identity names it."""
+    `not in the lock`, `no lock`). The tiny profile has no lock: its identity names it.
+
+    `checkpoints`: the checkpoint a role was filled from where it is not the role's own
+    (`{"generator": "audioldm2"}`, a key of PAPER_CHECKPOINTS); its lock entry is that key's, and the entry records it."""
     lock = read_lock(model_dir) if profile == "paper" else None
     models: dict[str, dict] = {}
     for role, path in sorted(paths.items()):
         entry = folder_record(path)
+        checkpoint = (checkpoints or {}).get(role, role)
         if profile == "paper":
-            entry["model_id"] = PAPER_MODELS[role].model_id
-            entry["lock"] = _lock_state(entry, lock, role)
+            if checkpoint != role:
+                entry["checkpoint"] = checkpoint
+            entry["model_id"] = PAPER_CHECKPOINTS[checkpoint].model_id
+            entry["lock"] = _lock_state(entry, lock, checkpoint)
             if entry["lock"] == "differs":
-                locked = lock["models"][role]
+                locked = lock["models"][checkpoint]
                 entry["locked"] = {k: locked.get(k) for k in ("revision", "identity", "path")}
         models[role] = entry
     return {
@@ -323,17 +337,19 @@ def model_changes(record: dict, earlier: dict | None = None) -> list[str]:
     lines: list[str] = []
     for role, entry in record["models"].items():
         now = entry.get("identity")
+        # The name the lock, ITH_MODEL_<NAME> and `--roles` know it by (audioldm2 for that generator).
+        name = entry.get("checkpoint", role)
         if entry.get("lock") == "differs":
             lines.append(
                 f"{role}: loads {now} (revision {entry.get('revision')}) from {entry['path']}, but the lock "
                 f"{record['lock_file']} pins {entry['locked']['identity']} (revision {entry['locked']['revision']}) "
-                f"at {entry['locked']['path']}; point $ITH_MODEL_{role.upper()} there to load it, or accept this "
-                f"one with `ith models lock --roles {role}`"
+                f"at {entry['locked']['path']}; point $ITH_MODEL_{name.upper()} there to load it, or accept this "
+                f"one with `ith models lock --roles {name}`"
             )
         elif entry.get("lock") == "not in the lock":
             lines.append(
                 f"{role}: loads {now}, which the lock {record['lock_file']} does not pin; "
-                f"`ith models lock --roles {role}` adds it"
+                f"`ith models lock --roles {name}` adds it"
             )
         old = ((earlier or {}).get("models") or {}).get(role)
         if old is not None and not _same(old, entry):

@@ -44,7 +44,7 @@ import diffusers
 import tokenizers
 import torch
 import transformers
-from diffusers import StableAudioPipeline
+from diffusers import AudioLDM2Pipeline, StableAudioPipeline
 from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
@@ -56,12 +56,19 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
     ClapModel,
+    GPT2LMHeadModel,
 )
 
 from ith_core.config import PROFILE_NAMES, ConfigError, require
 from ith_core.models.identity import REHEARSAL_MARKER, files_digest, rehearsal_marker, snapshot_name
 from ith_core.models.quiet_loading import expected_load_noise
-from ith_core.models.tiny_builders import BUILDERS, TINY_RECIPE, TINY_RECIPE_VERSION
+from ith_core.models.tiny_builders import (
+    BUILDERS,
+    TINY_AUDIOLDM2_RECIPE,
+    TINY_RECIPE,
+    TINY_RECIPE_VERSION,
+    build_audioldm2,
+)
 from storage.layout import ith_home
 
 logger = logging.getLogger(__name__)
@@ -108,6 +115,30 @@ PAPER_MODELS: dict[str, ModelSpec] = {
         "audio encoder whose token states are fused into the LM",
     ),
 }
+
+# Every paper checkpoint by the name it is looked for, fetched and locked under: the roles' own,
+# and `audioldm2`, not a role of its own but the checkpoint that fills the `generator` role with
+# imagine.generator=audioldm2 (GENERATOR_CHECKPOINTS): $ITH_MODEL_AUDIOLDM2, <model home>/paper/audioldm2,
+# `ith models fetch --roles audioldm2`, so it never stands in for Stable Audio's folder; `ith models
+# fetch` without --roles leaves it out.
+PAPER_CHECKPOINTS: dict[str, ModelSpec] = {
+    **PAPER_MODELS,
+    "audioldm2": ModelSpec(
+        "generator",
+        "cvssp/audioldm2",
+        None,
+        "text-to-audio diffusion of imagine.generator=audioldm2 (16 kHz; not the method's generator)",
+    ),
+}
+
+# Which paper checkpoint (a key of PAPER_CHECKPOINTS) fills the generator role for each imagine.generator.
+GENERATOR_CHECKPOINTS = {"stable-audio": "generator", "audioldm2": "audioldm2"}
+
+
+def generator_checkpoint(generator: str) -> str:
+    """The PAPER_CHECKPOINTS key of the checkpoint that fills the generator role for `imagine.generator`."""
+    return GENERATOR_CHECKPOINTS.get(generator, "generator")
+
 
 # The hub renamed bert-base-uncased; a copy downloaded under the new name is just as good.
 _HUB_ALIASES = {"bert-base-uncased": ("google-bert/bert-base-uncased",), "roberta-base": ("FacebookAI/roberta-base",)}
@@ -169,6 +200,27 @@ def _missing_files(role: str, folder: Path) -> list[str]:
         if not ok:
             missing.append(relative)
 
+    if role == "audioldm2":
+        need("model_index.json", (folder / "model_index.json").is_file())
+        for sub in ("unet", "vae", "text_encoder", "text_encoder_2", "projection_model", "language_model", "vocoder"):
+            need(f"{sub}/config.json", (folder / sub / "config.json").is_file())
+            need(f"{sub}/ weights (*.safetensors or *.bin)", _has_weights(folder / sub))
+        need("scheduler/scheduler_config.json", (folder / "scheduler" / "scheduler_config.json").is_file())
+        tok = folder / "tokenizer"
+        need(
+            "tokenizer/ (tokenizer.json, or vocab.json + merges.txt)",
+            (tok / "tokenizer.json").is_file() or ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()),
+        )
+        tok = folder / "tokenizer_2"
+        need(
+            "tokenizer_2/ (tokenizer.json or spiece.model)",
+            (tok / "tokenizer.json").is_file() or (tok / "spiece.model").is_file(),
+        )
+        need(
+            "feature_extractor/preprocessor_config.json",
+            (folder / "feature_extractor" / "preprocessor_config.json").is_file(),
+        )
+        return missing
     if role == "generator":
         need("model_index.json", (folder / "model_index.json").is_file())
         for sub in ("transformer", "vae", "text_encoder", "projection_model"):
@@ -225,8 +277,8 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache: Path | None = None)
 
 
 def _locate_paper(role: str, model_dir: str | None) -> tuple[Path | None, list[str]]:
-    """First complete folder for a paper role, and a line per place looked in (path: outcome)."""
-    spec = PAPER_MODELS[role]
+    """First complete folder for a paper role (or checkpoint, PAPER_CHECKPOINTS), and a line per place looked in."""
+    spec = PAPER_CHECKPOINTS[role]
     looked: list[str] = []
 
     env_name = _env_var(role)
@@ -268,7 +320,7 @@ def _locate_paper(role: str, model_dir: str | None) -> tuple[Path | None, list[s
 
 
 def _how_to_get(role: str, model_dir: str | None) -> str:
-    spec = PAPER_MODELS[role]
+    spec = PAPER_CHECKPOINTS[role]
     lines = [
         f"While online, run `ith models fetch --profile paper --roles {role}` (into the model home, pinned in "
         f"its models.lock.json) or `hf download {spec.model_id}` (older clients: "
@@ -395,6 +447,57 @@ def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> 
     return {role: final / role for role in ROLES}
 
 
+def ensure_tiny_audioldm2(corpus: Sequence[str], model_dir: str | None = None) -> Path:
+    """Build (or reuse) the tiny AudioLDM2 for `corpus`; returns its generator folder.
+
+    `model_home()/tiny-audioldm2-<hash>/generator`, the hash covering TINY_AUDIOLDM2_RECIPE and the
+    corpus. Its own folder, beside the tiny profiles: the generator identity of a tiny folder is its
+    parent's name, so a tiny AudioLDM2 and the tiny profile's Stable Audio never share an audio id,
+    and the tiny profile's recipe (hence every other id) is left as it was. Built, loaded once and
+    renamed into place, as `ensure_tiny_profile` does.
+    """
+    items, corpus_sha256 = _corpus_digest(corpus)
+    home = model_home(model_dir)
+    blob = json.dumps({"recipe": TINY_AUDIOLDM2_RECIPE, "corpus_sha256": corpus_sha256}, sort_keys=True)
+    name = f"tiny-audioldm2-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]}"
+    final = home / name
+    if (final / PROFILE_MARKER).is_file() and (final / "generator").is_dir():
+        return final / "generator"
+    if final.exists():
+        logger.warning("tiny AudioLDM2 %s is damaged; rebuilding it", final)
+        doomed = home / f".{name}.damaged-{uuid.uuid4().hex[:8]}"
+        final.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    staging = home / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    try:
+        staging.mkdir()
+        build_audioldm2(items, staging / "generator")
+        load_audioldm2(staging / "generator")
+        marker = {
+            "profile": "tiny",
+            "generator": "audioldm2",
+            "recipe": TINY_AUDIOLDM2_RECIPE,
+            "corpus_sha256": corpus_sha256,
+            "corpus_sentences": len(items),
+            "build_seconds": round(time.perf_counter() - started, 3),
+            "libraries": _library_versions(),
+        }
+        (staging / PROFILE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
+        try:
+            staging.rename(final)
+            logger.info("built tiny AudioLDM2 %s in %.1f s", final, time.perf_counter() - started)
+        except OSError:
+            if not (final / PROFILE_MARKER).is_file():
+                raise
+            logger.info("tiny AudioLDM2 %s was built concurrently; using that one", final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final / "generator"
+
+
 def _check_loads(profile_dir: Path) -> None:
     """Every role of a freshly built profile loads through its public loader (cheap at tiny size)."""
     load_lm(profile_dir / "lm")
@@ -423,11 +526,14 @@ def resolve_models(
     corpus: Sequence[str] | None = None,
     skip_roles: Sequence[str] = (),
     rehearsal: bool = False,
+    generator: str = "stable-audio",
 ) -> dict[str, Path]:
     """Folder of every role for `profile` (but `skip_roles`, which a run does not need).
 
     `tiny` builds the profile if needed and requires `corpus`. `paper` only looks (see the
     module docstring) and raises one `ModelNotAvailableError` listing every missing role.
+    `generator` (imagine.generator) picks what fills the generator role: Stable Audio, or AudioLDM2
+    (tiny: `ensure_tiny_audioldm2`; paper: cvssp/audioldm2, `PAPER_CHECKPOINTS["audioldm2"]`).
     A checkpoint built by `ith rehearse` (random weights at paper size) is taken only when
     `rehearsal` is true, and then every paper role must be one: the two never mix.
     """
@@ -440,20 +546,24 @@ def resolve_models(
             corpus,
             "pass the sentences its tokenizers are trained on (train sentences and span texts)",
         )
-        return {role: path for role, path in ensure_tiny_profile(corpus, model_dir).items() if role not in skip_roles}
+        paths = {role: path for role, path in ensure_tiny_profile(corpus, model_dir).items() if role not in skip_roles}
+        if generator == "audioldm2" and "generator" in paths:
+            paths["generator"] = ensure_tiny_audioldm2(corpus, model_dir)
+        return paths
 
     found: dict[str, Path] = {}
     problems: list[str] = []
     for role in (r for r in ROLES if r not in skip_roles):
-        path, looked = _locate_paper(role, model_dir)
+        checkpoint = generator_checkpoint(generator) if role == "generator" else role
+        path, looked = _locate_paper(checkpoint, model_dir)
         if path is not None:
             found[role] = path
             continue
-        spec = PAPER_MODELS[role]
+        spec = PAPER_CHECKPOINTS[checkpoint]
         places = "\n".join(f"    - {line}" for line in looked)
         problems.append(
             f"  {role}: {spec.model_id} is not available locally. Looked in:\n{places}\n"
-            f"    {_how_to_get(role, model_dir)}"
+            f"    {_how_to_get(checkpoint, model_dir)}"
         )
     if problems:
         raise ModelNotAvailableError(
@@ -592,6 +702,35 @@ def load_generator(path, torch_dtype=None):
         diffusers_logging.disable_progress_bar()
         pipe = StableAudioPipeline.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
     _require_vocab(pipe.tokenizer, folder / "tokenizer")
+    return pipe
+
+
+def load_audioldm2(path, torch_dtype=None):
+    """A diffusers `AudioLDM2Pipeline` from an AudioLDM2 generator folder, in `torch_dtype` if given.
+
+    The language model is loaded as `GPT2LMHeadModel`, the class the pipeline declares, from the
+    folder's `language_model/`: cvssp/audioldm2 saves a `GPT2Model`, which lacks the generation
+    helpers the pipeline calls in transformers 5 (diffusers issue #12630). The head class loads the
+    same weights (its LM head is tied to the input embeddings and never used: the pipeline reads
+    hidden states), so the generated conditioning is the checkpoint's.
+    """
+    folder = _require_folder(path, "audioldm2")
+    with expected_load_noise():
+        language_model = GPT2LMHeadModel.from_pretrained(
+            folder / "language_model", dtype=torch_dtype, local_files_only=True, trust_remote_code=False
+        )
+    diffusers_logging.disable_progress_bar()
+    verbosity = diffusers_logging.get_verbosity()
+    # diffusers says the GPT2LMHeadModel passed in differs from model_index.json's GPT2Model: on purpose.
+    diffusers_logging.set_verbosity_error()
+    try:
+        pipe = AudioLDM2Pipeline.from_pretrained(
+            folder, language_model=language_model, dtype=torch_dtype, local_files_only=True
+        )
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    _require_vocab(pipe.tokenizer, folder / "tokenizer")
+    _require_vocab(pipe.tokenizer_2, folder / "tokenizer_2")
     return pipe
 
 

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
+from diffusers import (
+    AudioLDM2Pipeline,
+    AudioLDM2ProjectionModel,
+    AudioLDM2UNet2DConditionModel,
+    AutoencoderKL,
+    AutoencoderOobleck,
+    DDIMScheduler,
+    EDMDPMSolverMultistepScheduler,
+    StableAudioDiTModel,
+    StableAudioPipeline,
+)
 from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
@@ -37,9 +47,13 @@ from transformers import (
     ClapConfig,
     ClapFeatureExtractor,
     ClapModel,
+    GPT2Config,
+    GPT2Model,
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaTokenizerFast,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
@@ -191,6 +205,115 @@ TINY_RECIPE: dict[str, Any] = {
             "mean": -4.2677393,
             "std": 4.5689974,
         },
+    },
+}
+
+# The tiny AudioLDM2 (`imagine.generator=audioldm2`), built only when a run asks for it, into its own
+# folder (`profiles.ensure_tiny_audioldm2`): a recipe apart from TINY_RECIPE, so adding it left every
+# tiny profile's hash, and so every stage key and audio id of the other generators, as it was.
+# Shapes that reach other stages are cvssp/audioldm2's: 16 kHz mono out of a HiFi-GAN of hop 160
+# (100 mel frames per second, 64 mel bins), a VAE of scale 4 with 8 latent channels, the UNet's
+# window of 256 latent frames (10.24 s, so "full" latents cost what they cost there) and its two
+# cross-attentions (GPT-2's 8 generated states, T5's states) in every attention block; widths,
+# depths and vocabularies are tiny.
+TINY_AUDIOLDM2_VERSION = 1
+TINY_AUDIOLDM2_RECIPE: dict[str, Any] = {
+    "version": TINY_AUDIOLDM2_VERSION,
+    "seed": 20251207,
+    "clap_bpe_vocab_size": 1000,
+    "t5_vocab_size": 1000,
+    # cvssp/audioldm2's tokenizers: RoBERTa's 512 positions, T5 truncated at 128 tokens.
+    "clap_model_max_length": 512,
+    "t5_model_max_length": 128,
+    "clap_text": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 514,
+    },
+    # laion/clap-htsat-unfused's layout (no fusion), tiny; only its text tower conditions the UNet.
+    "clap_audio": {
+        "num_mel_bins": 16,
+        "spec_size": 64,
+        "window_size": 4,
+        "patch_size": 2,
+        "patch_stride": [2, 2],
+        "patch_embeds_hidden_size": 16,
+        "depths": [1, 1],
+        "num_attention_heads": [2, 2],
+        "hidden_size": 32,
+        "enable_fusion": False,
+    },
+    "clap_projection_dim": 16,
+    "feature_extractor": {
+        "feature_size": 16,
+        "sampling_rate": 48000,
+        "hop_length": 480,
+        "max_length_s": 10,
+        "fft_window_size": 1024,
+        "frequency_min": 50,
+        "frequency_max": 14000,
+        "padding": "repeatpad",
+        "truncation": "rand_trunc",
+    },
+    "t5": {"d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 2, "num_heads": 2, "relative_attention_num_buckets": 8},
+    "gpt2": {
+        "n_embd": 16,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_positions": 256,
+        "vocab_size": 16,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    },
+    "max_new_tokens": 8,
+    "unet": {
+        "sample_size": 256,
+        "in_channels": 8,
+        "out_channels": 8,
+        "block_out_channels": [8, 16, 16, 16],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "layers_per_block": 1,
+        "attention_head_dim": 2,
+        "norm_num_groups": 4,
+    },
+    "vae": {
+        "in_channels": 1,
+        "out_channels": 1,
+        "latent_channels": 8,
+        "block_out_channels": [8, 16, 16],
+        "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 1024,
+        "scaling_factor": 0.4110932946205139,
+    },
+    "vocoder": {
+        "model_in_dim": 64,
+        "sampling_rate": 16000,
+        "upsample_initial_channel": 32,
+        "upsample_rates": [5, 4, 2, 2, 2],
+        "upsample_kernel_sizes": [16, 16, 8, 4, 4],
+        "resblock_kernel_sizes": [3, 7],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+        "normalize_before": False,
+        # Random weights at the checkpoint's 0.01 give audio near 1e-9 through six upsampling layers,
+        # stored as silence (GeneratedAudioError); at 0.2 the tiny vocoder's output is audible, below tanh's clip.
+        "initializer_range": 0.2,
+    },
+    # cvssp/audioldm2's scheduler_config.json.
+    "scheduler": {
+        "beta_start": 0.0015,
+        "beta_end": 0.0195,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "prediction_type": "epsilon",
     },
 }
 
@@ -472,6 +595,69 @@ def build_audio_encoder(corpus: Sequence[str], out_dir: Path) -> None:
     model.save_pretrained(out_dir)
     with expected_load_noise():
         ASTFeatureExtractor(**recipe["feature_extractor"]).save_pretrained(out_dir)
+
+
+def build_audioldm2(corpus: Sequence[str], out_dir: Path) -> None:
+    """A tiny `AudioLDM2Pipeline` (TINY_AUDIOLDM2_RECIPE): CLAP and T5 tokenizers trained on `corpus`."""
+    recipe = TINY_AUDIOLDM2_RECIPE
+    tokenizer = train_clap_tokenizer(corpus, recipe["clap_bpe_vocab_size"], recipe["clap_model_max_length"])
+    tokenizer_2 = train_t5_tokenizer(corpus, recipe["t5_vocab_size"], recipe["t5_model_max_length"])
+    projection_dim = recipe["clap_projection_dim"]
+    t5, gpt2 = recipe["t5"], recipe["gpt2"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe["seed"])
+        text_encoder = ClapModel(
+            ClapConfig(
+                text_config=dict(
+                    recipe["clap_text"],
+                    vocab_size=len(tokenizer),
+                    projection_dim=projection_dim,
+                    pad_token_id=tokenizer.pad_token_id,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                ),
+                audio_config=dict(copy.deepcopy(recipe["clap_audio"]), projection_dim=projection_dim),
+                projection_dim=projection_dim,
+            )
+        )
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                pad_token_id=tokenizer_2.pad_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
+                **t5,
+            )
+        )
+        language_model = GPT2Model(GPT2Config(**gpt2))
+        # The pipeline reads the number of generated states from the language model's config.
+        language_model.config.max_new_tokens = recipe["max_new_tokens"]
+        projection_model = AudioLDM2ProjectionModel(
+            text_encoder_dim=projection_dim, text_encoder_1_dim=t5["d_model"], langauge_model_dim=gpt2["n_embd"]
+        )
+        unet_recipe = recipe["unet"]
+        unet = AudioLDM2UNet2DConditionModel(
+            # Per block: self-attention, then cross-attention to GPT-2's states and to T5's, as in
+            # cvssp/audioldm2's [[null, 768, 1024], ...].
+            cross_attention_dim=[[None, gpt2["n_embd"], t5["d_model"]]] * len(unet_recipe["block_out_channels"]),
+            **unet_recipe,
+        )
+        vae = AutoencoderKL(**recipe["vae"])
+        vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**recipe["vocoder"]))
+    pipe = AudioLDM2Pipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        projection_model=projection_model,
+        language_model=language_model,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        feature_extractor=ClapFeatureExtractor(**recipe["feature_extractor"]),
+        unet=unet,
+        scheduler=DDIMScheduler(**recipe["scheduler"]),
+        vocoder=vocoder,
+    )
+    pipe.save_pretrained(out_dir)
 
 
 BUILDERS = {

@@ -178,8 +178,18 @@ def prepare_models(cfg: RunConfig) -> dict[str, str]:
         )
     needed = required_roles(cfg)
     skip = tuple(r for r in profiles.ROLES if r not in needed or (r == "generator" and tone))
-    paths = profiles.resolve_models(cfg.profile, cfg.model_dir, corpus=corpus, skip_roles=skip, rehearsal=cfg.rehearsal)
-    record = model_lock.run_models(cfg.profile, paths, cfg.model_dir)
+    # imagine.generator=audioldm2 fills the generator role with AudioLDM2 (tiny: its own tiny build;
+    # paper: cvssp/audioldm2), recorded and locked under that checkpoint's name.
+    paths = profiles.resolve_models(
+        cfg.profile,
+        cfg.model_dir,
+        corpus=corpus,
+        skip_roles=skip,
+        rehearsal=cfg.rehearsal,
+        generator=cfg.imagine.generator,
+    )
+    checkpoints = {"generator": profiles.generator_checkpoint(cfg.imagine.generator)}
+    record = model_lock.run_models(cfg.profile, paths, cfg.model_dir, checkpoints)
     if tone and "generator" in needed:
         paths["generator"] = synthetic.tone_generator_dir(cfg.synthetic)
         record["models"]["generator"] = model_lock.folder_record(paths["generator"])

@@ -260,6 +260,30 @@ def profile_of(data: RunData) -> str | None:
     return (data.summary or {}).get("profile") or (data.config or {}).get("profile")
 
 
+def generator_of(data: RunData) -> dict:
+    """Which generator imagined the run's audio: name (`imagine.generator`), id (its identity, which
+    enters every audio id) and whether any system heard imagined audio, as the fusion stage recorded
+    it (summary.json, else the fusion marker); a run from before that: config.json and plan.json."""
+    marker = data.markers.get(run_files.FUSION)
+    for report in (data.stage_report(run_files.FUSION), marker.get("report") if isinstance(marker, dict) else None):
+        if isinstance((report or {}).get("generator"), dict):
+            return report["generator"]
+    settings = (data.plan or {}).get("settings") or {}
+    return {
+        "name": ((data.config or {}).get("imagine") or {}).get("generator"),
+        "id": settings.get("generator_id"),
+        "imagined": None if data.plan is None else True,
+    }
+
+
+def generator_label(generator: dict) -> str:
+    """'tone (tiny-0123abcd)', or what the run says of its generator when it imagined nothing."""
+    name = generator.get("name") or "unknown generator"
+    if generator.get("imagined") is False:
+        return f"{name} (no system heard imagined audio)"
+    return f"{name} ({generator['id']})" if generator.get("id") else name
+
+
 def threshold_acceptance(report: dict, selection: list[dict] | None) -> list[dict]:
     """Per task: the threshold the run used and how many span occurrences it gave audio to."""
     recorded = report.get("acceptance_at_threshold")

@@ -18,6 +18,8 @@ from ith_core.report.loading import (
     RunData,
     _split_key,
     benchmark_of,
+    generator_label,
+    generator_of,
     job_label,
     profile_of,
     threshold_acceptance,
@@ -161,6 +163,7 @@ def headline_markdown(data: RunData) -> str:
                 f"{detector.get('dev_span_f1_untrained', 0):.3f} untrained -> {detector['dev_span_f1']:.3f} trained",
             )
         )
+    rows.append(("generator (imagined audio)", generator_label(generator_of(data))))
     imagine = data.stage_report("imagine") or {}
     for row in threshold_acceptance(imagine, data.selection):
         rows.append(
@@ -352,6 +355,8 @@ def fusion_results_markdown(run_id: str, report: dict, profile: str = "") -> str
             "systems that hear the audio should beat text, which can only reach the constant-answer level.**",
             "",
         ]
+    if isinstance(report.get("generator"), dict):
+        lines += [f"Imagined audio: generator {md_escape(generator_label(report['generator']))}.", ""]
     lines += [
         "Accuracy (%) on the run's sampled examples: mean ± sample sd over seeds [95 % interval of the "
         f"seed-mean: hierarchical bootstrap over seeds, then {unit_phrase(report.get('bootstrap_unit'))}]. "

@@ -61,7 +61,7 @@ from ith_core.fusion.audio_features import read_selection
 from ith_core.fusion.launch import launch_command, run_streaming
 from ith_core.fusion.lm_inputs import spans_from_selection
 from ith_core.fusion.model import FusionLM
-from ith_core.fusion.run_systems import run_systems, seeds_of
+from ith_core.fusion.run_systems import needs_imagination, run_systems, seeds_of
 from ith_core.fusion.systems import (  # noqa: F401
     EVAL_SPLITS,
     SYSTEMS,
@@ -469,6 +469,16 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     return {**report, "cached": False}
 
 
+def generator_record(cfg: RunConfig, layout: RunLayout) -> dict:
+    """Which generator imagined the audio the run's systems heard: `imagine.generator`, and the
+    identity the imagine stage planned with (plan.json's settings; it enters every audio id), so
+    runs with different generators can be told apart. `imagined` false: no system of the run heard
+    imagined audio, so the stage did not run and there is no identity."""
+    imagined = needs_imagination(cfg)
+    plan = layout.read_json(*run_files.PLAN) if imagined and layout.exists(*run_files.PLAN) else {}
+    return {"name": cfg.imagine.generator, "id": (plan.get("settings") or {}).get("generator_id"), "imagined": imagined}
+
+
 def summarise_results(cfg: RunConfig) -> dict:
     """The table over the run's systems and seeds: `fusion/predictions.parquet` (every system's
     rows), `fusion/results.parquet` (accuracy per system, seed, task, split and metric with 95 %
@@ -513,6 +523,7 @@ def summarise_results(cfg: RunConfig) -> dict:
         clusters=clusters,
     )
     results["benchmark"] = cfg.benchmark
+    results["generator"] = generator_record(cfg, layout)
     results["bootstrap_unit"] = UNIT_NAMES[cfg.benchmark]
     results["intervals"] = INTERVALS
     results["majority"] = majority_baseline(examples, splits)
@@ -530,6 +541,7 @@ def summarise_results(cfg: RunConfig) -> dict:
         "paired": results["paired"],
         "per_seed": results["per_seed"],
         "benchmark": cfg.benchmark,
+        "generator": results["generator"],
         "bootstrap_unit": results["bootstrap_unit"],
         "majority": results["majority"],
         "seconds": round(time.perf_counter() - started, 3),
@@ -591,6 +603,7 @@ def fusion_summary(
         "over_seeds": results.get("over_seeds"),
         "paired": results.get("paired"),
         "benchmark": results.get("benchmark"),
+        "generator": results.get("generator"),
         "bootstrap_unit": results.get("bootstrap_unit"),
         "majority": results.get("majority"),
         "scoring": scoring,

@@ -21,6 +21,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ith_core.imagination.planning import DiskSpaceError
     from ith_core.imagination.selection import UndeterminedSelectionError
     from ith_core.models.profiles import ModelNotAvailableError
+    from ith_core.report.compare import CompareError
     from ith_core.stages.audio_repair import UnknownAudioIdError
     from ith_core.stages.imagine import NoAudioError, ShardsMissingError
     from storage.audio_store import AudioStoreError
@@ -46,6 +47,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         UnknownAudioIdError,
         ServeError,
         RunLockedError,
+        CompareError,
     )
 
 

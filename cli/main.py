@@ -7,6 +7,7 @@
     ith repair-audio   regenerate stored audio of a run whose files no longer match their checksums
     ith serve          start a local Prefect server, work pool, deployments and worker (--stop stops them)
     ith predict        answer the [MASK] of sentences with a trained run, with and without imagined audio
+    ith compare        finished runs side by side (one column per run and its generator), paired differences
     ith doctor         show which models are available, the torch/CUDA situation and the data location
     ith data fetch     put the pinned benchmark files into their verified home ($ITH_HOME/data/auditorybench)
     ith models fetch   download the paper checkpoints into the model home and pin them (models.lock.json)
@@ -118,6 +119,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict(args)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cli.compare_command import cmd_compare as compare
+
+    return compare(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import cmd_serve as serve
 
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve": cmd_serve,
             "predict": cmd_predict,
             "thresholds": cmd_thresholds,
+            "compare": cmd_compare,
         }[args.command](args)
     except ConfigError as error:
         print(f"ith: invalid setting: {error}", file=sys.stderr)

@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rehearse_parser(commands)
 
+    from cli.compare_command import add_compare_parser
+
+    add_compare_parser(commands)
+
     doctor = commands.add_parser(
         "doctor",
         help="show models, devices and data location",

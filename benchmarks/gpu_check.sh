@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU check of stages 2-3, of one fusion training step and of the whole paper path (a rehearsal), in
-# under 13 minutes on one H100/H200.
+# GPU check of stages 2-3, of one fusion training step, of the whole paper path (a rehearsal) and of
+# AudioLDM2 (imagine.generator=audioldm2), in under 15 minutes on one H100/H200.
 #
 #   benchmarks/gpu_check.sh                 # writes JSON to $OUT if set, else benchmarks/results/
 #   GPU_CHECK_SMOKE=1 benchmarks/gpu_check.sh   # the same steps at toy sizes on a CPU (checks the script)
@@ -18,6 +18,10 @@
 #    time, peak RSS, peak CUDA memory and bytes written, unit costs and the projection on this GPU.
 #    Size: $GPU_CHECK_REHEARSAL_SIZE (default: default; smallest in the CPU smoke check, skipped there
 #    unless GPU_CHECK_REHEARSAL=1, since it takes minutes on a CPU).
+# 5. audioldm2_generate_cuda.json: bench_audioldm2_cuda.py, cvssp/audioldm2 at full size (random
+#    weights, fp16) through the stage's AudioLDM2Generator: 4 prompts x 5 candidates of 5 s at 50
+#    steps, exact and full (10.24 s window) latents, batch sizes from the GPU's free memory; seconds,
+#    clips/s, the denoise/decode split, peak memory and unusable (NaN/inf/silent) clips per mode.
 # The Python is $PYTHON, else .venv/bin/python, else python3 (torch with CUDA, diffusers and
 # transformers must import: the device machine cannot install anything).
 set -uo pipefail
@@ -46,12 +50,14 @@ if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then
     MEMORY_ARGS=(--tiny)
     FUSION_ARGS=(--small --steps 1 --batch 2)
     REHEARSAL_ARGS=(--size smallest --device cpu)
+    AUDIOLDM2_ARGS=(--tiny --prompts 2 --candidates 2 --steps 2)
     SUFFIX=smoke
 else
     IMAGINE_ARGS=(--full-size --prompts 4 --steps 50)
     MEMORY_ARGS=()
     FUSION_ARGS=(--precision bf16 --steps 5)
     REHEARSAL_ARGS=(--size "${GPU_CHECK_REHEARSAL_SIZE:-default}" --device cuda)
+    AUDIOLDM2_ARGS=(--prompts 4 --candidates 5 --steps 50)
     SUFFIX=cuda
 fi
 
@@ -73,9 +79,10 @@ if [ "${GPU_CHECK_SMOKE:-0}" = 1 ] && [ "${GPU_CHECK_REHEARSAL:-0}" != 1 ]; then
 else
     run_step rehearsal 330 "$PY" -m cli.main rehearse "${REHEARSAL_ARGS[@]}" --out "$OUT_DIR/paper_rehearsal_$SUFFIX.json"
 fi
+run_step audioldm2 120 "$PY" benchmarks/bench_audioldm2_cuda.py "${AUDIOLDM2_ARGS[@]}" --out "$OUT_DIR/audioldm2_generate_$SUFFIX.json"
 
 total=$(( $(date +%s) - started ))
-printf '{"imagine": %s, "memory": %s, "fusion": %s, "rehearsal": %s, "seconds": %s, "smoke": %s}\n' \
-    "${RC[imagine]}" "${RC[memory]}" "${RC[fusion]}" "${RC[rehearsal]}" "$total" "${GPU_CHECK_SMOKE:-0}" > "$STATUS"
+printf '{"imagine": %s, "memory": %s, "fusion": %s, "rehearsal": %s, "audioldm2": %s, "seconds": %s, "smoke": %s}\n' \
+    "${RC[imagine]}" "${RC[memory]}" "${RC[fusion]}" "${RC[rehearsal]}" "${RC[audioldm2]}" "$total" "${GPU_CHECK_SMOKE:-0}" > "$STATUS"
 cat "$STATUS"
-[ "${RC[imagine]}" = 0 ] && [ "${RC[memory]}" = 0 ] && [ "${RC[fusion]}" = 0 ] && [ "${RC[rehearsal]}" = 0 ]
+[ "${RC[imagine]}" = 0 ] && [ "${RC[memory]}" = 0 ] && [ "${RC[fusion]}" = 0 ] && [ "${RC[rehearsal]}" = 0 ] && [ "${RC[audioldm2]}" = 0 ]

@@ -13,6 +13,9 @@ prints). Blocks:
 - `performance` (docs/performance.md): imagine_tiny_cpu.json (bench_imagine.py), paper_size_cpu.json
   (bench_paper_size.py) and, when present, the GPU check's imagine_full_size_cuda.json.
   H100-hours are derived from the paper-size CPU projection as described in `h100_hours`.
+- `audioldm2-size` (docs/performance.md, after `performance`): audioldm2_size_cpu.json
+  (bench_audioldm2_size.py), AudioLDM2's paper-size components beside Stable Audio's paper_size_cpu.json,
+  and, when present, the GPU check's audioldm2_generate_cuda.json.
 - `synthetic` (docs/synthetic-benchmark.md): synthetic_tiny_cpu.json and its .predictions.parquet
   (bench_synthetic.py, 3 seeds): accuracies, intervals and paired comparisons recomputed from the
   recorded predictions with ith_core.evaluation.scoring, so they are the code's statistics of the
@@ -574,7 +577,73 @@ def rehearsal_detail() -> None:
     print(f"\nLeft out of the projection: {r['projection']['left_out']}.")
 
 
+def audioldm2_size() -> None:
+    ldm, paper = _load("audioldm2_size_cpu.json"), _load("paper_size_cpu.json")
+    if ldm is None or paper is None:
+        raise SystemExit("benchmarks/results/ lacks audioldm2_size_cpu.json or paper_size_cpu.json")
+    a, s = ldm["measured"]["components"], paper["measured"]["components"]
+    env, m, frames = ldm["environment"], ldm["measured"], paper["measured"]["frames"]
+    steps = paper["settings"]["steps"]
+
+    def sec(c: dict, name: str) -> str:
+        return f"{c[name]['median_s']:.1f} s"
+
+    print(
+        f"**AudioLDM2 at paper size, CPU, measured** (`audioldm2_size_cpu.json`: cvssp/audioldm2's architecture "
+        f"from its published configs, {sum(m['parameters'].values()) / 1e9:.2f} B parameters, random weights, "
+        f"float32, {env['torch_threads']} thread(s), median of {ldm['settings']['repeats']}, commit "
+        f"{env['commit']}, 1-minute load {env['load_1min_at_start']} at the start on {env['cpu_count']} cores), "
+        f"beside Stable Audio's components above (`paper_size_cpu.json`, commit "
+        f"{paper['environment'].get('commit', 'not recorded')}). Per clip of {ldm['settings']['duration_s']} s, "
+        "one clip at a time:\n"
+    )
+    print("| component | Stable Audio Open | AudioLDM2 |")
+    print("|---|---|---|")
+    print(
+        f"| text encoding, prompt + negative prompt | {sec(s, 'text_encode')} (T5-base) | {sec(a, 'text_encode')} "
+        f"(CLAP text on 512 padded tokens, Flan-T5-large, GPT-2 generating 8 states; GPT-2 alone "
+        f"{sec(a, 'gpt2_generate_8')}) |"
+    )
+    print(
+        f"| one denoising step, exact latents (CFG batch 2) | {sec(s, 'dit_step_exact')} ({frames['exact']} frames) | "
+        f"{sec(a, 'denoise_step_exact')} ({m['frames']['exact']} frames) |"
+    )
+    print(
+        f"| one denoising step, the whole window (`full`) | {sec(s, 'dit_step_full')} ({frames['full']} frames) | "
+        f"{sec(a, 'denoise_step_full')} ({m['frames']['full']} frames, {m['window_s']:.2f} s) |"
+    )
+    print(
+        f"| decode of the kept 5 s | {sec(s, 'vae_decode_prefix')} (prefix of {frames['decode_prefix']} frames) | "
+        f"{sec(a, 'decode_5s')} (VAE {sec(a, 'vae_decode_5s')}, HiFi-GAN {sec(a, 'vocoder_5s')}) |"
+    )
+    sa_exact = steps * s["dit_step_exact"]["median_s"] + s["vae_decode_prefix"]["median_s"]
+    ldm_exact = steps * a["denoise_step_exact"]["median_s"] + a["decode_5s"]["median_s"]
+    print(f"| {steps} steps + decode, exact latents (derived) | {sa_exact:.0f} s | {ldm_exact:.0f} s |")
+    print(
+        f"\nWith `full` latents AudioLDM2 also decodes its whole {m['window_s']:.2f} s window (its VAE decoder attends "
+        "over the whole latent; not timed here). Both were timed on a shared machine, at different times: read "
+        "ratios within a factor of the load, not to the decimal. Random weights: the cost of the architectures, "
+        "nothing about their audio."
+    )
+    gpu = _load("audioldm2_generate_cuda.json")
+    if gpu:
+        print(f"\n**AudioLDM2 on a GPU** ({gpu['environment'].get('gpu')}, `audioldm2_generate_cuda.json`):\n")
+        print("| latents | batch | s/clip | clips/s | unusable clips | peak GiB |")
+        print("|---|---|---|---|---|---|")
+        for mode in gpu["modes"]:
+            print(
+                f"| {mode['latent_length']} | {mode['batch_size']} | {mode['seconds_per_clip']:.2f} | "
+                f"{mode['clips_per_s']:.2f} | {mode['unusable_clips']} | {mode.get('peak_memory_bytes', 0) / 2**30:.1f} |"
+            )
+    else:
+        print(
+            "\nNo AudioLDM2 GPU results yet: `benchmarks/gpu_check.sh` step 5 writes them (no GPU was available when "
+            "these were made)."
+        )
+
+
 BLOCKS = {
+    "audioldm2-size": audioldm2_size,
     "mechanisms": mechanisms,
     "mechanisms-headline": mechanisms_headline,
     "headline": headline,
@@ -587,6 +656,7 @@ BLOCKS = {
 # The file each block stands in, relative to the repository root: README.md keeps the headline,
 # each topic's page in docs/ its full tables.
 TARGETS = {
+    "audioldm2-size": "docs/performance.md",
     "mechanisms": "docs/synthetic-benchmark.md",
     "mechanisms-headline": "README.md",
     "headline": "README.md",

@@ -22,7 +22,8 @@ def add_compare_parser(commands) -> None:
         "95 % interval, as each run's fusion/results.json gives it), each run labelled by its run id and the "
         "generator that imagined its audio; then each later run minus the first on the rows both scored "
         "(joined on example id), with a 95 % paired hierarchical bootstrap interval. Rows scored by only one "
-        "run are counted and named. The runs must be finished and of one benchmark (GLUE runs: not yet).",
+        "run are counted and named. The runs must be finished and of one benchmark; GLUE runs compare by GLUE's "
+        "metrics (glue/results.json and glue/predictions.parquet).",
     )
     compare.add_argument(
         "runs",

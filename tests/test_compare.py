@@ -21,6 +21,7 @@ from helpers.ith_process import run_ith_json
 
 from cli.main import main
 from ith_core.config import RunConfig
+from ith_core.evaluation import glue_metrics
 from ith_core.evaluation.scoring import accuracy_table, results_dict, seed_mean_table
 from ith_core.report.compare import CompareError, compare_runs, load_compared_run
 from ith_core.report.tables import md_escape
@@ -213,7 +214,7 @@ def test_refuses_runs_of_different_benchmarks(tmp_path, capsys):
     assert "different benchmarks" in line and "bench: auditorybench" in line and "synth: synthetic" in line
 
 
-def test_refuses_a_missing_an_unfinished_a_single_and_a_glue_run(tmp_path, capsys):
+def test_refuses_a_missing_an_unfinished_and_a_single_run(tmp_path, capsys):
     write_run(tmp_path, "done", {("ith", "animal", "test"): rows("animal", "test", [1])})
     write_run(tmp_path, "half", {("ith", "animal", "test"): rows("animal", "test", [1])}, finished=False)
     line = ith_error(capsys, tmp_path, "done", "nowhere")
@@ -222,8 +223,8 @@ def test_refuses_a_missing_an_unfinished_a_single_and_a_glue_run(tmp_path, capsy
     assert "at least two runs, got 1" in ith_error(capsys, tmp_path, "done")
     assert "given twice" in ith_error(capsys, tmp_path, "done", str(tmp_path / "done"))
     glue = RunConfig.for_profile("tiny", benchmark="glue", run_root=str(tmp_path), run_id="glue-run")
-    skeleton.write_config(glue)
-    assert "GLUE runs are compared by their report's GLUE table" in ith_error(capsys, tmp_path, "done", "glue-run")
+    skeleton.write_config(glue)  # a GLUE run is finished by its own stage, glue/
+    assert "glue/_DONE.json is missing" in ith_error(capsys, tmp_path, "glue-run", "done")
     with pytest.raises(CompareError, match="at least two runs"):
         compare_runs([load_compared_run(str(tmp_path), "done")])
 
@@ -236,6 +237,72 @@ def test_refuses_runs_whose_rows_differ_under_one_example_id(tmp_path, capsys):
     table[0]["gold"] = "another answer"
     layout.write_table(pa.Table.from_pylist(table, schema=run_files.PREDICTION_SCHEMA), *run_files.ALL_PREDICTIONS)
     assert "different benchmark files" in ith_error(capsys, tmp_path, "a", "b")
+
+
+def write_glue_run(root: Path, run_id: str, outcomes: dict[tuple[str, str], dict[str, list[int]]]) -> str:
+    """A finished GLUE run: `outcomes[(system, task)][example_id]` is the predicted class per seed;
+    every label is 1. Its glue/results.json as the GLUE stage writes it (glue_metrics.bootstrap_metrics)."""
+    cfg = RunConfig.for_profile("tiny", benchmark="glue", run_root=str(root), run_id=run_id, glue={"bootstrap": N_BOOT})
+    skeleton.write_config(cfg)
+    layout = RunLayout(str(root), run_id)
+    predictions = [
+        {
+            "example_id": example_id,
+            "task": task,
+            "split": "dev",
+            "system": system,
+            "seed": 42 + k,
+            "label": 1.0,
+            "prediction": float(value),
+            "spans_fused": 0,
+        }
+        for (system, task), rows in outcomes.items()
+        for example_id, per_seed in rows.items()
+        for k, value in enumerate(per_seed)
+    ]
+    layout.write_table(
+        pa.Table.from_pylist(predictions, schema=run_files.GLUE_PREDICTION_SCHEMA), *run_files.GLUE_PREDICTIONS
+    )
+    tasks: dict = {}
+    for (system, task), rows in outcomes.items():
+        values = np.asarray(list(rows.values()), dtype=np.float64).T  # (seeds, rows)
+        entry = tasks.setdefault(task, {"metrics": list(glue_metrics.METRICS[task]), "systems": {}, "paired": {}})
+        entry["systems"][system] = {
+            "rows": values.shape[1],
+            "seeds": values.shape[0],
+            **glue_metrics.bootstrap_metrics(task, values, np.ones(values.shape[1]), n_boot=N_BOOT),
+        }
+    results = {"benchmark": "glue", "split": "dev", "systems": sorted({s for s, _ in outcomes}), "tasks": tasks}
+    layout.write_json(results, *run_files.GLUE_RESULTS)
+    layout.mark_done(run_files.GLUE, "constructed", {"results": results})
+    return run_id
+
+
+def test_glue_runs_compare_by_glue_metrics_on_the_rows_both_scored(tmp_path, capsys):
+    # SST-2, label 1 everywhere: run A right on rows 1-4, run B on rows 1-2, and B scored a row 5 A did not.
+    write_glue_run(tmp_path, "glue-a", {("ith", "sst2"): {f"sst2/dev/{i}": [1] for i in range(1, 5)}})
+    b = {f"sst2/dev/{i}": [int(i <= 2)] for i in range(1, 6)}
+    write_glue_run(tmp_path, "glue-b", {("ith", "sst2"): b, ("bert", "sst2"): b})
+    code, out, err = compare(capsys, tmp_path, "glue-a", "glue-b")
+    assert code == 0, err
+    header, *body = shown_table(out.replace("| system | task | metric |", "| system | task | split |"))
+    assert len(header) == 3 + 2 and header[3].startswith("glue-a (") and header[4].startswith("glue-b (")
+    assert [row[:3] for row in body] == [["BERT (fine-tuned, no audio)", "SST-2", "accuracy"]] + [
+        ["ITH (imagined audio fused)", "SST-2", "accuracy"]
+    ]
+    assert body[0][3] == "-" and body[1][3].startswith("100.00 [") and body[1][4].startswith("40.00 [")
+    assert "1 row scored by glue-b only: sst2/dev/5" in out
+    assert "BERT (fine-tuned, no audio), sst2 dev: not compared with glue-b, only in glue-b" in out
+    code, out, _ = compare(capsys, tmp_path, "glue-a", "glue-b", "--json")
+    [pair] = json.loads(out)["paired"]
+    assert pair["n"] == 4 and pair["only_in_run"] == ["sst2/dev/5"]
+    accuracy = pair["metrics"]["accuracy"]
+    assert accuracy["difference"] == -50.0
+    # By hand: glue_metrics resamples the 4 shared rows with replacement (one seed); B - A on them.
+    rng = np.random.default_rng(0)
+    boot = [-np.mean(rng.integers(0, 4, size=4) >= 2) for _ in range(N_BOOT)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert (accuracy["ci_low"], accuracy["ci_high"]) == (round(100 * lo, 2), round(100 * hi, 2))
 
 
 def test_the_report_names_the_generator_of_an_older_run(tmp_path):

@@ -94,7 +94,7 @@ def load_compared_run(run_root: str, run: str) -> ComparedRun:
     results = layout.read_json(*results_file) if layout.exists(*results_file) else recorded or {}
     summary = layout.read_json(*run_files.SUMMARY) if layout.exists(*run_files.SUMMARY) else None
     plan = layout.read_json(*run_files.PLAN) if layout.exists(*run_files.PLAN) else None
-    data = RunData(layout=layout, summary=summary, config=config, plan=plan, markers={run_files.FUSION: marker})
+    data = RunData(layout=layout, summary=summary, config=config, plan=plan, markers={stage: marker})
     generator = results.get("generator") if isinstance(results.get("generator"), dict) else generator_of(data)
     units: dict = {}  # GLUE: its dev rows are the units (glue_metrics resamples rows)
     for parts in () if glue else (run_files.inputs_examples(run_files.FUSION_EXAMPLES), run_files.EXAMPLES):

@@ -8,12 +8,7 @@ import math
 
 import numpy as np
 import pytest
-
-from ith_core.config import GLUE_TASKS, ConfigError
-from ith_core.data import glue
-from ith_core.data.auditorybench import EXAMPLES_SCHEMA, REJECTS_SCHEMA, DataError
-from ith_core.evaluation import glue_metrics
-from tests.helpers.glue_folder import (
+from helpers.glue_folder import (
     LABELS,
     STSB_SCORES,
     append_bad_rows,
@@ -21,6 +16,11 @@ from tests.helpers.glue_folder import (
     file_path,
     write_glue_folder,
 )
+
+from ith_core.config import GLUE_TASKS, ConfigError
+from ith_core.data import glue
+from ith_core.data.auditorybench import EXAMPLES_SCHEMA, REJECTS_SCHEMA, DataError
+from ith_core.evaluation import glue_metrics
 
 ROWS = 12
 

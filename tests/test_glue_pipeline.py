@@ -68,6 +68,8 @@ def test_glue_runs_every_task_with_ith_and_bert(glue_run):
 
     results = json.loads((run / "glue" / "results.json").read_text())
     assert set(results["tasks"]) == set(GLUE_DEFAULT_TASKS)
+    plan = json.loads((run / "imagine" / "plan.json").read_text())
+    assert results["generator"] == {"name": "stable-audio", "id": plan["settings"]["generator_id"], "imagined": True}
     predictions = pq.read_table(run / "glue" / "predictions.parquet").to_pylist()
     for task, entry in results["tasks"].items():
         assert entry["metrics"] == list(METRICS[task])
@@ -104,7 +106,7 @@ def test_glue_refuses_other_systems_and_unknown_tasks(tmp_path, ith_home):
     done = run_ith([*base, "--tasks", "sst3"], tmp_path, ith_home, timeout=120)
     assert done.returncode != 0 and "sst3" in done.stderr
     done = run_ith(["config", "--tasks", "sst2"], tmp_path, ith_home, timeout=120)
-    assert done.returncode != 0 and "GLUE's tasks need --benchmark glue" in done.stderr
+    assert done.returncode != 0 and "is a GLUE task: add --benchmark glue" in done.stderr
 
 
 def _tokens(text: str) -> tuple[list[tuple[int, int]], list[str]]:

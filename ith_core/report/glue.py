@@ -90,6 +90,11 @@ def section_glue(data: RunData) -> Section:
         s.intro.append("The GLUE stages have not finished: no results yet.")
         return s
     s.intro.append(MEANING)
+    generator = results.get("generator") or {}
+    if generator.get("imagined"):
+        s.intro.append(
+            f"Imagined audio: generator {generator.get('name')} ({generator.get('id') or 'identity not recorded'})."
+        )
     s.tables.append(("table-glue", results_table(results)))
     fused = []
     for task, entry in sorted((results.get("tasks") or {}).items(), key=lambda kv: list(TASK_LABELS).index(kv[0])):

@@ -28,7 +28,7 @@ from ith_core.fusion.audio_features import read_selection
 from ith_core.fusion.glue_training import GlueJob, train_and_evaluate
 from ith_core.fusion.lm_inputs import spans_from_selection
 from ith_core.models.profiles import model_identity
-from ith_core.stages.fusion import FEATURES
+from ith_core.stages.fusion import FEATURES, generator_record
 from ith_core.stages.imagine import no_audio_error
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from ith_core.stages.system_inputs import resolve_device
@@ -192,6 +192,7 @@ def summarise_glue(cfg: RunConfig) -> dict:
         "systems": list(cfg.systems),
         "seeds": list(cfg.glue.seeds),
         "bootstrap": cfg.glue.bootstrap,
+        "generator": generator_record(cfg, layout),
         "tasks": tasks,
     }
     layout.write_json(results, *run_files.GLUE_RESULTS)

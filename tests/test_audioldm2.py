@@ -253,3 +253,14 @@ def test_ith_run_with_audioldm2_completes_every_stage(tmp_path, ith_home):
     assert {r["model"] for r in results["per_seed"]} >= {"ith", "bert-text"}
     assert np.isfinite([r["accuracy"] for r in results["per_seed"]]).all()
     assert (run / "report" / "report.md").is_file() and Path(result["summary"]).is_file()
+    # The same run imagined by Stable Audio, and `ith compare` sets the two side by side: one column
+    # per run headed by its generator, then Stable Audio minus AudioLDM2 on the rows both scored.
+    other = run_ith_json([*args, "--set", "imagine.generator=stable-audio", *settings], tmp_path, ith_home)
+    assert other["run_id"] != result["run_id"]
+    compared = run_ith(
+        ["compare", result["run_id"], other["run_id"], "--run-root", str(tmp_path / "runs")], tmp_path, ith_home
+    )
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    header = next(line for line in compared.stdout.splitlines() if line.startswith("| system"))
+    assert f"{result['run_id']} (audioldm2" in header and f"{other['run_id']} (stable-audio" in header
+    assert "minus" in compared.stdout

@@ -395,55 +395,71 @@ def _library_versions() -> dict[str, str]:
     }
 
 
-def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> dict[str, Path]:
-    """Build (or reuse) the tiny profile for `corpus`; returns the folder of each role.
+def _build_once(home: Path, name: str, what: str, complete, build, marker: dict) -> Path:
+    """`home/name`, built by `build(staging)` in a temporary sibling folder and renamed into place.
 
-    The profile is built in a temporary sibling folder, checked by loading every role, and
-    renamed into place: a crash never leaves a half-built folder under the final name, and a
-    concurrent builder of the same profile simply loses the rename and uses the winner's.
+    `complete(folder)` says whether a folder is a whole build. A crash never leaves a half-built
+    folder under the final name; a damaged one is moved aside and rebuilt; a concurrent builder
+    of the same folder simply loses the rename and uses the winner's. `marker` (plus the build's
+    seconds and the library versions) is written as the folder's PROFILE_MARKER.
     """
-    items, corpus_sha256 = _corpus_digest(corpus)
-    home = model_home(model_dir)
-    recipe_hash = tiny_recipe_hash(corpus_sha256)
-    final = home / f"tiny-{recipe_hash}"
-    if _is_complete_tiny(final):
-        return {role: final / role for role in ROLES}
+    final = home / name
+    if complete(final):
+        return final
     if final.exists():
-        # Only damage gets here (rename publishes whole profiles): move it aside, then rebuild.
-        logger.warning("tiny profile %s is damaged; rebuilding it", final)
-        doomed = home / f".tiny-{recipe_hash}.damaged-{uuid.uuid4().hex[:8]}"
+        # Only damage gets here (rename publishes whole builds): move it aside, then rebuild.
+        logger.warning("%s %s is damaged; rebuilding it", what, final)
+        doomed = home / f".{name}.damaged-{uuid.uuid4().hex[:8]}"
         final.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-
     home.mkdir(parents=True, exist_ok=True)
-    staging = home / f".tiny-{recipe_hash}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = home / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
         staging.mkdir()
-        for role in ROLES:
-            BUILDERS[role](items, staging / role)
-        _check_loads(staging)
+        build(staging)
         marker = {
-            "profile": "tiny",
-            "recipe_hash": recipe_hash,
-            "recipe_version": TINY_RECIPE_VERSION,
-            "recipe": TINY_RECIPE,
-            "corpus_sha256": corpus_sha256,
-            "corpus_sentences": len(items),
+            **marker,
             "build_seconds": round(time.perf_counter() - started, 3),
             "libraries": _library_versions(),
         }
         (staging / PROFILE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
         try:
             staging.rename(final)
-            logger.info("built tiny profile %s in %.1f s", final, time.perf_counter() - started)
+            logger.info("built %s %s in %.1f s", what, final, time.perf_counter() - started)
         except OSError:
-            if not _is_complete_tiny(final):
+            if not complete(final):
                 raise
-            logger.info("tiny profile %s was built concurrently; using that one", final)
+            logger.info("%s %s was built concurrently; using that one", what, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def ensure_tiny_profile(corpus: Sequence[str], model_dir: str | None = None) -> dict[str, Path]:
+    """Build (or reuse) the tiny profile for `corpus`; returns the folder of each role.
+
+    The profile is built in a temporary sibling folder, checked by loading every role, and
+    renamed into place (`_build_once`).
+    """
+    items, corpus_sha256 = _corpus_digest(corpus)
+    recipe_hash = tiny_recipe_hash(corpus_sha256)
+
+    def build(staging: Path) -> None:
+        for role in ROLES:
+            BUILDERS[role](items, staging / role)
+        _check_loads(staging)
+
+    marker = {
+        "profile": "tiny",
+        "recipe_hash": recipe_hash,
+        "recipe_version": TINY_RECIPE_VERSION,
+        "recipe": TINY_RECIPE,
+        "corpus_sha256": corpus_sha256,
+        "corpus_sentences": len(items),
+    }
+    final = _build_once(model_home(model_dir), f"tiny-{recipe_hash}", "tiny profile", _is_complete_tiny, build, marker)
     return {role: final / role for role in ROLES}
 
 
@@ -454,48 +470,27 @@ def ensure_tiny_audioldm2(corpus: Sequence[str], model_dir: str | None = None) -
     corpus. Its own folder, beside the tiny profiles: the generator identity of a tiny folder is its
     parent's name, so a tiny AudioLDM2 and the tiny profile's Stable Audio never share an audio id,
     and the tiny profile's recipe (hence every other id) is left as it was. Built, loaded once and
-    renamed into place, as `ensure_tiny_profile` does.
+    renamed into place (`_build_once`), as the tiny profile is.
     """
     items, corpus_sha256 = _corpus_digest(corpus)
-    home = model_home(model_dir)
     blob = json.dumps({"recipe": TINY_AUDIOLDM2_RECIPE, "corpus_sha256": corpus_sha256}, sort_keys=True)
     name = f"tiny-audioldm2-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]}"
-    final = home / name
-    if (final / PROFILE_MARKER).is_file() and (final / "generator").is_dir():
-        return final / "generator"
-    if final.exists():
-        logger.warning("tiny AudioLDM2 %s is damaged; rebuilding it", final)
-        doomed = home / f".{name}.damaged-{uuid.uuid4().hex[:8]}"
-        final.rename(doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-    home.mkdir(parents=True, exist_ok=True)
-    staging = home / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
-    try:
-        staging.mkdir()
+
+    def complete(folder: Path) -> bool:
+        return (folder / PROFILE_MARKER).is_file() and (folder / "generator").is_dir()
+
+    def build(staging: Path) -> None:
         build_audioldm2(items, staging / "generator")
         load_audioldm2(staging / "generator")
-        marker = {
-            "profile": "tiny",
-            "generator": "audioldm2",
-            "recipe": TINY_AUDIOLDM2_RECIPE,
-            "corpus_sha256": corpus_sha256,
-            "corpus_sentences": len(items),
-            "build_seconds": round(time.perf_counter() - started, 3),
-            "libraries": _library_versions(),
-        }
-        (staging / PROFILE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
-        try:
-            staging.rename(final)
-            logger.info("built tiny AudioLDM2 %s in %.1f s", final, time.perf_counter() - started)
-        except OSError:
-            if not (final / PROFILE_MARKER).is_file():
-                raise
-            logger.info("tiny AudioLDM2 %s was built concurrently; using that one", final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final / "generator"
+
+    marker = {
+        "profile": "tiny",
+        "generator": "audioldm2",
+        "recipe": TINY_AUDIOLDM2_RECIPE,
+        "corpus_sha256": corpus_sha256,
+        "corpus_sentences": len(items),
+    }
+    return _build_once(model_home(model_dir), name, "tiny AudioLDM2", complete, build, marker) / "generator"
 
 
 def _check_loads(profile_dir: Path) -> None:

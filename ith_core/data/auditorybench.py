@@ -347,7 +347,7 @@ def fetch(source: str | None = None, home: str | None = None) -> dict:
         files.append({"file": file.local_path, "status": status, "sha256": file.sha256})
     if problems:
         what = "pinned AuditoryBench files could not be " + ("copied" if source else "fetched")
-        raise DataError(_many(problems, len(PINNED_FILES), what))
+        raise DataError(problems_message(problems, len(PINNED_FILES), what))
     return {"home": str(target), "source": source or "upstream", "files": files}
 
 
@@ -389,7 +389,8 @@ def content_id(data_dir: str | None = None, tasks: Iterable[str] = TASKS) -> str
     return PINNED if pinned else "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def _many(problems: list[str], total: int, what: str) -> str:
+def problems_message(problems: list[str], total: int, what: str) -> str:
+    """One problem as it is; several as "<n> of <total> <what>:" and one indented line each."""
     if len(problems) == 1:
         return problems[0]
     return f"{len(problems)} of {total} {what}:\n" + "\n".join(f"  - {p}" for p in problems)
@@ -526,7 +527,7 @@ def ingest(source: str, tasks: Iterable[str] = TASKS, splits: Iterable[str] = SP
                 {k: v for k, v in count["flags_by_reason"].items() if v},
             )
     if problems:
-        raise DataError(_many(problems, len(tasks) * len(splits), "AuditoryBench files cannot be used"))
+        raise DataError(problems_message(problems, len(tasks) * len(splits), "AuditoryBench files cannot be used"))
     examples = pa.Table.from_pydict(ex, schema=EXAMPLES_SCHEMA)
     rejects = pa.Table.from_pydict(rj, schema=REJECTS_SCHEMA)
     return IngestResult(examples=examples, rejects=rejects, provenance=provenance, counts=counts)

@@ -55,7 +55,7 @@ import fsspec
 import pyarrow as pa
 
 from ith_core.config import GLUE_SPLITS, GLUE_TASKS, require
-from ith_core.data.auditorybench import EXAMPLES_SCHEMA, REJECTS_SCHEMA, DataError
+from ith_core.data.auditorybench import EXAMPLES_SCHEMA, REJECTS_SCHEMA, DataError, problems_message
 from storage.layout import ith_home
 
 logger = logging.getLogger(__name__)
@@ -358,7 +358,7 @@ def ingest(folder: str, tasks: Iterable[str] = GLUE_TASKS, splits: Iterable[str]
                 {k: v for k, v in count["rejects_by_reason"].items() if v},
             )
     if problems:
-        raise GlueDataError(_many(problems, len(names) * len(split_names), "GLUE files cannot be used"))
+        raise GlueDataError(problems_message(problems, len(names) * len(split_names), "GLUE files cannot be used"))
     return GlueIngest(
         examples=pa.Table.from_pydict(ex, schema=EXAMPLES_SCHEMA),
         rejects=pa.Table.from_pydict(rj, schema=REJECTS_SCHEMA),
@@ -519,7 +519,7 @@ def fetch(source_dir: str, home: str | None = None, tasks: Iterable[str] = GLUE_
                 continue
             found.append((name, split, relative, data, len(lines)))
     if problems:
-        raise GlueDataError(_many(problems, len(problems), "GLUE files are broken; nothing was copied"))
+        raise GlueDataError(problems_message(problems, len(problems), "GLUE files are broken; nothing was copied"))
     if not found:
         raise GlueDataError(
             f"{source}: no file of the GLUE tasks {', '.join(names)} there (looked for "
@@ -588,7 +588,7 @@ def locate(data_dir: str | None = None, tasks: Iterable[str] = GLUE_TASKS) -> st
         return root
     problems = verify_home(None, tasks)
     if problems:
-        raise GlueDataError(_many(problems, len(problems), "GLUE files of the home cannot be used"))
+        raise GlueDataError(problems_message(problems, len(problems), "GLUE files of the home cannot be used"))
     return home_dir()
 
 
@@ -614,9 +614,3 @@ def _require_folder(root: str) -> None:
     fs, path = fsspec.core.url_to_fs(root)
     if not fs.isdir(path):
         raise GlueDataError(f"{root}: no GLUE folder there. {WHERE_GLUE_COMES_FROM}")
-
-
-def _many(problems: list[str], total: int, what: str) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    return f"{len(problems)} of {total} {what}:\n" + "\n".join(f"  - {p}" for p in problems)

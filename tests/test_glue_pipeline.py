@@ -196,3 +196,15 @@ def test_paper_size_classifier_fuses_spans_of_a_pair(num_labels):
     assert fused.logits.shape == (2, num_labels) and torch.isfinite(fused.loss)
     assert not torch.allclose(plain.logits, fused.logits)  # the audio reached the head
     assert not torch.allclose(fused.logits, other_segments.logits)  # and so did the segment ids
+
+
+def test_predict_refuses_a_glue_run(tmp_path):
+    """`ith predict` answers [MASK] sentences with an AuditoryBench run's models; a GLUE run has none."""
+    from ith_core.config import ConfigError, RunConfig
+    from ith_core.stages.predict import predict_sentences
+    from ith_core.stages.skeleton import write_config
+
+    cfg = RunConfig.for_profile("tiny", benchmark="glue", run_root=str(tmp_path), run_id="glue-run")
+    write_config(cfg)
+    with pytest.raises(ConfigError, match="is a GLUE run"):
+        predict_sentences(str(tmp_path), "glue-run", ["Rattle is the sound a [MASK] makes."])

@@ -368,6 +368,12 @@ def predict_sentences(
     check_sentences(sentences, where)
     started = time.perf_counter()
     cfg = load_run_config(run_root, run_id, device)
+    if cfg.benchmark == "glue":
+        raise ConfigError(
+            f"run {run_id!r} is a GLUE run: its models classify sentence pairs and are not kept (its dev "
+            "predictions are, in glue/predictions.parquet); `ith predict` answers the [MASK] of a sentence with "
+            "the models of an AuditoryBench or synthetic run"
+        )
     device = str(resolve_device(device))
     layout = RunLayout(run_root, run_id)
     _require_stage(layout, run_files.SPAN_DETECTOR, "the span detector")

@@ -32,6 +32,24 @@ from ith_core.data.glue import TASKS
 METRICS: dict[str, tuple[str, ...]] = {name: task.metrics for name, task in TASKS.items()}
 
 
+def aligned(rows: list[dict], ids: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(example ids, predictions (seeds, rows), labels (rows)) of one system on one task.
+
+    `rows`: its prediction rows (example_id, seed, prediction, label: GLUE_PREDICTION_SCHEMA);
+    `ids`: the rows to take, in that order (None: the rows every seed scored, sorted).
+    """
+    by_seed: dict[int, dict[str, float]] = {}
+    labels: dict[str, float] = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[r["example_id"]] = r["prediction"]
+        labels[r["example_id"]] = r["label"]
+    seeds = sorted(by_seed)
+    if ids is None:
+        ids = sorted(set.intersection(*(set(by_seed[s]) for s in seeds))) if seeds else []
+    predictions = np.asarray([[by_seed[s][i] for i in ids] for s in seeds], dtype=np.float64)
+    return list(ids), predictions, np.asarray([labels[i] for i in ids], dtype=np.float64)
+
+
 def _check(task: str, predictions, labels) -> tuple[np.ndarray, np.ndarray]:
     if task not in METRICS:
         raise ValueError(f"task must be one of the GLUE tasks ({', '.join(METRICS)}), got {task!r}")

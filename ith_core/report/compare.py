@@ -23,8 +23,6 @@ import posixpath
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
-
 from ith_core.evaluation import glue_metrics
 from ith_core.evaluation.scoring import INTERVALS, UNIT_NAMES, bootstrap_units, paired_comparisons, seed_mean_table
 from ith_core.fusion.systems import SYSTEMS
@@ -303,17 +301,6 @@ def _points(value: float) -> float | None:
     return round(100 * float(value), 2) if math.isfinite(value) else None
 
 
-def _glue_aligned(rows: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions (seeds, rows), labels (rows)) of one system on one task, rows in `ids`' order."""
-    by_seed: dict = defaultdict(dict)
-    labels = {}
-    for r in rows:
-        by_seed[r["seed"]][r["example_id"]] = r["prediction"]
-        labels[r["example_id"]] = r["label"]
-    predictions = np.asarray([[by_seed[s][i] for i in ids] for s in sorted(by_seed)], dtype=np.float64)
-    return predictions, np.asarray([labels[i] for i in ids], dtype=np.float64)
-
-
 def _compare_glue(runs: list[ComparedRun], n_boot: int | None, seed: int) -> dict:
     """As `compare_runs`, with GLUE's metrics: each cell the run's own value [95 % interval] from
     glue/results.json; each difference `glue_metrics.paired_bootstrap` (the run minus the first, the
@@ -343,8 +330,8 @@ def _compare_glue(runs: list[ComparedRun], n_boot: int | None, seed: int) -> dic
         entry = {"system": system, "task": task, "split": split, "run": index, **left_out, "n": len(common)}
         ids = sorted(common)
         if ids and task in glue_metrics.METRICS:
-            pred_first, labels = _glue_aligned(groups[0][key], ids)
-            pred_run, _ = _glue_aligned(groups[index][key], ids)
+            _, pred_first, labels = glue_metrics.aligned(groups[0][key], ids)
+            _, pred_run, _ = glue_metrics.aligned(groups[index][key], ids)
             found = glue_metrics.paired_bootstrap(task, pred_first, pred_run, labels, n_boot=n_boot, seed=seed)
             # A metric undefined on a resample (a correlation of constant predictions) has no interval.
             entry["metrics"] = {

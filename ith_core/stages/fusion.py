@@ -406,8 +406,7 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     device = resolve_device(cfg)
     spans, features = {}, None
     if system.audio == "imagined":
-        spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
-        features = FeatureStore(layout, FEATURES).reader()
+        spans, features = imagined_inputs(layout)
     elif system.audio == "retrieved":
         spans, features = audiobert_stage.eval_inputs(cfg)
     predictions: list[dict] = []
@@ -467,6 +466,13 @@ def evaluate_system(cfg: RunConfig, model_paths: dict[str, str], system_name: st
     }
     layout.mark_done(stage, key, report)
     return {**report, "cached": False}
+
+
+def imagined_inputs(layout: RunLayout):
+    """(spans by example id, FeatureReader) of the imagined audio the encode-audio stage wrote: the spans of
+    its selection.parquet (each with its chosen clip) and the stored features, for scoring or fine-tuning."""
+    spans = spans_from_selection(read_selection(str(layout.local_dir(FEATURES) / run_files.SELECTION_FILE)))
+    return spans, FeatureStore(layout, FEATURES).reader()
 
 
 def generator_record(cfg: RunConfig, layout: RunLayout) -> dict:

@@ -14,26 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ith_core.config import RunConfig
 from ith_core.data import glue as glue_data
 from ith_core.evaluation import glue_metrics
-from ith_core.fusion.audio_features import read_selection
 from ith_core.fusion.glue_training import GlueJob, train_and_evaluate
-from ith_core.fusion.lm_inputs import spans_from_selection
 from ith_core.models.profiles import model_identity
-from ith_core.stages.fusion import FEATURES, generator_record
+from ith_core.stages.fusion import FEATURES, generator_record, imagined_inputs
 from ith_core.stages.imagine import no_audio_error
 from ith_core.stages.skeleton import layout_for, reuse_or_clear, stage_key
 from ith_core.stages.system_inputs import resolve_device
 from storage import run_files
-from storage.features import FeatureReader
 from storage.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -88,16 +82,6 @@ def sampled_rows(layout: RunLayout, task: str, split: str) -> list[dict]:
     return table.sort_by("example_id").to_pylist()
 
 
-def _features(layout: RunLayout):
-    folder = Path(layout.local_dir(FEATURES))
-    parts = sorted(folder.glob("part-*.parquet"))
-    if not parts:
-        return None, {}
-    index = pa.concat_tables([pq.read_table(p) for p in parts])
-    spans = spans_from_selection(read_selection(str(folder / run_files.SELECTION_FILE)))
-    return FeatureReader(str(folder), index), spans
-
-
 def train_glue(cfg: RunConfig, model_paths: dict[str, str], task: str, system: str, seed: int) -> dict:
     """Fine-tunes one (task, system, seed) on the sampled train rows; writes its dev predictions."""
     layout = layout_for(cfg)
@@ -106,8 +90,8 @@ def train_glue(cfg: RunConfig, model_paths: dict[str, str], task: str, system: s
     key = _job_key(layout, cfg, model_paths, job)
     if (report := reuse_or_clear(layout, stage, key)) is not None:
         return report
-    features, spans = _features(layout) if job.hears_audio else (None, {})
-    if job.hears_audio and features is None:
+    spans, features = imagined_inputs(layout) if job.hears_audio else ({}, None)
+    if job.hears_audio and not len(features):
         raise no_audio_error(cfg)
     report, rows = train_and_evaluate(
         job,
@@ -129,16 +113,6 @@ def train_glue(cfg: RunConfig, model_paths: dict[str, str], task: str, system: s
     return {**report, "cached": False}
 
 
-def _aligned(rows: list[dict], system: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(example ids, predictions (seeds, rows), labels) of one system on one task, rows in id order."""
-    seeds = sorted({r["seed"] for r in rows if r["system"] == system})
-    by_seed = {s: {r["example_id"]: r for r in rows if r["system"] == system and r["seed"] == s} for s in seeds}
-    ids = sorted(set.intersection(*(set(v) for v in by_seed.values())))
-    predictions = np.array([[by_seed[s][i]["prediction"] for i in ids] for s in seeds])
-    labels = np.array([by_seed[seeds[0]][i]["label"] for i in ids])
-    return ids, predictions, labels
-
-
 def summarise_glue(cfg: RunConfig) -> dict:
     """Every job's dev predictions scored together: `glue/results.json` and `glue/predictions.parquet`."""
     layout = layout_for(cfg)
@@ -157,7 +131,7 @@ def summarise_glue(cfg: RunConfig) -> dict:
         entry: dict = {"metrics": list(glue_metrics.METRICS[task]), "systems": {}, "paired": {}}
         aligned = {}
         for system in cfg.systems:
-            ids, predictions, labels = _aligned(task_rows, system)
+            ids, predictions, labels = glue_metrics.aligned([r for r in task_rows if r["system"] == system])
             aligned[system] = (ids, predictions, labels)
             entry["systems"][system] = {
                 "rows": len(ids),
@@ -168,21 +142,14 @@ def summarise_glue(cfg: RunConfig) -> dict:
                 ),
             }
         if {"bert", "ith"} <= set(aligned):
-            ids_b, pred_b, labels_b = aligned["bert"]
-            ids_i, pred_i, _ = aligned["ith"]
-            common = sorted(set(ids_b) & set(ids_i))
-            pick_b = [ids_b.index(i) for i in common]
-            pick_i = [ids_i.index(i) for i in common]
+            common = sorted(set(aligned["bert"][0]) & set(aligned["ith"][0]))
+            _, pred_bert, labels = glue_metrics.aligned([r for r in task_rows if r["system"] == "bert"], common)
+            _, pred_ith, _ = glue_metrics.aligned([r for r in task_rows if r["system"] == "ith"], common)
             entry["paired"] = {
                 "rows": len(common),
                 "comparison": "ith minus bert",
                 **glue_metrics.paired_bootstrap(
-                    task,
-                    pred_b[:, pick_b],
-                    pred_i[:, pick_i],
-                    labels_b[pick_b],
-                    n_boot=cfg.glue.bootstrap,
-                    seed=cfg.data.sample_seed,
+                    task, pred_bert, pred_ith, labels, n_boot=cfg.glue.bootstrap, seed=cfg.data.sample_seed
                 ),
             }
         tasks[task] = entry

@@ -89,7 +89,7 @@ def _print_summary(result: dict, profile: str, benchmark: str) -> None:
             f"seed) fine-tuned now, {len(glue.get('jobs') or []) - len(trained)} reused"
         )
         if results.get("results"):
-            print(results_markdown(results["results"], escape=False))
+            print(results_markdown(results["results"]))
     fusion = stages.get("fusion") or {}
     if not fusion:
         pass  # GLUE: fine-tuned per task (above)

@@ -37,14 +37,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
 from ith_core.config import FusionConfig, GlueConfig, require
 from ith_core.data.glue import PAIR_SEPARATOR
 from ith_core.fusion.lm_inputs import EncodedItem, EpochPermutationSampler, FusionCollator, FusionDataset, SpanAudio
-from ith_core.fusion.model import EncodedTokens, audio_feature_statistics, build_fusion_model
-from ith_core.models.profiles import load_audio_encoder
-from ith_core.models.quiet_loading import expected_load_noise
+from ith_core.fusion.model import build_fusion_model
+from ith_core.fusion.training import build_ith_model, standardize_audio_inputs
+from ith_core.models.profiles import load_sequence_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +63,6 @@ class GlueJob:
     @property
     def hears_audio(self) -> bool:
         return self.system == "ith"
-
-
-def load_classifier(lm_path: str, num_labels: int):
-    """(sequence classifier with a fresh head, tokenizer) from an lm folder (local files only)."""
-    tokenizer = AutoTokenizer.from_pretrained(lm_path, local_files_only=True, trust_remote_code=False)
-    # Starting from a masked LM, the new classification head and the unused MLM head are expected.
-    with expected_load_noise():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            lm_path,
-            num_labels=num_labels,
-            problem_type="regression" if num_labels == 1 else "single_label_classification",
-            local_files_only=True,
-            trust_remote_code=False,
-        )
-    return model, tokenizer
 
 
 def span_positions(
@@ -168,16 +153,10 @@ class GlueCollator:
 
 
 def _build(job: GlueJob, fusion: FusionConfig, lm_path: str, encoder_path: str | None, features):
-    model, tokenizer = load_classifier(lm_path, job.num_labels)
+    model, tokenizer = load_sequence_classifier(lm_path, job.num_labels)
     if not job.hears_audio:
         return build_fusion_model(model, fusion, None, fusion=False), tokenizer
-    encoder = None
-    if fusion.train_audio_encoder:
-        encoder, _ = load_audio_encoder(encoder_path)
-        audio_dim = encoder.config.hidden_size
-    else:
-        audio_dim = int(features.get(next(iter(features.shard_of))).shape[-1])
-    return build_fusion_model(model, fusion, audio_dim, fusion=True, audio_encoder=encoder), tokenizer
+    return build_ith_model(model, fusion, encoder_path, features), tokenizer
 
 
 def train_and_evaluate(
@@ -235,15 +214,9 @@ def train_and_evaluate(
         generator=torch.Generator().manual_seed(job.seed),
     )
     dev_dl = DataLoader(FusionDataset(dev_items), batch_size=glue.eval_batch_size, shuffle=False, collate_fn=collator)
-    standardize = fusion.standardize_audio if fusion.standardize_audio is not None else not fusion.train_audio_encoder
-    if job.hears_audio and standardize:
-        # As for AuditoryBench (ith_core.fusion.training): fixed statistics of the training audios.
+    if job.hears_audio:
         train_audio = [a for item in train_items for a in item.span_audio_ids]
-        if len(set(train_audio)) >= 2:
-            if fusion.train_audio_encoder:
-                model.to(accelerator.device)
-            source = EncodedTokens(model, features) if fusion.train_audio_encoder else features
-            model.projector.set_input_statistics(*audio_feature_statistics(source, train_audio))
+        standardize_audio_inputs(model, fusion, features, train_audio, accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=glue.learning_rate)
     total_steps = math.ceil(len(train_items) / glue.batch_size) * glue.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(glue.warmup_ratio * total_steps), total_steps)

@@ -227,14 +227,33 @@ def build_model(spec: TrainSpec, job: TrainJob, features=None):
         return build_fusion_model(mlm, cfg, None, fusion=False), tokenizer
     if job.model == "audiobert":
         return _audiobert_model(spec, mlm, features), tokenizer
+    return build_ith_model(mlm, cfg, spec.audio_encoder_path, features), tokenizer
+
+
+def build_ith_model(lm, cfg: FusionConfig, audio_encoder_path: str | None, features=None):
+    """`lm` (any BERT-family head model) under the fusion layer: with AST loaded to train end to end
+    (`fusion.train_audio_encoder`), else at the width of the stored features."""
     encoder = None
     if cfg.train_audio_encoder:
-        encoder, _ = load_audio_encoder(spec.audio_encoder_path)
+        encoder, _ = load_audio_encoder(audio_encoder_path)
         audio_dim = encoder.config.hidden_size
     else:
         any_id = next(iter(features.shard_of))
         audio_dim = int(features.get(any_id).shape[-1])
-    return build_fusion_model(mlm, cfg, audio_dim, fusion=True, audio_encoder=encoder), tokenizer
+    return build_fusion_model(lm, cfg, audio_dim, fusion=True, audio_encoder=encoder)
+
+
+def standardize_audio_inputs(model, cfg: FusionConfig, features, train_audio: list[str], device) -> None:
+    """Fixed standardisation of the encoder's tokens (see AudioProjector), from the training audios
+    only, when the settings ask for it: the stored tokens (frozen encoder) or the trained encoder's
+    tokens before training; a resumed run recomputes the same values before load_state."""
+    standardize = cfg.standardize_audio if cfg.standardize_audio is not None else not cfg.train_audio_encoder
+    if not standardize or len(set(train_audio)) < 2:
+        return
+    if cfg.train_audio_encoder:  # the encoder runs over the training audios: on the device
+        model.to(device)
+    source = EncodedTokens(model, features) if cfg.train_audio_encoder else features
+    model.projector.set_input_statistics(*audio_feature_statistics(source, train_audio))
 
 
 def _audiobert_model(spec: TrainSpec, mlm, features=None, audio_dim: int | None = None):
@@ -378,17 +397,9 @@ def train_job(spec: TrainSpec, job: TrainJob) -> dict:
     features = feature_reader(spec) if job.model in AUDIO_MODELS else None
     model, tokenizer = build_model(spec, job, features)
     train_dl, dev_dl, sampler, counts = get_dataloaders(accelerator, spec, job, tokenizer, features)
-    standardize = cfg.standardize_audio if cfg.standardize_audio is not None else not cfg.train_audio_encoder
-    if job.model == "ith" and standardize:
-        # Fixed standardisation of the encoder's tokens (see AudioProjector), from the training
-        # audios only: the stored tokens (frozen encoder) or the trained encoder's tokens before
-        # training; a resumed run recomputes the same values before load_state.
+    if job.model == "ith":
         train_audio = [a for item in train_dl.dataset.items for a in item.span_audio_ids]
-        if len(set(train_audio)) >= 2:
-            if cfg.train_audio_encoder:  # the encoder runs over the training audios: on the device
-                model.to(accelerator.device)
-            source = EncodedTokens(model, features) if cfg.train_audio_encoder else features
-            model.projector.set_input_statistics(*audio_feature_statistics(source, train_audio))
+        standardize_audio_inputs(model, cfg, features, train_audio, accelerator.device)
     if job.model == "audiobert" and spec.audiobert.get("standardize_audio"):
         # Fixed per-dimension statistics of the pooled audio vectors of the training clips, computed
         # before training (a resumed run recomputes the same values before load_state).

@@ -52,6 +52,7 @@ from transformers import (
     ASTModel,
     AutoFeatureExtractor,
     AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoProcessor,
     AutoTokenizer,
@@ -671,6 +672,24 @@ def load_span_base(path):
         model = AutoModelForTokenClassification.from_pretrained(
             folder,
             num_labels=2,
+            local_files_only=True,
+            trust_remote_code=False,
+        )
+    return model, tokenizer
+
+
+def load_sequence_classifier(path, num_labels: int):
+    """(sequence classifier with `num_labels` outputs, its head freshly initialised, tokenizer) from an lm
+    folder; 1 output is regression (MSE), as for STS-B."""
+    folder = _require_folder(path, "lm")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    _require_vocab(tokenizer, folder)
+    # Starting from a masked LM, the new classification head and the unused MLM head are expected.
+    with expected_load_noise():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder,
+            num_labels=num_labels,
+            problem_type="regression" if num_labels == 1 else "single_label_classification",
             local_files_only=True,
             trust_remote_code=False,
         )

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import math
 
+from ith_core.data import glue as glue_data
 from ith_core.report.loading import RunData
-from ith_core.report.tables import Section, Table, md_escape
+from ith_core.report.tables import Raw, Section, Table, _md_table
 from storage import run_files
 
 LABELS = {"bert": "BERT (fine-tuned, no audio)", "ith": "ITH (imagined audio fused)"}
-TASK_LABELS = {
-    "sst2": "SST-2",
-    "qnli": "QNLI",
-    "qqp": "QQP",
-    "mnli": "MNLI-m",
-    "mrpc": "MRPC",
-    "stsb": "STS-B",
-    "cola": "CoLA",
-}
+# GLUE's own names (its folders), in GLUE's order; MNLI is scored on its matched dev set.
+TASK_LABELS = {name: "MNLI-m" if name == "mnli" else task.folder for name, task in glue_data.TASKS.items()}
 METRIC_LABELS = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman", "matthews": "MCC"}
 
 MEANING = (
@@ -34,16 +28,23 @@ MEANING = (
 )
 
 
-def _cell(entry: dict | None) -> str:
+def _ordered(tasks: dict) -> list:
+    """(task, entry) in GLUE's order."""
+    order = list(TASK_LABELS)
+    return sorted(tasks.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def _cell(entry: dict | None) -> Raw:
+    """A metric x 100 with its interval: numbers only, so already inert Markdown."""
     if not entry or entry.get("value") is None or math.isnan(entry["value"]):
-        return "–"
-    return f"{100 * entry['value']:.1f} [{100 * entry['low']:.1f}, {100 * entry['high']:.1f}]"
+        return Raw("–")
+    return Raw(f"{100 * entry['value']:.1f} [{100 * entry['low']:.1f}, {100 * entry['high']:.1f}]")
 
 
-def _diff(entry: dict | None) -> str:
+def _diff(entry: dict | None) -> Raw:
     if not entry or entry.get("difference") is None or math.isnan(entry["difference"]):
-        return "–"
-    return f"{100 * entry['difference']:+.1f} [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]"
+        return Raw("–")
+    return Raw(f"{100 * entry['difference']:+.1f} [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]")
 
 
 def results_table(results: dict) -> Table:
@@ -52,9 +53,7 @@ def results_table(results: dict) -> Table:
     paired = all(s in systems for s in ("bert", "ith"))
     headers = ["task", "metric", *(LABELS.get(s, s) for s in systems), *(["ITH - BERT"] if paired else []), "dev rows"]
     rows = []
-    tasks = results.get("tasks") or {}
-    for task in sorted(tasks, key=lambda t: list(TASK_LABELS).index(t) if t in TASK_LABELS else 99):
-        entry = tasks[task]
+    for task, entry in _ordered(results.get("tasks") or {}):
         for metric in entry["metrics"]:
             cells = [_cell((entry["systems"].get(s) or {}).get(metric)) for s in systems]
             if paired:
@@ -64,17 +63,12 @@ def results_table(results: dict) -> Table:
     return Table(headers, rows, {len(headers) - 1}, caption="GLUE dev metrics (x 100)")
 
 
-def results_markdown(results: dict | None, statement: str = "", escape: bool = True) -> str:
-    """The GLUE table as Markdown (the Prefect artifact; `escape=False`: for a terminal, `ith run`'s summary)."""
+def results_markdown(results: dict | None, statement: str = "") -> str:
+    """The GLUE table as Markdown: the Prefect artifact, and what `ith run` prints."""
     if not results:
         return "No GLUE results: the summarise-glue stage has not finished."
-    cell = md_escape if escape else str
-    table = results_table(results)
     lines = [statement, "", MEANING, ""] if statement else [MEANING, ""]
-    lines.append("| " + " | ".join(cell(h) for h in table.headers) + " |")
-    lines.append("|" + "|".join("---:" if i in table.numeric else "---" for i in range(len(table.headers))) + "|")
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, _md_table(results_table(results))]) + "\n"
 
 
 def load_results(data: RunData) -> dict | None:
@@ -97,7 +91,7 @@ def section_glue(data: RunData) -> Section:
         )
     s.tables.append(("table-glue", results_table(results)))
     fused = []
-    for task, entry in sorted((results.get("tasks") or {}).items(), key=lambda kv: list(TASK_LABELS).index(kv[0])):
+    for task, entry in _ordered(results.get("tasks") or {}):
         ith = entry["systems"].get("ith")
         if ith:
             fused.append(f"{TASK_LABELS.get(task, task)} {ith.get('spans_fused_rows', 0)} of {ith.get('rows', 0)}")
